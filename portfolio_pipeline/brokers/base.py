@@ -1,0 +1,99 @@
+"""The broker contract: one Protocol that every broker (demo, ibkr, tastytrade) implements.
+
+Normalisation from SDK payloads into domain objects happens once, in the adapter, with
+the multiplier from the instrument table (the broker's own multiplier cross-checked by
+``InstrumentTable.checked_multiplier``).  Adapters never transmit an order that has not
+passed the two-step confirmation (``domain.orders.require_confirmed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from portfolio_pipeline.domain.activity import CashFlow, Execution
+from portfolio_pipeline.domain.orders import Order, WhatIfResult
+from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
+
+
+class BrokerError(RuntimeError):
+    """A broker call failed (connection, timeout, rejected request); names the broker."""
+
+
+class BrokerDataError(ValueError):
+    """A broker payload could not be normalised; names the broker, field and item."""
+
+
+@dataclass(frozen=True, slots=True)
+class OptionChain:
+    """Expiries and strikes listed for an underlying (one trading class)."""
+
+    underlying: str
+    trading_class: str
+    multiplier: float
+    expiries: tuple[date, ...]
+    strikes: tuple[float, ...]
+    exchange: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StagedOrder:
+    """What the broker (or the local stage) knows of an order not yet transmitted."""
+
+    order_id: str
+    broker_order_id: str | None
+    whatif: WhatIfResult
+    staged_at: datetime
+
+
+@runtime_checkable
+class BrokerAdapter(Protocol):
+    """Required behaviour of every broker adapter (all I/O is async)."""
+
+    name: str
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def account_ids(self) -> list[str]: ...
+
+    async def account_snapshot(self, account_id: str) -> AccountSnapshot: ...
+
+    async def positions(self, account_id: str) -> list[Position]: ...
+
+    async def quotes(self, contracts: Sequence[Contract]) -> list[Quote]:
+        """Quotes and model Greeks (per share); NaN-with-warning where the broker has none."""
+        ...
+
+    async def option_chain(self, underlying: str, trading_class: str | None = None) -> OptionChain: ...
+
+    async def executions(self, account_id: str, since: date) -> list[Execution]: ...
+
+    async def cash_flows(self, account_id: str, since: date) -> list[CashFlow]: ...
+
+    async def what_if(self, order: Order) -> WhatIfResult:
+        """Margin and commission impact plus every broker warning; never transmits."""
+        ...
+
+    async def stage(self, order: Order) -> StagedOrder:
+        """Place without transmitting (IBKR transmit=False) or keep locally after a dry run."""
+        ...
+
+    async def transmit(self, order: Order) -> str:
+        """Send a CONFIRMED order; returns the broker order id. Raises for any other status."""
+        ...
+
+    async def cancel(self, order: Order) -> None: ...

@@ -1,0 +1,206 @@
+"""Load and validate the YAML files of a configuration directory.
+
+Each file has exactly one schema (a pydantic model with ``extra="forbid"``), shared by
+the shipped ``*.example.yaml`` and the user's file.  Every problem is reported as one
+line naming the file, the key path and what is wrong; duplicate keys are errors too
+(plain YAML would silently keep the last one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from portfolio_pipeline.domain.accounts import AccountsFile
+from portfolio_pipeline.domain.instruments import InstrumentsFile, InstrumentTable
+from portfolio_pipeline.domain.regime import RiskMatrix
+
+M = TypeVar("M", bound=BaseModel)
+
+#: file name -> (schema, required): the one registry of configuration files (a constant;
+#: a feature that adds a file adds its line here).
+CONFIG_FILES: Mapping[str, tuple[type[BaseModel], bool]] = {
+    "instruments.yaml": (InstrumentsFile, True),
+    "risk_matrix.yaml": (RiskMatrix, True),
+    "accounts.yaml": (AccountsFile, True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    file: str
+    key_path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key_path}" if self.key_path else self.file
+        return f"{where}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """One or more configuration problems; ``str()`` gives one line per problem."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+    loader.flatten_mapping(node)
+    result: dict[Hashable, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in result:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+            )
+        result[key] = loader.construct_object(value_node, deep=deep)
+    return result
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _problems_from_validation(file: str, err: ValidationError) -> list[ConfigProblem]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-after")))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in e and e["type"] not in ("model_type",) and not isinstance(e["input"], Mapping):
+            msg = f"{msg} (got {e['input']!r})"
+        problems.append(ConfigProblem(file, _key_path(loc), msg))
+    return problems
+
+
+def load_config_file(path: Path, model: type[M]) -> M:
+    """Parse and validate one YAML file; raise :class:`ConfigError` naming every problem."""
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(name, "", "file not found")]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigProblem(name, where, f"invalid YAML: {problem}")]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError([ConfigProblem(name, "(top level)", "must be a mapping of keys")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems_from_validation(name, exc)) from None
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    """The validated configuration directory."""
+
+    directory: Path
+    instruments: InstrumentTable
+    risk_matrix: RiskMatrix
+    accounts: AccountsFile
+    extra: dict[str, BaseModel] = field(default_factory=dict)
+
+    def get(self, file_name: str) -> BaseModel | None:
+        """An optional file's validated model (None when the file is absent)."""
+        return self.extra.get(file_name)
+
+
+def _load_all(directory: Path) -> tuple[dict[str, BaseModel], list[ConfigProblem]]:
+    loaded: dict[str, BaseModel] = {}
+    problems: list[ConfigProblem] = []
+    if not directory.is_dir():
+        return loaded, [ConfigProblem(str(directory), "", "configuration directory not found")]
+    for file_name, (model, required) in CONFIG_FILES.items():
+        path = directory / file_name
+        if not path.exists():
+            if required:
+                problems.append(ConfigProblem(str(path), "", "required file is missing"))
+            continue
+        try:
+            loaded[file_name] = load_config_file(path, model)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    known = set(CONFIG_FILES) | {f.replace(".yaml", ".example.yaml") for f in CONFIG_FILES}
+    for path in sorted(directory.glob("*.y*ml")):
+        if path.name not in known:
+            problems.append(ConfigProblem(str(path), "", "unknown configuration file"))
+    for file_name, (model, _required) in CONFIG_FILES.items():
+        example = directory / file_name.replace(".yaml", ".example.yaml")
+        if example.exists():
+            try:
+                load_config_file(example, model)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+    return loaded, problems
+
+
+def check_config_dir(directory: Path) -> tuple[list[ConfigProblem], str]:
+    """Validate a directory: (problems, one-line summary)."""
+    loaded, problems = _load_all(directory)
+    if problems:
+        return problems, f"{len(problems)} problem(s) in {directory}"
+    instruments = loaded["instruments.yaml"]
+    accounts = loaded["accounts.yaml"]
+    matrix = loaded["risk_matrix.yaml"]
+    assert isinstance(instruments, InstrumentsFile)
+    assert isinstance(accounts, AccountsFile)
+    assert isinstance(matrix, RiskMatrix)
+    summary = (
+        f"ok: {directory}: {len(loaded)} files, {len(instruments.instruments)} instruments, "
+        f"{len(matrix.regimes)} regimes, {len(accounts.accounts)} account(s) "
+        f"({', '.join(sorted({a.broker for a in accounts.accounts}))})"
+    )
+    return [], summary
+
+
+def load_platform_config(directory: Path) -> PlatformConfig:
+    """Load a configuration directory; raise :class:`ConfigError` listing every problem."""
+    loaded, problems = _load_all(directory)
+    if problems:
+        raise ConfigError(problems)
+    instruments = loaded.pop("instruments.yaml")
+    matrix = loaded.pop("risk_matrix.yaml")
+    accounts = loaded.pop("accounts.yaml")
+    assert isinstance(instruments, InstrumentsFile)
+    assert isinstance(matrix, RiskMatrix)
+    assert isinstance(accounts, AccountsFile)
+    return PlatformConfig(
+        directory=directory,
+        instruments=InstrumentTable.from_file_model(instruments, source=str(directory / "instruments.yaml")),
+        risk_matrix=matrix,
+        accounts=accounts,
+        extra=loaded,
+    )

@@ -1,0 +1,191 @@
+"""Orders: ONE status enum and ONE transition table.
+
+An order is born as a ``PROPOSED`` hedge, may be checked by the broker's WhatIf /
+dry run and ``STAGED`` (IBKR: transmit=False; Tastytrade: kept locally after a dry
+run).  Transmission needs two explicit steps by a person: ``show`` displays the WhatIf
+result and every broker warning and issues a one-time token (``SHOWN``); ``confirm``
+with that token typed back moves it to ``CONFIRMED``; only a ``CONFIRMED`` order may be
+handed to a broker adapter's ``transmit``, which moves it to ``TRANSMITTED``.  Nothing
+else reaches ``TRANSMITTED``; an illegal transition raises :class:`IllegalTransitionError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Literal
+
+from portfolio_pipeline.domain.errors import IllegalTransitionError, InvalidDataError
+from portfolio_pipeline.domain.positions import Contract, require_aware, require_finite
+
+Action = Literal["BUY", "SELL"]
+
+
+class OrderStatus(enum.StrEnum):
+    PROPOSED = "proposed"
+    STAGED = "staged"
+    SHOWN = "shown"
+    CONFIRMED = "confirmed"
+    TRANSMITTED = "transmitted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return not TRANSITIONS[self]
+
+    @property
+    def is_live_at_broker(self) -> bool:
+        return self in (OrderStatus.TRANSMITTED, OrderStatus.PARTIALLY_FILLED)
+
+
+S = OrderStatus
+
+#: The one transition table.  SHOWN -> SHOWN re-displays and issues a fresh token.
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.PROPOSED: frozenset({S.STAGED, S.REJECTED, S.EXPIRED, S.FAILED}),
+    S.STAGED: frozenset({S.SHOWN, S.REJECTED, S.EXPIRED, S.FAILED}),
+    S.SHOWN: frozenset({S.SHOWN, S.CONFIRMED, S.REJECTED, S.EXPIRED, S.FAILED}),
+    S.CONFIRMED: frozenset({S.TRANSMITTED, S.FAILED}),
+    S.TRANSMITTED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.FAILED}),
+    S.PARTIALLY_FILLED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED}),
+    S.FILLED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.FAILED: frozenset(),
+}
+
+
+def check_transition(current: OrderStatus, target: OrderStatus, *, order_id: str = "?") -> None:
+    """Raise :class:`IllegalTransitionError` unless ``current -> target`` is in the table."""
+    if target not in TRANSITIONS[current]:
+        raise IllegalTransitionError(
+            f"order {order_id}: illegal transition {current.value} -> {target.value}"
+        )
+
+
+def require_confirmed(order: Order) -> None:
+    """Guard for broker adapters' ``transmit``: only a two-step-confirmed order passes."""
+    if order.status != OrderStatus.CONFIRMED:
+        raise IllegalTransitionError(
+            f"order {order.order_id}: transmit needs a confirmed order (status is {order.status.value})"
+        )
+
+
+def hash_token(token: str) -> str:
+    """Stored form of a confirmation token (only the hash is persisted)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLeg:
+    contract: Contract
+    action: Action
+    ratio: int = 1
+
+    def __post_init__(self) -> None:
+        if self.action not in ("BUY", "SELL"):
+            raise InvalidDataError(f"order leg {self.contract.key}: action must be BUY or SELL")
+        if self.ratio < 1:
+            raise InvalidDataError(f"order leg {self.contract.key}: ratio must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class WhatIfResult:
+    """The broker's answer to a WhatIf / dry run: margin and commission impact, warnings."""
+
+    init_margin_change: float
+    maint_margin_change: float
+    commission: float
+    equity_with_loan_after: float | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    ts: datetime
+    actor: str
+    from_status: OrderStatus | None
+    to_status: OrderStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A (combo) limit order and its lifecycle.  Immutable: transitions return a new Order."""
+
+    order_id: str
+    broker: str
+    account_id: str
+    legs: tuple[OrderLeg, ...]
+    quantity: int
+    limit_price: float
+    created_at: datetime
+    status: OrderStatus = OrderStatus.PROPOSED
+    order_type: Literal["LMT"] = "LMT"
+    time_in_force: Literal["DAY", "GTC"] = "DAY"
+    proposal_id: str | None = None
+    whatif: WhatIfResult | None = None
+    broker_order_id: str | None = None
+    confirmation_token_hash: str | None = None
+    expires_at: datetime | None = None
+    audit: tuple[AuditEntry, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        where = f"order {self.order_id}"
+        if not self.legs:
+            raise InvalidDataError(f"{where}: an order needs at least one leg")
+        if self.quantity < 1:
+            raise InvalidDataError(f"{where}: quantity must be a positive whole number of units")
+        require_finite(self.limit_price, "limit_price", where)
+        require_aware(self.created_at, "created_at", where)
+        if self.expires_at is not None:
+            require_aware(self.expires_at, "expires_at", where)
+
+    def transition(
+        self, target: OrderStatus, *, actor: str, at: datetime, detail: str = "", **changes: object
+    ) -> Order:
+        """Return a copy in ``target`` status with an audit entry; raise if illegal."""
+        check_transition(self.status, target, order_id=self.order_id)
+        require_aware(at, "at", f"order {self.order_id}")
+        if target == OrderStatus.SHOWN and (self.whatif is None and changes.get("whatif") is None):
+            raise IllegalTransitionError(
+                f"order {self.order_id}: cannot be shown for confirmation without a WhatIf result"
+            )
+        entry = AuditEntry(ts=at, actor=actor, from_status=self.status, to_status=target, detail=detail)
+        return replace(self, status=target, audit=(*self.audit, entry), **changes)  # type: ignore[arg-type]
+
+    def show(self, *, token: str, actor: str, at: datetime) -> Order:
+        """Step one: the WhatIf result and warnings were displayed; remember the token's hash."""
+        if len(token) < 6:
+            raise InvalidDataError(f"order {self.order_id}: confirmation token too short")
+        return self.transition(
+            OrderStatus.SHOWN,
+            actor=actor,
+            at=at,
+            detail="whatif and warnings displayed",
+            confirmation_token_hash=hash_token(token),
+        )
+
+    def confirm(self, *, token: str, actor: str, at: datetime) -> Order:
+        """Step two: the person typed the token back; the order may now be transmitted."""
+        if self.status != OrderStatus.SHOWN or self.confirmation_token_hash is None:
+            raise IllegalTransitionError(
+                f"order {self.order_id}: confirm needs a prior 'show' (status is {self.status.value})"
+            )
+        if not hmac.compare_digest(hash_token(token), self.confirmation_token_hash):
+            raise IllegalTransitionError(f"order {self.order_id}: confirmation token does not match")
+        if self.expires_at is not None and at >= self.expires_at:
+            raise IllegalTransitionError(f"order {self.order_id}: staged order expired at {self.expires_at}")
+        return self.transition(
+            OrderStatus.CONFIRMED, actor=actor, at=at, detail="confirmed by token",
+            confirmation_token_hash=None,
+        )

@@ -1,0 +1,288 @@
+"""SQLAlchemy Core tables of the platform, all on one :data:`metadata`.
+
+Conventions (every table follows them; new tables should too):
+
+- timestamps are :class:`UtcDateTime` (``TIMESTAMP WITH TIME ZONE``): naive datetimes are
+  rejected, values are stored and returned as aware UTC on PostgreSQL *and* SQLite;
+- trading days are ``Date`` (the exchange session date, America/New_York);
+- money, prices, quantities and Greeks are ``Double`` (float64); per-unit/per-share
+  values are stated in the column comment;
+- daily tables are keyed by ``session_date`` first, so a partition re-run replaces
+  exactly one day (:func:`portfolio_pipeline.storage.writes.replace_partition`);
+- constraint names come from :data:`NAMING_CONVENTION`, so migrations are stable.
+
+Adding a table: define it below on ``metadata``, then run
+``python -m portfolio_pipeline.storage.migrations revision -m "add <table>"``, review the
+generated file under ``storage/migrations/versions/`` and check it in.  A test fails
+when a table exists here without a migration.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    CHAR,
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+)
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "SEC_TYPES",
+    "UtcDateTime",
+    "account_snapshot",
+    "events",
+    "market_snapshot",
+    "metadata",
+    "order_audit",
+    "orders",
+    "positions_snapshot",
+    "to_utc",
+]
+
+NAMING_CONVENTION: Final = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SEC_TYPES: Final = ("STK", "OPT", "FUT", "FOP", "IND")
+"""Security types the snapshots accept (IBKR's vocabulary; Tastytrade is mapped to it)."""
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+"""The one schema registry; every platform table (and every later analytics table) lives here."""
+
+
+def to_utc(value: object, column: str) -> datetime:
+    """Return ``value`` as an aware UTC datetime; naive or non-datetime values raise.
+
+    ``column`` names where the value was headed, for the error message.
+    """
+    if not isinstance(value, datetime):
+        raise ValueError(
+            f"column {column!r} needs a timezone-aware datetime, got {type(value).__name__}"
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"column {column!r} got a naive datetime {value.isoformat()}; "
+            "use an aware UTC datetime, e.g. datetime.now(UTC)"
+        )
+    return value.astimezone(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """``TIMESTAMP WITH TIME ZONE`` that only accepts aware datetimes and returns UTC.
+
+    On SQLite (no time zone support) the value is stored as naive UTC text and the UTC
+    zone is re-attached on read, so both backends hand back identical aware datetimes.
+
+    Parameters
+    ----------
+    column_name:
+        The column this type belongs to, named in the error for a naive datetime.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def __init__(self, column_name: str = "?") -> None:
+        super().__init__()
+        self.column_name = column_name
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        utc = to_utc(value, self.column_name)
+        if dialect.name == "sqlite":
+            return utc.replace(tzinfo=None)
+        return utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def copy(self, **kw: Any) -> UtcDateTime:
+        return UtcDateTime(self.column_name)
+
+
+def _utc(name: str, *, nullable: bool = False, comment: str | None = None) -> Column[datetime]:
+    return Column(name, UtcDateTime(name), nullable=nullable, comment=comment)
+
+
+def _session_date() -> Column[date]:
+    return Column(
+        "session_date",
+        Date,
+        primary_key=True,
+        nullable=False,
+        comment="exchange session (America/New_York)",
+    )
+
+
+def _money(name: str, *, nullable: bool = False, comment: str | None = None) -> Column[float]:
+    return Column(name, Double, nullable=nullable, comment=comment)
+
+
+def _json(name: str, *, nullable: bool = False) -> Column[Any]:
+    # none_as_null: Python None is SQL NULL (never the JSON literal 'null').
+    return Column(name, JSON(none_as_null=True), nullable=nullable)
+
+
+_SEC_TYPE_CHECK: Final = "sec_type IN ({})".format(", ".join(f"'{s}'" for s in SEC_TYPES))
+_RIGHT_CHECK: Final = "\"right\" IS NULL OR \"right\" IN ('C', 'P')"
+_OPTION_FIELDS_CHECK: Final = (
+    "sec_type NOT IN ('OPT', 'FOP') OR "
+    '(expiry IS NOT NULL AND strike IS NOT NULL AND "right" IS NOT NULL)'
+)
+
+
+def _contract_columns() -> list[Column[Any]]:
+    """Instrument description shared by position and market snapshots."""
+    return [
+        Column("underlying", String(32), nullable=False),
+        Column("sec_type", String(3), nullable=False),
+        Column("expiry", Date, nullable=True),
+        _money("strike", nullable=True),
+        Column("right", CHAR(1), nullable=True, comment="'C' or 'P' for options"),
+    ]
+
+
+def _contract_checks() -> list[CheckConstraint]:
+    return [
+        CheckConstraint(_SEC_TYPE_CHECK, name="sec_type"),
+        CheckConstraint(_RIGHT_CHECK, name="right"),
+        CheckConstraint(_OPTION_FIELDS_CHECK, name="option_fields"),
+    ]
+
+
+positions_snapshot = Table(
+    "positions_snapshot",
+    metadata,
+    _session_date(),
+    Column("broker", String(32), primary_key=True),
+    Column("account_id", String(64), primary_key=True),
+    Column("position_key", String(255), primary_key=True, comment="stable position id"),
+    *_contract_columns(),
+    _money("multiplier", comment="contract multiplier from config/instruments.yaml"),
+    Column("trading_class", String(32), nullable=True),
+    Column("currency", String(3), nullable=False),
+    _money("quantity", comment="signed: long > 0, short < 0"),
+    _money("avg_price", comment="average cost per unit/share"),
+    _money("mark", comment="mark per unit/share"),
+    _money("market_value", comment="quantity * multiplier * mark"),
+    _money("underlying_price", nullable=True),
+    _utc("as_of", comment="when the broker reported the position"),
+    *_contract_checks(),
+    comment="Daily position snapshot per broker account.",
+)
+
+account_snapshot = Table(
+    "account_snapshot",
+    metadata,
+    _session_date(),
+    Column("broker", String(32), primary_key=True),
+    Column("account_id", String(64), primary_key=True),
+    Column("currency", String(3), nullable=False),
+    _money("nlv", comment="net liquidation value"),
+    _money("cash"),
+    _money("init_margin"),
+    _money("maint_margin"),
+    _money("excess_liquidity"),
+    _money("buying_power"),
+    _money("broker_daily_pnl", nullable=True, comment="the broker's own day P&L"),
+    _utc("as_of"),
+    comment="Daily account balances and margin per broker account.",
+)
+
+market_snapshot = Table(
+    "market_snapshot",
+    metadata,
+    _session_date(),
+    Column("source", String(32), primary_key=True, comment="broker the quote came from"),
+    Column("instrument_key", String(255), primary_key=True),
+    *_contract_columns(),
+    _money("bid", comment="per unit/share"),
+    _money("ask", comment="per unit/share"),
+    _money("last", nullable=True),
+    _money("mark", comment="per unit/share"),
+    _money("underlying_price", nullable=True),
+    _money("iv", nullable=True, comment="implied volatility, annualised decimal"),
+    _money("delta", nullable=True, comment="broker Greek, per share"),
+    _money("gamma", nullable=True, comment="broker Greek, per share"),
+    _money("vega", nullable=True, comment="broker Greek, per vol point per share"),
+    _money("theta", nullable=True, comment="broker Greek, per calendar day per share"),
+    _utc("as_of"),
+    *_contract_checks(),
+    comment="Daily quotes and broker Greeks per instrument.",
+)
+
+_BIGINT_ID: Final = BigInteger().with_variant(Integer(), "sqlite")
+"""BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements."""
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", _BIGINT_ID, primary_key=True, autoincrement=True),
+    Column("event_key", String(255), nullable=False, comment="idempotency key"),
+    Column("kind", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    _utc("ts"),
+    Column("account_id", String(64), nullable=True),
+    _json("payload"),
+    Index(None, "event_key", unique=True),
+    Index(None, "kind"),
+    comment="Append-only event log (breaches, proposals, ...); consumers read by id.",
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("status", String(32), nullable=False),
+    Column("broker", String(32), nullable=False),
+    Column("account_id", String(64), nullable=False),
+    _utc("created_at"),
+    _utc("updated_at"),
+    Column("proposal_id", String(64), nullable=True),
+    _json("legs"),
+    _json("whatif", nullable=True),
+    Column("broker_order_id", String(64), nullable=True),
+    Column("confirmation_token_hash", String(128), nullable=True),
+    _utc("expires_at", nullable=True),
+    Index(None, "status"),
+    comment="Staged orders; status changes follow domain.orders' transition table.",
+)
+
+order_audit = Table(
+    "order_audit",
+    metadata,
+    Column("id", _BIGINT_ID, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), ForeignKey(orders.c.order_id), nullable=False),
+    _utc("ts"),
+    Column("actor", String(64), nullable=False),
+    Column("from_status", String(32), nullable=True),
+    Column("to_status", String(32), nullable=False),
+    _json("detail"),
+    Index(None, "order_id"),
+    comment="Every order status change, who made it and why.",
+)

@@ -1,0 +1,210 @@
+"""Partition-idempotent writes: a re-run or backfill replaces exactly one partition.
+
+Every row is validated before anything is written, so bad input raises a ``ValueError``
+naming the column (and row) and leaves what is stored untouched.  Column names come from
+table metadata only; values always travel as bound parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import JSON, Column, Connection, Date, Float, Table, and_, delete, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from portfolio_pipeline.storage.tables import UtcDateTime, to_utc
+
+__all__ = ["read_partition", "replace_partition"]
+
+logger = logging.getLogger(__name__)
+
+
+def _column(table: Table, name: object, *, where: str) -> Column[Any]:
+    if not isinstance(name, str) or name not in table.c:
+        raise ValueError(f"unknown column {name!r} for table {table.name!r} ({where})")
+    return table.c[name]
+
+
+def _partition_clause(table: Table, partition: Mapping[str, Any]) -> ColumnElement[bool]:
+    if not partition:
+        raise ValueError(
+            f"an empty partition would replace all of table {table.name!r}; "
+            "name the partition columns (e.g. session_date)"
+        )
+    clauses: list[ColumnElement[bool]] = []
+    for name, value in partition.items():
+        column = _column(table, name, where="partition")
+        if value is None:
+            raise ValueError(f"partition value for column {name!r} of {table.name!r} is None")
+        clauses.append(column == _clean_value(column, value, where="partition"))
+    return and_(*clauses)
+
+
+def _clean_value(column: Column[Any], value: Any, *, where: str) -> Any:
+    """Validate and normalise one value for ``column`` (``where`` names the row)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        return None
+    col_type = column.type
+    if isinstance(col_type, UtcDateTime):
+        try:
+            return to_utc(value, column.name)
+        except ValueError as exc:
+            raise ValueError(f"{exc} ({where})") from None
+    if isinstance(col_type, Date):
+        if isinstance(value, datetime) or not isinstance(value, date):
+            raise ValueError(
+                f"column {column.name!r} needs a date, got {type(value).__name__} ({where})"
+            )
+        return value
+    if isinstance(col_type, Float) and not isinstance(col_type, JSON):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(
+                f"column {column.name!r} needs a number, got {type(value).__name__} ({where})"
+            )
+        number = float(value)
+        if math.isnan(number):
+            if column.nullable:
+                # SQLite cannot store NaN (it becomes NULL); store NULL on both backends.
+                return None
+            raise ValueError(f"column {column.name!r} is NaN ({where}); it must be finite")
+        if math.isinf(number):
+            raise ValueError(f"column {column.name!r} is infinite ({where}); it must be finite")
+        return number
+    return value
+
+
+def _required_columns(table: Table) -> list[Column[Any]]:
+    auto = table.autoincrement_column
+    return [
+        c
+        for c in table.columns
+        if not c.nullable
+        and c is not auto
+        and c.default is None
+        and c.server_default is None
+    ]
+
+
+def _prepare_rows(
+    table: Table, partition: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    names: list[str] = []
+    for index, row in enumerate(rows):
+        for name in row:
+            _column(table, name, where=f"row {index}")
+            if name not in names:
+                names.append(name)
+    for column in _required_columns(table):
+        if rows and column.name not in names:
+            raise ValueError(f"required column {column.name!r} of {table.name!r} is missing")
+    columns = [table.c[name] for name in names]
+    prepared: list[dict[str, Any]] = []
+    for index, row in enumerate(rows):
+        where = f"row {index}"
+        for name, expected in partition.items():
+            if name not in row:
+                raise ValueError(f"{where} lacks partition column {name!r} of {table.name!r}")
+            if row[name] != expected or type(row[name]) is not type(expected):
+                raise ValueError(
+                    f"{where} has {name}={row[name]!r} outside the partition "
+                    f"{name}={expected!r} of {table.name!r}"
+                )
+        clean: dict[str, Any] = {}
+        for column in columns:
+            if column.name not in row:
+                if not column.nullable:
+                    raise ValueError(f"{where} lacks required column {column.name!r}")
+                clean[column.name] = None
+                continue
+            clean[column.name] = _clean_value(column, row[column.name], where=where)
+            if clean[column.name] is None and not column.nullable:
+                raise ValueError(f"column {column.name!r} is None ({where}) but is NOT NULL")
+        prepared.append(clean)
+    _check_unique_keys(table, prepared)
+    return prepared
+
+
+def _check_unique_keys(table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    key_names = [c.name for c in table.primary_key.columns]
+    if not rows or any(name not in rows[0] for name in key_names):
+        return
+    seen: dict[tuple[Any, ...], int] = {}
+    for index, row in enumerate(rows):
+        key = tuple(row[name] for name in key_names)
+        if key in seen:
+            raise ValueError(
+                f"rows {seen[key]} and {index} share the primary key "
+                f"{dict(zip(key_names, key, strict=True))!r} of {table.name!r}"
+            )
+        seen[key] = index
+
+
+def replace_partition(
+    conn: Connection,
+    table: Table,
+    partition: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
+) -> int:
+    """Replace exactly one partition of ``table`` with ``rows``, in the caller's transaction.
+
+    Parameters
+    ----------
+    conn:
+        A connection inside a transaction (``with db.begin() as conn``); the delete and
+        the insert commit or roll back together with whatever else the caller does.
+    table:
+        A table of :data:`portfolio_pipeline.storage.tables.metadata`.
+    partition:
+        Column -> value identifying the partition, e.g. ``{"session_date": day}`` or
+        ``{"session_date": day, "broker": "ibkr"}``.  Must not be empty.
+    rows:
+        The partition's complete new content; each row carries the partition values.
+
+    Returns
+    -------
+    int
+        The number of rows inserted.
+
+    Raises
+    ------
+    ValueError
+        Before anything is written, for an unknown column (naming column and table), a
+        row outside the partition (naming column and row index), a naive datetime, a
+        NaN/inf in a float column (NaN is stored as NULL where the column is nullable),
+        a missing NOT NULL column or a duplicated primary key.
+
+    Notes
+    -----
+    Re-running with the same rows leaves identical stored rows; other partitions are
+    never touched.
+    """
+    where = _partition_clause(table, partition)
+    prepared = _prepare_rows(table, partition, rows)
+    deleted = conn.execute(delete(table).where(where)).rowcount
+    if prepared:
+        conn.execute(table.insert(), prepared)
+    logger.info(
+        "replaced partition table=%s partition=%s deleted=%s inserted=%s",
+        table.name,
+        dict(partition),
+        deleted,
+        len(prepared),
+    )
+    return len(prepared)
+
+
+def read_partition(
+    conn: Connection, table: Table, partition: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The rows of one partition as dicts, ordered by primary key."""
+    where = _partition_clause(table, partition)
+    order = list(table.primary_key.columns)
+    result = conn.execute(select(table).where(where).order_by(*order))
+    return [dict(row) for row in result.mappings()]
