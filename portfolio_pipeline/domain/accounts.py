@@ -61,7 +61,7 @@ class AccountConfig(_Strict):
 class AccountsFile(_Strict):
     """Schema of ``config/accounts.yaml``."""
 
-    accounts: tuple[AccountConfig, ...] = Field(min_length=1)
+    accounts: list[AccountConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _unique(self) -> AccountsFile:

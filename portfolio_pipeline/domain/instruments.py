@@ -45,7 +45,7 @@ class OptionSpec(_Strict):
     model: PricingModel
     tick_size: float = Field(gt=0)
     strike_increment: float = Field(gt=0)
-    trading_classes: tuple[TradingClass, ...] = Field(min_length=1)
+    trading_classes: list[TradingClass] = Field(min_length=1)
 
 
 class FutureSpec(_Strict):
@@ -182,6 +182,18 @@ class InstrumentTable(Mapping[str, InstrumentSpec]):
                 "adjusted option"
             )
         return expected
+
+    def known_multipliers(self) -> set[float]:
+        """Every multiplier the table defines (a stored multiplier outside it is unknown)."""
+        values: set[float] = set()
+        for spec in self._specs.values():
+            values.add(spec.share_multiplier)
+            if spec.future is not None:
+                values.add(spec.future.multiplier)
+            if spec.options is not None:
+                values.add(spec.options.multiplier)
+                values.update(tc.multiplier for tc in spec.options.trading_classes if tc.multiplier)
+        return values
 
     def exercise_style(self, root: str) -> ExerciseStyle:
         return self._option_spec(root).exercise

@@ -64,7 +64,7 @@ class TermStructure(_Strict):
 class RiskMatrix(_Strict):
     """Schema of ``config/risk_matrix.yaml``."""
 
-    regimes: tuple[RegimeDef, ...] = Field(min_length=1)
+    regimes: list[RegimeDef] = Field(min_length=1)
     hysteresis_vix_points: float = Field(ge=0)
     term_structure: TermStructure
     base_limits: LimitSet

@@ -15,6 +15,7 @@ of engines.  Passwords never reach logs or reprs: everything displayed goes thro
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +39,7 @@ __all__ = [
     "Database",
     "dagster_postgres_url",
     "database_url",
+    "json_dumps",
     "libpq_conninfo",
     "normalise_url",
 ]
@@ -166,21 +168,30 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
 
+def json_dumps(value: Any) -> str:
+    """The JSON serializer for JSON columns: sorted keys (stable bytes), no NaN/inf."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def _build_engine(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
         if _is_sqlite_memory(url):
             engine = create_engine(
-                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+                url,
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False},
+                json_serializer=json_dumps,
             )
         else:
             Path(str(url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url)
+            engine = create_engine(url, json_serializer=json_dumps)
         _configure_sqlite(engine)
         return engine
     return create_engine(
         url,
         pool_pre_ping=True,
         connect_args={"application_name": _APPLICATION_NAME},
+        json_serializer=json_dumps,
     )
 
 
@@ -207,9 +218,7 @@ class Database:
     def __init__(
         self, url: str | URL | None = None, *, environ: Mapping[str, str] | None = None
     ) -> None:
-        self._url: URL = (
-            _url_from_env(environ) if url is None else normalise_url(url, source="url")
-        )
+        self._url: URL = _url_from_env(environ) if url is None else normalise_url(url, source="url")
         self._engine: Engine = _build_engine(self._url)
         logger.info("database engine created url=%s", self.url_for_display)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 from sqlalchemy import JSON, Column, Connection, Date, Float, Table, and_, delete, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from portfolio_pipeline.storage.engine import json_dumps
 from portfolio_pipeline.storage.tables import UtcDateTime, to_utc
 
 __all__ = ["read_partition", "replace_partition"]
@@ -30,19 +32,23 @@ def _column(table: Table, name: object, *, where: str) -> Column[Any]:
     return table.c[name]
 
 
-def _partition_clause(table: Table, partition: Mapping[str, Any]) -> ColumnElement[bool]:
+def _clean_partition(table: Table, partition: Mapping[str, Any]) -> dict[str, Any]:
     if not partition:
         raise ValueError(
             f"an empty partition would replace all of table {table.name!r}; "
             "name the partition columns (e.g. session_date)"
         )
-    clauses: list[ColumnElement[bool]] = []
+    clean: dict[str, Any] = {}
     for name, value in partition.items():
         column = _column(table, name, where="partition")
         if value is None:
             raise ValueError(f"partition value for column {name!r} of {table.name!r} is None")
-        clauses.append(column == _clean_value(column, value, where="partition"))
-    return and_(*clauses)
+        clean[name] = _clean_value(column, value, where="partition")
+    return clean
+
+
+def _partition_clause(table: Table, partition: Mapping[str, Any]) -> ColumnElement[bool]:
+    return and_(*(table.c[name] == value for name, value in partition.items()))
 
 
 def _clean_value(column: Column[Any], value: Any, *, where: str) -> Any:
@@ -63,8 +69,14 @@ def _clean_value(column: Column[Any], value: Any, *, where: str) -> Any:
                 f"column {column.name!r} needs a date, got {type(value).__name__} ({where})"
             )
         return value
-    if isinstance(col_type, Float) and not isinstance(col_type, JSON):
-        if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(col_type, JSON):
+        try:
+            json_dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"column {column.name!r} is not JSON ({where}): {exc}") from None
+        return value
+    if isinstance(col_type, Float):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(
                 f"column {column.name!r} needs a number, got {type(value).__name__} ({where})"
             )
@@ -85,10 +97,7 @@ def _required_columns(table: Table) -> list[Column[Any]]:
     return [
         c
         for c in table.columns
-        if not c.nullable
-        and c is not auto
-        and c.default is None
-        and c.server_default is None
+        if not c.nullable and c is not auto and c.default is None and c.server_default is None
     ]
 
 
@@ -97,6 +106,9 @@ def _prepare_rows(
 ) -> list[dict[str, Any]]:
     names: list[str] = []
     for index, row in enumerate(rows):
+        for name in partition:
+            if name not in row:
+                raise ValueError(f"row {index} lacks partition column {name!r} of {table.name!r}")
         for name in row:
             _column(table, name, where=f"row {index}")
             if name not in names:
@@ -108,14 +120,6 @@ def _prepare_rows(
     prepared: list[dict[str, Any]] = []
     for index, row in enumerate(rows):
         where = f"row {index}"
-        for name, expected in partition.items():
-            if name not in row:
-                raise ValueError(f"{where} lacks partition column {name!r} of {table.name!r}")
-            if row[name] != expected or type(row[name]) is not type(expected):
-                raise ValueError(
-                    f"{where} has {name}={row[name]!r} outside the partition "
-                    f"{name}={expected!r} of {table.name!r}"
-                )
         clean: dict[str, Any] = {}
         for column in columns:
             if column.name not in row:
@@ -126,6 +130,12 @@ def _prepare_rows(
             clean[column.name] = _clean_value(column, row[column.name], where=where)
             if clean[column.name] is None and not column.nullable:
                 raise ValueError(f"column {column.name!r} is None ({where}) but is NOT NULL")
+        for name, expected in partition.items():
+            if clean[name] != expected:
+                raise ValueError(
+                    f"{where} has {name}={row[name]!r} outside the partition "
+                    f"{name}={expected!r} of {table.name!r}"
+                )
         prepared.append(clean)
     _check_unique_keys(table, prepared)
     return prepared
@@ -185,8 +195,9 @@ def replace_partition(
     Re-running with the same rows leaves identical stored rows; other partitions are
     never touched.
     """
-    where = _partition_clause(table, partition)
-    prepared = _prepare_rows(table, partition, rows)
+    clean_partition = _clean_partition(table, partition)
+    prepared = _prepare_rows(table, clean_partition, rows)
+    where = _partition_clause(table, clean_partition)
     deleted = conn.execute(delete(table).where(where)).rowcount
     if prepared:
         conn.execute(table.insert(), prepared)
@@ -204,7 +215,7 @@ def read_partition(
     conn: Connection, table: Table, partition: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     """The rows of one partition as dicts, ordered by primary key."""
-    where = _partition_clause(table, partition)
+    where = _partition_clause(table, _clean_partition(table, partition))
     order = list(table.primary_key.columns)
     result = conn.execute(select(table).where(where).order_by(*order))
     return [dict(row) for row in result.mappings()]

@@ -1,0 +1,48 @@
+"""Build broker adapters from ``config/accounts.yaml`` (the one place a broker is chosen)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.clock import Clock
+from portfolio_pipeline.domain.accounts import AccountConfig, BrokerName
+from portfolio_pipeline.domain.instruments import InstrumentTable
+
+#: Brokers that can report the book as of a past session (others only "now").
+AS_OF_CAPABLE: frozenset[str] = frozenset({"demo"})
+
+
+def make_adapter(
+    broker: BrokerName,
+    accounts: Sequence[AccountConfig],
+    instruments: InstrumentTable,
+    clock: Clock,
+    environ: Mapping[str, str] | None = None,
+) -> BrokerAdapter:
+    """One adapter serving ``accounts`` (all of the same broker and connection)."""
+    if not accounts:
+        raise ValueError(f"broker {broker!r}: no accounts configured")
+    first = accounts[0]
+    if broker == "demo":
+        from portfolio_pipeline.brokers.demo import DemoBroker
+
+        seed = first.demo.seed if first.demo is not None else 7
+        return DemoBroker(instruments, account_id=first.account_id, clock=clock, seed=seed)
+    raise ValueError(f"broker {broker!r} is not available in this build")
+
+
+def adapters_for(
+    accounts: Sequence[AccountConfig],
+    instruments: InstrumentTable,
+    clock: Clock,
+    environ: Mapping[str, str] | None = None,
+) -> list[tuple[BrokerAdapter, list[str]]]:
+    """Group configured accounts by broker and build one adapter per group."""
+    by_broker: dict[BrokerName, list[AccountConfig]] = {}
+    for account in accounts:
+        by_broker.setdefault(account.broker, []).append(account)
+    return [
+        (make_adapter(broker, group, instruments, clock, environ), [a.account_id for a in group])
+        for broker, group in by_broker.items()
+    ]

@@ -1,0 +1,84 @@
+"""Collect one consistent snapshot of the book (positions, balances, quotes) from brokers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
+
+logger = logging.getLogger(__name__)
+
+#: Index quotes every snapshot carries: the regime needs the live VIX and VIX3M.
+VOLATILITY_INDICES: tuple[Contract, ...] = (
+    Contract(underlying="VIX", sec_type="IND"),
+    Contract(underlying="VIX3M", sec_type="IND"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BookSnapshot:
+    """Everything the daily record stores for one as-of time, across accounts."""
+
+    as_of: datetime
+    positions: tuple[Position, ...]
+    accounts: tuple[AccountSnapshot, ...]
+    quotes: tuple[Quote, ...]
+
+    def quote_for(self, contract: Contract) -> Quote | None:
+        key = contract.key
+        return next((q for q in self.quotes if q.contract.key == key), None)
+
+
+def underlying_contracts(positions: Sequence[Position]) -> list[Contract]:
+    """Index/stock contracts of the underlyings of ``positions`` (for spot quotes)."""
+    seen: dict[str, Contract] = {}
+    for p in positions:
+        c = p.contract
+        if c.sec_type in ("STK", "IND", "FUT"):
+            continue
+        if c.sec_type == "FOP":
+            und = Contract(underlying=c.underlying, sec_type="FUT", expiry=c.underlying_expiry)
+        else:
+            und = Contract(underlying=c.underlying, sec_type="IND")
+        seen.setdefault(und.key, und)
+    return list(seen.values())
+
+
+async def collect_snapshot(
+    adapters: Sequence[tuple[BrokerAdapter, Sequence[str]]], as_of: datetime
+) -> BookSnapshot:
+    """Positions and balances of every (adapter, account ids) pair plus quotes for them.
+
+    Each adapter is connected for the duration (``async with``).  Quotes are requested
+    from the adapter that holds the positions, for the position contracts, their
+    underlyings and the volatility indices; a failure propagates (no partial book).
+    """
+    positions: list[Position] = []
+    accounts: list[AccountSnapshot] = []
+    quotes: dict[tuple[str, str], Quote] = {}
+    for adapter, account_ids in adapters:
+        adapter_positions: list[Position] = []
+        async with adapter:
+            for account_id in account_ids:
+                accounts.append(await adapter.account_snapshot(account_id))
+                adapter_positions.extend(await adapter.positions(account_id))
+            contracts = {p.contract.key: p.contract for p in adapter_positions}
+            for c in [*underlying_contracts(adapter_positions), *VOLATILITY_INDICES]:
+                contracts.setdefault(c.key, c)
+            for quote in await adapter.quotes(list(contracts.values())):
+                quotes[(quote.source, quote.contract.key)] = quote
+        positions.extend(adapter_positions)
+        logger.info(
+            "snapshot broker=%s accounts=%d positions=%d quotes=%d",
+            adapter.name, len(account_ids), len(adapter_positions), len(contracts),
+        )
+    return BookSnapshot(
+        as_of=as_of,
+        positions=tuple(positions),
+        accounts=tuple(accounts),
+        quotes=tuple(quotes.values()),
+    )

@@ -1,0 +1,195 @@
+"""The ``portfolio`` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+
+from portfolio_pipeline.paths import config_dir, portfolio_home, repo_root
+
+logger = logging.getLogger("portfolio")
+
+DEMO_START = date(2017, 7, 3)
+DEMO_END = date(2018, 6, 29)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """Options portfolio risk platform."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# --- config -------------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Validate configuration."""
+
+
+@config.command("check")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+def config_check(directory: Path | None) -> None:
+    """Validate every YAML file of DIRECTORY (default: the active config directory)."""
+    from portfolio_pipeline.config import check_config_dir
+
+    problems, summary = check_config_dir(directory or config_dir())
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    click.echo(summary, err=bool(problems))
+    sys.exit(1 if problems else 0)
+
+
+# --- database ---------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Create or upgrade the platform tables (idempotent)."""
+    from portfolio_pipeline.storage import Database
+
+    with Database() as database:
+        database.migrate()
+        click.echo(f"schema up to date: {database.url_for_display}")
+
+
+# --- pipeline ---------------------------------------------------------------------
+
+
+def _run_sessions(first: date, last: date, *, demo: bool) -> tuple[bool, str]:
+    """Materialize the EOD job over [first, last] as one single-run backfill."""
+    from portfolio_pipeline.dagster_home import prepare_dagster_home
+
+    prepare_dagster_home()
+    import dagster as dg
+
+    from portfolio_pipeline.definitions import build_definitions
+    from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+    from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+
+    sessions = ExchangeCalendar().sessions(first, last)
+    if not sessions:
+        raise click.BadParameter(f"no XNYS session between {first} and {last}")
+    definitions = build_definitions()
+    job = definitions.get_job_def("eod_job")
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            resources={"db": DatabaseResource(), "platform": PlatformResource(demo_only=demo)},
+            tags={
+                "dagster/asset_partition_range_start": sessions[0].isoformat(),
+                "dagster/asset_partition_range_end": sessions[-1].isoformat(),
+            },
+            raise_on_error=False,
+        )
+        return result.success, result.run_id
+
+
+def _summary(first: date, last: date) -> list[str]:
+    from sqlalchemy import func, select
+
+    from portfolio_pipeline.storage import Database, account_snapshot, positions_snapshot
+
+    with Database() as database, database.connect() as conn:
+        nlv = conn.execute(
+            select(account_snapshot.c.session_date, func.sum(account_snapshot.c.nlv))
+            .where(account_snapshot.c.session_date.between(first, last))
+            .group_by(account_snapshot.c.session_date)
+            .order_by(account_snapshot.c.session_date)
+        ).all()
+        n_positions = conn.execute(
+            select(func.count()).select_from(positions_snapshot)
+            .where(positions_snapshot.c.session_date.between(first, last))
+        ).scalar_one()
+        where = database.url_for_display
+    if not nlv:
+        return ["no sessions stored"]
+    values = [float(v) for _, v in nlv]
+    peak, max_dd, worst_day = values[0], 0.0, (nlv[0][0], 0.0)
+    for (day, v), prev in zip(nlv[1:], values[:-1], strict=True):
+        peak = max(peak, prev)
+        max_dd = min(max_dd, v / peak - 1.0)
+        change = float(v) / prev - 1.0
+        if change < worst_day[1]:
+            worst_day = (day, change)
+    return [
+        f"sessions stored : {len(nlv)} ({nlv[0][0]} .. {nlv[-1][0]})",
+        f"NLV             : {values[0]:,.0f} -> {values[-1]:,.0f}",
+        f"max drawdown    : {max_dd:.1%} (NLV, before cash-flow adjustment)",
+        f"worst session   : {worst_day[0]} {worst_day[1]:+.1%}",
+        f"position rows   : {n_positions}",
+        f"database        : {where}",
+    ]
+
+
+@main.command()
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=DEMO_START.isoformat(),
+              show_default=True, help="First session of the demo window.")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=DEMO_END.isoformat(),
+              show_default=True, help="Last session of the demo window.")
+def demo(start: object, end: object) -> None:
+    """Run the full pipeline on the demo broker (real 2017-2018 market history)."""
+    from datetime import datetime
+
+    assert isinstance(start, datetime) and isinstance(end, datetime)
+    first, last = start.date(), end.date()
+    click.echo(f"portfolio demo: sessions {first} .. {last}, data in {portfolio_home()}")
+    ok, run_id = _run_sessions(first, last, demo=True)
+    for line in _summary(first, last):
+        click.echo("  " + line)
+    click.echo(f"  dagster run     : {run_id} ({'success' if ok else 'FAILED'})")
+    click.echo("Open the Dagster UI:  .venv/bin/portfolio ui   (then http://127.0.0.1:3000)")
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--date", "session", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Session to record (default: the latest completed session).")
+def run(session: object) -> None:
+    """Record one session's book from the configured brokers."""
+    from datetime import UTC, datetime
+
+    from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+
+    if isinstance(session, datetime):
+        day = session.date()
+    else:
+        day = ExchangeCalendar().last_completed_session(datetime.now(UTC))
+    ok, run_id = _run_sessions(day, day, demo=False)
+    click.echo(f"session {day}: run {run_id} {'succeeded' if ok else 'FAILED'}")
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def ui(port: int, host: str) -> None:
+    """Start the Dagster UI and daemon (dagster dev) on this project's data."""
+    from portfolio_pipeline.dagster_home import prepare_dagster_home
+
+    home = prepare_dagster_home()
+    root = repo_root()
+    workspace = (root / "workspace.yaml") if root else None
+    args = ["dagster", "dev", "-h", host, "-p", str(port)]
+    args += ["-w", str(workspace)] if workspace else ["-m", "portfolio_pipeline.definitions"]
+    click.echo(f"DAGSTER_HOME={home}; starting: {' '.join(args)}")
+    dagster = Path(sys.executable).with_name("dagster")
+    os.execv(str(dagster), [str(dagster), *args[1:]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Jobs and schedules over the daily session partitions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import dagster as dg
+
+from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
+
+EOD_CRON = "30 16 * * 1-5"
+
+
+def eod_job(partitions: dg.PartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        "eod_job",
+        selection=dg.AssetSelection.groups("positions"),
+        partitions_def=partitions,
+        description="End-of-day record of the book for one exchange session.",
+    )
+
+
+def eod_schedule(job: dg.UnresolvedAssetJobDefinition, calendar: ExchangeCalendar) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        job=job,
+        cron_schedule=EOD_CRON,
+        execution_timezone="America/New_York",
+        name="eod_schedule",
+        description="After the close on every XNYS session (holidays skipped, half days included).",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    def _eod(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        tick = context.scheduled_execution_time or datetime.now(NEW_YORK)
+        day = tick.astimezone(NEW_YORK).date()
+        if not calendar.is_session(day):
+            return dg.SkipReason(f"{day} is not an XNYS session")
+        if calendar.session_close(day) > tick:
+            return dg.SkipReason(f"{day}: the session has not closed yet")
+        return dg.RunRequest(run_key=f"eod-{day.isoformat()}", partition_key=day.isoformat())
+
+    return _eod

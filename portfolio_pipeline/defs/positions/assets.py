@@ -1,0 +1,109 @@
+"""The broker snapshots: positions, balances and quotes of every configured account."""
+
+
+from collections.abc import Iterator
+from datetime import date
+
+import dagster as dg
+import pandas as pd
+from sqlalchemy import Table, select
+
+from portfolio_pipeline.defs.partitions import partition_dates
+from portfolio_pipeline.defs.positions.checks import (
+    ACCOUNTS,
+    CHECK_SPECS,
+    MARKET,
+    POSITIONS,
+    account_suite,
+    check_result,
+    market_suite,
+    positions_suite,
+)
+from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.storage import (
+    account_snapshot,
+    market_snapshot,
+    positions_snapshot,
+    replace_partition,
+)
+from portfolio_pipeline.storage.records import account_row, position_row, quote_row
+
+BROKER_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def _frame(db: DatabaseResource, table: Table, days: list[date]) -> pd.DataFrame:
+    stmt = select(table).where(table.c.session_date.in_(days))
+    with db.database.connect() as conn:
+        return pd.DataFrame(conn.execute(stmt).mappings().all(), columns=list(table.c.keys()))
+
+
+def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(POSITIONS, description="Positions of every account at the session close "
+                         "(signed quantity, multiplier from config/instruments.yaml, marks per unit).",
+                         kinds={"sql"}, group_name="positions"),
+            dg.AssetSpec(ACCOUNTS, description="NLV, cash, margin, excess liquidity and buying "
+                         "power of every account at the session close.",
+                         kinds={"sql"}, group_name="positions"),
+            dg.AssetSpec(MARKET, description="Quotes and broker Greeks of every held contract, "
+                         "its underlying and the volatility indices (VIX, VIX3M).",
+                         kinds={"sql"}, group_name="positions"),
+        ],
+        check_specs=list(CHECK_SPECS),
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        retry_policy=BROKER_RETRY,
+        name="broker_snapshots",
+    )
+    def broker_snapshots(
+        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        days = partition_dates(context)
+        counts = {"positions": 0, "accounts": 0, "quotes": 0}
+        last_nlv = 0.0
+        last_vix: float | None = None
+        for day in days:
+            snap = platform.snapshot(day)
+            rows = {
+                positions_snapshot: [position_row(day, p) for p in snap.positions],
+                account_snapshot: [account_row(day, a) for a in snap.accounts],
+                market_snapshot: [quote_row(day, q) for q in snap.quotes],
+            }
+            with db.database.begin() as conn:  # all three tables of a session, or none
+                for table, table_rows in rows.items():
+                    replace_partition(conn, table, {"session_date": day}, table_rows)
+            counts["positions"] += len(snap.positions)
+            counts["accounts"] += len(snap.accounts)
+            counts["quotes"] += len(snap.quotes)
+            last_nlv = sum(a.nlv for a in snap.accounts)
+            vix = next((q for q in snap.quotes if q.contract.underlying == "VIX" and q.contract.sec_type == "IND"), None)
+            last_vix = vix.mark if vix is not None else None
+            context.log.info("session=%s positions=%d nlv=%.2f", day, len(snap.positions), last_nlv)
+        span = {
+            "sessions": dg.MetadataValue.int(len(days)),
+            "first_session": dg.MetadataValue.text(days[0].isoformat()),
+            "last_session": dg.MetadataValue.text(days[-1].isoformat()),
+        }
+        yield dg.MaterializeResult(
+            asset_key=POSITIONS,
+            metadata={**span, "positions": dg.MetadataValue.int(counts["positions"])},
+        )
+        yield dg.MaterializeResult(
+            asset_key=ACCOUNTS,
+            metadata={**span, "nlv": dg.MetadataValue.float(last_nlv)},
+        )
+        yield dg.MaterializeResult(
+            asset_key=MARKET,
+            metadata={
+                **span,
+                "quotes": dg.MetadataValue.int(counts["quotes"]),
+                **({"vix": dg.MetadataValue.float(last_vix)} if last_vix is not None else {}),
+            },
+        )
+        multipliers = sorted(platform.config.instruments.known_multipliers())
+        yield check_result(CHECK_SPECS[0], positions_suite(_frame(db, positions_snapshot, days), multipliers))
+        yield check_result(CHECK_SPECS[1], account_suite(_frame(db, account_snapshot, days)))
+        yield check_result(CHECK_SPECS[2], market_suite(_frame(db, market_snapshot, days)))
+
+    return broker_snapshots

@@ -1,0 +1,109 @@
+"""Dagster resources: the database, the configuration and the brokers.
+
+The environment (demo / paper / live) is chosen in one place: ``config/accounts.yaml``
+(which brokers and accounts) plus ``PORTFOLIO_DB_URL`` (which database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.brokers.factory import AS_OF_CAPABLE, adapters_for
+from portfolio_pipeline.brokers.snapshot import BookSnapshot, collect_snapshot
+from portfolio_pipeline.clock import SettableClock, system_clock
+from portfolio_pipeline.config import PlatformConfig, load_platform_config
+from portfolio_pipeline.domain.accounts import AccountConfig
+from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+from portfolio_pipeline.paths import config_dir
+from portfolio_pipeline.storage import Database
+
+
+class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The platform database (one engine per process, schema migrated on first use)."""
+
+    url: str | None = None
+    """A database URL; None uses PORTFOLIO_DB_URL or the SQLite file under PORTFOLIO_HOME."""
+
+    _db: Database | None = PrivateAttr(default=None)
+
+    @property
+    def database(self) -> Database:
+        if self._db is None:
+            self._db = Database(self.url)
+            self._db.migrate()
+        return self._db
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._db is not None:
+            self._db.dispose()
+            self._db = None
+
+
+class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Validated configuration, the exchange calendar and the broker adapters."""
+
+    config_dir: str | None = None
+    """Configuration directory; None uses PORTFOLIO_CONFIG_DIR or the checkout's config/."""
+
+    demo_only: bool = False
+    """Use only the demo accounts of the configuration (a default one if it has none)."""
+
+    _config: PlatformConfig | None = PrivateAttr(default=None)
+    _calendar: ExchangeCalendar | None = PrivateAttr(default=None)
+    _clock: SettableClock | None = PrivateAttr(default=None)
+    _adapters: list[tuple[BrokerAdapter, list[str]]] | None = PrivateAttr(default=None)
+
+    @property
+    def config(self) -> PlatformConfig:
+        if self._config is None:
+            directory = Path(self.config_dir) if self.config_dir else config_dir()
+            self._config = load_platform_config(directory)
+        return self._config
+
+    @property
+    def calendar(self) -> ExchangeCalendar:
+        if self._calendar is None:
+            self._calendar = ExchangeCalendar()
+        return self._calendar
+
+    def _brokers(self) -> list[tuple[BrokerAdapter, list[str]]]:
+        if self._adapters is None:
+            self._clock = SettableClock(system_clock())
+            self._adapters = adapters_for(self._accounts(), self.config.instruments, self._clock)
+        return self._adapters
+
+    def _accounts(self) -> list[AccountConfig]:
+        accounts = list(self.config.accounts.accounts)
+        if not self.demo_only:
+            return accounts
+        demo = [a for a in accounts if a.broker == "demo"]
+        return demo or [AccountConfig(name="demo", broker="demo", account_id="DEMO-001")]
+
+    def check_as_of(self, session: date) -> None:
+        """Raise unless every configured broker can report the book as of ``session``."""
+        live = sorted({a.broker for a in self._accounts()} - AS_OF_CAPABLE)
+        if not live:
+            return
+        latest = self.calendar.last_completed_session(system_clock())
+        current = self.calendar.session_on_or_before(system_clock().date())
+        if session not in (latest, current):
+            raise ValueError(
+                f"brokers {', '.join(live)} report only the current book: cannot snapshot "
+                f"session {session} (latest completed session is {latest}); backfill past "
+                "sessions from imported history instead"
+            )
+
+    def snapshot(self, session: date) -> BookSnapshot:
+        """The book at the close of ``session`` (the demo broker replays history)."""
+        self.check_as_of(session)
+        adapters = self._brokers()
+        assert self._clock is not None
+        as_of = self.calendar.session_close(session) + timedelta(minutes=1)
+        self._clock.set(min(as_of, system_clock()))
+        return asyncio.run(collect_snapshot(adapters, self._clock()))

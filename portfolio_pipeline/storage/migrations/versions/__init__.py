@@ -1,0 +1,1 @@
+"""Alembic revisions of the platform schema (one file per revision, numbered)."""
