@@ -8,6 +8,7 @@ with ratios, accuracy and peak traced memory.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -156,10 +157,8 @@ def ql_loop(c: dict[str, Any], px: Any) -> tuple[float, float]:
         s_q.setValue(c["S"][i])
         r_q.setValue(c["r"][i])
         q_q.setValue(c["q"][i])
-        try:
+        with contextlib.suppress(RuntimeError):
             o.impliedVolatility(float(px[i]), proc, 1e-12, 200, 1e-7, 10.0)
-        except RuntimeError:
-            pass
     return t_greeks, time.perf_counter() - t0
 
 
@@ -220,7 +219,7 @@ def main() -> None:
             model="black_scholes_merton",
             return_as="numpy",
         )
-        t_v, m_v, vg = timed(
+        t_v, m_v, _vg = timed(
             lambda: pvv.get_all_greeks(
                 flag,
                 c["S"],

@@ -13,7 +13,7 @@ from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 def build_definitions() -> dg.Definitions:
     calendar = ExchangeCalendar()
     partitions = session_partitions(calendar)
-    eod = jobs.eod_job(partitions)
+    eod = jobs.eod_job()
     return dg.Definitions.merge(
         positions.definitions(partitions),
         dg.Definitions(

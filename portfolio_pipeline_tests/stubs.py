@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from functools import cache
+from typing import Any
 from pathlib import Path
 
 from portfolio_pipeline.config import load_platform_config
@@ -66,3 +67,63 @@ def position(
         as_of=as_of,
         underlying_price=underlying_price,
     )
+
+
+class StubBroker:
+    """A BrokerAdapter serving a fixed book (for Dagster-layer tests; SDK adapters are
+    tested at their wire boundary instead)."""
+
+    name = "stub"
+
+    def __init__(self, positions: list[Position], accounts: list[Any], quotes: list[Any]) -> None:
+        self._positions = positions
+        self._accounts = accounts
+        self._quotes = quotes
+        self.connected = 0
+
+    async def __aenter__(self) -> StubBroker:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        self.connected += 1
+
+    async def close(self) -> None:
+        self.connected -= 1
+
+    async def account_ids(self) -> list[str]:
+        return sorted({a.account_id for a in self._accounts})
+
+    async def account_snapshot(self, account_id: str) -> Any:
+        return next(a for a in self._accounts if a.account_id == account_id)
+
+    async def positions(self, account_id: str) -> list[Position]:
+        return [p for p in self._positions if p.account_id == account_id]
+
+    async def quotes(self, contracts: Any) -> list[Any]:
+        keys = {c.key for c in contracts}
+        return [q for q in self._quotes if q.contract.key in keys]
+
+    async def option_chain(self, underlying: str, trading_class: str | None = None) -> Any:
+        raise NotImplementedError("StubBroker has no chains")
+
+    async def executions(self, account_id: str, since: date) -> list[Any]:
+        return []
+
+    async def cash_flows(self, account_id: str, since: date) -> list[Any]:
+        return []
+
+    async def what_if(self, order: Any) -> Any:
+        raise NotImplementedError("StubBroker does not trade")
+
+    async def stage(self, order: Any) -> Any:
+        raise NotImplementedError("StubBroker does not trade")
+
+    async def transmit(self, order: Any) -> str:
+        raise NotImplementedError("StubBroker does not trade")
+
+    async def cancel(self, order: Any) -> None:
+        raise NotImplementedError("StubBroker does not trade")

@@ -11,11 +11,10 @@ from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
 EOD_CRON = "30 16 * * 1-5"
 
 
-def eod_job(partitions: dg.PartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def eod_job() -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         "eod_job",
         selection=dg.AssetSelection.groups("positions"),
-        partitions_def=partitions,
         description="End-of-day record of the book for one exchange session.",
     )
 

@@ -1,7 +1,8 @@
 """Daily partitions = exchange sessions (XNYS, America/New_York).
 
 Weekends are excluded by cron and holidays by date, so no partition exists for a
-closed day.
+closed day.  The current session's partition exists from midnight New York on, so the
+intraday refresh and the after-close EOD run write to it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def session_partitions(calendar: ExchangeCalendar, *, end: date | None = None) -
         start_date=PARTITIONS_START.isoformat(),
         end_date=None if end is None else end.isoformat(),
         timezone=TIMEZONE,
+        end_offset=1,  # today's session exists during the day (EOD and intraday runs)
         exclusions=[
             "0 0 * * 6",
             "0 0 * * 0",

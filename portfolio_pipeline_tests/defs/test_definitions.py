@@ -1,0 +1,60 @@
+"""The code location as a whole: what it serves, and its partitions and schedule."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import dagster as dg
+
+from portfolio_pipeline.definitions import defs
+from portfolio_pipeline.defs.partitions import session_partitions
+from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+
+
+def test_definitions_snapshot() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"positions_snapshot", "account_snapshot", "market_snapshot"} <= keys
+    checks = {k.name for k in graph.asset_check_keys}
+    assert {"positions_quality", "account_quality", "market_quality"} <= checks
+    assert defs.resolve_job_def("eod_job") is not None
+    assert defs.resolve_schedule_def("eod_schedule").execution_timezone == "America/New_York"
+    assert set(defs.resources or {}) >= {"db", "platform"}
+
+
+def test_partitions_are_exchange_sessions() -> None:
+    cal = ExchangeCalendar()
+    parts = session_partitions(cal, end=date(2026, 1, 1))
+    keys = parts.get_partition_keys()
+    assert "2018-02-05" in keys and "2018-02-03" not in keys  # Saturday
+    assert "2025-11-27" not in keys  # Thanksgiving
+    assert "2025-11-28" in keys  # half day is a session
+    assert "2025-01-09" not in keys  # national day of mourning (ad hoc closure)
+    assert keys == [d.isoformat() for d in cal.sessions(date(2014, 6, 2), date(2025, 12, 31))]
+
+
+def _tick(ny_date: str, hour: int, minute: int) -> datetime:
+    from portfolio_pipeline.exchange_calendar import NEW_YORK
+
+    y, m, d = map(int, ny_date.split("-"))
+    return datetime(y, m, d, hour, minute, tzinfo=NEW_YORK)
+
+
+def test_eod_schedule_runs_on_sessions_only() -> None:
+    schedule = defs.resolve_schedule_def("eod_schedule")
+    repo = defs.get_repository_def()
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_schedule_context(instance=instance, repository_def=repo, scheduled_execution_time=_tick("2018-02-05", 16, 30))
+        [request] = schedule.evaluate_tick(ctx).run_requests or []
+        assert request.partition_key == "2018-02-05"
+        assert request.run_key == "eod-2018-02-05"
+        holiday = dg.build_schedule_context(instance=instance, repository_def=repo, scheduled_execution_time=_tick("2025-11-27", 16, 30))
+        result = schedule.evaluate_tick(holiday)
+        assert not result.run_requests
+        assert "not an XNYS session" in (result.skip_message or "")
+        # DST: the tick is 16:30 New York in both winter and summer
+        summer = dg.build_schedule_context(instance=instance, repository_def=repo, scheduled_execution_time=_tick("2025-07-03", 16, 30))
+        [req] = schedule.evaluate_tick(summer).run_requests or []
+        assert req.partition_key == "2025-07-03"
+    assert _tick("2025-07-03", 16, 30).astimezone(UTC).hour == 20
+    assert _tick("2025-01-03", 16, 30).astimezone(UTC).hour == 21
