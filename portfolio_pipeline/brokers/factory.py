@@ -29,6 +29,17 @@ def make_adapter(
 
         seed = first.demo.seed if first.demo is not None else 7
         return DemoBroker(instruments, account_id=first.account_id, clock=clock, seed=seed)
+    if broker == "tastytrade":
+        from portfolio_pipeline.brokers.tastytrade import TastytradeAdapter
+        from portfolio_pipeline.domain.accounts import TastytradeConnection
+
+        return TastytradeAdapter(
+            first.tastytrade or TastytradeConnection(),
+            instruments,
+            [a.account_id for a in accounts],
+            clock=clock,
+            environ=environ,
+        )
     raise ValueError(f"broker {broker!r} is not available in this build")
 
 

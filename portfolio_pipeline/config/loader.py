@@ -19,6 +19,8 @@ from pydantic import BaseModel, ValidationError
 from portfolio_pipeline.domain.accounts import AccountsFile
 from portfolio_pipeline.domain.instruments import InstrumentsFile, InstrumentTable
 from portfolio_pipeline.domain.regime import RiskMatrix
+from portfolio_pipeline.notify.config import NotificationsFile
+from portfolio_pipeline.quant.scenarios import StressScenariosFile
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,6 +30,8 @@ CONFIG_FILES: Mapping[str, tuple[type[BaseModel], bool]] = {
     "instruments.yaml": (InstrumentsFile, True),
     "risk_matrix.yaml": (RiskMatrix, True),
     "accounts.yaml": (AccountsFile, True),
+    "notifications.yaml": (NotificationsFile, False),
+    "stress_scenarios.yaml": (StressScenariosFile, False),
 }
 
 

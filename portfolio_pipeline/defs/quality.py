@@ -117,13 +117,18 @@ def validate_frame(name: str, frame: pd.DataFrame, expectations: Sequence[Expect
     )
     result = batch.validate(suite)
     outcomes = []
-    for expectation, res in zip(expectations, result.results, strict=True):
+    for res in result.results:  # GE does not keep the suite's order: read each result's config
+        config = res.expectation_config
+        kwargs = dict(config.kwargs) if config is not None else {}
         details = res.result or {}
         examples = tuple(repr(x) for x in (details.get("partial_unexpected_list") or [])[:3])
+        column = kwargs.get("column") or kwargs.get("column_A") or ",".join(kwargs.get("column_list", []))
+        if "column_B" in kwargs:
+            column = f"{column},{kwargs['column_B']}"
         outcomes.append(
             ExpectationOutcome(
-                expectation=expectation.kind,
-                column=expectation.column or ",".join(expectation.kwargs.get("column_list", [])),
+                expectation=config.type if config is not None else "?",
+                column=str(column),
                 success=bool(res.success),
                 unexpected_count=int(details.get("unexpected_count") or 0),
                 examples=examples,

@@ -1,1 +1,129 @@
+"""Notifications: channels (log, Telegram, Slack, email), routing per alert type, quiet
+hours on the exchange calendar, exactly-once delivery per alert per channel, escalation.
 
+Configured by ``config/notifications.yaml`` (:class:`NotificationsFile`).  Entry points:
+:class:`Notifier` (``dispatch``, ``flush_due``, ``escalate_due``), :func:`acknowledge`,
+:func:`recent_failures`, and the renderers :func:`render_daily_summary` /
+:func:`render_weekly_digest`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from portfolio_pipeline.notify.channels import (
+        Channel,
+        EmailChannel,
+        LogChannel,
+        OutgoingMessage,
+        PermanentDeliveryError,
+        SlackChannel,
+        TelegramChannel,
+        TransientDeliveryError,
+        build_channels,
+    )
+    from portfolio_pipeline.notify.config import AlertType, NotificationsFile, Severity
+    from portfolio_pipeline.notify.dispatcher import (
+        Alert,
+        DeliveryOutcome,
+        DeliveryResult,
+        Notifier,
+    )
+    from portfolio_pipeline.notify.quiet import QuietHours
+    from portfolio_pipeline.notify.render import (
+        DailySummaryData,
+        ExitSignal,
+        GreekAttribution,
+        GreeksSnapshot,
+        NamedPnl,
+        Rendered,
+        StagedOrderSummary,
+        WeeklyDigestData,
+        daily_summary_alert,
+        render_daily_summary,
+        render_weekly_digest,
+        weekly_digest_alert,
+    )
+    from portfolio_pipeline.notify.store import DeliveryFailure, acknowledge, recent_failures
+
+# Submodules are imported on first use, so loading the config schema (the config
+# loader imports notify.config) does not pull in SQLAlchemy and the exchange calendar.
+_EXPORTS = {
+    "Alert": "portfolio_pipeline.notify.dispatcher",
+    "AlertType": "portfolio_pipeline.notify.config",
+    "Channel": "portfolio_pipeline.notify.channels",
+    "DailySummaryData": "portfolio_pipeline.notify.render",
+    "DeliveryFailure": "portfolio_pipeline.notify.store",
+    "DeliveryOutcome": "portfolio_pipeline.notify.dispatcher",
+    "DeliveryResult": "portfolio_pipeline.notify.dispatcher",
+    "EmailChannel": "portfolio_pipeline.notify.channels",
+    "ExitSignal": "portfolio_pipeline.notify.render",
+    "GreekAttribution": "portfolio_pipeline.notify.render",
+    "GreeksSnapshot": "portfolio_pipeline.notify.render",
+    "LogChannel": "portfolio_pipeline.notify.channels",
+    "NamedPnl": "portfolio_pipeline.notify.render",
+    "NotificationsFile": "portfolio_pipeline.notify.config",
+    "Notifier": "portfolio_pipeline.notify.dispatcher",
+    "OutgoingMessage": "portfolio_pipeline.notify.channels",
+    "PermanentDeliveryError": "portfolio_pipeline.notify.channels",
+    "QuietHours": "portfolio_pipeline.notify.quiet",
+    "Rendered": "portfolio_pipeline.notify.render",
+    "Severity": "portfolio_pipeline.notify.config",
+    "SlackChannel": "portfolio_pipeline.notify.channels",
+    "StagedOrderSummary": "portfolio_pipeline.notify.render",
+    "TelegramChannel": "portfolio_pipeline.notify.channels",
+    "TransientDeliveryError": "portfolio_pipeline.notify.channels",
+    "WeeklyDigestData": "portfolio_pipeline.notify.render",
+    "acknowledge": "portfolio_pipeline.notify.store",
+    "build_channels": "portfolio_pipeline.notify.channels",
+    "daily_summary_alert": "portfolio_pipeline.notify.render",
+    "recent_failures": "portfolio_pipeline.notify.store",
+    "render_daily_summary": "portfolio_pipeline.notify.render",
+    "render_weekly_digest": "portfolio_pipeline.notify.render",
+    "weekly_digest_alert": "portfolio_pipeline.notify.render",
+}
+
+
+__all__ = [
+    "Alert",
+    "AlertType",
+    "Channel",
+    "DailySummaryData",
+    "DeliveryFailure",
+    "DeliveryOutcome",
+    "DeliveryResult",
+    "EmailChannel",
+    "ExitSignal",
+    "GreekAttribution",
+    "GreeksSnapshot",
+    "LogChannel",
+    "NamedPnl",
+    "NotificationsFile",
+    "Notifier",
+    "OutgoingMessage",
+    "PermanentDeliveryError",
+    "QuietHours",
+    "Rendered",
+    "Severity",
+    "SlackChannel",
+    "StagedOrderSummary",
+    "TelegramChannel",
+    "TransientDeliveryError",
+    "WeeklyDigestData",
+    "acknowledge",
+    "build_channels",
+    "daily_summary_alert",
+    "recent_failures",
+    "render_daily_summary",
+    "render_weekly_digest",
+    "weekly_digest_alert",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

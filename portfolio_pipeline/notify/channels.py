@@ -199,6 +199,11 @@ def _retry_after_header(response: httpx2.Response) -> float | None:
         return None
 
 
+def _fragments(value: str, min_length: int = 8) -> list[Secret]:
+    """Parts of a secret worth redacting on their own (too short ones would hit innocent text)."""
+    return [Secret(value)] if len(value) >= min_length else []
+
+
 def _snippet(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "…"
@@ -221,7 +226,8 @@ class TelegramChannel:
         self._chat_id = chat_id
         self._base = api_base_url.rstrip("/")
         self._timeout = timeout
-        self._redact = Redactor([token])
+        # The bot token and its secret half (after "id:") on their own.
+        self._redact = Redactor([token, *_fragments(token.reveal().partition(":")[2])])
 
     @property
     def name(self) -> str:
@@ -253,7 +259,10 @@ class TelegramChannel:
         )
         if response.status_code == 429:
             raise TransientDeliveryError(
-                text, retry_after=retry_after if retry_after is not None else _retry_after_header(response)
+                text,
+                retry_after=retry_after
+                if retry_after is not None
+                else _retry_after_header(response),
             )
         if response.status_code >= 500:
             raise TransientDeliveryError(text, retry_after=retry_after)
@@ -267,7 +276,11 @@ class SlackChannel:
         self._name = name
         self._url = webhook_url
         self._timeout = timeout
-        self._redact = Redactor([webhook_url])
+        # The URL, its path and its last segment (the webhook's secret part) on their own.
+        path = httpx2.URL(webhook_url.reveal()).path
+        self._redact = Redactor(
+            [webhook_url, *_fragments(path), *_fragments(path.rstrip("/").rsplit("/", 1)[-1])]
+        )
 
     @property
     def name(self) -> str:
@@ -360,7 +373,11 @@ class EmailChannel:
                 raise TransientDeliveryError(text) from None
             raise PermanentDeliveryError(text) from None
         except smtplib.SMTPResponseException as exc:
-            detail = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+            detail = (
+                exc.smtp_error.decode("utf-8", "replace")
+                if isinstance(exc.smtp_error, bytes)
+                else str(exc.smtp_error)
+            )
             text = self._redact(f"SMTP {exc.smtp_code}: {_snippet(detail)}")
             if 400 <= exc.smtp_code < 500:
                 raise TransientDeliveryError(text) from None
@@ -374,9 +391,13 @@ class EmailChannel:
         except smtplib.SMTPServerDisconnected as exc:
             raise TransientDeliveryError(self._redact(f"SMTP disconnected: {exc}")) from None
         except smtplib.SMTPException as exc:  # e.g. no usable AUTH mechanism
-            raise PermanentDeliveryError(self._redact(f"SMTP {type(exc).__name__}: {exc}")) from None
+            raise PermanentDeliveryError(
+                self._redact(f"SMTP {type(exc).__name__}: {exc}")
+            ) from None
         except OSError as exc:  # connection refused/reset, timeouts, TLS handshake errors
-            raise TransientDeliveryError(self._redact(f"SMTP {type(exc).__name__}: {exc}")) from None
+            raise TransientDeliveryError(
+                self._redact(f"SMTP {type(exc).__name__}: {exc}")
+            ) from None
 
 
 # --------------------------------------------------------------------------- factory
@@ -415,4 +436,6 @@ def build_channels(
     config: NotificationsFile, *, environ: Mapping[str, str] | None = None
 ) -> dict[str, Channel]:
     """Every configured channel; a missing secret raises naming the channel and variable."""
-    return {name: build_channel(name, cfg, environ=environ) for name, cfg in config.channels.items()}
+    return {
+        name: build_channel(name, cfg, environ=environ) for name, cfg in config.channels.items()
+    }

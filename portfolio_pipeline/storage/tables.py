@@ -289,3 +289,230 @@ order_audit = Table(
     Index(None, "order_id"),
     comment="Every order status change, who made it and why.",
 )
+
+# ---------------------------------------------------------------------------------------
+# Notifications (portfolio_pipeline.notify): alert acknowledgement state and the
+# exactly-once delivery ledger, keyed (alert_key, channel).
+# ---------------------------------------------------------------------------------------
+
+NOTIFICATION_SEVERITIES: Final = ("info", "warning", "critical")
+DELIVERY_STATUSES: Final = ("pending", "held", "sending", "delivered", "failed", "dropped")
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_key", String(255), primary_key=True, comment="idempotency key of the alert"),
+    Column("type", String(32), nullable=False, comment="breach, exit_signal, fill, ..."),
+    Column("severity", String(16), nullable=False),
+    Column("regime", String(32), nullable=True, comment="market regime when raised"),
+    Column("title", String(255), nullable=False),
+    Column("body", String(), nullable=False, comment="plain text"),
+    Column("body_html", String(), nullable=True, comment="HTML for email, escaped"),
+    _utc("created_at"),
+    _utc("acknowledged_at", nullable=True),
+    Column("acknowledged_by", String(64), nullable=True),
+    _utc("escalated_at", nullable=True, comment="last escalation step"),
+    Column("escalation_level", Integer, nullable=False, comment="escalation steps taken"),
+    CheckConstraint(
+        "severity IN ({})".format(", ".join(f"'{s}'" for s in NOTIFICATION_SEVERITIES)),
+        name="severity",
+    ),
+    Index(None, "type"),
+    Index(None, "created_at"),
+    comment="Alerts raised to people; acknowledgement and escalation state.",
+)
+
+notification_deliveries = Table(
+    "notification_deliveries",
+    metadata,
+    Column(
+        "alert_key",
+        String(255),
+        ForeignKey(alerts.c.alert_key),
+        primary_key=True,
+    ),
+    Column("channel", String(64), primary_key=True, comment="channel name in notifications.yaml"),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(), nullable=True, comment="redacted"),
+    Column("claim_token", String(32), nullable=True, comment="sender that claimed the row"),
+    _utc("created_at"),
+    _utc("updated_at"),
+    _utc("hold_until", nullable=True, comment="held in quiet hours until"),
+    _utc("delivered_at", nullable=True),
+    CheckConstraint(
+        "status IN ({})".format(", ".join(f"'{s}'" for s in DELIVERY_STATUSES)),
+        name="status",
+    ),
+    Index(None, "status"),
+    comment="One row per alert per channel: claimed before sending, so sent at most once.",
+)
+
+# ---------------------------------------------------------------------------------------
+# Trade history import (portfolio_pipeline.brokers.history): broker-faithful executions
+# and cash flows from IBKR Flex / Tastytrade files, and the batches that brought them.
+# Rows are insert-only (ON CONFLICT DO NOTHING on the primary key), so a re-import of
+# the same file or of overlapping exports changes nothing.
+# ---------------------------------------------------------------------------------------
+
+EXECUTION_KINDS: Final = ("trade", "assignment", "exercise", "expiry")
+"""Mirror of ``domain.activity.ExecutionKind`` (a test keeps them equal)."""
+CASH_FLOW_KINDS: Final = (
+    "deposit",
+    "withdrawal",
+    "dividend",
+    "interest",
+    "fee",
+    "tax",
+    "transfer",
+    "other",
+)
+"""Mirror of ``domain.activity.CashFlowKind`` (a test keeps them equal)."""
+
+import_batches = Table(
+    "import_batches",
+    metadata,
+    Column("id", _BIGINT_ID, primary_key=True, autoincrement=True),
+    Column("broker", String(32), nullable=False),
+    Column("source_name", String(255), nullable=False, comment="file name as imported"),
+    Column("sha256", CHAR(64), nullable=False, comment="hex digest of the file content"),
+    _utc("imported_at"),
+    Column("executions_in_file", Integer, nullable=False),
+    Column("cash_flows_in_file", Integer, nullable=False),
+    Column("executions_new", Integer, nullable=False, comment="rows not stored before"),
+    Column("cash_flows_new", Integer, nullable=False, comment="rows not stored before"),
+    Index(None, "sha256", unique=True),
+    comment="One row per imported history file that added rows.",
+)
+
+executions = Table(
+    "executions",
+    metadata,
+    Column("broker", String(32), primary_key=True),
+    Column("account_id", String(64), primary_key=True),
+    Column("exec_id", String(128), primary_key=True, comment="broker's trade/transaction id"),
+    Column("contract_key", String(255), nullable=False, comment="domain Contract.key"),
+    *_contract_columns(),
+    Column("trading_class", String(32), nullable=True),
+    Column("currency", String(3), nullable=False),
+    Column("underlying_expiry", Date, nullable=True, comment="futures options: the future's"),
+    _utc("ts"),
+    _money("quantity", comment="signed: + bought, - sold"),
+    _money("price", comment="per unit/share, as reported (0 for expiries)"),
+    _money("multiplier", comment="contract multiplier from config/instruments.yaml"),
+    _money("commission", comment="cost >= 0, account currency"),
+    _money("fees", comment="regulatory/clearing/exchange fees >= 0 where reported apart"),
+    Column("kind", String(16), nullable=False),
+    Column("order_ref", String(64), nullable=True),
+    Column("import_batch", _BIGINT_ID, ForeignKey(import_batches.c.id), nullable=True),
+    CheckConstraint(
+        "kind IN ({})".format(", ".join(f"'{k}'" for k in EXECUTION_KINDS)), name="kind"
+    ),
+    *_contract_checks(),
+    Index(None, "ts"),
+    Index(None, "contract_key"),
+    comment="Executions (trades, assignments, exercises, expiries), broker-faithful.",
+)
+
+cash_flows = Table(
+    "cash_flows",
+    metadata,
+    Column("broker", String(32), primary_key=True),
+    Column("account_id", String(64), primary_key=True),
+    Column("flow_id", String(128), primary_key=True),
+    _utc("ts"),
+    Column("kind", String(16), nullable=False),
+    _money("amount", comment="signed: + money into the account"),
+    Column("currency", String(3), nullable=False),
+    Column("description", String(), nullable=False),
+    Column("import_batch", _BIGINT_ID, ForeignKey(import_batches.c.id), nullable=True),
+    CheckConstraint(
+        "kind IN ({})".format(", ".join(f"'{k}'" for k in CASH_FLOW_KINDS)), name="kind"
+    ),
+    Index(None, "ts"),
+    comment="Deposits, withdrawals, dividends, interest, fees: signed amounts.",
+)
+
+# ---------------------------------------------------------------------------------------
+# Stress tests and Monte Carlo (portfolio_pipeline.defs.stress): one row per scenario cell
+# / path step / horizon, per (broker, account, group); '*' in broker/account_id/group_key
+# is the aggregate over that column.  group_key is the underlying until strategies exist;
+# strategy_id is filled by strategy tagging later.  P&L in account currency.
+# ---------------------------------------------------------------------------------------
+
+stress_shock_grid = Table(
+    "stress_shock_grid",
+    metadata,
+    _session_date(),
+    Column("broker", String(32), primary_key=True),
+    Column("account_id", String(64), primary_key=True),
+    Column("group_key", String(64), primary_key=True, comment="underlying, or '*'"),
+    Column("spot_shock", Double, primary_key=True,
+           comment="simple return of the reference index, -0.3 = -30%"),
+    Column("vol_scenario", String(32), primary_key=True, comment="'+5pt' or 'VIX 40'"),
+    Column("horizon_days", Integer, primary_key=True, comment="calendar days of decay"),
+    Column("strategy_id", String(64), nullable=True),
+    _money("pnl", comment="full revaluation"),
+    _money("pnl_greeks", comment="delta-gamma-vega-theta approximation"),
+    comment="Spot x implied-vol x horizon stress grid P&L (full revaluation and Greeks).",
+)
+
+stress_historical = Table(
+    "stress_historical",
+    metadata,
+    _session_date(),
+    Column("scenario", String(64), primary_key=True),
+    Column("step", Integer, primary_key=True, comment="session index in the window"),
+    Column("broker", String(32), primary_key=True),
+    Column("account_id", String(64), primary_key=True),
+    Column("step_date", Date, nullable=False),
+    _money("spx", comment="S&P 500 level driving the step"),
+    _money("vix", comment="VIX level driving the step"),
+    Column("spx_source", String(24), nullable=False, comment="published|interpolated"),
+    Column("vix_source", String(24), nullable=False,
+           comment="published|interpolated|realised_vol_proxy"),
+    _money("pnl", comment="full revaluation of today's book"),
+    _money("pnl_greeks"),
+    comment="Historical replay of market windows against the session's book.",
+)
+
+monte_carlo_var = Table(
+    "monte_carlo_var",
+    metadata,
+    _session_date(),
+    Column("horizon_days", Integer, primary_key=True, comment="trading days"),
+    Column("broker", String(32), primary_key=True),
+    Column("account_id", String(64), primary_key=True),
+    Column("group_key", String(64), primary_key=True, comment="underlying, or '*'"),
+    Column("strategy_id", String(64), nullable=True),
+    _money("var_95", comment="standalone VaR, positive loss"),
+    _money("cvar_95"),
+    _money("var_99"),
+    _money("cvar_99"),
+    _money("contribution_95", comment="mean loss in the portfolio's 5% worst scenarios"),
+    _money("contribution_99", comment="mean loss in the portfolio's 1% worst scenarios"),
+    _money("mean_pnl"),
+    _money("std_pnl"),
+    Column("n_scenarios", Integer, nullable=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("regime", String(32), nullable=False),
+    _money("vol_multiplier", comment="regime multiplier applied to simulated shocks"),
+    comment="Monte Carlo VaR/CVaR by full revaluation, with tail contributions.",
+)
+
+correlation_stress = Table(
+    "correlation_stress",
+    metadata,
+    _session_date(),
+    Column("matrix_name", String(32), primary_key=True, comment="historical|crisis"),
+    Column("horizon_days", Integer, primary_key=True),
+    _money("var_95"),
+    _money("cvar_95"),
+    _money("var_99"),
+    _money("cvar_99"),
+    _money("min_eigenvalue"),
+    Column("repair_iterations", Integer, nullable=True),
+    _json("factors"),
+    _json("matrix"),
+    comment="Monte Carlo VaR under the estimated and the crisis correlation matrix.",
+)

@@ -8,6 +8,9 @@ import dagster as dg
 import pandas as pd
 from sqlalchemy import Table, select
 
+from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
+from portfolio_pipeline.brokers.snapshot import BookSnapshot
+from portfolio_pipeline.config import ConfigError
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import (
     ACCOUNTS,
@@ -29,6 +32,17 @@ from portfolio_pipeline.storage import (
 from portfolio_pipeline.storage.records import account_row, position_row, quote_row
 
 BROKER_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+"""Retries only transient broker failures (see :func:`snapshot_or_fail`)."""
+
+
+def snapshot_or_fail(platform: PlatformResource, day: date) -> BookSnapshot:
+    """The book at ``day``; bad data or configuration fails at once, without retries."""
+    try:
+        return platform.snapshot(day)
+    except BrokerError:
+        raise  # connection trouble, timeouts: worth the retry policy
+    except (ConfigError, BrokerDataError, ValueError) as exc:
+        raise dg.Failure(description=f"session {day}: {exc}", allow_retries=False) from exc
 
 
 def _frame(db: DatabaseResource, table: Table, days: list[date]) -> pd.DataFrame:
@@ -64,7 +78,7 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
         last_nlv = 0.0
         last_vix: float | None = None
         for day in days:
-            snap = platform.snapshot(day)
+            snap = snapshot_or_fail(platform, day)
             rows = {
                 positions_snapshot: [position_row(day, p) for p in snap.positions],
                 account_snapshot: [account_row(day, a) for a in snap.accounts],

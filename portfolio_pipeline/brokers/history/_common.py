@@ -1,0 +1,95 @@
+"""Helpers shared by the history parsers: instrument lookup, numbers, stable ids."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable
+from typing import Final
+
+from portfolio_pipeline.brokers.history.errors import ImportFormatError
+from portfolio_pipeline.domain.errors import UnknownInstrumentError
+from portfolio_pipeline.domain.instruments import InstrumentTable
+
+_FUTURE_MONTH: Final = re.compile(
+    r"^/?(?P<root>[A-Z0-9]+?)(?P<month>[FGHJKMNQUVXZ])(?P<year>\d{1,2})$"
+)
+
+
+def strip_future_month(symbol: str) -> str:
+    """``ESH8`` / ``/ESH18`` -> ``ES``; anything else unchanged (without a leading ``/``)."""
+    cleaned = symbol.strip().lstrip("./").upper()
+    match = _FUTURE_MONTH.match(cleaned)
+    return match.group("root") if match else cleaned
+
+
+def resolve_root(
+    instruments: InstrumentTable,
+    candidates: Iterable[str | None],
+    trading_class: str | None,
+    *,
+    source: str,
+) -> str:
+    """The instrument-table root for a contract: first candidate the table knows.
+
+    Candidates are tried as given, then with a futures month code stripped; finally the
+    option ``trading_class`` is looked up (``SPXW`` -> ``SPX``).
+    """
+    known = set(instruments)  # iterate: InstrumentTable lookups raise for unknown roots
+    tried: list[str] = []
+    for raw in candidates:
+        if not raw or not raw.strip():
+            continue
+        for name in (raw.strip().lstrip("./").upper(), strip_future_month(raw)):
+            if name in known:
+                return name
+            tried.append(name)
+    if trading_class:
+        try:
+            return instruments.root_for_trading_class(trading_class)
+        except UnknownInstrumentError:
+            tried.append(f"trading class {trading_class}")
+    raise ImportFormatError(
+        f"{source}: unknown instrument (tried {', '.join(dict.fromkeys(tried)) or 'nothing'}); "
+        "add it to config/instruments.yaml"
+    )
+
+
+def table_trading_class(
+    instruments: InstrumentTable, root: str, trading_class: str | None
+) -> str | None:
+    """``trading_class`` if the table lists it for ``root``, else None (the root's default).
+
+    The broker's own multiplier is still checked against the table's, so a mini or
+    adjusted class missing from the table fails on the multiplier, never silently.
+    """
+    spec = instruments.spec(root)
+    if trading_class is None or spec.options is None:
+        return None
+    names = {tc.name.upper() for tc in spec.options.trading_classes}
+    return trading_class.upper() if trading_class.upper() in names else None
+
+
+def parse_number(
+    raw: str | None, name: str, source: str, *, required: bool = False
+) -> float | None:
+    """A float from broker text (``"1,234.50"``, ``"--"`` and ``""`` mean missing)."""
+    text = (raw or "").strip().replace(",", "")
+    if text in ("", "--", "-", "N/A"):
+        if required:
+            raise ImportFormatError(f"{source}: {name} is missing")
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ImportFormatError(f"{source}: {name} is not a number: {raw!r}") from None
+    if not math.isfinite(value):
+        raise ImportFormatError(f"{source}: {name} is not finite: {raw!r}")
+    return value
+
+
+def stable_id(prefix: str, *parts: str) -> str:
+    """A deterministic id from row content (for files that carry no transaction id)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:24]
+    return f"{prefix}{digest}"

@@ -1,0 +1,6 @@
+"""Interactive Brokers adapter (ib_async): :class:`IbkrBroker`."""
+
+from portfolio_pipeline.brokers.ibkr.adapter import IbkrBroker
+from portfolio_pipeline.brokers.ibkr.pacing import Backoff, RateLimiter
+
+__all__ = ["Backoff", "IbkrBroker", "RateLimiter"]

@@ -1,0 +1,985 @@
+"""Interactive Brokers adapter over ib_async (async API only).
+
+Safety and robustness contracts implemented here:
+
+- ``ib.RaiseRequestErrors = True`` and every request runs under ``asyncio.wait_for`` with
+  ``IbkrConnection.timeout_seconds``; a timeout or an API error becomes a
+  :class:`BrokerError` naming the request (error 200 names the contract).
+- Outgoing messages pass a :class:`RateLimiter` (45/s, below IBKR's 50 msg/s limit).
+- Connection: client id in use (error 326) -> the next id is tried; a lost connection is
+  re-established with exponential backoff, every market-data subscription is requested
+  again and the gap is logged as a warning and exposed as ``last_disconnect`` /
+  ``gap_seconds``.
+- Orders: ``what_if`` never transmits; ``stage`` places with ``transmit=False``;
+  ``transmit`` calls :func:`require_confirmed` first and re-places the same order id with
+  ``transmit=True``.  Broker warnings are returned, never answered.
+- Cash flows are not available from the live API: :meth:`IbkrBroker.cash_flows` returns
+  ``[]``; the Flex-report importer covers deposits, dividends, interest and fees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+from ib_async import IB, ComboLeg, ExecutionFilter, StartupFetch, Ticker
+from ib_async import Contract as IbContract
+from ib_async import Order as IbOrder
+from ib_async import OrderStatus as IbOrderStatus
+from ib_async import Trade as IbTrade
+from ib_async.wrapper import RequestError
+
+from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError, OptionChain, StagedOrder
+from portfolio_pipeline.brokers.ibkr.pacing import Backoff, RateLimiter, Sleep
+from portfolio_pipeline.brokers.ibkr.parsing import (
+    BROKER,
+    UNSET_DOUBLE,
+    account_values,
+    avg_price_from_avg_cost,
+    clean_price,
+    contract_source,
+    describe,
+    execution_from_fill,
+    ib_contract_for,
+    normalise_contract,
+    parse_ib_date,
+    sanitise,
+    whatif_result,
+)
+from portfolio_pipeline.clock import Clock, system_clock
+from portfolio_pipeline.domain.accounts import AccountConfig, IbkrConnection
+from portfolio_pipeline.domain.activity import CashFlow, Execution
+from portfolio_pipeline.domain.errors import UnknownInstrumentError
+from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
+from portfolio_pipeline.domain.orders import (
+    Order,
+    OrderStatus,
+    WhatIfResult,
+    check_transition,
+    require_confirmed,
+)
+from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MARKET_DATA_TYPES: Final = {"live": 1, "frozen": 2, "delayed": 3, "delayed_frozen": 4}
+#: Generic ticks requested for options (106 = implied volatility); model Greeks
+#: (tick 13/83) arrive with every option subscription.
+OPTION_GENERIC_TICKS: Final = "106"
+CLIENT_ID_IN_USE: Final = 326
+NO_SECURITY_DEFINITION: Final = 200
+_CONNECTIVITY_LOST: Final = 1100
+_RESTORED_DATA_LOST: Final = 1101
+_RESTORED_DATA_KEPT: Final = 1102
+_REJECTED_STATES: Final = frozenset({IbOrderStatus.Cancelled, IbOrderStatus.ApiCancelled})
+_ACKED_STATES: Final = frozenset(
+    {
+        IbOrderStatus.PreSubmitted,
+        IbOrderStatus.Submitted,
+        IbOrderStatus.Filled,
+        IbOrderStatus.Inactive,
+        *_REJECTED_STATES,
+    }
+)
+
+
+@dataclass(slots=True)
+class _Subscription:
+    """One streaming market-data line, re-requested after every reconnect."""
+
+    contract: Contract
+    ib_contract: IbContract
+    generic_ticks: str
+    ticker: Ticker | None = None
+
+
+def _default_ib() -> IB:
+    return IB()
+
+
+class IbkrBroker:
+    """:class:`~portfolio_pipeline.brokers.base.BrokerAdapter` for IB Gateway / TWS.
+
+    ``connection`` is the account's ``IbkrConnection`` (or a whole ``AccountConfig`` of
+    broker ``ibkr``); ``accounts`` give each account's base currency and model code
+    (default USD, no model).  ``ib_factory`` builds the ``ib_async.IB`` (tests inject one
+    with a fake wire client); ``clock`` returns aware UTC datetimes.
+    """
+
+    name = BROKER
+
+    def __init__(
+        self,
+        connection: IbkrConnection | AccountConfig,
+        instruments: InstrumentTable,
+        *,
+        accounts: Sequence[AccountConfig] = (),
+        ib_factory: Callable[[], IB] | None = None,
+        clock: Clock = system_clock,
+        limiter: RateLimiter | None = None,
+        backoff: Backoff | None = None,
+        sleep: Sleep = asyncio.sleep,
+        client_id_attempts: int = 10,
+        pnl_wait_seconds: float = 1.0,
+        stage_settle_seconds: float = 0.25,
+    ) -> None:
+        account_list = list(accounts)
+        if isinstance(connection, AccountConfig):
+            account_list.insert(0, connection)
+            connection = connection.ibkr or IbkrConnection()
+        self._conn = connection
+        self._accounts = {a.account_id: a for a in account_list if a.broker == BROKER}
+        self._instruments = instruments
+        self._ib_factory = ib_factory or _default_ib
+        self._clock = clock
+        self._limiter = limiter or RateLimiter()
+        self._backoff = backoff or Backoff()
+        self._sleep = sleep
+        self._client_id_attempts = max(1, client_id_attempts)
+        self._pnl_wait = pnl_wait_seconds
+        self._stage_settle = stage_settle_seconds
+        self._timeout = float(connection.timeout_seconds)
+
+        self._ib: IB | None = None
+        self._client_id = connection.client_id
+        self._connected = asyncio.Event()
+        self._packet = asyncio.Event()
+        self._connecting = False
+        self._closing = False
+        self._client_id_in_use: asyncio.Future[None] | None = None
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._subs: dict[str, _Subscription] = {}
+        self._qualified: dict[str, IbContract] = {}
+        self._underlying_expiry: dict[int, date] = {}
+        self._staged: dict[str, IbTrade] = {}
+        self._account_lock = asyncio.Lock()
+
+        self.last_disconnect: datetime | None = None
+        """When the last connection loss was noticed (aware UTC), None if never."""
+        self.gap_seconds: float | None = None
+        """Length of the last market-data gap (disconnect -> resubscribed), None if none."""
+        self.reconnect_count = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def client_id(self) -> int:
+        """The client id of the current (or last) connection."""
+        return self._client_id
+
+    @property
+    def is_connected(self) -> bool:
+        return self._ib is not None and self._ib.isConnected() and self._connected.is_set()
+
+    async def connect(self) -> None:
+        """Connect (trying the next client id on error 326) and set the market data type."""
+        if self.is_connected:
+            return
+        self._closing = False
+        if self._ib is None:
+            ib = self._ib_factory()
+            ib.RaiseRequestErrors = True
+            ib.disconnectedEvent += self._on_disconnected
+            ib.errorEvent += self._on_error
+            ib.updateEvent += self._on_packet
+            self._ib = ib
+        await self._connect_with_client_ids()
+        await self._after_connect(resubscribe=False)
+
+    async def close(self) -> None:
+        """Disconnect; cancels reconnection and forgets market-data subscriptions."""
+        self._closing = True
+        tasks = [t for t in (self._reconnect_task, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._reconnect_task = None
+        self._background.clear()
+        self._connected.clear()
+        self._subs.clear()
+        if self._ib is not None:
+            self._ib.disconnect()
+        logger.info("ibkr: closed connection to %s:%s", self._conn.host, self._conn.port)
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until connected (e.g. after a gateway restart); BrokerError on timeout."""
+        limit = self._timeout if timeout is None else timeout
+        try:
+            await asyncio.wait_for(self._connected.wait(), limit)
+        except TimeoutError:
+            raise BrokerError(
+                f"ibkr: not connected to {self._conn.host}:{self._conn.port} after {limit:g}s"
+                f" (last disconnect {self.last_disconnect})"
+            ) from None
+
+    async def _connect_with_client_ids(self) -> None:
+        first = self._client_id
+        for attempt in range(self._client_id_attempts):
+            client_id = first + attempt
+            if await self._connect_once(client_id):
+                if client_id != self._conn.client_id:
+                    logger.warning(
+                        "ibkr: connected with client id %d (configured %d was in use)",
+                        client_id,
+                        self._conn.client_id,
+                    )
+                self._client_id = client_id
+                return
+            logger.warning("ibkr: client id %d is in use (error 326); trying %d", client_id, client_id + 1)
+        raise BrokerError(
+            f"ibkr: client ids {first}..{first + self._client_id_attempts - 1} are all in use "
+            f"at {self._conn.host}:{self._conn.port}"
+        )
+
+    async def _connect_once(self, client_id: int) -> bool:
+        """True when connected, False when the client id is in use; BrokerError otherwise."""
+        ib = self._require_ib()
+        loop = asyncio.get_running_loop()
+        in_use: asyncio.Future[None] = loop.create_future()
+        fetch = StartupFetch.POSITIONS
+        if not self._conn.readonly:
+            fetch |= StartupFetch.ORDERS_OPEN
+        self._connecting = True
+        self._client_id_in_use = in_use
+        task = asyncio.ensure_future(
+            ib.connectAsync(
+                self._conn.host,
+                self._conn.port,
+                clientId=client_id,
+                timeout=self._timeout,
+                readonly=self._conn.readonly,
+                fetchFields=fetch,
+            )
+        )
+        try:
+            done, _ = await asyncio.wait(
+                {task, in_use}, timeout=self._timeout * 2, return_when=asyncio.FIRST_COMPLETED
+            )
+            if in_use in done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                return False
+            if task not in done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise BrokerError(
+                    f"ibkr: connect to {self._conn.host}:{self._conn.port} (client id {client_id}) "
+                    f"timed out after {self._timeout * 2:g}s"
+                )
+            try:
+                task.result()
+            except (OSError, ConnectionError, TimeoutError, RequestError) as exc:
+                raise BrokerError(
+                    f"ibkr: connect to {self._conn.host}:{self._conn.port} (client id {client_id}) "
+                    f"failed: {exc!r}"
+                ) from exc
+            return True
+        finally:
+            self._connecting = False
+            self._client_id_in_use = None
+
+    async def _after_connect(self, *, resubscribe: bool) -> None:
+        ib = self._require_ib()
+        code = MARKET_DATA_TYPES[self._conn.market_data_type]
+        await self._limiter.acquire()
+        ib.reqMarketDataType(code)
+        restored = 0
+        if resubscribe:
+            restored = await self._resubscribe()
+        self._connected.set()
+        self._packet.set()
+        logger.info(
+            "ibkr: connected to %s:%s client id %d, market data type %s (%d)",
+            self._conn.host,
+            self._conn.port,
+            self._client_id,
+            self._conn.market_data_type,
+            code,
+        )
+        if resubscribe:
+            self._report_gap(f"reconnected, {restored} market-data subscription(s) restored")
+
+    def _report_gap(self, what: str) -> None:
+        if self.last_disconnect is None:
+            return
+        gap = max((self._clock() - self.last_disconnect).total_seconds(), 0.0)
+        self.gap_seconds = gap
+        logger.warning(
+            "ibkr: market data gap of %.3fs (from %s): %s",
+            gap,
+            self.last_disconnect.isoformat(),
+            what,
+        )
+
+    async def _resubscribe(self) -> int:
+        ib = self._require_ib()
+        for sub in self._subs.values():
+            await self._limiter.acquire()
+            sub.ticker = ib.reqMktData(sub.ib_contract, sub.generic_ticks)
+        return len(self._subs)
+
+    def _on_disconnected(self) -> None:
+        if self._closing or self._connecting:
+            return
+        self._connected.clear()
+        self._packet.set()
+        self.last_disconnect = self._clock()
+        for sub in self._subs.values():
+            sub.ticker = None  # the SDK dropped its tickers; never serve stale values
+        logger.warning(
+            "ibkr: connection to %s:%s lost at %s; reconnecting with backoff (%d subscription(s) to restore)",
+            self._conn.host,
+            self._conn.port,
+            self.last_disconnect.isoformat(),
+            len(self._subs),
+        )
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        attempt = 0
+        for delay in self._backoff.delays():
+            attempt += 1
+            await self._sleep(delay)
+            if self._closing:
+                return
+            try:
+                await self._connect_with_client_ids()
+                await self._after_connect(resubscribe=True)
+            except BrokerError as exc:
+                logger.warning("ibkr: reconnect attempt %d failed: %s", attempt, exc)
+                continue
+            self.reconnect_count += 1
+            return
+        logger.error(
+            "ibkr: gave up reconnecting to %s:%s after %d attempts",
+            self._conn.host,
+            self._conn.port,
+            attempt,
+        )
+
+    def _on_error(self, req_id: int, code: int, message: str, contract: object) -> None:
+        if code == CLIENT_ID_IN_USE and self._client_id_in_use is not None:
+            if not self._client_id_in_use.done():
+                self._client_id_in_use.set_result(None)
+        elif code == _CONNECTIVITY_LOST:
+            if self.last_disconnect is None or self.gap_seconds is not None:
+                self.last_disconnect = self._clock()
+                self.gap_seconds = None
+            logger.warning("ibkr: gateway lost connectivity to IBKR servers: %s", message)
+        elif code in (_RESTORED_DATA_LOST, _RESTORED_DATA_KEPT):
+            if code == _RESTORED_DATA_LOST and self._subs:
+                task = asyncio.get_running_loop().create_task(self._resubscribe_after_1101())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            else:
+                self._report_gap(f"gateway connectivity restored ({code})")
+
+    async def _resubscribe_after_1101(self) -> None:
+        restored = await self._resubscribe()
+        self._report_gap(f"connectivity restored with data lost (1101); {restored} subscription(s) restored")
+
+    def _on_packet(self) -> None:
+        self._packet.set()
+
+    # ------------------------------------------------------------------ request helpers
+
+    def _require_ib(self) -> IB:
+        if self._ib is None:
+            raise BrokerError("ibkr: not connected; call connect() first")
+        return self._ib
+
+    async def _ready_ib(self) -> IB:
+        if self.is_connected:
+            return self._require_ib()
+        if self._reconnect_task is not None and not self._reconnect_task.done():
+            await self.wait_connected()
+            return self._require_ib()
+        raise BrokerError(f"ibkr: not connected to {self._conn.host}:{self._conn.port}; call connect() first")
+
+    async def _request(
+        self, what: str, call: Callable[[], Awaitable[T]], *, messages: int = 1
+    ) -> T:
+        """Run one SDK request under the rate limiter and the connection timeout."""
+        await self._ready_ib()
+        await self._limiter.acquire(messages)
+        try:
+            return await asyncio.wait_for(call(), self._timeout)
+        except TimeoutError:
+            raise BrokerError(f"ibkr: {what} timed out after {self._timeout:g}s") from None
+        except RequestError as exc:
+            raise BrokerError(f"ibkr: {what} failed: IBKR error {exc.code}: {exc.message}") from exc
+        except ConnectionError as exc:
+            raise BrokerError(f"ibkr: {what} failed: connection lost ({exc})") from exc
+
+    async def _wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait (packet by packet) until ``predicate()`` holds; False when ``timeout`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._packet.clear()
+            try:
+                await asyncio.wait_for(self._packet.wait(), remaining)
+            except TimeoutError:
+                return predicate()
+        return True
+
+    async def _contract_details(self, ib_contract: IbContract, what: str) -> list[Any]:
+        ib = await self._ready_ib()
+        details: list[Any] = await self._request(what, lambda: ib.reqContractDetailsAsync(ib_contract))
+        return details
+
+    async def _qualify(self, contract: Contract) -> IbContract:
+        """The qualified IBKR contract (conId filled) for a domain contract, cached."""
+        key = contract.key
+        cached = self._qualified.get(key)
+        if cached is not None:
+            return cached
+        ib = await self._ready_ib()
+        request = ib_contract_for(contract, self._instruments)
+        what = f"qualify {key} ({describe(request)})"
+        try:
+            result = await self._request(what, lambda: ib.qualifyContractsAsync(request))
+        except BrokerError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, RequestError) and cause.code == NO_SECURITY_DEFINITION:
+                raise BrokerError(
+                    f"ibkr: no security definition for {key} ({describe(request)}): "
+                    f"IBKR error 200: {cause.message}"
+                ) from exc
+            raise
+        qualified = result[0] if result else None
+        if not isinstance(qualified, IbContract) or not qualified.conId:
+            raise BrokerError(
+                f"ibkr: no unique security definition for {key} ({describe(request)}): "
+                "unknown or ambiguous contract"
+            )
+        # the broker's multiplier of the qualified contract is checked against the table
+        normalise_contract(qualified, self._instruments, account="-")
+        self._qualified[key] = qualified
+        return qualified
+
+    async def _qualify_all(self, contracts: Iterable[Contract]) -> list[IbContract]:
+        return list(await asyncio.gather(*(self._qualify(c) for c in contracts)))
+
+    # ------------------------------------------------------------------ accounts
+
+    async def account_ids(self) -> list[str]:
+        ib = await self._ready_ib()
+        return list(ib.managedAccounts())
+
+    def _account(self, account_id: str) -> tuple[str, str | None]:
+        cfg = self._accounts.get(account_id)
+        if cfg is None:
+            return "USD", None
+        return cfg.base_currency, cfg.model_code
+
+    async def account_snapshot(self, account_id: str) -> AccountSnapshot:
+        """Summary tags in the base currency (and model code) plus DailyPnL via reqPnL."""
+        ib = await self._ready_ib()
+        currency, model_code = self._account(account_id)
+        if model_code:
+            await self._request(
+                f"reqAccountUpdatesMulti({account_id}, {model_code})",
+                lambda: ib.reqAccountUpdatesMultiAsync(account_id, model_code),
+            )
+            values: list[Any] = ib.accountValues(account_id)
+        else:
+            values = await self._request(
+                f"accountSummary({account_id})", lambda: ib.accountSummaryAsync(account_id)
+            )
+        tags = account_values(values, account=account_id, currency=currency, model_code=model_code)
+        daily = await self._daily_pnl(ib, account_id, model_code or "")
+        return AccountSnapshot(
+            broker=BROKER,
+            account_id=account_id,
+            as_of=self._clock(),
+            nlv=tags["NetLiquidation"],
+            cash=tags["TotalCashValue"],
+            init_margin=tags["InitMarginReq"],
+            maint_margin=tags["MaintMarginReq"],
+            excess_liquidity=tags["ExcessLiquidity"],
+            buying_power=tags["BuyingPower"],
+            currency=currency,
+            broker_daily_pnl=daily,
+        )
+
+    async def _daily_pnl(self, ib: IB, account_id: str, model_code: str) -> float | None:
+        subscribed = ib.pnl(account_id, model_code)
+        if subscribed:
+            pnl = subscribed[0]
+        else:
+            await self._limiter.acquire()
+            pnl = ib.reqPnL(account_id, model_code)
+
+        def usable() -> bool:
+            value = pnl.dailyPnL
+            return value is not None and math.isfinite(value) and abs(value) < UNSET_DOUBLE
+
+        if await self._wait_for(usable, min(self._pnl_wait, self._timeout)):
+            return float(pnl.dailyPnL)
+        logger.info("ibkr: no DailyPnL for %s from reqPnL; broker_daily_pnl=None", account_id)
+        return None
+
+    async def positions(self, account_id: str) -> list[Position]:
+        """Signed positions from reqPositions, marks from the account's portfolio updates."""
+        ib = await self._ready_ib()
+        async with self._account_lock:
+            raw = await self._request("reqPositions", ib.reqPositionsAsync)
+            await self._request(
+                f"reqAccountUpdates({account_id})", lambda: ib.reqAccountUpdatesAsync(account_id)
+            )
+            portfolio = {item.contract.conId: item for item in ib.portfolio(account_id)}
+        as_of = self._clock()
+        result: list[Position] = []
+        for pos in raw:
+            if pos.account != account_id or not pos.position:
+                continue
+            contract = pos.contract
+            where = f"{account_id} {describe(contract)}"
+            und_expiry = await self._fop_underlying_expiry(contract) if contract.secType == "FOP" else None
+            norm = normalise_contract(
+                contract, self._instruments, account=account_id, underlying_expiry=und_expiry
+            )
+            item = portfolio.get(contract.conId)
+            mark = clean_price(item.marketPrice) if item is not None else None
+            if mark is None:
+                raise BrokerDataError(
+                    f"ibkr: {where}: no market price in the portfolio update "
+                    f"({item.marketPrice if item is not None else 'no portfolio item'!r})"
+                )
+            result.append(
+                Position(
+                    broker=BROKER,
+                    account_id=account_id,
+                    contract=norm.contract,
+                    quantity=float(pos.position),
+                    multiplier=norm.multiplier,
+                    avg_price=avg_price_from_avg_cost(
+                        pos.avgCost, contract.secType, norm.multiplier, where=where
+                    ),
+                    mark=mark,
+                    as_of=as_of,
+                    source=contract_source(account_id, contract),
+                )
+            )
+        return result
+
+    async def _fop_underlying_expiry(self, contract: IbContract) -> date | None:
+        """Expiry of the future a futures option is written on (None: same as the option)."""
+        cached = self._underlying_expiry.get(contract.conId)
+        if cached is not None:
+            return cached
+        where = describe(contract)
+        try:
+            details = await self._contract_details(
+                IbContract(conId=contract.conId, exchange=contract.exchange),
+                f"contract details of {where}",
+            )
+            under_con_id = details[0].underConId if details else 0
+            if not under_con_id:
+                logger.info("ibkr: %s: no underlying conId; underlying expiry = option expiry", where)
+                return None
+            under = await self._contract_details(
+                IbContract(conId=under_con_id), f"underlying future of {where}"
+            )
+        except BrokerError as exc:
+            logger.warning("ibkr: %s: underlying future unknown (%s); using the option expiry", where, exc)
+            return None
+        if not under or under[0].contract is None:
+            logger.warning("ibkr: %s: underlying conId %d not found; using the option expiry", where, under_con_id)
+            return None
+        fut = under[0].contract
+        expiry = parse_ib_date(
+            fut.lastTradeDateOrContractMonth or under[0].realExpirationDate,
+            where=f"underlying of {where}",
+        )
+        self._underlying_expiry[contract.conId] = expiry
+        return expiry
+
+    # ------------------------------------------------------------------ market data
+
+    async def subscribe(self, contracts: Sequence[Contract]) -> list[Contract]:
+        """Start streaming market data (kept across reconnects until ``unsubscribe``)."""
+        ib = await self._ready_ib()
+        unique = list({c.key: c for c in contracts}.values())
+        new = [c for c in unique if c.key not in self._subs]
+        qualified = await self._qualify_all(new)
+        for contract, ib_contract in zip(new, qualified, strict=True):
+            ticks = OPTION_GENERIC_TICKS if contract.is_option else ""
+            await self._limiter.acquire()
+            ticker = ib.reqMktData(ib_contract, ticks)
+            self._subs[contract.key] = _Subscription(contract, ib_contract, ticks, ticker)
+        return unique
+
+    async def unsubscribe(self, contracts: Sequence[Contract]) -> None:
+        ib = self._ib
+        for contract in contracts:
+            sub = self._subs.pop(contract.key, None)
+            if sub is not None and ib is not None and ib.isConnected():
+                await self._limiter.acquire()
+                ib.cancelMktData(sub.ib_contract)
+
+    @property
+    def subscriptions(self) -> list[Contract]:
+        return [s.contract for s in self._subs.values()]
+
+    @staticmethod
+    def _ready(sub: _Subscription) -> bool:
+        ticker = sub.ticker
+        if ticker is None:
+            return False
+        has_book = not math.isnan(ticker.bid) and not math.isnan(ticker.ask)
+        has_price = has_book or clean_price(ticker.last) is not None or clean_price(ticker.close) is not None
+        if not has_price:
+            return False
+        return not sub.contract.is_option or ticker.modelGreeks is not None
+
+    async def quotes(self, contracts: Sequence[Contract]) -> list[Quote]:
+        """Quotes plus model Greeks (per share), waiting for late Greeks up to the timeout.
+
+        Subscriptions stay open (streaming) and are restored after a reconnect.  A
+        contract without any price within the timeout is an error; missing or sentinel
+        Greeks become NaN with a logged warning.
+        """
+        unique = await self.subscribe(contracts)
+        subs = [self._subs[c.key] for c in unique]
+        await self._wait_for(lambda: all(self._ready(s) for s in subs), self._timeout)
+        by_key = {s.contract.key: self._quote(s) for s in subs}
+        return [by_key[c.key] for c in contracts]
+
+    def _quote(self, sub: _Subscription) -> Quote:
+        where = f"{sub.contract.key} [{describe(sub.ib_contract)}]"
+        ticker = sub.ticker
+        if ticker is None:
+            raise BrokerError(f"ibkr: {where}: no market data (connection lost)")
+        bid = clean_price(ticker.bid)
+        ask = clean_price(ticker.ask)
+        last = clean_price(ticker.last)
+        fallback = last if last is not None else clean_price(ticker.close)
+        if bid is not None and ask is not None:
+            mark = (bid + ask) / 2
+        elif ask is not None and sub.contract.is_option:
+            bid, mark = 0.0, ask / 2  # no bid for the option: the bid is zero
+        elif fallback is not None:
+            bid = ask = mark = fallback
+        else:
+            raise BrokerError(
+                f"ibkr: {where}: no price within {self._timeout:g}s "
+                f"(market data type {self._conn.market_data_type})"
+            )
+        iv = delta = gamma = vega = theta = None
+        underlying: float | None = None
+        if sub.contract.is_option:
+            greeks = ticker.modelGreeks
+            if greeks is None:
+                logger.warning(
+                    "ibkr: %s: model Greeks not received within %gs -> NaN", where, self._timeout
+                )
+                iv = delta = gamma = vega = theta = underlying = math.nan
+            else:
+                iv = sanitise(greeks.impliedVol, "impliedVol", where, kind="price")
+                delta = sanitise(greeks.delta, "delta", where, kind="greek")
+                gamma = sanitise(greeks.gamma, "gamma", where, kind="greek")
+                vega = sanitise(greeks.vega, "vega", where, kind="greek")
+                theta = sanitise(greeks.theta, "theta", where, kind="greek")
+                underlying = sanitise(greeks.undPrice, "undPrice", where, kind="price")
+        return Quote(
+            source=BROKER,
+            contract=sub.contract,
+            as_of=self._clock(),
+            bid=bid,
+            ask=ask,
+            mark=mark,
+            last=last,
+            underlying_price=underlying,
+            iv=iv,
+            delta=delta,
+            gamma=gamma,
+            vega=vega,
+            theta=theta,
+        )
+
+    async def option_chain(self, underlying: str, trading_class: str | None = None) -> OptionChain:
+        """Expiries/strikes of one trading class (futures options: on the front future)."""
+        root = underlying.upper()
+        spec = self._instruments.spec(root)
+        if spec.options is None:
+            raise UnknownInstrumentError(f"ibkr: {root} has no options section in the instrument table")
+        tc = self._instruments.trading_class(root, trading_class).name.upper()
+        ib = await self._ready_ib()
+        option_sec: SecType
+        sec: SecType
+        if spec.underlying_type == "future":
+            und = await self._front_future(root)
+            fut_fop_exchange, option_sec = (spec.future.exchange if spec.future else ""), "FOP"
+        else:
+            sec = "IND" if spec.underlying_type in ("index", "volatility_index") else "STK"
+            und = await self._qualify(Contract(underlying=root, sec_type=sec, currency=spec.currency))
+            fut_fop_exchange, option_sec = "", "OPT"
+        chains: list[Any] = await self._request(
+            f"reqSecDefOptParams({root})",
+            lambda: ib.reqSecDefOptParamsAsync(und.symbol, fut_fop_exchange, und.secType, und.conId),
+        )
+        matching = [c for c in chains if (c.tradingClass or "").upper() == tc]
+        if not matching:
+            listed = sorted({c.tradingClass for c in chains})
+            raise BrokerDataError(f"ibkr: no option chain for {root} trading class {tc}; IBKR lists {listed}")
+        preferred = "SMART" if option_sec == "OPT" else fut_fop_exchange
+        chain = next((c for c in matching if c.exchange == preferred), matching[0])
+        where = f"{root} {tc} chain on {chain.exchange}"
+        multiplier = self._instruments.checked_multiplier(
+            root,
+            option_sec,
+            float(chain.multiplier) if chain.multiplier else None,
+            trading_class=tc,
+            source=f"{BROKER}:-:{where}",
+        )
+        expiries = sorted({parse_ib_date(e, where=where, field="expiration") for e in chain.expirations})
+        strikes = sorted({float(s) for s in chain.strikes})
+        return OptionChain(root, tc, multiplier, tuple(expiries), tuple(strikes), exchange=chain.exchange)
+
+    async def _front_future(self, root: str) -> IbContract:
+        spec = self._instruments.spec(root)
+        if spec.future is None:
+            raise UnknownInstrumentError(f"ibkr: {root} has no future section in the instrument table")
+        request = IbContract(secType="FUT", symbol=root, exchange=spec.future.exchange, currency=spec.currency)
+        details = await self._contract_details(request, f"futures of {root}")
+        today = self._clock().date()
+        dated: list[tuple[date, IbContract]] = []
+        for d in details:
+            c: IbContract | None = d.contract
+            if c is None or c.secType != "FUT":
+                continue
+            expiry = parse_ib_date(c.lastTradeDateOrContractMonth, where=describe(c))
+            if expiry >= today:
+                dated.append((expiry, c))
+        if not dated:
+            raise BrokerDataError(f"ibkr: no unexpired {root} future listed on {spec.future.exchange}")
+        return min(dated, key=lambda pair: pair[0])[1]
+
+    # ------------------------------------------------------------------ activity
+
+    async def executions(self, account_id: str, since: date) -> list[Execution]:
+        """Executions since ``since`` (00:00 UTC) with commissions from the commission reports."""
+        ib = await self._ready_ib()
+        flt = ExecutionFilter(acctCode=account_id, time=f"{since:%Y%m%d}-00:00:00")
+        fills: list[Any] = await self._request(
+            f"reqExecutions({account_id} since {since})", lambda: ib.reqExecutionsAsync(flt)
+        )
+        fills = [f for f in fills if f.execution.acctNumber == account_id and f.contract.secType != "BAG"]
+
+        def reported() -> bool:
+            return all(f.commissionReport.execId for f in fills)
+
+        if not await self._wait_for(reported, self._timeout):
+            missing = [f.execution.execId for f in fills if not f.commissionReport.execId]
+            raise BrokerError(
+                f"ibkr: reqExecutions({account_id}): no commission report for {', '.join(missing)} "
+                f"within {self._timeout:g}s"
+            )
+        result: list[Execution] = []
+        for fill in fills:
+            contract = fill.contract
+            und_expiry = await self._fop_underlying_expiry(contract) if contract.secType == "FOP" else None
+            norm = normalise_contract(
+                contract, self._instruments, account=account_id, underlying_expiry=und_expiry
+            )
+            result.append(execution_from_fill(fill, norm, account=account_id))
+        return sorted(result, key=lambda e: (e.ts, e.exec_id))
+
+    async def cash_flows(self, account_id: str, since: date) -> list[CashFlow]:
+        """Always ``[]``: the live API has no cash-flow history; the Flex importer has it."""
+        logger.info(
+            "ibkr: cash flows of %s since %s are not in the live API; import them from Flex reports",
+            account_id,
+            since,
+        )
+        return []
+
+    # ------------------------------------------------------------------ orders
+
+    async def _build_order(self, order: Order) -> tuple[IbContract, IbOrder]:
+        legs = order.legs
+        qualified = await self._qualify_all(leg.contract for leg in legs)
+        if len(legs) == 1:
+            leg = legs[0]
+            contract = qualified[0]
+            action, quantity = leg.action, order.quantity * leg.ratio
+        else:
+            roots = {leg.contract.underlying for leg in legs}
+            if len(roots) != 1:
+                raise BrokerError(
+                    f"ibkr: order {order.order_id}: combo legs must share one underlying, got {sorted(roots)}"
+                )
+            root = roots.pop()
+            exchange = "SMART"
+            if any(leg.contract.sec_type in ("FOP", "FUT") for leg in legs):
+                spec = self._instruments.spec(root)
+                exchange = spec.future.exchange if spec.future else "SMART"
+            contract = IbContract(
+                secType="BAG",
+                symbol=root,
+                exchange=exchange,
+                currency=legs[0].contract.currency,
+                comboLegs=[
+                    ComboLeg(conId=q.conId, ratio=leg.ratio, action=leg.action, exchange=exchange)
+                    for leg, q in zip(legs, qualified, strict=True)
+                ],
+            )
+            action, quantity = "BUY", order.quantity
+        ib_order = IbOrder(
+            orderType="LMT",
+            action=action,
+            totalQuantity=float(quantity),
+            lmtPrice=order.limit_price,
+            tif=order.time_in_force,
+            account=order.account_id,
+            orderRef=order.order_id,
+            transmit=False,
+        )
+        return contract, ib_order
+
+    async def what_if(self, order: Order) -> WhatIfResult:
+        """Margin/commission impact and every broker warning (``warningText``, API warnings)."""
+        ib = await self._ready_ib()
+        contract, ib_order = await self._build_order(order)
+        probe = copy.copy(contract)  # identity marks this request's messages
+        messages: list[str] = []
+
+        def collect(req_id: int, code: int, message: str, about: object) -> None:
+            if about is probe:
+                messages.append(f"IBKR {code}: {message}")
+
+        ib.errorEvent += collect
+        try:
+            state = await self._request(
+                f"whatIfOrder {order.order_id}", lambda: ib.whatIfOrderAsync(probe, ib_order)
+            )
+        finally:
+            ib.errorEvent -= collect
+        return whatif_result(state, where=f"order {order.order_id}", extra_warnings=messages)
+
+    @staticmethod
+    def _trade_messages(trade: IbTrade) -> list[str]:
+        return [
+            f"IBKR {entry.errorCode}: {entry.message}" if entry.errorCode else entry.message
+            for entry in trade.log
+            if entry.message and entry.message != "Modify"
+        ]
+
+    async def stage(self, order: Order) -> StagedOrder:
+        """WhatIf (unless the order has one), then ``placeOrder`` with ``transmit=False``."""
+        check_transition(order.status, OrderStatus.STAGED, order_id=order.order_id)
+        whatif = order.whatif or await self.what_if(order)
+        ib = await self._ready_ib()
+        contract, ib_order = await self._build_order(order)
+        ib_order.transmit = False
+        await self._limiter.acquire()
+        trade = ib.placeOrder(contract, ib_order)
+        await self._wait_for(lambda: trade.orderStatus.status in _REJECTED_STATES, self._stage_settle)
+        messages = self._trade_messages(trade)
+        if trade.orderStatus.status in _REJECTED_STATES:
+            raise BrokerError(
+                f"ibkr: staging order {order.order_id} was rejected: {'; '.join(messages) or 'no reason given'}"
+            )
+        broker_id = str(trade.order.orderId)
+        self._staged[broker_id] = trade
+        logger.info(
+            "ibkr: staged order %s as IBKR order %s (transmit=False)", order.order_id, broker_id
+        )
+        warnings = tuple(dict.fromkeys((*whatif.warnings, *messages)))
+        return StagedOrder(
+            order_id=order.order_id,
+            broker_order_id=broker_id,
+            whatif=replace(whatif, warnings=warnings),
+            staged_at=self._clock(),
+        )
+
+    def _find_trade(self, order: Order) -> IbTrade | None:
+        if order.broker_order_id is not None and order.broker_order_id in self._staged:
+            return self._staged[order.broker_order_id]
+        return next((t for t in self._staged.values() if t.order.orderRef == order.order_id), None)
+
+    async def transmit(self, order: Order) -> str:
+        """Send a CONFIRMED staged order: the same IBKR order id re-placed with transmit=True."""
+        require_confirmed(order)
+        ib = await self._ready_ib()
+        trade = self._find_trade(order)
+        if trade is not None:
+            contract, ib_order = trade.contract, trade.order
+        elif order.broker_order_id is not None:
+            contract, ib_order = await self._build_order(order)
+            ib_order.orderId = int(order.broker_order_id)
+        else:
+            raise BrokerError(f"ibkr: order {order.order_id} has no IBKR order id; stage it first")
+        broker_id = str(ib_order.orderId)
+        ib_order.transmit = True
+        await self._limiter.acquire()
+        trade = ib.placeOrder(contract, ib_order)
+        logger.warning("ibkr: transmitted confirmed order %s (IBKR order %s)", order.order_id, broker_id)
+        acked = await self._wait_for(lambda: trade.orderStatus.status in _ACKED_STATES, self._timeout)
+        if trade.orderStatus.status in _REJECTED_STATES:
+            raise BrokerError(
+                f"ibkr: order {order.order_id} (IBKR {broker_id}) was rejected: "
+                f"{'; '.join(self._trade_messages(trade)) or 'no reason given'}"
+            )
+        if not acked:
+            raise BrokerError(
+                f"ibkr: order {order.order_id} (IBKR {broker_id}) was sent but not acknowledged "
+                f"within {self._timeout:g}s; its state is unknown, check TWS before retrying"
+            )
+        self._staged.pop(broker_id, None)
+        return broker_id
+
+    async def cancel(self, order: Order) -> None:
+        """Cancel a staged or live order at IBKR and wait for the cancellation."""
+        ib = await self._ready_ib()
+        trade = self._find_trade(order)
+        if trade is None:
+            for candidate in ib.trades():
+                if order.broker_order_id is not None and str(candidate.order.orderId) == order.broker_order_id:
+                    trade = candidate
+                    break
+        if trade is None:
+            if order.broker_order_id is None:
+                raise BrokerError(f"ibkr: order {order.order_id} is unknown at IBKR (never staged)")
+            await self._limiter.acquire()
+            ib.cancelOrder(IbOrder(orderId=int(order.broker_order_id), clientId=self._client_id))
+            logger.info("ibkr: cancel sent for IBKR order %s (not tracked by this session)", order.broker_order_id)
+            return
+        await self._limiter.acquire()
+        ib.cancelOrder(trade.order)
+        if not await self._wait_for(trade.isDone, self._timeout):
+            raise BrokerError(
+                f"ibkr: cancel of order {order.order_id} (IBKR {trade.order.orderId}) not confirmed "
+                f"within {self._timeout:g}s (status {trade.orderStatus.status})"
+            )
+        self._staged.pop(str(trade.order.orderId), None)
+        logger.info("ibkr: cancelled order %s (IBKR %s)", order.order_id, trade.order.orderId)
