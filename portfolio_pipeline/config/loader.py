@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from portfolio_pipeline.analytics.settings import PricingConfig
 from portfolio_pipeline.domain.accounts import AccountsFile
 from portfolio_pipeline.domain.instruments import InstrumentsFile, InstrumentTable
 from portfolio_pipeline.domain.regime import RiskMatrix
@@ -30,6 +31,7 @@ CONFIG_FILES: Mapping[str, tuple[type[BaseModel], bool]] = {
     "instruments.yaml": (InstrumentsFile, True),
     "risk_matrix.yaml": (RiskMatrix, True),
     "accounts.yaml": (AccountsFile, True),
+    "pricing.yaml": (PricingConfig, False),
     "notifications.yaml": (NotificationsFile, False),
     "stress_scenarios.yaml": (StressScenariosFile, False),
 }

@@ -27,6 +27,7 @@ from sqlalchemy import (
     CHAR,
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Date,
@@ -515,4 +516,185 @@ correlation_stress = Table(
     _json("factors"),
     _json("matrix"),
     comment="Monte Carlo VaR under the estimated and the crisis correlation matrix.",
+)
+
+# ---------------------------------------------------------------------------------------
+# EOD analytics (portfolio_pipeline.defs.{greeks,risk,reporting}): position and portfolio
+# Greeks, cash-flow-adjusted returns, Greeks P&L attribution, risk metrics, margin and
+# limit history.  '*' in broker/account_id/underlying/position_key is the aggregate over
+# that column.  Per-share Greeks are in pricing units (vega per vol point, theta per
+# calendar day); position Greeks are scaled once by domain.greeks.position_greeks.
+# ---------------------------------------------------------------------------------------
+
+
+def _key(name: str, length: int = 64, comment: str | None = None) -> Column[str]:
+    return Column(name, String(length), primary_key=True, comment=comment)
+
+
+def _position_greek_columns() -> list[Column[Any]]:
+    return [
+        _money("share_delta", comment="delta * qty * mult (underlying units)"),
+        _money("dollar_delta"),
+        _money("gamma_shares", comment="gamma * qty * mult (delta change per $1)"),
+        _money("dollar_gamma_1pct", comment="gamma * qty * mult * S^2 / 100"),
+        _money("theta_per_day", comment="$ per calendar day"),
+        _money("vega_per_point", comment="$ per vol point"),
+        _money("vanna_per_point", comment="share-delta change per vol point"),
+        _money("volga_per_point", comment="$ vega change per vol point"),
+        _money("rho_per_pct", comment="$ per 1% rate"),
+        _money("beta_weighted_delta", nullable=True, comment="in reference-index units"),
+        _money("beta_weighted_dollar_delta"),
+    ]
+
+
+position_greeks = Table(
+    "position_greeks",
+    metadata,
+    _session_date(),
+    _key("broker", 32),
+    _key("account_id"),
+    _key("position_key", 255),
+    Column("underlying", String(32), nullable=False),
+    Column("sec_type", String(3), nullable=False),
+    _money("quantity"),
+    _money("multiplier"),
+    _money("mark", comment="per unit/share"),
+    _money("market_value"),
+    _money("spot", comment="underlying price delta is taken against (the future for FOPs)"),
+    _money("model_price", nullable=True, comment="model value per share at `vol`"),
+    Column("model", String(8), nullable=False, comment="bsm|black76|linear"),
+    Column("exercise", String(8), nullable=False, comment="european|american|none"),
+    _money("time_to_expiry", nullable=True, comment="years, ACT/365 to settlement"),
+    _money("rate", nullable=True),
+    _money("dividend_yield", nullable=True),
+    _money("vol", nullable=True, comment="annualised decimal used for the model Greeks"),
+    Column("vol_source", String(10), nullable=False, comment="broker|implied|intrinsic|none"),
+    _money("delta", comment="model, per share"),
+    _money("gamma", comment="model, per share"),
+    _money("vega", comment="model, per vol point per share"),
+    _money("theta", comment="model, per calendar day per share"),
+    _money("rho", comment="model, per 1% per share"),
+    _money("vanna", comment="model, delta change per vol point per share"),
+    _money("volga", comment="model, vega change per vol point per share"),
+    _money("broker_iv", nullable=True),
+    _money("broker_delta", nullable=True, comment="broker, per share"),
+    _money("broker_gamma", nullable=True),
+    _money("broker_vega", nullable=True),
+    _money("broker_theta", nullable=True),
+    _money("broker_share_delta", nullable=True),
+    _money("broker_theta_per_day", nullable=True),
+    _money("broker_vega_per_point", nullable=True),
+    _money("beta"),
+    _money("reference_price", nullable=True, comment="reference index close (beta weighting)"),
+    *_position_greek_columns(),
+    comment="Model and broker Greeks per position at the session close.",
+)
+
+portfolio_greeks = Table(
+    "portfolio_greeks",
+    metadata,
+    _session_date(),
+    _key("broker", 32),
+    _key("account_id"),
+    _key("underlying", 32),
+    Column("positions", Integer, nullable=False),
+    _money("market_value"),
+    *_position_greek_columns(),
+    comment="Position Greeks summed per account, per underlying and across accounts ('*').",
+)
+
+portfolio_returns = Table(
+    "portfolio_returns",
+    metadata,
+    _session_date(),
+    _key("broker", 32),
+    _key("account_id"),
+    _money("nlv"),
+    _money("prev_nlv", nullable=True, comment="NULL on the inception day"),
+    _money("external_flow", comment="deposits/withdrawals/transfers, + in (at the close)"),
+    _money("income", comment="dividends, interest, fees, taxes: performance, not flows"),
+    _money("pnl", comment="nlv - prev_nlv - external_flow (0 on inception)"),
+    _money("twr", comment="pnl / prev_nlv: daily time-weighted return (0 on inception)"),
+    _money("growth_index", comment="prod(1 + twr) since inception"),
+    _money("high_water_mark", comment="max growth_index so far"),
+    _money("drawdown", comment="growth_index / high_water_mark - 1"),
+    _money("broker_daily_pnl", nullable=True, comment="the broker's own day P&L"),
+    comment="EOD NLV, external flows and time-weighted returns per account and consolidated.",
+)
+
+pnl_attribution = Table(
+    "pnl_attribution",
+    metadata,
+    _session_date(),
+    _key("broker", 32),
+    _key("account_id"),
+    _key("position_key", 255),
+    Column("underlying", String(32), nullable=False),
+    Column("bucket", String(8), nullable=False, comment="held|new|closed|total"),
+    _money("dS", nullable=True),
+    _money("dsigma_points", nullable=True),
+    _money("dt_days"),
+    _money("actual"),
+    _money("delta_pnl"),
+    _money("gamma_pnl"),
+    _money("theta_pnl"),
+    _money("vega_pnl"),
+    _money("vanna_pnl"),
+    _money("volga_pnl"),
+    _money("explained"),
+    _money("unexplained", comment="actual - explained (exact identity)"),
+    Column("large_unexplained", Boolean, nullable=False),
+    comment="Daily P&L split into prior-close Greeks terms per position and in total.",
+)
+
+risk_metrics = Table(
+    "risk_metrics",
+    metadata,
+    _session_date(),
+    _key("broker", 32),
+    _key("account_id"),
+    _key("window", 16, comment="full|rolling_<n>"),
+    _key("metric", comment="e.g. var_99_historical, sharpe, max_drawdown"),
+    _money("value", nullable=True, comment="fraction (VaR/CVaR: positive loss) or ratio"),
+    _money("value_usd", nullable=True, comment="value * NLV for VaR/CVaR/drawdown"),
+    Column("observations", Integer, nullable=False),
+    comment="VaR/CVaR and performance metrics of the daily return series to the session.",
+)
+
+margin_history = Table(
+    "margin_history",
+    metadata,
+    _session_date(),
+    _key("broker", 32),
+    _key("account_id"),
+    _money("nlv"),
+    _money("maint_margin"),
+    _money("init_margin"),
+    _money("excess_liquidity"),
+    _money("margin_utilisation", comment="maint_margin / nlv"),
+    Column("regime", String(32), nullable=False),
+    _money("vix"),
+    _money("vix3m", nullable=True),
+    _money("term_ratio", nullable=True),
+    Column("backwardation", Boolean, nullable=False),
+    Column("breaches", Integer, nullable=False),
+    Column("breached_metrics", String(255), nullable=False, comment="comma-separated"),
+    comment="Margin utilisation, regime and limit breaches per account and in total.",
+)
+
+limit_checks = Table(
+    "limit_checks",
+    metadata,
+    _session_date(),
+    _key("broker", 32),
+    _key("account_id"),
+    _key("metric", 32),
+    _money("value", comment="fraction of NLV"),
+    _money("limit_value"),
+    _money("utilisation", comment="> 1 is a breach"),
+    Column("breached", Boolean, nullable=False),
+    Column("regime", String(32), nullable=False),
+    _money("vix"),
+    _money("vix3m", nullable=True),
+    comment="Every limit of the regime in force, evaluated at the session close.",
 )

@@ -1,0 +1,1 @@
+"""IBKR adapter tests (fake gateway at the ib_async wire boundary)."""
