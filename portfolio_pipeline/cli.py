@@ -18,7 +18,23 @@ DEMO_START = date(2017, 7, 3)
 DEMO_END = date(2018, 6, 29)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Portfolio(click.Group):
+    """Reports bad input (config, files, broker data) as one line, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
+        from portfolio_pipeline.brokers.history import ImportFormatError
+        from portfolio_pipeline.config import ConfigError
+        from portfolio_pipeline.domain.errors import DomainError
+
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, DomainError, ImportFormatError, BrokerDataError, BrokerError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Portfolio, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
     """Options portfolio risk platform."""
@@ -65,6 +81,55 @@ def db_migrate() -> None:
     with Database() as database:
         database.migrate()
         click.echo(f"schema up to date: {database.url_for_display}")
+
+
+# --- history import -------------------------------------------------------------
+
+
+@main.group("import")
+def import_() -> None:
+    """Import trade history files (executions and cash flows), idempotently."""
+
+
+def _store_batch(batch: object) -> None:
+    from portfolio_pipeline.brokers.history import ImportBatch, import_history
+    from portfolio_pipeline.storage import Database
+
+    assert isinstance(batch, ImportBatch)
+    with Database() as database:
+        database.migrate()
+        summary = import_history(database, batch)
+    state = "already imported, nothing changed" if summary.already_imported else "imported"
+    click.echo(
+        f"{summary.source_name}: {state}: executions {summary.executions_new}/"
+        f"{summary.executions_in_file} new, cash flows {summary.cash_flows_new}/"
+        f"{summary.cash_flows_in_file} new"
+    )
+
+
+@import_.command("ibkr-flex")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tz", default="America/New_York", show_default=True,
+              help="Time zone of the statement's timestamps when they carry none.")
+def import_ibkr_flex(path: Path, tz: str) -> None:
+    """Import an IBKR Flex Query XML statement."""
+    from portfolio_pipeline.brokers.history import parse_ibkr_flex
+    from portfolio_pipeline.config import load_platform_config
+
+    _store_batch(parse_ibkr_flex(path, load_platform_config(config_dir()).instruments, tz=tz))
+
+
+@import_.command("tastytrade-csv")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--account", "account_id", default=None,
+              help="Account id (default: taken from the export's file name).")
+def import_tastytrade_csv(path: Path, account_id: str | None) -> None:
+    """Import a Tastytrade transaction history CSV export."""
+    from portfolio_pipeline.brokers.history import parse_tastytrade_csv
+    from portfolio_pipeline.config import load_platform_config
+
+    instruments = load_platform_config(config_dir()).instruments
+    _store_batch(parse_tastytrade_csv(path, instruments, account_id=account_id))
 
 
 # --- pipeline ---------------------------------------------------------------------

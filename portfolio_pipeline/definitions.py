@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from portfolio_pipeline.defs import jobs, positions
+from portfolio_pipeline.defs import jobs, positions, stress
 from portfolio_pipeline.defs.partitions import session_partitions
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
@@ -16,6 +16,7 @@ def build_definitions() -> dg.Definitions:
     eod = jobs.eod_job()
     return dg.Definitions.merge(
         positions.definitions(partitions),
+        stress.definitions(partitions),
         dg.Definitions(
             jobs=[eod],
             schedules=[jobs.eod_schedule(eod, calendar)],

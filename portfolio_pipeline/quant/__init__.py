@@ -1,6 +1,10 @@
-"""Option pricing kernel: vectorised BSM/Black-76 prices, Greeks, implied vol, American.
+"""Numeric kernels: pure numpy/scipy, no pandas in hot paths, no I/O.
 
-See :mod:`portfolio_pipeline.quant.pricing` for the unit conventions.
+The pricing kernel (vectorised BSM/Black-76 prices, Greeks, implied vol, American) is
+re-exported here; see :mod:`portfolio_pipeline.quant.pricing` for the unit conventions.
+The other kernels are imported from their modules: ``quant.risk_metrics`` (VaR/CVaR,
+ratios, drawdown), ``quant.vol`` (GARCH via arch), ``quant.attribution``,
+``quant.returns``, ``quant.scenarios`` and ``quant.sizing``.
 """
 
 from portfolio_pipeline.quant.pricing import (

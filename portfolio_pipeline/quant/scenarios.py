@@ -784,6 +784,7 @@ class UnderlyingStress(_Strict):
         description="d sigma / d ln(K/S) of the smile (decimal vol per unit log-moneyness), "
         "used by sticky_moneyness",
     )
+    dividend_yield: float = Field(default=0.0, ge=0, le=0.2, description="continuous, decimal")
 
 
 class GridConfig(_Strict):
@@ -905,6 +906,7 @@ class CorrelationConfig(_Strict):
 class StressScenariosFile(_Strict):
     """Schema of ``config/stress_scenarios.yaml``."""
 
+    rate: float = Field(default=0.0, ge=-0.05, le=0.5, description="risk-free rate, decimal")
     default_underlying: UnderlyingStress = UnderlyingStress()
     underlyings: dict[str, UnderlyingStress] = Field(default={})
     grid: GridConfig = GridConfig()

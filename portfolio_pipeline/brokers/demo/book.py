@@ -41,7 +41,7 @@ Strategies (sizes from NLV at the decision)
 * ``short_put`` / ``covered_call`` SPY wheel: a 30-delta monthly put (24-45 DTE)
   sized at ``WHEEL_NOTIONAL`` of NLV, held to expiry; if assigned, 30-delta covered
   calls on the shares until they are called away.
-* ``long_put`` SPX hedge (SPXW): a 10-delta put 50-80 DTE, bought whenever no hedge
+* ``long_put`` SPX hedge (SPXW): an 8-delta put 50-80 DTE (one per $1M of NLV), bought whenever no hedge
   has more than 30 DTE left; held to expiry.
 * New short-premium positions are not opened while the VIX term structure is
   inverted (VIX >= model VIX3M).
@@ -68,13 +68,14 @@ BROKER: Final[str] = "demo"
 INITIAL_DEPOSIT: Final[float] = 500_000.0
 LATER_DEPOSIT: Final[tuple[int, float]] = (91, 100_000.0)
 WITHDRAWAL: Final[tuple[int, float]] = (335, -75_000.0)
-IC_RISK: Final[float] = 0.08
+IC_RISK: Final[float] = 0.15
 IC_WING: Final[float] = 50.0
-PCS_RISK: Final[float] = 0.05
+PCS_RISK: Final[float] = 0.08
 PCS_WIDTH: Final[float] = 100.0
-CAL_DEBIT: Final[float] = 0.015
-WHEEL_NOTIONAL: Final[float] = 0.20
-HEDGE_PER_NLV: Final[float] = 400_000.0
+CAL_DEBIT: Final[float] = 0.01
+WHEEL_NOTIONAL: Final[float] = 0.30
+HEDGE_PER_NLV: Final[float] = 1_000_000.0
+HEDGE_DELTA: Final[float] = -0.08
 TAKE_PROFIT: Final[float] = 0.50
 STOP_MULTIPLE: Final[float] = 2.0
 CLOSE_DTE: Final[int] = 21
@@ -525,7 +526,7 @@ class DemoBook:
         hedges = open_by_strategy.get("long_put", [])
         if not any((g.expiry() - d).days > 30 for g in hedges):
             units = max(1, round(nlv / HEDGE_PER_NLV))
-            new = self._single("SPX", "SPXW", "P", -0.10, i, (50, 80, 60), units, "long_put")
+            new = self._single("SPX", "SPXW", "P", HEDGE_DELTA, i, (50, 80, 60), units, "long_put")
             if new is not None:
                 orders.append(_Order(f"long_put:open:{nxt}", "open", (), (new,)))
         return orders
@@ -597,7 +598,7 @@ class DemoBook:
         debit = float(vals[1] - vals[0]) * 100.0
         if debit <= 0:
             return None
-        units = int(min(10, max(1, CAL_DEBIT * nlv // debit)))
+        units = int(min(5, max(1, CAL_DEBIT * nlv // debit)))
         legs = (
             (self._opt("SPX", "SPXW", front, strike, "P"), -float(units)),
             (self._opt("SPX", "SPXW", back, strike, "P"), float(units)),

@@ -30,7 +30,8 @@ Implied volatility (sticky moneyness)
   inverts the curve (backwardation) exactly when the model VIX3M < VIX.
 * Skew: with standardised log-moneyness ``z = ln(K/F) / (atm sqrt(T))``,
   ``vol = atm * (1 - PUT_SKEW z)`` for ``z < 0`` and ``atm * (1 - CALL_SKEW z)`` for
-  ``z >= 0``, clipped to ``[0.6, 3.0] * atm``: puts are steeper than calls.
+  ``z >= 0``, clipped to ``[0.5, 3.0] * atm``: puts are steeper than calls (``PUT_SKEW`` 0.25,
+  ``CALL_SKEW`` 0.20 per unit of ``z``).
 * NDX/QQQ: the SPX surface times the ratio of 21-day realised vols
   (Nasdaq Composite / S&P 500), clipped to ``[1.0, 1.6]``.
 * Rates: a flat-by-period schedule close to the 3-month T-bill (:data:`RATE_SCHEDULE`);
@@ -90,8 +91,8 @@ RATE_SCHEDULE: Final[tuple[tuple[date, float], ...]] = (
 ATM_VOL_FACTOR: Final[float] = 0.87
 VOL_FLOOR: Final[float] = 0.04
 SHORT_TERM_BETA: Final[float] = 0.137
-PUT_SKEW: Final[float] = 0.30
-CALL_SKEW: Final[float] = 0.10
+PUT_SKEW: Final[float] = 0.25
+CALL_SKEW: Final[float] = 0.20
 NDX_RATIO_BOUNDS: Final[tuple[float, float]] = (1.0, 1.6)
 SPREAD_PCT: Final[float] = 0.012
 SPREAD_TICKS: Final[float] = 2.0
@@ -330,7 +331,7 @@ class DemoMarket:
         fwd = self.spot(root, i) * np.exp((self.rate(i) - self.dividend_yield(root)) * t)
         z = np.log(k / fwd) / (atm * np.sqrt(np.maximum(t, 1.0 / 365.0)))
         mult = np.where(z < 0.0, 1.0 - PUT_SKEW * z, 1.0 - CALL_SKEW * z)
-        out: FloatArray = atm * np.clip(mult, 0.6, 3.0)
+        out: FloatArray = atm * np.clip(mult, 0.5, 3.0)
         return out
 
     def surface_point(self, root: str, i: int) -> SurfacePoint:

@@ -163,6 +163,7 @@ class IbkrBroker:
         self._underlying_expiry: dict[int, date] = {}
         self._staged: dict[str, IbTrade] = {}
         self._account_lock = asyncio.Lock()
+        self._gap_open = False
 
         self.last_disconnect: datetime | None = None
         """When the last connection loss was noticed (aware UTC), None if never."""
@@ -323,8 +324,9 @@ class IbkrBroker:
             self._report_gap(f"reconnected, {restored} market-data subscription(s) restored")
 
     def _report_gap(self, what: str) -> None:
-        if self.last_disconnect is None:
+        if self.last_disconnect is None or not self._gap_open:
             return
+        self._gap_open = False
         gap = max((self._clock() - self.last_disconnect).total_seconds(), 0.0)
         self.gap_seconds = gap
         logger.warning(
@@ -347,6 +349,7 @@ class IbkrBroker:
         self._connected.clear()
         self._packet.set()
         self.last_disconnect = self._clock()
+        self._gap_open = True
         for sub in self._subs.values():
             sub.ticker = None  # the SDK dropped its tickers; never serve stale values
         logger.warning(
@@ -386,9 +389,9 @@ class IbkrBroker:
             if not self._client_id_in_use.done():
                 self._client_id_in_use.set_result(None)
         elif code == _CONNECTIVITY_LOST:
-            if self.last_disconnect is None or self.gap_seconds is not None:
+            if not self._gap_open:
                 self.last_disconnect = self._clock()
-                self.gap_seconds = None
+                self._gap_open = True
             logger.warning("ibkr: gateway lost connectivity to IBKR servers: %s", message)
         elif code in (_RESTORED_DATA_LOST, _RESTORED_DATA_KEPT):
             if code == _RESTORED_DATA_LOST and self._subs:

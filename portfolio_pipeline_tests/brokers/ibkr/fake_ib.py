@@ -236,6 +236,12 @@ class FakeGateway:
     def _up(self) -> None:
         self.down = False
 
+    def system_message(self, code: int, text: str) -> None:
+        """A gateway notice such as 1100 (connectivity lost) or 1101/1102 (restored)."""
+        for client in self.clients:
+            if client.isReady():
+                client._later([lambda c=client: c.wrapper.error(-1, code, text, "")])
+
     def push_ticks(
         self,
         con_id: int,

@@ -1,0 +1,332 @@
+"""Position Greeks from stored snapshot rows: inputs for the pricing kernel, and back to rows.
+
+Conventions
+-----------
+* **Vol**: the broker's implied vol from ``market_snapshot`` when present, finite and
+  > 0 (``vol_source="broker"``); otherwise implied from the position's mark with
+  :func:`portfolio_pipeline.quant.pricing.implied_vol` (``"implied"``, the European
+  formula of the instrument's model); when no vol reproduces the mark (below intrinsic,
+  or expired) the Greeks are taken at vol 0, i.e. the intrinsic/forward value
+  (``"intrinsic"``), which keeps them finite.
+* **Model**: ``pricing_model`` and ``exercise`` of ``config/instruments.yaml``.  American
+  exercise is honoured for BSM (equity/ETF options, Leisen-Reimer tree); futures options
+  (Black-76) are valued European -- the early-exercise premium of an option on a future
+  is small and the kernel's American method is spot-based.
+* **T**: :meth:`Contract.year_fraction` from the session close to settlement: the
+  open of the expiry session for AM-settled trading classes, its close for PM.
+* **r, q**: ``config/pricing.yaml`` (dated flat rate; per-root dividend yield).
+* **Spot**: the underlying's close in ``market_snapshot`` (index or stock); for options
+  on futures (``option_underlying: future``) the future: the option quote's
+  ``underlying_price`` first, then the future's quote.  Stocks and futures: their mark,
+  delta 1 and no other Greeks (``model="linear"``).
+* **Scaling**: every per-share Greek is scaled by quantity x multiplier in
+  :func:`portfolio_pipeline.domain.greeks.position_greeks` only -- the second-order
+  terms (gamma in shares, vanna, volga) go through the same function with ``spot=1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from portfolio_pipeline.analytics.settings import PricingConfig
+from portfolio_pipeline.domain.errors import UnknownInstrumentError
+from portfolio_pipeline.domain.greeks import position_greeks
+from portfolio_pipeline.domain.instruments import InstrumentTable
+from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.quant import pricing
+
+SettlementHour = Callable[[date, bool], float]
+"""(expiry, am_settled) -> UTC hour of settlement on the expiry date."""
+
+_LINEAR = ("STK", "FUT", "IND")
+
+GREEK_SUM_COLUMNS: tuple[str, ...] = (
+    "market_value", "share_delta", "dollar_delta", "gamma_shares", "dollar_gamma_1pct",
+    "theta_per_day", "vega_per_point", "vanna_per_point", "volga_per_point", "rho_per_pct",
+    "beta_weighted_delta", "beta_weighted_dollar_delta",
+)
+"""Position-level columns that add up across positions."""
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _contract(row: Mapping[str, Any]) -> Contract:
+    sec_type = str(row["sec_type"])
+    und_expiry = None
+    if sec_type == "FOP":
+        parts = str(row["position_key"]).split("|")
+        und_expiry = date.fromisoformat(parts[6]) if len(parts) > 6 and parts[6] else None
+    return Contract(
+        underlying=str(row["underlying"]),
+        sec_type=sec_type,  # type: ignore[arg-type]
+        expiry=row["expiry"] if isinstance(row["expiry"], date) else None,
+        strike=_finite(row["strike"]),
+        right=row["right"] or None,
+        trading_class=row.get("trading_class") or None,
+        underlying_expiry=und_expiry,
+    )
+
+
+class _Quotes:
+    """market_snapshot rows of one session, by (source, instrument_key) and by key."""
+
+    def __init__(self, market: pd.DataFrame) -> None:
+        self._by_source: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._by_key: dict[str, Mapping[str, Any]] = {}
+        for row in market.to_dict("records"):
+            self._by_source[(str(row["source"]), str(row["instrument_key"]))] = row
+            self._by_key.setdefault(str(row["instrument_key"]), row)
+
+    def get(self, source: str, key: str) -> Mapping[str, Any] | None:
+        return self._by_source.get((source, key)) or self._by_key.get(key)
+
+    def value(self, source: str, key: str, column: str) -> float | None:
+        row = self.get(source, key)
+        return None if row is None else _finite(row.get(column))
+
+
+def _spot(
+    row: Mapping[str, Any], contract: Contract, instruments: InstrumentTable, quotes: _Quotes
+) -> float:
+    source, root = str(row["broker"]), contract.underlying
+    option_quote_und = quotes.value(source, contract.key, "underlying_price")
+    position_und = _finite(row.get("underlying_price"))
+    spec = instruments.spec(root)
+    if spec.option_underlying == "future" or contract.sec_type == "FOP":
+        fut = Contract(root, "FUT", expiry=contract.underlying_expiry or contract.expiry)
+        candidates = [option_quote_und, quotes.value(source, fut.key, "mark"), position_und,
+                      quotes.value(source, Contract(root, "IND").key, "mark")]
+    else:
+        und_type = "IND" if spec.underlying_type in ("index", "volatility_index") else "STK"
+        candidates = [quotes.value(source, Contract(root, und_type).key, "mark"),
+                      option_quote_und, position_und]
+    spot = next((c for c in candidates if c is not None and c > 0), None)
+    if spot is None:
+        raise ValueError(
+            f"position {row['broker']}:{row['account_id']}:{row['position_key']}: no underlying "
+            f"price in market_snapshot or the position for session {row['session_date']}"
+        )
+    return spot
+
+
+def _settlement_hour(contract: Contract, instruments: InstrumentTable, hour: SettlementHour) -> float:
+    assert contract.expiry is not None
+    try:
+        tc = instruments.trading_class(contract.underlying, contract.trading_class)
+        am = tc.settlement_time == "AM"
+    except UnknownInstrumentError:
+        am = False
+    return hour(contract.expiry, am)
+
+
+def position_greek_rows(
+    positions: pd.DataFrame,
+    market: pd.DataFrame,
+    *,
+    session: date,
+    as_of: datetime,
+    instruments: InstrumentTable,
+    pricing_config: PricingConfig,
+    betas: Mapping[str, float],
+    reference_price: float,
+    settlement_hour: SettlementHour,
+) -> list[dict[str, Any]]:
+    """Rows of ``position_greeks`` for the positions of one session.
+
+    Parameters
+    ----------
+    positions, market
+        ``positions_snapshot`` and ``market_snapshot`` rows of ``session``.
+    as_of
+        The session close (aware), from which time to expiry is measured.
+    betas
+        Beta to the reference index per underlying root (see :mod:`.beta`).
+    reference_price
+        Reference index close (NaN when unknown: beta-weighted delta in index units is
+        then NULL; the dollar figure is still stored).
+    settlement_hour
+        UTC hour of settlement on an expiry date (AM: the open; PM: the close).
+    """
+    if positions.empty:
+        return []
+    quotes = _Quotes(market)
+    records = positions.sort_values(["broker", "account_id", "position_key"]).to_dict("records")
+    n = len(records)
+    spot = np.empty(n)
+    strike = np.full(n, np.nan)
+    t_years = np.full(n, np.nan)
+    rate = np.full(n, np.nan)
+    div = np.full(n, np.nan)
+    vol = np.full(n, np.nan)
+    kinds: list[str] = ["C"] * n
+    models: list[str] = ["linear"] * n
+    exercises: list[str] = ["none"] * n
+    vol_source: list[str] = ["none"] * n
+    broker = {k: np.full(n, np.nan) for k in ("iv", "delta", "gamma", "vega", "theta")}
+    r_day = pricing_config.rate_on(session)
+    for i, row in enumerate(records):
+        contract = _contract(row)
+        sec_type = contract.sec_type
+        if sec_type in _LINEAR:
+            spot[i] = float(row["mark"])
+            continue
+        root = contract.underlying
+        spot[i] = _spot(row, contract, instruments, quotes)
+        strike[i] = float(contract.strike or np.nan)
+        kinds[i] = contract.right or "C"
+        model = instruments.pricing_model(root)
+        models[i] = model
+        exercises[i] = "american" if (instruments.exercise_style(root) == "american" and model == "bsm") else "european"
+        t_years[i] = contract.year_fraction(as_of, settlement_hour_utc=_settlement_hour(contract, instruments, settlement_hour))
+        rate[i] = r_day
+        div[i] = pricing_config.dividend_yield(root) if model == "bsm" else 0.0
+        quote = quotes.get(str(row["broker"]), contract.key)
+        if quote is not None:
+            for k in broker:
+                value = _finite(quote.get(k))
+                broker[k][i] = np.nan if value is None else value
+        if np.isfinite(broker["iv"][i]) and broker["iv"][i] > 0:
+            vol[i] = broker["iv"][i]
+            vol_source[i] = "broker"
+
+    is_option = np.array([m != "linear" for m in models])
+    marks = np.array([float(r["mark"]) for r in records])
+    need_iv = is_option & ~np.isfinite(vol)
+    for model in ("bsm", "black76"):
+        sel = need_iv & (np.array(models) == model)
+        if sel.any():
+            iv = np.asarray(pricing.implied_vol(
+                marks[sel], [kinds[j] for j in np.flatnonzero(sel)], spot[sel], strike[sel],
+                t_years[sel], rate[sel], div[sel], model=model,  # type: ignore[arg-type]
+            ))
+            ok = np.isfinite(iv) & (iv > 0)
+            idx = np.flatnonzero(sel)
+            vol[idx[ok]] = iv[ok]
+            vol[idx[~ok]] = 0.0
+            for j, good in zip(idx, ok, strict=True):
+                vol_source[j] = "implied" if good else "intrinsic"
+
+    names = ("price", "delta", "gamma", "vega", "theta", "rho", "vanna", "volga")
+    out = {k: np.zeros(n) for k in names}
+    out["price"][:] = np.nan
+    out["delta"][~is_option] = 1.0
+    out["price"][~is_option] = marks[~is_option]
+    for model in ("bsm", "black76"):
+        for exercise in ("european", "american"):
+            sel = is_option & (np.array(models) == model) & (np.array(exercises) == exercise)
+            if not sel.any():
+                continue
+            g = pricing.greeks(
+                [kinds[j] for j in np.flatnonzero(sel)], spot[sel], strike[sel], t_years[sel],
+                rate[sel], div[sel], vol[sel], model=model, exercise=exercise,  # type: ignore[arg-type]
+            )
+            for k in names:
+                out[k][sel] = getattr(g, k)
+
+    qty = np.array([float(r["quantity"]) for r in records])
+    mult = np.array([float(r["multiplier"]) for r in records])
+    beta = np.array([float(betas.get(str(r["underlying"]).upper(), 1.0)) for r in records])
+    pg = position_greeks(
+        delta=out["delta"], gamma=out["gamma"], vega=out["vega"], theta=out["theta"],
+        rho=out["rho"], quantity=qty, multiplier=mult, spot=spot, beta=beta,
+        reference_price=reference_price,
+    )
+    # Second-order terms through the same single scaling function (spot 1 = no $ conversion).
+    second = position_greeks(
+        delta=out["gamma"], gamma=0.0, vega=out["vanna"], theta=out["volga"],
+        quantity=qty, multiplier=mult, spot=1.0,
+    )
+    brk = position_greeks(
+        delta=broker["delta"], gamma=broker["gamma"], vega=broker["vega"], theta=broker["theta"],
+        quantity=qty, multiplier=mult, spot=spot,
+    )
+    rows: list[dict[str, Any]] = []
+    for i, r in enumerate(records):
+        rows.append({
+            "session_date": session,
+            "broker": r["broker"],
+            "account_id": r["account_id"],
+            "position_key": r["position_key"],
+            "underlying": r["underlying"],
+            "sec_type": r["sec_type"],
+            "quantity": qty[i],
+            "multiplier": mult[i],
+            "mark": marks[i],
+            "market_value": float(r["market_value"]),
+            "spot": spot[i],
+            "model_price": out["price"][i],
+            "model": models[i],
+            "exercise": exercises[i],
+            "time_to_expiry": t_years[i],
+            "rate": rate[i],
+            "dividend_yield": div[i],
+            "vol": vol[i],
+            "vol_source": vol_source[i],
+            **{k: out[k][i] for k in names[1:]},
+            "broker_iv": broker["iv"][i],
+            "broker_delta": broker["delta"][i],
+            "broker_gamma": broker["gamma"][i],
+            "broker_vega": broker["vega"][i],
+            "broker_theta": broker["theta"][i],
+            "broker_share_delta": brk.share_delta[i],
+            "broker_theta_per_day": brk.theta_per_day[i],
+            "broker_vega_per_point": brk.vega_per_point[i],
+            "beta": beta[i],
+            "reference_price": reference_price,
+            "share_delta": pg.share_delta[i],
+            "dollar_delta": pg.dollar_delta[i],
+            "gamma_shares": second.share_delta[i],
+            "dollar_gamma_1pct": pg.dollar_gamma_1pct[i],
+            "theta_per_day": pg.theta_per_day[i],
+            "vega_per_point": pg.vega_per_point[i],
+            "vanna_per_point": second.vega_per_point[i],
+            "volga_per_point": second.theta_per_day[i],
+            "rho_per_pct": pg.rho_per_pct[i],
+            "beta_weighted_delta": pg.beta_weighted_delta[i],
+            "beta_weighted_dollar_delta": pg.beta_weighted_dollar_delta[i],
+        })
+    return rows
+
+
+def portfolio_greek_rows(position_rows: pd.DataFrame, session: date) -> list[dict[str, Any]]:
+    """Totals of ``position_greeks`` rows per account, per underlying and in total.
+
+    Keys (broker, account_id, underlying): an account's total is ``(b, a, '*')``, an
+    account's underlying ``(b, a, u)``, an underlying across accounts ``('*', '*', u)``
+    and the whole book ``('*', '*', '*')``.  A NULL beta-weighted delta (reference price
+    unknown) makes its sums NULL.
+    """
+    if position_rows.empty:
+        return []
+    frame = position_rows.copy()
+    cols = list(GREEK_SUM_COLUMNS)
+    rows: list[dict[str, Any]] = []
+    levels: list[tuple[list[str], dict[str, str]]] = [
+        (["broker", "account_id", "underlying"], {}),
+        (["broker", "account_id"], {"underlying": "*"}),
+        (["underlying"], {"broker": "*", "account_id": "*"}),
+        ([], {"broker": "*", "account_id": "*", "underlying": "*"}),
+    ]
+    for keys, fixed in levels:
+        groups = [((), frame)] if not keys else list(frame.groupby(keys, sort=True))
+        for name, group in groups:
+            values = dict(zip(keys, name if isinstance(name, tuple) else (name,), strict=True))
+            sums = {c: float(group[c].astype("float64").sum(min_count=1)) if group[c].notna().all() else math.nan
+                    for c in cols}
+            rows.append({"session_date": session, **values, **fixed,
+                         "positions": len(group), **sums})
+    return rows

@@ -1,0 +1,12 @@
+"""Stress tests and Monte Carlo: shock grid, historical replay, Monte Carlo VaR and
+correlation stress, with their checks."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from portfolio_pipeline.defs.stress.assets import make_stress_assets
+
+
+def definitions(partitions: dg.PartitionsDefinition) -> dg.Definitions:
+    return dg.Definitions(assets=make_stress_assets(partitions))

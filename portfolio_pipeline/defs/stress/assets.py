@@ -1,0 +1,363 @@
+"""Stress tests and Monte Carlo VaR of the session's book, all by full revaluation.
+
+Each asset loads the book (``book.load_book``), calls the pure kernels of
+:mod:`portfolio_pipeline.quant.scenarios`, replaces its session partition in one
+transaction and reports the headline numbers as metadata.  Configuration:
+``config/stress_scenarios.yaml`` (schema ``quant.scenarios.StressScenariosFile``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from portfolio_pipeline.defs.partitions import partition_dates
+from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.defs.stress import checks
+from portfolio_pipeline.defs.stress.book import (
+    ALL,
+    StressBook,
+    grid_scenarios,
+    load_book,
+    mc_scenarios,
+    mc_setup,
+    replay_paths,
+    stress_config,
+)
+from portfolio_pipeline.marketdata.history import MarketHistory
+from portfolio_pipeline.quant import risk_metrics
+from portfolio_pipeline.quant.correlation import crisis_correlation, nearest_correlation
+from portfolio_pipeline.quant.scenarios import (
+    StressScenariosFile,
+    greeks_pnl,
+    revalue,
+    simulate_factors,
+    tail_contributions,
+)
+from portfolio_pipeline.storage import replace_partition
+from portfolio_pipeline.storage.tables import (
+    correlation_stress,
+    monte_carlo_var,
+    stress_historical,
+    stress_shock_grid,
+)
+
+GROUP = "stress"
+UPSTREAM = [dg.AssetKey("positions_snapshot"), dg.AssetKey("market_snapshot")]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def entities(sb: StressBook) -> tuple[list[tuple[str, str, str]], np.ndarray]:
+    """Reporting entities -- every group, every account ('*' group), the portfolio -- and
+    the (n_groups, n_entities) 0/1 matrix that sums group P&L into them."""
+    accounts = sb.accounts()
+    ents = [*sb.group_keys, *((b, a, ALL) for b, a in accounts), (ALL, ALL, ALL)]
+    agg = np.zeros((len(sb.group_keys), len(ents)))
+    n = len(sb.group_keys)
+    for g, (b, a, _) in enumerate(sb.group_keys):
+        agg[g, g] = 1.0
+        agg[g, n + accounts.index((b, a))] = 1.0
+        agg[g, -1] = 1.0
+    return ents, agg
+
+
+def _load(context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource,
+          day: date) -> tuple[StressBook, StressScenariosFile]:
+    cfg = stress_config(platform.config)
+    as_of = platform.calendar.session_close(day)
+    with db.database.connect() as conn:
+        sb = load_book(conn, day, as_of, platform.config, cfg)
+    context.log.info("session=%s positions=%s contracts=%s groups=%s",
+                     day, sb.positions, sb.book.contracts.size, len(sb.group_keys))
+    return sb, cfg
+
+
+def _money(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _histogram_md(pnl: np.ndarray, bins: int, var99: float) -> str:
+    counts, edges = np.histogram(pnl, bins=bins)
+    top = max(int(counts.max()), 1)
+    lines = ["| P&L from | to | count | |", "|---:|---:|---:|:---|"]
+    for c, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True):
+        mark = " <- VaR99" if lo <= -var99 < hi else ""
+        lines.append(f"| {_money(lo)} | {_money(hi)} | {int(c)} | {'█' * round(30 * c / top)}{mark} |")
+    return "\n".join(lines)
+
+
+def _matrix_md(names: list[str], m: np.ndarray) -> str:
+    head = "| | " + " | ".join(names) + " |\n" + "|---" * (len(names) + 1) + "|"
+    body = "\n".join(
+        f"| {n} | " + " | ".join(f"{v:+.2f}" for v in m[i]) + " |" for i, n in enumerate(names)
+    )
+    return head + "\n" + body
+
+
+# --------------------------------------------------------------------------- assets
+
+
+def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    def stress_asset(
+        name: str, description: str, check: dg.AssetCheckSpec
+    ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+        return dg.asset(
+            name=name,
+            description=description,
+            check_specs=[check],
+            partitions_def=partitions,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            group_name=GROUP,
+            deps=UPSTREAM,
+            kinds={"sql"},
+        )
+
+    @stress_asset(
+        "stress_shock_grid",
+        "Spot (-30%..+20%) x implied vol (points and VIX targets, sticky-strike or "
+        "sticky-moneyness) x horizon (days of decay) P&L per group, account and portfolio, by "
+        "full revaluation with the Greeks approximation beside it.",
+        checks.GRID_CHECK,
+    )
+    def stress_shock_grid_asset(
+        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+        meta: dict[str, dg.RawMetadataValue] = {}
+        all_pnl: list[np.ndarray] = []
+        zero_pnl = 0.0
+        for day in partition_dates(context):
+            sb, cfg = _load(context, db, platform, day)
+            grid = grid_scenarios(sb, cfg)
+            kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
+                  "min_vol": cfg.grid.min_vol}
+            ents, agg = entities(sb)
+            full = revalue(sb.book, grid.scenarios, **kw) @ agg  # type: ignore[arg-type]
+            approx = greeks_pnl(sb.book, grid.scenarios, **kw) @ agg  # type: ignore[arg-type]
+            all_pnl.append(full)
+            rows = []
+            for s, (i, j, k) in enumerate(grid.cells):
+                for e, (b, a, g) in enumerate(ents):
+                    rows.append({
+                        "session_date": day, "broker": b, "account_id": a, "group_key": g,
+                        "spot_shock": float(grid.spot_shocks[i]), "vol_scenario": grid.vol_labels[j],
+                        "horizon_days": int(grid.horizons_days[k]), "strategy_id": None,
+                        "pnl": float(full[s, e]), "pnl_greeks": float(approx[s, e]),
+                    })
+            with db.database.begin() as conn:
+                replace_partition(conn, stress_shock_grid, {"session_date": day}, rows)
+            total = full[:, -1]
+            worst = int(np.argmin(total))
+            i, j, k = grid.cells[worst]
+            zero = grid.cells.index((
+                int(np.flatnonzero(grid.spot_shocks == 0.0)[0]),
+                grid.vol_labels.index("+0pt"),
+                int(np.flatnonzero(grid.horizons_days == 0.0)[0]),
+            ))
+            zero_pnl = float(total[zero])
+            worst_name = (f"spot {grid.spot_shocks[i]:+.0%}, {grid.vol_labels[j]}, "
+                          f"{grid.horizons_days[k]:g}d")
+            cube = total.reshape(grid.shape)[:, :, 0]
+            cube_g = approx[:, -1].reshape(grid.shape)[:, :, 0]
+            head = "| spot \\ vol | " + " | ".join(grid.vol_labels) + " |"
+            lines = [head, "|---" * (len(grid.vol_labels) + 1) + "|"]
+            for r, shock in enumerate(grid.spot_shocks):
+                lines.append(f"| {shock:+.0%} | " + " | ".join(
+                    f"{_money(cube[r, c])} ({_money(cube_g[r, c])})" for c in range(cube.shape[1])) + " |")
+            meta = {
+                "worst_cell": dg.MetadataValue.text(worst_name),
+                "worst_pnl": dg.MetadataValue.float(float(total[worst])),
+                "worst_pnl_greeks": dg.MetadataValue.float(float(approx[worst, -1])),
+                "max_greeks_error": dg.MetadataValue.float(float(np.abs(approx[:, -1] - total).max())),
+                "vix": dg.MetadataValue.float(sb.vix),
+                "skew_rule": dg.MetadataValue.text(cfg.grid.skew_rule),
+                "rows": dg.MetadataValue.int(len(rows)),
+                "grid_0d": dg.MetadataValue.md(
+                    "Portfolio P&L at 0 days: full revaluation (Greeks approximation)\n\n"
+                    + "\n".join(lines)),
+            }
+        yield dg.MaterializeResult(asset_key=checks.GRID, metadata=meta)
+        yield checks.grid_check(np.concatenate([p.ravel() for p in all_pnl]), zero_pnl)
+
+    @stress_asset(
+        "stress_historical",
+        "Replay of Feb 2018, Oct 2008, Mar 2020 and the configured windows against "
+        "the session's book: the path P&L and its worst point (filled days labelled).",
+        checks.HISTORICAL_CHECK,
+    )
+    def stress_historical_asset(
+        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+        history = MarketHistory()
+        meta: dict[str, dg.RawMetadataValue] = {}
+        totals: list[np.ndarray] = []
+        for day in partition_dates(context):
+            sb, cfg = _load(context, db, platform, day)
+            ents, agg = entities(sb)
+            accounts = [e for e in range(len(ents)) if ents[e][2] == ALL]
+            kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
+                  "min_vol": cfg.grid.min_vol}
+            rows = []
+            lines = ["| window | worst day | worst P&L | Greeks approx | end P&L | filled days |",
+                     "|---|---|---:|---:|---:|---:|"]
+            for path in replay_paths(history, platform.calendar, cfg):
+                sc = path.scenarios(sb)
+                full = revalue(sb.book, sc, **kw) @ agg  # type: ignore[arg-type]
+                approx = greeks_pnl(sb.book, sc, **kw) @ agg  # type: ignore[arg-type]
+                totals.append(full[:, -1])
+                for t, d in enumerate(path.dates):
+                    for e in accounts:
+                        b, a, _ = ents[e]
+                        rows.append({
+                            "session_date": day, "scenario": path.name, "step": t, "broker": b,
+                            "account_id": a, "step_date": d, "spx": float(path.spx[t]),
+                            "vix": float(path.vix[t]), "spx_source": path.spx_source[t],
+                            "vix_source": path.vix_source[t], "pnl": float(full[t, e]),
+                            "pnl_greeks": float(approx[t, e]),
+                        })
+                w = int(np.argmin(full[:, -1]))
+                filled = sum(s != "published" for s in (*path.spx_source, *path.vix_source))
+                lines.append(f"| {path.name} | {path.dates[w]} | {_money(full[w, -1])} | "
+                             f"{_money(approx[w, -1])} | {_money(full[-1, -1])} | {filled} |")
+                meta[f"{path.name}_worst_pnl"] = dg.MetadataValue.float(float(full[w, -1]))
+                meta[f"{path.name}_worst_date"] = dg.MetadataValue.text(path.dates[w].isoformat())
+            with db.database.begin() as conn:
+                replace_partition(conn, stress_historical, {"session_date": day}, rows)
+            meta["summary"] = dg.MetadataValue.md(
+                "Portfolio P&L of today's book replayed through each window (filled = "
+                "interpolated or realised-vol proxy closes, never published data)\n\n"
+                + "\n".join(lines))
+        yield dg.MaterializeResult(asset_key=checks.HISTORICAL, metadata=meta)
+        yield checks.historical_check(totals)
+
+    @stress_asset(
+        "monte_carlo_var",
+        "Monte Carlo VaR/CVaR 95/99 at 1 and 10 days: correlated GARCH(1,1)-t "
+        "scenarios of the underlyings and the VIX, regime-scaled, full revaluation of every "
+        "position, tail contributions per group; seeded.",
+        checks.MC_CHECK,
+    )
+    def monte_carlo_var_asset(
+        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+        history = MarketHistory()
+        meta: dict[str, dg.RawMetadataValue] = {}
+        check_rows: list[dict[str, object]] = []
+        tail_gap = 0.0
+        for day in partition_dates(context):
+            sb, cfg = _load(context, db, platform, day)
+            mc = cfg.monte_carlo
+            setup = mc_setup(sb, history, platform.config, cfg)
+            ents, agg = entities(sb)
+            kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
+                  "min_vol": cfg.grid.min_vol}
+            rows: list[dict[str, object]] = []
+            for h in mc.horizons_days:
+                paths = simulate_factors(
+                    setup.model, setup.corr, n_paths=mc.n_scenarios, horizon=h,
+                    rng=np.random.default_rng([mc.seed, h]), innovations=mc.innovations,
+                    vol_scale=setup.multiplier,
+                )
+                groups = revalue(sb.book, mc_scenarios(sb, setup, paths, h), **kw)  # type: ignore[arg-type]
+                pnl = groups @ agg
+                contrib = {lv: tail_contributions(groups, lv)[0] @ agg for lv in (0.95, 0.99)}
+                total_tail = -np.sort(pnl[:, -1])[: len(tail_contributions(groups, 0.99)[1])].mean()
+                tail_gap = max(tail_gap, abs(float(contrib[0.99][-1]) - float(total_tail)))
+                for e, (b, a, g) in enumerate(ents):
+                    col = pnl[:, e]
+                    rows.append({
+                        "session_date": day, "horizon_days": h, "broker": b, "account_id": a,
+                        "group_key": g, "strategy_id": None,
+                        "var_95": risk_metrics.var(col, 0.95), "cvar_95": risk_metrics.cvar(col, 0.95),
+                        "var_99": risk_metrics.var(col, 0.99), "cvar_99": risk_metrics.cvar(col, 0.99),
+                        "contribution_95": float(contrib[0.95][e]),
+                        "contribution_99": float(contrib[0.99][e]),
+                        "mean_pnl": float(col.mean()), "std_pnl": float(col.std(ddof=1)),
+                        "n_scenarios": mc.n_scenarios, "seed": mc.seed, "regime": setup.regime,
+                        "vol_multiplier": setup.multiplier,
+                    })
+                tot = rows[-1]
+                for key in ("var_95", "cvar_95", "var_99", "cvar_99"):
+                    meta[f"{key}_{h}d"] = dg.MetadataValue.float(float(tot[key]))  # type: ignore[arg-type]
+                contrib_lines = ["| account | group | contribution to CVaR99 |", "|---|---|---:|"]
+                for e, (b, a, g) in enumerate(ents[: len(sb.group_keys)]):
+                    contrib_lines.append(f"| {b}:{a} | {g} | {_money(contrib[0.99][e])} |")
+                meta[f"distribution_{h}d"] = dg.MetadataValue.md(
+                    f"Portfolio P&L over {h} trading day(s), {mc.n_scenarios} scenarios, seed "
+                    f"{mc.seed}, regime {setup.regime} (x{setup.multiplier:g})\n\n"
+                    + _histogram_md(pnl[:, -1], mc.histogram_bins, float(tot["var_99"]))  # type: ignore[arg-type]
+                    + "\n\n" + "\n".join(contrib_lines))
+            with db.database.begin() as conn:
+                replace_partition(conn, monte_carlo_var, {"session_date": day}, rows)
+            check_rows = rows
+            meta["regime"] = dg.MetadataValue.text(setup.regime)
+            meta["vol_multiplier"] = dg.MetadataValue.float(setup.multiplier)
+            meta["fit_notes"] = dg.MetadataValue.text("; ".join(setup.notes))
+        yield dg.MaterializeResult(asset_key=checks.MONTE_CARLO, metadata=meta)
+        yield checks.mc_check(check_rows, tail_gap)
+
+    @stress_asset(
+        "correlation_stress",
+        "Monte Carlo VaR under the correlation estimated from history and under a "
+        "crisis matrix (|rho| pushed toward 1, repaired to the nearest correlation matrix).",
+        checks.CORRELATION_CHECK,
+    )
+    def correlation_stress_asset(
+        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+        history = MarketHistory()
+        meta: dict[str, dg.RawMetadataValue] = {}
+        matrices: dict[str, np.ndarray] = {}
+        for day in partition_dates(context):
+            sb, cfg = _load(context, db, platform, day)
+            mc = cfg.monte_carlo
+            setup = mc_setup(sb, history, platform.config, cfg)
+            names = list(setup.model.names)
+            stressed = crisis_correlation(setup.corr, cfg.correlation.crisis_weight)
+            for o in cfg.correlation.overrides:
+                if o.a in names and o.b in names and o.a != o.b:
+                    i, j = names.index(o.a), names.index(o.b)
+                    stressed[i, j] = stressed[j, i] = o.rho
+            repaired = nearest_correlation(stressed)
+            matrices = {"historical": setup.corr, "crisis": repaired.matrix}
+            kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
+                  "min_vol": cfg.grid.min_vol}
+            rows = []
+            for name, corr in matrices.items():
+                for h in mc.horizons_days:
+                    paths = simulate_factors(
+                        setup.model, corr, n_paths=mc.n_scenarios, horizon=h,
+                        rng=np.random.default_rng([mc.seed, h]), innovations=mc.innovations,
+                        vol_scale=setup.multiplier,
+                    )
+                    pnl = revalue(sb.book, mc_scenarios(sb, setup, paths, h), **kw).sum(axis=1)  # type: ignore[arg-type]
+                    row = {
+                        "session_date": day, "matrix_name": name, "horizon_days": h,
+                        "var_95": risk_metrics.var(pnl, 0.95), "cvar_95": risk_metrics.cvar(pnl, 0.95),
+                        "var_99": risk_metrics.var(pnl, 0.99), "cvar_99": risk_metrics.cvar(pnl, 0.99),
+                        "min_eigenvalue": float(np.linalg.eigvalsh(corr).min()),
+                        "repair_iterations": repaired.iterations if name == "crisis" else None,
+                        "factors": names, "matrix": np.round(corr, 10).tolist(),
+                    }
+                    rows.append(row)
+                    meta[f"{name}_var_99_{h}d"] = dg.MetadataValue.float(float(row["var_99"]))
+            with db.database.begin() as conn:
+                replace_partition(conn, correlation_stress, {"session_date": day}, rows)
+
+            meta["matrices"] = dg.MetadataValue.md(
+                f"Historical (estimated)\n\n{_matrix_md(names, setup.corr)}\n\nCrisis (weight "
+                f"{cfg.correlation.crisis_weight:g}, overrides, Higham repair in "
+                f"{repaired.iterations} iterations, distance {repaired.distance:.3g})\n\n"
+                f"{_matrix_md(names, repaired.matrix)}")
+        yield dg.MaterializeResult(asset_key=checks.CORRELATION, metadata=meta)
+        yield checks.correlation_check(matrices)
+
+    return [stress_shock_grid_asset, stress_historical_asset, monte_carlo_var_asset,
+            correlation_stress_asset]
+
+

@@ -1,0 +1,472 @@
+"""Inputs of the stress assets: today's book as a :class:`~quant.scenarios.Book`, the
+replay paths and the Monte Carlo factor model (I/O and pandas live here, not in quant).
+
+Per-contract pricing inputs
+---------------------------
+* implied vol: the quote's ``iv`` from ``market_snapshot`` (the broker's), else the
+  vol implied from the mark by :func:`quant.pricing.implied_vol`;
+* ``T``: ACT/365 from the session close to the expiry (``Contract.year_fraction``);
+* ``r``: ``rate`` of ``config/stress_scenarios.yaml``; ``q``: the underlying's
+  ``dividend_yield`` there (0 for Black-76);
+* the price revalued is the kernel's model value, so "today" is exactly 0 P&L.
+
+Replay paths (the rule for every filled day is stated in ``vix_source``/``spx_source``)
+-------------------------------------------------------------------------------------
+* ``feb_2018``: 2018-01-26 .. 2018-02-09, S&P 500 and VIX closes from ``arch.data``.
+* ``oct_2008``: 2008-09-19 .. 2008-10-27, S&P 500 closes from ``arch.data``; the VIX
+  (``arch.data.vix`` starts in 2014) is the 21-day realised S&P 500 vol x 100, scaled
+  by one factor so that it equals the published close 79.13 of 2008-10-24
+  (``realised_vol_proxy``; the anchor day itself is ``published``).
+* ``mar_2020``: XNYS sessions 2020-02-19 .. 2020-03-23; S&P 500 and VIX closes are
+  published only on the anchor days of ``crisis_anchor_closes.csv``; the sessions
+  between are filled by geometric interpolation (constant daily log return between
+  anchors) and marked ``interpolated`` -- never presented as published data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Table, select
+
+from portfolio_pipeline.config.loader import PlatformConfig
+from portfolio_pipeline.domain.errors import InvalidDataError
+from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.domain.regime import RegimeService
+from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+from portfolio_pipeline.marketdata.history import MarketHistory, realised_vol
+from portfolio_pipeline.quant import pricing
+from portfolio_pipeline.quant.correlation import nearest_correlation
+from portfolio_pipeline.quant.scenarios import (
+    Book,
+    ContractSet,
+    FactorModel,
+    GridScenarios,
+    ScenarioSet,
+    StressScenariosFile,
+    UnderlyingStress,
+    geometric_fill,
+    shock_grid,
+)
+from portfolio_pipeline.quant.vol import MIN_GARCH_OBSERVATIONS, fit_garch
+from portfolio_pipeline.storage import market_snapshot, positions_snapshot
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "stress_scenarios.yaml"
+TRADING_DAYS = 252.0
+ALL = "*"
+
+
+def stress_config(config: PlatformConfig) -> StressScenariosFile:
+    """The validated stress configuration (defaults when the file is absent), with the
+    regime names of its multipliers checked against ``risk_matrix.yaml``."""
+    cfg = config.get(CONFIG_FILE)
+    if cfg is None:
+        cfg = StressScenariosFile()
+    assert isinstance(cfg, StressScenariosFile)
+    regimes = set(RegimeService(config.risk_matrix).regime_names)
+    unknown = sorted(set(cfg.monte_carlo.regime_vol_multiplier) - regimes)
+    missing = sorted(regimes - set(cfg.monte_carlo.regime_vol_multiplier))
+    if unknown or missing:
+        raise InvalidDataError(
+            f"{config.directory / CONFIG_FILE}: monte_carlo.regime_vol_multiplier: "
+            f"unknown regimes {unknown}, missing regimes {missing} (risk_matrix.yaml has "
+            f"{sorted(regimes)})"
+        )
+    return cfg
+
+
+# --------------------------------------------------------------------------- the book
+
+
+@dataclass(frozen=True)
+class StressBook:
+    """Today's book for the scenario engine, with what labels its groups and factors."""
+
+    session: date
+    book: Book
+    group_keys: tuple[tuple[str, str, str], ...]
+    """(broker, account_id, underlying) of every group (column of ``book.units``)."""
+    settings: tuple[UnderlyingStress, ...]
+    """Per factor (``book.factors``)."""
+    vix: float
+    vix3m: float | None
+    positions: int
+
+    def per_factor(self, name: str) -> np.ndarray:
+        return np.array([getattr(s, name) for s in self.settings], dtype=np.float64)
+
+    @property
+    def is_vol_factor(self) -> np.ndarray:
+        return np.array([s.proxy == "vix" for s in self.settings])
+
+    def accounts(self) -> list[tuple[str, str]]:
+        return sorted({(b, a) for b, a, _ in self.group_keys})
+
+
+def _rows(conn: Connection, table: Table, day: date) -> list[dict[str, object]]:
+    stmt = select(table).where(table.c.session_date == day)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def load_book(
+    conn: Connection, day: date, as_of: datetime, config: PlatformConfig, cfg: StressScenariosFile
+) -> StressBook:
+    """Read ``positions_snapshot`` and ``market_snapshot`` of ``day`` into a :class:`StressBook`.
+
+    Raises
+    ------
+    InvalidDataError
+        No positions, no VIX quote, or a position without an underlying price or an
+        implied vol, naming the position.
+    """
+    positions = _rows(conn, positions_snapshot, day)
+    quotes = _rows(conn, market_snapshot, day)
+    if not positions:
+        raise InvalidDataError(f"positions_snapshot has no rows for session {day}")
+    by_key = {str(q["instrument_key"]): q for q in quotes}
+    index_px = {
+        str(q["underlying"]).upper(): float(q["mark"])  # type: ignore[arg-type]
+        for q in quotes
+        if q["sec_type"] == "IND"
+    }
+    if "VIX" not in index_px:
+        raise InvalidDataError(f"market_snapshot of {day} has no VIX index quote")
+    factors = tuple(sorted({str(p["underlying"]).upper() for p in positions}))
+    fidx = {f: i for i, f in enumerate(factors)}
+    contract_ix: dict[str, int] = {}
+    cols: dict[str, list[float | bool | int]] = {
+        k: [] for k in ("factor", "is_option", "is_call", "black76", "spot", "strike", "T", "r", "q", "vol")
+    }
+    group_ix: dict[tuple[str, str, str], int] = {}
+    entries: list[tuple[int, int, float]] = []
+    for p in positions:
+        key = str(p["position_key"])
+        root = str(p["underlying"]).upper()
+        where = f"positions_snapshot {day} {p['broker']}:{p['account_id']}:{key}"
+        gkey = (str(p["broker"]), str(p["account_id"]), root)
+        g = group_ix.setdefault(gkey, len(group_ix))
+        units = float(p["quantity"]) * float(p["multiplier"])  # type: ignore[arg-type]
+        if key not in contract_ix:
+            contract_ix[key] = len(contract_ix)
+            _append_contract(cols, p, by_key.get(key), index_px, fidx[root], as_of, config, cfg, where)
+        entries.append((contract_ix[key], g, units))
+    units_m = np.zeros((len(contract_ix), len(group_ix)))
+    for c, g, u in entries:
+        units_m[c, g] += u
+    contracts = ContractSet.build(**cols)
+    groups = tuple(group_ix)
+    book = Book(contracts, units_m, tuple("|".join(k) for k in groups), factors)
+    return StressBook(
+        session=day,
+        book=book,
+        group_keys=groups,
+        settings=tuple(cfg.underlying(f) for f in factors),
+        vix=index_px["VIX"],
+        vix3m=index_px.get("VIX3M"),
+        positions=len(positions),
+    )
+
+
+def _append_contract(
+    cols: dict[str, list[float | bool | int]],
+    p: dict[str, object],
+    quote: dict[str, object] | None,
+    index_px: dict[str, float],
+    factor: int,
+    as_of: datetime,
+    config: PlatformConfig,
+    cfg: StressScenariosFile,
+    where: str,
+) -> None:
+    root = str(p["underlying"]).upper()
+    sec_type = str(p["sec_type"])
+    mark = float(p["mark"])  # type: ignore[arg-type]
+    option = sec_type in ("OPT", "FOP")
+    black76 = option and config.instruments.pricing_model(root) == "black76"
+    settings = cfg.underlying(root)
+    r = cfg.rate
+    q = 0.0 if black76 else settings.dividend_yield
+    cols["factor"].append(factor)
+    cols["is_option"].append(option)
+    cols["black76"].append(black76)
+    cols["r"].append(r)
+    cols["q"].append(q)
+    if not option:
+        if not mark > 0:
+            raise InvalidDataError(f"{where}: mark {mark!r} must be > 0 for a linear position")
+        for k, v in (("is_call", False), ("spot", mark), ("strike", 1.0), ("T", 0.0), ("vol", 0.0)):
+            cols[k].append(v)
+        return
+    spot = p.get("underlying_price") or (quote or {}).get("underlying_price") or index_px.get(root)
+    if spot is None or not float(spot) > 0:  # type: ignore[arg-type]
+        raise InvalidDataError(f"{where}: no underlying price in the snapshot")
+    contract = Contract(
+        underlying=root,
+        sec_type=sec_type,  # type: ignore[arg-type]
+        expiry=p["expiry"],  # type: ignore[arg-type]
+        strike=float(p["strike"]),  # type: ignore[arg-type]
+        right=p["right"],  # type: ignore[arg-type]
+        trading_class=p.get("trading_class"),  # type: ignore[arg-type]
+    )
+    t = contract.year_fraction(as_of)
+    is_call = contract.right == "C"
+    iv = (quote or {}).get("iv")
+    vol = float(iv) if iv is not None and float(iv) > 0 else math.nan  # type: ignore[arg-type]
+    if not math.isfinite(vol):
+        vol = float(
+            pricing.implied_vol(
+                is_call, mark, float(spot), contract.strike, t, r, q,  # type: ignore[arg-type]
+                model="black76" if black76 else "bsm",
+            )
+        )
+    if not math.isfinite(vol) and t > 0:
+        raise InvalidDataError(f"{where}: no implied vol (quote has none, mark {mark} gives none)")
+    for k, v in (
+        ("is_call", is_call),
+        ("spot", float(spot)),  # type: ignore[arg-type]
+        ("strike", float(contract.strike or 0.0)),
+        ("T", t),
+        ("vol", vol if math.isfinite(vol) else 0.0),
+    ):
+        cols[k].append(v)
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def grid_scenarios(sb: StressBook, cfg: StressScenariosFile) -> GridScenarios:
+    """The configured spot x vol x horizon grid for this book's factors."""
+    g = cfg.grid
+    volf = sb.is_vol_factor
+    beta = np.where(volf, 0.0, sb.per_factor("beta"))
+    vix_beta = np.where(volf, 0.0, sb.per_factor("vix_beta"))
+    columns: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for pts in g.vol_shocks_points:
+        target = max(sb.vix + pts, 1.0)
+        columns.append(
+            (f"{pts:+g}pt", np.where(volf, 0.0, pts / 100.0), np.where(volf, math.log(target / sb.vix), 0.0))
+        )
+    for target in g.vix_targets:
+        columns.append(
+            (
+                f"VIX {target:g}",
+                vix_beta * (target - sb.vix) / 100.0,
+                np.where(volf, sb.per_factor("beta") * math.log(target / sb.vix), 0.0),
+            )
+        )
+    return shock_grid(
+        [s / 100.0 for s in g.spot_shocks_pct], columns, g.horizons_days, spot_beta=beta
+    )
+
+
+# --------------------------------------------------------------------------- replay
+
+
+@dataclass(frozen=True)
+class ReplayPath:
+    """One replay window: the S&P 500 and VIX levels per session and where each came from."""
+
+    name: str
+    description: str
+    dates: tuple[date, ...]
+    spx: np.ndarray
+    vix: np.ndarray
+    spx_source: tuple[str, ...]
+    vix_source: tuple[str, ...]
+
+    def scenarios(self, sb: StressBook) -> ScenarioSet:
+        """Returns and VIX changes from the window start applied to today's book."""
+        volf = sb.is_vol_factor
+        beta = sb.per_factor("beta")
+        spx_x = np.log(self.spx / self.spx[0])
+        vix_x = np.log(self.vix / self.vix[0])
+        x = np.where(volf[None, :], vix_x[:, None], spx_x[:, None]) * beta[None, :]
+        d_atm = np.where(volf, 0.0, sb.per_factor("vix_beta"))[None, :] * (
+            (self.vix - self.vix[0]) / 100.0
+        )[:, None]
+        decay = np.array([(d - self.dates[0]).days for d in self.dates], dtype=np.float64) / 365.0
+        return ScenarioSet.build(x, d_atm, decay)
+
+
+BUILTIN_WINDOWS: dict[str, tuple[date, date, str]] = {
+    "feb_2018": (date(2018, 1, 26), date(2018, 2, 9), "Feb 2018 volatility spike (XIV)"),
+    "oct_2008": (date(2008, 9, 19), date(2008, 10, 27), "Oct 2008 crash after Lehman"),
+    "mar_2020": (date(2020, 2, 19), date(2020, 3, 23), "March 2020 COVID crash"),
+}
+
+
+def _window(series: pd.Series, start: date, end: date, what: str, name: str) -> pd.Series:
+    out = series.loc[pd.Timestamp(start) : pd.Timestamp(end)]
+    if out.empty or out.index[0].date() != start or out.index[-1].date() != end:
+        first, last = series.index[0].date(), series.index[-1].date()
+        raise InvalidDataError(
+            f"{CONFIG_FILE}: historical window {name}: {what} history ({first}..{last}) has no "
+            f"close on both {start} and {end}"
+        )
+    return out
+
+
+def _anchored(
+    name: str, description: str, sessions: Sequence[date], anchors: pd.DataFrame
+) -> ReplayPath:
+    days = [d.date() for d in anchors.index]
+    pos = [sessions.index(d) if d in sessions else -1 for d in days]
+    if -1 in pos:
+        bad = days[pos.index(-1)]
+        raise InvalidDataError(f"historical window {name}: anchor {bad} is not an XNYS session")
+    n = len(sessions)
+    spx = geometric_fill(pos, anchors["spx_close"].to_numpy(dtype=np.float64), n)
+    vix = geometric_fill(pos, anchors["vix_close"].to_numpy(dtype=np.float64), n)
+    src = tuple("published" if i in pos else "interpolated" for i in range(n))
+    return ReplayPath(name, description, tuple(sessions), spx, vix, src, src)
+
+
+def _rv_proxy(
+    history: MarketHistory, closes: pd.Series, window: int, crisis: pd.DataFrame
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    rv = realised_vol(history.spx_close(), window).reindex(closes.index) * 100.0
+    anchor = crisis.loc[crisis.index.isin(closes.index)]
+    scale = 1.0
+    sources = ["realised_vol_proxy"] * len(closes)
+    vix = rv.to_numpy(dtype=np.float64)
+    if not anchor.empty:
+        day = anchor.index[0]
+        scale = float(anchor["vix_close"].iloc[0]) / float(rv.loc[day])
+        vix = vix * scale
+        i = int(closes.index.get_loc(day))
+        vix[i] = float(anchor["vix_close"].iloc[0])
+        sources[i] = "published"
+    if not np.all(np.isfinite(vix)):
+        raise InvalidDataError("realised-vol proxy is undefined at the start of the window")
+    logger.info("realised vol proxy scale=%s", scale)
+    return vix, tuple(sources)
+
+
+def replay_paths(
+    history: MarketHistory, calendar: ExchangeCalendar, cfg: StressScenariosFile
+) -> list[ReplayPath]:
+    """The built-in and user windows of the configuration, in configuration order."""
+    hc = cfg.historical
+    spx_all = history.spx_close()
+    vix_all = history.vix()
+    crisis = history.crisis_anchor_closes()
+    out: list[ReplayPath] = []
+    for name in hc.builtin:
+        start, end, desc = BUILTIN_WINDOWS[name]
+        if name == "mar_2020":
+            anchors = crisis.loc[pd.Timestamp(start) : pd.Timestamp(end), ["spx_close", "vix_close"]]
+            out.append(_anchored(name, desc, calendar.sessions(start, end), anchors))
+            continue
+        spx = _window(spx_all, start, end, "S&P 500", name)
+        n = len(spx)
+        if name == "feb_2018":
+            vix = _window(vix_all, start, end, "VIX", name).reindex(spx.index).to_numpy(np.float64)
+            vsrc = ("published",) * n
+        else:
+            vix, vsrc = _rv_proxy(history, spx, hc.realised_vol_window, crisis)
+        out.append(
+            ReplayPath(name, desc, tuple(d.date() for d in spx.index), spx.to_numpy(np.float64),
+                       vix, ("published",) * n, vsrc)
+        )
+    for w in hc.windows:
+        if w.anchors:
+            frame = pd.DataFrame(
+                {"spx_close": [a.spx for a in w.anchors], "vix_close": [a.vix for a in w.anchors]},
+                index=pd.DatetimeIndex([pd.Timestamp(a.date) for a in w.anchors]),
+            )
+            out.append(_anchored(w.name, w.description, calendar.sessions(w.start, w.end), frame))
+            continue
+        spx = _window(spx_all, w.start, w.end, "S&P 500", w.name)
+        n = len(spx)
+        if w.vix_fill == "history":
+            vix_s = _window(vix_all, w.start, w.end, "VIX", w.name).reindex(spx.index)
+            if vix_s.isna().any():
+                raise InvalidDataError(f"historical window {w.name}: VIX missing on some sessions")
+            vix, vsrc = vix_s.to_numpy(np.float64), ("published",) * n
+        else:
+            vix, vsrc = _rv_proxy(history, spx, hc.realised_vol_window, crisis)
+        out.append(
+            ReplayPath(w.name, w.description, tuple(d.date() for d in spx.index),
+                       spx.to_numpy(np.float64), vix, ("published",) * n, vsrc)
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- Monte Carlo
+
+
+@dataclass(frozen=True)
+class McSetup:
+    """Fitted factor marginals, their estimated correlation and the regime overlay."""
+
+    model: FactorModel
+    corr: np.ndarray
+    regime: str
+    multiplier: float
+    notes: tuple[str, ...]
+
+
+def _log_returns(series: pd.Series) -> pd.Series:
+    return np.log(series.astype("float64")).diff().dropna()
+
+
+def mc_setup(
+    sb: StressBook, history: MarketHistory, config: PlatformConfig, cfg: StressScenariosFile
+) -> McSetup:
+    """Fit GARCH(1,1) (arch, via :func:`quant.vol.fit_garch`) on every proxy the book uses
+    plus the VIX, on the ``history_years`` before the session (no look-ahead; where the
+    history has fewer than 250 observations before the session, the first 250 are used and
+    a note says so), and the correlation of their daily log returns."""
+    mc = cfg.monte_carlo
+    proxies = sorted({s.proxy for s in sb.settings} | {"spx", "vix"}, key=["spx", "ndx", "vix"].index)
+    series = {"spx": history.spx_close(), "ndx": history.ndx_proxy_close(), "vix": history.vix()}
+    end = pd.Timestamp(sb.session)
+    start = end - pd.DateOffset(days=round(mc.history_years * 365.25))
+    notes: list[str] = []
+    rets: dict[str, pd.Series] = {}
+    for name in proxies:
+        r = _log_returns(series[name])
+        window = r.loc[start:end]
+        if len(window) < MIN_GARCH_OBSERVATIONS:
+            window = r.iloc[: max(MIN_GARCH_OBSERVATIONS, len(window))]
+            notes.append(
+                f"{name}: fewer than {MIN_GARCH_OBSERVATIONS} returns before {sb.session}; "
+                f"fitted on {window.index[0].date()}..{window.index[-1].date()}"
+            )
+        rets[name] = window
+    fits = [fit_garch(rets[n].to_numpy(np.float64), dist="t" if mc.innovations == "t" else "normal") for n in proxies]
+    model = FactorModel.from_fits(proxies, fits)
+    joint = pd.concat(rets, axis=1, join="inner").dropna()
+    if len(joint) < 60:
+        raise InvalidDataError(f"only {len(joint)} common return days to estimate correlations")
+    corr = nearest_correlation(np.corrcoef(joint.to_numpy(np.float64), rowvar=False)).matrix
+    regime = RegimeService(config.risk_matrix).classify(sb.vix, sb.vix3m).name
+    mult = cfg.monte_carlo.regime_vol_multiplier[regime]
+    notes.append(
+        f"correlation from {len(joint)} common days {joint.index[0].date()}..{joint.index[-1].date()}"
+    )
+    return McSetup(model, corr, regime, mult, tuple(notes))
+
+
+def mc_scenarios(sb: StressBook, setup: McSetup, factor_paths: np.ndarray, horizon: int) -> ScenarioSet:
+    """Map simulated proxy log returns to the book's factors.
+
+    Underlying ``u`` with proxy ``p``: :math:`x_u = \\beta_u X_p`; ATM vol change
+    :math:`\\Delta\\sigma_u = \\beta^{VIX}_u\\,\\mathrm{VIX}_0 (e^{X_{vix}} - 1) / 100`
+    (0 for volatility-index underlyings, which move with :math:`X_{vix}`); decay is
+    ``horizon`` trading days = ``horizon / 252`` years.
+    """
+    names = list(setup.model.names)
+    proxy_ix = [names.index(s.proxy) for s in sb.settings]
+    x = factor_paths[:, proxy_ix] * sb.per_factor("beta")[None, :]
+    dvix = sb.vix * np.expm1(factor_paths[:, names.index("vix")]) / 100.0
+    vb = np.where(sb.is_vol_factor, 0.0, sb.per_factor("vix_beta"))
+    return ScenarioSet.build(x, dvix[:, None] * vb[None, :], horizon / TRADING_DAYS)
