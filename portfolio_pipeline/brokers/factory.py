@@ -29,6 +29,11 @@ def make_adapter(
 
         seed = first.demo.seed if first.demo is not None else 7
         return DemoBroker(instruments, account_id=first.account_id, clock=clock, seed=seed)
+    if broker == "ibkr":
+        from portfolio_pipeline.brokers.ibkr import IbkrBroker
+        from portfolio_pipeline.domain.accounts import IbkrConnection
+
+        return IbkrBroker(first.ibkr or IbkrConnection(), instruments, accounts=accounts, clock=clock)
     if broker == "tastytrade":
         from portfolio_pipeline.brokers.tastytrade import TastytradeAdapter
         from portfolio_pipeline.domain.accounts import TastytradeConnection

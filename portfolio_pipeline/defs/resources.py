@@ -19,6 +19,7 @@ from portfolio_pipeline.brokers.snapshot import BookSnapshot, collect_snapshot
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
 from portfolio_pipeline.domain.accounts import AccountConfig
+from portfolio_pipeline.domain.activity import CashFlow, Execution
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.paths import config_dir
 from portfolio_pipeline.storage import Database
@@ -98,6 +99,26 @@ class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                 f"session {session} (latest completed session is {latest}); backfill past "
                 "sessions from imported history instead"
             )
+
+    def activity(self, start: date, end: date) -> tuple[list[CashFlow], list[Execution]]:
+        """Cash flows and executions of every configured account since ``start`` (inclusive),
+        as the brokers report them at the close of session ``end`` (used by the returns and
+        attribution assets; the caller assigns them to sessions)."""
+        adapters = self._brokers()
+        assert self._clock is not None
+        self._clock.set(min(self.calendar.session_close(end) + timedelta(minutes=1), system_clock()))
+
+        async def collect() -> tuple[list[CashFlow], list[Execution]]:
+            flows: list[CashFlow] = []
+            fills: list[Execution] = []
+            for adapter, account_ids in adapters:
+                async with adapter:
+                    for account_id in account_ids:
+                        flows.extend(await adapter.cash_flows(account_id, start))
+                        fills.extend(await adapter.executions(account_id, start))
+            return flows, fills
+
+        return asyncio.run(collect())
 
     def snapshot(self, session: date) -> BookSnapshot:
         """The book at the close of ``session`` (the demo broker replays history)."""

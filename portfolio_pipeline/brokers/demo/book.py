@@ -29,7 +29,7 @@ Daily cycle of session ``d`` (all prices are closes of ``d``)
 Strategies (sizes from NLV at the decision)
 --------------------------------------------
 * ``iron_condor`` SPX (AM monthlies): ~45 DTE (38-60), 16-delta short put and call,
-  50-point wings; risk ``IC_RISK`` of NLV.
+  100-point wings; risk ``IC_RISK`` of NLV.
 * ``put_vertical`` NDX (AM monthlies): ~45 DTE, 20-delta short put, 100 points wide;
   risk ``PCS_RISK`` of NLV.
 * Both credit spreads: take profit at 50 % of the credit, stop when the loss
@@ -68,12 +68,12 @@ BROKER: Final[str] = "demo"
 INITIAL_DEPOSIT: Final[float] = 500_000.0
 LATER_DEPOSIT: Final[tuple[int, float]] = (91, 100_000.0)
 WITHDRAWAL: Final[tuple[int, float]] = (335, -75_000.0)
-IC_RISK: Final[float] = 0.15
-IC_WING: Final[float] = 50.0
+IC_RISK: Final[float] = 0.18
+IC_WING: Final[float] = 100.0
 PCS_RISK: Final[float] = 0.08
 PCS_WIDTH: Final[float] = 100.0
 CAL_DEBIT: Final[float] = 0.01
-WHEEL_NOTIONAL: Final[float] = 0.30
+WHEEL_NOTIONAL: Final[float] = 0.35
 HEDGE_PER_NLV: Final[float] = 1_000_000.0
 HEDGE_DELTA: Final[float] = -0.08
 TAKE_PROFIT: Final[float] = 0.50
@@ -562,7 +562,7 @@ class DemoBook:
             kp = self._by_delta("SPX", "SPX", expiry, "P", -0.16, i)
             kc = self._by_delta("SPX", "SPX", expiry, "C", 0.16, i)
             units = max(1, int(IC_RISK * nlv // (IC_WING * 100.0)))
-            legs = (
+            legs: tuple[tuple[Contract, float], ...] = (
                 (self._opt("SPX", "SPX", expiry, kp - IC_WING, "P"), float(units)),
                 (self._opt("SPX", "SPX", expiry, kp, "P"), -float(units)),
                 (self._opt("SPX", "SPX", expiry, kc, "C"), -float(units)),

@@ -198,6 +198,9 @@ class IbkrBroker:
         """Connect (trying the next client id on error 326) and set the market data type."""
         if self.is_connected:
             return
+        if self._reconnect_task is not None and not self._reconnect_task.done():
+            await self.wait_connected()
+            return
         self._closing = False
         if self._ib is None:
             ib = self._ib_factory()

@@ -6,7 +6,6 @@ transaction and reports the headline numbers as metadata.  Configuration:
 ``config/stress_scenarios.yaml`` (schema ``quant.scenarios.StressScenariosFile``).
 """
 
-from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import date

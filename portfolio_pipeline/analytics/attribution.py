@@ -1,0 +1,180 @@
+"""Daily P&L attribution rows from two sessions of ``position_greeks`` and the executions between.
+
+Conventions
+-----------
+* ``actual = V_t - V_{t-1} + cash from executions`` per position (``V`` = market value,
+  0 when not held; execution cash includes commissions and fees), so opening and closing
+  trades are in the day's P&L exactly once.
+* ``held`` (in both snapshots): Greeks terms of :func:`portfolio_pipeline.quant.attribution.attribute`
+  from the PRIOR close's position Greeks (prior quantity), with ``dS`` the change of the
+  spot the Greeks were taken against, ``dsigma`` the change of the vol used (points;
+  0 when either side had no implied vol) and ``dt`` the calendar days between closes.
+  P&L of a quantity change during the day lands in ``unexplained``.
+* ``new`` (opened since the prior close): everything is ``unexplained`` (fill to close);
+  without executions the cost is the broker's average price.
+* ``closed`` (gone since the prior close): everything is ``unexplained`` (realised, from
+  executions); without executions an option past expiry settles at intrinsic value on
+  the day's underlying close, anything else at the prior mark (no P&L).
+* Totals: ``position_key='*'`` per account and ``('*', '*', '*')`` for the book, with
+  ``unexplained`` recomputed from the summed columns so the identity
+  ``actual = sum(components) + unexplained`` holds on every row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from portfolio_pipeline.analytics.settings import AttributionSettings
+from portfolio_pipeline.quant.attribution import attribute, large_unexplained
+
+ALL = "*"
+PNL_COLUMNS: tuple[str, ...] = (
+    "delta_pnl", "gamma_pnl", "theta_pnl", "vega_pnl", "vanna_pnl", "volga_pnl",
+)
+_IV_SOURCES = ("broker", "implied")
+
+
+def _intrinsic(position_key: str, spot: float | None) -> float | None:
+    parts = position_key.split("|")
+    if len(parts) < 6 or parts[1] not in ("OPT", "FOP") or spot is None:
+        return None
+    strike, right = float(parts[4]), parts[5]
+    return max(spot - strike, 0.0) if right == "C" else max(strike - spot, 0.0)
+
+
+def _expired(position_key: str, session: date) -> bool:
+    parts = position_key.split("|")
+    return len(parts) >= 6 and parts[1] in ("OPT", "FOP") and date.fromisoformat(parts[3]) <= session
+
+
+def attribution_rows(
+    session: date,
+    previous: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    dt_days: float,
+    execution_cash: Mapping[tuple[str, str, str], float],
+    avg_price: Mapping[tuple[str, str, str], float],
+    spot_close: Mapping[str, float],
+    settings: AttributionSettings,
+) -> list[dict[str, Any]]:
+    """``pnl_attribution`` rows of ``session``.
+
+    Parameters
+    ----------
+    previous, current
+        ``position_greeks`` rows of the prior and of this session.
+    execution_cash
+        (broker, account_id, position_key) -> cash of the executions in between.
+    avg_price
+        (broker, account_id, position_key) -> average price of today's positions.
+    spot_close
+        Underlying root -> today's close (settlement of expired options).
+    """
+    prev = {(r["broker"], r["account_id"], r["position_key"]): r for r in previous.to_dict("records")}
+    cur = {(r["broker"], r["account_id"], r["position_key"]): r for r in current.to_dict("records")}
+    keys = sorted(set(prev) | set(cur))
+    if not keys:
+        return []
+    n = len(keys)
+    actual = np.zeros(n)
+    ds = np.full(n, np.nan)
+    dsig = np.full(n, np.nan)
+    greeks = {g: np.zeros(n) for g in ("share_delta", "gamma_shares", "theta_per_day",
+                                       "vega_per_point", "vanna_per_point", "volga_per_point")}
+    buckets: list[str] = []
+    for i, key in enumerate(keys):
+        p, c = prev.get(key), cur.get(key)
+        v_prev = float(p["market_value"]) if p is not None else 0.0
+        v_cur = float(c["market_value"]) if c is not None else 0.0
+        cash = execution_cash.get(key)
+        if cash is None:
+            if p is None and c is not None:
+                cash = -float(avg_price.get(key, c["mark"])) * float(c["quantity"]) * float(c["multiplier"])
+            elif c is None and p is not None:
+                settle = _intrinsic(key[2], spot_close.get(str(p["underlying"])))
+                if _expired(key[2], session) and settle is not None:
+                    cash = settle * float(p["quantity"]) * float(p["multiplier"])
+                else:
+                    cash = v_prev
+            elif p is not None and c is not None:
+                cash = -(float(c["quantity"]) - float(p["quantity"])) * float(c["multiplier"]) * float(c["mark"])
+        actual[i] = v_cur - v_prev + float(cash or 0.0)
+        if p is not None and c is not None:
+            buckets.append("held")
+            ds[i] = float(c["spot"]) - float(p["spot"])
+            both_iv = p["vol_source"] in _IV_SOURCES and c["vol_source"] in _IV_SOURCES
+            dsig[i] = (float(c["vol"]) - float(p["vol"])) * 100.0 if both_iv else 0.0
+            for g in greeks:
+                greeks[g][i] = float(p[g])
+        else:
+            buckets.append("new" if p is None else "closed")
+    terms_ds = np.nan_to_num(ds)
+    terms_dsig = np.nan_to_num(dsig)
+    att = attribute(
+        terms_ds, terms_dsig, dt_days, greeks["share_delta"], greeks["gamma_shares"],
+        greeks["theta_per_day"], greeks["vega_per_point"], greeks["vanna_per_point"],
+        greeks["volga_per_point"], actual=actual,
+    )
+    held = np.array([b == "held" for b in buckets])
+    comps = {
+        "delta_pnl": att.delta, "gamma_pnl": att.gamma, "theta_pnl": np.where(held, att.theta, 0.0),
+        "vega_pnl": att.vega, "vanna_pnl": att.vanna, "volga_pnl": att.volga,
+    }
+    rows: list[dict[str, Any]] = []
+    for i, key in enumerate(keys):
+        src = cur.get(key) or prev[key]
+        rows.append({
+            "session_date": session, "broker": key[0], "account_id": key[1], "position_key": key[2],
+            "underlying": src["underlying"], "bucket": buckets[i],
+            "dS": ds[i], "dsigma_points": dsig[i], "dt_days": float(dt_days),
+            "actual": float(actual[i]), **{k: float(v[i]) for k, v in comps.items()},
+        })
+    frame = pd.DataFrame(rows)
+    totals: list[dict[str, Any]] = []
+    for (broker, account), group in frame.groupby(["broker", "account_id"], sort=True):
+        totals.append(_total(session, str(broker), str(account), group, dt_days))
+    totals.append(_total(session, ALL, ALL, frame, dt_days))
+    out = rows + totals
+    _finish(out, settings)
+    return out
+
+
+def _total(session: date, broker: str, account: str, group: pd.DataFrame, dt_days: float) -> dict[str, Any]:
+    return {
+        "session_date": session, "broker": broker, "account_id": account, "position_key": ALL,
+        "underlying": ALL, "bucket": "total", "dS": math.nan, "dsigma_points": math.nan,
+        "dt_days": float(dt_days), "actual": float(group["actual"].sum()),
+        **{k: float(group[k].sum()) for k in PNL_COLUMNS},
+    }
+
+
+def _finish(rows: list[dict[str, Any]], settings: AttributionSettings) -> None:
+    """Explained, unexplained (exact identity per row) and the large-unexplained flag."""
+    for row in rows:
+        explained = 0.0
+        for k in PNL_COLUMNS:
+            explained += row[k]
+        row["explained"] = explained
+        row["unexplained"] = row["actual"] - explained
+    flags = large_unexplained(
+        [r["actual"] for r in rows], [r["unexplained"] for r in rows],
+        relative=settings.unexplained_relative, absolute=settings.unexplained_absolute,
+    )
+    for row, flag in zip(rows, flags, strict=True):
+        row["large_unexplained"] = bool(flag)
+
+
+def identity_error(frame: pd.DataFrame) -> pd.Series:
+    """``actual - (components + unexplained)`` relative to ``max(1, |actual|)`` (should be ~1e-16)."""
+    total = frame["unexplained"].astype("float64").copy()
+    for k in PNL_COLUMNS:
+        total = total + frame[k].astype("float64")
+    scale = np.maximum(1.0, frame["actual"].astype("float64").abs())
+    return ((frame["actual"].astype("float64") - total) / scale).abs()

@@ -1,0 +1,133 @@
+"""Position Greeks (model and broker, side by side) and their totals per account and underlying."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import timedelta
+
+import dagster as dg
+import pandas as pd
+
+from portfolio_pipeline.analytics.beta import combine_closes, estimate_betas, history_closes, stored_closes
+from portfolio_pipeline.analytics.greeks import portfolio_greek_rows, position_greek_rows
+from portfolio_pipeline.defs.greeks.checks import (
+    GREEKS_CHECK,
+    PORTFOLIO_CHECK,
+    PORTFOLIO_GREEKS,
+    POSITION_GREEKS,
+    portfolio_greeks_suite,
+    position_greeks_suite,
+)
+from portfolio_pipeline.defs.greeks.frames import (
+    check_result,
+    market_history,
+    on,
+    pricing_config,
+    read_frame,
+    settlement_hour,
+    span_metadata,
+)
+from portfolio_pipeline.defs.partitions import partition_dates
+from portfolio_pipeline.defs.positions.checks import MARKET, POSITIONS
+from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.storage import market_snapshot, positions_snapshot, replace_partition
+from portfolio_pipeline.storage.tables import portfolio_greeks, position_greeks
+
+BETA_LOOKBACK = timedelta(days=400)
+"""Calendar days of stored closes read for a 252-session beta."""
+
+_PLOTTED = ("beta_weighted_dollar_delta", "dollar_delta", "dollar_gamma_1pct", "theta_per_day",
+            "vega_per_point", "market_value")
+
+
+def _totals_metadata(book: pd.DataFrame) -> dict[str, dg.MetadataValue]:
+    if book.empty:
+        return {}
+    row = book.iloc[-1]
+    return {c: dg.MetadataValue.float(float(row[c])) for c in _PLOTTED
+            if row[c] is not None and math.isfinite(float(row[c]))}
+
+
+def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        key=POSITION_GREEKS,
+        deps=[POSITIONS, MARKET],
+        description="Per position: model Greeks (broker IV or IV implied from the mark; model, "
+        "exercise and multiplier from config/instruments.yaml; r, q, beta from "
+        "config/pricing.yaml) beside the broker's Greeks; dollar and beta-weighted Greeks.",
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=[GREEKS_CHECK],
+        group_name="greeks",
+        kinds={"sql"},
+    )
+    def position_greeks_asset(
+        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        days = partition_dates(context)
+        cfg = pricing_config(platform)
+        calendar = platform.calendar
+        positions = read_frame(db, positions_snapshot, days)
+        market = read_frame(db, market_snapshot, days)
+        spot_rows = read_frame(db, market_snapshot, start=days[0] - BETA_LOOKBACK, end=days[-1])
+        closes = combine_closes(stored_closes(spot_rows), history_closes(market_history()))
+        ref_root = cfg.beta.reference.upper()
+        hour = settlement_hour(calendar)
+        count = 0
+        for day in days:
+            pos = on(positions, day)
+            betas = estimate_betas(closes, day, set(pos["underlying"]), cfg.beta)
+            ts = pd.Timestamp(day)
+            ref = closes[ref_root].get(ts, math.nan) if ref_root in closes.columns else math.nan
+            rows = position_greek_rows(
+                pos, on(market, day), session=day, as_of=calendar.session_close(day),
+                instruments=platform.config.instruments, pricing_config=cfg, betas=betas,
+                reference_price=float(ref), settlement_hour=hour,
+            )
+            with db.database.begin() as conn:
+                replace_partition(conn, position_greeks, {"session_date": day}, rows)
+            count += len(rows)
+            context.log.info("session=%s position greeks=%d", day, len(rows))
+        stored = read_frame(db, position_greeks, days)
+        last = on(stored, days[-1])
+        totals = pd.DataFrame(portfolio_greek_rows(last, days[-1]))
+        book = totals[(totals["account_id"] == "*") & (totals["underlying"] == "*")] if not totals.empty else totals
+        yield dg.MaterializeResult(
+            asset_key=POSITION_GREEKS,
+            metadata={**span_metadata(days), "positions": dg.MetadataValue.int(count),
+                      "implied_vols": dg.MetadataValue.int(int((last["vol_source"] == "implied").sum())),
+                      **_totals_metadata(book)},
+        )
+        yield check_result(GREEKS_CHECK, position_greeks_suite(stored))
+
+    @dg.asset(
+        key=PORTFOLIO_GREEKS,
+        deps=[POSITION_GREEKS],
+        description="Position Greeks summed per account, per account and underlying, per "
+        "underlying across accounts and for the whole book ('*').",
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=[PORTFOLIO_CHECK],
+        group_name="greeks",
+        kinds={"sql"},
+    )
+    def portfolio_greeks_asset(
+        context: dg.AssetExecutionContext, db: DatabaseResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        days = partition_dates(context)
+        positions = read_frame(db, position_greeks, days)
+        for day in days:
+            rows = portfolio_greek_rows(on(positions, day), day)
+            with db.database.begin() as conn:
+                replace_partition(conn, portfolio_greeks, {"session_date": day}, rows)
+        stored = read_frame(db, portfolio_greeks, days)
+        last = on(stored, days[-1])
+        book = last[(last["account_id"] == "*") & (last["underlying"] == "*")] if not last.empty else last
+        yield dg.MaterializeResult(
+            asset_key=PORTFOLIO_GREEKS,
+            metadata={**span_metadata(days), **_totals_metadata(book)},
+        )
+        yield check_result(PORTFOLIO_CHECK, portfolio_greeks_suite(stored))
+
+    return [position_greeks_asset, portfolio_greeks_asset]

@@ -1,0 +1,111 @@
+"""Shared helpers of the analytics assets: reading stored rows as frames, config lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from sqlalchemy import Table, and_, select
+
+from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
+from portfolio_pipeline.defs.quality import SuiteOutcome
+from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+
+
+def read_frame(
+    db: DatabaseResource,
+    table: Table,
+    days: Sequence[date] | None = None,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    where: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Rows of ``table`` for ``days`` (or ``start <= session_date <= end``) as a frame."""
+    clauses = []
+    if days is not None:
+        clauses.append(table.c.session_date.in_(list(days)))
+    if start is not None:
+        clauses.append(table.c.session_date >= start)
+    if end is not None:
+        clauses.append(table.c.session_date <= end)
+    for name, value in (where or {}).items():
+        clauses.append(table.c[name] == value)
+    stmt = select(table).order_by(*table.primary_key.columns)
+    if clauses:
+        stmt = stmt.where(and_(*clauses))
+    with db.database.connect() as conn:
+        rows = conn.execute(stmt).mappings().all()
+    return pd.DataFrame([dict(r) for r in rows], columns=list(table.c.keys()))
+
+
+def on(frame: pd.DataFrame, day: date) -> pd.DataFrame:
+    """The rows of one session."""
+    if frame.empty:
+        return frame
+    return frame[frame["session_date"] == day]
+
+
+def pricing_config(platform: PlatformResource) -> PricingConfig:
+    """``config/pricing.yaml`` (the documented defaults when the file is absent)."""
+    cfg = platform.config.get("pricing.yaml")
+    return cfg if isinstance(cfg, PricingConfig) else DEFAULT_PRICING
+
+
+def settlement_hour(calendar: ExchangeCalendar) -> Callable[[date, bool], float]:
+    """(expiry, am) -> UTC hour of the open (AM) or close (PM) of the expiry session."""
+
+    def hour(expiry: date, am: bool) -> float:
+        try:
+            day = calendar.session_on_or_before(expiry)
+            at = calendar.session_open(day) if am else calendar.session_close(day)
+        except ValueError:  # outside the loaded calendar (long-dated options)
+            return 14.5 if am else 21.0
+        midnight = datetime(expiry.year, expiry.month, expiry.day, tzinfo=UTC)
+        return (at - midnight).total_seconds() / 3600.0
+
+    return hour
+
+
+def span_metadata(days: Sequence[date]) -> dict[str, dg.MetadataValue]:
+    return {
+        "sessions": dg.MetadataValue.int(len(days)),
+        "first_session": dg.MetadataValue.text(days[0].isoformat()),
+        "last_session": dg.MetadataValue.text(days[-1].isoformat()),
+    }
+
+
+def market_history() -> Any:
+    """The shipped daily history (SPX, NDX proxy, VIX), or None when it cannot be loaded."""
+    try:
+        from portfolio_pipeline.marketdata.history import MarketHistory
+
+        return MarketHistory()
+    except Exception:  # optional completion of stored closes; never fatal
+        return None
+
+
+def check_result(
+    spec: dg.AssetCheckSpec,
+    outcome: SuiteOutcome,
+    *,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    metadata: dict[str, dg.MetadataValue] | None = None,
+) -> dg.AssetCheckResult:
+    """An asset check result from a GE suite outcome."""
+    return dg.AssetCheckResult(
+        check_name=spec.name,
+        asset_key=spec.asset_key,
+        passed=outcome.success,
+        severity=severity,
+        description=outcome.summary(),
+        metadata={
+            "rows": dg.MetadataValue.int(outcome.rows),
+            "failed_expectations": dg.MetadataValue.int(len(outcome.failures())),
+            **(metadata or {}),
+        },
+    )
