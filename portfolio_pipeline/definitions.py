@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from portfolio_pipeline.defs import jobs, positions, stress
+from portfolio_pipeline.defs import greeks, jobs, positions, reporting, risk, strategies, stress
+from portfolio_pipeline.defs.greeks.schedules import intraday_job, intraday_schedule
+from portfolio_pipeline.defs.alerts import definitions as alerts_definitions
 from portfolio_pipeline.defs.partitions import session_partitions
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
@@ -14,9 +16,16 @@ def build_definitions() -> dg.Definitions:
     calendar = ExchangeCalendar()
     partitions = session_partitions(calendar)
     eod = jobs.eod_job()
+    intraday = intraday_job()
     return dg.Definitions.merge(
         positions.definitions(partitions),
         stress.definitions(partitions),
+        alerts_definitions(),
+        greeks.definitions(partitions),
+        risk.definitions(partitions),
+        reporting.definitions(partitions),
+        strategies.definitions(partitions),
+        dg.Definitions(jobs=[intraday], schedules=[intraday_schedule(intraday, calendar)]),
         dg.Definitions(
             jobs=[eod],
             schedules=[jobs.eod_schedule(eod, calendar)],

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ import pandas as pd
 from portfolio_pipeline.analytics.settings import PricingConfig
 from portfolio_pipeline.domain.errors import UnknownInstrumentError
 from portfolio_pipeline.domain.greeks import position_greeks
-from portfolio_pipeline.domain.instruments import InstrumentTable
+from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
 from portfolio_pipeline.domain.positions import Contract
 from portfolio_pipeline.quant import pricing
 
@@ -72,7 +72,7 @@ def _contract(row: Mapping[str, Any]) -> Contract:
         und_expiry = date.fromisoformat(parts[6]) if len(parts) > 6 and parts[6] else None
     return Contract(
         underlying=str(row["underlying"]),
-        sec_type=sec_type,  # type: ignore[arg-type]
+        sec_type=cast(SecType, sec_type),  # validated by the snapshot table's CHECK
         expiry=row["expiry"] if isinstance(row["expiry"], date) else None,
         strike=_finite(row["strike"]),
         right=row["right"] or None,
@@ -111,7 +111,7 @@ def _spot(
         candidates = [option_quote_und, quotes.value(source, fut.key, "mark"), position_und,
                       quotes.value(source, Contract(root, "IND").key, "mark")]
     else:
-        und_type = "IND" if spec.underlying_type in ("index", "volatility_index") else "STK"
+        und_type: SecType = "IND" if spec.underlying_type in ("index", "volatility_index") else "STK"
         candidates = [quotes.value(source, Contract(root, und_type).key, "mark"),
                       option_quote_und, position_und]
     spot = next((c for c in candidates if c is not None and c > 0), None)
@@ -211,8 +211,8 @@ def position_greek_rows(
         if sel.any():
             iv = np.asarray(pricing.implied_vol(
                 marks[sel], [kinds[j] for j in np.flatnonzero(sel)], spot[sel], strike[sel],
-                t_years[sel], rate[sel], div[sel], model=model,  # type: ignore[arg-type]
-            ))
+                t_years[sel], rate[sel], div[sel], model=model,
+            ), dtype=np.float64)
             ok = np.isfinite(iv) & (iv > 0)
             idx = np.flatnonzero(sel)
             vol[idx[ok]] = iv[ok]
@@ -232,7 +232,7 @@ def position_greek_rows(
                 continue
             g = pricing.greeks(
                 [kinds[j] for j in np.flatnonzero(sel)], spot[sel], strike[sel], t_years[sel],
-                rate[sel], div[sel], vol[sel], model=model, exercise=exercise,  # type: ignore[arg-type]
+                rate[sel], div[sel], vol[sel], model=model, exercise=exercise,
             )
             for k in names:
                 out[k][sel] = getattr(g, k)

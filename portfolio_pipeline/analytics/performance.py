@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -208,8 +209,8 @@ def _metrics(x: np.ndarray, settings: RiskSettings) -> dict[str, float]:
     for level in settings.levels:
         pct = round(level * 100)
         for method in ("historical", "parametric", "cornish_fisher"):
-            out[f"var_{pct}_{method}"] = rm.var(x, level, method)  # type: ignore[arg-type]
-            out[f"cvar_{pct}_{method}"] = rm.cvar(x, level, method)  # type: ignore[arg-type]
+            out[f"var_{pct}_{method}"] = rm.var(x, level, method)
+            out[f"cvar_{pct}_{method}"] = rm.cvar(x, level, method)
     periods = settings.periods_per_year
     out["sharpe"] = rm.sharpe(x, periods=periods)
     out["sortino"] = rm.sortino(x, periods=periods)
@@ -252,7 +253,7 @@ def risk_metric_rows(
     fits: dict[int, GarchFit | None] = {}
     rows: list[dict[str, Any]] = []
     for session in sessions:
-        n = int(np.searchsorted(np.array(dates, dtype=object), session, side="right")) if dates else 0
+        n = bisect_right(dates, session)
         nlv = float(nlv_by.get(session, math.nan))
         blocks: list[tuple[str, np.ndarray]] = [("full", r[:n])]
         if n >= window:

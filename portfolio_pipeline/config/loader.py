@@ -19,9 +19,12 @@ from pydantic import BaseModel, ValidationError
 from portfolio_pipeline.analytics.settings import PricingConfig
 from portfolio_pipeline.domain.accounts import AccountsFile
 from portfolio_pipeline.domain.instruments import InstrumentsFile, InstrumentTable
+from portfolio_pipeline.domain.lifecycle import ExitRulesFile
 from portfolio_pipeline.domain.regime import RiskMatrix
+from portfolio_pipeline.domain.strategies import StrategiesFile
 from portfolio_pipeline.notify.config import NotificationsFile
 from portfolio_pipeline.quant.scenarios import StressScenariosFile
+from streaming_service.config import StreamingConfig
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -34,6 +37,9 @@ CONFIG_FILES: Mapping[str, tuple[type[BaseModel], bool]] = {
     "pricing.yaml": (PricingConfig, False),
     "notifications.yaml": (NotificationsFile, False),
     "stress_scenarios.yaml": (StressScenariosFile, False),
+    "exit_rules.yaml": (ExitRulesFile, False),
+    "strategies.yaml": (StrategiesFile, False),
+    "streaming.yaml": (StreamingConfig, False),
 }
 
 

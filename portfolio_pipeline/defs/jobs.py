@@ -9,12 +9,14 @@ import dagster as dg
 from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
 
 EOD_CRON = "30 16 * * 1-5"
+EOD_GROUPS: tuple[str, ...] = ("positions", "greeks", "risk", "stress", "strategies", "reporting")
+"""Asset groups of the daily (session-partitioned) record the EOD job materializes."""
 
 
 def eod_job() -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         "eod_job",
-        selection=dg.AssetSelection.groups("positions"),
+        selection=dg.AssetSelection.groups(*EOD_GROUPS),
         description="End-of-day record of the book for one exchange session.",
     )
 

@@ -344,7 +344,8 @@ class EmailChannel:
     def _build(self, message: OutgoingMessage) -> EmailMessage:
         c = self._config
         mail = EmailMessage()
-        mail["Subject"] = f"[{message.severity.value.upper()}] {message.title}"
+        title = " ".join(message.title.split())  # no header injection via line breaks
+        mail["Subject"] = f"[{message.severity.value.upper()}] {title}"
         mail["From"] = c.from_addr
         mail["To"] = ", ".join(c.to_addrs)
         mail["Date"] = formatdate(localtime=False, usegmt=True)

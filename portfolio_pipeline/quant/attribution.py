@@ -13,7 +13,7 @@ Examples
 ...               theta=-0.2, vega=1.5, actual=4.0)
 >>> float(a.delta[0]), float(a.gamma[0]), float(a.vega[0])
 (5.0, 0.5, -1.5)
->>> float(a.unexplained[0])  # 4.0 - (5.0 + 0.5 - 0.2 - 1.5)
+>>> round(float(a.unexplained[0]), 12)  # 4.0 - (5.0 + 0.5 - 0.2 - 1.5)
 0.2
 """
 

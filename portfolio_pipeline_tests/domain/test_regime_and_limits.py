@@ -62,7 +62,7 @@ def test_limits_scale_with_regime_and_overrides(regimes: RegimeService) -> None:
 def test_limit_breach_carries_the_vix_and_regime(regimes: RegimeService) -> None:
     """2018-02-05 close: VIX 37.32 -> crisis; a book with vega -4,000 $/pt on $400k NLV."""
     risk = RiskSnapshot(scope="DEMO-001", nlv=400_000.0, beta_weighted_dollar_delta=60_000.0,
-                        dollar_gamma_1pct=-4_000.0, vega_per_point=-4_000.0, theta_per_day=500.0,
+                        dollar_gamma_1pct=-50_000.0, vega_per_point=-4_000.0, theta_per_day=500.0,
                         maint_margin=120_000.0)
     calm = evaluate_limits(risk, regimes.classify(13.5))
     assert not [c for c in calm if c.breached]

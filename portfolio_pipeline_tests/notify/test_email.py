@@ -171,7 +171,7 @@ def test_starttls_with_verification_delivers_once(
     alert = Alert(
         "order:1",
         AlertType.STAGED_ORDER,
-        "Hedge staged: buy 2 SPY puts",
+        "Hedge staged:\r\nBcc: evil@example.test\nbuy 2 SPY puts",
         "Confirm with `portfolio confirm order:1`",
         html="<p>Confirm with <code>portfolio confirm order:1</code></p>",
         severity=Severity.WARNING,
@@ -184,7 +184,8 @@ def test_starttls_with_verification_delivers_once(
     assert len(handler.messages) == 1
     envelope, mail = handler.messages[0]
     assert envelope.mail_from == USER and envelope.rcpt_tos == ["trader@example.test"]
-    assert mail["Subject"] == "[WARNING] Hedge staged: buy 2 SPY puts"
+    assert mail["Subject"] == "[WARNING] Hedge staged: Bcc: evil@example.test buy 2 SPY puts"
+    assert mail["Bcc"] is None
     parts = {p.get_content_type() for p in mail.walk()}
     assert {"text/plain", "text/html"} <= parts
     assert [r["status"] for r in delivery_rows(db)] == ["delivered"]

@@ -1,15 +1,20 @@
 """Position Greeks (model and broker, side by side) and their totals per account and underlying."""
 
-from __future__ import annotations
 
 import math
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from portfolio_pipeline.analytics.beta import combine_closes, estimate_betas, history_closes, stored_closes
+from portfolio_pipeline.analytics.beta import (
+    combine_closes,
+    estimate_betas,
+    history_closes,
+    stored_closes,
+)
 from portfolio_pipeline.analytics.greeks import portfolio_greek_rows, position_greek_rows
 from portfolio_pipeline.defs.greeks.checks import (
     GREEKS_CHECK,
@@ -64,7 +69,7 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     )
     def position_greeks_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
         cfg = pricing_config(platform)
         calendar = platform.calendar
@@ -114,7 +119,7 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     )
     def portfolio_greeks_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
         positions = read_frame(db, position_greeks, days)
         for day in days:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
-from portfolio_pipeline.defs.quality import SuiteOutcome, between, in_set, not_null, unique_compound, validate_frame
+from portfolio_pipeline.defs.quality import (
+    SuiteOutcome,
+    between,
+    in_set,
+    not_null,
+    unique_compound,
+    validate_frame,
+)
 
 POSITION_GREEKS = dg.AssetKey("position_greeks")
 PORTFOLIO_GREEKS = dg.AssetKey("portfolio_greeks")

@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 from sqlalchemy import Table, and_, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
 from portfolio_pipeline.defs.quality import SuiteOutcome
@@ -26,7 +27,7 @@ def read_frame(
     where: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Rows of ``table`` for ``days`` (or ``start <= session_date <= end``) as a frame."""
-    clauses = []
+    clauses: list[ColumnElement[bool]] = []
     if days is not None:
         clauses.append(table.c.session_date.in_(list(days)))
     if start is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
+from sqlalchemy import Table, select
 
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -37,7 +38,7 @@ from portfolio_pipeline.quant.scenarios import (
     simulate_factors,
     tail_contributions,
 )
-from portfolio_pipeline.storage import replace_partition
+from portfolio_pipeline.storage import positions_snapshot, replace_partition
 from portfolio_pipeline.storage.tables import (
     correlation_stress,
     monte_carlo_var,
@@ -46,7 +47,11 @@ from portfolio_pipeline.storage.tables import (
 )
 
 GROUP = "stress"
-UPSTREAM = [dg.AssetKey("positions_snapshot"), dg.AssetKey("market_snapshot")]
+UPSTREAM = [
+    dg.AssetKey("positions_snapshot"),
+    dg.AssetKey("market_snapshot"),
+    dg.AssetKey("position_greeks"),  # per-position vol/T/r/q when present (defs/greeks)
+]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -67,11 +72,21 @@ def entities(sb: StressBook) -> tuple[list[tuple[str, str, str]], np.ndarray]:
 
 
 def _load(context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource,
-          day: date) -> tuple[StressBook, StressScenariosFile]:
+          day: date, table: Table) -> tuple[StressBook, StressScenariosFile] | None:
+    """The session's book, or None (and the session's rows cleared) when it holds nothing."""
     cfg = stress_config(platform.config)
     as_of = platform.calendar.session_close(day)
     with db.database.connect() as conn:
-        sb = load_book(conn, day, as_of, platform.config, cfg)
+        empty = not conn.execute(
+            select(positions_snapshot.c.position_key)
+            .where(positions_snapshot.c.session_date == day).limit(1)
+        ).first()
+        sb = None if empty else load_book(conn, day, as_of, platform.config, cfg)
+    if sb is None:
+        with db.database.begin() as conn:
+            replace_partition(conn, table, {"session_date": day}, [])
+        context.log.info("session=%s: no positions, nothing to stress", day)
+        return None
     context.log.info("session=%s positions=%s contracts=%s groups=%s",
                      day, sb.positions, sb.book.contracts.size, len(sb.group_keys))
     return sb, cfg
@@ -131,7 +146,10 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         all_pnl: list[np.ndarray] = []
         zero_pnl = 0.0
         for day in partition_dates(context):
-            sb, cfg = _load(context, db, platform, day)
+            loaded = _load(context, db, platform, day, stress_shock_grid)
+            if loaded is None:
+                continue
+            sb, cfg = loaded
             grid = grid_scenarios(sb, cfg)
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol}
@@ -181,7 +199,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     + "\n".join(lines)),
             }
         yield dg.MaterializeResult(asset_key=checks.GRID, metadata=meta)
-        yield checks.grid_check(np.concatenate([p.ravel() for p in all_pnl]), zero_pnl)
+        yield checks.grid_check(np.concatenate([p.ravel() for p in all_pnl] or [np.zeros(0)]), zero_pnl)
 
     @stress_asset(
         "stress_historical",
@@ -196,7 +214,10 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         meta: dict[str, dg.RawMetadataValue] = {}
         totals: list[np.ndarray] = []
         for day in partition_dates(context):
-            sb, cfg = _load(context, db, platform, day)
+            loaded = _load(context, db, platform, day, stress_historical)
+            if loaded is None:
+                continue
+            sb, cfg = loaded
             ents, agg = entities(sb)
             accounts = [e for e in range(len(ents)) if ents[e][2] == ALL]
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
@@ -249,7 +270,10 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         check_rows: list[dict[str, object]] = []
         tail_gap = 0.0
         for day in partition_dates(context):
-            sb, cfg = _load(context, db, platform, day)
+            loaded = _load(context, db, platform, day, monte_carlo_var)
+            if loaded is None:
+                continue
+            sb, cfg = loaded
             mc = cfg.monte_carlo
             setup = mc_setup(sb, history, platform.config, cfg)
             ents, agg = entities(sb)
@@ -313,7 +337,10 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         meta: dict[str, dg.RawMetadataValue] = {}
         matrices: dict[str, np.ndarray] = {}
         for day in partition_dates(context):
-            sb, cfg = _load(context, db, platform, day)
+            loaded = _load(context, db, platform, day, correlation_stress)
+            if loaded is None:
+                continue
+            sb, cfg = loaded
             mc = cfg.monte_carlo
             setup = mc_setup(sb, history, platform.config, cfg)
             names = list(setup.model.names)

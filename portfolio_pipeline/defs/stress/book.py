@@ -3,6 +3,10 @@ replay paths and the Monte Carlo factor model (I/O and pandas live here, not in 
 
 Per-contract pricing inputs
 ---------------------------
+Where the ``position_greeks`` table (defs/greeks) has a row for the position with
+``vol``, ``time_to_expiry``, ``rate``, ``dividend_yield`` and ``spot``, those are used, so
+stress and Greeks price the same contract identically.  Otherwise:
+
 * implied vol: the quote's ``iv`` from ``market_snapshot`` (the broker's), else the
   vol implied from the mark by :func:`quant.pricing.implied_vol`;
 * ``T``: ACT/365 from the session close to the expiry (``Contract.year_fraction``);
@@ -129,6 +133,11 @@ def load_book(
     """
     positions = _rows(conn, positions_snapshot, day)
     quotes = _rows(conn, market_snapshot, day)
+    greeks_table = positions_snapshot.metadata.tables.get("position_greeks")
+    greeks = {
+        (str(g["broker"]), str(g["account_id"]), str(g["position_key"])): g
+        for g in (_rows(conn, greeks_table, day) if greeks_table is not None else [])
+    }
     if not positions:
         raise InvalidDataError(f"positions_snapshot has no rows for session {day}")
     by_key = {str(q["instrument_key"]): q for q in quotes}
@@ -156,7 +165,9 @@ def load_book(
         units = float(p["quantity"]) * float(p["multiplier"])  # type: ignore[arg-type]
         if key not in contract_ix:
             contract_ix[key] = len(contract_ix)
-            _append_contract(cols, p, by_key.get(key), index_px, fidx[root], as_of, config, cfg, where)
+            gk = greeks.get((str(p["broker"]), str(p["account_id"]), key))
+            _append_contract(cols, p, by_key.get(key), gk, index_px, fidx[root], as_of, config,
+                             cfg, where)
         entries.append((contract_ix[key], g, units))
     units_m = np.zeros((len(contract_ix), len(group_ix)))
     for c, g, u in entries:
@@ -179,6 +190,7 @@ def _append_contract(
     cols: dict[str, list[float | bool | int]],
     p: dict[str, object],
     quote: dict[str, object] | None,
+    greeks_row: dict[str, object] | None,
     index_px: dict[str, float],
     factor: int,
     as_of: datetime,
@@ -194,6 +206,19 @@ def _append_contract(
     settings = cfg.underlying(root)
     r = cfg.rate
     q = 0.0 if black76 else settings.dividend_yield
+    g = greeks_row or {}
+    if option and all(g.get(k) is not None for k in ("vol", "time_to_expiry", "rate", "spot")):
+        gq = g.get("dividend_yield")
+        for k, v in (
+            ("factor", factor), ("is_option", True), ("black76", black76),
+            ("r", float(g["rate"])),  # type: ignore[arg-type]
+            ("q", 0.0 if black76 or gq is None else float(gq)),  # type: ignore[arg-type]
+            ("is_call", p["right"] == "C"), ("spot", float(g["spot"])),  # type: ignore[arg-type]
+            ("strike", float(p["strike"])),  # type: ignore[arg-type]
+            ("T", float(g["time_to_expiry"])), ("vol", float(g["vol"])),  # type: ignore[arg-type]
+        ):
+            cols[k].append(v)
+        return
     cols["factor"].append(factor)
     cols["is_option"].append(option)
     cols["black76"].append(black76)

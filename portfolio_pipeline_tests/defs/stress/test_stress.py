@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -22,7 +22,12 @@ from portfolio_pipeline.domain.positions import Contract, Quote
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.quant.scenarios import Book, ContractSet, StressScenariosFile, revalue
-from portfolio_pipeline.storage import Database, market_snapshot, positions_snapshot, replace_partition
+from portfolio_pipeline.storage import (
+    Database,
+    market_snapshot,
+    positions_snapshot,
+    replace_partition,
+)
 from portfolio_pipeline.storage.records import position_row, quote_row
 from portfolio_pipeline.storage.tables import (
     correlation_stress,

@@ -1,0 +1,74 @@
+"""Where alerts go: a tiny :class:`AlertSink` Protocol, the log sink, and the notify
+dispatcher behind it when ``notifications.yaml`` is configured."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from portfolio_pipeline.storage import Database
+
+__all__ = ["AlertMessage", "AlertSink", "AlertsResource", "LogAlertSink", "NotifierAlertSink"]
+
+logger = logging.getLogger(__name__)
+
+AlertKind = Literal["breach", "staged_order", "run_failure", "data_quality"]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMessage:
+    key: str
+    kind: AlertKind
+    title: str
+    text: str
+    severity: Literal["info", "warning", "critical"] = "warning"
+    regime: str | None = None
+
+
+class AlertSink(Protocol):
+    def send(self, alert: AlertMessage) -> None: ...
+
+
+class LogAlertSink:
+    """Alerts as log lines (the default with no notification channels)."""
+
+    def send(self, alert: AlertMessage) -> None:
+        logger.warning("ALERT key=%s kind=%s severity=%s title=%s\n%s",
+                       alert.key, alert.kind, alert.severity, alert.title, alert.text)
+
+
+class NotifierAlertSink:
+    """Alerts through ``portfolio_pipeline.notify.Notifier`` (routing, quiet hours, once per channel)."""
+
+    def __init__(self, notifier: object) -> None:
+        self._notifier = notifier
+
+    def send(self, alert: AlertMessage) -> None:
+        from portfolio_pipeline.notify import Alert, AlertType, Severity
+
+        self._notifier.dispatch(Alert(  # type: ignore[attr-defined]
+            key=alert.key, type=AlertType(alert.kind), title=alert.title, text=alert.text,
+            severity=Severity(alert.severity), regime=alert.regime,
+        ))
+
+
+class AlertsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Builds the alert sink: the notify dispatcher when configured, else the log."""
+
+    use_notifier: bool = True
+
+    _sink: AlertSink | None = PrivateAttr(default=None)
+
+    def sink(self, db: Database, notifications: object | None) -> AlertSink:
+        if self._sink is None:
+            from portfolio_pipeline.notify import NotificationsFile, Notifier
+
+            if self.use_notifier and isinstance(notifications, NotificationsFile):
+                self._sink = NotifierAlertSink(Notifier(db, notifications))
+            else:
+                self._sink = LogAlertSink()
+        return self._sink

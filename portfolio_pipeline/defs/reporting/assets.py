@@ -1,0 +1,76 @@
+"""The daily HTML report (NLV, drawdown, Greeks, attribution, VaR history, regime, limits)."""
+
+
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+
+from portfolio_pipeline.analytics.performance import ALL
+from portfolio_pipeline.analytics.report import render_report
+from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS
+from portfolio_pipeline.defs.greeks.frames import read_frame
+from portfolio_pipeline.defs.partitions import partition_dates
+from portfolio_pipeline.defs.resources import DatabaseResource
+from portfolio_pipeline.defs.risk.checks import ATTRIBUTION, MARGIN, RETURNS, RISK
+from portfolio_pipeline.paths import reports_dir
+from portfolio_pipeline.storage.tables import (
+    limit_checks,
+    margin_history,
+    pnl_attribution,
+    portfolio_greeks,
+    portfolio_returns,
+    risk_metrics,
+)
+
+REPORT = dg.AssetKey("daily_report")
+HISTORY = timedelta(days=366)
+
+
+def make_report_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=REPORT,
+        deps=[RETURNS, PORTFOLIO_GREEKS, ATTRIBUTION, RISK, MARGIN],
+        description="Self-contained HTML report per session (inline SVG, works offline) in "
+        "PORTFOLIO_HOME/reports/daily_<date>.html.",
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="reporting",
+        kinds={"html"},
+    )
+    def daily_report(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.MaterializeResult[Any]:
+        days = partition_dates(context)
+        book = {"broker": ALL, "account_id": ALL}
+        start = days[0] - HISTORY
+        returns = read_frame(db, portfolio_returns, start=start, end=days[-1], where=book)
+        attribution = read_frame(db, pnl_attribution, start=start, end=days[-1], where={**book, "position_key": ALL})
+        risk = read_frame(db, risk_metrics, start=start, end=days[-1], where=book)
+        greeks = read_frame(db, portfolio_greeks, days, where=book)
+        margin = read_frame(db, margin_history, days, where=book)
+        limits = read_frame(db, limit_checks, days, where=book)
+        directory = reports_dir()
+        path = directory / "missing.html"
+        for day in days:
+            path = directory / f"daily_{day.isoformat()}.html"
+            text = render_report(
+                day,
+                returns=returns[returns["session_date"] <= day],
+                greeks=greeks[greeks["session_date"] == day],
+                attribution=attribution[attribution["session_date"] <= day],
+                risk=risk[risk["session_date"] <= day],
+                margin=margin[margin["session_date"] == day],
+                limits=limits[limits["session_date"] == day],
+            )
+            path.write_text(text, encoding="utf-8")
+            context.log.info("report written: %s", path)
+        meta: dict[str, dg.MetadataValue] = {
+            "path": dg.MetadataValue.path(str(path)),
+            "url": dg.MetadataValue.url(path.resolve().as_uri()),
+            "reports": dg.MetadataValue.int(len(days)),
+        }
+        last = returns[returns["session_date"] == days[-1]]
+        if not last.empty:
+            meta["nlv"] = dg.MetadataValue.float(float(last.iloc[0]["nlv"]))
+        return dg.MaterializeResult(metadata=meta)
+
+    return daily_report

@@ -1,0 +1,387 @@
+"""Returns, P&L attribution, risk metrics and margin/limit history of the daily record."""
+
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from portfolio_pipeline.analytics.attribution import attribution_rows
+from portfolio_pipeline.analytics.performance import (
+    ALL,
+    flow_sessions,
+    return_rows,
+    risk_metric_rows,
+)
+from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS, POSITION_GREEKS
+from portfolio_pipeline.defs.greeks.frames import (
+    check_result,
+    on,
+    pricing_config,
+    read_frame,
+    span_metadata,
+)
+from portfolio_pipeline.defs.partitions import partition_dates
+from portfolio_pipeline.defs.positions.checks import ACCOUNTS, MARKET
+from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.defs.risk.checks import (
+    ATTRIBUTION,
+    ATTRIBUTION_CHECK,
+    BREACH_CHECK,
+    MARGIN,
+    MARGIN_CHECK,
+    RECONCILIATION_CHECK,
+    RETURNS,
+    RETURNS_CHECK,
+    RISK,
+    RISK_CHECK,
+    UNEXPLAINED_CHECK,
+    attribution_suite,
+    breach_suite,
+    margin_suite,
+    reconciliation_frame,
+    reconciliation_suite,
+    returns_suite,
+    risk_suite,
+    unexplained_suite,
+)
+from portfolio_pipeline.domain.errors import InvalidDataError
+from portfolio_pipeline.domain.limits import RiskSnapshot, evaluate_limits
+from portfolio_pipeline.domain.regime import RegimeService
+from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
+from portfolio_pipeline.storage import (
+    account_snapshot,
+    market_snapshot,
+    positions_snapshot,
+    replace_partition,
+)
+from portfolio_pipeline.storage.tables import (
+    limit_checks,
+    margin_history,
+    pnl_attribution,
+    portfolio_greeks,
+    portfolio_returns,
+    position_greeks,
+    risk_metrics,
+)
+
+BROKER_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
+
+def session_after(calendar: ExchangeCalendar) -> Callable[[datetime], date]:
+    """ts -> the first session whose close is at or after ``ts`` (flows 'at the close')."""
+
+    def first(ts: datetime) -> date:
+        day = ts.astimezone(NEW_YORK).date()
+        session = day if calendar.is_session(day) else calendar.next_session(day)
+        if calendar.session_close(session) < ts:
+            session = calendar.next_session(session)
+        return session
+
+    return first
+
+
+def _float(value: Any) -> float:
+    return float(value) if value is not None else math.nan
+
+
+def _book_value(frame: pd.DataFrame, column: str) -> float | None:
+    book = frame[(frame["broker"] == ALL) & (frame["account_id"] == ALL)] if not frame.empty else frame
+    if book.empty or book.iloc[-1][column] is None:
+        return None
+    value = float(book.iloc[-1][column])
+    return value if math.isfinite(value) else None
+
+
+def _floats(**values: float | None) -> dict[str, dg.MetadataValue]:
+    return {k: dg.MetadataValue.float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
+
+
+def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        key=RETURNS,
+        deps=[ACCOUNTS],
+        description="EOD NLV per account and consolidated ('*'); external flows (deposits, "
+        "withdrawals, transfers) separated from income (dividends, interest, fees: "
+        "performance); daily time-weighted return r = (NLV - F) / NLV_prev - 1 with flows "
+        "at the close; growth index and drawdown.",
+        check_specs=[RETURNS_CHECK, RECONCILIATION_CHECK],
+        retry_policy=BROKER_RETRY,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="risk",
+        kinds={"sql"},
+    )
+    def portfolio_returns_asset(
+        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+        days = partition_dates(context)
+        calendar = platform.calendar
+        first_prev = calendar.previous_session(days[0])
+        accounts = read_frame(db, account_snapshot, start=first_prev, end=days[-1])
+        flows, _ = platform.activity(first_prev, days[-1])
+        flow_frame = flow_sessions(flows, session_after(calendar))
+        carry = read_frame(db, portfolio_returns, [first_prev])
+        for day in days:
+            prev = calendar.previous_session(day)
+            rows = return_rows(day, on(accounts, day), on(accounts, prev), flow_frame, carry)
+            with db.database.begin() as conn:
+                replace_partition(conn, portfolio_returns, {"session_date": day}, rows)
+            carry = pd.DataFrame(rows, columns=list(portfolio_returns.c.keys()))
+        stored = read_frame(db, portfolio_returns, days)
+        last = on(stored, days[-1])
+        cfg = pricing_config(platform)
+        rec = reconciliation_frame(stored, cfg.reconciliation)
+        yield dg.MaterializeResult(
+            asset_key=RETURNS,
+            metadata={
+                **span_metadata(days),
+                **_floats(nlv=_book_value(last, "nlv"), daily_return=_book_value(last, "twr"),
+                          pnl=_book_value(last, "pnl"), drawdown=_book_value(last, "drawdown"),
+                          external_flow=_book_value(last, "external_flow")),
+            },
+        )
+        yield check_result(RETURNS_CHECK, returns_suite(stored))
+        yield check_result(
+            RECONCILIATION_CHECK, reconciliation_suite(stored, cfg.reconciliation),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"reconciled_rows": dg.MetadataValue.int(len(rec))},
+        )
+
+    @dg.asset(
+        key=ATTRIBUTION,
+        deps=[POSITION_GREEKS],
+        description="Each day's P&L per position, per account and for the book, split into "
+        "delta, gamma, theta, vega, vanna and volga terms of the PRIOR close's Greeks, plus "
+        "unexplained = actual - explained (new trades and closes are unexplained; flagged "
+        "when large).",
+        check_specs=[ATTRIBUTION_CHECK, UNEXPLAINED_CHECK],
+        retry_policy=BROKER_RETRY,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="risk",
+        kinds={"sql"},
+    )
+    def pnl_attribution_asset(
+        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+        days = partition_dates(context)
+        calendar = platform.calendar
+        cfg = pricing_config(platform)
+        first_prev = calendar.previous_session(days[0])
+        greeks = read_frame(db, position_greeks, start=first_prev, end=days[-1])
+        positions = read_frame(db, positions_snapshot, days)
+        spots = read_frame(db, market_snapshot, days)
+        spots = spots[spots["sec_type"].isin(["IND", "STK"])] if not spots.empty else spots
+        _, fills = platform.activity(first_prev, days[-1])
+        after = session_after(calendar)
+        cash: dict[date, dict[tuple[str, str, str], float]] = {}
+        for f in fills:
+            per_day = cash.setdefault(after(f.ts), {})
+            key = (f.broker, f.account_id, f.contract.key)
+            per_day[key] = per_day.get(key, 0.0) + f.cash_effect
+        flagged = 0
+        for day in days:
+            prev = calendar.previous_session(day)
+            previous = on(greeks, prev)
+            if previous.empty:
+                context.log.info("session=%s: no position Greeks at %s; attribution starts later", day, prev)
+                rows: list[dict[str, Any]] = []
+            else:
+                pos = on(positions, day)
+                avg = {(r["broker"], r["account_id"], r["position_key"]): float(r["avg_price"])
+                       for r in pos.to_dict("records")}
+                closes = {str(r["underlying"]): float(r["mark"]) for r in on(spots, day).to_dict("records")}
+                rows = attribution_rows(
+                    day, previous, on(greeks, day), dt_days=float((day - prev).days),
+                    execution_cash=cash.get(day, {}), avg_price=avg, spot_close=closes,
+                    settings=cfg.attribution,
+                )
+            with db.database.begin() as conn:
+                replace_partition(conn, pnl_attribution, {"session_date": day}, rows)
+            flagged += sum(1 for r in rows if r["large_unexplained"])
+        stored = read_frame(db, pnl_attribution, days)
+        last = on(stored, days[-1])
+        book = last[(last["broker"] == ALL) & (last["position_key"] == ALL)] if not last.empty else last
+        meta: dict[str, dg.MetadataValue] = {**span_metadata(days), "flagged_rows": dg.MetadataValue.int(flagged)}
+        if not book.empty:
+            row = book.iloc[0]
+            meta.update(_floats(**{c: _float(row[c]) for c in (
+                "actual", "delta_pnl", "gamma_pnl", "theta_pnl", "vega_pnl", "vanna_pnl",
+                "volga_pnl", "unexplained")}))
+        yield dg.MaterializeResult(asset_key=ATTRIBUTION, metadata=meta)
+        yield check_result(ATTRIBUTION_CHECK, attribution_suite(stored))
+        yield check_result(UNEXPLAINED_CHECK, unexplained_suite(stored), severity=dg.AssetCheckSeverity.WARN)
+
+    @dg.asset(
+        key=RISK,
+        deps=[RETURNS],
+        description="VaR and CVaR at the configured levels (historical, parametric, "
+        "Cornish-Fisher; GARCH(1,1)-t on the full history), Sharpe, Sortino, Calmar, Omega, "
+        "max drawdown with duration and recovery: full history and rolling window, as a "
+        "fraction and in $ (x NLV).  GARCH is refitted every N returns and filtered between.",
+        check_specs=[RISK_CHECK],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="risk",
+        kinds={"sql"},
+    )
+    def risk_metrics_asset(
+        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+        days = partition_dates(context)
+        cfg = pricing_config(platform)
+        history = read_frame(db, portfolio_returns, end=days[-1])
+        rows: list[dict[str, Any]] = []
+        if not history.empty:
+            for (broker, account), series in history.groupby(["broker", "account_id"], sort=True):
+                have = set(series["session_date"])
+                rows += risk_metric_rows([d for d in days if d in have], series, cfg.risk,
+                                         (str(broker), str(account)))
+        frame = pd.DataFrame(rows, columns=list(risk_metrics.c.keys()))
+        for day in days:
+            day_rows = frame[frame["session_date"] == day].to_dict("records") if not frame.empty else []
+            with db.database.begin() as conn:
+                replace_partition(conn, risk_metrics, {"session_date": day}, day_rows)
+        stored = read_frame(db, risk_metrics, days)
+        last = on(stored, days[-1])
+        meta: dict[str, dg.MetadataValue] = {**span_metadata(days), "rows": dg.MetadataValue.int(len(stored))}
+        if not last.empty:
+            book = last[(last["broker"] == ALL) & (last["window"] == "full")]
+            for metric in ("var_95_historical", "var_99_historical", "cvar_99_historical",
+                           "var_99_garch_t", "max_drawdown"):
+                hit = book[book["metric"] == metric]
+                if not hit.empty:
+                    meta.update(_floats(**{f"{metric}_usd": _float(hit.iloc[0]["value_usd"]),
+                                           f"{metric}_pct": _float(hit.iloc[0]["value"])}))
+            for metric in ("sharpe", "sortino"):
+                hit = book[book["metric"] == metric]
+                if not hit.empty:
+                    meta.update(_floats(**{metric: _float(hit.iloc[0]["value"])}))
+        yield dg.MaterializeResult(asset_key=RISK, metadata=meta)
+        yield check_result(RISK_CHECK, risk_suite(stored))
+
+    @dg.asset(
+        key=MARGIN,
+        deps=[ACCOUNTS, MARKET, PORTFOLIO_GREEKS],
+        description="Margin utilisation (maint margin / NLV) per account and in total, the "
+        "regime from the session's live VIX and VIX3M (config/risk_matrix.yaml) and every "
+        "limit check of that regime (table limit_checks): breaches in the daily record.",
+        check_specs=[MARGIN_CHECK, BREACH_CHECK],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="risk",
+        kinds={"sql"},
+    )
+    def margin_history_asset(
+        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+        days = partition_dates(context)
+        calendar = platform.calendar
+        service = RegimeService(platform.config.risk_matrix)
+        overrides = {a.account_id: a.limit_overrides for a in platform.config.accounts.accounts}
+        accounts = read_frame(db, account_snapshot, days)
+        market = read_frame(db, market_snapshot, days)
+        greeks = read_frame(db, portfolio_greeks, days)
+        prior = read_frame(db, margin_history, [calendar.previous_session(days[0])], where={"broker": ALL})
+        previous: str | None = str(prior.iloc[0]["regime"]) if not prior.empty else None
+        for day in days:
+            quotes = on(market, day)
+            vix = _index_close(quotes, "VIX")
+            if vix is None:
+                raise InvalidDataError(
+                    f"margin_history: market_snapshot has no VIX close for session {day}; the "
+                    "regime needs the live VIX (re-run broker_snapshots for that session)"
+                )
+            state = service.classify(vix, _index_close(quotes, "VIX3M"), previous=previous)
+            previous = state.name
+            margin_rows, check_rows = _margin_rows(day, on(accounts, day), on(greeks, day), service, state, overrides)
+            with db.database.begin() as conn:
+                replace_partition(conn, margin_history, {"session_date": day}, margin_rows)
+                replace_partition(conn, limit_checks, {"session_date": day}, check_rows)
+            context.log.info("session=%s regime=%s vix=%.2f breaches=%d", day, state.name, vix,
+                             sum(1 for r in check_rows if r["breached"]))
+        stored = read_frame(db, margin_history, days)
+        checks = read_frame(db, limit_checks, days)
+        last = on(stored, days[-1])
+        book = last[last["broker"] == ALL] if not last.empty else last
+        meta: dict[str, dg.MetadataValue] = {**span_metadata(days)}
+        if not book.empty:
+            row = book.iloc[0]
+            meta.update(_floats(margin_utilisation=_float(row["margin_utilisation"]), vix=_float(row["vix"]),
+                                nlv=_float(row["nlv"])))
+            meta["regime"] = dg.MetadataValue.text(str(row["regime"]))
+            meta["breaches"] = dg.MetadataValue.int(int(row["breaches"]))
+        yield dg.MaterializeResult(asset_key=MARGIN, metadata=meta)
+        yield check_result(MARGIN_CHECK, margin_suite(stored, list(service.regime_names)))
+        yield check_result(BREACH_CHECK, breach_suite(checks), severity=dg.AssetCheckSeverity.WARN)
+
+    return [portfolio_returns_asset, pnl_attribution_asset, risk_metrics_asset, margin_history_asset]
+
+
+def _index_close(quotes: pd.DataFrame, root: str) -> float | None:
+    if quotes.empty:
+        return None
+    hit = quotes[(quotes["underlying"] == root) & (quotes["sec_type"] == "IND")]
+    if hit.empty:
+        return None
+    value = float(hit.iloc[0]["mark"])
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _margin_rows(
+    day: date,
+    accounts: pd.DataFrame,
+    greeks: pd.DataFrame,
+    service: RegimeService,
+    state: Any,
+    overrides: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    totals = {(r["broker"], r["account_id"]): r for r in greeks.to_dict("records") if r["underlying"] == ALL}
+    margin_rows: list[dict[str, Any]] = []
+    check_rows: list[dict[str, Any]] = []
+    scopes: list[tuple[tuple[str, str], dict[str, float], Any]] = []
+    book = dict.fromkeys(("nlv", "maint_margin", "init_margin", "excess_liquidity"), 0.0)
+    for acct in accounts.sort_values(["broker", "account_id"]).to_dict("records"):
+        values = {k: float(acct[k]) for k in book}
+        for k in book:
+            book[k] += values[k]
+        limits = state
+        if overrides.get(acct["account_id"]) is not None:
+            limits = dataclasses.replace(state, limits=service.limits_for(state.name, overrides[acct["account_id"]]))
+        scopes.append(((acct["broker"], acct["account_id"]), values, limits))
+    if scopes:
+        scopes.append(((ALL, ALL), book, state))
+    for key, values, regime in scopes:
+        if values["nlv"] <= 0:
+            continue  # returns_quality / account_quality report a non-positive NLV
+        g = totals.get(key, {})
+        snap = RiskSnapshot(
+            scope=f"{key[0]}:{key[1]}", nlv=values["nlv"],
+            beta_weighted_dollar_delta=float(g.get("beta_weighted_dollar_delta", 0.0) or 0.0),
+            dollar_gamma_1pct=float(g.get("dollar_gamma_1pct", 0.0) or 0.0),
+            vega_per_point=float(g.get("vega_per_point", 0.0) or 0.0),
+            theta_per_day=float(g.get("theta_per_day", 0.0) or 0.0),
+            maint_margin=values["maint_margin"],
+        )
+        checks = evaluate_limits(snap, regime)
+        breached = [c.metric for c in checks if c.breached]
+        margin_rows.append({
+            "session_date": day, "broker": key[0], "account_id": key[1], **values,
+            "margin_utilisation": values["maint_margin"] / values["nlv"],
+            "regime": regime.name, "vix": regime.vix, "vix3m": regime.vix3m,
+            "term_ratio": regime.term_ratio, "backwardation": bool(regime.backwardation),
+            "breaches": len(breached), "breached_metrics": ",".join(breached),
+        })
+        for c in checks:
+            check_rows.append({
+                "session_date": day, "broker": key[0], "account_id": key[1], "metric": c.metric,
+                "value": c.value, "limit_value": c.limit,
+                "utilisation": c.utilisation if math.isfinite(c.utilisation) else 1e9,
+                "breached": c.breached, "regime": c.regime, "vix": c.vix, "vix3m": c.vix3m,
+            })
+    return margin_rows, check_rows

@@ -1,0 +1,310 @@
+"""Strategy assets: groups, performance, lifecycle/exit signals, Kelly, liquidity, theta/vega.
+
+Every asset runs over session partitions with a single-run backfill, sessions in
+order (strategy identity and cumulative P&L carry from the previous stored session),
+and replaces its partition in one transaction per session.
+"""
+
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from datetime import date, timedelta
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from sqlalchemy import Table, select
+
+from portfolio_pipeline.brokers.base import BrokerError
+from portfolio_pipeline.defs.partitions import partition_dates
+from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.defs.strategies import book
+from portfolio_pipeline.defs.strategies.checks import (
+    COVERAGE_CHECK,
+    GROUPS_CHECK,
+    KELLY_SIZING,
+    LIFECYCLE_CHECK,
+    LIQUIDITY_FLAGS,
+    PNL_SUM_CHECK,
+    POSITION_LIFECYCLE,
+    STRATEGY_GROUPS,
+    STRATEGY_PERFORMANCE,
+    THETA_VEGA_HISTORY,
+    TOLERANCE,
+    coverage_problems,
+    groups_suite,
+    lifecycle_suite,
+    simple_result,
+    suite_result,
+)
+from portfolio_pipeline.domain.activity import Execution
+from portfolio_pipeline.domain.lifecycle import ExitRulesFile
+from portfolio_pipeline.domain.strategies import StrategiesFile
+from portfolio_pipeline.storage import append_event, replace_partition
+from portfolio_pipeline.storage.tables import (
+    executions as executions_table,
+)
+from portfolio_pipeline.storage.tables import (
+    kelly_sizing,
+    liquidity_flags,
+    position_lifecycle,
+    positions_snapshot,
+    strategy_groups,
+    strategy_performance,
+    strategy_stats,
+    theta_vega_history,
+)
+
+logger = logging.getLogger(__name__)
+
+POSITIONS = dg.AssetKey("positions_snapshot")
+ACCOUNTS = dg.AssetKey("account_snapshot")
+MARKET = dg.AssetKey("market_snapshot")
+POSITION_GREEKS = dg.AssetKey("position_greeks")
+PNL_ATTRIBUTION = dg.AssetKey("pnl_attribution")
+EXIT_SIGNAL = "exit_signal"
+ACTIVITY_LOOKBACK = timedelta(days=400)
+
+
+def strategies_config(platform: PlatformResource) -> StrategiesFile | None:
+    cfg = platform.config.get("strategies.yaml")
+    return cfg if isinstance(cfg, StrategiesFile) else None
+
+
+def exit_rules(platform: PlatformResource) -> ExitRulesFile | None:
+    cfg = platform.config.get("exit_rules.yaml")
+    return cfg if isinstance(cfg, ExitRulesFile) else None
+
+
+def load_executions(db: DatabaseResource, platform: PlatformResource, days: Sequence[date]
+                    ) -> dict[book.Account, list[Execution]]:
+    """Executions reported by the brokers plus imported history (deduplicated by id)."""
+    found: dict[tuple[str, str, str], Execution] = {}
+    try:
+        _, fills = platform.activity(days[0] - ACTIVITY_LOOKBACK, days[-1])
+    except BrokerError as exc:
+        logger.warning("broker activity unavailable, using imported executions only: %s", exc)
+        fills = []
+    for e in fills:
+        found[(e.broker, e.account_id, e.exec_id)] = e
+    from portfolio_pipeline.brokers.history.store import load_executions as stored
+
+    with db.database.connect() as conn:
+        has_rows = conn.execute(select(executions_table.c.exec_id).limit(1)).first() is not None
+    if has_rows:
+        for e in stored(db.database):
+            found.setdefault((e.broker, e.account_id, e.exec_id), e)
+    out: dict[book.Account, list[Execution]] = defaultdict(list)
+    for e in sorted(found.values(), key=lambda x: (x.ts, x.exec_id)):
+        out[(e.broker, e.account_id)].append(e)
+    return dict(out)
+
+
+def _frame(db: DatabaseResource, table: Table, days: Sequence[date]) -> pd.DataFrame:
+    stmt = select(table).where(table.c.session_date.in_(list(days)))
+    with db.database.connect() as conn:
+        return pd.DataFrame([dict(r) for r in conn.execute(stmt).mappings()], columns=list(table.c.keys()))
+
+
+def _span(days: Sequence[date]) -> dict[str, dg.MetadataValue]:
+    return {"sessions": dg.MetadataValue.int(len(days)),
+            "first_session": dg.MetadataValue.text(days[0].isoformat()),
+            "last_session": dg.MetadataValue.text(days[-1].isoformat())}
+
+
+def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:,.4g}" if abs(v) < 10 else f"{v:,.0f}"
+        return "" if v is None else str(v)
+
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    return head + "\n".join("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows)
+
+
+def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    common: dict[str, Any] = {
+        "partitions_def": partitions,
+        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "group_name": "strategies",
+        "kinds": {"sql"},
+    }
+
+    @dg.asset(key=STRATEGY_GROUPS, deps=[POSITIONS, ACCOUNTS, MARKET],
+              check_specs=[GROUPS_CHECK, COVERAGE_CHECK],
+              description="Strategies per account: auto-tagged from leg structure (see "
+              "domain/strategies.py), persistent ids, opened_on, roll parent, manual "
+              "names/types from config/strategies.yaml and `portfolio strategies tag`.", **common)
+    def strategy_groups_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
+                              platform: PlatformResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        days = partition_dates(context)
+        cfg = strategies_config(platform)
+        execs = load_executions(db, platform, days)
+        last: list[dict[str, Any]] = []
+        for day in days:
+            with db.database.begin() as conn:
+                last = book.tag_session(conn, day, execs, cfg)
+                replace_partition(conn, strategy_groups, {"session_date": day}, last)
+        open_rows = [r for r in last if r["status"] == "open"]
+        counts: dict[str, int] = defaultdict(int)
+        for r in open_rows:
+            counts[r["strategy_type"]] += 1
+        table = md_table(
+            [{"id": r["strategy_id"], "type": r["strategy_type"], "detail": r["detail"],
+              "legs": len(r["legs"]), "opened_on": r["opened_on"], "parent": r["parent_id"],
+              "name": r["name"]} for r in open_rows],
+            ["id", "type", "detail", "legs", "opened_on", "parent", "name"])
+        yield dg.MaterializeResult(asset_key=STRATEGY_GROUPS, metadata={
+            **_span(days), "open_strategies": dg.MetadataValue.int(len(open_rows)),
+            "types": dg.MetadataValue.json(dict(sorted(counts.items()))),
+            "strategies": dg.MetadataValue.md(table)})
+        stored = _frame(db, strategy_groups, days)
+        yield suite_result(GROUPS_CHECK, groups_suite(stored))
+        positions = _frame(db, positions_snapshot, days)
+        yield simple_result(COVERAGE_CHECK, coverage_problems(positions.to_dict("records"),
+                                                              stored.to_dict("records")))
+
+    @dg.asset(key=STRATEGY_PERFORMANCE, deps=[STRATEGY_GROUPS, POSITION_GREEKS, PNL_ATTRIBUTION],
+              check_specs=[PNL_SUM_CHECK],
+              description="Per strategy: daily/cumulative, realized/unrealized P&L (commissions "
+              "included), max adverse excursion, Greeks and Greeks attribution (sum of the "
+              "per-position components); table strategy_stats: win rate, average win/loss, "
+              "expectancy, profit factor by strategy type, underlying and account.", **common)
+    def strategy_performance_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
+                                   platform: PlatformResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        days = partition_dates(context)
+        execs = load_executions(db, platform, days)
+        problems: list[str] = []
+        worst = 0.0
+        stats: list[dict[str, Any]] = []
+        result = book.PerformanceResult()
+        for day in days:
+            with db.database.begin() as conn:
+                result = book.performance_session(conn, day, execs)
+                replace_partition(conn, strategy_performance, {"session_date": day}, result.rows)
+                closed = book.closed_to_date(conn, day)
+                stats = book.stats_rows(day, closed, result.rows)
+                replace_partition(conn, strategy_stats, {"session_date": day}, stats)
+            for account, direct in result.account_pnl.items():
+                total = sum(r["daily_pnl"] for r in result.rows if (r["broker"], r["account_id"]) == account)
+                diff = abs(total - direct)
+                worst = max(worst, diff)
+                if diff > TOLERANCE * max(1.0, abs(direct)):
+                    problems.append(f"{day} {account[1]}: strategies {total:.2f} vs account {direct:.2f}")
+        by_type = [r for r in stats if r["dimension"] == "strategy_type"]
+        overall = next((r for r in stats if r["dimension"] == "all"), None)
+        yield dg.MaterializeResult(asset_key=STRATEGY_PERFORMANCE, metadata={
+            **_span(days),
+            "daily_pnl": dg.MetadataValue.float(float(sum(r["daily_pnl"] for r in result.rows))),
+            "open_pnl": dg.MetadataValue.float(float(overall["open_pnl"]) if overall else 0.0),
+            "realized_total": dg.MetadataValue.float(float(overall["realized_total"]) if overall else 0.0),
+            "by_strategy_type": dg.MetadataValue.md(md_table(by_type, [
+                "group_key", "trades", "open_strategies", "win_rate", "avg_win", "avg_loss",
+                "expectancy", "profit_factor", "realized_total", "open_pnl", "worst_mae"])),
+        })
+        yield simple_result(PNL_SUM_CHECK, problems, max_abs_difference=worst)
+
+    @dg.asset(key=POSITION_LIFECYCLE, deps=[STRATEGY_PERFORMANCE], check_specs=[LIFECYCLE_CHECK],
+              description="Per open strategy: days in trade, DTE, % of max profit/loss, P&L per "
+              "day, and green/yellow/red from config/exit_rules.yaml; a new red writes an "
+              "`exit_signal` event (one per strategy, rule and session).", **common)
+    def position_lifecycle_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
+                                 platform: PlatformResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        days = partition_dates(context)
+        rules = exit_rules(platform)
+        if rules is None:
+            context.log.warning("config/exit_rules.yaml is absent: every strategy is green")
+        signals = 0
+        rows: list[dict[str, Any]] = []
+        for day in days:
+            close = platform.calendar.session_close(day)
+            with db.database.begin() as conn:  # rows and events commit together
+                rows, new = book.lifecycle_session(conn, day, rules)
+                replace_partition(conn, position_lifecycle, {"session_date": day}, rows)
+                for s in new:
+                    event_id = append_event(
+                        conn, event_key=f"exit:{s.strategy_id}:{s.rule}:{day.isoformat()}",
+                        kind=EXIT_SIGNAL, severity="warning", ts=close, payload=s.payload,
+                        account_id=s.account[1])
+                    signals += event_id is not None
+        red = [r for r in rows if r["status"] == "red"]
+        yield dg.MaterializeResult(asset_key=POSITION_LIFECYCLE, metadata={
+            **_span(days), "exit_signals": dg.MetadataValue.int(signals),
+            "red": dg.MetadataValue.int(len(red)),
+            "yellow": dg.MetadataValue.int(sum(r["status"] == "yellow" for r in rows)),
+            "lifecycle": dg.MetadataValue.md(md_table(rows, [
+                "strategy_id", "strategy_type", "days_in_trade", "dte", "pct_max_profit",
+                "pct_max_loss", "pnl_per_day", "status", "rule"])),
+        })
+        yield suite_result(LIFECYCLE_CHECK, lifecycle_suite(_frame(db, position_lifecycle, days)))
+
+    @dg.asset(key=KELLY_SIZING, deps=[STRATEGY_PERFORMANCE],
+              description="Fractional Kelly per strategy type from closed strategies (win rate, "
+              "payoff ratio), shrunk on small samples and capped per config/strategies.yaml.",
+              **common)
+    def kelly_sizing_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
+                           platform: PlatformResource) -> dg.MaterializeResult:
+        days = partition_dates(context)
+        cfg = strategies_config(platform)
+        rows: list[dict[str, Any]] = []
+        for day in days:
+            with db.database.begin() as conn:
+                rows = book.kelly_rows(day, book.closed_to_date(conn, day), cfg)
+                replace_partition(conn, kelly_sizing, {"session_date": day}, rows)
+        return dg.MaterializeResult(metadata={
+            **_span(days), "configured": dg.MetadataValue.bool(bool(cfg and cfg.sizing)),
+            "kelly": dg.MetadataValue.md(md_table(rows, [
+                "strategy_type", "trades", "win_rate", "payoff_ratio", "full_kelly", "shrinkage",
+                "recommended_fraction", "capped", "status"])),
+        })
+
+    @dg.asset(key=LIQUIDITY_FLAGS, deps=[STRATEGY_GROUPS, MARKET],
+              description="Bid/ask spread as % of mid per position (illiquid/stale above "
+              "liquidity.max_spread_pct), a 0-1 liquidity score; days-to-exit needs volume/open "
+              "interest, which market_snapshot does not carry (NULL).", **common)
+    def liquidity_flags_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
+                              platform: PlatformResource) -> dg.MaterializeResult:
+        days = partition_dates(context)
+        cfg = strategies_config(platform)
+        rows: list[dict[str, Any]] = []
+        for day in days:
+            with db.database.begin() as conn:
+                rows = book.liquidity_rows(conn, day, cfg)
+                replace_partition(conn, liquidity_flags, {"session_date": day}, rows)
+        flagged = [r for r in rows if r["illiquid"]]
+        return dg.MaterializeResult(metadata={
+            **_span(days), "illiquid": dg.MetadataValue.int(len(flagged)),
+            "days_to_exit": dg.MetadataValue.text("not computed: no volume/open interest in market_snapshot"),
+            "flagged": dg.MetadataValue.md(md_table(flagged, ["position_key", "strategy_id", "bid", "ask",
+                                                              "spread_pct", "reason"])),
+        })
+
+    @dg.asset(key=THETA_VEGA_HISTORY, deps=[STRATEGY_PERFORMANCE],
+              description="|theta|/|vega| per day against the target band (config/strategies.yaml "
+              "theta_vega) and its rolling correlation with the next session's P&L.", **common)
+    def theta_vega_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
+                         platform: PlatformResource) -> dg.MaterializeResult:
+        days = partition_dates(context)
+        cfg = strategies_config(platform)
+        for day in days:
+            with db.database.begin() as conn:
+                rows = book.theta_vega_rows(conn, day, cfg)
+                replace_partition(conn, theta_vega_history, {"session_date": day}, rows)
+        t = theta_vega_history
+        with db.database.connect() as conn:
+            hist = [dict(r) for r in conn.execute(
+                select(t).where(t.c.account_id == "*", t.c.session_date <= days[-1])
+                .order_by(t.c.session_date.desc()).limit(15)).mappings()]
+        last = hist[0] if hist else {}
+        meta: dict[str, Any] = {**_span(days), "history": dg.MetadataValue.md(md_table(
+            list(reversed(hist)), ["session_date", "theta_per_day", "vega_per_point", "ratio",
+                                   "in_band", "daily_pnl", "rolling_corr"]))}
+        for name in ("ratio", "rolling_corr"):
+            if last.get(name) is not None:
+                meta[name] = dg.MetadataValue.float(float(last[name]))
+        return dg.MaterializeResult(metadata=meta)
+
+    return [strategy_groups_asset, strategy_performance_asset, position_lifecycle_asset,
+            kelly_sizing_asset, liquidity_flags_asset, theta_vega_asset]

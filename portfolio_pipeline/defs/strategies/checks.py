@@ -1,0 +1,96 @@
+"""Checks of the strategy assets: types and statuses valid, every position fully assigned
+to strategies, strategy P&L summing to the account P&L (GE suites where tabular)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from portfolio_pipeline.defs.quality import SuiteOutcome, between, in_set, not_null, unique_compound, validate_frame
+from portfolio_pipeline.domain.strategies import STRATEGY_TYPES
+
+STRATEGY_GROUPS = dg.AssetKey("strategy_groups")
+STRATEGY_PERFORMANCE = dg.AssetKey("strategy_performance")
+POSITION_LIFECYCLE = dg.AssetKey("position_lifecycle")
+KELLY_SIZING = dg.AssetKey("kelly_sizing")
+LIQUIDITY_FLAGS = dg.AssetKey("liquidity_flags")
+THETA_VEGA_HISTORY = dg.AssetKey("theta_vega_history")
+
+GROUPS_CHECK = dg.AssetCheckSpec(
+    "strategy_groups_quality", asset=STRATEGY_GROUPS, blocking=True,
+    description="Known strategy types and statuses, one row per (session, account, strategy).",
+)
+COVERAGE_CHECK = dg.AssetCheckSpec(
+    "strategy_legs_cover_positions", asset=STRATEGY_GROUPS, blocking=True,
+    description="The open strategies' legs add up to every position's quantity exactly.",
+)
+PNL_SUM_CHECK = dg.AssetCheckSpec(
+    "strategy_pnl_sums_to_portfolio", asset=STRATEGY_PERFORMANCE, blocking=True,
+    description="Per account and session, the strategies' daily P&L sums to the account's "
+    "position P&L (mark-to-market change plus trade cash, commissions included).",
+)
+LIFECYCLE_CHECK = dg.AssetCheckSpec(
+    "position_lifecycle_quality", asset=POSITION_LIFECYCLE,
+    description="Status green/yellow/red, days in trade >= 0, one row per strategy.",
+)
+TOLERANCE = 1e-6
+
+
+def groups_suite(frame: pd.DataFrame) -> SuiteOutcome:
+    return validate_frame("strategy_groups", frame, [
+        in_set("strategy_type", list(STRATEGY_TYPES)),
+        in_set("status", ["open", "closed"]),
+        in_set("source", ["auto", "manual"]),
+        not_null("opened_on"),
+        unique_compound(["session_date", "broker", "account_id", "strategy_id"]),
+    ])
+
+
+def lifecycle_suite(frame: pd.DataFrame) -> SuiteOutcome:
+    return validate_frame("position_lifecycle", frame, [
+        in_set("status", ["green", "yellow", "red"]),
+        between("days_in_trade", min_value=0),
+        not_null("pnl"),
+        unique_compound(["session_date", "broker", "account_id", "strategy_id"]),
+    ])
+
+
+def coverage_problems(positions: Iterable[Mapping[str, Any]], groups: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Position keys whose quantity differs from the sum of the open strategies' legs."""
+    held: dict[tuple[Any, ...], float] = defaultdict(float)
+    for g in groups:
+        if g["status"] != "open":
+            continue
+        for leg in g["legs"] or []:
+            held[(g["session_date"], g["broker"], g["account_id"], leg["position_key"])] += float(leg["quantity"])
+    want = {(p["session_date"], p["broker"], p["account_id"], p["position_key"]): float(p["quantity"])
+            for p in positions}
+    problems = []
+    for key in sorted(set(held) | set(want), key=str):
+        if abs(held.get(key, 0.0) - want.get(key, 0.0)) > 1e-9:
+            problems.append(f"{key[0]} {key[2]} {key[3]}: position {want.get(key, 0.0):g}, "
+                            f"strategies {held.get(key, 0.0):g}")
+    return problems
+
+
+def simple_result(spec: dg.AssetCheckSpec, problems: list[str], **metadata: float) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=spec.name, asset_key=spec.asset_key, passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(problems[:5]) if problems else "ok",
+        metadata={"problems": dg.MetadataValue.int(len(problems)),
+                  **{k: dg.MetadataValue.float(v) for k, v in metadata.items()}},
+    )
+
+
+def suite_result(spec: dg.AssetCheckSpec, outcome: SuiteOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=spec.name, asset_key=spec.asset_key, passed=outcome.success,
+        severity=dg.AssetCheckSeverity.ERROR, description=outcome.summary(),
+        metadata={"rows": dg.MetadataValue.int(outcome.rows),
+                  "failed_expectations": dg.MetadataValue.int(len(outcome.failures()))},
+    )

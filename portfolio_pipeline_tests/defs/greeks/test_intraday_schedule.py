@@ -1,0 +1,77 @@
+"""The intraday refresh: every 15 minutes in regular trading hours only (calendar-driven)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import dagster as dg
+import pytest
+
+from portfolio_pipeline.definitions import defs
+from portfolio_pipeline.exchange_calendar import NEW_YORK
+
+
+def _evaluate(y: int, m: int, d: int, hh: int, mm: int) -> dg.SensorResult | object:
+    schedule = defs.resolve_schedule_def("intraday_schedule")
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_schedule_context(
+            instance=instance, repository_def=defs.get_repository_def(),
+            scheduled_execution_time=datetime(y, m, d, hh, mm, tzinfo=NEW_YORK),
+        )
+        return schedule.evaluate_tick(ctx)
+
+
+@pytest.mark.parametrize(
+    ("when", "partition"),
+    [
+        ((2018, 2, 5, 9, 30), "2018-02-05"),   # the open (winter, UTC-5)
+        ((2018, 2, 5, 15, 45), "2018-02-05"),  # last tick before the close
+        ((2025, 7, 3, 12, 45), "2025-07-03"),  # half day (summer, UTC-4), before 13:00
+    ],
+)
+def test_ticks_in_market_hours_request_todays_partition(when: tuple[int, ...], partition: str) -> None:
+    [request] = _evaluate(*when).run_requests or []  # type: ignore[attr-defined]
+    assert request.partition_key == partition
+    assert request.run_key == f"intraday-{partition}T{when[3]:02d}{when[4]:02d}"
+
+
+@pytest.mark.parametrize(
+    ("when", "reason"),
+    [
+        ((2018, 2, 5, 9, 15), "outside market hours"),    # before the open
+        ((2018, 2, 5, 16, 0), "outside market hours"),    # the close belongs to the EOD run
+        ((2025, 7, 3, 13, 0), "outside market hours"),    # half day closes at 13:00
+        ((2025, 11, 27, 11, 0), "not an XNYS session"),   # Thanksgiving
+        ((2018, 2, 3, 11, 0), "not an XNYS session"),     # Saturday
+        ((2025, 3, 10, 9, 15), "outside market hours"),   # Monday after the DST switch
+    ],
+)
+def test_ticks_outside_market_hours_skip(when: tuple[int, ...], reason: str) -> None:
+    result = _evaluate(*when)
+    assert not result.run_requests  # type: ignore[attr-defined]
+    assert reason in (result.skip_message or "")  # type: ignore[attr-defined]
+
+
+def test_dst_open_is_half_past_nine_new_york() -> None:
+    assert _evaluate(2025, 3, 10, 9, 30).run_requests  # type: ignore[attr-defined]
+    schedule = defs.resolve_schedule_def("intraday_schedule")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("*/15 * * * 1-5", "America/New_York")
+
+
+def test_jobs_select_the_analytics() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    mine = {"position_greeks", "portfolio_greeks", "portfolio_returns", "pnl_attribution",
+            "risk_metrics", "margin_history", "daily_report"}
+    assert mine <= keys
+    eod = defs.resolve_job_def("eod_job")
+    selected = {k.to_user_string() for k in eod.asset_layer.asset_graph.get_all_asset_keys()
+                if eod.asset_layer.asset_graph.get(k).is_executable}
+    assert mine | {"positions_snapshot", "account_snapshot", "market_snapshot"} <= selected
+    intraday = defs.resolve_job_def("intraday_job")
+    assert {"position_greeks", "portfolio_greeks", "market_snapshot"} <= {
+        k.to_user_string() for k in intraday.asset_layer.asset_graph.get_all_asset_keys()}
+    checks = {k.name for k in graph.asset_check_keys}
+    assert {"position_greeks_quality", "portfolio_greeks_quality", "returns_quality",
+            "pnl_reconciliation", "attribution_identity", "attribution_unexplained",
+            "risk_metrics_quality", "margin_quality", "limit_breaches"} <= checks

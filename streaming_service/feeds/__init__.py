@@ -1,0 +1,5 @@
+"""Tick sources: a feed yields :class:`~streaming_service.engine.Tick` s and the starting book."""
+
+from streaming_service.feeds.base import Feed, StartingBook
+
+__all__ = ["Feed", "StartingBook"]

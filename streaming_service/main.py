@@ -1,0 +1,190 @@
+"""``portfolio-stream``: the streaming service process.
+
+    portfolio-stream --broker demo --health-port 8765 [--speed 600] [--session 2018-02-05]
+
+Configuration comes from the platform config directory (``PORTFOLIO_CONFIG_DIR`` or the
+checkout's ``config/``; ``streaming.yaml`` optional) and the database from
+``PORTFOLIO_DB_URL`` / ``PORTFOLIO_HOME`` exactly as for the pipeline.  Logs are JSON
+lines on stderr.  SIGTERM/SIGINT stop the feed, flush the event queue (to the database
+or the on-disk buffer) and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
+from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.clock import SettableClock, system_clock
+from portfolio_pipeline.config import PlatformConfig, load_platform_config
+from portfolio_pipeline.domain.accounts import AccountConfig
+from portfolio_pipeline.domain.orders import Order
+from portfolio_pipeline.domain.regime import RegimeService
+from portfolio_pipeline.orders import OrderCommands, OrderStore
+from portfolio_pipeline.paths import buffer_dir, config_dir
+from portfolio_pipeline.storage import Database
+from streaming_service.buffer import DatabaseEventStore, DiskBuffer, EventWriter
+from streaming_service.config import DEFAULT_STREAMING, StreamingConfig
+from streaming_service.feeds.base import Feed
+from streaming_service.health import HealthServer
+from streaming_service.service import StreamingService
+from streaming_service.staging import HedgeDesk
+
+__all__ = ["JsonFormatter", "build_service", "main"]
+
+logger = logging.getLogger("streaming_service")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line (ts, level, logger, message, exception)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def _setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def streaming_settings(config: PlatformConfig) -> StreamingConfig:
+    found = config.get("streaming.yaml")
+    return found if isinstance(found, StreamingConfig) else DEFAULT_STREAMING
+
+
+def pricing_settings(config: PlatformConfig) -> PricingConfig:
+    found = config.get("pricing.yaml")
+    return found if isinstance(found, PricingConfig) else DEFAULT_PRICING
+
+
+def _account(config: PlatformConfig, broker: str) -> AccountConfig:
+    for a in config.accounts.accounts:
+        if a.broker == broker:
+            return a
+    if broker == "demo":
+        return AccountConfig(name="demo", broker="demo", account_id="DEMO-001")
+    raise click.UsageError(f"no {broker} account in {config.directory / 'accounts.yaml'}")
+
+
+def build_service(
+    *,
+    config: PlatformConfig,
+    db: Database,
+    broker_name: str,
+    speed: float | None,
+    session: date | None,
+    buffer_directory: Path,
+) -> tuple[StreamingService, BrokerAdapter]:
+    """Wire feed, engine, writer, hedge desk for one broker account."""
+    settings = streaming_settings(config)
+    pricing = pricing_settings(config)
+    account = _account(config, broker_name)
+    if broker_name != "demo":
+        raise click.UsageError(
+            f"--broker {broker_name}: no live feed for this broker in this build yet (use --broker demo)"
+        )
+    from portfolio_pipeline.brokers.demo import DemoBroker
+    from portfolio_pipeline.marketdata.history import MarketHistory
+    from streaming_service.feeds.demo import DemoFeed
+
+    replay = session or date.fromisoformat(settings.feed.demo_session)
+    clock = SettableClock(datetime(replay.year, replay.month, replay.day, 14, 30, tzinfo=UTC))
+    history = MarketHistory()
+    seed = account.demo.seed if account.demo is not None else 7
+    broker: BrokerAdapter = DemoBroker(
+        config.instruments, account_id=account.account_id, clock=clock, seed=seed, history=history
+    )
+    feed: Feed = DemoFeed(
+        broker, account.account_id, history, replay, speed=speed, tick_seconds=settings.feed.demo_tick_seconds,
+        seed=seed, clock=clock,
+    )
+    writer = EventWriter(
+        DatabaseEventStore(db), DiskBuffer(buffer_directory, max_events=settings.buffer.max_events),
+        batch_size=settings.buffer.batch_size, flush_interval=settings.buffer.flush_interval_seconds,
+        retry_seconds=settings.buffer.retry_seconds,
+    )
+    store = OrderStore(db)
+
+    def broker_for(order: Order) -> BrokerAdapter:
+        return broker
+
+    commands = OrderCommands(store, broker_for, clock=system_clock)
+    desk = HedgeDesk(
+        broker=broker, account_id=account.account_id, store=store, commands=commands,
+        instruments=config.instruments, hedge=settings.hedge, staging=settings.staging, submit=writer.submit,
+    )
+    roots = ("SPX", "NDX", "SPY", "QQQ", "RUT", "IWM", "XSP")
+    betas = {r: pricing.beta_override(r) or pricing.beta.fallback for r in roots}
+    service = StreamingService(
+        feed=feed, writer=writer, instruments=config.instruments,
+        regimes=RegimeService(config.risk_matrix), settings=settings, account_id=account.account_id,
+        desk=desk, rate=pricing.rate_on(replay), dividend_yields={r: pricing.dividend_yield(r) for r in roots},
+        betas=betas,
+    )
+    return service, broker
+
+
+async def _run(service: StreamingService, health_port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = HealthServer(service.health, service.metrics_text, health_port)
+    await server.start()
+    runner = asyncio.create_task(service.run(stop))
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set() and not runner.done():
+            logger.info("shutdown requested; flushing events")
+        await runner
+    finally:
+        stopper.cancel()
+        await server.close()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--broker", "broker_name", type=click.Choice(["demo", "ibkr", "tastytrade"]), default="demo",
+              show_default=True)
+@click.option("--health-port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port of /health and /metrics on 127.0.0.1 (0 = any free port).")
+@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Demo replay: market seconds per wall second (default from streaming.yaml).")
+@click.option("--session", "session", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Demo replay: the session to replay (default from streaming.yaml).")
+@click.option("--config-dir", "config_dir_opt", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+def main(broker_name: str, health_port: int, speed: float | None, session: datetime | None,
+         config_dir_opt: Path | None = None, verbose: bool = False, **_: Any) -> None:
+    """Live risk, breach events and hedge proposals (never transmits an order)."""
+    _setup_logging(logging.DEBUG if verbose else logging.INFO)
+    config = load_platform_config(config_dir_opt or config_dir())
+    settings = streaming_settings(config)
+    with Database() as db:
+        db.migrate()
+        service, _broker = build_service(
+            config=config, db=db, broker_name=broker_name,
+            speed=speed if speed is not None else settings.feed.demo_speed,
+            session=session.date() if session else None, buffer_directory=buffer_dir(),
+        )
+        asyncio.run(_run(service, health_port))

@@ -1,0 +1,150 @@
+"""From breach to proposal to (maybe) staged order -- never further.
+
+:class:`HedgeDesk` runs off the tick loop: for a breach it asks the broker for the
+option chain, builds the candidate (:mod:`.proposer`), checks it with the broker's
+``what_if``, records it as a PROPOSED order (``OrderStore``) and emits a
+``hedge_proposed`` event.  :class:`StagingPolicy` decides whether the proposal is
+staged by rule (``staging.auto_stage`` and its filters); otherwise only a person's
+``portfolio orders stage ID`` stages it.  Confirmation and transmission are never done
+here: they need ``portfolio orders show`` + ``confirm ID TOKEN``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Final
+
+from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.domain.instruments import InstrumentTable
+from portfolio_pipeline.domain.orders import Order, OrderStatus
+from portfolio_pipeline.orders import OrderCommands, OrderStore
+from portfolio_pipeline.orders.store import whatif_to_json
+from streaming_service.breach import BreachSignal
+from streaming_service.buffer import StreamEvent
+from streaming_service.config import HedgeSettings, StagingSettings
+from streaming_service.engine import Engine
+from streaming_service.proposer import MarketView, proposal_order_id, propose_hedge
+
+__all__ = ["HEDGE_PROPOSED", "HedgeDesk", "StagingPolicy"]
+
+logger = logging.getLogger(__name__)
+
+HEDGE_PROPOSED: Final = "hedge_proposed"
+ORDER_STAGED: Final = "order_staged"
+
+
+@dataclass(frozen=True, slots=True)
+class StagingPolicy:
+    """Whether a proposal is staged by rule (the only automatic step there is)."""
+
+    settings: StagingSettings
+
+    def should_stage(self, metric: str, regime: str, open_staged: int) -> bool:
+        s = self.settings
+        if not s.auto_stage or metric not in s.auto_stage_metrics:
+            return False
+        if s.auto_stage_regimes and regime not in s.auto_stage_regimes:
+            return False
+        return open_staged < s.max_auto_staged
+
+
+class HedgeDesk:
+    """Proposals (and staging by rule) for breaches; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        broker: BrokerAdapter,
+        account_id: str,
+        store: OrderStore,
+        commands: OrderCommands,
+        instruments: InstrumentTable,
+        hedge: HedgeSettings,
+        staging: StagingSettings,
+        submit: Callable[[StreamEvent], None],
+    ) -> None:
+        self._broker = broker
+        self._account = account_id
+        self._store = store
+        self._commands = commands
+        self._instruments = instruments
+        self._hedge = hedge
+        self._policy = StagingPolicy(staging)
+        self._ttl = timedelta(minutes=staging.staged_ttl_minutes)
+        self._submit = submit
+        self.proposed = 0
+        self.staged = 0
+
+    async def market_view(self, engine: Engine, signal: BreachSignal) -> MarketView:
+        root = self._hedge.hedge_underlying.upper()
+        tc = self._hedge.trading_classes.get(root)
+        chain = await self._broker.option_chain(root, tc)
+        return MarketView.build(
+            self._instruments, root, trading_class=chain.trading_class, spot=engine.spot(root),
+            vol=engine.atm_vol(root), rate=engine.rate, dividend_yield=engine.dividend_yield(root),
+            beta=engine.beta(root), expiries=chain.expiries, strikes=chain.strikes, as_of=signal.ts,
+        )
+
+    async def handle(self, engine: Engine, signal: BreachSignal) -> Order | None:
+        """Propose (and maybe stage) a hedge for a fired breach; errors are logged, not raised."""
+        try:
+            return await self._handle(engine, signal)
+        except Exception:
+            logger.exception("hedge proposal failed event_key=%s", signal.event_key)
+            return None
+
+    async def _handle(self, engine: Engine, signal: BreachSignal) -> Order | None:
+        order_id = proposal_order_id(signal.event_key)
+        existing: list[Order] = await asyncio.to_thread(self._store.by_proposal, signal.event_key)
+        if existing:
+            logger.info("proposal already recorded event_key=%s order_id=%s", signal.event_key, existing[0].order_id)
+            return existing[0]
+        risk = engine.risk_snapshot()
+        view = await self.market_view(engine, signal)
+        candidate = propose_hedge(signal.check, risk, view, self._hedge)
+        if candidate is None:
+            return None
+        order = candidate.to_order(
+            order_id=order_id, broker=self._broker.name, account_id=self._account,
+            created_at=signal.ts, proposal_id=signal.event_key,
+        )
+        whatif = await self._broker.what_if(order)
+        order = replace(order, whatif=whatif)
+        await asyncio.to_thread(self._store.insert, order, actor="streaming:proposer", detail={
+            "rationale": candidate.rationale, "structure": candidate.structure,
+            "metric_before": candidate.metric_before, "metric_after": candidate.metric_after,
+            "whatif": whatif_to_json(whatif),
+        })
+        self.proposed += 1
+        self._submit(StreamEvent(
+            event_key=f"{HEDGE_PROPOSED}:{order_id}", kind=HEDGE_PROPOSED, severity="info", ts=signal.ts,
+            account_id=self._account,
+            payload={
+                "order_id": order_id, "breach_event_key": signal.event_key, "metric": candidate.metric,
+                "structure": candidate.structure, "quantity": candidate.quantity,
+                "limit_price": candidate.limit_price, "legs": [
+                    {"action": leg.action, "contract": leg.contract.key, "strike": leg.contract.strike,
+                     "expiry": leg.contract.expiry.isoformat() if leg.contract.expiry else None}
+                    for leg in candidate.legs
+                ],
+                "spot": view.spot, "metric_before": candidate.metric_before,
+                "metric_after": candidate.metric_after, "rationale": candidate.rationale,
+                "whatif": whatif_to_json(whatif), "regime": signal.check.regime, "vix": signal.check.vix,
+            },
+        ))
+        logger.info("hedge proposed order_id=%s %s", order_id, candidate.rationale)
+        open_staged = await asyncio.to_thread(self._store.count, [OrderStatus.STAGED, OrderStatus.SHOWN])
+        if self._policy.should_stage(candidate.metric, signal.check.regime, open_staged):
+            order = await self._commands.stage(order_id, actor="streaming:rule", ttl=self._ttl, reason="rule")
+            self.staged += 1
+            self._submit(StreamEvent(
+                event_key=f"{ORDER_STAGED}:{order_id}", kind=ORDER_STAGED, severity="warning", ts=signal.ts,
+                account_id=self._account,
+                payload={"order_id": order_id, "breach_event_key": signal.event_key,
+                         "expires_at": order.expires_at.isoformat() if order.expires_at else None},
+            ))
+        return order
