@@ -154,6 +154,7 @@ def _run_sessions(first: date, last: date, *, demo: bool) -> tuple[bool, str]:
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             resources={"db": DatabaseResource(), "platform": PlatformResource(demo_only=demo)},
             tags={
                 "dagster/asset_partition_range_start": sessions[0].isoformat(),
@@ -165,40 +166,81 @@ def _run_sessions(first: date, last: date, *, demo: bool) -> tuple[bool, str]:
 
 
 def _summary(first: date, last: date) -> list[str]:
-    from sqlalchemy import func, select
+    """What the run recorded, read back from the stored tables (consolidated book)."""
+    from sqlalchemy import and_, func, select
 
-    from portfolio_pipeline.storage import Database, account_snapshot, positions_snapshot
+    from portfolio_pipeline.paths import reports_dir
+    from portfolio_pipeline.storage import Database
+    from portfolio_pipeline.storage.tables import (
+        margin_history,
+        monte_carlo_var,
+        portfolio_returns,
+        positions_snapshot,
+        risk_metrics,
+    )
 
+    book = and_(portfolio_returns.c.broker == "*", portfolio_returns.c.account_id == "*")
+    in_window = portfolio_returns.c.session_date.between(first, last)
     with Database() as database, database.connect() as conn:
-        nlv = conn.execute(
-            select(account_snapshot.c.session_date, func.sum(account_snapshot.c.nlv))
-            .where(account_snapshot.c.session_date.between(first, last))
-            .group_by(account_snapshot.c.session_date)
-            .order_by(account_snapshot.c.session_date)
-        ).all()
+        returns = conn.execute(
+            select(portfolio_returns).where(book, in_window).order_by(portfolio_returns.c.session_date)
+        ).mappings().all()
+        if not returns:
+            return [f"no sessions stored between {first} and {last}"]
+        end = returns[-1]["session_date"]
         n_positions = conn.execute(
             select(func.count()).select_from(positions_snapshot)
             .where(positions_snapshot.c.session_date.between(first, last))
         ).scalar_one()
+        var99 = conn.execute(
+            select(risk_metrics.c.value, risk_metrics.c.value_usd).where(
+                risk_metrics.c.session_date == end, risk_metrics.c.broker == "*",
+                risk_metrics.c.account_id == "*", risk_metrics.c.window == "full",
+                risk_metrics.c.metric == "var_99_historical",
+            )
+        ).first()
+        mc = conn.execute(
+            select(monte_carlo_var.c.horizon_days, monte_carlo_var.c.var_99).where(
+                monte_carlo_var.c.session_date == end, monte_carlo_var.c.broker == "*",
+                monte_carlo_var.c.account_id == "*", monte_carlo_var.c.group_key == "*",
+            ).order_by(monte_carlo_var.c.horizon_days)
+        ).all()
+        breach_days = conn.execute(
+            select(margin_history.c.session_date, margin_history.c.regime,
+                   margin_history.c.vix, margin_history.c.breached_metrics).where(
+                margin_history.c.broker == "*", margin_history.c.account_id == "*",
+                margin_history.c.session_date.between(first, last), margin_history.c.breaches > 0,
+            ).order_by(margin_history.c.session_date)
+        ).all()
         where = database.url_for_display
-    if not nlv:
-        return ["no sessions stored"]
-    values = [float(v) for _, v in nlv]
-    peak, max_dd, worst_day = values[0], 0.0, (nlv[0][0], 0.0)
-    for (day, v), prev in zip(nlv[1:], values[:-1], strict=True):
-        peak = max(peak, prev)
-        max_dd = min(max_dd, v / peak - 1.0)
-        change = float(v) / prev - 1.0
-        if change < worst_day[1]:
-            worst_day = (day, change)
-    return [
-        f"sessions stored : {len(nlv)} ({nlv[0][0]} .. {nlv[-1][0]})",
-        f"NLV             : {values[0]:,.0f} -> {values[-1]:,.0f}",
-        f"max drawdown    : {max_dd:.1%} (NLV, before cash-flow adjustment)",
-        f"worst session   : {worst_day[0]} {worst_day[1]:+.1%}",
-        f"position rows   : {n_positions}",
-        f"database        : {where}",
+    worst = min(returns, key=lambda r: r["twr"])
+    flows = sum(float(r["external_flow"]) for r in returns[1:])
+    growth = float(returns[-1]["growth_index"]) / float(returns[0]["growth_index"]) - 1.0
+    lines = [
+        f"sessions stored : {len(returns)} ({returns[0]['session_date']} .. {end}), "
+        f"{n_positions} position rows",
+        f"NLV             : {returns[0]['nlv']:,.0f} -> {returns[-1]['nlv']:,.0f} "
+        f"(net deposits {flows:+,.0f})",
+        f"time-weighted   : {growth:+.1%}, max drawdown "
+        f"{min(float(r['drawdown']) for r in returns):.1%}",
+        f"worst session   : {worst['session_date']} {worst['twr']:+.2%}",
     ]
+    if var99 is not None and var99.value_usd is not None:
+        lines.append(f"VaR 99% 1-day   : {var99.value_usd:,.0f} ({var99.value:.2%}, historical, {end})")
+    if mc:
+        lines.append("Monte Carlo VaR : " + ", ".join(f"{h}d 99% {v:,.0f}" for h, v in mc))
+    if breach_days:
+        first_breach = breach_days[0]
+        spike = next((b for b in breach_days if b.regime == "crisis"), None)
+        lines.append(f"limit breaches  : on {len(breach_days)} sessions, first {first_breach.session_date}"
+                     f" ({first_breach.breached_metrics})")
+        if spike is not None:
+            lines.append(f"crisis regime   : {spike.session_date} VIX {spike.vix:.2f}: {spike.breached_metrics}")
+    report = reports_dir() / f"daily_{end.isoformat()}.html"
+    if report.exists():
+        lines.append(f"daily report    : {report}")
+    lines.append(f"database        : {where}")
+    return lines
 
 
 @main.command()
@@ -255,6 +297,16 @@ def ui(port: int, host: str) -> None:
     dagster = Path(sys.executable).with_name("dagster")
     os.execv(str(dagster), [str(dagster), *args[1:]])
 
+
+def _attach_subcommands() -> None:
+    from portfolio_pipeline.cli_orders import orders
+    from portfolio_pipeline.cli_strategies import strategies
+
+    main.add_command(orders)
+    main.add_command(strategies)
+
+
+_attach_subcommands()
 
 if __name__ == "__main__":
     main()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from portfolio_pipeline.defs import greeks, jobs, positions, reporting, risk, strategies, stress
-from portfolio_pipeline.defs.greeks.schedules import intraday_job, intraday_schedule
 from portfolio_pipeline.defs.alerts import definitions as alerts_definitions
+from portfolio_pipeline.defs.greeks.schedules import intraday_job, intraday_schedule
 from portfolio_pipeline.defs.partitions import session_partitions
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from functools import cache
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from portfolio_pipeline.config import load_platform_config
 from portfolio_pipeline.config.loader import PlatformConfig

@@ -177,7 +177,7 @@ class StreamingService:
                 severity="info", ts=sig.ts, account_id=self._account, payload=risk_payload(state),
             ))
             if self._desk is not None and self._engine is not None:
-                task = asyncio.get_running_loop().create_task(self._desk.handle(self._engine, sig))
+                task = asyncio.get_running_loop().create_task(self._desk.handle(self._desk.capture(self._engine, sig)))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         else:

@@ -20,6 +20,7 @@ from typing import Final
 
 from portfolio_pipeline.brokers.base import BrokerAdapter
 from portfolio_pipeline.domain.instruments import InstrumentTable
+from portfolio_pipeline.domain.limits import RiskSnapshot
 from portfolio_pipeline.domain.orders import Order, OrderStatus
 from portfolio_pipeline.orders import OrderCommands, OrderStore
 from portfolio_pipeline.orders.store import whatif_to_json
@@ -29,12 +30,24 @@ from streaming_service.config import HedgeSettings, StagingSettings
 from streaming_service.engine import Engine
 from streaming_service.proposer import MarketView, proposal_order_id, propose_hedge
 
-__all__ = ["HEDGE_PROPOSED", "HedgeDesk", "StagingPolicy"]
+__all__ = ["HEDGE_PROPOSED", "HedgeDesk", "Moment", "StagingPolicy"]
 
 logger = logging.getLogger(__name__)
 
 HEDGE_PROPOSED: Final = "hedge_proposed"
 ORDER_STAGED: Final = "order_staged"
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    signal: BreachSignal
+    risk: RiskSnapshot
+    root: str
+    spot: float
+    vol: float
+    rate: float
+    dividend_yield: float
+    beta: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,33 +92,40 @@ class HedgeDesk:
         self.proposed = 0
         self.staged = 0
 
-    async def market_view(self, engine: Engine, signal: BreachSignal) -> MarketView:
+    def capture(self, engine: Engine, signal: BreachSignal) -> Moment:
+        """The market and risk at the breach (taken synchronously, before later ticks move it)."""
         root = self._hedge.hedge_underlying.upper()
-        tc = self._hedge.trading_classes.get(root)
-        chain = await self._broker.option_chain(root, tc)
-        return MarketView.build(
-            self._instruments, root, trading_class=chain.trading_class, spot=engine.spot(root),
+        return Moment(
+            signal=signal, risk=engine.risk_snapshot(), root=root, spot=engine.spot(root),
             vol=engine.atm_vol(root), rate=engine.rate, dividend_yield=engine.dividend_yield(root),
-            beta=engine.beta(root), expiries=chain.expiries, strikes=chain.strikes, as_of=signal.ts,
+            beta=engine.beta(root),
         )
 
-    async def handle(self, engine: Engine, signal: BreachSignal) -> Order | None:
+    async def market_view(self, m: Moment) -> MarketView:
+        chain = await self._broker.option_chain(m.root, self._hedge.trading_classes.get(m.root))
+        return MarketView.build(
+            self._instruments, m.root, trading_class=chain.trading_class, spot=m.spot, vol=m.vol,
+            rate=m.rate, dividend_yield=m.dividend_yield, beta=m.beta, expiries=chain.expiries,
+            strikes=chain.strikes, as_of=m.signal.ts,
+        )
+
+    async def handle(self, moment: Moment) -> Order | None:
         """Propose (and maybe stage) a hedge for a fired breach; errors are logged, not raised."""
         try:
-            return await self._handle(engine, signal)
+            return await self._handle(moment)
         except Exception:
-            logger.exception("hedge proposal failed event_key=%s", signal.event_key)
+            logger.exception("hedge proposal failed event_key=%s", moment.signal.event_key)
             return None
 
-    async def _handle(self, engine: Engine, signal: BreachSignal) -> Order | None:
+    async def _handle(self, moment: Moment) -> Order | None:
+        signal = moment.signal
         order_id = proposal_order_id(signal.event_key)
         existing: list[Order] = await asyncio.to_thread(self._store.by_proposal, signal.event_key)
         if existing:
             logger.info("proposal already recorded event_key=%s order_id=%s", signal.event_key, existing[0].order_id)
             return existing[0]
-        risk = engine.risk_snapshot()
-        view = await self.market_view(engine, signal)
-        candidate = propose_hedge(signal.check, risk, view, self._hedge)
+        view = await self.market_view(moment)
+        candidate = propose_hedge(signal.check, moment.risk, view, self._hedge)
         if candidate is None:
             return None
         order = candidate.to_order(

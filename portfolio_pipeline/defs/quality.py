@@ -99,12 +99,12 @@ def validate_frame(name: str, frame: pd.DataFrame, expectations: Sequence[Expect
         ProgressBarsConfig,
     )
 
-    config = DataContextConfig(
+    context_config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(),
         progress_bars=ProgressBarsConfig(globally=False),
         analytics_enabled=False,
     )
-    context = gx.get_context(project_config=config, mode="ephemeral")
+    context = gx.get_context(project_config=context_config, mode="ephemeral")
     batch = (
         context.data_sources.add_pandas(f"{name}_source")
         .add_dataframe_asset(name)
@@ -118,8 +118,8 @@ def validate_frame(name: str, frame: pd.DataFrame, expectations: Sequence[Expect
     result = batch.validate(suite)
     outcomes = []
     for res in result.results:  # GE does not keep the suite's order: read each result's config
-        config = res.expectation_config
-        kwargs = dict(config.kwargs) if config is not None else {}
+        expectation = res.expectation_config
+        kwargs = dict(expectation.kwargs) if expectation is not None else {}
         details = res.result or {}
         examples = tuple(repr(x) for x in (details.get("partial_unexpected_list") or [])[:3])
         column = kwargs.get("column") or kwargs.get("column_A") or ",".join(kwargs.get("column_list", []))
@@ -127,7 +127,7 @@ def validate_frame(name: str, frame: pd.DataFrame, expectations: Sequence[Expect
             column = f"{column},{kwargs['column_B']}"
         outcomes.append(
             ExpectationOutcome(
-                expectation=config.type if config is not None else "?",
+                expectation=expectation.type if expectation is not None else "?",
                 column=str(column),
                 success=bool(res.success),
                 unexpected_count=int(details.get("unexpected_count") or 0),

@@ -755,10 +755,10 @@ def assign_strategies(
     by_manual = {m.strategy_id: m for m in manual}
     final = []
     for s in out:
-        m = by_manual.get(s.strategy_id)
-        if m is not None:
-            s = replace(s, name=m.name or s.name, source="manual",
-                        strategy_type=m.strategy_type or s.strategy_type)
+        override = by_manual.get(s.strategy_id)
+        if override is not None:
+            s = replace(s, name=override.name or s.name, source="manual",
+                        strategy_type=override.strategy_type or s.strategy_type)
         final.append(s)
     return sorted(final, key=lambda s: s.strategy_id)
 

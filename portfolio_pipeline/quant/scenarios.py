@@ -78,9 +78,10 @@ __all__ = [
     "ScenarioSet",
     "SkewRule",
     "StressScenariosFile",
+    "factor_innovations",
+    "garch_paths",
     "geometric_fill",
     "greeks_pnl",
-
     "revalue",
     "shock_grid",
     "simulate_factors",
@@ -646,6 +647,76 @@ def _corr_factor(corr: Float64Array) -> Float64Array:
     return out
 
 
+def _check_simulation(
+    model: FactorModel, corr: npt.ArrayLike, n_paths: int, horizon: int, innovations: str
+) -> Float64Array:
+    c = _f64(corr, "corr", 2)
+    nf = len(model.names)
+    if c.shape != (nf, nf):
+        raise ValueError(f"corr has shape {c.shape}, expected ({nf}, {nf})")
+    if not np.allclose(np.diag(c), 1.0) or not np.allclose(c, c.T):
+        raise ValueError("corr must be symmetric with a unit diagonal")
+    if n_paths < 1 or horizon < 1:
+        raise ValueError("n_paths and horizon must be >= 1")
+    if innovations not in ("t", "normal"):
+        raise ValueError(f"unknown innovations {innovations!r} (t or normal)")
+    return c
+
+
+def factor_innovations(
+    model: FactorModel,
+    corr: npt.ArrayLike,
+    *,
+    n_paths: int,
+    horizon: int,
+    rng: np.random.Generator,
+    innovations: Innovations = "t",
+) -> Float64Array:
+    """The unit-variance daily shocks ``e`` of :func:`simulate_factors`, shape
+    (horizon, n_paths, n_factors).
+
+    They depend on the model only through ``nu`` (not on ``sigma0``, ``omega``,
+    ``alpha``, ``beta`` or ``mu``), so callers that simulate the same ``nu``, ``corr``
+    and seed for many starting volatilities (a backfill between two GARCH refits) draw
+    them once and pass them to :func:`garch_paths`.  The copula transform (``stdtrit``)
+    is the expensive part of a simulation.
+    """
+    c = _check_simulation(model, corr, n_paths, horizon, innovations)
+    nf = len(model.names)
+    lt = _corr_factor(c).T
+    heavy = np.isfinite(model.nu) & (innovations == "t")
+    nu_h = model.nu[heavy]
+    t_scale = np.sqrt((nu_h - 2.0) / nu_h)
+    out = np.empty((horizon, n_paths, nf))
+    for day in range(horizon):
+        z = rng.standard_normal((n_paths, nf)) @ lt
+        if heavy.any():
+            u = ndtr(z[:, heavy])
+            np.clip(u, 1e-16, 1.0 - 1e-16, out=u)
+            z[:, heavy] = stdtrit(nu_h, u) * t_scale
+        out[day] = z
+    return out
+
+
+def garch_paths(
+    model: FactorModel, shocks: npt.ArrayLike, *, vol_scale: npt.ArrayLike = 1.0
+) -> Float64Array:
+    """Summed log returns of GARCH(1,1) paths driven by ``shocks`` (horizon, n_paths,
+    n_factors) from :func:`factor_innovations` (see :func:`simulate_factors`)."""
+    e = _f64(shocks, "shocks", 3)
+    nf = len(model.names)
+    if e.shape[2] != nf:
+        raise ValueError(f"shocks have {e.shape[2]} factors, the model has {nf}")
+    m = np.broadcast_to(np.asarray(vol_scale, dtype=np.float64), (nf,))
+    sig2 = np.broadcast_to(model.sigma0**2, e.shape[1:]).copy()
+    total = np.zeros(e.shape[1:])
+    for z in e:
+        eps = np.sqrt(sig2) * z
+        total += model.mu + m * eps
+        sig2 = model.omega + model.alpha * eps * eps + model.beta * sig2
+    return total
+
+
 def simulate_factors(
     model: FactorModel,
     corr: npt.ArrayLike,
@@ -684,34 +755,13 @@ def simulate_factors(
     -----
     Gaussian copula: with ``z = L\\varepsilon``, ``L L^T = C``,
     :math:`e_i = t_{\\nu_i}^{-1}(\\Phi(z_i))\\sqrt{(\\nu_i - 2)/\\nu_i}`.
+    Equal to ``garch_paths(model, factor_innovations(model, corr, ...), vol_scale=...)``
+    (the same draws in the same order, bit for bit).
     """
-    c = _f64(corr, "corr", 2)
-    nf = len(model.names)
-    if c.shape != (nf, nf):
-        raise ValueError(f"corr has shape {c.shape}, expected ({nf}, {nf})")
-    if not np.allclose(np.diag(c), 1.0) or not np.allclose(c, c.T):
-        raise ValueError("corr must be symmetric with a unit diagonal")
-    if n_paths < 1 or horizon < 1:
-        raise ValueError("n_paths and horizon must be >= 1")
-    if innovations not in ("t", "normal"):
-        raise ValueError(f"unknown innovations {innovations!r} (t or normal)")
-    m = np.broadcast_to(np.asarray(vol_scale, dtype=np.float64), (nf,))
-    lt = _corr_factor(c).T
-    heavy = np.isfinite(model.nu) & (innovations == "t")
-    nu_h = model.nu[heavy]
-    t_scale = np.sqrt((nu_h - 2.0) / nu_h)
-    sig2 = np.broadcast_to(model.sigma0**2, (n_paths, nf)).copy()
-    total = np.zeros((n_paths, nf))
-    for _ in range(horizon):
-        z = rng.standard_normal((n_paths, nf)) @ lt
-        if heavy.any():
-            u = ndtr(z[:, heavy])
-            np.clip(u, 1e-16, 1.0 - 1e-16, out=u)
-            z[:, heavy] = stdtrit(nu_h, u) * t_scale
-        eps = np.sqrt(sig2) * z
-        total += model.mu + m * eps
-        sig2 = model.omega + model.alpha * eps * eps + model.beta * sig2
-    return total
+    shocks = factor_innovations(
+        model, corr, n_paths=n_paths, horizon=horizon, rng=rng, innovations=innovations
+    )
+    return garch_paths(model, shocks, vol_scale=vol_scale)
 
 
 def worst_k(n: int, confidence: float) -> int:

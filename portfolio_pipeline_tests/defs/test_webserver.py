@@ -47,7 +47,7 @@ def _post(url: str, query: str) -> dict[str, Any]:
     request = urllib.request.Request(
         url, data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 

@@ -88,7 +88,7 @@ def test_year_fraction_is_act_365() -> None:
         ("quantity", math.nan, "quantity is not finite"),
         ("mark", math.inf, "mark is not finite"),
         ("multiplier", 0.0, "multiplier must be > 0"),
-        ("as_of", datetime(2018, 2, 2, 21, 0), "timezone-aware"),  # noqa: DTZ001
+        ("as_of", datetime(2018, 2, 2, 21, 0), "timezone-aware"),
     ],
 )
 def test_position_rejects_bad_input(field: str, value: object, message: str) -> None:
@@ -109,7 +109,7 @@ def test_position_values() -> None:
 
 
 def test_quote_and_account_validation() -> None:
-    with pytest.raises(InvalidDataError, match="bid 2.0 > ask 1.0"):
+    with pytest.raises(InvalidDataError, match=r"bid 2\.0 > ask 1\.0"):
         Quote("demo", option(), T0, bid=2.0, ask=1.0, mark=1.5)
     with pytest.raises(InvalidDataError, match="nlv is not finite"):
         AccountSnapshot("demo", "A1", T0, math.nan, 0, 0, 0, 0, 0)

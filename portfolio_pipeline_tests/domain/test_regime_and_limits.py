@@ -60,18 +60,18 @@ def test_limits_scale_with_regime_and_overrides(regimes: RegimeService) -> None:
 
 
 def test_limit_breach_carries_the_vix_and_regime(regimes: RegimeService) -> None:
-    """2018-02-05 close: VIX 37.32 -> crisis; a book with vega -4,000 $/pt on $400k NLV."""
+    """2018-02-05 close: VIX 37.32 -> crisis; a book with vega -3,600 $/pt on $400k NLV."""
     risk = RiskSnapshot(scope="DEMO-001", nlv=400_000.0, beta_weighted_dollar_delta=60_000.0,
-                        dollar_gamma_1pct=-50_000.0, vega_per_point=-4_000.0, theta_per_day=500.0,
+                        dollar_gamma_1pct=-120_000.0, vega_per_point=-3_600.0, theta_per_day=500.0,
                         maint_margin=120_000.0)
     calm = evaluate_limits(risk, regimes.classify(13.5))
     assert not [c for c in calm if c.breached]
     found = {c.metric: c for c in breaches(risk, regimes.classify(37.32))}
     assert set(found) == {"vega", "short_gamma"}
     vega = found["vega"]
-    assert vega.value == pytest.approx(-0.010)
+    assert vega.value == pytest.approx(-0.009)
     assert vega.limit == pytest.approx(0.004)
-    assert vega.utilisation == pytest.approx(0.010 / 0.004)
+    assert vega.utilisation == pytest.approx(0.009 / 0.004)
     assert (vega.regime, vega.vix) == ("crisis", 37.32)
 
 

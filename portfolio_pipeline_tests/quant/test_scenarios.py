@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -20,6 +21,8 @@ from portfolio_pipeline.quant.scenarios import (
     ContractSet,
     FactorModel,
     ScenarioSet,
+    factor_innovations,
+    garch_paths,
     geometric_fill,
     greeks_pnl,
     revalue,
@@ -169,6 +172,24 @@ def test_simulation_is_reproducible_and_matches_garch_forecast_variance() -> Non
     assert np.array_equal(a, b)
     # reference twin: the h-day variance of the paths is the sum of the analytic forecasts
     assert a[:, 0].var() == pytest.approx(fit.forecast(10).sum(), rel=0.05)
+
+
+def test_shocks_drawn_once_drive_any_starting_vol_exactly_like_simulate_factors() -> None:
+    # a backfill draws the copula shocks once per refit and reruns only the GARCH recursion
+    rng = np.random.default_rng(4)
+    fits = [fit_garch(rng.standard_t(5, 1500) * 0.01), fit_garch(rng.standard_t(8, 1500) * 0.02)]
+    model = FactorModel.from_fits(["spx", "vix"], fits)
+    corr = np.array([[1.0, -0.7], [-0.7, 1.0]])
+    kw = {"n_paths": 3000, "horizon": 10, "innovations": "t"}
+    shocks = factor_innovations(model, corr, rng=np.random.default_rng([9, 10]), **kw)  # type: ignore[arg-type]
+    assert shocks.shape == (10, 3000, 2)
+    for scale in (1.0, 2.5):
+        m = dataclasses.replace(model, sigma0=model.sigma0 * scale)
+        for vol_scale in (1.0, [1.5, 1.25]):
+            plain = simulate_factors(m, corr, rng=np.random.default_rng([9, 10]), vol_scale=vol_scale, **kw)  # type: ignore[arg-type]
+            assert np.array_equal(garch_paths(m, shocks, vol_scale=vol_scale), plain)
+    with pytest.raises(ValueError, match="factors"):
+        garch_paths(model, shocks[:, :, :1])
 
 
 def test_tail_contributions_add_up_to_expected_shortfall() -> None:

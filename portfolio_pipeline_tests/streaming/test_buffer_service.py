@@ -152,7 +152,7 @@ def test_malformed_ticks_nan_greeks_unknown_contracts_are_skipped(tmp_path: Path
     good = [Tick("SPX", T0 + timedelta(seconds=k), 2700.0 - k) for k in range(5)]
     bad = [Tick("SPX", T0, float("nan")), Tick("ZZZ", T0, 1.0), Tick("SPX", T0.replace(tzinfo=None), 1.0),
            Tick("VIX", T0, None)]  # type: ignore[arg-type]
-    svc, seen = _service(ListFeed([good[0], *bad, *good[1:]]), tmp_path)
+    svc, _seen = _service(ListFeed([good[0], *bad, *good[1:]]), tmp_path)
 
     async def run() -> None:
         await svc.start_engine()

@@ -7,10 +7,10 @@ from datetime import date, timedelta
 import pytest
 
 from portfolio_pipeline.domain.limits import LimitCheck, RiskSnapshot
-from streaming_service.config import HedgeSettings
-from streaming_service.proposer import MarketView, propose_hedge
 from portfolio_pipeline_tests.streaming.helpers import T0
 from portfolio_pipeline_tests.stubs import instruments
+from streaming_service.config import HedgeSettings
+from streaming_service.proposer import MarketView, propose_hedge
 
 
 def _view(spot: float = 2650.0) -> MarketView:

@@ -72,7 +72,7 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
     )
     def broker_snapshots(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult[None] | dg.AssetCheckResult]:
         days = partition_dates(context)
         counts = {"positions": 0, "accounts": 0, "quotes": 0}
         last_nlv = 0.0

@@ -125,20 +125,15 @@ def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    common: dict[str, Any] = {
-        "partitions_def": partitions,
-        "backfill_policy": dg.BackfillPolicy.single_run(),
-        "group_name": "strategies",
-        "kinds": {"sql"},
-    }
-
     @dg.asset(key=STRATEGY_GROUPS, deps=[POSITIONS, ACCOUNTS, MARKET],
               check_specs=[GROUPS_CHECK, COVERAGE_CHECK],
               description="Strategies per account: auto-tagged from leg structure (see "
               "domain/strategies.py), persistent ids, opened_on, roll parent, manual "
-              "names/types from config/strategies.yaml and `portfolio strategies tag`.", **common)
+              "names/types from config/strategies.yaml and `portfolio strategies tag`.",
+              partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+              group_name="strategies", kinds={"sql"})
     def strategy_groups_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
-                              platform: PlatformResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+                              platform: PlatformResource) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
         cfg = strategies_config(platform)
         execs = load_executions(db, platform, days)
@@ -171,9 +166,11 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
               description="Per strategy: daily/cumulative, realized/unrealized P&L (commissions "
               "included), max adverse excursion, Greeks and Greeks attribution (sum of the "
               "per-position components); table strategy_stats: win rate, average win/loss, "
-              "expectancy, profit factor by strategy type, underlying and account.", **common)
+              "expectancy, profit factor by strategy type, underlying and account.",
+              partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+              group_name="strategies", kinds={"sql"})
     def strategy_performance_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
-                                   platform: PlatformResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+                                   platform: PlatformResource) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
         execs = load_executions(db, platform, days)
         problems: list[str] = []
@@ -209,9 +206,11 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
     @dg.asset(key=POSITION_LIFECYCLE, deps=[STRATEGY_PERFORMANCE], check_specs=[LIFECYCLE_CHECK],
               description="Per open strategy: days in trade, DTE, % of max profit/loss, P&L per "
               "day, and green/yellow/red from config/exit_rules.yaml; a new red writes an "
-              "`exit_signal` event (one per strategy, rule and session).", **common)
+              "`exit_signal` event (one per strategy, rule and session).",
+              partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+              group_name="strategies", kinds={"sql"})
     def position_lifecycle_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
-                                 platform: PlatformResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+                                 platform: PlatformResource) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
         rules = exit_rules(platform)
         if rules is None:
@@ -243,9 +242,10 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
     @dg.asset(key=KELLY_SIZING, deps=[STRATEGY_PERFORMANCE],
               description="Fractional Kelly per strategy type from closed strategies (win rate, "
               "payoff ratio), shrunk on small samples and capped per config/strategies.yaml.",
-              **common)
+              partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+              group_name="strategies", kinds={"sql"})
     def kelly_sizing_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
-                           platform: PlatformResource) -> dg.MaterializeResult:
+                           platform: PlatformResource) -> dg.MaterializeResult[Any]:
         days = partition_dates(context)
         cfg = strategies_config(platform)
         rows: list[dict[str, Any]] = []
@@ -263,9 +263,11 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
     @dg.asset(key=LIQUIDITY_FLAGS, deps=[STRATEGY_GROUPS, MARKET],
               description="Bid/ask spread as % of mid per position (illiquid/stale above "
               "liquidity.max_spread_pct), a 0-1 liquidity score; days-to-exit needs volume/open "
-              "interest, which market_snapshot does not carry (NULL).", **common)
+              "interest, which market_snapshot does not carry (NULL).",
+              partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+              group_name="strategies", kinds={"sql"})
     def liquidity_flags_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
-                              platform: PlatformResource) -> dg.MaterializeResult:
+                              platform: PlatformResource) -> dg.MaterializeResult[Any]:
         days = partition_dates(context)
         cfg = strategies_config(platform)
         rows: list[dict[str, Any]] = []
@@ -283,9 +285,11 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
 
     @dg.asset(key=THETA_VEGA_HISTORY, deps=[STRATEGY_PERFORMANCE],
               description="|theta|/|vega| per day against the target band (config/strategies.yaml "
-              "theta_vega) and its rolling correlation with the next session's P&L.", **common)
+              "theta_vega) and its rolling correlation with the next session's P&L.",
+              partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+              group_name="strategies", kinds={"sql"})
     def theta_vega_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
-                         platform: PlatformResource) -> dg.MaterializeResult:
+                         platform: PlatformResource) -> dg.MaterializeResult[Any]:
         days = partition_dates(context)
         cfg = strategies_config(platform)
         for day in days:

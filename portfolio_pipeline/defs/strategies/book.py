@@ -10,6 +10,7 @@ daily P&L 0).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import defaultdict
@@ -23,14 +24,20 @@ from sqlalchemy import Connection, Table, and_, func, select
 
 from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.greeks import position_greeks as scale_greeks
-from portfolio_pipeline.domain.lifecycle import ExitRulesFile, evaluate_exit_rules, lifecycle_metrics
+from portfolio_pipeline.domain.lifecycle import (
+    ExitRulesFile,
+    evaluate_exit_rules,
+    lifecycle_metrics,
+)
 from portfolio_pipeline.domain.positions import Contract
 from portfolio_pipeline.domain.strategies import (
     ExecutionFact,
     Leg,
+    LiquiditySettings,
     ManualStrategy,
     StrategiesFile,
     StrategyState,
+    ThetaVegaSettings,
     Trade,
     allocate_pnl,
     assign_strategies,
@@ -163,7 +170,7 @@ def tag_session(
     previous = by_account(rows_on(conn, strategy_groups, prev_day, status="open")) if prev_day else {}
     cash = {(r["broker"], r["account_id"]): float(r["cash"]) for r in rows_on(conn, account_snapshot, day)}
     manual = manual_overrides(conn, cfg)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for account in sorted(set(positions) | set(previous)):
         legs = [leg_from_row(r) for r in positions.get(account, [])]
         prev = [state_from_row(r) for r in previous.get(account, [])]
@@ -511,7 +518,7 @@ def _finite(x: float) -> float | None:
 def liquidity_rows(conn: Connection, day: date, cfg: StrategiesFile | None) -> list[dict[str, Any]]:
     """Spread-based flags; ``market_snapshot`` carries no volume/open interest, so
     ``days_to_exit`` stays NULL until a broker provides them."""
-    threshold = cfg.liquidity.max_spread_pct if cfg else 0.10
+    threshold = (cfg.liquidity if cfg else LiquiditySettings()).max_spread_pct
     quotes: dict[tuple[str, str], dict[str, Any]] = {}
     any_quote: dict[str, dict[str, Any]] = {}
     for r in rows_on(conn, market_snapshot, day):
@@ -551,10 +558,10 @@ def liquidity_rows(conn: Connection, day: date, cfg: StrategiesFile | None) -> l
 
 
 def theta_vega_rows(conn: Connection, day: date, cfg: StrategiesFile | None) -> list[dict[str, Any]]:
-    settings = cfg.theta_vega if cfg else None
-    low, high, window = (settings.band_low, settings.band_high, settings.window) if settings else (0.25, 0.40, 20)
+    settings = cfg.theta_vega if cfg else ThetaVegaSettings()
+    low, high, window = settings.band_low, settings.band_high, settings.window
     perf = rows_on(conn, strategy_performance, day)
-    accounts = sorted({r["account_id"] for r in perf}) + ["*"]
+    accounts = [*sorted({r["account_id"] for r in perf}), "*"]
     t = theta_vega_history
     rows = []
     for account in accounts:
@@ -578,7 +585,7 @@ def theta_vega_rows(conn: Connection, day: date, cfg: StrategiesFile | None) -> 
 
 def lagged_correlation(series: Sequence[tuple[float | None, float]]) -> float | None:
     """corr(ratio[t-1], pnl[t]) over the pairs where both exist (None below 3 pairs)."""
-    pairs = [(a[0], b[1]) for a, b in zip(series, series[1:], strict=False) if a[0] is not None]
+    pairs = [(a[0], b[1]) for a, b in itertools.pairwise(series) if a[0] is not None]
     if len(pairs) < 3:
         return None
     x = np.array([p[0] for p in pairs], dtype=np.float64)

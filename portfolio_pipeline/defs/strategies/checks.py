@@ -10,7 +10,14 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from portfolio_pipeline.defs.quality import SuiteOutcome, between, in_set, not_null, unique_compound, validate_frame
+from portfolio_pipeline.defs.quality import (
+    SuiteOutcome,
+    between,
+    in_set,
+    not_null,
+    unique_compound,
+    validate_frame,
+)
 from portfolio_pipeline.domain.strategies import STRATEGY_TYPES
 
 STRATEGY_GROUPS = dg.AssetKey("strategy_groups")

@@ -20,6 +20,8 @@ from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.stress import checks
 from portfolio_pipeline.defs.stress.book import (
     ALL,
+    McFits,
+    ReplayPath,
     StressBook,
     grid_scenarios,
     load_book,
@@ -30,12 +32,15 @@ from portfolio_pipeline.defs.stress.book import (
 )
 from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.quant import risk_metrics
-from portfolio_pipeline.quant.correlation import crisis_correlation, nearest_correlation
+from portfolio_pipeline.quant.correlation import (
+    NearestCorrelation,
+    crisis_correlation,
+    nearest_correlation,
+)
 from portfolio_pipeline.quant.scenarios import (
     StressScenariosFile,
     greeks_pnl,
     revalue,
-    simulate_factors,
     tail_contributions,
 )
 from portfolio_pipeline.storage import positions_snapshot, replace_partition
@@ -210,7 +215,8 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     def stress_historical_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        history = MarketHistory()
+        history = MarketHistory()  # once per run, like the replay paths below
+        replay: list[ReplayPath] | None = None
         meta: dict[str, dg.RawMetadataValue] = {}
         totals: list[np.ndarray] = []
         for day in partition_dates(context):
@@ -218,6 +224,8 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             if loaded is None:
                 continue
             sb, cfg = loaded
+            if replay is None:  # the windows do not depend on the session
+                replay = replay_paths(history, platform.calendar, cfg)
             ents, agg = entities(sb)
             accounts = [e for e in range(len(ents)) if ents[e][2] == ALL]
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
@@ -225,7 +233,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             rows = []
             lines = ["| window | worst day | worst P&L | Greeks approx | end P&L | filled days |",
                      "|---|---|---:|---:|---:|---:|"]
-            for path in replay_paths(history, platform.calendar, cfg):
+            for path in replay:
                 sc = path.scenarios(sb)
                 full = revalue(sb.book, sc, **kw) @ agg  # type: ignore[arg-type]
                 approx = greeks_pnl(sb.book, sc, **kw) @ agg  # type: ignore[arg-type]
@@ -266,6 +274,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         history = MarketHistory()
+        fits: McFits | None = None  # the run's GARCH fits, correlations and shocks
         meta: dict[str, dg.RawMetadataValue] = {}
         check_rows: list[dict[str, object]] = []
         tail_gap = 0.0
@@ -275,21 +284,19 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 continue
             sb, cfg = loaded
             mc = cfg.monte_carlo
-            setup = mc_setup(sb, history, platform.config, cfg)
+            fits = fits or McFits(history, platform.calendar, cfg)
+            setup = mc_setup(sb, history, platform.config, cfg, fits)
             ents, agg = entities(sb)
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol}
             rows: list[dict[str, object]] = []
             for h in mc.horizons_days:
-                paths = simulate_factors(
-                    setup.model, setup.corr, n_paths=mc.n_scenarios, horizon=h,
-                    rng=np.random.default_rng([mc.seed, h]), innovations=mc.innovations,
-                    vol_scale=setup.multiplier,
-                )
+                paths = fits.paths(setup, setup.corr, h)
                 groups = revalue(sb.book, mc_scenarios(sb, setup, paths, h), **kw)  # type: ignore[arg-type]
                 pnl = groups @ agg
-                contrib = {lv: tail_contributions(groups, lv)[0] @ agg for lv in (0.95, 0.99)}
-                total_tail = -np.sort(pnl[:, -1])[: len(tail_contributions(groups, 0.99)[1])].mean()
+                tails = {lv: tail_contributions(groups, lv) for lv in (0.95, 0.99)}
+                contrib = {lv: c @ agg for lv, (c, _) in tails.items()}
+                total_tail = -np.sort(pnl[:, -1])[: len(tails[0.99][1])].mean()
                 tail_gap = max(tail_gap, abs(float(contrib[0.99][-1]) - float(total_tail)))
                 for e, (b, a, g) in enumerate(ents):
                     col = pnl[:, e]
@@ -321,6 +328,8 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             meta["regime"] = dg.MetadataValue.text(setup.regime)
             meta["vol_multiplier"] = dg.MetadataValue.float(setup.multiplier)
             meta["fit_notes"] = dg.MetadataValue.text("; ".join(setup.notes))
+        if fits is not None:
+            context.log.info("monte_carlo_var: %s GARCH fits", fits.garch_fits)
         yield dg.MaterializeResult(asset_key=checks.MONTE_CARLO, metadata=meta)
         yield checks.mc_check(check_rows, tail_gap)
 
@@ -334,6 +343,8 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         history = MarketHistory()
+        fits: McFits | None = None  # the same fits, correlations and shocks as monte_carlo_var
+        crisis: dict[tuple[tuple[str, ...], bytes], NearestCorrelation] = {}
         meta: dict[str, dg.RawMetadataValue] = {}
         matrices: dict[str, np.ndarray] = {}
         for day in partition_dates(context):
@@ -342,31 +353,32 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 continue
             sb, cfg = loaded
             mc = cfg.monte_carlo
-            setup = mc_setup(sb, history, platform.config, cfg)
+            fits = fits or McFits(history, platform.calendar, cfg)
+            setup = mc_setup(sb, history, platform.config, cfg, fits)
             names = list(setup.model.names)
-            stressed = crisis_correlation(setup.corr, cfg.correlation.crisis_weight)
-            for o in cfg.correlation.overrides:
-                if o.a in names and o.b in names and o.a != o.b:
-                    i, j = names.index(o.a), names.index(o.b)
-                    stressed[i, j] = stressed[j, i] = o.rho
-            repaired = nearest_correlation(stressed)
+            ckey = (setup.model.names, setup.corr.tobytes())
+            if ckey not in crisis:  # changes with the fit date only
+                stressed = crisis_correlation(setup.corr, cfg.correlation.crisis_weight)
+                for o in cfg.correlation.overrides:
+                    if o.a in names and o.b in names and o.a != o.b:
+                        i, j = names.index(o.a), names.index(o.b)
+                        stressed[i, j] = stressed[j, i] = o.rho
+                crisis[ckey] = nearest_correlation(stressed)
+            repaired = crisis[ckey]
             matrices = {"historical": setup.corr, "crisis": repaired.matrix}
+            min_eig = {name: float(np.linalg.eigvalsh(m).min()) for name, m in matrices.items()}
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol}
             rows = []
             for name, corr in matrices.items():
                 for h in mc.horizons_days:
-                    paths = simulate_factors(
-                        setup.model, corr, n_paths=mc.n_scenarios, horizon=h,
-                        rng=np.random.default_rng([mc.seed, h]), innovations=mc.innovations,
-                        vol_scale=setup.multiplier,
-                    )
+                    paths = fits.paths(setup, corr, h)
                     pnl = revalue(sb.book, mc_scenarios(sb, setup, paths, h), **kw).sum(axis=1)  # type: ignore[arg-type]
                     row = {
                         "session_date": day, "matrix_name": name, "horizon_days": h,
                         "var_95": risk_metrics.var(pnl, 0.95), "cvar_95": risk_metrics.cvar(pnl, 0.95),
                         "var_99": risk_metrics.var(pnl, 0.99), "cvar_99": risk_metrics.cvar(pnl, 0.99),
-                        "min_eigenvalue": float(np.linalg.eigvalsh(corr).min()),
+                        "min_eigenvalue": min_eig[name],
                         "repair_iterations": repaired.iterations if name == "crisis" else None,
                         "factors": names, "matrix": np.round(corr, 10).tolist(),
                     }

@@ -29,17 +29,21 @@ Replay paths (the rule for every filled day is stated in ``vix_source``/``spx_so
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Final
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Table, select
 
 from portfolio_pipeline.config.loader import PlatformConfig
+from portfolio_pipeline.defs.partitions import PARTITIONS_START
 from portfolio_pipeline.domain.errors import InvalidDataError
 from portfolio_pipeline.domain.positions import Contract
 from portfolio_pipeline.domain.regime import RegimeService
@@ -55,10 +59,12 @@ from portfolio_pipeline.quant.scenarios import (
     ScenarioSet,
     StressScenariosFile,
     UnderlyingStress,
+    factor_innovations,
+    garch_paths,
     geometric_fill,
     shock_grid,
 )
-from portfolio_pipeline.quant.vol import MIN_GARCH_OBSERVATIONS, fit_garch
+from portfolio_pipeline.quant.vol import MIN_GARCH_OBSERVATIONS, GarchFit, fit_garch
 from portfolio_pipeline.storage import market_snapshot, positions_snapshot
 
 logger = logging.getLogger(__name__)
@@ -428,6 +434,12 @@ def replay_paths(
 # --------------------------------------------------------------------------- Monte Carlo
 
 
+MC_REFIT_SESSIONS: Final[int] = 21
+"""GARCH(1,1) parameters and correlations are re-estimated every this many sessions."""
+MC_FIT_ORIGIN: Final[date] = PARTITIONS_START
+"""Session 1 of the first refit block (the first session partition)."""
+
+
 @dataclass(frozen=True)
 class McSetup:
     """Fitted factor marginals, their estimated correlation and the regime overlay."""
@@ -437,48 +449,182 @@ class McSetup:
     regime: str
     multiplier: float
     notes: tuple[str, ...]
+    fit_date: date | None = None
+    """Session whose history the parameters and ``corr`` were estimated on."""
 
 
 def _log_returns(series: pd.Series) -> pd.Series:
     return np.log(series.astype("float64")).diff().dropna()
 
 
+def _roll_forward(fit: GarchFit, newer: np.ndarray) -> GarchFit:
+    """The fit's state filtered through ``newer`` returns with fixed parameters (the rule
+    of :mod:`portfolio_pipeline.analytics.performance` between GARCH refits)."""
+    var = float(fit.forecast(1)[0])
+    resid, sigma2 = fit.last_resid, fit.last_sigma**2
+    for r in newer:
+        resid = float(r) - fit.mu
+        sigma2 = var
+        var = fit.omega + fit.alpha * resid * resid + fit.beta * sigma2
+    return dataclasses.replace(fit, last_sigma=math.sqrt(sigma2), last_resid=resid)
+
+
+@dataclass(frozen=True)
+class _ProxyFit:
+    fit: GarchFit
+    window: pd.Series
+    """The returns fitted (their last date is where filtering forward starts)."""
+    note: str | None
+
+
+@dataclass(frozen=True)
+class _FitBlock:
+    fits: tuple[_ProxyFit, ...]
+    corr: np.ndarray
+    notes: tuple[str, ...]
+
+
+class McFits:
+    """The Monte Carlo fits of one run, reused by every session of the run.
+
+    Refit schedule (as ``risk_metrics`` does for its GARCH VaR): the XNYS sessions from
+    :data:`MC_FIT_ORIGIN` on are cut into blocks of :data:`MC_REFIT_SESSIONS`; a session
+    uses the parameters and the correlation estimated at the *fit date*, the last session
+    of the latest block that has ended on or before it (the session itself when it ends
+    a block; the session itself before the first block ends).  The GARCH state is then
+    filtered forward through the returns after the fit date up to the session with fixed
+    parameters.  The fit date depends only on the session, so a session computes the same
+    numbers alone or inside a backfill.
+
+    The caches (GARCH fits by (proxy, fit date), correlations by (proxies, fit date),
+    standardised shocks by fit date) live in this object, one per asset run -- never
+    module state.  Simulated shocks depend only on the correlation, the ``nu`` of the
+    fits and the seed, so they are drawn once per fit date; a session only runs the
+    GARCH variance recursion from its own starting volatility (:func:`garch_paths`).
+    """
+
+    def __init__(
+        self, history: MarketHistory, calendar: ExchangeCalendar, cfg: StressScenariosFile
+    ) -> None:
+        self.calendar = calendar
+        self.cfg = cfg.monte_carlo
+        self.returns = {
+            "spx": _log_returns(history.spx_close()),
+            "ndx": _log_returns(history.ndx_proxy_close()),
+            "vix": _log_returns(history.vix()),
+        }
+        self._sessions: list[date] = []
+        self._fits: dict[tuple[str, date], _ProxyFit] = {}
+        self._blocks: dict[tuple[tuple[str, ...], date], _FitBlock] = {}
+        self._shocks_date: date | None = None
+        self._shocks: dict[tuple[object, ...], np.ndarray] = {}
+        self.garch_fits = 0
+        """Number of GARCH fits run so far (for logs and tests)."""
+
+    def fit_date(self, day: date) -> date:
+        """The session whose history ``day``'s model is estimated on (class docstring)."""
+        if day < MC_FIT_ORIGIN:
+            return day
+        if not self._sessions or day > self._sessions[-1]:
+            self._sessions = self.calendar.sessions(MC_FIT_ORIGIN, day)
+        m = (bisect_right(self._sessions, day) // MC_REFIT_SESSIONS) * MC_REFIT_SESSIONS
+        return self._sessions[m - 1] if m else day
+
+    def _proxy_fit(self, name: str, fit_date: date) -> _ProxyFit:
+        key = (name, fit_date)
+        if key not in self._fits:
+            r = self.returns[name]
+            end = pd.Timestamp(fit_date)
+            start = end - pd.DateOffset(days=round(self.cfg.history_years * 365.25))
+            window = r.loc[start:end]
+            note = None
+            if len(window) < MIN_GARCH_OBSERVATIONS:
+                window = r.iloc[: max(MIN_GARCH_OBSERVATIONS, len(window))]
+                note = (
+                    f"{name}: fewer than {MIN_GARCH_OBSERVATIONS} returns before {fit_date}; "
+                    f"fitted on {window.index[0].date()}..{window.index[-1].date()}"
+                )
+            fit = fit_garch(window.to_numpy(np.float64), dist="t" if self.cfg.innovations == "t" else "normal")
+            self._fits[key] = _ProxyFit(fit, window, note)
+            self.garch_fits += 1
+        return self._fits[key]
+
+    def _block(self, names: tuple[str, ...], fit_date: date) -> _FitBlock:
+        key = (names, fit_date)
+        if key not in self._blocks:
+            fits = tuple(self._proxy_fit(n, fit_date) for n in names)
+            joint = pd.concat({n: f.window for n, f in zip(names, fits, strict=True)},
+                              axis=1, join="inner").dropna()
+            if len(joint) < 60:
+                raise InvalidDataError(f"only {len(joint)} common return days to estimate correlations")
+            corr = nearest_correlation(np.corrcoef(joint.to_numpy(np.float64), rowvar=False)).matrix
+            notes = [f.note for f in fits if f.note is not None]
+            notes.append(
+                f"correlation from {len(joint)} common days "
+                f"{joint.index[0].date()}..{joint.index[-1].date()}"
+            )
+            self._blocks[key] = _FitBlock(fits, corr, tuple(notes))
+        return self._blocks[key]
+
+    def setup(self, sb: StressBook, config: PlatformConfig) -> McSetup:
+        """The session's :class:`McSetup` (see :func:`mc_setup`)."""
+        proxies = tuple(sorted({s.proxy for s in sb.settings} | {"spx", "vix"},
+                               key=["spx", "ndx", "vix"].index))
+        fit_date = self.fit_date(sb.session)
+        block = self._block(proxies, fit_date)
+        end = pd.Timestamp(sb.session)
+        rolled = []
+        for name, pf in zip(proxies, block.fits, strict=True):
+            r = self.returns[name]
+            a = int(r.index.searchsorted(pf.window.index[-1], side="right"))
+            b = int(r.index.searchsorted(end, side="right"))
+            rolled.append(_roll_forward(pf.fit, r.to_numpy(np.float64)[a:b]) if b > a else pf.fit)
+        model = FactorModel.from_fits(proxies, rolled)
+        regime = RegimeService(config.risk_matrix).classify(sb.vix, sb.vix3m).name
+        mult = self.cfg.regime_vol_multiplier[regime]
+        notes = (*block.notes,
+                 f"GARCH and correlation estimated at {fit_date} (refit every "
+                 f"{MC_REFIT_SESSIONS} sessions from {MC_FIT_ORIGIN}), filtered to {sb.session}")
+        return McSetup(model, block.corr, regime, mult, notes, fit_date)
+
+    def paths(self, setup: McSetup, corr: np.ndarray, horizon: int) -> np.ndarray:
+        """``simulate_factors(setup.model, corr, ...)`` with the configured paths, seed
+        ``[seed, horizon]``, innovations and the regime multiplier -- the same numbers,
+        with the standardised shocks drawn once per fit date, correlation and horizon."""
+        mc = self.cfg
+        if setup.fit_date != self._shocks_date:  # sessions run in order: keep one block
+            self._shocks.clear()
+            self._shocks_date = setup.fit_date
+        key = (setup.model.names, setup.model.nu.tobytes(), np.asarray(corr).tobytes(), horizon)
+        shocks = self._shocks.get(key)
+        if shocks is None:
+            shocks = factor_innovations(
+                setup.model, corr, n_paths=mc.n_scenarios, horizon=horizon,
+                rng=np.random.default_rng([mc.seed, horizon]), innovations=mc.innovations,
+            )
+            self._shocks[key] = shocks
+        return garch_paths(setup.model, shocks, vol_scale=setup.multiplier)
+
+
 def mc_setup(
-    sb: StressBook, history: MarketHistory, config: PlatformConfig, cfg: StressScenariosFile
+    sb: StressBook,
+    history: MarketHistory,
+    config: PlatformConfig,
+    cfg: StressScenariosFile,
+    fits: McFits | None = None,
 ) -> McSetup:
     """Fit GARCH(1,1) (arch, via :func:`quant.vol.fit_garch`) on every proxy the book uses
-    plus the VIX, on the ``history_years`` before the session (no look-ahead; where the
-    history has fewer than 250 observations before the session, the first 250 are used and
-    a note says so), and the correlation of their daily log returns."""
-    mc = cfg.monte_carlo
-    proxies = sorted({s.proxy for s in sb.settings} | {"spx", "vix"}, key=["spx", "ndx", "vix"].index)
-    series = {"spx": history.spx_close(), "ndx": history.ndx_proxy_close(), "vix": history.vix()}
-    end = pd.Timestamp(sb.session)
-    start = end - pd.DateOffset(days=round(mc.history_years * 365.25))
-    notes: list[str] = []
-    rets: dict[str, pd.Series] = {}
-    for name in proxies:
-        r = _log_returns(series[name])
-        window = r.loc[start:end]
-        if len(window) < MIN_GARCH_OBSERVATIONS:
-            window = r.iloc[: max(MIN_GARCH_OBSERVATIONS, len(window))]
-            notes.append(
-                f"{name}: fewer than {MIN_GARCH_OBSERVATIONS} returns before {sb.session}; "
-                f"fitted on {window.index[0].date()}..{window.index[-1].date()}"
-            )
-        rets[name] = window
-    fits = [fit_garch(rets[n].to_numpy(np.float64), dist="t" if mc.innovations == "t" else "normal") for n in proxies]
-    model = FactorModel.from_fits(proxies, fits)
-    joint = pd.concat(rets, axis=1, join="inner").dropna()
-    if len(joint) < 60:
-        raise InvalidDataError(f"only {len(joint)} common return days to estimate correlations")
-    corr = nearest_correlation(np.corrcoef(joint.to_numpy(np.float64), rowvar=False)).matrix
-    regime = RegimeService(config.risk_matrix).classify(sb.vix, sb.vix3m).name
-    mult = cfg.monte_carlo.regime_vol_multiplier[regime]
-    notes.append(
-        f"correlation from {len(joint)} common days {joint.index[0].date()}..{joint.index[-1].date()}"
-    )
-    return McSetup(model, corr, regime, mult, tuple(notes))
+    plus the VIX, on the ``history_years`` up to the session's fit date (no look-ahead;
+    where the history has fewer than 250 observations, the first 250 are used and a note
+    says so) and the correlation of their daily log returns; filter the GARCH state
+    forward to the session (the refit schedule is that of :class:`McFits`).
+
+    ``fits``: the run's cache (a run passes one for all its sessions; the numbers are the
+    same without it).
+    """
+    if fits is None:
+        fits = McFits(history, ExchangeCalendar(), cfg)
+    return fits.setup(sb, config)
 
 
 def mc_scenarios(sb: StressBook, setup: McSetup, factor_paths: np.ndarray, horizon: int) -> ScenarioSet:

@@ -11,13 +11,18 @@ import pytest
 from sqlalchemy import select
 
 from portfolio_pipeline.brokers.base import BrokerDataError
+from portfolio_pipeline.defs import resources as resources_module
 from portfolio_pipeline.defs.partitions import session_partitions
 from portfolio_pipeline.defs.positions.assets import make_snapshot_assets
-from portfolio_pipeline.exchange_calendar import ExchangeCalendar
-from portfolio_pipeline.defs import resources as resources_module
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
-from portfolio_pipeline.storage import Database, account_snapshot, market_snapshot, positions_snapshot
+from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+from portfolio_pipeline.storage import (
+    Database,
+    account_snapshot,
+    market_snapshot,
+    positions_snapshot,
+)
 from portfolio_pipeline_tests.stubs import StubBroker, option, position
 
 SESSION = "2018-02-05"

@@ -9,19 +9,34 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import Table, delete, func, select
 
 from portfolio_pipeline.config import ConfigError, load_platform_config
 from portfolio_pipeline.defs.partitions import session_partitions
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.stress.assets import make_stress_assets
-from portfolio_pipeline.defs.stress.book import replay_paths
+from portfolio_pipeline.defs.stress.book import (
+    MC_FIT_ORIGIN,
+    MC_REFIT_SESSIONS,
+    McFits,
+    StressBook,
+    mc_setup,
+    replay_paths,
+)
 from portfolio_pipeline.domain.positions import Contract, Quote
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.marketdata.history import MarketHistory
-from portfolio_pipeline.quant.scenarios import Book, ContractSet, StressScenariosFile, revalue
+from portfolio_pipeline.quant.scenarios import (
+    Book,
+    ContractSet,
+    StressScenariosFile,
+    revalue,
+    simulate_factors,
+)
+from portfolio_pipeline.quant.vol import fit_garch
 from portfolio_pipeline.storage import (
     Database,
     market_snapshot,
@@ -61,8 +76,6 @@ def test_march_2020_replay_of_a_short_spx_put_matches_hand_computation() -> None
     cs = ContractSet.build(factor=[0], is_option=True, is_call=False, black76=False,
                            spot=3386.15, strike=3000.0, T=T0, r=0.0, q=0.0, vol=0.1438)
     book = Book(cs, np.array([[-100.0]]), ("short put",), ("SPX",))
-    from portfolio_pipeline.defs.stress.book import StressBook
-
     sb = StressBook(DAY, book, (("demo", "A", "SPX"),), (cfg.underlying("SPX"),), 14.38, None, 1)
     pnl = revalue(book, path.scenarios(sb))[:, 0]
     # Hand computation. Start value, Black-Scholes put with r = q = 0:
@@ -103,7 +116,7 @@ def test_stress_config_is_strict(tmp_path: Path) -> None:
     assert "start must be before end" in text
 
 
-def _seed(db_url: str) -> None:
+def _seed(db_url: str, days: tuple[date, ...] = (DAY,)) -> None:
     spx, ndx = 2762.13, 6847.5
     c_put = option("SPX", 2600.0, "P", date(2018, 3, 16))
     c_call = option("SPX", 2900.0, "C", date(2018, 3, 16), trading_class="SPXW")
@@ -130,10 +143,11 @@ def _seed(db_url: str) -> None:
     db = Database(db_url)
     try:
         with db.begin() as conn:
-            replace_partition(conn, positions_snapshot, {"session_date": DAY},
-                              [position_row(DAY, p) for p in positions])
-            replace_partition(conn, market_snapshot, {"session_date": DAY},
-                              [quote_row(DAY, x) for x in quotes])
+            for day in days:
+                replace_partition(conn, positions_snapshot, {"session_date": day},
+                                  [position_row(day, p) for p in positions])
+                replace_partition(conn, market_snapshot, {"session_date": day},
+                                  [quote_row(day, x) for x in quotes])
     finally:
         db.dispose()
 
@@ -178,3 +192,158 @@ def test_stress_assets_materialise_and_rerun_idempotently(db_url: str, tmp_path:
     assert "worst_cell" in mats[0].metadata
     mc = result.asset_materializations_for_node("monte_carlo_var")[0].metadata
     assert mc["regime"].value == "normal"
+
+
+STRESS_TABLES = (stress_shock_grid, stress_historical, monte_carlo_var, correlation_stress)
+
+
+def _small_config(tmp_path: Path, n_scenarios: int = 500) -> Path:
+    cfg_dir = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, cfg_dir)
+    path = cfg_dir / "stress_scenarios.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["monte_carlo"]["n_scenarios"] = n_scenarios
+    data["historical"]["builtin"] = ["feb_2018"]
+    data["historical"]["windows"] = []
+    path.write_text(yaml.safe_dump(data))
+    return cfg_dir
+
+
+def _resources(db_url: str, cfg_dir: Path) -> dict[str, object]:
+    return {"db": DatabaseResource(url=db_url), "platform": PlatformResource(config_dir=str(cfg_dir))}
+
+
+def _count(db_url: str, day: date) -> list[int]:
+    db = Database(db_url)
+    try:
+        with db.connect() as conn:
+            return [conn.execute(select(func.count()).select_from(t).where(t.c.session_date == day))
+                    .scalar_one() for t in STRESS_TABLES]
+    finally:
+        db.dispose()
+
+
+def test_empty_book_session_writes_no_rows_clears_old_ones_and_checks_pass(
+    db_url: str, tmp_path: Path
+) -> None:
+    cfg_dir = _small_config(tmp_path)
+    parts = session_partitions(ExchangeCalendar(), end=date(2018, 12, 31))
+    resources = _resources(db_url, cfg_dir)
+
+    def run() -> dg.ExecuteInProcessResult:
+        result = dg.materialize(make_stress_assets(parts), resources=resources,
+                                partition_key=DAY.isoformat(), instance=dg.DagsterInstance.ephemeral())
+        assert result.success
+        evals = result.get_asset_check_evaluations()
+        assert len(evals) == 4 and all(e.passed for e in evals), [e.description for e in evals]
+        return result
+
+    # a book with zero positions (nothing stored for the session at all): no crash, no rows
+    run()
+    assert _count(db_url, DAY) == [0, 0, 0, 0]
+    # the session had a book, then its positions went away: the stale stress rows are cleared
+    _seed(db_url)
+    run()
+    assert all(c > 0 for c in _count(db_url, DAY))
+    db = Database(db_url)
+    try:
+        with db.begin() as conn:
+            conn.execute(delete(positions_snapshot).where(positions_snapshot.c.session_date == DAY))
+    finally:
+        db.dispose()
+    result = run()
+    assert _count(db_url, DAY) == [0, 0, 0, 0]
+    assert result.asset_materializations_for_node("monte_carlo_var")
+
+
+def _rows(db_url: str, table: Table, days: list[date]) -> list[dict[str, object]]:
+    db = Database(db_url)
+    try:
+        with db.connect() as conn:
+            rows = conn.execute(select(table).where(table.c.session_date.in_(days))).mappings().all()
+    finally:
+        db.dispose()
+    return sorted((dict(r) for r in rows), key=repr)
+
+
+def test_backfill_and_single_sessions_give_identical_monte_carlo_numbers(
+    db_url: str, tmp_path: Path
+) -> None:
+    cal = ExchangeCalendar()
+    fits = McFits(MarketHistory(), cal, StressScenariosFile())
+    sessions = cal.sessions(date(2018, 1, 2), date(2018, 3, 29))
+    # the last two sessions of a refit block and the first of the next one
+    i = next(k for k in range(1, len(sessions))
+             if fits.fit_date(sessions[k]) == sessions[k] and fits.fit_date(sessions[k - 1]) != sessions[k - 1])
+    days = sessions[i - 1: i + 2]
+    assert [fits.fit_date(d) for d in days] == [fits.fit_date(days[0]), days[1], days[1]]
+    _seed(db_url, tuple(days))
+    cfg_dir = _small_config(tmp_path)
+    parts = session_partitions(cal, end=date(2018, 12, 31))
+    assets = make_stress_assets(parts)
+    selection = ["monte_carlo_var", "correlation_stress"]
+    backfill = dg.materialize(
+        assets, selection=selection, resources=_resources(db_url, cfg_dir),
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={"dagster/asset_partition_range_start": days[0].isoformat(),
+              "dagster/asset_partition_range_end": days[-1].isoformat()},
+    )
+    assert backfill.success
+    assert all(e.passed for e in backfill.get_asset_check_evaluations())
+    in_backfill = {t.name: _rows(db_url, t, days) for t in (monte_carlo_var, correlation_stress)}
+    assert all(len(v) > 0 for v in in_backfill.values())
+    for day in days:
+        single = dg.materialize(assets, selection=selection, resources=_resources(db_url, cfg_dir),
+                                partition_key=day.isoformat(), instance=dg.DagsterInstance.ephemeral())
+        assert single.success
+    alone = {t.name: _rows(db_url, t, days) for t in (monte_carlo_var, correlation_stress)}
+    assert alone == in_backfill  # exactly, not approximately
+
+
+def _stress_book(day: date, cfg: StressScenariosFile) -> StressBook:
+    cs = ContractSet.build(factor=[0, 1], is_option=False, is_call=False, black76=False,
+                           spot=[6800.0, 2700.0], strike=1.0, T=0.0, r=0.0, q=0.0, vol=0.0)
+    book = Book(cs, np.eye(2), ("NDX", "SPX"), ("NDX", "SPX"))
+    return StressBook(day, book, (("demo", "A", "NDX"), ("demo", "A", "SPX")),
+                      (cfg.underlying("NDX"), cfg.underlying("SPX")), 17.0, 18.0, 2)
+
+
+def test_mc_fits_refit_every_block_reuse_fits_and_match_a_direct_fit_on_block_ends() -> None:
+    cfg = StressScenariosFile.model_validate({"monte_carlo": {"n_scenarios": 300}})
+    cfg_dir_config = load_platform_config(CONFIG_DIR)
+    cal = ExchangeCalendar()
+    history = MarketHistory()
+    fits = McFits(history, cal, cfg)
+    from_origin = cal.sessions(MC_FIT_ORIGIN, date(2018, 6, 29))
+    days = from_origin[-60:]
+    ends = {d for k, d in enumerate(from_origin, 1) if k % MC_REFIT_SESSIONS == 0}
+    for d in days:
+        f = fits.fit_date(d)
+        assert f <= d and f in ends and not any(f < e <= d for e in ends)
+    setups = [mc_setup(_stress_book(d, cfg), history, cfg_dir_config, cfg, fits) for d in days]
+    blocks = {s.fit_date for s in setups}
+    assert fits.garch_fits == 3 * len(blocks) <= 3 * 4  # spx, ndx, vix once per fit date
+    for d, s in zip(days, setups, strict=True):
+        fresh = mc_setup(_stress_book(d, cfg), history, cfg_dir_config, cfg)  # a run of one session
+        assert np.array_equal(fresh.model.sigma0, s.model.sigma0) and np.array_equal(fresh.corr, s.corr)
+        assert np.array_equal(fresh.model.nu, s.model.nu) and fresh.fit_date == s.fit_date
+    # on a block end the model is the direct fit on the session's own history window
+    end = next(d for d in days if d in ends)
+    s = setups[days.index(end)]
+    assert s.fit_date == end
+    r = np.log(history.spx_close()).diff().dropna()
+    window = r.loc[pd.Timestamp(end) - pd.DateOffset(days=round(10 * 365.25)): pd.Timestamp(end)]
+    direct = fit_garch(window.to_numpy(np.float64), dist="t")
+    assert s.model.sigma0[0] == math.sqrt(direct.forecast(1)[0])
+    # between refits the state moves with the returns (parameters fixed)
+    after = setups[days.index(end) + 1]
+    assert after.fit_date == end and after.model.omega[0] == s.model.omega[0]
+    assert after.model.sigma0[0] != s.model.sigma0[0]
+    # the cached shocks give exactly the plain simulation
+    mc = cfg.monte_carlo
+    for h in mc.horizons_days:
+        plain = simulate_factors(after.model, after.corr, n_paths=mc.n_scenarios, horizon=h,
+                                 rng=np.random.default_rng([mc.seed, h]), innovations=mc.innovations,
+                                 vol_scale=after.multiplier)
+        assert np.array_equal(fits.paths(after, after.corr, h), plain)
+        assert np.array_equal(fits.paths(after, after.corr, h), plain)  # second time from cache

@@ -1,0 +1,104 @@
+"""``portfolio strategies ...``: manual names, types and groupings of strategies.
+
+``tag`` writes the ``strategy_overrides`` table (one row per account and strategy id);
+the next ``strategy_groups`` run applies it and auto-tagging never overwrites it.  An
+entry for the same account and id in ``config/strategies.yaml`` wins over the table.
+The lead attaches :data:`strategies` to the ``portfolio`` command group.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import get_args
+
+import click
+from sqlalchemy import delete, select
+
+from portfolio_pipeline.domain.strategies import StrategyType
+
+__all__ = ["strategies"]
+
+
+def _legs(values: tuple[str, ...]) -> dict[str, float] | None:
+    legs: dict[str, float] = {}
+    for value in values:
+        key, sep, qty = value.rpartition("=")
+        try:
+            number = float(qty)
+        except ValueError:
+            number = math.nan
+        if not sep or not key or not math.isfinite(number) or number == 0:
+            raise click.BadParameter(
+                f"{value!r}: expected POSITION_KEY=QUANTITY with a non-zero quantity, "
+                "e.g. 'SPX|OPT|SPXW|2018-03-16|2300|P=1'", param_hint="--leg")
+        legs[key] = number
+    return legs or None
+
+
+@click.group()
+def strategies() -> None:
+    """Name, re-type or group strategies by hand."""
+
+
+@strategies.command("tag")
+@click.argument("strategy_id")
+@click.option("--account", "account_id", required=True, help="Account id of the strategy.")
+@click.option("--name", default=None, help="A display name.")
+@click.option("--type", "strategy_type", type=click.Choice(get_args(StrategyType)), default=None,
+              help="Force the strategy type (auto-tagging will not change it).")
+@click.option("--leg", "legs", multiple=True, metavar="KEY=QTY",
+              help="Claim a position quantity for this strategy (repeatable).")
+def tag(strategy_id: str, account_id: str, name: str | None, strategy_type: str | None,
+        legs: tuple[str, ...]) -> None:
+    """Store a manual name/type/grouping for STRATEGY_ID (replaces an earlier one)."""
+    from portfolio_pipeline.storage import Database
+    from portfolio_pipeline.storage.tables import strategy_overrides as t
+
+    if len(strategy_id) > 64:
+        raise click.BadParameter("at most 64 characters", param_hint="STRATEGY_ID")
+    claimed = _legs(legs)
+    if name is None and strategy_type is None and claimed is None:
+        raise click.UsageError("give at least one of --name, --type or --leg")
+    row = {"account_id": account_id, "strategy_id": strategy_id, "name": name,
+           "strategy_type": strategy_type, "legs": claimed, "updated_at": datetime.now(UTC)}
+    with Database() as database:
+        database.migrate()
+        with database.begin() as conn:
+            conn.execute(delete(t).where(t.c.account_id == account_id, t.c.strategy_id == strategy_id))
+            conn.execute(t.insert(), [row])
+    click.echo(f"tagged {account_id}/{strategy_id}: name={name!r} type={strategy_type!r} "
+               f"legs={len(claimed or {})}")
+
+
+@strategies.command("untag")
+@click.argument("strategy_id")
+@click.option("--account", "account_id", required=True)
+def untag(strategy_id: str, account_id: str) -> None:
+    """Remove the manual override of STRATEGY_ID (auto-tagging takes over again)."""
+    from portfolio_pipeline.storage import Database
+    from portfolio_pipeline.storage.tables import strategy_overrides as t
+
+    with Database() as database:
+        database.migrate()
+        with database.begin() as conn:
+            n = conn.execute(delete(t).where(t.c.account_id == account_id,
+                                             t.c.strategy_id == strategy_id)).rowcount
+    click.echo(f"removed {n} override(s) of {account_id}/{strategy_id}")
+
+
+@strategies.command("list")
+def list_overrides() -> None:
+    """Show the stored manual overrides."""
+    from portfolio_pipeline.storage import Database
+    from portfolio_pipeline.storage.tables import strategy_overrides as t
+
+    with Database() as database:
+        database.migrate()
+        with database.connect() as conn:
+            rows = conn.execute(select(t).order_by(t.c.account_id, t.c.strategy_id)).mappings().all()
+    for r in rows:
+        click.echo(f"{r['account_id']}\t{r['strategy_id']}\t{r['strategy_type'] or '-'}\t"
+                   f"{r['name'] or '-'}\t{len(r['legs'] or {})} leg(s)")
+    if not rows:
+        click.echo("no manual overrides")
