@@ -6,13 +6,33 @@ import pytest
 
 from portfolio_pipeline.domain.errors import InvalidDataError
 from portfolio_pipeline.domain.limits import RiskSnapshot, breaches, evaluate_limits
-from portfolio_pipeline.domain.regime import LimitOverrides, RegimeService
-from portfolio_pipeline_tests.stubs import platform_config
+from portfolio_pipeline.domain.regime import LimitOverrides, RegimeService, RiskMatrix
+
+#: A fixed matrix, so these tests do not move when the shipped config is tuned.
+MATRIX = RiskMatrix.model_validate({
+    "hysteresis_vix_points": 1.0,
+    "term_structure": {"backwardation_ratio": 1.0},
+    "base_limits": {"max_abs_beta_weighted_delta": 0.5, "max_short_gamma": 0.6,
+                    "max_abs_vega": 0.010, "min_theta": -0.002, "max_margin_utilisation": 0.5},
+    "regimes": [
+        {"name": "calm", "vix_below": 15, "limit_scale": 1.0},
+        {"name": "normal", "vix_below": 20, "limit_scale": 1.0},
+        {"name": "elevated", "vix_below": 30, "limit_scale": 0.7},
+        {"name": "crisis", "limit_scale": 0.4, "overrides": {"max_margin_utilisation": 0.35}},
+    ],
+})
 
 
 @pytest.fixture
 def regimes() -> RegimeService:
-    return RegimeService(platform_config().risk_matrix)
+    return RegimeService(MATRIX)
+
+
+def test_shipped_matrix_has_the_same_regime_names() -> None:
+    from portfolio_pipeline_tests.stubs import platform_config
+
+    shipped = RegimeService(platform_config().risk_matrix)
+    assert shipped.regime_names == ("calm", "normal", "elevated", "crisis")
 
 
 @pytest.mark.parametrize(
