@@ -7,7 +7,9 @@ transaction and reports the headline numbers as metadata.  Configuration:
 """
 
 
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
@@ -21,6 +23,7 @@ from portfolio_pipeline.defs.stress import checks
 from portfolio_pipeline.defs.stress.book import (
     ALL,
     McFits,
+    McSetup,
     ReplayPath,
     StressBook,
     grid_scenarios,
@@ -38,6 +41,7 @@ from portfolio_pipeline.quant.correlation import (
     nearest_correlation,
 )
 from portfolio_pipeline.quant.scenarios import (
+    MonteCarloConfig,
     StressScenariosFile,
     greeks_pnl,
     revalue,
@@ -97,6 +101,60 @@ def _load(context: dg.AssetExecutionContext, db: DatabaseResource, platform: Pla
     return sb, cfg
 
 
+WORKERS = max(1, min(4, os.cpu_count() or 1))
+"""Threads that simulate and revalue the horizons / matrices of one session side by side
+(numpy and scipy release the GIL in their loops; every task has its own seeded generator,
+so the numbers do not depend on the thread count)."""
+
+_VAR_KEYS = ("var_95", "cvar_95", "var_99", "cvar_99")
+
+
+def _simulator(
+    fits: McFits, sb: StressBook, setup: McSetup, kw: dict[str, Any]
+) -> Callable[[np.ndarray, int], np.ndarray]:
+    """(correlation, horizon) -> per-group Monte Carlo P&L of the session's book."""
+
+    def run(corr: np.ndarray, h: int) -> np.ndarray:
+        paths = fits.paths(setup, corr, h)
+        return revalue(sb.book, mc_scenarios(sb, setup, paths, h), **kw)
+
+    return run
+
+
+def _portfolio_risk(groups: np.ndarray, agg: np.ndarray) -> dict[str, float]:
+    """VaR/CVaR of the portfolio column of ``groups @ agg`` -- the very expression
+    ``monte_carlo_var`` stores in its ``('*', '*', '*')`` row, so the two agree bit for bit."""
+    pnl = (groups @ agg)[:, -1]
+    return {"var_95": risk_metrics.var(pnl, 0.95), "cvar_95": risk_metrics.cvar(pnl, 0.95),
+            "var_99": risk_metrics.var(pnl, 0.99), "cvar_99": risk_metrics.cvar(pnl, 0.99)}
+
+
+def _portfolio_var(db: DatabaseResource, days: list[date]) -> dict[tuple[date, int], dict[str, Any]]:
+    """``monte_carlo_var`` portfolio rows of ``days`` by (session, horizon), one query."""
+    t = monte_carlo_var
+    with db.database.connect() as conn:
+        found = conn.execute(
+            select(t.c.session_date, t.c.horizon_days, t.c.n_scenarios, t.c.seed, t.c.regime,
+                   t.c.vol_multiplier, *(t.c[k] for k in _VAR_KEYS))
+            .where(t.c.session_date.between(days[0], days[-1]), t.c.broker == ALL,
+                   t.c.account_id == ALL, t.c.group_key == ALL)
+        ).mappings().all()
+    return {(r["session_date"], int(r["horizon_days"])): dict(r) for r in found}
+
+
+def _stored_var(row: dict[str, Any] | None, mc: MonteCarloConfig, setup: McSetup) -> dict[str, float] | None:
+    """A stored ``monte_carlo_var`` portfolio row's VaR/CVaR when it was simulated with
+    this session's configuration and regime (else None: compute)."""
+    if row is None or (row["n_scenarios"], row["seed"], row["regime"], row["vol_multiplier"]) != (
+        mc.n_scenarios, mc.seed, setup.regime, setup.multiplier
+    ):
+        return None
+    values = {k: row[k] for k in _VAR_KEYS}
+    if any(v is None for v in values.values()):
+        return None
+    return {k: float(v) for k, v in values.items()}
+
+
 def _money(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -124,7 +182,7 @@ def _matrix_md(names: list[str], m: np.ndarray) -> str:
 
 def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     def stress_asset(
-        name: str, description: str, check: dg.AssetCheckSpec
+        name: str, description: str, check: dg.AssetCheckSpec, deps: tuple[dg.AssetKey, ...] = ()
     ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
         return dg.asset(
             name=name,
@@ -133,7 +191,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             partitions_def=partitions,
             backfill_policy=dg.BackfillPolicy.single_run(),
             group_name=GROUP,
-            deps=UPSTREAM,
+            deps=[*UPSTREAM, *deps],
             kinds={"sql"},
         )
 
@@ -278,6 +336,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         meta: dict[str, dg.RawMetadataValue] = {}
         check_rows: list[dict[str, object]] = []
         tail_gap = 0.0
+        pool = ThreadPoolExecutor(WORKERS)  # the horizons of a session side by side
         for day in partition_dates(context):
             loaded = _load(context, db, platform, day, monte_carlo_var)
             if loaded is None:
@@ -290,9 +349,9 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol}
             rows: list[dict[str, object]] = []
-            for h in mc.horizons_days:
-                paths = fits.paths(setup, setup.corr, h)
-                groups = revalue(sb.book, mc_scenarios(sb, setup, paths, h), **kw)  # type: ignore[arg-type]
+            run = _simulator(fits, sb, setup, kw)
+            results = list(pool.map(lambda h: run(setup.corr, h), mc.horizons_days))  # noqa: B023
+            for h, groups in zip(mc.horizons_days, results, strict=True):
                 pnl = groups @ agg
                 tails = {lv: tail_contributions(groups, lv) for lv in (0.95, 0.99)}
                 contrib = {lv: c @ agg for lv, (c, _) in tails.items()}
@@ -328,6 +387,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             meta["regime"] = dg.MetadataValue.text(setup.regime)
             meta["vol_multiplier"] = dg.MetadataValue.float(setup.multiplier)
             meta["fit_notes"] = dg.MetadataValue.text("; ".join(setup.notes))
+        pool.shutdown()
         if fits is not None:
             context.log.info("monte_carlo_var: %s GARCH fits", fits.garch_fits)
         yield dg.MaterializeResult(asset_key=checks.MONTE_CARLO, metadata=meta)
@@ -336,8 +396,10 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     @stress_asset(
         "correlation_stress",
         "Monte Carlo VaR under the correlation estimated from history and under a "
-        "crisis matrix (|rho| pushed toward 1, repaired to the nearest correlation matrix).",
+        "crisis matrix (|rho| pushed toward 1, repaired to the nearest correlation matrix). "
+        "The historical matrix is monte_carlo_var's simulation (its portfolio rows are reused).",
         checks.CORRELATION_CHECK,
+        deps=(checks.MONTE_CARLO,),
     )
     def correlation_stress_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
@@ -347,7 +409,11 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         crisis: dict[tuple[tuple[str, ...], bytes], NearestCorrelation] = {}
         meta: dict[str, dg.RawMetadataValue] = {}
         matrices: dict[str, np.ndarray] = {}
-        for day in partition_dates(context):
+        days = partition_dates(context)
+        stored = _portfolio_var(db, days)
+        reused = 0
+        pool = ThreadPoolExecutor(WORKERS)
+        for day in days:
             loaded = _load(context, db, platform, day, correlation_stress)
             if loaded is None:
                 continue
@@ -369,21 +435,33 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             min_eig = {name: float(np.linalg.eigvalsh(m).min()) for name, m in matrices.items()}
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol}
+            _, agg = entities(sb)
+            run = _simulator(fits, sb, setup, kw)
+            tasks = [(name, h) for name in matrices for h in mc.horizons_days]
+            values: list[dict[str, float] | None] = [None] * len(tasks)
+            for k, (name, h) in enumerate(tasks):
+                # the historical matrix is exactly monte_carlo_var's simulation: take its
+                # stored portfolio row when it was made with this session's setup
+                if name == "historical":
+                    values[k] = _stored_var(stored.get((day, h)), mc, setup)
+                    reused += values[k] is not None
+            todo = [k for k, v in enumerate(values) if v is None]
+            computed = pool.map(
+                lambda k: _portfolio_risk(run(matrices[tasks[k][0]], tasks[k][1]), agg), todo  # noqa: B023
+            )
+            for k, v in zip(todo, computed, strict=True):
+                values[k] = v
             rows = []
-            for name, corr in matrices.items():
-                for h in mc.horizons_days:
-                    paths = fits.paths(setup, corr, h)
-                    pnl = revalue(sb.book, mc_scenarios(sb, setup, paths, h), **kw).sum(axis=1)  # type: ignore[arg-type]
-                    row = {
-                        "session_date": day, "matrix_name": name, "horizon_days": h,
-                        "var_95": risk_metrics.var(pnl, 0.95), "cvar_95": risk_metrics.cvar(pnl, 0.95),
-                        "var_99": risk_metrics.var(pnl, 0.99), "cvar_99": risk_metrics.cvar(pnl, 0.99),
-                        "min_eigenvalue": min_eig[name],
-                        "repair_iterations": repaired.iterations if name == "crisis" else None,
-                        "factors": names, "matrix": np.round(corr, 10).tolist(),
-                    }
-                    rows.append(row)
-                    meta[f"{name}_var_99_{h}d"] = dg.MetadataValue.float(float(row["var_99"]))
+            for (name, h), risk in zip(tasks, values, strict=True):
+                assert risk is not None
+                row = {
+                    "session_date": day, "matrix_name": name, "horizon_days": h, **risk,
+                    "min_eigenvalue": min_eig[name],
+                    "repair_iterations": repaired.iterations if name == "crisis" else None,
+                    "factors": names, "matrix": np.round(matrices[name], 10).tolist(),
+                }
+                rows.append(row)
+                meta[f"{name}_var_99_{h}d"] = dg.MetadataValue.float(float(row["var_99"]))
             with db.database.begin() as conn:
                 replace_partition(conn, correlation_stress, {"session_date": day}, rows)
 
@@ -392,6 +470,9 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 f"{cfg.correlation.crisis_weight:g}, overrides, Higham repair in "
                 f"{repaired.iterations} iterations, distance {repaired.distance:.3g})\n\n"
                 f"{_matrix_md(names, repaired.matrix)}")
+        pool.shutdown()
+        context.log.info("correlation_stress: %s GARCH fits, %s historical rows from monte_carlo_var",
+                         fits.garch_fits if fits else 0, reused)
         yield dg.MaterializeResult(asset_key=checks.CORRELATION, metadata=meta)
         yield checks.correlation_check(matrices)
 

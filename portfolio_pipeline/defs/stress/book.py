@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ from portfolio_pipeline.quant.scenarios import (
     geometric_fill,
     shock_grid,
 )
-from portfolio_pipeline.quant.vol import MIN_GARCH_OBSERVATIONS, GarchFit, fit_garch
+from portfolio_pipeline.quant.vol import MIN_GARCH_OBSERVATIONS, GarchDist, GarchFit, fit_garch
 from portfolio_pipeline.storage import market_snapshot, positions_snapshot
 
 logger = logging.getLogger(__name__)
@@ -518,6 +519,7 @@ class McFits:
         self._blocks: dict[tuple[tuple[str, ...], date], _FitBlock] = {}
         self._shocks_date: date | None = None
         self._shocks: dict[tuple[object, ...], np.ndarray] = {}
+        self._lock = threading.Lock()  # paths() may run on several threads of one asset
         self.garch_fits = 0
         """Number of GARCH fits run so far (for logs and tests)."""
 
@@ -544,7 +546,8 @@ class McFits:
                     f"{name}: fewer than {MIN_GARCH_OBSERVATIONS} returns before {fit_date}; "
                     f"fitted on {window.index[0].date()}..{window.index[-1].date()}"
                 )
-            fit = fit_garch(window.to_numpy(np.float64), dist="t" if self.cfg.innovations == "t" else "normal")
+            dist: GarchDist = "t" if self.cfg.innovations == "t" else "normal"
+            fit = fit_garch(window.to_numpy(np.float64), dist=dist)
             self._fits[key] = _ProxyFit(fit, window, note)
             self.garch_fits += 1
         return self._fits[key]
@@ -592,17 +595,20 @@ class McFits:
         ``[seed, horizon]``, innovations and the regime multiplier -- the same numbers,
         with the standardised shocks drawn once per fit date, correlation and horizon."""
         mc = self.cfg
-        if setup.fit_date != self._shocks_date:  # sessions run in order: keep one block
-            self._shocks.clear()
-            self._shocks_date = setup.fit_date
         key = (setup.model.names, setup.model.nu.tobytes(), np.asarray(corr).tobytes(), horizon)
-        shocks = self._shocks.get(key)
+        with self._lock:
+            if setup.fit_date != self._shocks_date:  # sessions run in order: keep one block
+                self._shocks.clear()
+                self._shocks_date = setup.fit_date
+            shocks = self._shocks.get(key)
         if shocks is None:
             shocks = factor_innovations(
                 setup.model, corr, n_paths=mc.n_scenarios, horizon=horizon,
                 rng=np.random.default_rng([mc.seed, horizon]), innovations=mc.innovations,
             )
-            self._shocks[key] = shocks
+            with self._lock:
+                if setup.fit_date == self._shocks_date:
+                    self._shocks[key] = shocks
         return garch_paths(setup.model, shocks, vol_scale=setup.multiplier)
 
 

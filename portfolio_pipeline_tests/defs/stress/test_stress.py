@@ -25,6 +25,7 @@ from portfolio_pipeline.defs.stress.book import (
     StressBook,
     mc_setup,
     replay_paths,
+    stress_config,
 )
 from portfolio_pipeline.domain.positions import Contract, Quote
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
@@ -298,6 +299,16 @@ def test_backfill_and_single_sessions_give_identical_monte_carlo_numbers(
         assert single.success
     alone = {t.name: _rows(db_url, t, days) for t in (monte_carlo_var, correlation_stress)}
     assert alone == in_backfill  # exactly, not approximately
+    # without monte_carlo_var rows to reuse, correlation_stress computes the same bits
+    db = Database(db_url)
+    try:
+        with db.begin() as conn:
+            conn.execute(delete(monte_carlo_var))
+    finally:
+        db.dispose()
+    assert dg.materialize(assets, selection=["correlation_stress"], resources=_resources(db_url, cfg_dir),
+                          partition_key=days[-1].isoformat(), instance=dg.DagsterInstance.ephemeral()).success
+    assert _rows(db_url, correlation_stress, days) == in_backfill["correlation_stress"]
 
 
 def _stress_book(day: date, cfg: StressScenariosFile) -> StressBook:
@@ -309,8 +320,9 @@ def _stress_book(day: date, cfg: StressScenariosFile) -> StressBook:
 
 
 def test_mc_fits_refit_every_block_reuse_fits_and_match_a_direct_fit_on_block_ends() -> None:
-    cfg = StressScenariosFile.model_validate({"monte_carlo": {"n_scenarios": 300}})
     cfg_dir_config = load_platform_config(CONFIG_DIR)
+    shipped = stress_config(cfg_dir_config)  # NDX follows the ndx proxy
+    cfg = shipped.model_copy(update={"monte_carlo": shipped.monte_carlo.model_copy(update={"n_scenarios": 300})})
     cal = ExchangeCalendar()
     history = MarketHistory()
     fits = McFits(history, cal, cfg)
@@ -322,6 +334,7 @@ def test_mc_fits_refit_every_block_reuse_fits_and_match_a_direct_fit_on_block_en
         assert f <= d and f in ends and not any(f < e <= d for e in ends)
     setups = [mc_setup(_stress_book(d, cfg), history, cfg_dir_config, cfg, fits) for d in days]
     blocks = {s.fit_date for s in setups}
+    assert setups[0].model.names == ("spx", "ndx", "vix")
     assert fits.garch_fits == 3 * len(blocks) <= 3 * 4  # spx, ndx, vix once per fit date
     for d, s in zip(days, setups, strict=True):
         fresh = mc_setup(_stress_book(d, cfg), history, cfg_dir_config, cfg)  # a run of one session
