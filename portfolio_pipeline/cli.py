@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -38,6 +39,9 @@ class _Portfolio(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
     """Options portfolio risk platform."""
+    # Dagster flags its own beta/preview parameters (used inside its decorators) on every
+    # import; they say nothing about this project, so the CLI keeps them off the console.
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
 
 logger = logging.getLogger(__name__)
@@ -33,15 +34,18 @@ class BookSnapshot:
         return next((q for q in self.quotes if q.contract.key == key), None)
 
 
-def underlying_contracts(positions: Sequence[Position]) -> list[Contract]:
-    """Index/stock contracts of the underlyings of ``positions`` (for spot quotes)."""
+def underlying_contracts(positions: Sequence[Position], instruments: InstrumentTable) -> list[Contract]:
+    """The contracts the options of ``positions`` are written on (for spot quotes):
+    the index, the ETF/stock, or for futures options the future of the right expiry."""
     seen: dict[str, Contract] = {}
     for p in positions:
         c = p.contract
-        if c.sec_type in ("STK", "IND", "FUT"):
+        if not c.is_option:
             continue
         if c.sec_type == "FOP":
             und = Contract(underlying=c.underlying, sec_type="FUT", expiry=c.underlying_expiry)
+        elif instruments.spec(c.underlying).underlying_type in ("etf", "equity"):
+            und = Contract(underlying=c.underlying, sec_type="STK")
         else:
             und = Contract(underlying=c.underlying, sec_type="IND")
         seen.setdefault(und.key, und)
@@ -49,7 +53,9 @@ def underlying_contracts(positions: Sequence[Position]) -> list[Contract]:
 
 
 async def collect_snapshot(
-    adapters: Sequence[tuple[BrokerAdapter, Sequence[str]]], as_of: datetime
+    adapters: Sequence[tuple[BrokerAdapter, Sequence[str]]],
+    as_of: datetime,
+    instruments: InstrumentTable,
 ) -> BookSnapshot:
     """Positions and balances of every (adapter, account ids) pair plus quotes for them.
 
@@ -67,7 +73,7 @@ async def collect_snapshot(
                 accounts.append(await adapter.account_snapshot(account_id))
                 adapter_positions.extend(await adapter.positions(account_id))
             contracts = {p.contract.key: p.contract for p in adapter_positions}
-            for c in [*underlying_contracts(adapter_positions), *VOLATILITY_INDICES]:
+            for c in [*underlying_contracts(adapter_positions, instruments), *VOLATILITY_INDICES]:
                 contracts.setdefault(c.key, c)
             for quote in await adapter.quotes(list(contracts.values())):
                 quotes[(quote.source, quote.contract.key)] = quote

@@ -127,4 +127,4 @@ class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         assert self._clock is not None
         as_of = self.calendar.session_close(session) + timedelta(minutes=1)
         self._clock.set(min(as_of, system_clock()))
-        return asyncio.run(collect_snapshot(adapters, self._clock()))
+        return asyncio.run(collect_snapshot(adapters, self._clock(), self.config.instruments))

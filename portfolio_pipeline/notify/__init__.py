@@ -46,7 +46,13 @@ if TYPE_CHECKING:
         render_weekly_digest,
         weekly_digest_alert,
     )
-    from portfolio_pipeline.notify.store import DeliveryFailure, acknowledge, recent_failures
+    from portfolio_pipeline.notify.store import (
+        DeliveryFailure,
+        StoredAlert,
+        acknowledge,
+        list_alerts,
+        recent_failures,
+    )
 
 # Submodules are imported on first use, so loading the config schema (the config
 # loader imports notify.config) does not pull in SQLAlchemy and the exchange calendar.
@@ -73,12 +79,14 @@ _EXPORTS = {
     "Severity": "portfolio_pipeline.notify.config",
     "SlackChannel": "portfolio_pipeline.notify.channels",
     "StagedOrderSummary": "portfolio_pipeline.notify.render",
+    "StoredAlert": "portfolio_pipeline.notify.store",
     "TelegramChannel": "portfolio_pipeline.notify.channels",
     "TransientDeliveryError": "portfolio_pipeline.notify.channels",
     "WeeklyDigestData": "portfolio_pipeline.notify.render",
     "acknowledge": "portfolio_pipeline.notify.store",
     "build_channels": "portfolio_pipeline.notify.channels",
     "daily_summary_alert": "portfolio_pipeline.notify.render",
+    "list_alerts": "portfolio_pipeline.notify.store",
     "recent_failures": "portfolio_pipeline.notify.store",
     "render_daily_summary": "portfolio_pipeline.notify.render",
     "render_weekly_digest": "portfolio_pipeline.notify.render",
@@ -109,12 +117,14 @@ __all__ = [
     "Severity",
     "SlackChannel",
     "StagedOrderSummary",
+    "StoredAlert",
     "TelegramChannel",
     "TransientDeliveryError",
     "WeeklyDigestData",
     "acknowledge",
     "build_channels",
     "daily_summary_alert",
+    "list_alerts",
     "recent_failures",
     "render_daily_summary",
     "render_weekly_digest",

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from portfolio_pipeline.clock import Clock, system_clock
 from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
@@ -425,11 +425,17 @@ class Notifier:
         to the next channel of ``escalation.channels`` that has not had this alert yet.
         Escalations ignore quiet hours.
         """
+        at = to_utc(now, "now") if now is not None else self._now()
+        results: list[DeliveryResult] = []
+        for alert in self._escalation_due(at):
+            results.extend(self._escalate(alert, self._config.escalation.channels, at))
+        return results
+
+    def _escalation_due(self, at: datetime) -> list[StoredAlert]:
+        """Unacknowledged alerts whose next escalation step is due at ``at`` (no side effects)."""
         esc = self._config.escalation
         if not esc.enabled:
             return []
-        at = to_utc(now, "now") if now is not None else self._now()
-        ladder = esc.channels
         regimes = {r.lower() for r in esc.regimes}
         step = timedelta(minutes=esc.after_minutes)
         with self._db.connect() as conn:
@@ -438,19 +444,33 @@ class Notifier:
                 .where(
                     alerts.c.acknowledged_at.is_(None),
                     alerts.c.type.in_(sorted(t.value for t in esc.alert_types)),
-                    alerts.c.escalation_level < len(ladder),
+                    alerts.c.escalation_level < len(esc.channels),
                 )
                 .order_by(alerts.c.created_at, alerts.c.alert_key)
             ).all()
-        results: list[DeliveryResult] = []
-        for alert in map(stored_alert, rows):
-            if (alert.regime or "").lower() not in regimes:
-                continue
-            last = alert.escalated_at or alert.created_at
-            if last + step > at:
-                continue
-            results.extend(self._escalate(alert, ladder, at))
-        return results
+        return [
+            alert
+            for alert in map(stored_alert, rows)
+            if (alert.regime or "").lower() in regimes
+            and (alert.escalated_at or alert.created_at) + step <= at
+        ]
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def due_work(self, now: datetime | None = None) -> tuple[int, int]:
+        """(held deliveries due for a digest, alerts due for escalation) at ``now``.
+
+        Read-only and cheap, for a sensor deciding whether :meth:`flush_due` /
+        :meth:`escalate_due` have anything to do.
+        """
+        at = to_utc(now, "now") if now is not None else self._now()
+        with self._db.connect() as conn:
+            held = conn.execute(
+                select(func.count())
+                .select_from(_D)
+                .where(_D.c.status == HELD, _D.c.hold_until <= at)
+            ).scalar_one()
+        return int(held), len(self._escalation_due(at))
 
     def _escalate(
         self, alert: StoredAlert, ladder: Sequence[str], at: datetime

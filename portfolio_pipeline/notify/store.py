@@ -28,6 +28,7 @@ __all__ = [
     "StoredAlert",
     "acknowledge",
     "delivery_rows",
+    "list_alerts",
     "recent_failures",
     "write_transaction",
 ]
@@ -222,3 +223,28 @@ def recent_failures(
             )
             for row in conn.execute(stmt)
         ]
+
+
+def list_alerts(
+    db: Database, *, limit: int = 50, unacknowledged_only: bool = False
+) -> list[tuple[StoredAlert, dict[str, str]]]:
+    """The newest alerts with their delivery status per channel (``{channel: status}``)."""
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    stmt = select(alerts)
+    if unacknowledged_only:
+        stmt = stmt.where(alerts.c.acknowledged_at.is_(None))
+    stmt = stmt.order_by(alerts.c.created_at.desc(), alerts.c.alert_key).limit(limit)
+    d = notification_deliveries
+    with db.connect() as conn:
+        found = [stored_alert(row) for row in conn.execute(stmt)]
+        statuses: dict[str, dict[str, str]] = {a.alert_key: {} for a in found}
+        if found:
+            rows = conn.execute(
+                select(d.c.alert_key, d.c.channel, d.c.status)
+                .where(d.c.alert_key.in_(sorted(statuses)))
+                .order_by(d.c.alert_key, d.c.channel)
+            )
+            for row in rows:
+                statuses[row.alert_key][row.channel] = row.status
+    return [(a, statuses[a.alert_key]) for a in found]
