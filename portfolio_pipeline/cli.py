@@ -303,9 +303,11 @@ def ui(port: int, host: str) -> None:
 
 
 def _attach_subcommands() -> None:
+    from portfolio_pipeline.cli_alerts import alerts
     from portfolio_pipeline.cli_orders import orders
     from portfolio_pipeline.cli_strategies import strategies
 
+    main.add_command(alerts)
     main.add_command(orders)
     main.add_command(strategies)
 

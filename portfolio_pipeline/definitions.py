@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
-from portfolio_pipeline.defs import greeks, jobs, positions, reporting, risk, strategies, stress
+from portfolio_pipeline.defs import (
+    greeks,
+    jobs,
+    notifications,
+    positions,
+    reporting,
+    risk,
+    strategies,
+    stress,
+)
 from portfolio_pipeline.defs.alerts import definitions as alerts_definitions
 from portfolio_pipeline.defs.greeks.schedules import intraday_job, intraday_schedule
 from portfolio_pipeline.defs.partitions import session_partitions
@@ -25,6 +34,7 @@ def build_definitions() -> dg.Definitions:
         risk.definitions(partitions),
         reporting.definitions(partitions),
         strategies.definitions(partitions),
+        notifications.definitions(partitions),
         dg.Definitions(jobs=[intraday], schedules=[intraday_schedule(intraday, calendar)]),
         dg.Definitions(
             jobs=[eod],

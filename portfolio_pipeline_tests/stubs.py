@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import dagster as dg
 
 from portfolio_pipeline.config import load_platform_config
 from portfolio_pipeline.config.loader import PlatformConfig
@@ -127,3 +131,19 @@ class StubBroker:
 
     async def cancel(self, order: Any) -> None:
         raise NotImplementedError("StubBroker does not trade")
+
+
+@contextmanager
+def ephemeral_instance() -> Iterator[dg.DagsterInstance]:
+    """An ephemeral Dagster instance, disposed afterwards.
+
+    Not ``with dg.DagsterInstance.ephemeral() as ...``: in Dagster 1.13 the instance's
+    ``__exit__`` disposes it but leaves its defs-state storage set in a ContextVar, and a
+    later ``materialize`` in the same thread then fails with "Attempted to resolve
+    undefined DagsterInstance weakref".
+    """
+    instance = dg.DagsterInstance.ephemeral()
+    try:
+        yield instance
+    finally:
+        instance.dispose()

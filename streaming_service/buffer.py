@@ -3,9 +3,12 @@ database is unreachable.
 
 * The engine loop calls :meth:`EventWriter.submit` (non-blocking, no I/O).
 * One writer task batches events and writes each batch in a worker thread
-  (``asyncio.to_thread``): ``storage.events.append_event`` (idempotent on
-  ``event_key``) and, on PostgreSQL, ``storage.events.notify`` in the same
-  transaction.
+  (``asyncio.to_thread``): one multi-row ``INSERT ... ON CONFLICT (event_key) DO
+  NOTHING RETURNING`` per batch (the bulk form of ``storage.events.append_event``,
+  idempotent on ``event_key``; a batch of one goes through ``append_event`` itself)
+  and, on PostgreSQL, ``storage.events.notify`` per new event in the same
+  transaction.  One statement per batch instead of one per event keeps the thread's
+  Python work -- and so its hold on the GIL, which the tick loop waits for -- small.
 * When the database is down (connection-level errors), the batch goes to a bounded
   JSON-lines file (mode 0600) under ``paths.buffer_dir()``; while the file holds
   anything, new events are appended behind it, so order is kept.  Every
@@ -28,10 +31,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from portfolio_pipeline.storage.engine import Database, json_dumps
 from portfolio_pipeline.storage.events import EVENTS_CHANNEL, append_event, notify
+from portfolio_pipeline.storage.tables import events as events_table
 from portfolio_pipeline.storage.tables import to_utc
 
 __all__ = [
@@ -96,23 +102,57 @@ class EventStore(Protocol):
 
 
 class DatabaseEventStore:
-    """``append_event`` + ``pg_notify`` (bound parameters) per event, one transaction per batch."""
+    """Bulk insert (idempotent on ``event_key``) + ``pg_notify`` (bound parameters) per
+    new event, one transaction per batch."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
     def write(self, events: Sequence[StreamEvent]) -> list[int | None]:
-        ids: list[int | None] = []
+        if not events:
+            return []
         with self._db.begin() as conn:
-            for e in events:
-                new_id = append_event(
+            if len(events) == 1:
+                e = events[0]
+                ids: list[int | None] = [append_event(
                     conn, event_key=e.event_key, kind=e.kind, severity=e.severity, ts=e.ts,
                     payload=e.payload, account_id=e.account_id,
-                )
-                ids.append(new_id)
+                )]
+            else:
+                ids = _bulk_append(conn, events)
+            for e, new_id in zip(events, ids, strict=True):
                 if new_id is not None:
                     notify(conn, EVENTS_CHANNEL, json_dumps({"id": new_id, "kind": e.kind}))
         return ids
+
+
+def _bulk_append(conn: Connection, events: Sequence[StreamEvent]) -> list[int | None]:
+    """``append_event`` for a batch in one executemany statement (rows inserted in order).
+
+    The events were validated when created (aware ``ts``, non-empty key/kind/severity,
+    JSON payload).  Returns the new id per event, None for a key already recorded (or
+    repeated earlier in the batch).
+    """
+    rows = [
+        {"event_key": e.event_key, "kind": e.kind, "severity": e.severity, "ts": to_utc(e.ts, "events.ts"),
+         "account_id": e.account_id, "payload": e.payload}
+        for e in events
+    ]
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        pg = postgresql.insert(events_table).on_conflict_do_nothing(index_elements=[events_table.c.event_key])
+        stmt = pg.returning(events_table.c.id, events_table.c.event_key)
+    elif dialect == "sqlite":
+        lite = sqlite.insert(events_table).on_conflict_do_nothing(index_elements=[events_table.c.event_key])
+        stmt = lite.returning(events_table.c.id, events_table.c.event_key)
+    else:  # pragma: no cover - storage.engine only builds the two dialects
+        raise ValueError(f"unsupported database dialect {dialect!r}")
+    new = {key: int(i) for i, key in conn.execute(stmt, rows)}
+    ids: list[int | None] = []
+    for e in events:
+        ids.append(new.pop(e.event_key, None))  # a repeated key: the first occurrence got the id
+    logger.debug("events appended count=%s new=%s", len(events), sum(i is not None for i in ids))
+    return ids
 
 
 class DiskBuffer:

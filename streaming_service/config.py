@@ -87,6 +87,17 @@ class FeedSettings(_Strict):
     risk_snapshot_seconds: float = Field(
         default=300.0, gt=0, description="market seconds between recorded intraday risk snapshots"
     )
+    batch_max_ticks: int = Field(
+        default=256, ge=1,
+        description="most queued ticks coalesced into one evaluation (1 = evaluate every tick)",
+    )
+    batch_window_seconds: float = Field(
+        default=0.001, ge=0,
+        description="market-time span of the ticks coalesced into one evaluation (0 = same timestamp only)",
+    )
+    queue_max_ticks: int = Field(
+        default=10_000, ge=1, description="ticks read ahead of the engine before the feed is paused"
+    )
 
 
 class BufferSettings(_Strict):

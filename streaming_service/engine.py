@@ -1,12 +1,21 @@
-"""Incremental portfolio Greeks: reprice only what a tick touches.
+"""Incremental portfolio Greeks: reprice only what the ticks of a batch touch.
 
-The book is split by underlying root into :class:`_Group` s of aligned numpy arrays.
-A tick on an underlying reprices that group only (one vectorised
-``quant.pricing.greeks`` call); a VIX tick rescales every option's vol
-(``vol = vol_at_open * VIX / VIX_at_open``, a sticky-VIX intraday model) and so
-reprices every option group; a VIX3M tick changes only the regime.  Per-group sums are
-cached, so the portfolio totals are a sum over five-or-so groups.  Quantity x
-multiplier scaling happens in ``domain.greeks.position_greeks`` (the one place).
+The book is held as one set of pre-allocated, aligned numpy arrays (one row per
+position), ordered by underlying root so each :class:`_Group` is a contiguous slice
+(its attributes are views into the book arrays).  Applying a tick
+(:meth:`Engine.apply`) only validates it and marks what it dirties: a tick on an
+underlying dirties that group; a VIX tick rescales every option's vol
+(``vol = vol_at_open * VIX / VIX_at_open``, a sticky-VIX intraday model) and so dirties
+every option group -- lazily: the book is repriced once, when the batch is refreshed,
+however many VIX ticks the batch held; a VIX3M tick changes only the regime.
+
+:meth:`Engine.reprice_pending` then reprices the option rows of every dirty group in
+ONE vectorised ``quant.pricing.greeks`` call per pricing model (the call has a fixed
+cost of ~100 us, so a batch touching five underlyings costs about what one does), and
+aggregates every row into per-group sums with a single (5 x rows) @ (rows x groups)
+product -- no Python loop over positions.  The portfolio totals are the sum of the
+cached per-group sums.  Quantity x multiplier scaling happens in
+``domain.greeks.position_greeks`` (the one place).
 
 Every evaluation classifies the live VIX and VIX/VIX3M with the one
 :class:`~portfolio_pipeline.domain.regime.RegimeService` (the previous regime passed
@@ -15,7 +24,12 @@ only for its hysteresis) and evaluates the limits with
 reported value (an intraday margin model is out of scope).
 
 ``Engine(..., incremental=False)`` is the plain reference twin: it reprices the whole
-book on every tick; a test asserts both give the same numbers.
+book on every call; a test asserts both give the same numbers.
+
+Batches: :meth:`Engine.on_ticks` (or :meth:`Engine.apply` per tick, then
+:meth:`Engine.reprice_pending` and :meth:`Engine.evaluate`) applies any number of ticks
+and reprices/evaluates once; the streaming service feeds it micro-batches of the ticks
+that queued up while the previous batch was processed.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from types import MappingProxyType
 from typing import Final
 
 import numpy as np
@@ -53,6 +68,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.intp]
 
 VOL_INDEX: Final = "VIX"
 VOL_INDEX_3M: Final = "VIX3M"
@@ -80,11 +97,17 @@ class NonFiniteGreeksError(ArithmeticError):
 
 @dataclass(frozen=True, slots=True)
 class Tick:
-    """One price update of an underlying (or VIX / VIX3M level); values as received."""
+    """One price update of an underlying (or VIX / VIX3M level); values as received.
+
+    ``received`` is the ``time.perf_counter()`` at which the tick came off the wire, when
+    the feed knows it (the service otherwise stamps it when it reads the tick); the
+    tick-to-event latency is measured from it.  The engine ignores it.
+    """
 
     symbol: str
     ts: datetime
     price: float
+    received: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +135,23 @@ class EngineInputs:
     betas: Mapping[str, float] = field(default_factory=dict)
 
 
+def _empty_ints() -> IntArray:
+    return np.zeros(0, dtype=np.intp)
+
+
 @dataclass(slots=True)
 class _Group:
+    """One underlying root: a contiguous slice of the engine's book arrays.
+
+    After the engine is built, the array attributes are VIEWS into the book arrays
+    (writing ``group.vol0[:]`` writes the book), ``opt_idx`` are the option rows
+    within the group and ``opt_rows`` the same rows in the book.
+    """
+
     root: str
     keys: tuple[str, ...]
-    is_option: npt.NDArray[np.bool_]
-    is_call: npt.NDArray[np.bool_]
+    is_option: BoolArray
+    is_call: BoolArray
     strike: FloatArray
     settle_epoch: FloatArray
     units: FloatArray  # signed quantity (multiplier applied in position_greeks)
@@ -128,15 +162,26 @@ class _Group:
     q: float
     beta: float
     totals: FloatArray = field(default_factory=lambda: np.zeros(_N_TOTALS))
-    opt_idx: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    opt_idx: IntArray = field(default_factory=_empty_ints)
+    index: int = 0
+    start: int = 0
+    opt_rows: IntArray = field(default_factory=_empty_ints)
 
 
 def _settle_epoch(expiry: date, settlement: str) -> float:
     return datetime.combine(expiry, _SETTLE_UTC.get(settlement, _SETTLE_UTC["PM"]), tzinfo=UTC).timestamp()
 
 
+def _cat_f(parts: Sequence[FloatArray]) -> FloatArray:
+    return np.concatenate(parts).astype(np.float64, copy=False) if parts else np.zeros(0)
+
+
+def _cat_b(parts: Sequence[BoolArray]) -> BoolArray:
+    return np.concatenate(parts).astype(np.bool_, copy=False) if parts else np.zeros(0, dtype=np.bool_)
+
+
 class Engine:
-    """Portfolio Greeks, regime and limit checks, updated tick by tick.
+    """Portfolio Greeks, regime and limit checks, updated tick by tick or batch by batch.
 
     Parameters
     ----------
@@ -149,7 +194,7 @@ class Engine:
     scope:
         Name of the book in limit checks (the account id, or ``"*"``).
     incremental:
-        False = reprice everything on every tick (reference twin / benchmark baseline).
+        False = reprice everything on every call (reference twin / benchmark baseline).
     """
 
     def __init__(
@@ -182,9 +227,14 @@ class Engine:
             by_root.setdefault(p.contract.underlying.upper(), []).append(p)
         for root, positions in by_root.items():
             self._groups[root] = self._build_group(root, positions, quotes, instruments, inputs)
+        self._layout_book()
+        self._symbols = frozenset((*self._groups, VOL_INDEX, VOL_INDEX_3M))
+        self._option_roots = tuple(r for r, g in self._groups.items() if g.opt_idx.size)
         self._bad: set[str] = set()
-        for root in self._groups:
-            self._reprice(root, self._last_ts)
+        self._dirty: set[str] = set()
+        errors = self._reprice(tuple(self._groups), self._last_ts)
+        if errors:
+            raise errors[0]
 
     # ------------------------------------------------------------------ set-up
 
@@ -248,6 +298,46 @@ class Engine:
         group.opt_idx = np.flatnonzero(is_option)
         return group
 
+    def _layout_book(self) -> None:
+        """Concatenate the groups into pre-allocated book arrays; groups become views."""
+        groups = list(self._groups.values())
+        sizes = np.array([len(g.keys) for g in groups], dtype=np.intp)
+        self._is_option: BoolArray = _cat_b([g.is_option for g in groups])
+        self._is_call: BoolArray = _cat_b([g.is_call for g in groups])
+        self._strike: FloatArray = _cat_f([g.strike for g in groups])
+        self._settle: FloatArray = _cat_f([g.settle_epoch for g in groups])
+        self._units: FloatArray = _cat_f([g.units for g in groups])
+        self._mult: FloatArray = _cat_f([g.multiplier for g in groups])
+        self._vol0: FloatArray = _cat_f([g.vol0 for g in groups])
+        self._value0: FloatArray = _cat_f([g.value0 for g in groups])
+        self._gid: IntArray = np.repeat(np.arange(len(groups), dtype=np.intp), sizes)
+        self._q_row: FloatArray = np.repeat(np.array([g.q for g in groups], dtype=np.float64), sizes)
+        self._beta_row: FloatArray = np.repeat(np.array([g.beta for g in groups], dtype=np.float64), sizes)
+        self._spot_g: FloatArray = np.array([self._spot[g.root] for g in groups], dtype=np.float64)
+        self._starts: IntArray = (np.cumsum(sizes) - sizes).astype(np.intp)
+        self._totals: FloatArray = np.zeros((len(groups), _N_TOTALS))
+        n = int(sizes.sum())
+        # Per-row model output, kept between batches (untouched groups keep theirs).
+        self._delta: FloatArray = np.where(self._is_option, 0.0, 1.0)
+        self._gamma: FloatArray = np.zeros(n)
+        self._vega: FloatArray = np.zeros(n)
+        self._theta: FloatArray = np.zeros(n)
+        self._value: FloatArray = self._spot_g[self._gid] if n else np.zeros(0)
+        self._stock_rows: IntArray = np.flatnonzero(~self._is_option)
+        by_model: dict[Model, list[IntArray]] = {}
+        for i, g in enumerate(groups):
+            lo = int(self._starts[i])
+            view = slice(lo, lo + int(sizes[i]))
+            g.index, g.start = i, lo
+            g.is_option, g.is_call, g.strike = self._is_option[view], self._is_call[view], self._strike[view]
+            g.settle_epoch, g.units, g.multiplier = self._settle[view], self._units[view], self._mult[view]
+            g.vol0, g.value0 = self._vol0[view], self._value0[view]
+            g.totals = self._totals[i]
+            g.opt_rows = (g.opt_idx + lo).astype(np.intp)
+            if g.opt_rows.size:
+                by_model.setdefault(g.model, []).append(g.opt_rows)
+        self._all_opt_rows: dict[Model, IntArray] = {m: np.concatenate(r) for m, r in by_model.items()}
+
     # ------------------------------------------------------------------ queries
 
     @property
@@ -257,7 +347,7 @@ class Engine:
     @property
     def symbols(self) -> frozenset[str]:
         """Every symbol the engine accepts ticks for."""
-        return frozenset((*self._groups, VOL_INDEX, VOL_INDEX_3M))
+        return self._symbols
 
     @property
     def vix(self) -> float:
@@ -273,7 +363,7 @@ class Engine:
 
     @property
     def position_count(self) -> int:
-        return sum(len(g.keys) for g in self._groups.values())
+        return int(self._units.size)
 
     def spot(self, root: str) -> float:
         try:
@@ -302,50 +392,73 @@ class Engine:
         """Groups whose last repricing gave non-finite Greeks (their last good values stand)."""
         return frozenset(self._bad)
 
+    @property
+    def pending(self) -> frozenset[str]:
+        """Groups dirtied by applied ticks and not repriced yet."""
+        return frozenset(self._dirty)
+
     # ------------------------------------------------------------------ updates
 
-    def _reprice(self, root: str, ts: datetime) -> None:
-        g = self._groups[root]
-        s = self._spot[root]
-        n = g.units.size
-        delta = np.where(g.is_option, 0.0, 1.0)
-        gamma = np.zeros(n)
-        vega = np.zeros(n)
-        theta = np.zeros(n)
-        value = np.full(n, s)
-        if g.opt_idx.size:
-            idx = g.opt_idx
-            t = np.maximum(g.settle_epoch[idx] - ts.timestamp(), 0.0) / _YEAR_SECONDS
-            vol = g.vol0[idx] * (self._vix / self._vix0)
-            res = pricing.greeks(g.is_call[idx], s, g.strike[idx], t, self._rate, g.q, vol, g.model)
-            delta[idx] = res.delta
-            gamma[idx] = res.gamma
-            vega[idx] = res.vega
-            theta[idx] = res.theta
-            value[idx] = res.price
+    def _reprice(self, roots: Sequence[str], ts: datetime) -> list[NonFiniteGreeksError]:
+        """Reprice the option rows of ``roots`` (one pricing call per model) and refresh
+        those groups' sums; the groups whose sums are non-finite keep their last good ones."""
+        groups = [self._groups[r] for r in roots]
+        if not groups:
+            return []
+        if len(groups) == len(self._groups):
+            rows_by_model = self._all_opt_rows
+        else:
+            parts: dict[Model, list[IntArray]] = {}
+            for g in groups:
+                if g.opt_rows.size:
+                    parts.setdefault(g.model, []).append(g.opt_rows)
+            rows_by_model = {m: p[0] if len(p) == 1 else np.concatenate(p) for m, p in parts.items()}
+        now = ts.timestamp()
+        vol_scale = self._vix / self._vix0
+        spot_row = self._spot_g[self._gid]
+        for model, idx in rows_by_model.items():
+            t = np.maximum(self._settle[idx] - now, 0.0) / _YEAR_SECONDS
+            res = pricing.greeks(
+                self._is_call[idx], spot_row[idx], self._strike[idx], t, self._rate, self._q_row[idx],
+                self._vol0[idx] * vol_scale, model,
+            )
+            self._delta[idx] = res.delta
+            self._gamma[idx] = res.gamma
+            self._vega[idx] = res.vega
+            self._theta[idx] = res.theta
+            self._value[idx] = res.price
+        if self._stock_rows.size:
+            self._value[self._stock_rows] = spot_row[self._stock_rows]
+        # Whole-book aggregation: cheaper than slicing, and rows of untouched groups
+        # reproduce their cached sums (their inputs have not changed).
         pg = position_greeks(
-            delta=delta, gamma=gamma, vega=vega, theta=theta,
-            quantity=g.units, multiplier=g.multiplier, spot=s, beta=g.beta,
+            delta=self._delta, gamma=self._gamma, vega=self._vega, theta=self._theta,
+            quantity=self._units, multiplier=self._mult, spot=spot_row, beta=self._beta_row,
         )
-        pnl = (value - g.value0) * g.units * g.multiplier
-        totals = np.array([
-            pg.beta_weighted_dollar_delta.sum(),
-            pg.dollar_gamma_1pct.sum(),
-            pg.vega_per_point.sum(),
-            pg.theta_per_day.sum(),
-            pnl.sum(),
-        ])
-        bad = int((~np.isfinite(totals)).sum())
-        if bad:
-            self._bad.add(root)
-            raise NonFiniteGreeksError(root, bad)
-        self._bad.discard(root)
-        g.totals = totals
+        pnl = (self._value - self._value0) * self._units * self._mult
+        rows = np.stack((
+            pg.beta_weighted_dollar_delta, pg.dollar_gamma_1pct, pg.vega_per_point, pg.theta_per_day, pnl,
+        ))
+        sums = np.add.reduceat(rows, self._starts, axis=1)  # (totals, groups); NaN stays in its group
+        nonfinite = (~np.isfinite(sums)).sum(axis=0)
+        errors: list[NonFiniteGreeksError] = []
+        for g in groups:
+            bad = int(nonfinite[g.index])
+            if bad:
+                self._bad.add(g.root)
+                errors.append(NonFiniteGreeksError(g.root, bad))
+            else:
+                self._bad.discard(g.root)
+                self._totals[g.index] = sums[:, g.index]
+        return errors
 
-    def _apply(self, tick: Tick) -> set[str]:
-        """Validate and apply one tick; the groups it touches."""
+    def apply(self, tick: Tick) -> None:
+        """Validate one tick and apply it (prices/levels and dirty groups; no repricing).
+
+        Raises :class:`BadTickError` / :class:`UnknownContractError` with nothing changed.
+        """
         symbol = tick.symbol.upper() if isinstance(tick.symbol, str) else ""
-        if symbol not in self.symbols:
+        if symbol not in self._symbols:
             raise UnknownContractError(f"no position or index {tick.symbol!r} in the book")
         ts = tick.ts
         if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
@@ -360,33 +473,37 @@ class Engine:
             self._last_ts = ts
         if symbol == VOL_INDEX:
             self._vix = price
-            return {r for r, g in self._groups.items() if g.opt_idx.size}
-        if symbol == VOL_INDEX_3M:
+            self._dirty.update(self._option_roots)  # lazily: repriced once per batch
+        elif symbol == VOL_INDEX_3M:
             self._vix3m = price
-            return set()
-        self._spot[symbol] = price
-        return {symbol}
+        else:
+            self._spot[symbol] = price
+            self._spot_g[self._groups[symbol].index] = price
+            self._dirty.add(symbol)
+
+    def reprice_pending(self) -> list[NonFiniteGreeksError]:
+        """Reprice every group dirtied since the last call (all of them for the twin) at
+        the latest tick time; the non-finite ones, if any (their last good sums stand)."""
+        if self._incremental:
+            roots: tuple[str, ...] = tuple(r for r in self._groups if r in self._dirty)
+        else:
+            roots = tuple(self._groups)
+        self._dirty.clear()
+        return self._reprice(roots, self._last_ts)
 
     def on_ticks(self, ticks: Iterable[Tick]) -> RiskState:
-        """Apply ticks (bad ones raise before anything changes for that tick) and re-evaluate.
+        """Apply ticks, reprice each touched group once, and evaluate once.
 
-        Raises :class:`BadTickError` / :class:`UnknownContractError` for the first bad
-        tick of a one-tick call; with several ticks, use :meth:`on_tick` per tick to
-        isolate them.  Raises :class:`NonFiniteGreeksError` when a group's repricing is
-        non-finite (its last good totals stay in force; the state is still evaluated
-        by the next call).
+        Raises :class:`BadTickError` / :class:`UnknownContractError` at the first bad
+        tick (that tick changes nothing; the ticks before it stay applied and are
+        repriced by the next call -- use :meth:`apply` per tick to skip bad ones and
+        go on).  Raises :class:`NonFiniteGreeksError` when a group's repricing is
+        non-finite (its last good totals stay in force; the other groups are updated
+        and the state is still evaluated by the next call).
         """
-        touched: set[str] = set()
         for tick in ticks:
-            touched |= self._apply(tick)
-        if not self._incremental:
-            touched = set(self._groups)
-        errors: list[NonFiniteGreeksError] = []
-        for root in touched:
-            try:
-                self._reprice(root, self._last_ts)
-            except NonFiniteGreeksError as exc:
-                errors.append(exc)
+            self.apply(tick)
+        errors = self.reprice_pending()
         if errors:
             raise errors[0]
         return self.evaluate()
@@ -395,9 +512,7 @@ class Engine:
         return self.on_ticks((tick,))
 
     def risk_snapshot(self) -> RiskSnapshot:
-        totals = np.zeros(_N_TOTALS)
-        for g in self._groups.values():
-            totals += g.totals
+        totals = self._totals.sum(axis=0)
         return RiskSnapshot(
             scope=self._scope,
             nlv=self._nlv0 + float(totals[4]),
@@ -418,5 +533,5 @@ class Engine:
             risk=risk,
             regime=regime,
             checks=tuple(evaluate_limits(risk, regime)),
-            spots=self._spot,
+            spots=MappingProxyType(dict(self._spot)),
         )

@@ -31,6 +31,7 @@ class ServiceMetrics:
 
     started: float = field(default_factory=time.monotonic)
     ticks: int = 0
+    batches: int = 0
     ticks_rejected: int = 0
     nan_greeks: int = 0
     breaches: int = 0
@@ -47,9 +48,20 @@ class ServiceMetrics:
 
     def record_tick(self, symbol: str, market_ts: str, latency_s: float) -> None:
         self.ticks += 1
+        self.batches += 1
         self.last_tick_wall[symbol] = time.monotonic()
         self.last_tick_market[symbol] = market_ts
         self.latencies.append(latency_s)
+
+    def record_batch(self, last_market_ts: dict[str, str], latencies_s: list[float]) -> None:
+        """One evaluated batch: the last market time per symbol and every tick's latency."""
+        self.ticks += len(latencies_s)
+        self.batches += 1
+        now = time.monotonic()
+        for symbol, market_ts in last_market_ts.items():
+            self.last_tick_wall[symbol] = now
+            self.last_tick_market[symbol] = market_ts
+        self.latencies.extend(latencies_s)
 
     def tick_ages(self) -> dict[str, float]:
         now = time.monotonic()

@@ -1,18 +1,33 @@
 """The streaming service: feed -> engine -> breach detector -> events (+ proposals).
 
-The tick loop is synchronous work only (engine, detector, ``EventWriter.submit``); the
+A reader task takes ticks off the feed into a queue, stamping their arrival time
+(``Tick.received``, unless the feed stamped it already).  The tick loop drains the
+queue into micro-batches -- every tick that queued up while the previous batch was
+processed, at most ``feed.batch_max_ticks`` and spanning at most
+``feed.batch_window_seconds`` of market time (so a fast replay still gets one
+evaluation per market instant) -- and runs each batch through the engine once (each
+touched underlying repriced once, one VIX repricing however many VIX ticks) and the
+breach detector once, at the batch's last market time.  An idle feed gives batches of
+one tick (no waiting for more); a busy one gives bigger batches at about the cost of
+one, which is what keeps the latency bounded.  Each tick's latency runs from its
+arrival to its batch's events being queued, so waiting in the queue counts.
+
+The batch work is synchronous only (engine, detector, ``EventWriter.submit``); the
 database is written by the writer task in a thread, proposals run as their own tasks,
-the watchdog and the health endpoint are tasks too.  Bad input never stops the loop:
-malformed ticks and unknown contracts are logged and skipped; NaN Greeks raise a
-``stale_data`` event and the affected group keeps its last good numbers.
+the watchdog and the health endpoint are tasks too, and the loop yields to them after
+every batch.  Bad input never stops the loop: malformed ticks and unknown contracts are
+logged and skipped (the rest of their batch goes on); NaN Greeks raise a ``stale_data``
+event and the affected group keeps its last good numbers (the batch is still
+evaluated with them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -26,7 +41,6 @@ from streaming_service.engine import (
     BadTickError,
     Engine,
     EngineInputs,
-    NonFiniteGreeksError,
     RiskState,
     Tick,
     UnknownContractError,
@@ -41,6 +55,16 @@ logger = logging.getLogger(__name__)
 
 RISK_SNAPSHOT: Final = "risk_snapshot"
 STALE_DATA: Final = "stale_data"
+
+#: A tick and its arrival (``time.perf_counter()``); ``None`` ends the feed.
+_Queued = tuple[Tick, float]
+
+
+def _market_seconds(tick: Tick) -> float | None:
+    ts = getattr(tick, "ts", None)
+    if isinstance(ts, datetime) and ts.tzinfo is not None and ts.utcoffset() is not None:
+        return ts.timestamp()
+    return None  # malformed: the engine rejects it; it does not bound the batch
 
 
 def risk_payload(state: RiskState) -> dict[str, Any]:
@@ -130,32 +154,55 @@ class StreamingService:
         self._writer.submit(event)
 
     def process_tick(self, tick: Tick) -> list[BreachSignal]:
-        """One tick through engine and detector (synchronous; never raises for bad input)."""
+        """One tick through engine and detector (a batch of one; see :meth:`process_batch`)."""
+        received = getattr(tick, "received", None)
+        return self.process_batch(((tick, time.perf_counter() if received is None else received),))
+
+    def process_batch(self, batch: Sequence[_Queued]) -> list[BreachSignal]:
+        """A micro-batch of (tick, arrival) through the engine once and the detector once.
+
+        Synchronous; never raises for bad input: each tick is validated on its own and
+        a bad one is logged and skipped.  The touched groups are repriced once, then the
+        detector sees one evaluation at the batch's last market time.  Every accepted
+        tick's latency (arrival -> the batch's events queued) goes to the metrics.
+        """
         engine = self._engine
         assert engine is not None, "start_engine() first"
-        t0 = time.perf_counter()
-        try:
-            state = engine.on_tick(tick)
-        except (BadTickError, UnknownContractError) as exc:
-            self.metrics.ticks_rejected += 1
-            logger.warning("tick skipped symbol=%r reason=%s", getattr(tick, "symbol", None), exc)
+        accepted: list[_Queued] = []
+        for item in batch:
+            tick = item[0]
+            try:
+                engine.apply(tick)
+            except (BadTickError, UnknownContractError) as exc:
+                self.metrics.ticks_rejected += 1
+                logger.warning("tick skipped symbol=%r reason=%s", getattr(tick, "symbol", None), exc)
+                continue
+            accepted.append(item)
+        if not accepted:
             return []
-        except NonFiniteGreeksError as exc:
+        for err in engine.reprice_pending():
             self.metrics.nan_greeks += 1
-            if exc.root not in self._nan_roots:
-                self._nan_roots.add(exc.root)
-                self._stale_event(exc.root, tick.ts, "nan_greeks", str(exc))
-            return []
-        self._nan_roots &= set(engine.bad_groups)
+            if err.root not in self._nan_roots:
+                self._nan_roots.add(err.root)
+                self._stale_event(err.root, accepted[-1][0].ts, "nan_greeks", str(err))
+        self._nan_roots &= engine.bad_groups
+        state = engine.evaluate()
         signals = self._detector.update(state.ts, state.checks)
         for sig in signals:
             self._on_signal(sig, state)
         self._maybe_snapshot(state)
+        done = time.perf_counter()
+        last_market: dict[str, str] = {}
+        latencies: list[float] = []
+        for tick, received in accepted:
+            symbol = tick.symbol.upper()
+            last_market[symbol] = tick.ts.isoformat()
+            latencies.append(done - received)
+            if symbol in self._stale:
+                self._stale.discard(symbol)
+                logger.info("ticks resumed symbol=%s", tick.symbol)
+        self.metrics.record_batch(last_market, latencies)
         self.metrics.regime, self.metrics.vix = state.regime.name, state.regime.vix
-        self.metrics.record_tick(tick.symbol.upper(), tick.ts.isoformat(), time.perf_counter() - t0)
-        if tick.symbol.upper() in self._stale:
-            self._stale.discard(tick.symbol.upper())
-            logger.info("ticks resumed symbol=%s", tick.symbol)
         return signals
 
     def _on_signal(self, sig: BreachSignal, state: RiskState) -> None:
@@ -222,6 +269,42 @@ class StreamingService:
             await asyncio.sleep(min(1.0, self._settings.feed.stale_after_seconds / 2))
             self.check_stale(market_now())
 
+    async def _read_feed(self, queue: asyncio.Queue[_Queued | None]) -> None:
+        """Feed -> queue, stamping arrivals; pauses while ``queue_max_ticks`` are waiting."""
+        limit = self._settings.feed.queue_max_ticks
+        try:
+            async for tick in self._feed.ticks():
+                received = getattr(tick, "received", None)
+                queue.put_nowait((tick, time.perf_counter() if received is None else received))
+                while queue.qsize() >= limit:
+                    await asyncio.sleep(0)  # back-pressure: let the tick loop catch up
+        finally:
+            queue.put_nowait(None)  # unbounded queue: the end marker always fits
+
+    def _next_batch(
+        self, first: _Queued, queue: asyncio.Queue[_Queued | None]
+    ) -> tuple[list[_Queued], _Queued | None, bool]:
+        """``first`` plus what is queued behind it that fits the batch bounds.
+
+        Returns the batch, the item that did not fit (starts the next batch) and
+        whether the feed's end marker was reached.
+        """
+        feed = self._settings.feed
+        batch = [first]
+        base = _market_seconds(first[0])
+        while len(batch) < feed.batch_max_ticks and not queue.empty():
+            item = queue.get_nowait()
+            if item is None:
+                return batch, None, True
+            t = _market_seconds(item[0])
+            if t is not None:
+                if base is None:
+                    base = t
+                elif abs(t - base) > feed.batch_window_seconds:
+                    return batch, item, False
+            batch.append(item)
+        return batch, None, False
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Run until the feed ends or ``stop`` is set; then flush (nothing is lost)."""
         stop = stop or asyncio.Event()
@@ -229,16 +312,31 @@ class StreamingService:
         engine = self._engine or await self.start_engine()
         last_ts: list[datetime] = [engine.evaluate().ts]
         watchdog = asyncio.create_task(self._watchdog(lambda: last_ts[0]), name="stale-watchdog")
+        queue: asyncio.Queue[_Queued | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._read_feed(queue), name="feed-reader")
         try:
-            ticks = self._feed.ticks()
-            async for tick in ticks:
+            carry: _Queued | None = None
+            ended = False
+            while not ended and not stop.is_set():
+                first = carry if carry is not None else await queue.get()
+                if first is None:
+                    break
+                batch, carry, ended = self._next_batch(first, queue)
                 if stop.is_set():
                     break
-                self.process_tick(tick)
-                if isinstance(getattr(tick, "ts", None), datetime):
-                    last_ts[0] = tick.ts
+                self.process_batch(batch)
+                for tick, _ in reversed(batch):
+                    if isinstance(getattr(tick, "ts", None), datetime):
+                        last_ts[0] = tick.ts
+                        break
+                await asyncio.sleep(0)  # the feed reader, the event writer and proposals run
+            if not reader.done():
+                reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader  # re-raises a feed error
             self.metrics.feed_done = True
         finally:
+            reader.cancel()
             watchdog.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -274,6 +372,7 @@ class StreamingService:
         q = m.latency_quantiles()
         lines = [
             "# TYPE portfolio_stream_ticks_total counter", f"portfolio_stream_ticks_total {m.ticks}",
+            "# TYPE portfolio_stream_batches_total counter", f"portfolio_stream_batches_total {m.batches}",
             "# TYPE portfolio_stream_ticks_rejected_total counter",
             f"portfolio_stream_ticks_rejected_total {m.ticks_rejected}",
             "# TYPE portfolio_stream_nan_greeks_total counter", f"portfolio_stream_nan_greeks_total {m.nan_greeks}",

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dagster as dg
 import pandas as pd
 
 
@@ -135,3 +136,47 @@ def validate_frame(name: str, frame: pd.DataFrame, expectations: Sequence[Expect
             )
         )
     return SuiteOutcome(name=name, rows=len(frame), outcomes=tuple(outcomes))
+
+
+def suite_check_result(
+    spec: dg.AssetCheckSpec,
+    outcome: SuiteOutcome,
+    *,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    metadata: dict[str, dg.MetadataValue] | None = None,
+) -> dg.AssetCheckResult:
+    """The asset check result of a GE suite (the one place this conversion lives)."""
+    return dg.AssetCheckResult(
+        check_name=spec.name,
+        asset_key=spec.asset_key,
+        passed=outcome.success,
+        severity=severity,
+        description=outcome.summary(),
+        metadata={
+            "rows": dg.MetadataValue.int(outcome.rows),
+            "failed_expectations": dg.MetadataValue.int(len(outcome.failures())),
+            **(metadata or {}),
+        },
+    )
+
+
+def problems_check_result(
+    spec: dg.AssetCheckSpec,
+    problems: Sequence[str],
+    *,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    **metadata: float,
+) -> dg.AssetCheckResult:
+    """The asset check result of a hand-written check: passed when ``problems`` is empty."""
+    shown = "; ".join(problems[:10]) + (f" (+{len(problems) - 10} more)" if len(problems) > 10 else "")
+    return dg.AssetCheckResult(
+        check_name=spec.name,
+        asset_key=spec.asset_key,
+        passed=not problems,
+        severity=severity,
+        description=shown if problems else "ok",
+        metadata={
+            "problems": dg.MetadataValue.int(len(problems)),
+            **{k: dg.MetadataValue.float(float(v)) for k, v in metadata.items()},
+        },
+    )

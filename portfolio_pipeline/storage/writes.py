@@ -88,7 +88,9 @@ def _clean_value(column: Column[Any], value: Any, *, where: str) -> Any:
             raise ValueError(f"column {column.name!r} is NaN ({where}); it must be finite")
         if math.isinf(number):
             raise ValueError(f"column {column.name!r} is infinite ({where}); it must be finite")
-        return number
+        # SQLite stores integral REALs as integers, which drops the sign of -0.0; store
+        # +0.0 on both backends so they read back the same.
+        return 0.0 if number == 0.0 else number
     return value
 
 

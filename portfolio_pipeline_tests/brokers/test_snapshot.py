@@ -3,7 +3,11 @@ from __future__ import annotations
 import asyncio
 from datetime import date
 
-from portfolio_pipeline.brokers.snapshot import VOLATILITY_INDICES, collect_snapshot, underlying_contracts
+from portfolio_pipeline.brokers.snapshot import (
+    VOLATILITY_INDICES,
+    collect_snapshot,
+    underlying_contracts,
+)
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Quote
 from portfolio_pipeline_tests.stubs import T0, StubBroker, instruments, option, position
 

@@ -9,6 +9,7 @@ import dagster as dg
 from portfolio_pipeline.definitions import defs
 from portfolio_pipeline.defs.partitions import session_partitions
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+from portfolio_pipeline_tests.stubs import ephemeral_instance
 
 
 def test_definitions_snapshot() -> None:
@@ -43,7 +44,7 @@ def _tick(ny_date: str, hour: int, minute: int) -> datetime:
 def test_eod_schedule_runs_on_sessions_only() -> None:
     schedule = defs.resolve_schedule_def("eod_schedule")
     repo = defs.get_repository_def()
-    with dg.instance_for_test() as instance:
+    with ephemeral_instance() as instance:
         ctx = dg.build_schedule_context(instance=instance, repository_def=repo, scheduled_execution_time=_tick("2018-02-05", 16, 30))
         [request] = schedule.evaluate_tick(ctx).run_requests or []
         assert request.partition_key == "2018-02-05"

@@ -160,6 +160,7 @@ class IbkrBroker:
         self._background: set[asyncio.Task[None]] = set()
         self._subs: dict[str, _Subscription] = {}
         self._qualified: dict[str, IbContract] = {}
+        self._broker_class: dict[str, str] = {}  # key -> IBKR's class when the table's differs
         self._underlying_expiry: dict[int, date] = {}
         self._staged: dict[str, IbTrade] = {}
         self._account_lock = asyncio.Lock()
@@ -469,6 +470,8 @@ class IbkrBroker:
             return cached
         ib = await self._ready_ib()
         request = ib_contract_for(contract, self._instruments)
+        if key in self._broker_class:  # e.g. a held ES weekly: table EW, IBKR EW2
+            request.tradingClass = self._broker_class[key]
         what = f"qualify {key} ({describe(request)})"
         try:
             result = await self._request(what, lambda: ib.qualifyContractsAsync(request))
@@ -573,6 +576,9 @@ class IbkrBroker:
             norm = normalise_contract(
                 contract, self._instruments, account=account_id, underlying_expiry=und_expiry
             )
+            tc = (contract.tradingClass or "").upper()
+            if norm.contract.is_option and tc and tc != norm.contract.trading_class:
+                self._broker_class[norm.contract.key] = tc
             item = portfolio.get(contract.conId)
             mark = clean_price(item.marketPrice) if item is not None else None
             if mark is None:

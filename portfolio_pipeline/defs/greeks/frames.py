@@ -12,7 +12,7 @@ from sqlalchemy import Table, and_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
-from portfolio_pipeline.defs.quality import SuiteOutcome
+from portfolio_pipeline.defs.quality import suite_check_result
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
@@ -90,23 +90,4 @@ def market_history() -> Any:
         return None
 
 
-def check_result(
-    spec: dg.AssetCheckSpec,
-    outcome: SuiteOutcome,
-    *,
-    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
-    metadata: dict[str, dg.MetadataValue] | None = None,
-) -> dg.AssetCheckResult:
-    """An asset check result from a GE suite outcome."""
-    return dg.AssetCheckResult(
-        check_name=spec.name,
-        asset_key=spec.asset_key,
-        passed=outcome.success,
-        severity=severity,
-        description=outcome.summary(),
-        metadata={
-            "rows": dg.MetadataValue.int(outcome.rows),
-            "failed_expectations": dg.MetadataValue.int(len(outcome.failures())),
-            **(metadata or {}),
-        },
-    )
+check_result = suite_check_result

@@ -12,6 +12,7 @@ from portfolio_pipeline.defs.quality import (
     in_set,
     not_in,
     not_null,
+    suite_check_result,
     unique_compound,
     validate_frame,
 )
@@ -87,15 +88,4 @@ def market_suite(frame: pd.DataFrame) -> SuiteOutcome:
     return SuiteOutcome(market.name, market.rows, market.outcomes + expiries.outcomes)
 
 
-def check_result(spec: dg.AssetCheckSpec, outcome: SuiteOutcome) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=spec.name,
-        asset_key=spec.asset_key,
-        passed=outcome.success,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=outcome.summary(),
-        metadata={
-            "rows": dg.MetadataValue.int(outcome.rows),
-            "failed_expectations": dg.MetadataValue.int(len(outcome.failures())),
-        },
-    )
+check_result = suite_check_result

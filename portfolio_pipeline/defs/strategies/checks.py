@@ -15,6 +15,8 @@ from portfolio_pipeline.defs.quality import (
     between,
     in_set,
     not_null,
+    problems_check_result,
+    suite_check_result,
     unique_compound,
     validate_frame,
 )
@@ -84,20 +86,7 @@ def coverage_problems(positions: Iterable[Mapping[str, Any]], groups: Iterable[M
     return problems
 
 
-def simple_result(spec: dg.AssetCheckSpec, problems: list[str], **metadata: float) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=spec.name, asset_key=spec.asset_key, passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems[:5]) if problems else "ok",
-        metadata={"problems": dg.MetadataValue.int(len(problems)),
-                  **{k: dg.MetadataValue.float(v) for k, v in metadata.items()}},
-    )
+simple_result = problems_check_result
 
 
-def suite_result(spec: dg.AssetCheckSpec, outcome: SuiteOutcome) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=spec.name, asset_key=spec.asset_key, passed=outcome.success,
-        severity=dg.AssetCheckSeverity.ERROR, description=outcome.summary(),
-        metadata={"rows": dg.MetadataValue.int(outcome.rows),
-                  "failed_expectations": dg.MetadataValue.int(len(outcome.failures()))},
-    )
+suite_result = suite_check_result

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 import numpy as np
 
+from portfolio_pipeline.defs.quality import problems_check_result
 from portfolio_pipeline.quant.correlation import is_correlation
 
 GRID = dg.AssetKey("stress_shock_grid")
@@ -32,15 +34,7 @@ CORRELATION_CHECK = dg.AssetCheckSpec(
 )
 
 
-def _result(spec: dg.AssetCheckSpec, problems: Sequence[str], **metadata: float) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=spec.name,
-        asset_key=spec.asset_key,
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) if problems else "ok",
-        metadata={k: dg.MetadataValue.float(float(v)) for k, v in metadata.items()},
-    )
+_result = problems_check_result
 
 
 def grid_check(pnl: np.ndarray, zero_cell_pnl: float) -> dg.AssetCheckResult:
@@ -78,7 +72,7 @@ def mc_check(rows: Sequence[dict[str, object]], tail_gap: float) -> dg.AssetChec
 def correlation_check(matrices: dict[str, np.ndarray]) -> dg.AssetCheckResult:
     problems = [f"{name} is not a valid correlation matrix" for name, m in matrices.items()
                 if not is_correlation(m)]
-    return _result(
-        CORRELATION_CHECK, problems,
-        **{f"{k}_min_eigenvalue": float(np.linalg.eigvalsh(m).min()) for k, m in matrices.items()},
-    )
+    eigen: dict[str, Any] = {
+        f"{k}_min_eigenvalue": float(np.linalg.eigvalsh(m).min()) for k, m in matrices.items()
+    }
+    return _result(CORRELATION_CHECK, problems, **eigen)

@@ -9,11 +9,12 @@ import pytest
 
 from portfolio_pipeline.definitions import defs
 from portfolio_pipeline.exchange_calendar import NEW_YORK
+from portfolio_pipeline_tests.stubs import ephemeral_instance
 
 
 def _evaluate(y: int, m: int, d: int, hh: int, mm: int) -> dg.SensorResult | object:
     schedule = defs.resolve_schedule_def("intraday_schedule")
-    with dg.instance_for_test() as instance:
+    with ephemeral_instance() as instance:
         ctx = dg.build_schedule_context(
             instance=instance, repository_def=defs.get_repository_def(),
             scheduled_execution_time=datetime(y, m, d, hh, mm, tzinfo=NEW_YORK),

@@ -23,7 +23,7 @@ from portfolio_pipeline.storage import (
     market_snapshot,
     positions_snapshot,
 )
-from portfolio_pipeline_tests.stubs import StubBroker, option, position
+from portfolio_pipeline_tests.stubs import StubBroker, ephemeral_instance, option, position
 
 SESSION = "2018-02-05"
 AS_OF = datetime(2018, 2, 5, 21, 1, tzinfo=UTC)
@@ -81,7 +81,7 @@ def _rows(db_url: str) -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.DagsterInstance.ephemeral() as inst:
+    with ephemeral_instance() as inst:
         yield inst
 
 

@@ -32,7 +32,7 @@ from portfolio_pipeline.storage.tables import (
     position_greeks,
     risk_metrics,
 )
-from portfolio_pipeline_tests.stubs import StubBroker, option, position
+from portfolio_pipeline_tests.stubs import StubBroker, ephemeral_instance, option, position
 
 DAY1, DAY2 = date(2018, 2, 2), date(2018, 2, 5)
 CLOSE1 = datetime(2018, 2, 2, 21, 1, tzinfo=UTC)
@@ -132,7 +132,7 @@ def dated_broker(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.DagsterInstance.ephemeral() as inst:
+    with ephemeral_instance() as inst:
         yield inst
 
 

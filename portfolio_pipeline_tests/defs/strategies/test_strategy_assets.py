@@ -30,7 +30,7 @@ from portfolio_pipeline.storage.tables import (
     strategy_stats,
     theta_vega_history,
 )
-from portfolio_pipeline_tests.stubs import StubBroker, option, position
+from portfolio_pipeline_tests.stubs import StubBroker, ephemeral_instance, option, position
 
 PARTS = session_partitions(ExchangeCalendar())
 ASSETS = [make_snapshot_assets(PARTS), *make_strategy_assets(PARTS)]
@@ -100,7 +100,7 @@ def _broker(day: date) -> StubBroker:
 
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.DagsterInstance.ephemeral() as inst:
+    with ephemeral_instance() as inst:
         yield inst
 
 

@@ -1,0 +1,85 @@
+"""``portfolio alerts``: list recent alerts with their acknowledgement and delivery state,
+and acknowledge one (which stops its escalation).  Attached by ``cli._attach_subcommands``."""
+
+from __future__ import annotations
+
+import getpass
+
+import click
+
+from portfolio_pipeline.exchange_calendar import NEW_YORK
+from portfolio_pipeline.storage import Database
+
+__all__ = ["alerts"]
+
+UNKNOWN_ALERT_EXIT = 2
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _database() -> Database:
+    db = Database()
+    db.migrate()
+    return db
+
+
+@click.group()
+def alerts() -> None:
+    """Alerts raised to people: list them, acknowledge one."""
+
+
+@alerts.command("list")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000),
+              help="How many of the newest alerts.")
+@click.option("--unacked", is_flag=True, help="Only alerts nobody has acknowledged.")
+def list_cmd(limit: int, unacked: bool) -> None:
+    """Recent alerts, newest first: time (New York), key, type, severity, ack, deliveries."""
+    from portfolio_pipeline.notify import list_alerts
+
+    with _database() as db:
+        found = list_alerts(db, limit=limit, unacknowledged_only=unacked)
+    if not found:
+        click.echo("no alerts")
+        return
+    for alert, deliveries in found:
+        when = alert.created_at.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M %Z")
+        ack = (
+            f"acked by {alert.acknowledged_by} "
+            f"{alert.acknowledged_at.astimezone(NEW_YORK).strftime('%Y-%m-%d %H:%M %Z')}"
+            if alert.acknowledged_at is not None
+            else "UNACKED"
+        )
+        sent = ", ".join(f"{c}={s}" for c, s in deliveries.items()) or "no deliveries"
+        click.echo(f"{when}  {alert.alert_key}  [{alert.type}/{alert.severity}]  {ack}  ({sent})")
+        click.echo(f"    {alert.title}")
+
+
+@alerts.command("ack")
+@click.argument("alert_id")
+@click.option("--by", "who", default=None, help="Who acknowledges (default: cli:<user>).")
+@click.pass_context
+def ack_cmd(ctx: click.Context, alert_id: str, who: str | None) -> None:
+    """Acknowledge alert ALERT_ID (its key, as `portfolio alerts list` shows it)."""
+    from portfolio_pipeline.notify import acknowledge
+    from portfolio_pipeline.notify.store import get_alert
+
+    by = who or _who()
+    with _database() as db:
+        try:
+            new = acknowledge(db, alert_id, by)
+        except KeyError:
+            click.echo(f"error: no alert with id {alert_id!r}", err=True)
+            ctx.exit(UNKNOWN_ALERT_EXIT)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--by") from None
+        stored = get_alert(db, alert_id)
+    if new:
+        click.echo(f"acknowledged {alert_id} by {by}")
+    elif stored is not None and stored.acknowledged_at is not None:
+        when = stored.acknowledged_at.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M %Z")
+        click.echo(f"{alert_id} was already acknowledged by {stored.acknowledged_by} at {when}")
