@@ -184,7 +184,7 @@ def main() -> None:
         print(f"  {ok} {name:<23} offered {rate:>7,.0f}/s achieved {r['achieved']:>7,.0f} ticks/s"
               f"   p50 {r['p50'] * 1e3:6.3f} ms   p99 {r['p99'] * 1e3:6.3f} ms   max {r['max'] * 1e3:7.3f} ms"
               f"   batches {r['batches']:,} (mean {r['ticks'] / max(r['batches'], 1):.1f} ticks)"
-              f"   signals {r['signals']}   events new/submitted {r["written"]:,}/{r["submitted"]:,}")
+              f"   signals {r['signals']}   events new/submitted {r['written']:,}/{r['submitted']:,}")
     print("goal: p99 < 5 ms at 5,000 ticks/s sustained, SQLite writes included")
 
 

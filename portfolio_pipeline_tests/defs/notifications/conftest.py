@@ -34,6 +34,7 @@ from portfolio_pipeline_tests.notify.conftest import (
     fake_http,
     make_config,
 )
+from portfolio_pipeline_tests.stubs import ephemeral_instance
 
 __all__ = ["fake_http"]
 
@@ -55,7 +56,7 @@ class PinnedNotifications(NotificationsResource):
 
 @pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.DagsterInstance.ephemeral() as inst:
+    with ephemeral_instance() as inst:
         yield inst
 
 

@@ -47,9 +47,9 @@ def _tick(db_url: str, config: Path, cursor: str | None, instance: dg.DagsterIns
 
 
 def test_exit_signal_sensor_one_run_per_event(
-    db: Database, db_url: str, notify_config_dir: Path, fake_http: FakeHttp
+    db: Database, db_url: str, notify_config_dir: Path, fake_http: FakeHttp,
+    instance: dg.DagsterInstance,
 ) -> None:
-    instance = dg.DagsterInstance.ephemeral()
     first = _event(db, "exit:S1:dte:2018-03-29")
     _event(db, "breach:1", kind="limit_breach")
     _event(db, "exit:S0:dte:2018-01-05", ts=datetime(2018, 1, 5, 21, tzinfo=UTC))  # backfilled
@@ -77,7 +77,8 @@ def test_exit_signal_sensor_one_run_per_event(
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_housekeeping_flushes_held_digest_when_due(
-    db: Database, db_url: str, notify_config_dir: Path, fake_http: FakeHttp, tmp_path: Path
+    db: Database, db_url: str, notify_config_dir: Path, fake_http: FakeHttp,
+    instance: dg.DagsterInstance,
 ) -> None:
     import yaml
 
@@ -88,7 +89,6 @@ def test_housekeeping_flushes_held_digest_when_due(
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     night = datetime(2018, 3, 29, 3, 0, tzinfo=UTC)  # 23:00 New York: quiet
     morning = datetime(2018, 3, 29, 13, 5, tzinfo=UTC)  # 09:05 New York: open - 25 min
-    instance = dg.DagsterInstance.ephemeral()
     res = resources(db_url, notify_config_dir, at=night)
     notifier = res["notifications"].notifier(res["db"].database, res["platform"])
     for i in range(2):
