@@ -1,6 +1,11 @@
 """``portfolio-stream``: the streaming service process.
 
     portfolio-stream --broker demo --health-port 8765 [--speed 600] [--session 2018-02-05]
+    portfolio-stream --broker ibkr|tastytrade --health-port 8765
+
+Live brokers: the adapter is built from ``config/accounts.yaml`` (every account of that
+broker) and polled by :class:`~streaming_service.feeds.broker.BrokerFeed` (quotes every
+second, positions every minute; fills rebuild the engine).
 
 Configuration comes from the platform config directory (``PORTFOLIO_CONFIG_DIR`` or the
 checkout's ``config/``; ``streaming.yaml`` optional) and the database from
@@ -35,6 +40,7 @@ from portfolio_pipeline.storage import Database
 from streaming_service.buffer import DatabaseEventStore, DiskBuffer, EventWriter
 from streaming_service.config import DEFAULT_STREAMING, StreamingConfig
 from streaming_service.feeds.base import Feed
+from streaming_service.feeds.broker import BrokerFeed
 from streaming_service.health import HealthServer
 from streaming_service.service import StreamingService
 from streaming_service.staging import HedgeDesk
@@ -99,25 +105,32 @@ def build_service(
     settings = streaming_settings(config)
     pricing = pricing_settings(config)
     account = _account(config, broker_name)
-    if broker_name != "demo":
-        raise click.UsageError(
-            f"--broker {broker_name}: no live feed for this broker in this build yet (use --broker demo)"
-        )
-    from portfolio_pipeline.brokers.demo import DemoBroker
-    from portfolio_pipeline.marketdata.history import MarketHistory
-    from streaming_service.feeds.demo import DemoFeed
+    live: BrokerFeed | None = None
+    broker: BrokerAdapter
+    feed: Feed
+    if broker_name == "demo":
+        from portfolio_pipeline.brokers.demo import DemoBroker
+        from portfolio_pipeline.marketdata.history import MarketHistory
+        from streaming_service.feeds.demo import DemoFeed
 
-    replay = session or date.fromisoformat(settings.feed.demo_session)
-    clock = SettableClock(datetime(replay.year, replay.month, replay.day, 14, 30, tzinfo=UTC))
-    history = MarketHistory()
-    seed = account.demo.seed if account.demo is not None else 7
-    broker: BrokerAdapter = DemoBroker(
-        config.instruments, account_id=account.account_id, clock=clock, seed=seed, history=history
-    )
-    feed: Feed = DemoFeed(
-        broker, account.account_id, history, replay, speed=speed, tick_seconds=settings.feed.demo_tick_seconds,
-        seed=seed, clock=clock,
-    )
+        replay = session or date.fromisoformat(settings.feed.demo_session)
+        clock = SettableClock(datetime(replay.year, replay.month, replay.day, 14, 30, tzinfo=UTC))
+        history = MarketHistory()
+        seed = account.demo.seed if account.demo is not None else 7
+        broker = DemoBroker(
+            config.instruments, account_id=account.account_id, clock=clock, seed=seed, history=history
+        )
+        feed = DemoFeed(
+            broker, account.account_id, history, replay, speed=speed, tick_seconds=settings.feed.demo_tick_seconds,
+            seed=seed, clock=clock,
+        )
+    else:  # live: the broker's accounts from accounts.yaml, polled by BrokerFeed (never orders)
+        from portfolio_pipeline.brokers.factory import make_adapter
+
+        accounts = [a for a in config.accounts.accounts if a.broker == broker_name]
+        broker = make_adapter(account.broker, accounts, config.instruments, system_clock)
+        feed = live = BrokerFeed(broker, [a.account_id for a in accounts], config.instruments)
+        replay = system_clock().date()
     writer = EventWriter(
         DatabaseEventStore(db), DiskBuffer(buffer_directory, max_events=settings.buffer.max_events),
         batch_size=settings.buffer.batch_size, flush_interval=settings.buffer.flush_interval_seconds,
@@ -141,6 +154,8 @@ def build_service(
         desk=desk, rate=pricing.rate_on(replay), dividend_yields={r: pricing.dividend_yield(r) for r in roots},
         betas=betas,
     )
+    if live is not None:
+        live.on_book_change = service.start_engine  # fills -> the engine is rebuilt
     return service, broker
 
 
@@ -163,6 +178,13 @@ async def _run(service: StreamingService, health_port: int) -> None:
         await server.close()
 
 
+async def _run_live(service: StreamingService, broker: BrokerAdapter, health_port: int) -> None:
+    try:
+        await _run(service, health_port)
+    finally:
+        await broker.close()
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--broker", "broker_name", type=click.Choice(["demo", "ibkr", "tastytrade"]), default="demo",
               show_default=True)
@@ -182,9 +204,12 @@ def main(broker_name: str, health_port: int, speed: float | None, session: datet
     settings = streaming_settings(config)
     with Database() as db:
         db.migrate()
-        service, _broker = build_service(
+        service, broker = build_service(
             config=config, db=db, broker_name=broker_name,
             speed=speed if speed is not None else settings.feed.demo_speed,
             session=session.date() if session else None, buffer_directory=buffer_dir(),
         )
-        asyncio.run(_run(service, health_port))
+        if broker_name == "demo":
+            asyncio.run(_run(service, health_port))
+        else:
+            asyncio.run(_run_live(service, broker, health_port))

@@ -46,11 +46,7 @@ SENT: list[AlertMessage] = []
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_demo_spike_to_filled_hedge(db_url: str, tmp_path: Path) -> None:
     cfg = platform_config()
-    # The demo book's sizing is still being tuned by its owners: pin a delta limit the
-    # 2018-02-05 move certainly crosses (0.15 of NLV, x0.4 in crisis), the rest as shipped.
-    matrix = cfg.risk_matrix.model_copy(update={
-        "base_limits": cfg.risk_matrix.base_limits.model_copy(update={"max_abs_beta_weighted_delta": 0.15})
-    })
+    matrix = cfg.risk_matrix  # the shipped limits: the 2018-02-05 move crosses them
     settings = StreamingConfig(hedge=HedgeSettings(wing_otm_pct=0.02, wing_width_pct=0.02))
     clock = SettableClock(datetime(2018, 2, 5, 14, 30, tzinfo=UTC))
     history = MarketHistory()
@@ -74,8 +70,12 @@ def test_demo_spike_to_filled_hedge(db_url: str, tmp_path: Path) -> None:
         delta = [r for r in rows if r["payload"]["metric"] == "beta_weighted_delta"]
         assert delta, "the 2018-02-05 spike must trip the delta limit"
         breach = delta[0]
-        p = breach["payload"]  # the live VIX (above the 17.31 prior close) and the escalated regime
-        assert p["vix"] > 17.31 and p["vix3m"] is not None and p["regime"] in ("elevated", "crisis")
+        p = breach["payload"]  # the live intraday VIX (above the 17.31 prior close), never a constant
+        assert p["vix"] > 17.31 and p["vix3m"] is not None
+        # the regime is the one that VIX gives (hysteresis may hold the previous one a step back)
+        regimes = RegimeService(matrix)
+        live = regimes.classify(p["vix"], p["vix3m"])
+        assert abs(regimes.regime_names.index(p["regime"]) - live.index) <= 1, (p, live)
         assert breach["payload"]["value"] > breach["payload"]["limit"]
 
         # Dagster: the sensor launches one breach_response run per breach event.
