@@ -55,7 +55,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Final, Protocol
@@ -345,8 +345,8 @@ class BrokerFeed:
         try:
             return await self._adapter.quotes(wanted)
         except RETRYABLE as exc:
-            if len(wanted) == 1:
-                raise
+            if len(wanted) == 1 or not self._adapter_connected():
+                raise  # the broker is down, not one contract: the caller backs off
             batch_error = exc
         # One by one (sequentially: an adapter may start its streamer on first use).
         good: list[Quote] = []
@@ -356,13 +356,17 @@ class BrokerFeed:
                 good.extend(await self._adapter.quotes([contract]))
             except RETRYABLE as exc:
                 failed[contract.key] = str(exc)
-        if not good:
-            raise batch_error
+        if not good or (failed and not self._adapter_connected()):
+            raise batch_error  # lost the connection while probing: nothing is blamed
         for key, why in failed.items():
             self._unquotable[key] = why
             logger.warning("%s feed: %s left out of the polls until the next positions refresh: %s",
                            self.name, key, why)
         return good
+
+    def _adapter_connected(self) -> bool:
+        """False only when the adapter says it is disconnected (IBKR ``is_connected``)."""
+        return getattr(self._adapter, "is_connected", True) is not False
 
     def _stale_reason(self, root: str, quotes: Mapping[str, Quote]) -> str | None:
         und = self._plan.underlyings[root]
@@ -463,7 +467,7 @@ class BrokerFeed:
 
     # ------------------------------------------------------------------ ticks
 
-    async def ticks(self) -> AsyncIterator[Tick]:
+    async def ticks(self) -> AsyncGenerator[Tick, None]:
         """Poll forever (until cancelled): one tick per followed symbol with good data."""
         loop = asyncio.get_running_loop()
         failures = 0

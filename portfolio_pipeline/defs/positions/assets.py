@@ -11,6 +11,7 @@ from sqlalchemy import Table, select
 from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
 from portfolio_pipeline.brokers.snapshot import BookSnapshot
 from portfolio_pipeline.config import ConfigError
+from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import (
     ACCOUNTS,
@@ -74,9 +75,7 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[None] | dg.AssetCheckResult]:
         days = partition_dates(context)
-        counts = {"positions": 0, "accounts": 0, "quotes": 0}
-        last_nlv = 0.0
-        last_vix: float | None = None
+        meta = SessionMetadata(context, days)
         for day in days:
             snap = snapshot_or_fail(platform, day)
             rows = {
@@ -87,34 +86,14 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
             with db.database.begin() as conn:  # all three tables of a session, or none
                 for table, table_rows in rows.items():
                     replace_partition(conn, table, {"session_date": day}, table_rows)
-            counts["positions"] += len(snap.positions)
-            counts["accounts"] += len(snap.accounts)
-            counts["quotes"] += len(snap.quotes)
-            last_nlv = sum(a.nlv for a in snap.accounts)
+            nlv = sum(a.nlv for a in snap.accounts)
             vix = next((q for q in snap.quotes if q.contract.underlying == "VIX" and q.contract.sec_type == "IND"), None)
-            last_vix = vix.mark if vix is not None else None
-            context.log.info("session=%s positions=%d nlv=%.2f", day, len(snap.positions), last_nlv)
-        span = {
-            "sessions": dg.MetadataValue.int(len(days)),
-            "first_session": dg.MetadataValue.text(days[0].isoformat()),
-            "last_session": dg.MetadataValue.text(days[-1].isoformat()),
-        }
-        yield dg.MaterializeResult(
-            asset_key=POSITIONS,
-            metadata={**span, "positions": dg.MetadataValue.int(counts["positions"])},
-        )
-        yield dg.MaterializeResult(
-            asset_key=ACCOUNTS,
-            metadata={**span, "nlv": dg.MetadataValue.float(last_nlv)},
-        )
-        yield dg.MaterializeResult(
-            asset_key=MARKET,
-            metadata={
-                **span,
-                "quotes": dg.MetadataValue.int(counts["quotes"]),
-                **({"vix": dg.MetadataValue.float(last_vix)} if last_vix is not None else {}),
-            },
-        )
+            meta.record(day, POSITIONS, {"positions": len(snap.positions)})
+            meta.record(day, ACCOUNTS, {"accounts": len(snap.accounts), "nlv": float(nlv)})
+            meta.record(day, MARKET, {"quotes": len(snap.quotes), "vix": vix.mark if vix is not None else None})
+            context.log.info("session=%s positions=%d nlv=%.2f", day, len(snap.positions), nlv)
+        for key in (POSITIONS, ACCOUNTS, MARKET):
+            yield dg.MaterializeResult(asset_key=key, metadata=meta.output_metadata(key))
         multipliers = sorted(platform.config.instruments.known_multipliers())
         yield check_result(CHECK_SPECS[0], positions_suite(_frame(db, positions_snapshot, days), multipliers))
         yield check_result(CHECK_SPECS[1], account_suite(_frame(db, account_snapshot, days)))
