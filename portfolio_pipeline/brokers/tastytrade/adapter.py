@@ -579,6 +579,9 @@ class TastytradeAdapter:
         if task is not None and task.done():
             self._stream_task = None
             self._streamer = None
+            # A new streamer starts with no subscriptions: forget ours so the next
+            # quotes() subscribes every symbol again instead of waiting on a dead feed.
+            self._feed.forget_subscriptions()
             exc = None if task.cancelled() else task.exception()
             raise BrokerError(
                 f"tastytrade: DXLink streamer stopped: {self._redact(repr(exc))}"

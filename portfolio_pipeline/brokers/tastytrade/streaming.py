@@ -73,6 +73,11 @@ class FeedState:
             self._subscribed_at[symbol] = now
         return new
 
+    def forget_subscriptions(self) -> None:
+        """The streamer died: nothing is subscribed any more (the next request resubscribes)."""
+        self._subscribed_at.clear()
+        self._needs_greeks.clear()
+
     def add_greeks(self, symbols: Iterable[str]) -> list[str]:
         """Register (already subscribed) symbols as needing Greeks; returns the new ones."""
         new = [s for s in dict.fromkeys(symbols) if s not in self._needs_greeks]

@@ -31,8 +31,8 @@ from portfolio_pipeline.defs.greeks.frames import (
     pricing_config,
     read_frame,
     settlement_hour,
-    span_metadata,
 )
+from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import MARKET, POSITIONS
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -46,12 +46,18 @@ _PLOTTED = ("beta_weighted_dollar_delta", "dollar_delta", "dollar_gamma_1pct", "
             "vega_per_point", "market_value")
 
 
-def _totals_metadata(book: pd.DataFrame) -> dict[str, dg.MetadataValue]:
+def _totals(book: pd.DataFrame) -> dict[str, float | None]:
+    """The plotted totals of the book row ('*', '*') of one session."""
     if book.empty:
         return {}
     row = book.iloc[-1]
-    return {c: dg.MetadataValue.float(float(row[c])) for c in _PLOTTED
-            if row[c] is not None and math.isfinite(float(row[c]))}
+    return {c: None if row[c] is None else float(row[c]) for c in _PLOTTED}
+
+
+def _book(totals: pd.DataFrame) -> pd.DataFrame:
+    if totals.empty:
+        return totals
+    return totals[(totals["account_id"] == "*") & (totals["underlying"] == "*")]
 
 
 def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -79,7 +85,6 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         closes = combine_closes(stored_closes(spot_rows), history_closes(market_history()))
         ref_root = cfg.beta.reference.upper()
         hour = settlement_hour(calendar)
-        count = 0
         for day in days:
             pos = on(positions, day)
             betas = estimate_betas(closes, day, set(pos["underlying"]), cfg.beta)
@@ -92,18 +97,17 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             )
             with db.database.begin() as conn:
                 replace_partition(conn, position_greeks, {"session_date": day}, rows)
-            count += len(rows)
             context.log.info("session=%s position greeks=%d", day, len(rows))
         stored = read_frame(db, position_greeks, days)
-        last = on(stored, days[-1])
-        totals = pd.DataFrame(portfolio_greek_rows(last, days[-1]))
-        book = totals[(totals["account_id"] == "*") & (totals["underlying"] == "*")] if not totals.empty else totals
-        yield dg.MaterializeResult(
-            asset_key=POSITION_GREEKS,
-            metadata={**span_metadata(days), "positions": dg.MetadataValue.int(count),
-                      "implied_vols": dg.MetadataValue.int(int((last["vol_source"] == "implied").sum())),
-                      **_totals_metadata(book)},
-        )
+        meta = SessionMetadata(context, days)
+        for day in days:
+            session = on(stored, day)
+            implied = int((session["vol_source"] == "implied").sum()) if not session.empty else 0
+            meta.record(day, POSITION_GREEKS, {
+                "positions": len(session), "implied_vols": implied,
+                **_totals(_book(pd.DataFrame(portfolio_greek_rows(session, day)))),
+            })
+        yield dg.MaterializeResult(asset_key=POSITION_GREEKS, metadata=meta.output_metadata(POSITION_GREEKS))
         yield check_result(GREEKS_CHECK, position_greeks_suite(stored))
 
     @dg.asset(
@@ -127,12 +131,10 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             with db.database.begin() as conn:
                 replace_partition(conn, portfolio_greeks, {"session_date": day}, rows)
         stored = read_frame(db, portfolio_greeks, days)
-        last = on(stored, days[-1])
-        book = last[(last["account_id"] == "*") & (last["underlying"] == "*")] if not last.empty else last
-        yield dg.MaterializeResult(
-            asset_key=PORTFOLIO_GREEKS,
-            metadata={**span_metadata(days), **_totals_metadata(book)},
-        )
+        meta = SessionMetadata(context, days)
+        for day in days:
+            meta.record(day, PORTFOLIO_GREEKS, _totals(_book(on(stored, day))))
+        yield dg.MaterializeResult(asset_key=PORTFOLIO_GREEKS, metadata=meta.output_metadata(PORTFOLIO_GREEKS))
         yield check_result(PORTFOLIO_CHECK, portfolio_greeks_suite(stored))
 
     return [position_greeks_asset, portfolio_greeks_asset]

@@ -23,8 +23,8 @@ from portfolio_pipeline.defs.greeks.frames import (
     on,
     pricing_config,
     read_frame,
-    span_metadata,
 )
+from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import ACCOUNTS, MARKET
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -97,10 +97,6 @@ def _book_value(frame: pd.DataFrame, column: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _floats(**values: float | None) -> dict[str, dg.MetadataValue]:
-    return {k: dg.MetadataValue.float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
-
-
 def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=RETURNS,
@@ -133,18 +129,15 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
                 replace_partition(conn, portfolio_returns, {"session_date": day}, rows)
             carry = pd.DataFrame(rows, columns=list(portfolio_returns.c.keys()))
         stored = read_frame(db, portfolio_returns, days)
-        last = on(stored, days[-1])
         cfg = pricing_config(platform)
         rec = reconciliation_frame(stored, cfg.reconciliation)
-        yield dg.MaterializeResult(
-            asset_key=RETURNS,
-            metadata={
-                **span_metadata(days),
-                **_floats(nlv=_book_value(last, "nlv"), daily_return=_book_value(last, "twr"),
-                          pnl=_book_value(last, "pnl"), drawdown=_book_value(last, "drawdown"),
-                          external_flow=_book_value(last, "external_flow")),
-            },
-        )
+        meta = SessionMetadata(context, days)
+        for day in days:
+            session = on(stored, day)
+            meta.record(day, RETURNS, {label: _book_value(session, column) for label, column in (
+                ("nlv", "nlv"), ("daily_return", "twr"), ("pnl", "pnl"), ("drawdown", "drawdown"),
+                ("external_flow", "external_flow"))})
+        yield dg.MaterializeResult(asset_key=RETURNS, metadata=meta.output_metadata(RETURNS))
         yield check_result(RETURNS_CHECK, returns_suite(stored))
         yield check_result(
             RECONCILIATION_CHECK, reconciliation_suite(stored, cfg.reconciliation),
@@ -184,7 +177,6 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             per_day = cash.setdefault(after(f.ts), {})
             key = (f.broker, f.account_id, f.contract.key)
             per_day[key] = per_day.get(key, 0.0) + f.cash_effect
-        flagged = 0
         for day in days:
             prev = calendar.previous_session(day)
             previous = on(greeks, prev)
@@ -203,17 +195,20 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
                 )
             with db.database.begin() as conn:
                 replace_partition(conn, pnl_attribution, {"session_date": day}, rows)
-            flagged += sum(1 for r in rows if r["large_unexplained"])
         stored = read_frame(db, pnl_attribution, days)
-        last = on(stored, days[-1])
-        book = last[(last["broker"] == ALL) & (last["position_key"] == ALL)] if not last.empty else last
-        meta: dict[str, dg.MetadataValue] = {**span_metadata(days), "flagged_rows": dg.MetadataValue.int(flagged)}
-        if not book.empty:
-            row = book.iloc[0]
-            meta.update(_floats(**{c: _float(row[c]) for c in (
-                "actual", "delta_pnl", "gamma_pnl", "theta_pnl", "vega_pnl", "vanna_pnl",
-                "volga_pnl", "unexplained")}))
-        yield dg.MaterializeResult(asset_key=ATTRIBUTION, metadata=meta)
+        meta = SessionMetadata(context, days)
+        for day in days:
+            session = on(stored, day)
+            values: dict[str, Any] = {
+                "flagged_rows": int(session["large_unexplained"].astype(bool).sum()) if not session.empty else 0}
+            book = session[(session["broker"] == ALL) & (session["position_key"] == ALL)] if not session.empty else session
+            if not book.empty:
+                row = book.iloc[0]
+                values.update({c: _float(row[c]) for c in (
+                    "actual", "delta_pnl", "gamma_pnl", "theta_pnl", "vega_pnl", "vanna_pnl",
+                    "volga_pnl", "unexplained")})
+            meta.record(day, ATTRIBUTION, values)
+        yield dg.MaterializeResult(asset_key=ATTRIBUTION, metadata=meta.output_metadata(ATTRIBUTION))
         yield check_result(ATTRIBUTION_CHECK, attribution_suite(stored))
         yield check_result(UNEXPLAINED_CHECK, unexplained_suite(stored), severity=dg.AssetCheckSeverity.WARN)
 
@@ -248,21 +243,24 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             with db.database.begin() as conn:
                 replace_partition(conn, risk_metrics, {"session_date": day}, day_rows)
         stored = read_frame(db, risk_metrics, days)
-        last = on(stored, days[-1])
-        meta: dict[str, dg.MetadataValue] = {**span_metadata(days), "rows": dg.MetadataValue.int(len(stored))}
-        if not last.empty:
-            book = last[(last["broker"] == ALL) & (last["window"] == "full")]
-            for metric in ("var_95_historical", "var_99_historical", "cvar_99_historical",
-                           "var_99_garch_t", "max_drawdown"):
-                hit = book[book["metric"] == metric]
-                if not hit.empty:
-                    meta.update(_floats(**{f"{metric}_usd": _float(hit.iloc[0]["value_usd"]),
-                                           f"{metric}_pct": _float(hit.iloc[0]["value"])}))
-            for metric in ("sharpe", "sortino"):
-                hit = book[book["metric"] == metric]
-                if not hit.empty:
-                    meta.update(_floats(**{metric: _float(hit.iloc[0]["value"])}))
-        yield dg.MaterializeResult(asset_key=RISK, metadata=meta)
+        meta = SessionMetadata(context, days)
+        for day in days:
+            session = on(stored, day)
+            values: dict[str, Any] = {"rows": len(session)}
+            if not session.empty:
+                book = session[(session["broker"] == ALL) & (session["window"] == "full")]
+                for metric in ("var_95_historical", "var_99_historical", "cvar_99_historical",
+                               "var_99_garch_t", "max_drawdown"):
+                    hit = book[book["metric"] == metric]
+                    if not hit.empty:
+                        values[f"{metric}_usd"] = _float(hit.iloc[0]["value_usd"])
+                        values[f"{metric}_pct"] = _float(hit.iloc[0]["value"])
+                for metric in ("sharpe", "sortino"):
+                    hit = book[book["metric"] == metric]
+                    if not hit.empty:
+                        values[metric] = _float(hit.iloc[0]["value"])
+            meta.record(day, RISK, values)
+        yield dg.MaterializeResult(asset_key=RISK, metadata=meta.output_metadata(RISK))
         yield check_result(RISK_CHECK, risk_suite(stored))
 
     @dg.asset(
@@ -307,16 +305,16 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
                              sum(1 for r in check_rows if r["breached"]))
         stored = read_frame(db, margin_history, days)
         checks = read_frame(db, limit_checks, days)
-        last = on(stored, days[-1])
-        book = last[last["broker"] == ALL] if not last.empty else last
-        meta: dict[str, dg.MetadataValue] = {**span_metadata(days)}
-        if not book.empty:
-            row = book.iloc[0]
-            meta.update(_floats(margin_utilisation=_float(row["margin_utilisation"]), vix=_float(row["vix"]),
-                                nlv=_float(row["nlv"])))
-            meta["regime"] = dg.MetadataValue.text(str(row["regime"]))
-            meta["breaches"] = dg.MetadataValue.int(int(row["breaches"]))
-        yield dg.MaterializeResult(asset_key=MARGIN, metadata=meta)
+        meta = SessionMetadata(context, days)
+        for day in days:
+            session = on(stored, day)
+            book = session[session["broker"] == ALL] if not session.empty else session
+            if not book.empty:
+                row = book.iloc[0]
+                meta.record(day, MARGIN, {
+                    "margin_utilisation": _float(row["margin_utilisation"]), "vix": _float(row["vix"]),
+                    "nlv": _float(row["nlv"]), "regime": str(row["regime"]), "breaches": int(row["breaches"])})
+        yield dg.MaterializeResult(asset_key=MARGIN, metadata=meta.output_metadata(MARGIN))
         yield check_result(MARGIN_CHECK, margin_suite(stored, list(service.regime_names)))
         yield check_result(BREACH_CHECK, breach_suite(checks), severity=dg.AssetCheckSeverity.WARN)
 

@@ -17,7 +17,7 @@ import dagster as dg
 import numpy as np
 from sqlalchemy import Table, select
 
-from portfolio_pipeline.defs.partitions import partition_dates
+from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.stress import checks
 from portfolio_pipeline.defs.stress.book import (
@@ -205,10 +205,10 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     def stress_shock_grid_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        meta: dict[str, dg.RawMetadataValue] = {}
+        meta = SessionMetadata(context)
         all_pnl: list[np.ndarray] = []
         zero_pnl = 0.0
-        for day in partition_dates(context):
+        for day in meta.days:
             loaded = _load(context, db, platform, day, stress_shock_grid)
             if loaded is None:
                 continue
@@ -249,7 +249,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             for r, shock in enumerate(grid.spot_shocks):
                 lines.append(f"| {shock:+.0%} | " + " | ".join(
                     f"{_money(cube[r, c])} ({_money(cube_g[r, c])})" for c in range(cube.shape[1])) + " |")
-            meta = {
+            meta.record(day, checks.GRID, {
                 "worst_cell": dg.MetadataValue.text(worst_name),
                 "worst_pnl": dg.MetadataValue.float(float(total[worst])),
                 "worst_pnl_greeks": dg.MetadataValue.float(float(approx[worst, -1])),
@@ -260,8 +260,8 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 "grid_0d": dg.MetadataValue.md(
                     "Portfolio P&L at 0 days: full revaluation (Greeks approximation)\n\n"
                     + "\n".join(lines)),
-            }
-        yield dg.MaterializeResult(asset_key=checks.GRID, metadata=meta)
+            })
+        yield dg.MaterializeResult(asset_key=checks.GRID, metadata=meta.output_metadata(checks.GRID))
         yield checks.grid_check(np.concatenate([p.ravel() for p in all_pnl] or [np.zeros(0)]), zero_pnl)
 
     @stress_asset(
@@ -275,9 +275,9 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         history = MarketHistory()  # once per run, like the replay paths below
         replay: list[ReplayPath] | None = None
-        meta: dict[str, dg.RawMetadataValue] = {}
+        meta = SessionMetadata(context)
         totals: list[np.ndarray] = []
-        for day in partition_dates(context):
+        for day in meta.days:
             loaded = _load(context, db, platform, day, stress_historical)
             if loaded is None:
                 continue
@@ -289,6 +289,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol}
             rows = []
+            values: dict[str, dg.MetadataValue] = {}
             lines = ["| window | worst day | worst P&L | Greeks approx | end P&L | filled days |",
                      "|---|---|---:|---:|---:|---:|"]
             for path in replay:
@@ -310,15 +311,16 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 filled = sum(s != "published" for s in (*path.spx_source, *path.vix_source))
                 lines.append(f"| {path.name} | {path.dates[w]} | {_money(full[w, -1])} | "
                              f"{_money(approx[w, -1])} | {_money(full[-1, -1])} | {filled} |")
-                meta[f"{path.name}_worst_pnl"] = dg.MetadataValue.float(float(full[w, -1]))
-                meta[f"{path.name}_worst_date"] = dg.MetadataValue.text(path.dates[w].isoformat())
+                values[f"{path.name}_worst_pnl"] = dg.MetadataValue.float(float(full[w, -1]))
+                values[f"{path.name}_worst_date"] = dg.MetadataValue.text(path.dates[w].isoformat())
             with db.database.begin() as conn:
                 replace_partition(conn, stress_historical, {"session_date": day}, rows)
-            meta["summary"] = dg.MetadataValue.md(
+            values["summary"] = dg.MetadataValue.md(
                 "Portfolio P&L of today's book replayed through each window (filled = "
                 "interpolated or realised-vol proxy closes, never published data)\n\n"
                 + "\n".join(lines))
-        yield dg.MaterializeResult(asset_key=checks.HISTORICAL, metadata=meta)
+            meta.record(day, checks.HISTORICAL, values)
+        yield dg.MaterializeResult(asset_key=checks.HISTORICAL, metadata=meta.output_metadata(checks.HISTORICAL))
         yield checks.historical_check(totals)
 
     @stress_asset(
@@ -333,11 +335,11 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         history = MarketHistory()
         fits: McFits | None = None  # the run's GARCH fits, correlations and shocks
-        meta: dict[str, dg.RawMetadataValue] = {}
+        meta = SessionMetadata(context)
         check_rows: list[dict[str, object]] = []
         tail_gap = 0.0
         pool = ThreadPoolExecutor(WORKERS)  # the horizons of a session side by side
-        for day in partition_dates(context):
+        for day in meta.days:
             loaded = _load(context, db, platform, day, monte_carlo_var)
             if loaded is None:
                 continue
@@ -349,6 +351,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol}
             rows: list[dict[str, object]] = []
+            values: dict[str, dg.MetadataValue] = {}
             run = _simulator(fits, sb, setup, kw)
             results = list(pool.map(lambda h: run(setup.corr, h), mc.horizons_days))  # noqa: B023
             for h, groups in zip(mc.horizons_days, results, strict=True):
@@ -372,11 +375,11 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     })
                 tot = rows[-1]
                 for key in ("var_95", "cvar_95", "var_99", "cvar_99"):
-                    meta[f"{key}_{h}d"] = dg.MetadataValue.float(float(tot[key]))  # type: ignore[arg-type]
+                    values[f"{key}_{h}d"] = dg.MetadataValue.float(float(tot[key]))  # type: ignore[arg-type]
                 contrib_lines = ["| account | group | contribution to CVaR99 |", "|---|---|---:|"]
                 for e, (b, a, g) in enumerate(ents[: len(sb.group_keys)]):
                     contrib_lines.append(f"| {b}:{a} | {g} | {_money(contrib[0.99][e])} |")
-                meta[f"distribution_{h}d"] = dg.MetadataValue.md(
+                values[f"distribution_{h}d"] = dg.MetadataValue.md(
                     f"Portfolio P&L over {h} trading day(s), {mc.n_scenarios} scenarios, seed "
                     f"{mc.seed}, regime {setup.regime} (x{setup.multiplier:g})\n\n"
                     + _histogram_md(pnl[:, -1], mc.histogram_bins, float(tot["var_99"]))  # type: ignore[arg-type]
@@ -384,13 +387,14 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             with db.database.begin() as conn:
                 replace_partition(conn, monte_carlo_var, {"session_date": day}, rows)
             check_rows = rows
-            meta["regime"] = dg.MetadataValue.text(setup.regime)
-            meta["vol_multiplier"] = dg.MetadataValue.float(setup.multiplier)
-            meta["fit_notes"] = dg.MetadataValue.text("; ".join(setup.notes))
+            values["regime"] = dg.MetadataValue.text(setup.regime)
+            values["vol_multiplier"] = dg.MetadataValue.float(setup.multiplier)
+            values["fit_notes"] = dg.MetadataValue.text("; ".join(setup.notes))
+            meta.record(day, checks.MONTE_CARLO, values)
         pool.shutdown()
         if fits is not None:
             context.log.info("monte_carlo_var: %s GARCH fits", fits.garch_fits)
-        yield dg.MaterializeResult(asset_key=checks.MONTE_CARLO, metadata=meta)
+        yield dg.MaterializeResult(asset_key=checks.MONTE_CARLO, metadata=meta.output_metadata(checks.MONTE_CARLO))
         yield checks.mc_check(check_rows, tail_gap)
 
     @stress_asset(
@@ -407,9 +411,9 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         history = MarketHistory()
         fits: McFits | None = None  # the same fits, correlations and shocks as monte_carlo_var
         crisis: dict[tuple[tuple[str, ...], bytes], NearestCorrelation] = {}
-        meta: dict[str, dg.RawMetadataValue] = {}
+        meta = SessionMetadata(context)
         matrices: dict[str, np.ndarray] = {}
-        days = partition_dates(context)
+        days = meta.days
         stored = _portfolio_var(db, days)
         reused = 0
         pool = ThreadPoolExecutor(WORKERS)
@@ -452,6 +456,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             for k, v in zip(todo, computed, strict=True):
                 values[k] = v
             rows = []
+            session_meta: dict[str, dg.MetadataValue] = {}
             for (name, h), risk in zip(tasks, values, strict=True):
                 assert risk is not None
                 row = {
@@ -461,19 +466,20 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     "factors": names, "matrix": np.round(matrices[name], 10).tolist(),
                 }
                 rows.append(row)
-                meta[f"{name}_var_99_{h}d"] = dg.MetadataValue.float(float(row["var_99"]))
+                session_meta[f"{name}_var_99_{h}d"] = dg.MetadataValue.float(float(row["var_99"]))
             with db.database.begin() as conn:
                 replace_partition(conn, correlation_stress, {"session_date": day}, rows)
 
-            meta["matrices"] = dg.MetadataValue.md(
+            session_meta["matrices"] = dg.MetadataValue.md(
                 f"Historical (estimated)\n\n{_matrix_md(names, setup.corr)}\n\nCrisis (weight "
                 f"{cfg.correlation.crisis_weight:g}, overrides, Higham repair in "
                 f"{repaired.iterations} iterations, distance {repaired.distance:.3g})\n\n"
                 f"{_matrix_md(names, repaired.matrix)}")
+            meta.record(day, checks.CORRELATION, session_meta)
         pool.shutdown()
         context.log.info("correlation_stress: %s GARCH fits, %s historical rows from monte_carlo_var",
                          fits.garch_fits if fits else 0, reused)
-        yield dg.MaterializeResult(asset_key=checks.CORRELATION, metadata=meta)
+        yield dg.MaterializeResult(asset_key=checks.CORRELATION, metadata=meta.output_metadata(checks.CORRELATION))
         yield checks.correlation_check(matrices)
 
     return [stress_shock_grid_asset, stress_historical_asset, monte_carlo_var_asset,

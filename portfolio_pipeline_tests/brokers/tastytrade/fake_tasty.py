@@ -434,6 +434,13 @@ class FakeDXLink:
     period: float = 0.02
     received: list[dict[str, Any]] = field(default_factory=list)
     _server: Server | None = None
+    _connections: list[ServerConnection] = field(default_factory=list)
+
+    async def drop_connections(self) -> None:
+        """Close every client connection from the server side (a DXLink outage)."""
+        for ws in list(self._connections):
+            await ws.close()
+        self._connections.clear()
 
     @property
     def url(self) -> str:
@@ -459,6 +466,7 @@ class FakeDXLink:
         await self._server.wait_closed()
 
     async def _handler(self, ws: ServerConnection) -> None:
+        self._connections.append(ws)
         fields: dict[int, tuple[str, list[str]]] = {}
         subs: dict[int, set[str]] = {}
 

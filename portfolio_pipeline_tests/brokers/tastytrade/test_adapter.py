@@ -391,3 +391,30 @@ def test_secrets_never_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixture)
     for secret in (CLIENT_SECRET, REFRESH_TOKEN, "wrong-secret-123456"):
         assert all(secret not in h for h in haystacks)
     assert "TastytradeAdapter(accounts=['5WT00001']" in text
+
+
+def test_streamer_restart_resubscribes_every_symbol() -> None:
+    """Regression: after a DXLink outage the new streamer got no subscriptions, so every
+    symbol went stale for good."""
+    clock = SettableClock(T0)
+
+    async def main() -> None:
+        async with FakeDXLink(quotes={SPXW_PUT_DX: ("25.0", "26.0")},
+                              greeks={SPXW_PUT_DX: GOOD_GREEKS}) as dx:
+            fake = FakeTasty(dxlink_url=dx.url)
+            async with adapter(fake, clock, stale_after=5.0, quote_wait=0.3,
+                               watchdog_interval=0.05) as b:
+                spx = [p.contract for p in await b.positions(ACCOUNT) if p.contract.sec_type == "OPT"]
+                assert [q.delta for q in await b.quotes(spx)] == [-0.31]
+                await dx.drop_connections()
+                await asyncio.sleep(0.3)
+                with pytest.raises(BrokerError, match="DXLink streamer stopped"):
+                    await b.quotes(spx)
+                clock.set(T0 + timedelta(seconds=1))
+                [quote] = await b.quotes(spx)  # a new streamer, subscribed again
+                assert (quote.bid, quote.delta) == (25.0, -0.31)
+            rounds = [m for m in dx.received if m.get("type") == "FEED_SUBSCRIPTION"
+                      and any(a.get("symbol") == SPXW_PUT_DX for a in m.get("add", ()))]
+            assert len(rounds) >= 4  # Quote and Greeks, once per streamer
+
+    asyncio.run(main())
