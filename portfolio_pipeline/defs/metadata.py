@@ -56,7 +56,7 @@ def metadata_value(value: Any) -> dg.MetadataValue | None:
     if isinstance(value, str):
         return dg.MetadataValue.text(value)
     if isinstance(value, Mapping | list | tuple):
-        return dg.MetadataValue.json(value)  # type: ignore[arg-type]
+        return dg.MetadataValue.json(value)
     raise TypeError(f"unsupported metadata value {value!r} ({type(value).__name__})")
 
 

@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-import dagster as dg
 import pandas as pd
 from sqlalchemy import Table, and_, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -70,14 +69,6 @@ def settlement_hour(calendar: ExchangeCalendar) -> Callable[[date, bool], float]
         return (at - midnight).total_seconds() / 3600.0
 
     return hour
-
-
-def span_metadata(days: Sequence[date]) -> dict[str, dg.MetadataValue]:
-    return {
-        "sessions": dg.MetadataValue.int(len(days)),
-        "first_session": dg.MetadataValue.text(days[0].isoformat()),
-        "last_session": dg.MetadataValue.text(days[-1].isoformat()),
-    }
 
 
 def market_history() -> Any:

@@ -15,7 +15,6 @@ Sending rules
   Friday is a holiday, ...); other sessions materialize with ``week_end = false``.
 """
 
-import math
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from typing import Any, Final
@@ -23,6 +22,7 @@ from typing import Any, Final
 import dagster as dg
 
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS
+from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.notifications.checks import (
     DAILY_SUMMARY,
     DELIVERY_CHECK,
@@ -35,7 +35,6 @@ from portfolio_pipeline.defs.notifications.summary import (
     is_week_end,
     weekly_digest_data,
 )
-from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.risk.checks import ATTRIBUTION, MARGIN, RETURNS, RISK
 from portfolio_pipeline.defs.strategies.checks import POSITION_LIFECYCLE, STRATEGY_PERFORMANCE
@@ -69,11 +68,6 @@ def send_decision(
         f"session {session} is not the latest completed session ({latest}): recorded, not "
         f"sent (tag {NOTIFY_TAG}={FORCE} sends it)"
     )
-
-
-def _floats(**values: float) -> dict[str, dg.MetadataValue]:
-    """Plottable numbers (non-finite ones left out)."""
-    return {k: dg.MetadataValue.float(v) for k, v in values.items() if math.isfinite(v)}
 
 
 def _channels(results: list[DeliveryResult], outcome: DeliveryOutcome) -> list[str]:
@@ -135,13 +129,13 @@ def make_notification_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         platform: PlatformResource,
         notifications: NotificationsResource,
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        meta: dict[str, dg.MetadataValue] = {}
+        meta = SessionMetadata(context)
         sent = 0
-        for day in partition_dates(context):
+        for day in meta.days:
             gathered = daily_summary_data(db.database, day)
             if gathered.missing:
                 context.log.warning("daily_summary %s: not stored: %s", day, ", ".join(gathered.missing))
-            meta = _send(
+            outcome = _send(
                 context,
                 daily_summary_alert(gathered.data),
                 day,
@@ -149,12 +143,13 @@ def make_notification_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 platform=platform,
                 notifications=notifications,
             )
-            sent += meta["sent"].value is True
-            meta["missing"] = dg.MetadataValue.json(list(gathered.missing))
-            meta.update(_floats(pnl=gathered.data.pnl, var_95=gathered.data.var_95,
-                                var_99=gathered.data.var_99))
-        meta["sessions_sent"] = dg.MetadataValue.int(sent)
-        yield dg.MaterializeResult(asset_key=DAILY_SUMMARY, metadata=meta)
+            sent += outcome["sent"].value is True
+            meta.record(day, DAILY_SUMMARY, {
+                **outcome, "missing": dg.MetadataValue.json(list(gathered.missing)),
+                "pnl": gathered.data.pnl, "var_95": gathered.data.var_95, "var_99": gathered.data.var_99,
+            })
+        yield dg.MaterializeResult(asset_key=DAILY_SUMMARY,
+                                   metadata=meta.output_metadata(DAILY_SUMMARY, {"sessions_sent": sent}))
         yield delivery_check_result(
             db.database,
             now=notifications.now(),
@@ -178,18 +173,14 @@ def make_notification_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         platform: PlatformResource,
         notifications: NotificationsResource,
     ) -> dg.MaterializeResult[Any]:
-        meta: dict[str, dg.MetadataValue] = {}
+        meta = SessionMetadata(context)
         sent = 0
-        for day in partition_dates(context):
+        for day in meta.days:
             if not is_week_end(platform.calendar, day):
-                meta = {
-                    "week_end": dg.MetadataValue.bool(False),
-                    "status": dg.MetadataValue.text("not a week end"),
-                    "sent": dg.MetadataValue.bool(False),
-                }
+                meta.record(day, WEEKLY_DIGEST, {"week_end": False, "status": "not a week end", "sent": False})
                 continue
             gathered = weekly_digest_data(db.database, platform.calendar, day)
-            meta = _send(
+            outcome = _send(
                 context,
                 weekly_digest_alert(gathered.data),
                 day,
@@ -197,11 +188,12 @@ def make_notification_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 platform=platform,
                 notifications=notifications,
             )
-            sent += meta["sent"].value is True
-            meta["week_end"] = dg.MetadataValue.bool(True)
-            meta["missing"] = dg.MetadataValue.json(list(gathered.missing))
-            meta.update(_floats(pnl=gathered.data.pnl))
-        meta["sessions_sent"] = dg.MetadataValue.int(sent)
-        return dg.MaterializeResult(asset_key=WEEKLY_DIGEST, metadata=meta)
+            sent += outcome["sent"].value is True
+            meta.record(day, WEEKLY_DIGEST, {
+                **outcome, "week_end": True, "missing": dg.MetadataValue.json(list(gathered.missing)),
+                "pnl": gathered.data.pnl,
+            })
+        return dg.MaterializeResult(asset_key=WEEKLY_DIGEST,
+                                    metadata=meta.output_metadata(WEEKLY_DIGEST, {"sessions_sent": sent}))
 
     return [daily_summary, weekly_digest]

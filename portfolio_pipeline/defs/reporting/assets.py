@@ -10,6 +10,7 @@ from portfolio_pipeline.analytics.performance import ALL
 from portfolio_pipeline.analytics.report import render_report
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS
 from portfolio_pipeline.defs.greeks.frames import read_frame
+from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource
 from portfolio_pipeline.defs.risk.checks import ATTRIBUTION, MARGIN, RETURNS, RISK
@@ -49,7 +50,7 @@ def make_report_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         margin = read_frame(db, margin_history, days, where=book)
         limits = read_frame(db, limit_checks, days, where=book)
         directory = reports_dir()
-        path = directory / "missing.html"
+        meta = SessionMetadata(context, days)
         for day in days:
             path = directory / f"daily_{day.isoformat()}.html"
             text = render_report(
@@ -63,14 +64,12 @@ def make_report_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
             )
             path.write_text(text, encoding="utf-8")
             context.log.info("report written: %s", path)
-        meta: dict[str, dg.MetadataValue] = {
-            "path": dg.MetadataValue.path(str(path)),
-            "url": dg.MetadataValue.url(path.resolve().as_uri()),
-            "reports": dg.MetadataValue.int(len(days)),
-        }
-        last = returns[returns["session_date"] == days[-1]]
-        if not last.empty:
-            meta["nlv"] = dg.MetadataValue.float(float(last.iloc[0]["nlv"]))
-        return dg.MaterializeResult(metadata=meta)
+            session = returns[returns["session_date"] == day]
+            meta.record(day, REPORT, {
+                "path": dg.MetadataValue.path(str(path)),
+                "url": dg.MetadataValue.url(path.resolve().as_uri()),
+                "nlv": None if session.empty else float(session.iloc[0]["nlv"]),
+            })
+        return dg.MaterializeResult(metadata=meta.output_metadata(REPORT, {"reports": len(days)}))
 
     return daily_report

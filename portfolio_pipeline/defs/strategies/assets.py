@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import Table, select
 
 from portfolio_pipeline.brokers.base import BrokerError
+from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.strategies import book
@@ -108,12 +109,6 @@ def _frame(db: DatabaseResource, table: Table, days: Sequence[date]) -> pd.DataF
         return pd.DataFrame([dict(r) for r in conn.execute(stmt).mappings()], columns=list(table.c.keys()))
 
 
-def _span(days: Sequence[date]) -> dict[str, dg.MetadataValue]:
-    return {"sessions": dg.MetadataValue.int(len(days)),
-            "first_session": dg.MetadataValue.text(days[0].isoformat()),
-            "last_session": dg.MetadataValue.text(days[-1].isoformat())}
-
-
 def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     def fmt(v: Any) -> str:
         if isinstance(v, float):
@@ -137,24 +132,25 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         days = partition_dates(context)
         cfg = strategies_config(platform)
         execs = load_executions(db, platform, days)
-        last: list[dict[str, Any]] = []
+        meta = SessionMetadata(context, days)
         for day in days:
             with db.database.begin() as conn:
-                last = book.tag_session(conn, day, execs, cfg)
-                replace_partition(conn, strategy_groups, {"session_date": day}, last)
-        open_rows = [r for r in last if r["status"] == "open"]
-        counts: dict[str, int] = defaultdict(int)
-        for r in open_rows:
-            counts[r["strategy_type"]] += 1
-        table = md_table(
-            [{"id": r["strategy_id"], "type": r["strategy_type"], "detail": r["detail"],
-              "legs": len(r["legs"]), "opened_on": r["opened_on"], "parent": r["parent_id"],
-              "name": r["name"]} for r in open_rows],
-            ["id", "type", "detail", "legs", "opened_on", "parent", "name"])
-        yield dg.MaterializeResult(asset_key=STRATEGY_GROUPS, metadata={
-            **_span(days), "open_strategies": dg.MetadataValue.int(len(open_rows)),
-            "types": dg.MetadataValue.json(dict(sorted(counts.items()))),
-            "strategies": dg.MetadataValue.md(table)})
+                groups = book.tag_session(conn, day, execs, cfg)
+                replace_partition(conn, strategy_groups, {"session_date": day}, groups)
+            open_rows = [r for r in groups if r["status"] == "open"]
+            counts: dict[str, int] = defaultdict(int)
+            for r in open_rows:
+                counts[r["strategy_type"]] += 1
+            table = md_table(
+                [{"id": r["strategy_id"], "type": r["strategy_type"], "detail": r["detail"],
+                  "legs": len(r["legs"]), "opened_on": r["opened_on"], "parent": r["parent_id"],
+                  "name": r["name"]} for r in open_rows],
+                ["id", "type", "detail", "legs", "opened_on", "parent", "name"])
+            meta.record(day, STRATEGY_GROUPS, {
+                "open_strategies": len(open_rows),
+                "types": dg.MetadataValue.json(dict(sorted(counts.items()))),
+                "strategies": dg.MetadataValue.md(table)})
+        yield dg.MaterializeResult(asset_key=STRATEGY_GROUPS, metadata=meta.output_metadata(STRATEGY_GROUPS))
         stored = _frame(db, strategy_groups, days)
         yield suite_result(GROUPS_CHECK, groups_suite(stored))
         positions = _frame(db, positions_snapshot, days)
@@ -175,8 +171,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         execs = load_executions(db, platform, days)
         problems: list[str] = []
         worst = 0.0
-        stats: list[dict[str, Any]] = []
-        result = book.PerformanceResult()
+        meta = SessionMetadata(context, days)
         for day in days:
             with db.database.begin() as conn:
                 result = book.performance_session(conn, day, execs)
@@ -190,17 +185,18 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
                 worst = max(worst, diff)
                 if diff > TOLERANCE * max(1.0, abs(direct)):
                     problems.append(f"{day} {account[1]}: strategies {total:.2f} vs account {direct:.2f}")
-        by_type = [r for r in stats if r["dimension"] == "strategy_type"]
-        overall = next((r for r in stats if r["dimension"] == "all"), None)
-        yield dg.MaterializeResult(asset_key=STRATEGY_PERFORMANCE, metadata={
-            **_span(days),
-            "daily_pnl": dg.MetadataValue.float(float(sum(r["daily_pnl"] for r in result.rows))),
-            "open_pnl": dg.MetadataValue.float(float(overall["open_pnl"]) if overall else 0.0),
-            "realized_total": dg.MetadataValue.float(float(overall["realized_total"]) if overall else 0.0),
-            "by_strategy_type": dg.MetadataValue.md(md_table(by_type, [
-                "group_key", "trades", "open_strategies", "win_rate", "avg_win", "avg_loss",
-                "expectancy", "profit_factor", "realized_total", "open_pnl", "worst_mae"])),
-        })
+            by_type = [r for r in stats if r["dimension"] == "strategy_type"]
+            overall = next((r for r in stats if r["dimension"] == "all"), None)
+            meta.record(day, STRATEGY_PERFORMANCE, {
+                "daily_pnl": float(sum(r["daily_pnl"] for r in result.rows)),
+                "open_pnl": float(overall["open_pnl"]) if overall else 0.0,
+                "realized_total": float(overall["realized_total"]) if overall else 0.0,
+                "by_strategy_type": dg.MetadataValue.md(md_table(by_type, [
+                    "group_key", "trades", "open_strategies", "win_rate", "avg_win", "avg_loss",
+                    "expectancy", "profit_factor", "realized_total", "open_pnl", "worst_mae"])),
+            })
+        yield dg.MaterializeResult(asset_key=STRATEGY_PERFORMANCE,
+                                   metadata=meta.output_metadata(STRATEGY_PERFORMANCE))
         yield simple_result(PNL_SUM_CHECK, problems, max_abs_difference=worst)
 
     @dg.asset(key=POSITION_LIFECYCLE, deps=[STRATEGY_PERFORMANCE], check_specs=[LIFECYCLE_CHECK],
@@ -215,10 +211,10 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         rules = exit_rules(platform)
         if rules is None:
             context.log.warning("config/exit_rules.yaml is absent: every strategy is green")
-        signals = 0
-        rows: list[dict[str, Any]] = []
+        meta = SessionMetadata(context, days)
         for day in days:
             close = platform.calendar.session_close(day)
+            session_signals = 0
             with db.database.begin() as conn:  # rows and events commit together
                 rows, new = book.lifecycle_session(conn, day, rules)
                 replace_partition(conn, position_lifecycle, {"session_date": day}, rows)
@@ -227,16 +223,16 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
                         conn, event_key=f"exit:{s.strategy_id}:{s.rule}:{day.isoformat()}",
                         kind=EXIT_SIGNAL, severity="warning", ts=close, payload=s.payload,
                         account_id=s.account[1])
-                    signals += event_id is not None
-        red = [r for r in rows if r["status"] == "red"]
-        yield dg.MaterializeResult(asset_key=POSITION_LIFECYCLE, metadata={
-            **_span(days), "exit_signals": dg.MetadataValue.int(signals),
-            "red": dg.MetadataValue.int(len(red)),
-            "yellow": dg.MetadataValue.int(sum(r["status"] == "yellow" for r in rows)),
-            "lifecycle": dg.MetadataValue.md(md_table(rows, [
-                "strategy_id", "strategy_type", "days_in_trade", "dte", "pct_max_profit",
-                "pct_max_loss", "pnl_per_day", "status", "rule"])),
-        })
+                    session_signals += event_id is not None
+            meta.record(day, POSITION_LIFECYCLE, {
+                "exit_signals": session_signals,
+                "red": sum(r["status"] == "red" for r in rows),
+                "yellow": sum(r["status"] == "yellow" for r in rows),
+                "lifecycle": dg.MetadataValue.md(md_table(rows, [
+                    "strategy_id", "strategy_type", "days_in_trade", "dte", "pct_max_profit",
+                    "pct_max_loss", "pnl_per_day", "status", "rule"])),
+            })
+        yield dg.MaterializeResult(asset_key=POSITION_LIFECYCLE, metadata=meta.output_metadata(POSITION_LIFECYCLE))
         yield suite_result(LIFECYCLE_CHECK, lifecycle_suite(_frame(db, position_lifecycle, days)))
 
     @dg.asset(key=KELLY_SIZING, deps=[STRATEGY_PERFORMANCE],
@@ -248,17 +244,16 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
                            platform: PlatformResource) -> dg.MaterializeResult[Any]:
         days = partition_dates(context)
         cfg = strategies_config(platform)
-        rows: list[dict[str, Any]] = []
+        meta = SessionMetadata(context, days)
         for day in days:
             with db.database.begin() as conn:
                 rows = book.kelly_rows(day, book.closed_to_date(conn, day), cfg)
                 replace_partition(conn, kelly_sizing, {"session_date": day}, rows)
-        return dg.MaterializeResult(metadata={
-            **_span(days), "configured": dg.MetadataValue.bool(bool(cfg and cfg.sizing)),
-            "kelly": dg.MetadataValue.md(md_table(rows, [
+            meta.record(day, KELLY_SIZING, {"kelly": dg.MetadataValue.md(md_table(rows, [
                 "strategy_type", "trades", "win_rate", "payoff_ratio", "full_kelly", "shrinkage",
-                "recommended_fraction", "capped", "status"])),
-        })
+                "recommended_fraction", "capped", "status"]))})
+        return dg.MaterializeResult(metadata=meta.output_metadata(
+            KELLY_SIZING, {"configured": bool(cfg and cfg.sizing)}))
 
     @dg.asset(key=LIQUIDITY_FLAGS, deps=[STRATEGY_GROUPS, MARKET],
               description="Bid/ask spread as % of mid per position (illiquid/stale above "
@@ -270,18 +265,19 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
                               platform: PlatformResource) -> dg.MaterializeResult[Any]:
         days = partition_dates(context)
         cfg = strategies_config(platform)
-        rows: list[dict[str, Any]] = []
+        meta = SessionMetadata(context, days)
         for day in days:
             with db.database.begin() as conn:
                 rows = book.liquidity_rows(conn, day, cfg)
                 replace_partition(conn, liquidity_flags, {"session_date": day}, rows)
-        flagged = [r for r in rows if r["illiquid"]]
-        return dg.MaterializeResult(metadata={
-            **_span(days), "illiquid": dg.MetadataValue.int(len(flagged)),
-            "days_to_exit": dg.MetadataValue.text("not computed: no volume/open interest in market_snapshot"),
-            "flagged": dg.MetadataValue.md(md_table(flagged, ["position_key", "strategy_id", "bid", "ask",
-                                                              "spread_pct", "reason"])),
-        })
+            flagged = [r for r in rows if r["illiquid"]]
+            meta.record(day, LIQUIDITY_FLAGS, {
+                "illiquid": len(flagged),
+                "flagged": dg.MetadataValue.md(md_table(flagged, ["position_key", "strategy_id", "bid", "ask",
+                                                                  "spread_pct", "reason"])),
+            })
+        return dg.MaterializeResult(metadata=meta.output_metadata(LIQUIDITY_FLAGS, {
+            "days_to_exit": "not computed: no volume/open interest in market_snapshot"}))
 
     @dg.asset(key=THETA_VEGA_HISTORY, deps=[STRATEGY_PERFORMANCE],
               description="|theta|/|vega| per day against the target band (config/strategies.yaml "
@@ -297,18 +293,23 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
                 rows = book.theta_vega_rows(conn, day, cfg)
                 replace_partition(conn, theta_vega_history, {"session_date": day}, rows)
         t = theta_vega_history
-        with db.database.connect() as conn:
+        with db.database.connect() as conn:  # the book's rows: the run's sessions and 14 before
             hist = [dict(r) for r in conn.execute(
                 select(t).where(t.c.account_id == "*", t.c.session_date <= days[-1])
-                .order_by(t.c.session_date.desc()).limit(15)).mappings()]
-        last = hist[0] if hist else {}
-        meta: dict[str, Any] = {**_span(days), "history": dg.MetadataValue.md(md_table(
-            list(reversed(hist)), ["session_date", "theta_per_day", "vega_per_point", "ratio",
-                                   "in_band", "daily_pnl", "rolling_corr"]))}
-        for name in ("ratio", "rolling_corr"):
-            if last.get(name) is not None:
-                meta[name] = dg.MetadataValue.float(float(last[name]))
-        return dg.MaterializeResult(metadata=meta)
+                .order_by(t.c.session_date.desc()).limit(len(days) + 14)).mappings()]
+        hist.reverse()
+        meta = SessionMetadata(context, days)
+        for day in days:
+            upto = [r for r in hist if r["session_date"] <= day][-15:]
+            today = upto[-1] if upto and upto[-1]["session_date"] == day else {}
+            meta.record(day, THETA_VEGA_HISTORY, {
+                "history": dg.MetadataValue.md(md_table(upto, [
+                    "session_date", "theta_per_day", "vega_per_point", "ratio", "in_band",
+                    "daily_pnl", "rolling_corr"])),
+                **{name: None if today.get(name) is None else float(today[name])
+                   for name in ("ratio", "rolling_corr")},
+            })
+        return dg.MaterializeResult(metadata=meta.output_metadata(THETA_VEGA_HISTORY))
 
     return [strategy_groups_asset, strategy_performance_asset, position_lifecycle_asset,
             kelly_sizing_asset, liquidity_flags_asset, theta_vega_asset]
