@@ -8,6 +8,7 @@ passed the two-step confirmation (``domain.orders.require_confirmed``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -47,6 +48,28 @@ class StagedOrder:
     broker_order_id: str | None
     whatif: WhatIfResult
     staged_at: datetime
+
+
+class ConnectionLifecycle(ABC):
+    """``async with adapter:`` connects and always closes (shared by every adapter)."""
+
+    @abstractmethod
+    async def connect(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 @runtime_checkable

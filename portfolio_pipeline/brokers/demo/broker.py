@@ -26,13 +26,18 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import date, datetime
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import numpy as np
 import pandas as pd
 
-from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError, OptionChain, StagedOrder
+from portfolio_pipeline.brokers.base import (
+    BrokerDataError,
+    BrokerError,
+    ConnectionLifecycle,
+    OptionChain,
+    StagedOrder,
+)
 from portfolio_pipeline.brokers.demo.book import BROKER, DemoBook, ManualTrade, exchange_multiplier
 from portfolio_pipeline.brokers.demo.margin import Margin, MarginLeg, account_margin, commission
 from portfolio_pipeline.brokers.demo.market import DEMO_ROOTS, DemoMarket, round_to_tick
@@ -57,7 +62,7 @@ MARGIN_WARNING_UTILISATION: Final[float] = 0.50
 VOLATILITY_INDICES: Final[frozenset[str]] = frozenset({"VIX", "VIX3M"})
 
 
-class DemoBroker:
+class DemoBroker(ConnectionLifecycle):
     """Deterministic simulated broker replaying a rule-based options book on history.
 
     Parameters
@@ -168,18 +173,6 @@ class DemoBroker:
             contract.underlying, sec, exchange_multiplier(contract),
             trading_class=contract.trading_class if contract.is_option else None, source=source,
         )
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def connect(self) -> None:
         """Nothing to connect to; builds the market model (loads the history) once."""

@@ -26,8 +26,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, TypeVar
 
 from ib_async import IB, ComboLeg, ExecutionFilter, StartupFetch, Ticker
 from ib_async import Contract as IbContract
@@ -36,7 +35,13 @@ from ib_async import OrderStatus as IbOrderStatus
 from ib_async import Trade as IbTrade
 from ib_async.wrapper import RequestError
 
-from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError, OptionChain, StagedOrder
+from portfolio_pipeline.brokers.base import (
+    BrokerDataError,
+    BrokerError,
+    ConnectionLifecycle,
+    OptionChain,
+    StagedOrder,
+)
 from portfolio_pipeline.brokers.ibkr.pacing import Backoff, RateLimiter, Sleep
 from portfolio_pipeline.brokers.ibkr.parsing import (
     BROKER,
@@ -106,7 +111,7 @@ def _default_ib() -> IB:
     return IB()
 
 
-class IbkrBroker:
+class IbkrBroker(ConnectionLifecycle):
     """:class:`~portfolio_pipeline.brokers.base.BrokerAdapter` for IB Gateway / TWS.
 
     ``connection`` is the account's ``IbkrConnection`` (or a whole ``AccountConfig`` of
@@ -173,18 +178,6 @@ class IbkrBroker:
         self.reconnect_count = 0
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def client_id(self) -> int:

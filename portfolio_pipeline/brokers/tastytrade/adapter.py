@@ -30,8 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 import httpx2
 from pydantic import ValidationError
@@ -46,6 +45,7 @@ from tastytrade.utils import TastytradeError
 from portfolio_pipeline.brokers.base import (
     BrokerDataError,
     BrokerError,
+    ConnectionLifecycle,
     OptionChain,
     StagedOrder,
 )
@@ -104,7 +104,7 @@ class _Staged:
     staged: StagedOrder
 
 
-class TastytradeAdapter:
+class TastytradeAdapter(ConnectionLifecycle):
     """:class:`~portfolio_pipeline.brokers.base.BrokerAdapter` for Tastytrade.
 
     :param connection: which environment variables hold the secrets; ``is_test`` = sandbox.
@@ -173,18 +173,6 @@ class TastytradeAdapter:
         )
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def _secret(self, env_name: str, environ: Mapping[str, str]) -> str:
         value = environ.get(env_name, "")
