@@ -10,6 +10,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy.stats import norm
 
+from portfolio_pipeline.quant import pricing as P
 from portfolio_pipeline.quant import risk_metrics
 from portfolio_pipeline.quant.correlation import (
     crisis_correlation,
@@ -223,3 +224,141 @@ def test_nearest_correlation_is_psd_with_unit_diagonal() -> None:
         assert np.linalg.cholesky(fixed).shape == (6, 6)
     good = np.array([[1.0, 0.3], [0.3, 1.0]])
     assert_allclose(nearest_correlation(good).matrix, good, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- American exercise
+
+
+def _quantlib_american_put(s: float, k: float, days: int, r: float, q: float, vol: float) -> float:
+    """Source: QuantLib 1.44 FdBlackScholesVanillaEngine (tGrid 800, xGrid 800), flat
+    curves, Actual365Fixed, T = days/365."""
+    ql = pytest.importorskip("QuantLib")
+    today = ql.Date(15, 1, 2025)
+    ql.Settings.instance().evaluationDate = today
+    dc = ql.Actual365Fixed()
+    proc = ql.BlackScholesMertonProcess(
+        ql.QuoteHandle(ql.SimpleQuote(s)),
+        ql.YieldTermStructureHandle(ql.FlatForward(today, q, dc)),
+        ql.YieldTermStructureHandle(ql.FlatForward(today, r, dc)),
+        ql.BlackVolTermStructureHandle(ql.BlackConstantVol(today, ql.NullCalendar(), vol, dc)),
+    )
+    opt = ql.VanillaOption(ql.PlainVanillaPayoff(ql.Option.Put, k),
+                           ql.AmericanExercise(today, today + days))
+    opt.setPricingEngine(ql.FdBlackScholesVanillaEngine(proc, 800, 800))
+    return float(opt.NPV())
+
+
+# SPY-like short put deep in the money after a -30 % crash; a 5 % rate makes the
+# early-exercise premium large.
+AM = {"S": 270.0, "K": 280.0, "days": 90, "r": 0.05, "q": 0.015, "vol": 0.25}
+
+
+def _am_book(american: bool = True) -> Book:
+    """Contract 0: the American SPY put; 1: a European SPX put; 2: a Black-76 future put;
+    3: an American SPY call; 4: a stock.  One group per contract (identity units)."""
+    cs = ContractSet.build(
+        factor=[0, 1, 1, 0, 0],
+        is_option=[True, True, True, True, False],
+        is_call=[False, False, False, True, False],
+        black76=[False, False, True, False, False],
+        spot=[AM["S"], 2700.0, 2705.0, AM["S"], AM["S"]],
+        strike=[AM["K"], 2600.0, 2650.0, 250.0, 0.0],
+        T=[AM["days"] / 365, 30 / 365, 45 / 365, 200 / 365, 0.0],
+        r=AM["r"],
+        q=[AM["q"], 0.018, 0.0, 0.04, 0.0],
+        vol=[AM["vol"], 0.18, 0.2, 0.3, 0.0],
+        american=[american, False, False, american, False],
+    )
+    return Book(cs, np.eye(5), tuple(f"c{i}" for i in range(5)), ("SPY", "SPX"))
+
+
+def test_deep_itm_american_put_under_crash_is_american_price_and_matches_quantlib() -> None:
+    book = _am_book()
+    sc = ScenarioSet.build([[math.log(0.7), math.log(0.7)]], 0.0, 0.0)
+    s1, k, t = AM["S"] * 0.7, AM["K"], AM["days"] / 365
+    args = (s1, k, t, AM["r"], AM["q"], AM["vol"])
+    base = P.american_price("P", AM["S"], *args[1:])
+    for method in ("lr", "bs2002"):
+        pnl = revalue(book, sc, american_method=method)[0, 0]  # units 1: V(s) - V(0)
+        expected = P.american_price("P", *args, method=method)
+        base_m = P.american_price("P", AM["S"], *args[1:], method=method)
+        assert pnl == pytest.approx(float(expected - base_m), rel=1e-13, abs=1e-12)
+    value = float(revalue(book, sc)[0, 0] + base)
+    euro = float(P.price("P", *args))
+    ref = _quantlib_american_put(s1, k, AM["days"], AM["r"], AM["q"], AM["vol"])
+    assert value == pytest.approx(ref, rel=0.005)
+    assert value > euro + 0.5  # the early-exercise premium is in the P&L
+    # the Monte Carlo choice (BS2002) is also within 0.5 % of QuantLib here
+    bs = float(revalue(book, sc, american_method="bs2002")[0, 0]
+               + P.american_price("P", AM["S"], *args[1:], method="bs2002"))
+    assert bs == pytest.approx(ref, rel=0.005) and bs > euro
+
+
+def test_zero_cell_is_exactly_zero_with_american_contracts() -> None:
+    book = _am_book()
+    grid = shock_grid(
+        [-0.3, -0.1, 0.0, 0.2],
+        [("0pt", 0.0, 0.0), ("+10pt", 0.10, 0.0)],
+        [0, 1, 5],
+        spot_beta=[1.0, 1.0],
+    )
+    zero = grid.cells.index((2, 0, 0))
+    for method, steps in (("lr", 201), ("lr", 101), ("bs2002", 201)):
+        pnl = revalue(book, grid.scenarios, american_method=method, american_steps=steps,
+                      chunk_elements=7)
+        assert np.all(pnl[zero] == 0.0)
+        assert np.all(np.isfinite(pnl))
+        approx = greeks_pnl(book, grid.scenarios, american_method=method, american_steps=steps)
+        assert np.all(approx[zero] == 0.0)
+    # the American put is worth at least the European one in every scenario
+    am = revalue(book, grid.scenarios)[:, 0]
+    eu = revalue(_am_book(american=False), grid.scenarios)[:, 0]
+    base_gap = float(P.american_price("P", AM["S"], AM["K"], AM["days"] / 365, AM["r"], AM["q"],
+                                      AM["vol"])
+                     - P.price("P", AM["S"], AM["K"], AM["days"] / 365, AM["r"], AM["q"],
+                               AM["vol"]))
+    assert np.all(am + base_gap >= eu - 1e-9)
+
+
+def test_european_and_index_options_are_unchanged_bit_for_bit() -> None:
+    """The European contracts of a book with American ones are valued exactly as before:
+    the closed form on ``S e^x``, ``max(vol + d_atm, min_vol)``, ``max(T - decay, 0)``."""
+    rng = np.random.default_rng(7)
+    n = 40
+    x = rng.normal(0.0, 0.1, (n, 2))
+    d_atm = rng.normal(0.0, 0.05, (n, 2))
+    decay = rng.uniform(0.0, 0.2, n)
+    sc = ScenarioSet.build(x, d_atm, decay)
+    with_am = revalue(_am_book(), sc, skew_rule="sticky_moneyness", skew_slope=[-0.5, -1.0])
+    without = revalue(_am_book(american=False), sc, skew_rule="sticky_moneyness",
+                      skew_slope=[-0.5, -1.0])
+    c = _am_book().contracts
+    for i, model in ((1, "bsm"), (2, "black76")):
+        f = int(c.factor[i])
+        slope = [-0.5, -1.0][f]
+
+        def value(lr: np.ndarray, da: np.ndarray, dec: np.ndarray, i: int = i, f: int = f,
+                  model: str = model, slope: float = slope) -> np.ndarray:
+            s1 = np.exp(lr[:, f]) * c.spot[i]
+            vol = np.maximum(da[:, f] + c.vol[i] - slope * lr[:, f], 0.01)
+            t1 = np.maximum(c.T[i] - dec, 0.0)
+            return np.asarray(P.price(c.is_call[i], s1, c.strike[i], t1, c.r[i], c.q[i], vol,
+                                      model=model))  # type: ignore[arg-type]
+
+        before = value(x, d_atm, decay) - value(np.zeros((1, 2)), np.zeros((1, 2)), np.zeros(1))
+        assert np.array_equal(with_am[:, i], before)
+        assert np.array_equal(without[:, i], before)
+        g_am = greeks_pnl(_am_book(), sc)[:, i]
+        assert np.array_equal(g_am, greeks_pnl(_am_book(american=False), sc)[:, i])
+    assert np.array_equal(with_am[:, 4], without[:, 4])  # the stock
+
+
+def test_american_flag_is_for_bsm_options_only() -> None:
+    with pytest.raises(ValueError, match="not a BSM option"):
+        ContractSet.build(factor=[0], is_option=True, is_call=False, black76=True, spot=100.0,
+                          strike=100.0, T=0.1, r=0.01, q=0.0, vol=0.2, american=True)
+    linear = ContractSet.build(factor=[0], is_option=False, is_call=False, black76=False,
+                               spot=100.0, strike=1.0, T=0.0, r=0.0, q=0.0, vol=0.0, american=True)
+    assert not linear.american.any()
+    with pytest.raises(ValueError, match="American method"):
+        revalue(_am_book(), ScenarioSet.zero(2), american_method="fd")  # type: ignore[arg-type]

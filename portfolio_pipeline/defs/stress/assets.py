@@ -26,6 +26,7 @@ from portfolio_pipeline.defs.stress.book import (
     McSetup,
     ReplayPath,
     StressBook,
+    american_kwargs,
     grid_scenarios,
     load_book,
     mc_scenarios,
@@ -116,7 +117,8 @@ def _simulator(
 
     def run(corr: np.ndarray, h: int) -> np.ndarray:
         paths = fits.paths(setup, corr, h)
-        return revalue(sb.book, mc_scenarios(sb, setup, paths, h), **kw)
+        return revalue(sb.book, mc_scenarios(sb, setup, paths, h), **kw,
+                       american_method=fits.cfg.american_method, american_steps=fits.cfg.american_steps)
 
     return run
 
@@ -215,7 +217,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             sb, cfg = loaded
             grid = grid_scenarios(sb, cfg)
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
-                  "min_vol": cfg.grid.min_vol}
+                  "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid)}
             ents, agg = entities(sb)
             full = revalue(sb.book, grid.scenarios, **kw) @ agg  # type: ignore[arg-type]
             approx = greeks_pnl(sb.book, grid.scenarios, **kw) @ agg  # type: ignore[arg-type]
@@ -287,7 +289,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             ents, agg = entities(sb)
             accounts = [e for e in range(len(ents)) if ents[e][2] == ALL]
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
-                  "min_vol": cfg.grid.min_vol}
+                  "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid)}
             rows = []
             values: dict[str, dg.MetadataValue] = {}
             lines = ["| window | worst day | worst P&L | Greeks approx | end P&L | filled days |",

@@ -12,7 +12,12 @@ stress and Greeks price the same contract identically.  Otherwise:
 * ``T``: ACT/365 from the session close to the expiry (``Contract.year_fraction``);
 * ``r``: ``rate`` of ``config/stress_scenarios.yaml``; ``q``: the underlying's
   ``dividend_yield`` there (0 for Black-76);
-* the price revalued is the kernel's model value, so "today" is exactly 0 P&L.
+* the price revalued is the kernel's model value, so "today" is exactly 0 P&L;
+* exercise: options whose root has ``exercise: american`` in ``config/instruments.yaml``
+  and the BSM model (equity/ETF options such as SPY, QQQ, IWM) are American
+  (``ContractSet.american``) and revalued with ``quant.pricing.american_price`` (the
+  tree in the grid and replay, Bjerksund-Stensland 2002 in Monte Carlo; see
+  ``revalue_kwargs``); index options and futures options (Black-76) stay European.
 
 Replay paths (the rule for every filled day is stated in ``vix_source``/``spx_source``)
 -------------------------------------------------------------------------------------
@@ -56,7 +61,9 @@ from portfolio_pipeline.quant.scenarios import (
     Book,
     ContractSet,
     FactorModel,
+    GridConfig,
     GridScenarios,
+    MonteCarloConfig,
     ScenarioSet,
     StressScenariosFile,
     UnderlyingStress,
@@ -159,7 +166,9 @@ def load_book(
     fidx = {f: i for i, f in enumerate(factors)}
     contract_ix: dict[str, int] = {}
     cols: dict[str, list[float | bool | int]] = {
-        k: [] for k in ("factor", "is_option", "is_call", "black76", "spot", "strike", "T", "r", "q", "vol")
+        k: []
+        for k in ("factor", "is_option", "is_call", "black76", "spot", "strike", "T", "r", "q",
+                  "vol", "american")
     }
     group_ix: dict[tuple[str, str, str], int] = {}
     entries: list[tuple[int, int, float]] = []
@@ -210,6 +219,9 @@ def _append_contract(
     mark = float(p["mark"])  # type: ignore[arg-type]
     option = sec_type in ("OPT", "FOP")
     black76 = option and config.instruments.pricing_model(root) == "black76"
+    # the rule of analytics.greeks: American exercise for BSM options only
+    american = option and not black76 and config.instruments.exercise_style(root) == "american"
+    cols["american"].append(american)
     settings = cfg.underlying(root)
     r = cfg.rate
     q = 0.0 if black76 else settings.dividend_yield
@@ -269,6 +281,14 @@ def _append_contract(
         ("vol", vol if math.isfinite(vol) else 0.0),
     ):
         cols[k].append(v)
+
+
+def american_kwargs(section: GridConfig | MonteCarloConfig) -> dict[str, object]:
+    """How :func:`~portfolio_pipeline.quant.scenarios.revalue` prices American contracts:
+    ``cfg.grid`` for the shock grid and the historical replay (default: the Leisen-Reimer
+    tree, a few hundred scenarios per session), ``cfg.monte_carlo`` for the simulations
+    (default: Bjerksund-Stensland 2002, 10,000 scenarios per horizon)."""
+    return {"american_method": section.american_method, "american_steps": section.american_steps}
 
 
 # --------------------------------------------------------------------------- grid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from datetime import date
@@ -23,6 +24,8 @@ from portfolio_pipeline.defs.stress.book import (
     MC_REFIT_SESSIONS,
     McFits,
     StressBook,
+    american_kwargs,
+    load_book,
     mc_setup,
     replay_paths,
     stress_config,
@@ -33,6 +36,7 @@ from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.quant.scenarios import (
     Book,
     ContractSet,
+    ScenarioSet,
     StressScenariosFile,
     revalue,
     simulate_factors,
@@ -123,12 +127,14 @@ def _seed(db_url: str, days: tuple[date, ...] = (DAY,)) -> None:
     c_call = option("SPX", 2900.0, "C", date(2018, 3, 16), trading_class="SPXW")
     c_ndx = option("NDX", 6500.0, "P", date(2018, 3, 16))
     spy = Contract(underlying="SPY", sec_type="STK")
+    c_spy = option("SPY", 285.0, "P", date(2018, 3, 16))  # American, in the money
     positions = [
         position(c_put, -5, mark=12.0, underlying_price=spx),
         position(c_call, -3, mark=6.0, underlying_price=spx),
         position(c_put, 2, mark=12.0, underlying_price=spx, account_id="DEMO-002"),
         position(c_ndx, 1, mark=60.0, underlying_price=ndx),
         position(spy, 100, mark=275.0, underlying_price=None),
+        position(c_spy, -2, mark=14.0, underlying_price=275.0),
     ]
 
     def q(c: Contract, mark: float, iv: float | None = None, und: float | None = None) -> Quote:
@@ -137,6 +143,7 @@ def _seed(db_url: str, days: tuple[date, ...] = (DAY,)) -> None:
 
     quotes = [
         q(c_put, 12.0, 0.19, spx), q(c_call, 6.0, 0.12, spx), q(c_ndx, 60.0, 0.2, ndx),
+        q(c_spy, 14.0, 0.2, 275.0),
         q(spy, 275.0), q(Contract(underlying="SPX", sec_type="IND"), spx),
         q(Contract(underlying="VIX", sec_type="IND"), 17.31),
         q(Contract(underlying="VIX3M", sec_type="IND"), 17.9),
@@ -193,6 +200,39 @@ def test_stress_assets_materialise_and_rerun_idempotently(db_url: str, tmp_path:
     assert "worst_cell" in mats[0].metadata
     mc = result.asset_materializations_for_node("monte_carlo_var")[0].metadata
     assert mc["regime"].value == "normal"
+
+
+def test_load_book_prices_equity_options_american_and_index_options_european(db_url: str) -> None:
+    _seed(db_url)
+    config = load_platform_config(CONFIG_DIR)
+    cfg = stress_config(config)
+    db = Database(db_url)
+    try:
+        with db.connect() as conn:
+            sb = load_book(conn, DAY, ExchangeCalendar().session_close(DAY), config, cfg)
+    finally:
+        db.dispose()
+    c = sb.book.contracts
+    names = np.array(sb.book.factors)[c.factor]
+    spy_opt = (names == "SPY") & c.is_option
+    assert spy_opt.sum() == 1 and c.american[spy_opt].all()
+    assert not c.american[~spy_opt].any()  # SPX/NDX index options and the SPY stock
+    # the grid's zero cell is exactly 0 with the American put in the book, and the
+    # put is revalued with the tree (not the European formula) under a crash
+    kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
+          "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid)}
+    assert kw["american_method"] == "lr" and cfg.monte_carlo.american_method == "bs2002"
+    zero = revalue(sb.book, ScenarioSet.zero(sb.book.n_factors), **kw)  # type: ignore[arg-type]
+    assert np.all(zero == 0.0)
+    i = int(np.flatnonzero(spy_opt)[0])
+    crash = np.where(np.array(sb.book.factors) == "SPY", math.log(0.7), 0.0)[None, :]
+    sc = ScenarioSet.build(crash, 0.0, 0.0)
+    eu_book = Book(dataclasses.replace(c, american=np.zeros_like(c.american)), sb.book.units,
+                   sb.book.groups, sb.book.factors)
+    g = int(np.flatnonzero(sb.book.units[i])[0])  # the SPY group (the put and the stock)
+    am_pnl = revalue(sb.book, sc, **kw)[0, g]  # type: ignore[arg-type]
+    eu_pnl = revalue(eu_book, sc, **kw)[0, g]  # type: ignore[arg-type]
+    assert am_pnl < eu_pnl  # short put: the early-exercise premium is a further loss
 
 
 STRESS_TABLES = (stress_shock_grid, stress_historical, monte_carlo_var, correlation_stress)
