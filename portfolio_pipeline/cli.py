@@ -154,7 +154,7 @@ def _run_sessions(first: date, last: date, *, demo: bool) -> tuple[bool, str]:
     if not sessions:
         raise click.BadParameter(f"no XNYS session between {first} and {last}")
     definitions = build_definitions()
-    job = definitions.get_job_def("eod_job")
+    job = definitions.resolve_job_def("eod_job")
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,

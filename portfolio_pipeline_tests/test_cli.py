@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from portfolio_pipeline.cli import main
@@ -39,3 +40,18 @@ def test_import_rejects_a_bad_file_without_storing(portfolio_env: Path, tmp_path
     assert "Traceback" not in result.output
     migrate = CliRunner().invoke(main, ["db", "migrate"])
     assert migrate.exit_code == 0 and "sqlite" in migrate.output
+
+
+@pytest.mark.slow
+def test_demo_command_end_to_end(portfolio_env: Path) -> None:
+    """The README's main job on a short window: every daily asset, a summary, the UI hint."""
+    result = CliRunner().invoke(main, ["demo", "--start", "2018-02-01", "--end", "2018-02-06"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "sessions stored : 4 (2018-02-01 .. 2018-02-06)" in out
+    assert "worst session   : 2018-02-05" in out  # the volatility spike
+    assert "crisis regime   : 2018-02-05 VIX 37.32" in out
+    assert "Monte Carlo VaR : 1d 99%" in out  # (historical VaR needs a longer history)
+    assert "(success)" in out and "portfolio ui" in out
+    assert (portfolio_env / "reports" / "daily_2018-02-06.html").is_file()
+    assert (portfolio_env / "dagster" / "dagster.yaml").is_file()
