@@ -133,8 +133,6 @@ def make_notification_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
         sent = 0
         for day in meta.days:
             gathered = daily_summary_data(db.database, day)
-            if gathered.missing:
-                context.log.warning("daily_summary %s: not stored: %s", day, ", ".join(gathered.missing))
             outcome = _send(
                 context,
                 daily_summary_alert(gathered.data),
@@ -144,6 +142,11 @@ def make_notification_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
                 notifications=notifications,
             )
             sent += outcome["sent"].value is True
+            if gathered.missing:
+                # Expected on a book's first sessions (no prior close to attribute against);
+                # worth a warning only when the summary actually went out with gaps.
+                log = context.log.warning if outcome["sent"].value is True else context.log.info
+                log("daily_summary %s: not stored: %s", day, ", ".join(gathered.missing))
             meta.record(day, DAILY_SUMMARY, {
                 **outcome, "missing": dg.MetadataValue.json(list(gathered.missing)),
                 "pnl": gathered.data.pnl, "var_95": gathered.data.var_95, "var_99": gathered.data.var_99,
