@@ -242,13 +242,8 @@ def position_greek_rows(
     beta = np.array([float(betas.get(str(r["underlying"]).upper(), 1.0)) for r in records])
     pg = position_greeks(
         delta=out["delta"], gamma=out["gamma"], vega=out["vega"], theta=out["theta"],
-        rho=out["rho"], quantity=qty, multiplier=mult, spot=spot, beta=beta,
-        reference_price=reference_price,
-    )
-    # Second-order terms through the same single scaling function (spot 1 = no $ conversion).
-    second = position_greeks(
-        delta=out["gamma"], gamma=0.0, vega=out["vanna"], theta=out["volga"],
-        quantity=qty, multiplier=mult, spot=1.0,
+        rho=out["rho"], vanna=out["vanna"], volga=out["volga"], quantity=qty, multiplier=mult,
+        spot=spot, beta=beta, reference_price=reference_price,
     )
     brk = position_greeks(
         delta=broker["delta"], gamma=broker["gamma"], vega=broker["vega"], theta=broker["theta"],
@@ -289,12 +284,12 @@ def position_greek_rows(
             "reference_price": reference_price,
             "share_delta": pg.share_delta[i],
             "dollar_delta": pg.dollar_delta[i],
-            "gamma_shares": second.share_delta[i],
+            "gamma_shares": pg.gamma_shares[i],
             "dollar_gamma_1pct": pg.dollar_gamma_1pct[i],
             "theta_per_day": pg.theta_per_day[i],
             "vega_per_point": pg.vega_per_point[i],
-            "vanna_per_point": second.vega_per_point[i],
-            "volga_per_point": second.theta_per_day[i],
+            "vanna_per_point": pg.vanna_per_point[i],
+            "volga_per_point": pg.volga_per_point[i],
             "rho_per_pct": pg.rho_per_pct[i],
             "beta_weighted_delta": pg.beta_weighted_delta[i],
             "beta_weighted_dollar_delta": pg.beta_weighted_dollar_delta[i],

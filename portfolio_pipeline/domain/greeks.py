@@ -9,6 +9,9 @@ once, here, for every broker:
 * dollar gamma per 1% move = gamma * qty * mult * S**2 / 100
 * theta $/day = theta * qty * mult; vega $/vol-point = vega * qty * mult
 * beta-weighted delta (in reference-index shares) = delta * qty * mult * S * beta / S_ref
+* second order, for attribution: gamma in shares (delta change per $1) = gamma * qty * mult;
+  vanna $ per (unit of S x vol point) = vanna * qty * mult; volga $ per vol point^2 =
+  volga * qty * mult
 
 Stock and futures positions have delta 1 and no other Greeks.
 """
@@ -36,6 +39,9 @@ class PositionGreeks:
     rho_per_pct: FloatArray
     beta_weighted_delta: FloatArray
     beta_weighted_dollar_delta: FloatArray
+    gamma_shares: FloatArray
+    vanna_per_point: FloatArray
+    volga_per_point: FloatArray
 
 
 def position_greeks(
@@ -48,6 +54,8 @@ def position_greeks(
     multiplier: ArrayLike,
     spot: ArrayLike,
     rho: ArrayLike = 0.0,
+    vanna: ArrayLike = 0.0,
+    volga: ArrayLike = 0.0,
     beta: ArrayLike = 1.0,
     reference_price: ArrayLike | None = None,
 ) -> PositionGreeks:
@@ -57,6 +65,8 @@ def position_greeks(
     ----------
     delta, gamma, vega, theta, rho
         Per-share model Greeks (vega per vol point, theta per calendar day, rho per 1%).
+    vanna, volga
+        Per-share second-order Greeks (per vol point, per vol point squared); optional.
     quantity
         Signed contracts (or shares/futures).
     multiplier
@@ -92,4 +102,7 @@ def position_greeks(
         rho_per_pct=np.asarray(r * units, dtype=np.float64),
         beta_weighted_delta=np.asarray(bw_delta, dtype=np.float64),
         beta_weighted_dollar_delta=np.asarray(bw_dollar, dtype=np.float64),
+        gamma_shares=np.asarray(g * units, dtype=np.float64),
+        vanna_per_point=np.asarray(np.asarray(vanna, dtype=np.float64) * units, dtype=np.float64),
+        volga_per_point=np.asarray(np.asarray(volga, dtype=np.float64) * units, dtype=np.float64),
     )

@@ -138,6 +138,16 @@ def test_position_greeks_hand_computed() -> None:
     np.testing.assert_allclose(g.theta_per_day, [80.0, -375.0])
     np.testing.assert_allclose(g.vega_per_point, [-300.0, 1450.0])
     np.testing.assert_allclose(g.beta_weighted_delta, [30.0, -125.0 * 2695.0 / 2700.0])
+    np.testing.assert_allclose(g.gamma_shares, [-0.2, 1.05])
+    assert not g.vanna_per_point.any() and not g.volga_per_point.any()  # not given: zero
+
+
+def test_second_order_greeks_scale_once() -> None:
+    g = position_greeks(delta=0.5, gamma=0.01, vega=0.2, theta=-0.05, vanna=-0.004, volga=0.03,
+                        quantity=-3, multiplier=50, spot=2700.0)
+    assert float(g.vanna_per_point) == pytest.approx(-0.004 * -150)
+    assert float(g.volga_per_point) == pytest.approx(0.03 * -150)
+    assert float(g.gamma_shares) == pytest.approx(0.01 * -150)
 
 
 def test_stock_position_greeks() -> None:
