@@ -18,10 +18,13 @@ from portfolio_pipeline.quant.correlation import (
     nearest_correlation,
 )
 from portfolio_pipeline.quant.scenarios import (
+    INTERP_MIN_SCENARIOS,
+    INTERP_TAIL,
     Book,
     ContractSet,
     FactorModel,
     ScenarioSet,
+    StressScenariosFile,
     factor_innovations,
     garch_paths,
     geometric_fill,
@@ -362,3 +365,75 @@ def test_american_flag_is_for_bsm_options_only() -> None:
     assert not linear.american.any()
     with pytest.raises(ValueError, match="American method"):
         revalue(_am_book(), ScenarioSet.zero(2), american_method="fd")  # type: ignore[arg-type]
+
+
+def _crash_grid() -> tuple[ScenarioSet, np.ndarray]:
+    """Spot -30 %..+10 % x ATM vol -5..+20 points x decay 0 / 5 days, today's point
+    included (>= INTERP_MIN_SCENARIOS scenarios per decay, so both get a premium grid)."""
+    spot = np.unique(np.r_[np.linspace(-0.30, 0.10, 52), 0.0])
+    vol = np.unique(np.r_[np.linspace(-0.05, 0.20, 40), 0.0])
+    s, v, d = np.meshgrid(spot, vol, [0.0, 5 / 365], indexing="ij")
+    x = np.log1p(s.reshape(-1))
+    sc = ScenarioSet.build(np.stack([x, 0.5 * x], axis=1), v.reshape(-1)[:, None],
+                           d.reshape(-1))
+    assert sc.size // 2 >= INTERP_MIN_SCENARIOS
+    zero = np.flatnonzero((s.reshape(-1) == 0.0) & (v.reshape(-1) == 0.0) & (d.reshape(-1) == 0))
+    return sc, zero
+
+
+@pytest.mark.parametrize("tail", [0.0, INTERP_TAIL])
+def test_interp_lr_matches_the_tree_on_a_crash_grid(
+    monkeypatch: pytest.MonkeyPatch, tail: float
+) -> None:
+    """The interpolated early-exercise premium + exact European value is within 0.1 % (or
+    1 cent) of the tree itself in every scenario, the -30 % crash included (interpolated
+    with ``tail = 0``, priced by the tree as an outlier with the default tail)."""
+    import portfolio_pipeline.quant.scenarios as S
+
+    monkeypatch.setattr(S, "INTERP_TAIL", tail)
+    book = _am_book()
+    sc, zero = _crash_grid()
+    kw = {"skew_rule": "sticky_moneyness", "skew_slope": [-1.0, -0.5], "american_steps": 101}
+    direct = revalue(book, sc, american_method="lr", **kw)  # type: ignore[arg-type]
+    interp = revalue(book, sc, american_method="interp_lr", **kw)  # type: ignore[arg-type]
+    c = book.contracts
+    am = np.flatnonzero(c.american)
+    base = P.american_price(c.is_call[am], c.spot[am], c.strike[am], c.T[am], c.r[am], c.q[am],
+                            c.vol[am], steps=101)
+    value = direct[:, am] + base  # the tree's value in every scenario
+    err = np.abs(interp[:, am] - direct[:, am])
+    assert np.all(err <= np.maximum(1e-3 * value, 0.01))
+    assert err.max() > 0.0  # really interpolated, not the tree
+    # European contracts and the stock: the closed form, bit for bit
+    assert np.array_equal(interp[:, ~c.american], direct[:, ~c.american])
+    # the zero scenario is exactly 0, whatever the chunking
+    assert np.all(interp[zero] == 0.0)
+    chunked = revalue(book, sc, american_method="interp_lr", chunk_elements=999, **kw)  # type: ignore[arg-type]
+    assert np.array_equal(chunked, interp)
+
+
+def test_interp_lr_zero_cell_and_small_sets() -> None:
+    book = _am_book()
+    grid = shock_grid([-0.3, -0.1, 0.0, 0.2], [("0pt", 0.0, 0.0), ("+10pt", 0.10, 0.0)],
+                      [0, 1, 5], spot_beta=[1.0, 1.0])
+    zero = grid.cells.index((2, 0, 0))
+    # a small scenario set has no premium grid: the tree prices it, exactly as "lr"
+    small = revalue(book, grid.scenarios, american_method="interp_lr", american_steps=101)
+    assert np.array_equal(small, revalue(book, grid.scenarios, american_steps=101))
+    assert np.all(small[zero] == 0.0)
+    approx = greeks_pnl(book, grid.scenarios, american_method="interp_lr")
+    assert np.array_equal(approx, greeks_pnl(book, grid.scenarios))
+    # Monte Carlo-like set without a decay-0 group: today's value is the tree's, and a
+    # scenario where nothing moves but time gives the same P&L as the tree's within 1 cent
+    rng = np.random.default_rng(11)
+    n = INTERP_MIN_SCENARIOS
+    sc = ScenarioSet.build(rng.normal(0.0, 0.03, (n, 2)), rng.normal(0.0, 0.03, (n, 2)),
+                           10 / 252)
+    sc = ScenarioSet.build(np.r_[np.zeros((1, 2)), sc.log_ret],
+                           np.r_[np.zeros((1, 2)), sc.d_atm], 10 / 252)
+    interp = revalue(book, sc, american_method="interp_lr", american_steps=101)
+    direct = revalue(book, sc, american_method="lr", american_steps=101)
+    assert np.abs(interp - direct).max() <= 0.05
+    assert abs(interp[0, 0] - direct[0, 0]) <= 0.01
+    cfg = StressScenariosFile.model_validate({"monte_carlo": {"american_method": "interp_lr"}})
+    assert cfg.monte_carlo.american_method == "interp_lr"

@@ -221,7 +221,7 @@ def test_load_book_prices_equity_options_american_and_index_options_european(db_
     # put is revalued with the tree (not the European formula) under a crash
     kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
           "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid)}
-    assert kw["american_method"] == "lr" and cfg.monte_carlo.american_method == "bs2002"
+    assert kw["american_method"] == "lr" and cfg.monte_carlo.american_method == "interp_lr"
     zero = revalue(sb.book, ScenarioSet.zero(sb.book.n_factors), **kw)  # type: ignore[arg-type]
     assert np.all(zero == 0.0)
     i = int(np.flatnonzero(spy_opt)[0])
