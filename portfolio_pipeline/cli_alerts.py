@@ -3,23 +3,15 @@ and acknowledge one (which stops its escalation).  Attached by ``cli._attach_sub
 
 from __future__ import annotations
 
-import getpass
-
 import click
 
+from portfolio_pipeline.cli_orders import cli_actor
 from portfolio_pipeline.exchange_calendar import NEW_YORK
 from portfolio_pipeline.storage import Database
 
 __all__ = ["alerts"]
 
 UNKNOWN_ALERT_EXIT = 2
-
-
-def _who() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
 
 
 def _database() -> Database:
@@ -68,7 +60,7 @@ def ack_cmd(ctx: click.Context, alert_id: str, who: str | None) -> None:
     from portfolio_pipeline.notify import acknowledge
     from portfolio_pipeline.notify.store import get_alert
 
-    by = who or _who()
+    by = who or cli_actor()
     with _database() as db:
         try:
             new = acknowledge(db, alert_id, by)

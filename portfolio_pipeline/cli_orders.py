@@ -20,10 +20,11 @@ from portfolio_pipeline.domain.orders import Order, OrderStatus
 from portfolio_pipeline.orders import OrderCommands, OrderStore
 from portfolio_pipeline.storage import Database
 
-__all__ = ["orders"]
+__all__ = ["cli_actor", "orders"]
 
 
-def _actor() -> str:
+def cli_actor() -> str:
+    """Who acts from the command line: ``cli:<login name>`` (``cli:unknown`` if none)."""
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
@@ -33,7 +34,7 @@ def _actor() -> str:
 def _broker_factory() -> Callable[[Order], BrokerAdapter]:
     """Adapters built lazily per (broker, account) from config/accounts.yaml."""
     from portfolio_pipeline.brokers.factory import make_adapter
-    from portfolio_pipeline.clock import SettableClock, system_clock
+    from portfolio_pipeline.clock import Clock, SettableClock, system_clock
     from portfolio_pipeline.config import load_platform_config
     from portfolio_pipeline.paths import config_dir
 
@@ -47,7 +48,7 @@ def _broker_factory() -> Callable[[Order], BrokerAdapter]:
             if not accounts:
                 raise click.ClickException(f"order {order.order_id}: no account {order.broker}:{order.account_id} configured")
             # The demo broker lives in replayed time: it answers as of the order's moment.
-            clock = SettableClock(order.created_at if order.broker == "demo" else system_clock())
+            clock: Clock = SettableClock(order.created_at) if order.broker == "demo" else system_clock
             cache[key] = make_adapter(accounts[0].broker, accounts, config.instruments, clock)
         return cache[key]
 
@@ -95,7 +96,7 @@ def stage_cmd(order_id: str, ttl_minutes: float) -> None:
     db, cmds = _commands()
     with db:
         try:
-            o = asyncio.run(cmds.stage(order_id, actor=_actor(), ttl=timedelta(minutes=ttl_minutes)))
+            o = asyncio.run(cmds.stage(order_id, actor=cli_actor(), ttl=timedelta(minutes=ttl_minutes)))
         except (IllegalTransitionError, LookupError) as exc:
             _fail(exc)
     click.echo(f"staged {o.order_id}; next: portfolio orders show {o.order_id}")
@@ -108,7 +109,7 @@ def show_cmd(order_id: str) -> None:
     db, cmds = _commands()
     with db:
         try:
-            res = asyncio.run(cmds.show(order_id, actor=_actor()))
+            res = asyncio.run(cmds.show(order_id, actor=cli_actor()))
         except (IllegalTransitionError, LookupError) as exc:
             _fail(exc)
     click.echo(res.text)
@@ -123,7 +124,7 @@ def confirm_cmd(order_id: str, token: str) -> None:
     db, cmds = _commands()
     with db:
         try:
-            o = asyncio.run(cmds.confirm(order_id, token, actor=_actor()))
+            o = asyncio.run(cmds.confirm(order_id, token, actor=cli_actor()))
         except (IllegalTransitionError, LookupError) as exc:
             _fail(exc)
     click.echo(f"{o.order_id}: {o.status.value} (broker order {o.broker_order_id})")
@@ -137,7 +138,7 @@ def reject_cmd(order_id: str, reason: str) -> None:
     db, cmds = _commands()
     with db:
         try:
-            o = asyncio.run(cmds.reject(order_id, actor=_actor(), reason=reason))
+            o = asyncio.run(cmds.reject(order_id, actor=cli_actor(), reason=reason))
         except (IllegalTransitionError, LookupError) as exc:
             _fail(exc)
     click.echo(f"{o.order_id}: {o.status.value}")
@@ -148,7 +149,7 @@ def expire_cmd() -> None:
     """Expire staged orders past their expiry."""
     db, cmds = _commands()
     with db:
-        done = asyncio.run(cmds.expire_stale(actor=_actor(), now=datetime.now(UTC)))
+        done = asyncio.run(cmds.expire_stale(actor=cli_actor(), now=datetime.now(UTC)))
     click.echo(f"expired {len(done)} order(s)")
 
 

@@ -122,7 +122,10 @@ def dagster_postgres_url(environ: Mapping[str, str] | None = None) -> str | None
     None when the platform runs on SQLite (Dagster then uses its own SQLite storage
     under ``DAGSTER_HOME``).
     """
-    url = _url_from_env(environ)
+    return _dagster_url(_url_from_env(environ))
+
+
+def _dagster_url(url: URL) -> str | None:
     if url.get_backend_name() != "postgresql":
         return None
     return url.set(drivername=_DAGSTER_POSTGRES_DRIVER).render_as_string(hide_password=False)
@@ -245,11 +248,7 @@ class Database:
     @property
     def dagster_postgres_url(self) -> str | None:
         """This database as a psycopg2 URL for ``dagster-postgres``; None on SQLite."""
-        if self.dialect_name != "postgresql":
-            return None
-        return self._url.set(drivername=_DAGSTER_POSTGRES_DRIVER).render_as_string(
-            hide_password=False
-        )
+        return _dagster_url(self._url)
 
     def __repr__(self) -> str:
         return f"Database(url={self.url_for_display!r})"
