@@ -5,12 +5,11 @@ from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
-import pandas as pd
-from sqlalchemy import Table, select
 
 from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
 from portfolio_pipeline.brokers.snapshot import BookSnapshot
 from portfolio_pipeline.config import ConfigError
+from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import (
@@ -44,12 +43,6 @@ def snapshot_or_fail(platform: PlatformResource, day: date) -> BookSnapshot:
         raise  # connection trouble, timeouts: worth the retry policy
     except (ConfigError, BrokerDataError, ValueError) as exc:
         raise dg.Failure(description=f"session {day}: {exc}", allow_retries=False) from exc
-
-
-def _frame(db: DatabaseResource, table: Table, days: list[date]) -> pd.DataFrame:
-    stmt = select(table).where(table.c.session_date.in_(days))
-    with db.database.connect() as conn:
-        return pd.DataFrame(conn.execute(stmt).mappings().all(), columns=list(table.c.keys()))
 
 
 def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -95,8 +88,8 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
         for key in (POSITIONS, ACCOUNTS, MARKET):
             yield dg.MaterializeResult(asset_key=key, metadata=meta.output_metadata(key))
         multipliers = sorted(platform.config.instruments.known_multipliers())
-        yield check_result(CHECK_SPECS[0], positions_suite(_frame(db, positions_snapshot, days), multipliers))
-        yield check_result(CHECK_SPECS[1], account_suite(_frame(db, account_snapshot, days)))
-        yield check_result(CHECK_SPECS[2], market_suite(_frame(db, market_snapshot, days)))
+        yield check_result(CHECK_SPECS[0], positions_suite(read_frame(db, positions_snapshot, days), multipliers))
+        yield check_result(CHECK_SPECS[1], account_suite(read_frame(db, account_snapshot, days)))
+        yield check_result(CHECK_SPECS[2], market_suite(read_frame(db, market_snapshot, days)))
 
     return broker_snapshots

@@ -14,10 +14,10 @@ from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
-import pandas as pd
-from sqlalchemy import Table, select
+from sqlalchemy import select
 
 from portfolio_pipeline.brokers.base import BrokerError
+from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -103,12 +103,6 @@ def load_executions(db: DatabaseResource, platform: PlatformResource, days: Sequ
     return dict(out)
 
 
-def _frame(db: DatabaseResource, table: Table, days: Sequence[date]) -> pd.DataFrame:
-    stmt = select(table).where(table.c.session_date.in_(list(days)))
-    with db.database.connect() as conn:
-        return pd.DataFrame([dict(r) for r in conn.execute(stmt).mappings()], columns=list(table.c.keys()))
-
-
 def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     def fmt(v: Any) -> str:
         if isinstance(v, float):
@@ -151,9 +145,9 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
                 "types": dg.MetadataValue.json(dict(sorted(counts.items()))),
                 "strategies": dg.MetadataValue.md(table)})
         yield dg.MaterializeResult(asset_key=STRATEGY_GROUPS, metadata=meta.output_metadata(STRATEGY_GROUPS))
-        stored = _frame(db, strategy_groups, days)
+        stored = read_frame(db, strategy_groups, days)
         yield suite_result(GROUPS_CHECK, groups_suite(stored))
-        positions = _frame(db, positions_snapshot, days)
+        positions = read_frame(db, positions_snapshot, days)
         yield simple_result(COVERAGE_CHECK, coverage_problems(positions.to_dict("records"),
                                                               stored.to_dict("records")))
 
@@ -233,7 +227,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
                     "pct_max_loss", "pnl_per_day", "status", "rule"])),
             })
         yield dg.MaterializeResult(asset_key=POSITION_LIFECYCLE, metadata=meta.output_metadata(POSITION_LIFECYCLE))
-        yield suite_result(LIFECYCLE_CHECK, lifecycle_suite(_frame(db, position_lifecycle, days)))
+        yield suite_result(LIFECYCLE_CHECK, lifecycle_suite(read_frame(db, position_lifecycle, days)))
 
     @dg.asset(key=KELLY_SIZING, deps=[STRATEGY_PERFORMANCE],
               description="Fractional Kelly per strategy type from closed strategies (win rate, "

@@ -44,6 +44,7 @@ from portfolio_pipeline.domain.strategies import (
 )
 from portfolio_pipeline.exchange_calendar import NEW_YORK
 from portfolio_pipeline.quant.sizing import kelly_from_trades
+from portfolio_pipeline.storage import read_partition
 from portfolio_pipeline.storage.tables import (
     account_snapshot,
     market_snapshot,
@@ -71,9 +72,7 @@ ATTRIBUTION = {"delta_pnl": ("delta_pnl",), "gamma_pnl": ("gamma_pnl",), "theta_
 
 
 def rows_on(conn: Connection, table: Table, day: date, **where: Any) -> list[dict[str, Any]]:
-    clauses = [table.c.session_date == day, *(table.c[k] == v for k, v in where.items())]
-    stmt = select(table).where(and_(*clauses)).order_by(*table.primary_key.columns)
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+    return read_partition(conn, table, {"session_date": day, **where})
 
 
 def previous_session(conn: Connection, table: Table, day: date) -> date | None:

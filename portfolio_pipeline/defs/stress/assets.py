@@ -82,9 +82,8 @@ def entities(sb: StressBook) -> tuple[list[tuple[str, str, str]], np.ndarray]:
 
 
 def _load(context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource,
-          day: date, table: Table) -> tuple[StressBook, StressScenariosFile] | None:
+          day: date, table: Table, cfg: StressScenariosFile) -> StressBook | None:
     """The session's book, or None (and the session's rows cleared) when it holds nothing."""
-    cfg = stress_config(platform.config)
     as_of = platform.calendar.session_close(day)
     with db.database.connect() as conn:
         empty = not conn.execute(
@@ -99,7 +98,7 @@ def _load(context: dg.AssetExecutionContext, db: DatabaseResource, platform: Pla
         return None
     context.log.info("session=%s positions=%s contracts=%s groups=%s",
                      day, sb.positions, sb.book.contracts.size, len(sb.group_keys))
-    return sb, cfg
+    return sb
 
 
 WORKERS = max(1, min(4, os.cpu_count() or 1))
@@ -210,11 +209,11 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         meta = SessionMetadata(context)
         all_pnl: list[np.ndarray] = []
         zero_pnl = 0.0
+        cfg = stress_config(platform.config)  # once per run
         for day in meta.days:
-            loaded = _load(context, db, platform, day, stress_shock_grid)
-            if loaded is None:
+            sb = _load(context, db, platform, day, stress_shock_grid, cfg)
+            if sb is None:
                 continue
-            sb, cfg = loaded
             grid = grid_scenarios(sb, cfg)
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid)}
@@ -279,11 +278,11 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         replay: list[ReplayPath] | None = None
         meta = SessionMetadata(context)
         totals: list[np.ndarray] = []
+        cfg = stress_config(platform.config)  # once per run
         for day in meta.days:
-            loaded = _load(context, db, platform, day, stress_historical)
-            if loaded is None:
+            sb = _load(context, db, platform, day, stress_historical, cfg)
+            if sb is None:
                 continue
-            sb, cfg = loaded
             if replay is None:  # the windows do not depend on the session
                 replay = replay_paths(history, platform.calendar, cfg)
             ents, agg = entities(sb)
@@ -340,12 +339,12 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         meta = SessionMetadata(context)
         check_rows: list[dict[str, object]] = []
         tail_gap = 0.0
+        cfg = stress_config(platform.config)  # once per run
         pool = ThreadPoolExecutor(WORKERS)  # the horizons of a session side by side
         for day in meta.days:
-            loaded = _load(context, db, platform, day, monte_carlo_var)
-            if loaded is None:
+            sb = _load(context, db, platform, day, monte_carlo_var, cfg)
+            if sb is None:
                 continue
-            sb, cfg = loaded
             mc = cfg.monte_carlo
             fits = fits or McFits(history, platform.calendar, cfg)
             setup = mc_setup(sb, history, platform.config, cfg, fits)
@@ -418,12 +417,12 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         days = meta.days
         stored = _portfolio_var(db, days)
         reused = 0
+        cfg = stress_config(platform.config)  # once per run
         pool = ThreadPoolExecutor(WORKERS)
         for day in days:
-            loaded = _load(context, db, platform, day, correlation_stress)
-            if loaded is None:
+            sb = _load(context, db, platform, day, correlation_stress, cfg)
+            if sb is None:
                 continue
-            sb, cfg = loaded
             mc = cfg.monte_carlo
             fits = fits or McFits(history, platform.calendar, cfg)
             setup = mc_setup(sb, history, platform.config, cfg, fits)

@@ -46,7 +46,7 @@ from typing import Final
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection
 
 from portfolio_pipeline.config.loader import PlatformConfig
 from portfolio_pipeline.defs.partitions import PARTITIONS_START
@@ -73,7 +73,7 @@ from portfolio_pipeline.quant.scenarios import (
     shock_grid,
 )
 from portfolio_pipeline.quant.vol import MIN_GARCH_OBSERVATIONS, GarchDist, GarchFit, fit_garch
-from portfolio_pipeline.storage import market_snapshot, positions_snapshot
+from portfolio_pipeline.storage import market_snapshot, positions_snapshot, read_partition
 
 logger = logging.getLogger(__name__)
 
@@ -129,11 +129,6 @@ class StressBook:
         return sorted({(b, a) for b, a, _ in self.group_keys})
 
 
-def _rows(conn: Connection, table: Table, day: date) -> list[dict[str, object]]:
-    stmt = select(table).where(table.c.session_date == day)
-    return [dict(r) for r in conn.execute(stmt).mappings()]
-
-
 def load_book(
     conn: Connection, day: date, as_of: datetime, config: PlatformConfig, cfg: StressScenariosFile
 ) -> StressBook:
@@ -145,18 +140,18 @@ def load_book(
         No positions, no VIX quote, or a position without an underlying price or an
         implied vol, naming the position.
     """
-    positions = _rows(conn, positions_snapshot, day)
-    quotes = _rows(conn, market_snapshot, day)
+    positions = read_partition(conn, positions_snapshot, {"session_date": day})
+    quotes = read_partition(conn, market_snapshot, {"session_date": day})
     greeks_table = positions_snapshot.metadata.tables.get("position_greeks")
     greeks = {
         (str(g["broker"]), str(g["account_id"]), str(g["position_key"])): g
-        for g in (_rows(conn, greeks_table, day) if greeks_table is not None else [])
+        for g in (read_partition(conn, greeks_table, {"session_date": day}) if greeks_table is not None else [])
     }
     if not positions:
         raise InvalidDataError(f"positions_snapshot has no rows for session {day}")
     by_key = {str(q["instrument_key"]): q for q in quotes}
     index_px = {
-        str(q["underlying"]).upper(): float(q["mark"])  # type: ignore[arg-type]
+        str(q["underlying"]).upper(): float(q["mark"])
         for q in quotes
         if q["sec_type"] == "IND"
     }
@@ -178,7 +173,7 @@ def load_book(
         where = f"positions_snapshot {day} {p['broker']}:{p['account_id']}:{key}"
         gkey = (str(p["broker"]), str(p["account_id"]), root)
         g = group_ix.setdefault(gkey, len(group_ix))
-        units = float(p["quantity"]) * float(p["multiplier"])  # type: ignore[arg-type]
+        units = float(p["quantity"]) * float(p["multiplier"])
         if key not in contract_ix:
             contract_ix[key] = len(contract_ix)
             gk = greeks.get((str(p["broker"]), str(p["account_id"]), key))
