@@ -14,7 +14,8 @@ database is unreachable.
   anything, new events are appended behind it, so order is kept.  Every
   ``retry_seconds`` the writer replays the file from its head in batches and cuts the
   replayed lines off (atomic rename) only after the commit: a crash in between replays
-  a batch twice, which ``event_key`` idempotency turns into exactly once.
+  a batch twice, which ``event_key`` idempotency turns into exactly once.  The writer
+  task does this file I/O (fsync included) in a worker thread too, never on the loop.
 * :meth:`EventWriter.close` (SIGTERM) flushes the queue to the database or the file.
 """
 
@@ -357,11 +358,11 @@ class EventWriter:
     async def _replay(self) -> bool:
         """Replay the disk buffer head-first; True once it is empty."""
         while self._buffer.depth:
-            batch = self._buffer.head(self._batch)
+            batch = await asyncio.to_thread(self._buffer.head, self._batch)
             good = [e for e in batch if e is not _UNREADABLE]
             if good and not await self._write(good):
                 return False
-            self._buffer.drop_head(len(batch))
+            await asyncio.to_thread(self._buffer.drop_head, len(batch))
             self.stats.replayed += len(good)
         return True
 
@@ -376,12 +377,12 @@ class EventWriter:
             batch = self._drain_queue(self._batch)
             if self._buffer.depth:
                 if batch:
-                    self._spill(batch)
+                    await asyncio.to_thread(self._spill, batch)
                 due = loop.time() >= next_retry or self._closing
                 if due and not await self._replay():
                     next_retry = loop.time() + self._retry
             elif batch and not await self._write(batch):
-                self._spill(batch)
+                await asyncio.to_thread(self._spill, batch)
                 next_retry = loop.time() + self._retry
             if self._closing and self._queue.empty():
                 return

@@ -46,13 +46,6 @@ class ServiceMetrics:
     regime: str = ""
     vix: float = 0.0
 
-    def record_tick(self, symbol: str, market_ts: str, latency_s: float) -> None:
-        self.ticks += 1
-        self.batches += 1
-        self.last_tick_wall[symbol] = time.monotonic()
-        self.last_tick_market[symbol] = market_ts
-        self.latencies.append(latency_s)
-
     def record_batch(self, last_market_ts: dict[str, str], latencies_s: list[float]) -> None:
         """One evaluated batch: the last market time per symbol and every tick's latency."""
         self.ticks += len(latencies_s)

@@ -33,6 +33,7 @@ from portfolio_pipeline.domain.positions import Contract, Right
 from portfolio_pipeline.quant import pricing
 from portfolio_pipeline.quant._typing import Model
 from streaming_service.config import HedgeSettings
+from streaming_service.engine import _YEAR_SECONDS, _settle_epoch
 
 __all__ = ["HedgeCandidate", "MarketView", "proposal_order_id", "propose_hedge", "snap_strike"]
 
@@ -130,9 +131,8 @@ def _expiry(view: MarketView, dte: int, min_dte: int) -> date | None:
 
 
 def _years(view: MarketView, expiry: date) -> float:
-    hour = (14, 30) if view.settlement_time == "AM" else (21, 0)
-    settle = datetime(expiry.year, expiry.month, expiry.day, *hour, tzinfo=UTC)
-    return max((settle - view.as_of).total_seconds(), 0.0) / (365.0 * 86400.0)
+    """Years to settlement, with the engine's settlement convention (AM/PM, UTC)."""
+    return max(_settle_epoch(expiry, view.settlement_time) - view.as_of.timestamp(), 0.0) / _YEAR_SECONDS
 
 
 def _leg_greeks(view: MarketView, rights: Sequence[Right], strikes: Sequence[float],

@@ -302,9 +302,7 @@ class SlackChannel:
         if 200 <= response.status_code < 300:
             return
         text = self._redact(f"slack HTTP {response.status_code}: {_snippet(response.text)}")
-        if response.status_code == 429:
-            raise TransientDeliveryError(text, retry_after=_retry_after_header(response))
-        if response.status_code >= 500:
+        if response.status_code == 429 or response.status_code >= 500:
             raise TransientDeliveryError(text, retry_after=_retry_after_header(response))
         raise PermanentDeliveryError(text)
 

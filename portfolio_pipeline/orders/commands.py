@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from portfolio_pipeline.brokers.base import BrokerAdapter
 from portfolio_pipeline.clock import Clock, system_clock
 from portfolio_pipeline.domain.errors import IllegalTransitionError
-from portfolio_pipeline.domain.orders import Order, OrderStatus
+from portfolio_pipeline.domain.orders import TRANSITIONS, Order, OrderStatus, check_transition
 from portfolio_pipeline.orders.store import OrderStore, whatif_to_json
 
 __all__ = ["BrokerFor", "OrderCommands", "ShowResult", "render_order"]
@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 BrokerFor = Callable[[Order], BrokerAdapter]
 """Returns the (connected or connectable) adapter that owns an order."""
 
-_OPEN = (OrderStatus.PROPOSED, OrderStatus.STAGED, OrderStatus.SHOWN)
+#: Statuses an unconfirmed order can expire from (PROPOSED, STAGED, SHOWN), per the one table.
+_OPEN = tuple(s for s in OrderStatus if OrderStatus.EXPIRED in TRANSITIONS[s])
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +113,7 @@ class OrderCommands:
     async def stage(self, order_id: str, *, actor: str, ttl: timedelta, reason: str = "request") -> Order:
         """PROPOSED -> STAGED through ``broker.stage`` (never transmits)."""
         order = await asyncio.to_thread(self._store.get, order_id)
-        if order.status != OrderStatus.PROPOSED:
-            raise IllegalTransitionError(f"order {order_id}: only a proposed order can be staged (is {order.status.value})")
+        check_transition(order.status, OrderStatus.STAGED, order_id=order_id)  # before the broker is asked
         staged = await self._broker_for(order).stage(order)
         now = self._clock()
         after = order.transition(
@@ -125,10 +125,7 @@ class OrderCommands:
     async def show(self, order_id: str, *, actor: str) -> ShowResult:
         """Step one: fresh WhatIf and warnings displayed; a new token issued (and its hash stored)."""
         order = await asyncio.to_thread(self._store.get, order_id)
-        if order.status not in (OrderStatus.STAGED, OrderStatus.SHOWN):
-            raise IllegalTransitionError(
-                f"order {order_id}: only a staged order can be shown for confirmation (is {order.status.value})"
-            )
+        check_transition(order.status, OrderStatus.SHOWN, order_id=order_id)  # before the broker is asked
         now = self._clock()
         if order.expires_at is not None and now >= order.expires_at:
             raise IllegalTransitionError(f"order {order_id}: staged order expired at {order.expires_at.isoformat()}")
@@ -198,8 +195,7 @@ class OrderCommands:
     async def reject(self, order_id: str, *, actor: str, reason: str = "") -> Order:
         """Any open order -> REJECTED (a staged order is cancelled at the broker first)."""
         order = await asyncio.to_thread(self._store.get, order_id)
-        if order.status not in _OPEN:
-            raise IllegalTransitionError(f"order {order_id}: cannot reject a {order.status.value} order")
+        check_transition(order.status, OrderStatus.REJECTED, order_id=order_id)  # before the broker cancel
         if order.status != OrderStatus.PROPOSED:
             await self._cancel_quietly(order)
         after = order.transition(OrderStatus.REJECTED, actor=actor, at=self._clock(), detail=reason or "rejected")
