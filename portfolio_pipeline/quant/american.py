@@ -241,7 +241,6 @@ def lr_tree(
     backward induction ``V_i = max(payoff, e^{-r dt}(p V_{i+1}^{up} + (1-p) V_{i+1}^{down}))``.
     """
     n = steps | 1
-    m = s.size
     dt = t / n
     sd = vol * np.sqrt(t)
     d1 = (np.log(s / k) + (r - q) * t) / sd + 0.5 * sd
@@ -269,5 +268,4 @@ def lr_tree(
         spot = spot[:, : i + 1] * inv_dn
         ex = w * (spot - kk)
         np.maximum(amer, ex, out=amer)
-    del m
     return amer[:, 0], euro[:, 0]

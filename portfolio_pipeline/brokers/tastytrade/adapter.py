@@ -447,10 +447,13 @@ class TastytradeAdapter(ConnectionLifecycle):
         """Trades plus expirations, assignments and exercises (Receive Deliver)."""
         result: list[Execution] = []
         for tx in await self._history(account_id, since):
-            kind = nz.execution_kind(tx)
+            where = f"tastytrade:{account_id} transaction {tx.id}"
+            try:
+                kind = nz.execution_kind(tx, where)
+            except DomainError as exc:
+                raise BrokerDataError(str(exc)) from exc
             if kind is None:
                 continue
-            where = f"tastytrade:{account_id} transaction {tx.id}"
             if not tx.symbol or tx.action is None or tx.quantity is None:
                 raise BrokerDataError(f"{where}: a {kind} needs 'symbol', 'action' and 'quantity'")
             contract, sec_type, _, _ = await self._normalise_symbol(

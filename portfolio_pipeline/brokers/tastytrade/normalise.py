@@ -19,6 +19,11 @@ from tastytrade.instruments import NestedFutureOptionChain, NestedOptionChain
 from tastytrade.order import FeeCalculation, Message, PlacedOrderResponse, UnplacedOrder
 
 from portfolio_pipeline.brokers.base import BrokerDataError, OptionChain
+from portfolio_pipeline.brokers.history.tastytrade_types import (
+    CashFlowType,
+    ExecutionType,
+    classify_tastytrade_transaction,
+)
 from portfolio_pipeline.brokers.tastytrade.symbols import resolve_trading_class
 from portfolio_pipeline.domain.activity import CashFlow, CashFlowKind, ExecutionKind
 from portfolio_pipeline.domain.errors import UnknownInstrumentError
@@ -111,42 +116,29 @@ def account_snapshot(balance: AccountBalance, account_id: str, as_of: datetime) 
     )
 
 
-def execution_kind(tx: Transaction) -> ExecutionKind | None:
-    """Execution kind of a transaction, or None when it is not an execution."""
-    ttype = tx.transaction_type.strip().lower()
-    sub = tx.transaction_sub_type.strip().lower()
-    if ttype == "trade":
-        return "trade"
-    if ttype == "receive deliver":
-        if "expiration" in sub or "expiry" in sub:
-            return "expiry"
-        if "assignment" in sub:
-            return "assignment"
-        if "exercise" in sub:
-            return "exercise"
-    return None
+def classify(tx: Transaction, where: str) -> ExecutionType | CashFlowType:
+    """Execution or cash-flow kind of a transaction (the CSV importer's shared mapping).
+
+    Raises :class:`UnknownTransactionTypeError` for a type/sub-type pair without a mapping.
+    """
+    return classify_tastytrade_transaction(
+        tx.transaction_type, tx.transaction_sub_type, source=where
+    )
 
 
-_CASH_KINDS: tuple[tuple[str, CashFlowKind], ...] = (
-    ("deposit", "deposit"),
-    ("withdrawal", "withdrawal"),
-    ("dividend", "dividend"),
-    ("interest", "interest"),
-    ("withholding", "tax"),
-    ("tax", "tax"),
-    ("fee", "fee"),
-    ("transfer", "transfer"),
-    ("acat", "transfer"),
-)
+def execution_kind(tx: Transaction, where: str) -> ExecutionKind | None:
+    """Execution kind of a transaction, or None when it is a cash flow."""
+    kind = classify(tx, where)
+    return kind.kind if isinstance(kind, ExecutionType) else None
 
 
 def cash_flow(tx: Transaction, account_id: str) -> CashFlow | None:
     """Money movements (deposits, withdrawals, dividends, interest, fees...) -> CashFlow."""
-    if tx.transaction_type.strip().lower() in ("trade", "receive deliver"):
-        return None
     where = f"tastytrade:{account_id} transaction {tx.id}"
-    sub = f"{tx.transaction_sub_type} {tx.description}".lower()
-    kind: CashFlowKind = next((k for word, k in _CASH_KINDS if word in sub), "other")
+    classified = classify(tx, where)
+    if not isinstance(classified, CashFlowType):
+        return None
+    kind: CashFlowKind = classified.kind
     amount = to_float(tx.net_value, "net-value", where)
     if kind == "deposit" and amount < 0:
         kind = "withdrawal"

@@ -30,6 +30,7 @@ from portfolio_pipeline_tests.brokers.tastytrade.fake_tasty import (
     FakeDXLink,
     FakeTasty,
     position_json,
+    transaction_json,
 )
 from portfolio_pipeline_tests.stubs import T0, instruments
 
@@ -215,6 +216,16 @@ def test_cash_flows_from_money_movements() -> None:
     assert [(f.kind, f.amount) for f in flows] == [
         ("deposit", 10000.0), ("withdrawal", -2500.0), ("dividend", 35.5)]
     assert [f.is_external for f in flows] == [True, True, False]
+
+
+
+def test_unmapped_transaction_type_is_refused_not_guessed() -> None:
+    fake = FakeTasty()
+    fake.transactions.append(transaction_json(108, "Receive Deliver", "Forward Split"))
+    for call in (lambda b: b.executions(ACCOUNT, date(2018, 1, 1)),
+                 lambda b: b.cash_flows(ACCOUNT, date(2018, 1, 1))):
+        with pytest.raises(BrokerDataError, match=r"transaction 108.*'Forward Split'"):
+            run_with(fake, call)
 
 
 # --------------------------------------------------------------------------- chains
