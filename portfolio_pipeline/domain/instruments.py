@@ -8,6 +8,7 @@ with :meth:`InstrumentTable.checked_multiplier`; a mismatch is an error, never a
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping
 from typing import Literal
 
@@ -23,6 +24,7 @@ PricingModel = Literal["bsm", "black76"]
 SecType = Literal["STK", "IND", "FUT", "OPT", "FOP"]
 
 _MULT_RTOL = 1e-9
+_WEEK_NUMBERED = re.compile(r"^(?P<base>[A-Z]+)[1-5]$")
 
 
 class _Strict(BaseModel):
@@ -126,6 +128,26 @@ class InstrumentTable(Mapping[str, InstrumentSpec]):
             raise UnknownInstrumentError(
                 f"unknown option trading class {trading_class!r}: not defined in {self._source}"
             ) from None
+
+    def table_class_name(self, root: str, trading_class: str | None) -> str | None:
+        """The table's name for a broker's option trading class of ``root``, or None.
+
+        The one place broker class names are mapped: an exact match first; CME numbers its
+        end-of-week weeklies by week (ES ``EW1``..``EW4``) and brokers report that class, so
+        a week-numbered class missing from the table maps to its un-numbered class of the
+        same root (``EW``) when the table defines it.  None when neither is listed.
+        """
+        spec = self.spec(root)
+        if trading_class is None or spec.options is None:
+            return None
+        names = {tc.name.upper() for tc in spec.options.trading_classes}
+        raw = trading_class.strip().upper()
+        if raw in names:
+            return raw
+        m = _WEEK_NUMBERED.match(raw)
+        if m is not None and m["base"] in names:
+            return m["base"]
+        return None
 
     def trading_class(self, root: str, trading_class: str | None) -> TradingClass:
         opts = self._option_spec(root)

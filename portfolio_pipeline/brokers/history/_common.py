@@ -59,16 +59,14 @@ def resolve_root(
 def table_trading_class(
     instruments: InstrumentTable, root: str, trading_class: str | None
 ) -> str | None:
-    """``trading_class`` if the table lists it for ``root``, else None (the root's default).
+    """The table's class for ``trading_class`` of ``root`` (week-numbered weeklies such as
+    ES ``EW4`` map to ``EW``: ``InstrumentTable.table_class_name``), else None (the root's
+    default).
 
     The broker's own multiplier is still checked against the table's, so a mini or
     adjusted class missing from the table fails on the multiplier, never silently.
     """
-    spec = instruments.spec(root)
-    if trading_class is None or spec.options is None:
-        return None
-    names = {tc.name.upper() for tc in spec.options.trading_classes}
-    return trading_class.upper() if trading_class.upper() in names else None
+    return instruments.table_class_name(root, trading_class)
 
 
 def parse_number(

@@ -207,16 +207,16 @@ def _resolve(ctx: _Ctx, attrs: Mapping[str, str], asset: str, where: str) -> _Re
         if right_text not in ("C", "P"):
             raise ImportFormatError(f"{where}: putCall {attrs.get('putCall')!r} is not P or C")
         right: Right = "C" if right_text == "C" else "P"
+        tc = table_trading_class(ctx.instruments, root, raw_tc)
         contract = Contract(
             underlying=root,
             sec_type=sec_type,
             expiry=_parse_date(attrs.get("expiry"), "expiry", where),
             strike=parse_number(attrs.get("strike"), "strike", where, required=True),
             right=right,
-            trading_class=raw_tc or root,
+            trading_class=tc or raw_tc or root,
             currency=currency,
         )
-        tc = table_trading_class(ctx.instruments, root, raw_tc)
     multiplier = ctx.instruments.checked_multiplier(
         contract.underlying, sec_type, broker_mult, trading_class=tc, source=where
     )

@@ -237,16 +237,16 @@ class _Parser:
                     f"{where}: Call or Put {row.get('Call or Put')!r} is not CALL or PUT"
                 )
             right: Right = "C" if right_text == "C" else "P"
+            tc = table_trading_class(self.instruments, root, raw_tc)
             contract = Contract(
                 underlying=root,
                 sec_type=sec_type,
                 expiry=_parse_expiry(row.get("Expiration Date"), where),
                 strike=parse_number(row.get("Strike Price"), "Strike Price", where, required=True),
                 right=right,
-                trading_class=raw_tc or root,
+                trading_class=tc or raw_tc or root,
                 currency=currency,
             )
-            tc = table_trading_class(self.instruments, root, raw_tc)
         multiplier = self.instruments.checked_multiplier(
             contract.underlying, sec_type, broker_mult, trading_class=tc, source=where
         )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from ib_async import Fill, Future, FuturesOption, Index, Option, OrderState, Sto
 
 from portfolio_pipeline.brokers.base import BrokerDataError
 from portfolio_pipeline.domain.activity import Execution
-from portfolio_pipeline.domain.errors import DomainError, UnknownInstrumentError
+from portfolio_pipeline.domain.errors import DomainError
 from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
 from portfolio_pipeline.domain.orders import WhatIfResult
 from portfolio_pipeline.domain.positions import Contract, Right
@@ -154,28 +153,11 @@ def broker_multiplier(contract: IbContract, *, where: str) -> float | None:
     return value
 
 
-_WEEK_NUMBERED: Final = re.compile(r"^(?P<base>[A-Z]+)[1-5]$")
-
-
 def table_trading_class(instruments: InstrumentTable, root: str, trading_class: str) -> str:
-    """The instrument table's class for an IBKR option trading class of ``root``.
-
-    CME numbers its end-of-week weeklies by week and IBKR reports that class (ES
-    ``EW1``..``EW4``); when such a class is not itself in the table, the un-numbered class
-    of the same root (``EW``) is used if the table defines it -- the rule the Tastytrade
-    adapter applies to its option roots, so both brokers give one contract key.  Any other
-    class is returned unchanged (the table then rejects it if unknown).
-    """
-    try:
-        return instruments.trading_class(root, trading_class).name.upper()
-    except UnknownInstrumentError:
-        m = _WEEK_NUMBERED.match(trading_class)
-        if m is None:
-            return trading_class
-        try:
-            return instruments.trading_class(root, m["base"]).name.upper()
-        except UnknownInstrumentError:
-            return trading_class
+    """The instrument table's class for an IBKR option trading class of ``root``
+    (``InstrumentTable.table_class_name``); unknown classes are returned unchanged, and the
+    table then rejects them."""
+    return instruments.table_class_name(root, trading_class) or trading_class
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,6 +141,22 @@ def test_ibkr_multiplier_mismatch_names_the_trade() -> None:
         parse_ibkr_flex(content, instruments(), source_name="bad.xml")
 
 
+def test_ibkr_week_numbered_es_weekly_keys_like_the_live_adapters() -> None:
+    """Regression: an imported ES weekly reported as class EW4 kept key 'EW4' while the IBKR
+    and Tastytrade adapters give 'EW', so imported and live positions never matched."""
+    row = (
+        '<Trade assetCategory="FOP" symbol="ESH8 P2650" underlyingSymbol="ES" tradingClass="EW4" '
+        'multiplier="50" strike="2650" expiry="20180223" putCall="P" tradeID="W4" '
+        'dateTime="20180201;103512" quantity="2" tradePrice="10.5" ibCommission="-2.47" '
+        'buySell="BUY" currency="USD"/>'
+    )
+    [execution] = parse_ibkr_flex(_flex(row), instruments(), source_name="w.xml").executions
+    assert execution.contract.key == "ES|FOP|EW|2018-02-23|2650|P"
+    assert execution.multiplier == 50.0
+    assert instruments().table_class_name("ES", "EW4") == "EW"
+    assert instruments().table_class_name("ES", "ZZ9") is None
+
+
 def test_ibkr_option_eae_only_statement() -> None:
     """A statement with OptionEAE rows but no coded Trade rows imports the events."""
     eae = (
