@@ -171,18 +171,30 @@ def _cvar_rows(
         return -(mean - std * float(norm.pdf(z)) / alpha)
     skew, kurt = _skew_kurt(x)
     g = _cornish_fisher_z(z, skew, kurt)
-    g2 = g * g
-    e = (
-        norm.pdf(g)
-        * (
-            1.0
-            + g * g2 * skew / 6.0
-            + (g2**3 - 9.0 * g2 * g2 + 9.0 * g2 + 3.0) * skew * skew / 72.0
-            + (g2 * g2 - 2.0 * g2 - 1.0) * kurt / 24.0
-        )
-        / alpha
-    )
-    return np.asarray(-(mean + std * np.minimum(-e, g)), dtype=np.float64)
+    tail = _cornish_fisher_tail_mean(z, alpha, skew, kurt)
+    return np.asarray(-(mean + std * np.minimum(tail, g)), dtype=np.float64)
+
+
+def _cornish_fisher_tail_mean(
+    z: float, alpha: float, skew: Float64Array, kurt: Float64Array
+) -> Float64Array:
+    """:math:`\\frac1\\alpha\\int_0^\\alpha z_{cf}(\\Phi^{-1}(u))\\,du` in closed form.
+
+    With the truncated normal moments :math:`M_n = \\int_{-\\infty}^{z} x^n \\varphi(x)dx`,
+    :math:`M_1 = -\\varphi(z)`, :math:`M_2 = \\alpha - z\\varphi(z)`,
+    :math:`M_3 = -(z^2+2)\\varphi(z)`, the Cornish-Fisher polynomial integrates term by term.
+    """
+    phi = float(norm.pdf(z))
+    m1 = -phi
+    m2 = alpha - z * phi
+    m3 = -(z * z + 2.0) * phi
+    out: Float64Array = (
+        m1
+        + (m2 - alpha) * skew / 6.0
+        + (m3 - 3.0 * m1) * kurt / 24.0
+        - (2.0 * m3 - 5.0 * m1) * skew * skew / 36.0
+    ) / alpha
+    return out
 
 
 def _sharpe_rows(x: Float64Array, rf: float = 0.0, periods: int = 252) -> Float64Array:
@@ -294,24 +306,20 @@ def cvar(returns: npt.ArrayLike, level: float = 0.99, method: VarMethod = "histo
       except when ties straddle the quantile).
     * ``"parametric"`` (Gaussian): :math:`-(\\bar r - s\\,\\varphi(z)/\\alpha)`,
       :math:`z = \\Phi^{-1}(\\alpha)` (QuantStats' ``cvar(method="parametric")``).
-    * ``"cornish_fisher"``: the *modified ES* of Boudt, Peterson & Croux (2008),
-      "Estimation and decomposition of downside risk for portfolios with non-normal
-      returns", J. of Risk 11(2), eq. (9), as in PerformanceAnalytics'
-      ``ES(method="modified")`` (operational version).  It is the tail mean of the
-      second-order Edgeworth density truncated at the Cornish-Fisher quantile
-      :math:`g = z_{cf}`:
+    * ``"cornish_fisher"``: the mean of the Cornish-Fisher quantile over the tail, i.e. the
+      Cornish-Fisher VaR of :func:`var` integrated over all levels beyond ``alpha``:
 
       .. math::
 
-          E_G = \\frac{\\varphi(g)}{\\alpha}\\Big[1 + \\frac{g^3 S}{6}
-              + \\frac{(g^6 - 9g^4 + 9g^2 + 3) S^2}{72}
-              + \\frac{(g^4 - 2g^2 - 1) K}{24}\\Big],\\qquad
-          \\text{mES} = -\\big(\\bar r + s \\min(-E_G,\\ g)\\big).
+          \\text{CVaR}_{cf} = -\\Big(\\bar r + s\\,\\min\\Big(\\frac1\\alpha\\int_0^\\alpha
+              z_{cf}(\\Phi^{-1}(u))\\,du,\\ z_{cf}(\\Phi^{-1}(\\alpha))\\Big)\\Big),
 
-      The ``min`` (PerformanceAnalytics' "operational" ES) keeps mES >= modified VaR where
-      the expansion misbehaves for extreme ``S``/``K``.  With ``S = K = 0`` it is exactly the
-      Gaussian ES.  As for :func:`var`, the scale is ``s`` (``ddof=1``), where
-      PerformanceAnalytics uses :math:`\\sqrt{m_2}`.
+      evaluated in closed form with the truncated normal moments (see
+      ``_cornish_fisher_tail_mean``).  The ``min`` keeps CVaR >= VaR where the expansion is
+      not monotone in the tail (extreme ``S``/``K``; there the CVaR equals the VaR).  With
+      ``S = K = 0`` it is exactly the Gaussian ES.  As for :func:`var`, the scale is ``s``
+      (``ddof=1``).  (The Boudt-Peterson-Croux "modified ES" used before collapsed to the
+      VaR through its operational floor on most real return series.)
 
     Parameters and errors are as for :func:`var`.
     """

@@ -126,6 +126,7 @@ __all__ = [
     "geometric_fill",
     "greeks_pnl",
     "revalue",
+    "scenario_var_cvar",
     "shock_grid",
     "simulate_factors",
     "tail_contributions",
@@ -1097,11 +1098,46 @@ def tail_contributions(
     """
     p = _f64(pnl_groups, "pnl_groups", 2)
     total = p.sum(axis=1)
-    k = worst_k(p.shape[0], confidence)
-    tail = np.argpartition(total, k - 1)[:k]
-    tail = tail[np.argsort(total[tail], kind="stable")]
+    tail = _worst(total, worst_k(p.shape[0], confidence))
     contrib: Float64Array = -p[tail].mean(axis=0)
-    return contrib, tail.astype(np.intp)
+    return contrib, tail
+
+
+def _worst(pnl: Float64Array, k: int) -> IntArray:
+    """Indices of the ``k`` smallest P&L, worst first; ties broken by scenario index."""
+    order: IntArray = np.argsort(pnl, kind="stable")[:k].astype(np.intp)
+    return order
+
+
+def scenario_var_cvar(pnl: npt.ArrayLike, confidence: float) -> tuple[float, float]:
+    """VaR and CVaR (positive losses) of a simulated P&L sample.
+
+    Parameters
+    ----------
+    pnl : array_like, shape (n_scenarios,)
+        Scenario P&L (a loss is negative).
+    confidence : float
+        E.g. 0.99.
+
+    Returns
+    -------
+    var, cvar : float
+        ``var`` is minus numpy's linearly interpolated ``(1-c)`` quantile (as
+        :func:`portfolio_pipeline.quant.risk_metrics.var`); ``cvar`` is minus the mean of
+        exactly the ``k = ceil((1-c) n)`` worst scenarios (:func:`worst_k`), ties at the
+        boundary counted once each, so it equals the sum of :func:`tail_contributions`.
+
+    Notes
+    -----
+    A tail defined as "every scenario at or below the VaR" would take in every scenario
+    tied at a capped loss (defined-risk spreads) and understate the CVaR; a fixed count
+    does not.
+    """
+    x = _f64(pnl, "pnl", 1)
+    k = worst_k(x.size, confidence)
+    var = -float(np.quantile(x, 1.0 - confidence))
+    cvar = -float(x[_worst(x, k)].mean())
+    return var, cvar
 
 
 # --------------------------------------------------------------------------- configuration

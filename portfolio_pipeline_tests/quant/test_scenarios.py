@@ -30,6 +30,7 @@ from portfolio_pipeline.quant.scenarios import (
     geometric_fill,
     greeks_pnl,
     revalue,
+    scenario_var_cvar,
     shock_grid,
     simulate_factors,
     tail_contributions,
@@ -437,3 +438,22 @@ def test_interp_lr_zero_cell_and_small_sets() -> None:
     assert abs(interp[0, 0] - direct[0, 0]) <= 0.01
     cfg = StressScenariosFile.model_validate({"monte_carlo": {"american_method": "interp_lr"}})
     assert cfg.monte_carlo.american_method == "interp_lr"
+
+
+def test_scenario_cvar_is_mean_of_exactly_the_worst_k_with_ties() -> None:
+    """Hand computation (issue 14, item 5): 100 scenarios: 5 at -1000, 20 tied at a capped
+    loss of -500, 75 at -99..-25.  At 90 % the tail is exactly ceil(0.1 * 100) = 10
+    scenarios: CVaR = (5 * 1000 + 5 * 500) / 10 = 750.  The tail "every scenario at or
+    below the VaR" takes all 25 (VaR = 500) and understates it: (5000 + 10000) / 25 = 600.
+    Group contributions add up to the CVaR exactly."""
+    pnl = np.concatenate([np.full(5, -1000.0), np.full(20, -500.0), -np.arange(99.0, 24.0, -1.0)])
+    pnl = pnl[np.random.default_rng(0).permutation(pnl.size)]
+    var90, cvar90 = scenario_var_cvar(pnl, 0.90)
+    assert (var90, cvar90) == (500.0, 750.0)
+    assert risk_metrics.cvar(pnl / 1e4, 0.90) * 1e4 == pytest.approx(600.0, rel=1e-12)
+    # 99 %: the single worst scenario
+    assert scenario_var_cvar(pnl, 0.99)[1] == 1000.0
+    groups = np.column_stack([0.3 * pnl, 0.7 * pnl])
+    contrib, tail = tail_contributions(groups, 0.90)
+    assert contrib.sum() == pytest.approx(cvar90, rel=1e-14)
+    assert tail.size == 10
