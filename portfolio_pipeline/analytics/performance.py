@@ -201,7 +201,14 @@ def garch_state_at(
     return _filter_forward(fit, returns[m:n]) if n > m else fit
 
 
-_USD_METRICS = ("var_", "cvar_", "max_drawdown", "current_drawdown")
+_USD_PREFIXES = ("var_", "cvar_")
+_USD_METRICS = frozenset({"max_drawdown", "current_drawdown"})
+
+
+def is_money_metric(metric: str) -> bool:
+    """True for return-like metrics (a fraction of NLV: VaR, CVaR, drawdown depth) whose
+    ``value_usd`` is ``value * NLV``; durations, counts, flags and ratios get none."""
+    return metric.startswith(_USD_PREFIXES) or metric in _USD_METRICS
 
 
 def _metrics(x: np.ndarray, settings: RiskSettings) -> dict[str, float]:
@@ -269,7 +276,7 @@ def risk_metric_rows(
                     values[f"var_{pct}_garch_t"] = rm.garch_var(None, level, fit=fit) if fit else math.nan
                     values[f"cvar_{pct}_garch_t"] = rm.garch_cvar(None, level, fit=fit) if fit else math.nan
             for metric, value in sorted(values.items()):
-                usd = value * nlv if metric.startswith(_USD_METRICS) and math.isfinite(value) else math.nan
+                usd = value * nlv if is_money_metric(metric) and math.isfinite(value) else math.nan
                 rows.append({
                     "session_date": session, "broker": key[0], "account_id": key[1],
                     "window": wn, "metric": metric,

@@ -67,3 +67,20 @@ def test_values_match_the_kernel() -> None:
 
 def test_too_little_history_gives_no_rows() -> None:
     assert performance.risk_metric_rows([DAYS[5]], SERIES, SETTINGS, ("*", "*")) == []
+
+
+def test_value_usd_only_for_money_metrics() -> None:
+    """Issue 14, item 4 (hand computation): value_usd = value x NLV of the session for VaR,
+    CVaR, max and current drawdown; NaN for durations, flags and ratios (the demo showed a
+    max_drawdown_duration of $56,650,126)."""
+    day = DAYS[-1]
+    rows = performance.risk_metric_rows([day], SERIES, SETTINGS, ("*", "*"))
+    nlv = float(SERIES["nlv"].iloc[-1])
+    by = {(r["window"], r["metric"]): r for r in rows if r["window"] == "full"}
+    for metric in ("var_99_historical", "cvar_95_cornish_fisher", "max_drawdown", "current_drawdown"):
+        r = by[("full", metric)]
+        assert r["value_usd"] == pytest.approx(r["value"] * nlv, rel=1e-15)
+    for metric in ("max_drawdown_duration", "max_drawdown_recovered", "longest_drawdown_duration",
+                   "max_drawdown_recovery_sessions", "sharpe", "sortino", "omega", "calmar"):
+        assert math.isnan(by[("full", metric)]["value_usd"]), metric
+    assert {m for _, m in by if performance.is_money_metric(m)} >= {"var_95_garch_t", "cvar_99_garch_t"}
