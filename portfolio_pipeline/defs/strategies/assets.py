@@ -33,10 +33,10 @@ from portfolio_pipeline.defs.strategies.checks import (
     STRATEGY_GROUPS,
     STRATEGY_PERFORMANCE,
     THETA_VEGA_HISTORY,
-    TOLERANCE,
     coverage_problems,
     groups_suite,
     lifecycle_suite,
+    pnl_sum_problems,
     simple_result,
     suite_result,
 )
@@ -50,6 +50,7 @@ from portfolio_pipeline.storage.tables import (
 from portfolio_pipeline.storage.tables import (
     kelly_sizing,
     liquidity_flags,
+    portfolio_returns,
     position_lifecycle,
     positions_snapshot,
     strategy_groups,
@@ -65,6 +66,7 @@ ACCOUNTS = dg.AssetKey("account_snapshot")
 MARKET = dg.AssetKey("market_snapshot")
 POSITION_GREEKS = dg.AssetKey("position_greeks")
 PNL_ATTRIBUTION = dg.AssetKey("pnl_attribution")
+RETURNS = dg.AssetKey("portfolio_returns")
 EXIT_SIGNAL = "exit_signal"
 ACTIVITY_LOOKBACK = timedelta(days=400)
 
@@ -151,7 +153,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         yield simple_result(COVERAGE_CHECK, coverage_problems(positions.to_dict("records"),
                                                               stored.to_dict("records")))
 
-    @dg.asset(key=STRATEGY_PERFORMANCE, deps=[STRATEGY_GROUPS, POSITION_GREEKS, PNL_ATTRIBUTION],
+    @dg.asset(key=STRATEGY_PERFORMANCE, deps=[STRATEGY_GROUPS, POSITION_GREEKS, PNL_ATTRIBUTION, RETURNS],
               check_specs=[PNL_SUM_CHECK],
               description="Per strategy: daily/cumulative, realized/unrealized P&L (commissions "
               "included), max adverse excursion, Greeks and Greeks attribution (sum of the "
@@ -163,6 +165,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
                                    platform: PlatformResource) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
         execs = load_executions(db, platform, days)
+        account_pnl = read_frame(db, portfolio_returns, days)
         problems: list[str] = []
         worst = 0.0
         meta = SessionMetadata(context, days)
@@ -173,12 +176,9 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
                 closed = book.closed_to_date(conn, day)
                 stats = book.stats_rows(day, closed, result.rows)
                 replace_partition(conn, strategy_stats, {"session_date": day}, stats)
-            for account, direct in result.account_pnl.items():
-                total = sum(r["daily_pnl"] for r in result.rows if (r["broker"], r["account_id"]) == account)
-                diff = abs(total - direct)
-                worst = max(worst, diff)
-                if diff > TOLERANCE * max(1.0, abs(direct)):
-                    problems.append(f"{day} {account[1]}: strategies {total:.2f} vs account {direct:.2f}")
+            gap, found = pnl_sum_problems(day, result.rows, result.account_pnl, account_pnl)
+            worst = max(worst, gap)
+            problems.extend(found)
             by_type = [r for r in stats if r["dimension"] == "strategy_type"]
             overall = next((r for r in stats if r["dimension"] == "all"), None)
             meta.record(day, STRATEGY_PERFORMANCE, {

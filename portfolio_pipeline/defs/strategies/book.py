@@ -227,6 +227,15 @@ def _quote_greeks(quotes: Mapping[str, Mapping[str, Any]], key: str, leg: Mappin
             "vega_per_point": float(g.vega_per_point)}
 
 
+def _opened_by_fills(after: Mapping[str, Mapping[str, float]], trades: Mapping[str, Sequence[Trade]]) -> bool:
+    """True when every held quantity is exactly what today's executions opened."""
+    held: dict[str, float] = defaultdict(float)
+    for h in after.values():
+        for k, q in h.items():
+            held[k] += q
+    return all(abs(q - sum(t.quantity for t in trades.get(k, ()))) <= 1e-9 for k, q in held.items())
+
+
 def performance_session(
     conn: Connection, day: date, executions: Mapping[Account, Sequence[Execution]]
 ) -> PerformanceResult:
@@ -279,7 +288,12 @@ def performance_session(
         multipliers = {k: float(v["multiplier"]) for k, v in legs_info.items()}
         entries = {sid: dict(prev_perf[(broker, account_id, sid)]["entry_prices"] or {})
                    for sid in before if (broker, account_id, sid) in prev_perf}
-        if prev_day is None:  # cold start: entry at the broker's average cost, no daily P&L
+        cold = prev_day is None and not _opened_by_fills(after, trades)
+        if prev_day is None and not cold:
+            # the book's first session, every position opened by today's fills: a normal day
+            # from an empty book (opening commissions and the fill-to-close move included)
+            before, prev_marks, entries = {}, {}, {}
+        if cold:  # positions of unknown origin: entry at the broker's average cost, no daily P&L
             before = {sid: dict(h) for sid, h in after.items()}
             prev_marks = {k[2]: float(r["avg_price"]) for k, r in positions.items() if k[:2] == account}
             trades = defaultdict(list)
@@ -293,14 +307,14 @@ def performance_session(
             q_was = sum(h.get(k, 0.0) for h in before.values())
             direct += multipliers[k] * (q_now * marks.get(k, 0.0) - q_was * prev_marks.get(k, 0.0))
             direct -= sum(multipliers[k] * t.quantity * t.price + t.costs for t in trades.get(k, ()))
-        if prev_day is None:
+        if cold:
             direct = 0.0
         result.account_pnl[account] = direct
         meta = {r["strategy_id"]: r for r in today_rows}
         for sid in sorted(set(meta) | set(shares)):
             share = shares.get(sid)
             pnl = share.pnl if share else 0.0
-            if prev_day is None and share is not None:
+            if cold and share is not None:
                 pnl = 0.0
             prev = prev_perf.get((broker, account_id, sid))
             g = meta.get(sid)
@@ -308,7 +322,7 @@ def performance_session(
             held = after.get(sid, {})
             cum0 = float(prev["cumulative_pnl"]) if prev else 0.0
             cumulative = cum0 + pnl
-            if prev_day is None:
+            if cold:
                 cumulative = sum(multipliers[k] * q * (marks.get(k, 0.0) - prev_marks.get(k, 0.0))
                                  for k, q in held.items())
             realized = (float(prev["realized_pnl"]) if prev else 0.0) + (share.realized if share else 0.0)

@@ -3,6 +3,7 @@ to strategies, strategy P&L summing to the account P&L (GE suites where tabular)
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -40,7 +41,8 @@ COVERAGE_CHECK = dg.AssetCheckSpec(
 PNL_SUM_CHECK = dg.AssetCheckSpec(
     "strategy_pnl_sums_to_portfolio", asset=STRATEGY_PERFORMANCE, blocking=True,
     description="Per account and session, the strategies' daily P&L sums to the account's "
-    "position P&L (mark-to-market change plus trade cash, commissions included).",
+    "P&L from portfolio_returns (NLV change net of external flows, less income such as "
+    "interest and dividends), commissions included, from the book's first session.",
 )
 LIFECYCLE_CHECK = dg.AssetCheckSpec(
     "position_lifecycle_quality", asset=POSITION_LIFECYCLE,
@@ -84,6 +86,37 @@ def coverage_problems(positions: Iterable[Mapping[str, Any]], groups: Iterable[M
             problems.append(f"{key[0]} {key[2]} {key[3]}: position {want.get(key, 0.0):g}, "
                             f"strategies {held.get(key, 0.0):g}")
     return problems
+
+
+def pnl_sum_problems(
+    day: Any, rows: Iterable[Mapping[str, Any]], accounts: Iterable[tuple[str, str]], returns: pd.DataFrame
+) -> tuple[float, list[str]]:
+    """Largest gap and problems between each account's summed strategy P&L and its
+    ``portfolio_returns`` P&L less income (independent: NLV change net of flows).
+
+    An account whose ``portfolio_returns`` row has no previous NLV (its first snapshot:
+    the NLV counts as money in) has no P&L to compare and is skipped."""
+    session = returns[returns["session_date"] == day] if not returns.empty else returns
+    by = {(r["broker"], r["account_id"]): r for r in session.to_dict("records")}
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    for r in rows:
+        totals[(r["broker"], r["account_id"])] += float(r["daily_pnl"])
+    worst = 0.0
+    problems: list[str] = []
+    for account in sorted(set(accounts) | set(totals)):
+        ret = by.get(account)
+        if ret is None:
+            problems.append(f"{day} {account[1]}: no portfolio_returns row to compare with")
+            continue
+        if ret["prev_nlv"] is None or not math.isfinite(float(ret["prev_nlv"])):
+            continue
+        expected = float(ret["pnl"]) - float(ret["income"] or 0.0)
+        diff = abs(totals.get(account, 0.0) - expected)
+        worst = max(worst, diff)
+        if diff > TOLERANCE * max(1.0, abs(expected)):
+            problems.append(f"{day} {account[1]}: strategies {totals.get(account, 0.0):.2f} vs "
+                            f"account {expected:.2f} (portfolio_returns)")
+    return worst, problems
 
 
 simple_result = problems_check_result

@@ -15,6 +15,7 @@ from portfolio_pipeline.defs import resources as resources_module
 from portfolio_pipeline.defs.partitions import session_partitions
 from portfolio_pipeline.defs.positions.assets import make_snapshot_assets
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.defs.risk.assets import make_risk_assets
 from portfolio_pipeline.defs.strategies.assets import make_strategy_assets
 from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Quote
@@ -33,8 +34,8 @@ from portfolio_pipeline.storage.tables import (
 from portfolio_pipeline_tests.stubs import StubBroker, ephemeral_instance, option, position
 
 PARTS = session_partitions(ExchangeCalendar())
-ASSETS = [make_snapshot_assets(PARTS), *make_strategy_assets(PARTS)]
-D1, D2, D3 = date(2018, 2, 1), date(2018, 2, 2), date(2018, 2, 5)
+ASSETS = [make_snapshot_assets(PARTS), make_risk_assets(PARTS)[0], *make_strategy_assets(PARTS)]
+D0, D1, D2, D3 = date(2018, 1, 31), date(2018, 2, 1), date(2018, 2, 2), date(2018, 2, 5)
 APR = date(2018, 4, 20)
 P2500, P2550 = option(strike=2500), option(strike=2550)
 C2850, C2900 = option(strike=2850, right="C"), option(strike=2900, right="C")
@@ -44,6 +45,7 @@ MULT = {SPYC.key: 100.0}
 
 # session -> contract -> (quantity, avg price, mark)
 BOOK: dict[date, dict[Contract, tuple[float, float, float]]] = {
+    D0: {},  # the deposit only: the account exists before the book's first trades
     D1: {P2500: (2, 1.0, 1.1), P2550: (-2, 3.0, 3.2), C2850: (-2, 2.5, 2.4), C2900: (2, 0.5, 0.5),
          SPYC: (-1, 2.0, 2.1)},
     D2: {P2500: (2, 1.0, 2.0), P2550: (-2, 3.0, 5.0), C2850: (-2, 2.5, 1.5), C2900: (2, 0.5, 0.3),
@@ -129,7 +131,7 @@ def _rows(db_url: str, table: Any, day: date) -> list[dict[str, Any]]:
 
 
 def test_demo_like_book_end_to_end(db_url: str, run: Callable[[date], dg.ExecuteInProcessResult]) -> None:
-    results = [run(d) for d in (D1, D2, D3)]
+    results = [run(d) for d in (D0, D1, D2, D3)]
     checks = {(e.check_name, e.passed) for r in results for e in r.get_asset_check_evaluations()}
     assert all(passed for _, passed in checks), checks
     assert {"strategy_pnl_sums_to_portfolio", "strategy_legs_cover_positions"} <= {c for c, _ in checks}
@@ -146,16 +148,21 @@ def test_demo_like_book_end_to_end(db_url: str, run: Callable[[date], dg.Execute
     assert child["open_refs"] == ["ROLL-1"]
     assert [r["status"] for r in g3.values() if r["underlying"] == "SPY"] == ["closed"]
 
-    # strategy P&L sums to the portfolio P&L (NLV change; no external flows after D1)
-    for prev, day in ((D1, D2), (D2, D3)):
+    # strategy P&L sums to the portfolio P&L (NLV change; no external flows after D0), from
+    # the book's first session on (issue 14: D1 showed 0 while the account lost its opening
+    # commissions and the fill-to-close move)
+    perf1 = _rows(db_url, strategy_performance, D1)
+    assert sum(r["commissions"] for r in perf1) == pytest.approx(5.0)  # five opening fills
+    assert nlv(D1) - nlv(D0) != 0.0
+    for prev, day in ((D0, D1), (D1, D2), (D2, D3)):
         perf = _rows(db_url, strategy_performance, day)
         assert sum(r["daily_pnl"] for r in perf) == pytest.approx(nlv(day) - nlv(prev), abs=1e-6)
     perf3 = {r["strategy_id"]: r for r in _rows(db_url, strategy_performance, D3)}
     spy = next(r for r in perf3.values() if r["underlying"] == "SPY")
     assert spy["status"] == "closed"
-    assert spy["cumulative_pnl"] == pytest.approx(100 * (2.0 - 0.8) - 1.0)  # cold start: entry at avg, opening fee not seen
+    assert spy["cumulative_pnl"] == pytest.approx(100 * (2.0 - 0.8) - 2.0)  # both fees: open and close
     assert spy["realized_pnl"] == spy["cumulative_pnl"]
-    assert perf3[condor]["commissions"] == pytest.approx(2.0)  # the two closing fills
+    assert perf3[condor]["commissions"] == pytest.approx(6.0)  # four opening fills, two closing
     assert perf3[condor]["theta_per_day"] == pytest.approx(-0.5 * 100 * 0)  # -2 + 2 calls cancel
     stats = {(r["dimension"], r["group_key"]): r for r in _rows(db_url, strategy_stats, D3)}
     assert stats[("strategy_type", "short_call")]["trades"] == 1
