@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from portfolio_pipeline.defs import (
+    backtest,
     greeks,
     jobs,
     notifications,
@@ -32,6 +33,7 @@ def build_definitions() -> dg.Definitions:
         alerts_definitions(),
         greeks.definitions(partitions),
         risk.definitions(partitions),
+        backtest.definitions(partitions),
         reporting.definitions(partitions),
         strategies.definitions(partitions),
         notifications.definitions(partitions),

@@ -86,6 +86,21 @@ def table(frame: pd.DataFrame, columns: Sequence[str], *, digits: int = 0) -> st
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def var_exceedance_flag(session: date, exceedances: pd.DataFrame | None) -> str:
+    """A warning paragraph naming each VaR model and level the session's loss exceeded."""
+    if exceedances is None or exceedances.empty:
+        return ""
+    hit = exceedances[(exceedances["session_date"] == session) & exceedances["exceeded"].astype(bool)]
+    if hit.empty:
+        return ""
+    hit = hit.sort_values(["level", "model"], ascending=[False, True])
+    items = ", ".join(f"{html.escape(str(r['model']))} VaR{round(100 * float(r['level']))} "
+                      f"{_fmt(r['var_usd'])}" for r in hit.to_dict("records"))
+    pnl = float(hit.iloc[0]["pnl_usd"])
+    return (f"<p class='var-exceeded' style='color:#d62728'><b>VaR exceeded</b>: day P&amp;L "
+            f"{_fmt(pnl)} against {items} (previous close)</p>")
+
+
 def render_report(
     session: date,
     *,
@@ -95,8 +110,12 @@ def render_report(
     risk: pd.DataFrame,
     margin: pd.DataFrame,
     limits: pd.DataFrame,
+    exceedances: pd.DataFrame | None = None,
 ) -> str:
-    """The report of ``session`` (frames hold the book rows, '*', with history where charted)."""
+    """The report of ``session`` (frames hold the book rows, '*', with history where charted).
+
+    ``exceedances``: the session's ``var_exceedances`` rows; those with ``exceeded`` are
+    flagged at the top (the session's loss exceeded the previous close's VaR)."""
     ret = returns.sort_values("session_date")
     att = attribution.sort_values("session_date")
     last_att = att[att["session_date"] == session]
@@ -112,6 +131,7 @@ def render_report(
         head += (f"<p>Regime <b>{html.escape(str(regime['regime']))}</b> · VIX {_fmt(regime['vix'], 2)} · "
                  f"VIX3M {_fmt(regime['vix3m'], 2)} · margin utilisation "
                  f"{_fmt(100 * float(regime['margin_utilisation']), 1)}% · breaches {int(regime['breaches'])}</p>")
+    head += var_exceedance_flag(session, exceedances)
     sections = [
         "<h2>NLV and drawdown</h2>",
         line_chart(list(ret["session_date"]), list(ret["nlv"]), title="NLV"),

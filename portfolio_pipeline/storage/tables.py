@@ -872,3 +872,35 @@ strategy_overrides = Table(
     _utc("updated_at"),
     comment="Manual strategy names/types/groupings from `portfolio strategies tag`.",
 )
+
+var_exceedances = Table(
+    "var_exceedances",
+    metadata,
+    _session_date(),
+    _key("model", 48, comment="e.g. historical_full, garch_t_full, monte_carlo_1d"),
+    Column("level", Double, primary_key=True, comment="VaR confidence, e.g. 0.99"),
+    Column("var_session_date", Date, nullable=False, comment="session whose close VaR is tested"),
+    _money("var_usd", comment="1-day VaR at var_session_date close, positive loss"),
+    _money("pnl_usd", comment="book P&L of session_date (portfolio_returns)"),
+    Column("exceeded", Boolean, nullable=False, comment="-pnl_usd > var_usd"),
+    comment="Per session, model and level: the previous close's VaR against this session's "
+    "book P&L (read with analytics.var_backtest.read_var_exceedances).",
+)
+
+var_backtest = Table(
+    "var_backtest",
+    metadata,
+    _session_date(),
+    _key("model", 48),
+    Column("level", Double, primary_key=True),
+    Column("observations", Integer, nullable=False, comment="trailing window, at most 250"),
+    Column("exceedances", Integer, nullable=False),
+    _money("expected", comment="observations * (1 - level)"),
+    _money("kupiec_lr", nullable=True),
+    _money("kupiec_p", nullable=True),
+    _money("christoffersen_lr", nullable=True),
+    _money("christoffersen_p", nullable=True),
+    Column("zone", String(8), nullable=False, comment="Basel traffic light: green|yellow|red"),
+    comment="VaR backtest to the session per model and level (Kupiec POF, Christoffersen "
+    "independence, Basel zone) over the trailing exceedance rows.",
+)

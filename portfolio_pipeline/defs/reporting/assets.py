@@ -8,6 +8,7 @@ import dagster as dg
 
 from portfolio_pipeline.analytics.performance import ALL
 from portfolio_pipeline.analytics.report import render_report
+from portfolio_pipeline.defs.backtest.checks import VAR_BACKTEST
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS
 from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata
@@ -22,6 +23,7 @@ from portfolio_pipeline.storage.tables import (
     portfolio_greeks,
     portfolio_returns,
     risk_metrics,
+    var_exceedances,
 )
 
 REPORT = dg.AssetKey("daily_report")
@@ -31,7 +33,7 @@ HISTORY = timedelta(days=366)
 def make_report_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=REPORT,
-        deps=[RETURNS, PORTFOLIO_GREEKS, ATTRIBUTION, RISK, MARGIN],
+        deps=[RETURNS, PORTFOLIO_GREEKS, ATTRIBUTION, RISK, MARGIN, VAR_BACKTEST],
         description="Self-contained HTML report per session (inline SVG, works offline) in "
         "PORTFOLIO_HOME/reports/daily_<date>.html.",
         partitions_def=partitions,
@@ -49,6 +51,7 @@ def make_report_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         greeks = read_frame(db, portfolio_greeks, days, where=book)
         margin = read_frame(db, margin_history, days, where=book)
         limits = read_frame(db, limit_checks, days, where=book)
+        exceeded = read_frame(db, var_exceedances, days)
         directory = reports_dir()
         meta = SessionMetadata(context, days)
         for day in days:
@@ -61,6 +64,7 @@ def make_report_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
                 risk=risk[risk["session_date"] <= day],
                 margin=margin[margin["session_date"] == day],
                 limits=limits[limits["session_date"] == day],
+                exceedances=exceeded[exceeded["session_date"] == day],
             )
             path.write_text(text, encoding="utf-8")
             context.log.info("report written: %s", path)
