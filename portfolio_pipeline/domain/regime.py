@@ -160,6 +160,24 @@ class RegimeService:
             limits=self.limits_for(regime.name),
         )
 
+    def stored(self, regime_name: str, vix: float, vix3m: float | None = None) -> RegimeState:
+        """The :class:`RegimeState` of a regime classified earlier (e.g. the stored session
+        regime), with its market data; nothing is re-classified."""
+        names = self.regime_names
+        if regime_name not in names:
+            raise InvalidDataError(f"regime: unknown regime {regime_name!r}")
+        ratio = None if vix3m is None or not vix3m > 0 else vix / vix3m
+        return RegimeState(
+            name=regime_name,
+            index=names.index(regime_name),
+            vix=float(vix),
+            vix3m=None if vix3m is None else float(vix3m),
+            term_ratio=ratio,
+            backwardation=ratio is not None
+            and ratio >= self._matrix.term_structure.backwardation_ratio,
+            limits=self.limits_for(regime_name),
+        )
+
     def limits_for(self, regime_name: str, account_overrides: LimitOverrides | None = None) -> LimitSet:
         """Base limits scaled by the regime, then regime and account overrides applied."""
         try:

@@ -904,3 +904,16 @@ var_backtest = Table(
     comment="VaR backtest to the session per model and level (Kupiec POF, Christoffersen "
     "independence, Basel zone) over the trailing exceedance rows.",
 )
+
+session_regime = Table(
+    "session_regime",
+    metadata,
+    _session_date(),
+    Column("regime", String(32), nullable=False, comment="config/risk_matrix.yaml regime name"),
+    _money("vix", comment="VIX close of the session (market_snapshot)"),
+    _money("vix3m", nullable=True),
+    Column("previous_regime", String(32), nullable=True,
+           comment="regime of the previous session (hysteresis input); NULL: none stored"),
+    comment="THE regime of each session, classified once with hysteresis (storage.regimes); "
+    "limits (margin_history) and Monte Carlo read it.",
+)

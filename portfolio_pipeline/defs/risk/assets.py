@@ -59,6 +59,7 @@ from portfolio_pipeline.storage import (
     positions_snapshot,
     replace_partition,
 )
+from portfolio_pipeline.storage.regimes import session_regime_state
 from portfolio_pipeline.storage.tables import (
     limit_checks,
     margin_history,
@@ -285,8 +286,6 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         accounts = read_frame(db, account_snapshot, days)
         market = read_frame(db, market_snapshot, days)
         greeks = read_frame(db, portfolio_greeks, days)
-        prior = read_frame(db, margin_history, [calendar.previous_session(days[0])], where={"broker": ALL})
-        previous: str | None = str(prior.iloc[0]["regime"]) if not prior.empty else None
         for day in days:
             quotes = on(market, day)
             vix = _index_close(quotes, "VIX")
@@ -295,10 +294,11 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
                     f"margin_history: market_snapshot has no VIX close for session {day}; the "
                     "regime needs the live VIX (re-run broker_snapshots for that session)"
                 )
-            state = service.classify(vix, _index_close(quotes, "VIX3M"), previous=previous)
-            previous = state.name
-            margin_rows, check_rows = _margin_rows(day, on(accounts, day), on(greeks, day), service, state, overrides)
-            with db.database.begin() as conn:
+            with db.database.begin() as conn:  # THE session regime, stored for Monte Carlo
+                state = session_regime_state(conn, service, day, calendar.previous_session(day), vix,
+                                             _index_close(quotes, "VIX3M"), recompute=True)
+                margin_rows, check_rows = _margin_rows(day, on(accounts, day), on(greeks, day), service,
+                                                       state, overrides)
                 replace_partition(conn, margin_history, {"session_date": day}, margin_rows)
                 replace_partition(conn, limit_checks, {"session_date": day}, check_rows)
             context.log.info("session=%s regime=%s vix=%.2f breaches=%d", day, state.name, vix,

@@ -34,6 +34,7 @@ from portfolio_pipeline.defs.stress.book import (
     replay_paths,
     stress_config,
 )
+from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.quant.correlation import (
     NearestCorrelation,
@@ -49,6 +50,7 @@ from portfolio_pipeline.quant.scenarios import (
     tail_contributions,
 )
 from portfolio_pipeline.storage import positions_snapshot, replace_partition
+from portfolio_pipeline.storage.regimes import session_regime_state
 from portfolio_pipeline.storage.tables import (
     correlation_stress,
     monte_carlo_var,
@@ -334,8 +336,10 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         "monte_carlo_var",
         "Monte Carlo VaR/CVaR 95/99 at 1 and 10 days: correlated GARCH(1,1)-t "
         "scenarios of the underlyings and the VIX, regime-scaled, full revaluation of every "
-        "position, tail contributions per group; seeded.",
+        "position, tail contributions per group; seeded.  Regime: the session's stored "
+        "regime (session_regime, with hysteresis, as the limits use).",
         checks.MC_CHECK,
+        (dg.AssetKey("margin_history"),),
     )
     def monte_carlo_var_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
@@ -352,7 +356,10 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 continue
             mc = cfg.monte_carlo
             fits = fits or McFits(history, platform.calendar, cfg)
-            setup = mc_setup(sb, history, platform.config, cfg, fits)
+            with db.database.begin() as conn:  # THE session regime (stored by margin_history)
+                regime = session_regime_state(conn, RegimeService(platform.config.risk_matrix), day,
+                                              platform.calendar.previous_session(day), sb.vix, sb.vix3m)
+            setup = mc_setup(sb, history, platform.config, cfg, fits, regime.name)
             ents, agg = entities(sb)
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol}

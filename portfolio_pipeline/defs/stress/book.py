@@ -584,7 +584,7 @@ class McFits:
             self._blocks[key] = _FitBlock(fits, corr, tuple(notes))
         return self._blocks[key]
 
-    def setup(self, sb: StressBook, config: PlatformConfig) -> McSetup:
+    def setup(self, sb: StressBook, config: PlatformConfig, regime: str | None = None) -> McSetup:
         """The session's :class:`McSetup` (see :func:`mc_setup`)."""
         proxies = tuple(sorted({s.proxy for s in sb.settings} | {"spx", "vix"},
                                key=["spx", "ndx", "vix"].index))
@@ -598,7 +598,8 @@ class McFits:
             b = int(r.index.searchsorted(end, side="right"))
             rolled.append(_roll_forward(pf.fit, r.to_numpy(np.float64)[a:b]) if b > a else pf.fit)
         model = FactorModel.from_fits(proxies, rolled)
-        regime = RegimeService(config.risk_matrix).classify(sb.vix, sb.vix3m).name
+        if regime is None:  # no stored session regime given: classify without hysteresis
+            regime = RegimeService(config.risk_matrix).classify(sb.vix, sb.vix3m).name
         mult = self.cfg.regime_vol_multiplier[regime]
         notes = (*block.notes,
                  f"GARCH and correlation estimated at {fit_date} (refit every "
@@ -633,6 +634,7 @@ def mc_setup(
     config: PlatformConfig,
     cfg: StressScenariosFile,
     fits: McFits | None = None,
+    regime: str | None = None,
 ) -> McSetup:
     """Fit GARCH(1,1) (arch, via :func:`quant.vol.fit_garch`) on every proxy the book uses
     plus the VIX, on the ``history_years`` up to the session's fit date (no look-ahead;
@@ -641,11 +643,13 @@ def mc_setup(
     forward to the session (the refit schedule is that of :class:`McFits`).
 
     ``fits``: the run's cache (a run passes one for all its sessions; the numbers are the
-    same without it).
+    same without it).  ``regime``: the session's stored regime
+    (:func:`portfolio_pipeline.storage.regimes.session_regime_state`, with hysteresis);
+    None classifies the session's VIX/VIX3M alone.
     """
     if fits is None:
         fits = McFits(history, ExchangeCalendar(), cfg)
-    return fits.setup(sb, config)
+    return fits.setup(sb, config, regime)
 
 
 def mc_scenarios(sb: StressBook, setup: McSetup, factor_paths: np.ndarray, horizon: int) -> ScenarioSet:

@@ -400,3 +400,32 @@ def test_mc_fits_refit_every_block_reuse_fits_and_match_a_direct_fit_on_block_en
                                  vol_scale=after.multiplier)
         assert np.array_equal(fits.paths(after, after.corr, h), plain)
         assert np.array_equal(fits.paths(after, after.corr, h), plain)  # second time from cache
+
+
+def test_monte_carlo_reads_the_stored_session_regime(db_url: str, tmp_path: Path) -> None:
+    """Issue 14, item 6: the session's regime is the one stored (by margin_history, with
+    hysteresis); Monte Carlo does not re-classify.  VIX 17.31 alone is "normal"; the stored
+    "elevated" (hand-set) is what every Monte Carlo row and its multiplier must show."""
+    from portfolio_pipeline.storage.tables import session_regime
+
+    cfg_dir = _small_config(tmp_path)
+    _seed(db_url)
+    db = Database(db_url)
+    try:
+        with db.begin() as conn:
+            replace_partition(conn, session_regime, {"session_date": DAY}, [{
+                "session_date": DAY, "regime": "elevated", "vix": 17.31, "vix3m": 17.9,
+                "previous_regime": "elevated"}])
+    finally:
+        db.dispose()
+    parts = session_partitions(ExchangeCalendar(), end=date(2018, 12, 31))
+    result = dg.materialize(make_stress_assets(parts), selection=["monte_carlo_var"],
+                            resources=_resources(db_url, cfg_dir), partition_key=DAY.isoformat(),
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    expected = StressScenariosFile.model_validate(
+        yaml.safe_load((cfg_dir / "stress_scenarios.yaml").read_text())
+    ).monte_carlo.regime_vol_multiplier["elevated"]
+    rows = _rows(db_url, monte_carlo_var, [DAY])
+    assert rows and {r["regime"] for r in rows} == {"elevated"}
+    assert {r["vol_multiplier"] for r in rows} == {expected}

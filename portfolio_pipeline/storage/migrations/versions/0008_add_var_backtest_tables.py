@@ -1,4 +1,4 @@
-"""add VaR backtest tables
+"""add VaR backtest and session regime tables
 
 Revision ID: 0008
 Revises: '0006'
@@ -78,9 +78,35 @@ def upgrade() -> None:
         comment="VaR backtest to the session per model and level (Kupiec POF, Christoffersen "
         "independence, Basel zone) over the trailing exceedance rows.",
     )
+    op.create_table(
+        "session_regime",
+        sa.Column(
+            "session_date", sa.Date(), nullable=False, comment="exchange session (America/New_York)"
+        ),
+        sa.Column(
+            "regime",
+            sa.String(length=32),
+            nullable=False,
+            comment="config/risk_matrix.yaml regime name",
+        ),
+        sa.Column(
+            "vix", sa.Double(), nullable=False, comment="VIX close of the session (market_snapshot)"
+        ),
+        sa.Column("vix3m", sa.Double(), nullable=True),
+        sa.Column(
+            "previous_regime",
+            sa.String(length=32),
+            nullable=True,
+            comment="regime of the previous session (hysteresis input); NULL: none stored",
+        ),
+        sa.PrimaryKeyConstraint("session_date", name=op.f("pk_session_regime")),
+        comment="THE regime of each session, classified once with hysteresis (storage.regimes); "
+        "limits (margin_history) and Monte Carlo read it.",
+    )
 
 
 def downgrade() -> None:
     """Revert :func:`upgrade`."""
+    op.drop_table("session_regime")
     op.drop_table("var_backtest")
     op.drop_table("var_exceedances")
