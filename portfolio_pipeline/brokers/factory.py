@@ -31,9 +31,11 @@ def make_adapter(
         return DemoBroker(instruments, account_id=first.account_id, clock=clock, seed=seed)
     if broker == "ibkr":
         from portfolio_pipeline.brokers.ibkr import IbkrBroker
+        from portfolio_pipeline.brokers.ibkr.flex_web import FlexWebConfig
         from portfolio_pipeline.domain.accounts import IbkrConnection
 
-        return IbkrBroker(first.ibkr or IbkrConnection(), instruments, accounts=accounts, clock=clock)
+        return IbkrBroker(first.ibkr or IbkrConnection(), instruments, accounts=accounts, clock=clock,
+                          flex=FlexWebConfig.from_env())
     if broker == "tastytrade":
         from portfolio_pipeline.brokers.tastytrade import TastytradeAdapter
         from portfolio_pipeline.domain.accounts import TastytradeConnection

@@ -42,6 +42,10 @@ from portfolio_pipeline.brokers.base import (
     OptionChain,
     StagedOrder,
 )
+from portfolio_pipeline.brokers.history.errors import ImportFormatError
+from portfolio_pipeline.brokers.history.ibkr_flex import parse_ibkr_flex
+from portfolio_pipeline.brokers.history.model import ImportBatch
+from portfolio_pipeline.brokers.ibkr.flex_web import FlexWebConfig, fetch_flex_statement
 from portfolio_pipeline.brokers.ibkr.pacing import Backoff, RateLimiter, Sleep
 from portfolio_pipeline.brokers.ibkr.parsing import (
     BROKER,
@@ -136,7 +140,10 @@ class IbkrBroker(ConnectionLifecycle):
         client_id_attempts: int = 10,
         pnl_wait_seconds: float = 1.0,
         stage_settle_seconds: float = 0.25,
+        flex: FlexWebConfig | None = None,
     ) -> None:
+        self._flex = flex
+        self._flex_batch: ImportBatch | None = None
         account_list = list(accounts)
         if isinstance(connection, AccountConfig):
             account_list.insert(0, connection)
@@ -820,13 +827,32 @@ class IbkrBroker(ConnectionLifecycle):
         return sorted(result, key=lambda e: (e.ts, e.exec_id))
 
     async def cash_flows(self, account_id: str, since: date) -> list[CashFlow]:
-        """Always ``[]``: the live API has no cash-flow history; the Flex importer has it."""
-        logger.info(
-            "ibkr: cash flows of %s since %s are not in the live API; import them from Flex reports",
-            account_id,
-            since,
-        )
-        return []
+        """Deposits, withdrawals, dividends, interest and fees from the Flex Web Service.
+
+        The live API has no cash-flow history: with ``IBKR_FLEX_TOKEN`` and
+        ``IBKR_FLEX_QUERY_ID`` set (:class:`~portfolio_pipeline.brokers.ibkr.flex_web.
+        FlexWebConfig`) the Flex statement is fetched once per adapter and its cash
+        transactions of ``account_id`` dated ``since`` or later are returned; without
+        them, ``[]`` and a warning (``portfolio import ibkr-flex`` files still reach
+        every asset through the merged activity reader)."""
+        if self._flex is None:
+            logger.warning(
+                "ibkr: cash flows of %s since %s need the Flex Web Service (set IBKR_FLEX_TOKEN "
+                "and IBKR_FLEX_QUERY_ID) or an imported Flex file",
+                account_id,
+                since,
+            )
+            return []
+        if self._flex_batch is None:
+            content = await fetch_flex_statement(self._flex)
+            try:
+                self._flex_batch = parse_ibkr_flex(content, self._instruments,
+                                                   source_name="ibkr-flex-web-service")
+            except ImportFormatError as exc:
+                raise BrokerError(f"ibkr flex web service: {exc}") from exc
+        flows = [f for f in self._flex_batch.cash_flows
+                 if f.account_id == account_id and f.ts.date() >= since]
+        return sorted(flows, key=lambda f: (f.ts, f.flow_id))
 
     # ------------------------------------------------------------------ orders
 
