@@ -182,7 +182,7 @@ def test_ibkr_adapter_cash_flows_come_from_the_flex_web_service(server: FlexServ
 
 def test_an_untrusted_certificate_is_refused_and_the_token_not_shown(server: FlexServer,
                                                                       pki: dict[str, Path]) -> None:
-    with pytest.raises(BrokerError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed") as err:
+    with pytest.raises(BrokerError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed") as err:
         run(lambda: fetch_flex_statement(server.config(pki["other"]), sleep=_no_sleep))
     assert TOKEN not in str(err.value)
     assert server.requests == []  # nothing was sent over the unverified connection
