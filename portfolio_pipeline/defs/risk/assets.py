@@ -17,6 +17,7 @@ from portfolio_pipeline.analytics.performance import (
     return_rows,
     risk_metric_rows,
 )
+from portfolio_pipeline.defs.activity import read_activity
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS, POSITION_GREEKS
 from portfolio_pipeline.defs.greeks.frames import (
     check_result,
@@ -120,7 +121,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         calendar = platform.calendar
         first_prev = calendar.previous_session(days[0])
         accounts = read_frame(db, account_snapshot, start=first_prev, end=days[-1])
-        flows, _ = platform.activity(first_prev, days[-1])
+        flows, _ = read_activity(db, platform, first_prev, days[-1])
         flow_frame = flow_sessions(flows, session_after(calendar))
         carry = read_frame(db, portfolio_returns, [first_prev])
         for day in days:
@@ -171,7 +172,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         positions = read_frame(db, positions_snapshot, days)
         spots = read_frame(db, market_snapshot, days)
         spots = spots[spots["sec_type"].isin(["IND", "STK"])] if not spots.empty else spots
-        _, fills = platform.activity(first_prev, days[-1])
+        _, fills = read_activity(db, platform, first_prev, days[-1])
         after = session_after(calendar)
         cash: dict[date, dict[tuple[str, str, str], float]] = {}
         for f in fills:

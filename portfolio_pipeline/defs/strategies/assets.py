@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import select
 
-from portfolio_pipeline.brokers.base import BrokerError
+from portfolio_pipeline.defs.activity import read_activity
 from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
@@ -44,9 +44,6 @@ from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.lifecycle import ExitRulesFile
 from portfolio_pipeline.domain.strategies import StrategiesFile
 from portfolio_pipeline.storage import append_event, replace_partition
-from portfolio_pipeline.storage.tables import (
-    executions as executions_table,
-)
 from portfolio_pipeline.storage.tables import (
     kelly_sizing,
     liquidity_flags,
@@ -83,24 +80,11 @@ def exit_rules(platform: PlatformResource) -> ExitRulesFile | None:
 
 def load_executions(db: DatabaseResource, platform: PlatformResource, days: Sequence[date]
                     ) -> dict[book.Account, list[Execution]]:
-    """Executions reported by the brokers plus imported history (deduplicated by id)."""
-    found: dict[tuple[str, str, str], Execution] = {}
-    try:
-        _, fills = platform.activity(days[0] - ACTIVITY_LOOKBACK, days[-1])
-    except BrokerError as exc:
-        logger.warning("broker activity unavailable, using imported executions only: %s", exc)
-        fills = []
-    for e in fills:
-        found[(e.broker, e.account_id, e.exec_id)] = e
-    from portfolio_pipeline.brokers.history.store import load_executions as stored
-
-    with db.database.connect() as conn:
-        has_rows = conn.execute(select(executions_table.c.exec_id).limit(1)).first() is not None
-    if has_rows:
-        for e in stored(db.database):
-            found.setdefault((e.broker, e.account_id, e.exec_id), e)
+    """Executions of the one activity source (live plus imported, deduplicated by id)."""
+    _, fills = read_activity(db, platform, days[0] - ACTIVITY_LOOKBACK, days[-1],
+                             imported_only_on_broker_error=True)
     out: dict[book.Account, list[Execution]] = defaultdict(list)
-    for e in sorted(found.values(), key=lambda x: (x.ts, x.exec_id)):
+    for e in fills:
         out[(e.broker, e.account_id)].append(e)
     return dict(out)
 
