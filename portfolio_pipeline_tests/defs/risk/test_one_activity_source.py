@@ -19,7 +19,16 @@ from portfolio_pipeline.brokers.history.model import ImportBatch
 from portfolio_pipeline.brokers.history.store import import_history
 from portfolio_pipeline.domain.activity import CashFlow, Execution
 from portfolio_pipeline.storage import Database
-from portfolio_pipeline_tests.defs.risk.book import CALL, DAY1, DAY2, DEPOSIT, NLV1, PNL2, materialize, rows
+from portfolio_pipeline_tests.defs.risk.book import (
+    CALL,
+    DAY1,
+    DAY2,
+    DEPOSIT,
+    NLV1,
+    PNL2,
+    materialize,
+    rows,
+)
 
 WIRE = 5_000.0
 
