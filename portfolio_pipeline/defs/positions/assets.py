@@ -55,7 +55,10 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
                          "power of every account at the session close.",
                          kinds={"sql"}, group_name="positions"),
             dg.AssetSpec(MARKET, description="Quotes and broker Greeks of every held contract, "
-                         "its underlying and the volatility indices (VIX, VIX3M).",
+                         "its underlying and the volatility indices (VIX, VIX3M).  Demo broker: "
+                         "SPX and VIX are published closes (arch data sets), SPY = SPX/10, NDX is "
+                         "a proxy built from Nasdaq Composite returns, VIX3M is modelled from the "
+                         "VIX, option quotes come from a VIX-driven model surface.",
                          kinds={"sql"}, group_name="positions"),
         ],
         check_specs=list(CHECK_SPECS),
