@@ -521,6 +521,7 @@ def _values_block(
     american_method: ScenarioAmericanMethod = "lr",
     american_steps: int = AMERICAN_STEPS,
     grids: _PremiumGrids | None = None,
+    vol_beta: Float64Array | None = None,
 ) -> Float64Array:
     """Per-unit values (n_scen, n_contracts) of every contract in every scenario."""
     x = sc.log_ret[:, c.factor]
@@ -531,7 +532,7 @@ def _values_block(
     if opt.size == 0:
         return out
     fo = c.factor[opt]
-    vol1 = sc.d_atm[:, fo] + c.vol[opt]
+    vol1 = sc.d_atm[:, fo] * (1.0 if vol_beta is None else vol_beta[opt]) + c.vol[opt]
     if skew_rule == "sticky_moneyness":
         vol1 -= skew_slope[fo] * x[:, opt]
     elif skew_rule != "sticky_strike":
@@ -590,8 +591,13 @@ def revalue(
     chunk_elements: int = CHUNK_ELEMENTS,
     american_method: ScenarioAmericanMethod = "lr",
     american_steps: int = AMERICAN_STEPS,
+    vol_beta: npt.ArrayLike | None = None,
 ) -> Float64Array:
     """Full-revaluation P&L of every group in every scenario.
+
+    ``vol_beta`` (shape ``(n_contracts,)``, optional): each option takes ``vol_beta``
+    times its factor's ``d_atm`` (:mod:`portfolio_pipeline.quant.vol_beta`; historical
+    replay); not with ``american_method="interp_lr"``.
 
     Parameters
     ----------
@@ -648,10 +654,11 @@ def revalue(
     out = np.zeros((n, len(book.groups)), dtype=np.float64)
     if c.size == 0 or n == 0:
         return out
+    vb = _vol_beta(vol_beta, c, american_method)
     grids = None
     if american_method == "interp_lr" and c.american.any():
         grids = _PremiumGrids.build(c, scenarios, slope, skew_rule, min_vol, american_steps)
-    am_args = (american_method, american_steps, grids)
+    am_args = (american_method, american_steps, grids, vb)
     # today's value: the same route (grid or tree) as a decay-0 scenario
     base = _values_block(c, ScenarioSet.zero(book.n_factors), slope, skew_rule, min_vol, *am_args)[0]
     if not np.all(np.isfinite(base)):
@@ -670,6 +677,17 @@ def revalue(
     return out
 
 
+def _vol_beta(vol_beta: npt.ArrayLike | None, c: ContractSet, american_method: str) -> Float64Array | None:
+    if vol_beta is None:
+        return None
+    vb = _f64(vol_beta, "vol_beta", 1)
+    if vb.shape != (c.size,) or not np.all(np.isfinite(vb)):
+        raise ValueError(f"vol_beta must be {c.size} finite values, got shape {vb.shape}")
+    if american_method == "interp_lr" and c.american.any():
+        raise ValueError("vol_beta is not supported with american_method 'interp_lr'")
+    return vb
+
+
 def greeks_pnl(
     book: Book,
     scenarios: ScenarioSet,
@@ -679,6 +697,7 @@ def greeks_pnl(
     min_vol: float = 0.01,
     american_method: ScenarioAmericanMethod = "lr",
     american_steps: int = AMERICAN_STEPS,
+    vol_beta: npt.ArrayLike | None = None,
 ) -> Float64Array:
     """Second-order Greeks approximation of :func:`revalue` (same shapes and inputs).
 
@@ -709,9 +728,10 @@ def greeks_pnl(
     ds = np.expm1(x) * c.spot
     dv = ds.copy()
     opt = np.flatnonzero(c.is_option)
+    vb = _vol_beta(vol_beta, c, american_method)
     if opt.size:
         fo = c.factor[opt]
-        vol1 = scenarios.d_atm[:, fo] + c.vol[opt]
+        vol1 = scenarios.d_atm[:, fo] * (1.0 if vb is None else vb[opt]) + c.vol[opt]
         if skew_rule == "sticky_moneyness":
             vol1 -= slope[fo] * x[:, opt]
         np.maximum(vol1, min_vol, out=vol1)
@@ -1262,6 +1282,13 @@ class HistoricalConfig(_Strict):
     builtin: list[BuiltinWindow] = Field(default=["feb_2018", "oct_2008", "mar_2020"])
     windows: list[HistoricalWindow] = Field(default=[])
     realised_vol_window: int = Field(default=21, ge=5, le=252)
+    vol_rule: Literal["vol_beta", "full_vix"] = Field(
+        default="vol_beta",
+        description="vol_beta: each option takes beta(expiry, moneyness) x the VIX change, "
+        "fitted on the stored surface history (quant.vol_beta; beta 1 where a bucket has too "
+        "few days); full_vix: every option takes the whole VIX change",
+    )
+    vol_beta_min_observations: int = Field(default=20, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _unique(self) -> HistoricalConfig:

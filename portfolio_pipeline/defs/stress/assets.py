@@ -15,11 +15,13 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 from sqlalchemy import Table, select
 
+from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
-from portfolio_pipeline.defs.stress import checks
+from portfolio_pipeline.defs.stress import checks, vol_rule
 from portfolio_pipeline.defs.stress.book import (
     ALL,
     McFits,
@@ -54,6 +56,7 @@ from portfolio_pipeline.storage.regimes import session_regime_state
 from portfolio_pipeline.storage.tables import (
     correlation_stress,
     monte_carlo_var,
+    portfolio_returns,
     stress_historical,
     stress_shock_grid,
 )
@@ -67,6 +70,35 @@ UPSTREAM = [
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _replay_vs_actual(db: DatabaseResource, sb: StressBook, day: date, replay: list[ReplayPath],
+                      kw: dict[str, Any], agg: np.ndarray) -> list[dict[str, Any]]:
+    """Replayed days that start at ``day`` (the book's own session) beside the book P&L
+    stored for the next session (portfolio_returns), when there is one."""
+    out = []
+    for path in replay:
+        if day not in path.dates[:-1]:
+            continue
+        t = path.dates.index(day)
+        nxt = path.dates[t + 1]
+        actual = read_frame(db, portfolio_returns, [nxt], where={"broker": ALL, "account_id": ALL})
+        if actual.empty or pd.isna(actual.iloc[0]["prev_nlv"]):
+            continue
+        pnl = float((revalue(sb.book, vol_rule.step_scenario(path, sb, t), **kw) @ agg)[0, -1])
+        out.append({"window": path.name, "session": nxt, "replay": pnl,
+                    "actual": float(actual.iloc[0]["pnl"])})
+    return out
+
+
+def _replay_md(rows: list[dict[str, Any]]) -> str:
+    lines = ["Replayed days the book lived through: today's book moved by the window's next "
+             "day (spot, vol rule, decay) beside the book P&L stored for that session.\n",
+             "| window | session | replay P&L | actual P&L | difference |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['window']} | {r['session']} | {_money(r['replay'])} | {_money(r['actual'])} "
+                     f"| {_money(r['replay'] - r['actual'])} |")
+    return "\n".join(lines)
 
 
 def entities(sb: StressBook) -> tuple[list[tuple[str, str, str]], np.ndarray]:
@@ -276,8 +308,12 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     @stress_asset(
         "stress_historical",
         "Replay of Feb 2018, Oct 2008, Mar 2020 and the configured windows against "
-        "the session's book: the path P&L and its worst point (filled days labelled).",
+        "the session's book: the path P&L and its worst point (filled days labelled).  Each "
+        "option's vol moves by beta(expiry, moneyness) x the VIX change (historical.vol_rule, "
+        "fitted on the stored surface history); replayed days the book lived through are "
+        "shown beside its actual P&L.",
         checks.HISTORICAL_CHECK,
+        (dg.AssetKey("portfolio_returns"),),
     )
     def stress_historical_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
@@ -286,19 +322,28 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         replay: list[ReplayPath] | None = None
         meta = SessionMetadata(context)
         totals: list[np.ndarray] = []
+        checked: list[dict[str, Any]] = []  # replayed days the book lived through
         cfg = stress_config(platform.config)  # once per run
         for day in meta.days:
             sb = _load(context, db, platform, day, stress_historical, cfg)
             if sb is None:
                 continue
+            values: dict[str, dg.MetadataValue] = {}
             if replay is None:  # the windows do not depend on the session
                 replay = replay_paths(history, platform.calendar, cfg)
             ents, agg = entities(sb)
             accounts = [e for e in range(len(ents)) if ents[e][2] == ALL]
+            with db.database.connect() as conn:  # vol rule fitted on the surface history to today
+                rule = vol_rule.fit_rule(conn, day, cfg)
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
-                  "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid)}
+                  "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid),
+                  "vol_beta": vol_rule.contract_betas(sb, rule)}
+            values["vol_rule"] = dg.MetadataValue.md(
+                f"historical.vol_rule = {cfg.historical.vol_rule}: option vol change = beta x "
+                "VIX beta x VIX change / 100, beta (fitted days) by days to expiry and "
+                "ln(K/S):\n\n" + rule.describe())
+            checked.extend(_replay_vs_actual(db, sb, day, replay, kw, agg))
             rows = []
-            values: dict[str, dg.MetadataValue] = {}
             lines = ["| window | worst day | worst P&L | Greeks approx | end P&L | filled days |",
                      "|---|---|---:|---:|---:|---:|"]
             for path in replay:
@@ -329,7 +374,11 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 "interpolated or realised-vol proxy closes, never published data)\n\n"
                 + "\n".join(lines))
             meta.record(day, checks.HISTORICAL, values)
-        yield dg.MaterializeResult(asset_key=checks.HISTORICAL, metadata=meta.output_metadata(checks.HISTORICAL))
+        run_facts: dict[str, Any] = {}
+        if checked:
+            run_facts["replay_vs_actual"] = dg.MetadataValue.md(_replay_md(checked))
+        yield dg.MaterializeResult(asset_key=checks.HISTORICAL,
+                                   metadata=meta.output_metadata(checks.HISTORICAL, run_facts))
         yield checks.historical_check(totals)
 
     @stress_asset(
