@@ -429,3 +429,37 @@ def test_monte_carlo_reads_the_stored_session_regime(db_url: str, tmp_path: Path
     rows = _rows(db_url, monte_carlo_var, [DAY])
     assert rows and {r["regime"] for r in rows} == {"elevated"}
     assert {r["vol_multiplier"] for r in rows} == {expected}
+
+
+def test_replay_beside_the_actual_pnl_of_a_day_the_book_lived_through(db_url: str, tmp_path: Path) -> None:
+    """Issue 14, item 7: the book of 2018-02-02 replayed through the Feb-2018 window's next
+    day (2018-02-05: SPX -4.1 %, VIX 17.31 -> 37.32) is published beside the P&L stored
+    for 2018-02-05 (hand-set here: -28,551, the demo's).  The seeded book is short SPX puts
+    and calls, so the replayed day is a loss."""
+    from portfolio_pipeline.storage.tables import portfolio_returns
+
+    cfg_dir = _small_config(tmp_path)
+    _seed(db_url)
+    db = Database(db_url)
+    try:
+        with db.begin() as conn:
+            replace_partition(conn, portfolio_returns, {"session_date": date(2018, 2, 5)}, [{
+                "session_date": date(2018, 2, 5), "broker": "*", "account_id": "*", "nlv": 971_449.0,
+                "prev_nlv": 1_000_000.0, "external_flow": 0.0, "income": 0.0, "pnl": -28_551.0,
+                "twr": -0.028551, "growth_index": 0.971449, "high_water_mark": 1.0,
+                "drawdown": -0.028551, "broker_daily_pnl": None}])
+    finally:
+        db.dispose()
+    parts = session_partitions(ExchangeCalendar(), end=date(2018, 12, 31))
+    result = dg.materialize(make_stress_assets(parts), selection=["stress_historical"],
+                            resources=_resources(db_url, cfg_dir), partition_key=DAY.isoformat(),
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    meta = result.asset_materializations_for_node("stress_historical")[0].metadata
+    table = meta["replay_vs_actual"].value
+    line = next(x for x in str(table).splitlines() if x.startswith("| feb_2018 | 2018-02-05"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3] == "-28,551"
+    replay = float(cells[2].replace(",", ""))
+    assert replay < 0
+    assert "vol_rule" in meta
