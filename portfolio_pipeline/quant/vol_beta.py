@@ -13,7 +13,12 @@ the origin of :math:`\Delta\sigma` on :math:`\beta_u\Delta\mathrm{VIX}/100`,
 
 over days with :math:`|\Delta\mathrm{VIX}| \ge` ``min_vix_move`` points (quiet days carry
 no signal).  A bucket with fewer than ``min_observations`` such days keeps the prior,
-1.0 (the whole VIX change: the rule used before, conservative).  Pure numpy.
+1.0 (the whole VIX change: the rule used before, conservative).
+
+The vols fitted on are the held contracts' own (fixed-strike) implied vols, so a beta also
+carries the vol move that comes with the day's spot move along the smile; it goes with
+the replay's default ``skew_rule: sticky_strike`` (with ``sticky_moneyness`` the skew
+slope would count that part a second time).  Pure numpy.
 """
 
 from __future__ import annotations
