@@ -7,6 +7,7 @@ import dagster as dg
 from portfolio_pipeline.defs import (
     greeks,
     jobs,
+    marketdata,
     notifications,
     positions,
     reporting,
@@ -29,6 +30,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions.merge(
         positions.definitions(partitions),
         stress.definitions(partitions),
+        marketdata.definitions(partitions),
         alerts_definitions(),
         greeks.definitions(partitions),
         risk.definitions(partitions),

@@ -872,3 +872,18 @@ strategy_overrides = Table(
     _utc("updated_at"),
     comment="Manual strategy names/types/groupings from `portfolio strategies tag`.",
 )
+
+market_history = Table(
+    "market_history",
+    metadata,
+    _session_date(),
+    _key("symbol", 32, comment="underlying root or index (SPX, VIX, VIX3M, AAPL, ES...)"),
+    _money("open", nullable=True),
+    _money("high", nullable=True),
+    _money("low", nullable=True),
+    _money("close", comment="session close (index points / price per share)"),
+    _money("volume", nullable=True),
+    Column("source", String(48), nullable=False, comment="ibkr:TRADES|tastytrade:candle|demo:..."),
+    _utc("fetched_at"),
+    comment="Daily bars of the book's underlyings and the indices, as the broker sent them.",
+)

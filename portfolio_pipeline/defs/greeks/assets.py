@@ -12,7 +12,6 @@ import pandas as pd
 from portfolio_pipeline.analytics.beta import (
     combine_closes,
     estimate_betas,
-    history_closes,
     stored_closes,
 )
 from portfolio_pipeline.analytics.greeks import portfolio_greek_rows, position_greek_rows
@@ -25,8 +24,8 @@ from portfolio_pipeline.defs.greeks.checks import (
     position_greeks_suite,
 )
 from portfolio_pipeline.defs.greeks.frames import (
+    beta_history,
     check_result,
-    market_history,
     on,
     pricing_config,
     read_frame,
@@ -82,7 +81,7 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         positions = read_frame(db, positions_snapshot, days)
         market = read_frame(db, market_snapshot, days)
         spot_rows = read_frame(db, market_snapshot, start=days[0] - BETA_LOOKBACK, end=days[-1])
-        closes = combine_closes(stored_closes(spot_rows), history_closes(market_history()))
+        closes = combine_closes(stored_closes(spot_rows), beta_history(db, platform, days[-1]))
         ref_root = cfg.beta.reference.upper()
         hour = settlement_hour(calendar)
         for day in days:

@@ -17,7 +17,9 @@ import dagster as dg
 import numpy as np
 from sqlalchemy import Table, select
 
+from portfolio_pipeline.defs.marketdata.reader import model_history
 from portfolio_pipeline.defs.metadata import SessionMetadata
+from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.stress import checks
 from portfolio_pipeline.defs.stress.book import (
@@ -59,6 +61,7 @@ from portfolio_pipeline.storage.tables import (
 GROUP = "stress"
 UPSTREAM = [
     dg.AssetKey("positions_snapshot"),
+    dg.AssetKey("market_history"),  # the GARCH/correlation history (defs/marketdata)
     dg.AssetKey("market_snapshot"),
     dg.AssetKey("position_greeks"),  # per-position vol/T/r/q when present (defs/greeks)
 ]
@@ -334,7 +337,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     def monte_carlo_var_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        history = MarketHistory()
+        history = model_history(db, platform, partition_dates(context)[-1])
         fits: McFits | None = None  # the run's GARCH fits, correlations and shocks
         meta = SessionMetadata(context)
         check_rows: list[dict[str, object]] = []
@@ -409,7 +412,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     def correlation_stress_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        history = MarketHistory()
+        history = model_history(db, platform, partition_dates(context)[-1])
         fits: McFits | None = None  # the same fits, correlations and shocks as monte_carlo_var
         crisis: dict[tuple[tuple[str, ...], bytes], NearestCorrelation] = {}
         meta = SessionMetadata(context)
