@@ -54,7 +54,7 @@ def duration_for(start: date, end: date) -> str:
     days = (end - start).days + 1
     if days <= 365:
         return f"{max(days, 1)} D"
-    return f"{math.ceil(days / 365.25)} Y"
+    return f"{math.ceil((end - start).days / 365.25)} Y"  # 5 Y reaches back 5 x 365.25 days
 
 
 def _request_error(exc: BaseException) -> RequestError | None:
@@ -106,7 +106,7 @@ class IbkrHistorySource:
             spec = self._instruments.spec(symbol)
             kind = spec.underlying_type
         except UnknownInstrumentError:
-            spec, kind = None, "stock"
+            spec, kind = None, "equity"
         if kind in ("index", "volatility_index"):
             return await self._broker._qualify(Contract(symbol, "IND"))
         if kind == "future" and spec is not None and spec.future is not None:

@@ -172,6 +172,8 @@ def make_market_history_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsD
         yield from checks.history_check_results(
             frame, symbols, sessions, end,
             jump_threshold=config.jump_threshold, stale_repeats=config.stale_repeats,
+            jump_exempt=frozenset(s for s in symbols if s in set(instruments)
+                                  and instruments.spec(s).underlying_type == "volatility_index"),
         )
 
     return market_history

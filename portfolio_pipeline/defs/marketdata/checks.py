@@ -31,7 +31,7 @@ GAPS_CHECK = dg.AssetCheckSpec(
 JUMPS_CHECK = dg.AssetCheckSpec(
     "market_history_no_unexplained_jumps", asset=MARKET_HISTORY,
     description="No overnight close-to-close move beyond the threshold (default |ln| > 0.25): "
-    "a split, a bad print or a wrong contract.",
+    "a split, a bad print or a wrong contract (volatility indices exempt).",
 )
 STALE_CHECK = dg.AssetCheckSpec(
     "market_history_fresh", asset=MARKET_HISTORY,
@@ -43,9 +43,12 @@ HISTORY_CHECKS = [GAPS_CHECK, JUMPS_CHECK, STALE_CHECK]
 
 def history_check_results(
     frame: pd.DataFrame, symbols: Sequence[str], sessions: Sequence[date], session: date,
-    *, jump_threshold: float, stale_repeats: int,
+    *, jump_threshold: float, stale_repeats: int, jump_exempt: frozenset[str] = frozenset(),
 ) -> list[dg.AssetCheckResult]:
-    """The three history checks over stored bars ``frame`` (long format) up to ``session``."""
+    """The three history checks over stored bars ``frame`` (long format) up to ``session``.
+
+    ``jump_exempt``: symbols that cannot split and legitimately move more than any split
+    threshold overnight (volatility indices: the VIX rose 115% on 2018-02-05)."""
     gaps: list[str] = []
     jumps: list[str] = []
     stale: list[str] = []
@@ -54,7 +57,8 @@ def history_check_results(
         closes = pd.Series(part["close"].to_numpy(dtype="float64"),
                            index=pd.DatetimeIndex(pd.to_datetime(part["session_date"])))
         gaps += find_gaps(closes, sessions, symbol)
-        jumps += find_jumps(closes, symbol, jump_threshold)
+        if symbol not in jump_exempt:
+            jumps += find_jumps(closes, symbol, jump_threshold)
         stale += find_stale(closes, symbol, session, stale_repeats)
     return [
         problems_check_result(GAPS_CHECK, gaps, symbols=len(symbols)),

@@ -1,0 +1,282 @@
+"""Market history: storage, checks, the demo and IBKR sources, the asset, no look-ahead."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from portfolio_pipeline.brokers.demo.history_source import DemoHistorySource
+from portfolio_pipeline.brokers.ibkr.history_source import IbkrHistorySource, duration_for
+from portfolio_pipeline.brokers.ibkr.pacing import RateLimiter
+from portfolio_pipeline.defs.marketdata.assets import make_market_history_asset, plan
+from portfolio_pipeline.defs.partitions import session_partitions
+from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.defs.stress.book import McFits
+from portfolio_pipeline.domain.errors import InvalidDataError
+from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+from portfolio_pipeline.marketdata.bars import DailyBar, HistoryUnavailableError
+from portfolio_pipeline.marketdata.history import MarketHistory
+from portfolio_pipeline.marketdata.store import (
+    StoredHistory,
+    find_gaps,
+    find_jumps,
+    find_stale,
+    store_bars,
+    stored_span,
+)
+from portfolio_pipeline.quant.scenarios import StressScenariosFile
+from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.tables import market_history
+from portfolio_pipeline_tests.brokers.ibkr.book import SPX_IND, adapter, run
+from portfolio_pipeline_tests.brokers.ibkr.fake_ib import ib_index
+from portfolio_pipeline_tests.marketdata.fake_ib_history import HistoryGateway
+from portfolio_pipeline_tests.stubs import CONFIG_DIR, instruments
+
+FETCHED = datetime(2026, 12, 4, 21, 0, tzinfo=UTC)
+CAL = ExchangeCalendar()
+
+
+def _bars(symbol: str, series: pd.Series, source: str = "test") -> list[DailyBar]:
+    return [DailyBar(symbol, ts.date(), float(v), source) for ts, v in series.items()]
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def test_store_replaces_range_and_reader_never_sees_past_as_of(db: Database) -> None:
+    spx = MarketHistory().spx_close().loc["2018-01-02":"2018-02-28"]
+    with db.begin() as conn:
+        assert store_bars(conn, "SPX", date(2018, 1, 1), date(2018, 2, 28), _bars("SPX", spx), FETCHED) == len(spx)
+        # re-storing a sub-range replaces exactly that range
+        store_bars(conn, "SPX", date(2018, 2, 1), date(2018, 2, 28),
+                   _bars("SPX", spx.loc["2018-02-01":]), FETCHED)
+    with db.connect() as conn:
+        assert stored_span(conn, "SPX") == (date(2018, 1, 2), date(2018, 2, 28), len(spx))
+        view = StoredHistory(conn, date(2018, 2, 2))
+    got = view.spx_close()
+    assert got.index.max() == pd.Timestamp("2018-02-02")  # no look-ahead
+    np.testing.assert_allclose(got.to_numpy(), spx.loc[:"2018-02-02"].to_numpy(), rtol=0, atol=0)
+    window = view.window("SPX")
+    assert (window.first, window.last, window.sources) == (date(2018, 1, 2), date(2018, 2, 2), ("test",))
+    with pytest.raises(InvalidDataError, match="no stored closes of VIX up to 2018-02-02"):
+        view.vix()
+
+
+def test_store_refuses_bars_outside_the_range_and_keeps_what_is_stored(db: Database) -> None:
+    bar = DailyBar("SPX", date(2018, 1, 2), 2695.81, "test")
+    with db.begin() as conn:
+        store_bars(conn, "SPX", date(2018, 1, 2), date(2018, 1, 2), [bar], FETCHED)
+    with pytest.raises(InvalidDataError, match="outside the requested"), db.begin() as conn:
+        store_bars(conn, "SPX", date(2018, 1, 2), date(2018, 1, 2),
+                   [bar, DailyBar("SPX", date(2018, 1, 3), 2713.06, "test")], FETCHED)
+    with db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(market_history)).scalar() == 1
+
+
+def test_bar_validation_names_the_field() -> None:
+    with pytest.raises(InvalidDataError, match=r"ibkr:TRADES:SPX bar 2018-01-02: close must be positive"):
+        DailyBar("SPX", date(2018, 1, 2), float("nan"), "ibkr:TRADES")
+    with pytest.raises(InvalidDataError, match=r"high 1\.0 < low 2\.0"):
+        DailyBar("SPX", date(2018, 1, 2), 1.5, "x", high=1.0, low=2.0)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def test_checks_flag_gap_split_and_stale_closes() -> None:
+    sessions = CAL.sessions(date(2018, 1, 2), date(2018, 1, 12))
+    idx = pd.DatetimeIndex([pd.Timestamp(d) for d in sessions if d != date(2018, 1, 8)])
+    closes = pd.Series([100.0, 101.0, 102.0, 51.0, 51.5, 51.5, 51.5, 51.5], index=idx)
+    gaps = find_gaps(closes, sessions, "AAPL")
+    assert gaps == ["AAPL: 1 XNYS session(s) without a bar: 2018-01-08"]
+    # 102 -> 51 on 2018-01-05 is a 2:1 split: |ln(0.5)| = 0.69 > 0.25
+    [jump] = find_jumps(closes, "AAPL", 0.25)
+    assert "AAPL 2018-01-05: close 102 -> 51 (-50.0%)" in jump
+    assert find_jumps(closes, "AAPL", 0.75) == []
+    stale = find_stale(closes, "AAPL", date(2018, 1, 16), 4)
+    assert stale == ["AAPL: last close is 2018-01-12, older than session 2018-01-16",
+                     "AAPL: close 51.5 unchanged for the last 4 sessions up to 2018-01-12"]
+    assert find_stale(closes, "AAPL", date(2018, 1, 12), 5) == []
+
+
+def test_plan_backfills_once_then_extends() -> None:
+    assert plan(None, date(2026, 12, 4), 5.0) == (date(2021, 12, 4), date(2026, 12, 4))
+    assert plan((date(2021, 12, 6), date(2026, 12, 2), 1255), date(2026, 12, 4), 5.0) == (
+        date(2026, 12, 3), date(2026, 12, 4))
+    assert plan((date(2021, 12, 6), date(2026, 12, 4), 1256), date(2026, 12, 4), 5.0) is None
+
+
+# --------------------------------------------------------------------------- demo source
+
+
+def test_demo_source_serves_the_shipped_data_labelled() -> None:
+    history = MarketHistory()
+    source = DemoHistorySource(history)
+    spx = asyncio.run(source.daily_bars("SPX", date(2018, 2, 1), date(2018, 2, 9)))
+    assert [b.session for b in spx.bars] == CAL.sessions(date(2018, 2, 1), date(2018, 2, 9))
+    assert spx.bars[2].close == float(history.spx_close().loc["2018-02-05"])  # 2648.94 published
+    assert spx.bars[2].close == pytest.approx(2648.94, abs=0.01)
+    assert {b.source for b in spx.bars} == {"demo:arch.sp500"}
+    vix3m = asyncio.run(source.daily_bars("VIX3M", date(2018, 2, 5), date(2018, 2, 5)))
+    # model VIX3M = 19 + (37.32 - 19) * 0.6 = 29.992 (module docstring of marketdata.history)
+    assert vix3m.bars[0].close == pytest.approx(19 + (37.32 - 19) * 0.6, abs=1e-9)
+    assert vix3m.bars[0].source == "demo:model-vix3m"
+    with pytest.raises(HistoryUnavailableError, match="demo: no market history for AAPL"):
+        asyncio.run(source.daily_bars("AAPL", date(2018, 2, 1), date(2018, 2, 9)))
+
+
+def test_market_history_asset_backfills_then_extends_with_checks(db_url: str) -> None:
+    parts = session_partitions(CAL, end=date(2019, 1, 1))
+    asset = make_market_history_asset(parts)
+    resources = {"db": DatabaseResource(url=db_url),
+                 "platform": PlatformResource(config_dir=str(CONFIG_DIR), demo_only=True)}
+    config = {"ops": {"market_history": {"config": {"depth_years": 1.0}}}}
+    first = dg.materialize([asset], resources=resources, partition_key="2018-02-02",
+                           run_config=config, instance=dg.DagsterInstance.ephemeral())
+    assert first.success
+    db = Database(db_url)
+    try:
+        with db.connect() as conn:
+            spx = stored_span(conn, "SPX")
+            assert spx is not None and spx[1] == date(2018, 2, 2) and spx[0] >= date(2017, 2, 2)
+            assert spx[2] == len(CAL.sessions(date(2017, 2, 2), date(2018, 2, 2)))
+        evals = {e.check_name: e for e in first.get_asset_check_evaluations()}
+        assert evals["market_history_no_gaps"].passed
+        assert evals["market_history_fresh"].passed
+        second = dg.materialize([asset], resources=resources, partition_key="2018-02-09",
+                                run_config=config, instance=dg.DagsterInstance.ephemeral())
+        assert second.success
+        with db.connect() as conn:
+            spx2 = stored_span(conn, "SPX")
+            assert spx2 == (spx[0], date(2018, 2, 9), spx[2] + 5)  # extended by 5 sessions only
+            sources = set(conn.execute(select(market_history.c.source).distinct()).scalars())
+        assert sources == {"demo:arch.sp500", "demo:arch.vix", "demo:model-vix3m"}
+        # the VIX rose 115% on 2018-02-05: volatility indices are exempt from the split check
+        evals2 = {e.check_name: e for e in second.get_asset_check_evaluations()}
+        assert evals2["market_history_no_unexplained_jumps"].passed
+    finally:
+        db.dispose()
+
+
+# --------------------------------------------------------------------------- no look-ahead
+
+
+def test_monte_carlo_fit_of_a_backfilled_session_ignores_later_history(db: Database) -> None:
+    """The GARCH/correlation fit for 2018-02-02 is identical whether the store ends on that
+    session or ten months later; with too little history before it the fit refuses
+    instead of borrowing later returns (the demo's shipped-data fallback does borrow)."""
+    history = MarketHistory()
+    source = DemoHistorySource(history)
+    with db.begin() as conn:
+        for symbol in ("SPX", "VIX"):
+            answer = asyncio.run(source.daily_bars(symbol, date(2015, 1, 2), date(2018, 12, 31)))
+            store_bars(conn, symbol, answer.start, answer.end, answer.bars, FETCHED)
+    cfg = StressScenariosFile()
+    day = date(2018, 2, 2)
+    with db.connect() as conn:
+        later = McFits(StoredHistory(conn, date(2018, 12, 31)), CAL, cfg)
+        bounded = McFits(StoredHistory(conn, day), CAL, cfg)
+    fit_date = later.fit_date(day)
+    a = later._block(("spx", "vix"), fit_date)
+    b = bounded._block(("spx", "vix"), fit_date)
+    np.testing.assert_array_equal(a.corr, b.corr)
+    for fa, fb in zip(a.fits, b.fits, strict=True):
+        assert (fa.fit.omega, fa.fit.alpha, fa.fit.beta, fa.fit.nu) == (fb.fit.omega, fb.fit.alpha, fb.fit.beta, fb.fit.nu)
+        assert fa.window.index[-1] <= pd.Timestamp(fit_date)
+    assert any(n.startswith("spx GARCH window ") for n in a.notes)  # the window is named
+
+    with db.connect() as conn:
+        early = McFits(StoredHistory(conn, date(2015, 6, 1)), CAL, cfg)
+    with pytest.raises(InvalidDataError, match="later returns are never borrowed"):
+        early._block(("spx", "vix"), early.fit_date(date(2015, 6, 1)))
+
+
+# --------------------------------------------------------------------------- IBKR
+
+
+VIX_IND = ib_index(502, "VIX")
+
+
+def _gateway() -> HistoryGateway:
+    gw = HistoryGateway(accounts=["U1"])
+    gw.add_contract(SPX_IND)
+    gw.add_contract(VIX_IND)
+    spx = MarketHistory().spx_close().loc["2018-01-02":"2018-02-09"]
+    gw.bars[501] = [(ts.date(), v - 5, v + 10, v - 10, v, 0.0) for ts, v in spx.items()]
+    return gw
+
+
+class _FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_ibkr_history_requests_daily_trades_and_paces() -> None:
+    gw = _gateway()
+    t = _FakeTime()
+
+    async def scenario() -> list[int]:
+        async with adapter(gw) as broker:
+            source = IbkrHistorySource(broker, instruments(),
+                                       pacing=RateLimiter(2, 600.0, clock=t.clock, sleep=t.sleep))
+            out = []
+            for _ in range(3):  # the third waits for the 600 s pacing window
+                answer = await source.daily_bars("SPX", date(2018, 1, 2), date(2018, 2, 9))
+                out.append(len(answer.bars))
+            return out
+
+    assert run(scenario) == [28, 28, 28]
+    assert t.slept == [600.0]
+    [req, *_] = gw.requests_named("reqHistoricalData")
+    _, contract, end, duration, bar, what, rth = req
+    assert (contract.secType, contract.symbol, duration, bar, what, rth) == ("IND", "SPX", "39 D", "1 day", "TRADES", True)
+    assert end == "20180210 04:59:59 UTC"  # 2018-02-09 23:59:59 New York (EST)
+    assert duration_for(date(2021, 12, 4), date(2026, 12, 4)) == "5 Y"
+
+
+def test_ibkr_partial_answer_is_noted_not_filled() -> None:
+    gw = _gateway()
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        async with adapter(gw) as broker:
+            return await IbkrHistorySource(broker, instruments()).daily_bars(
+                "SPX", date(2017, 12, 1), date(2018, 2, 9))
+
+    answer = run(scenario)
+    assert answer.bars[0].session == date(2018, 1, 2) and len(answer.bars) == 28
+    assert answer.notes == ("ibkr: partial answer for SPX: first bar 2018-01-02 after the requested start 2017-12-01",)
+    assert answer.bars[0].source == "ibkr:TRADES"
+    assert answer.bars[0].high == answer.bars[0].close + 10
+
+
+def test_ibkr_missing_subscription_and_pacing_violation() -> None:
+    gw = _gateway()
+    gw.history_errors[502] = [(354, "Requested market data is not subscribed.")]
+    gw.history_errors[501] = [(162, "Historical Market Data Service error message:API historical data query cancelled: pacing violation")]
+    t = _FakeTime()
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        async with adapter(gw) as broker:
+            source = IbkrHistorySource(broker, instruments(), violation_wait=15.0, sleep=t.sleep)
+            with pytest.raises(HistoryUnavailableError, match="no market-data subscription for VIX history: IBKR error 354"):
+                await source.daily_bars("VIX", date(2018, 1, 2), date(2018, 2, 9))
+            answer = await source.daily_bars("SPX", date(2018, 1, 2), date(2018, 2, 9))
+            return answer, source.requests
+
+    answer, requests = run(scenario)
+    assert len(answer.bars) == 28 and requests == 3  # VIX once; SPX violated then retried
+    assert t.slept == [15.0]
