@@ -35,8 +35,9 @@ from portfolio_pipeline.storage import Database
 from portfolio_pipeline.storage.tables import market_history
 from portfolio_pipeline_tests.brokers.ibkr.book import SPX_IND, adapter, run
 from portfolio_pipeline_tests.brokers.ibkr.fake_ib import ib_index
+from portfolio_pipeline_tests.defs.risk.book import dated_broker  # noqa: F401 (fixture)
 from portfolio_pipeline_tests.marketdata.fake_ib_history import HistoryGateway
-from portfolio_pipeline_tests.stubs import CONFIG_DIR, instruments
+from portfolio_pipeline_tests.stubs import CONFIG_DIR, ephemeral_instance, instruments
 
 FETCHED = datetime(2026, 12, 4, 21, 0, tzinfo=UTC)
 CAL = ExchangeCalendar()
@@ -280,3 +281,24 @@ def test_ibkr_missing_subscription_and_pacing_violation() -> None:
     answer, requests = run(scenario)
     assert len(answer.bars) == 28 and requests == 3  # VIX once; SPX violated then retried
     assert t.slept == [15.0]
+
+
+# --------------------------------------------------------------------------- model vs market
+
+
+@pytest.mark.usefixtures("dated_broker")
+def test_model_vs_market_check_runs_with_the_eod_assets(db_url: str, portfolio_env: object) -> None:
+    """The put's mark is its BSM value at its broker IV (risk/book.py), the call's IV is
+    implied from its mark: model and market agree, the quotes are at the close."""
+    from portfolio_pipeline.defs.marketdata.checks import make_mark_checks
+    from portfolio_pipeline_tests.defs.risk.book import ASSETS, DAY2
+
+    with ephemeral_instance() as instance:
+        result = dg.materialize(
+            [*ASSETS, *make_mark_checks()], partition_key=DAY2.isoformat(), instance=instance,
+            resources={"db": DatabaseResource(url=db_url), "platform": PlatformResource(demo_only=True)},
+        )
+    assert result.success
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "model_vs_market"]
+    assert check.passed, check.description
+    assert check.metadata["options"].value == 2.0

@@ -86,7 +86,8 @@ def make_mark_checks() -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(
         asset=POSITION_GREEKS, name="model_vs_market",
         description="Options whose model price differs from the mark by more than the tolerance "
-        "(price and implied-vol points) and stale or crossed quotes, each contract named.",
+        "(price and implied-vol points) and stale or crossed quotes, each contract named; on "
+        "the run's session (the last of a range), else the latest stored one.",
     )
     def model_vs_market(
         context: dg.AssetCheckExecutionContext, config: MarkCheckConfig, db: DatabaseResource,
@@ -100,7 +101,9 @@ def make_mark_checks() -> list[dg.AssetChecksDefinition]:
         if greeks.empty:
             return problems_check_result(
                 dg.AssetCheckSpec("model_vs_market", asset=POSITION_GREEKS), [], options=0)
-        day = max(greeks["session_date"])
+        tags = context.run.tags
+        tagged = tags.get("dagster/partition") or tags.get("dagster/asset_partition_range_end")
+        day = date.fromisoformat(tagged) if tagged else max(greeks["session_date"])
         greeks = greeks[greeks["session_date"] == day]
         quotes = read_frame(db, market_snapshot, [day])
         tol = MarkTolerance(config.price_tolerance, config.min_price_gap, config.iv_points,
