@@ -587,6 +587,9 @@ position_greeks = Table(
     _money("beta"),
     _money("reference_price", nullable=True, comment="reference index close (beta weighting)"),
     *_position_greek_columns(),
+    _money("value_per_share", nullable=True,
+           comment="valuation at the mark: quote mid, else last inside the spread, else model price"),
+    Column("value_source", String(8), nullable=True, comment="mid|last|model (options); mark (others)"),
     comment="Model and broker Greeks per position at the session close.",
 )
 

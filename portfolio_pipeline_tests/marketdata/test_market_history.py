@@ -291,7 +291,8 @@ def test_model_vs_market_check_runs_with_the_eod_assets(db_url: str, portfolio_e
     """The put's mark is its BSM value at its broker IV (risk/book.py), the call's IV is
     implied from its mark: model and market agree, the quotes are at the close."""
     from portfolio_pipeline.defs.marketdata.checks import make_mark_checks
-    from portfolio_pipeline_tests.defs.risk.book import ASSETS, DAY2
+    from portfolio_pipeline.storage.tables import position_greeks
+    from portfolio_pipeline_tests.defs.risk.book import ASSETS, DAY2, PUT2
 
     with ephemeral_instance() as instance:
         result = dg.materialize(
@@ -302,3 +303,19 @@ def test_model_vs_market_check_runs_with_the_eod_assets(db_url: str, portfolio_e
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "model_vs_market"]
     assert check.passed, check.description
     assert check.metadata["options"].value == 2.0
+    # the EOD book values each option at its quote mid (risk/book.py: bid/ask = mark -/+ 0.5
+    # for the put, 3.8/4.2 for the call); SPY at its mark
+    db = Database(db_url)
+    try:
+        with db.connect() as conn:
+            got = {r["position_key"]: (r["value_source"], r["value_per_share"]) for r in conn.execute(
+                select(position_greeks).where(position_greeks.c.session_date == DAY2)).mappings()}
+    finally:
+        db.dispose()
+    put = next(v for k, v in got.items() if k.endswith("2600|P"))
+    call = next(v for k, v in got.items() if k.endswith("2800|C"))
+    assert put == ("mid", pytest.approx(PUT2, abs=1e-12))
+    assert call == ("mid", pytest.approx(4.0, abs=1e-12))
+    assert got["SPY|STK"][0] == "mark"
+    [mat] = result.asset_materializations_for_node("position_greeks")
+    assert mat.metadata["options_valued_at_model"].value == 0

@@ -102,8 +102,11 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         for day in days:
             session = on(stored, day)
             implied = int((session["vol_source"] == "implied").sum()) if not session.empty else 0
+            at_model = session[session["value_source"] == "model"] if not session.empty else session
             meta.record(day, POSITION_GREEKS, {
                 "positions": len(session), "implied_vols": implied,
+                "options_valued_at_model": len(at_model),
+                "valued_at_model": ", ".join(at_model["position_key"]) if len(at_model) else "none",
                 **_totals(_book(pd.DataFrame(portfolio_greek_rows(session, day)))),
             })
         yield dg.MaterializeResult(asset_key=POSITION_GREEKS, metadata=meta.output_metadata(POSITION_GREEKS))
