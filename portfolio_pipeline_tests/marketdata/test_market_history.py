@@ -319,3 +319,42 @@ def test_model_vs_market_check_runs_with_the_eod_assets(db_url: str, portfolio_e
     assert got["SPY|STK"][0] == "mark"
     [mat] = result.asset_materializations_for_node("position_greeks")
     assert mat.metadata["options_valued_at_model"].value == 0
+
+
+def test_market_history_asset_over_ibkr_reports_an_unavailable_symbol(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPX and VIX from the fake Gateway; VIX3M has no security definition there: it is
+    reported (metadata, failed gap check naming it), nothing is stored or filled for it."""
+    from portfolio_pipeline.defs import resources as resources_module
+
+    gw = _gateway()
+    vix = MarketHistory().vix().loc["2018-01-02":"2018-02-09"]
+    gw.bars[502] = [(ts.date(), v, v, v, v, 0.0) for ts, v in vix.items()]
+    monkeypatch.setattr(resources_module, "adapters_for",
+                        lambda accounts, instruments, clock, *a, **k: [(adapter(gw), ["U1"])])
+    parts = session_partitions(CAL, end=date(2019, 1, 1))
+    result = dg.materialize(
+        [make_market_history_asset(parts)], partition_key="2018-02-09",
+        resources={"db": DatabaseResource(url=db_url),
+                   "platform": PlatformResource(config_dir=str(CONFIG_DIR), demo_only=True)},
+        run_config={"ops": {"market_history": {"config": {"depth_years": 0.1}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    [mat] = result.asset_materializations_for_node("market_history")
+    assert mat.metadata["unavailable"].value == "VIX3M"
+    assert mat.metadata["notes"].value.startswith("ibkr: no security definition for VIX3M|IND")
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["market_history_no_gaps"].passed
+    assert checks["market_history_no_gaps"].description == "VIX3M: no bars stored"
+    [req] = [r for r in gw.requests_named("reqHistoricalData") if r[1].symbol == "SPX"]
+    assert req[3] == "38 D"  # 0.1 years = 37 days back from 2018-02-09: 2018-01-03.., one request
+    db = Database(db_url)
+    try:
+        with db.connect() as conn:
+            assert stored_span(conn, "SPX") == (date(2018, 1, 3), date(2018, 2, 9), 27)
+            assert stored_span(conn, "VIX3M") is None
+            assert set(conn.execute(select(market_history.c.source).distinct()).scalars()) == {"ibkr:TRADES"}
+    finally:
+        db.dispose()

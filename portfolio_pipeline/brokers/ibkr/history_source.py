@@ -164,7 +164,7 @@ class IbkrHistorySource:
         except BrokerError as exc:
             err = _request_error(exc)
             if (err is not None and err.code == 200) or "no security definition" in str(exc):
-                raise HistoryUnavailableError(f"ibkr: no security definition for {symbol}: {exc}") from exc
+                raise HistoryUnavailableError(str(exc)) from exc
             raise
         raw = await self._bars(symbol, contract, start, end)
         source = f"ibkr:{WHAT_TO_SHOW}"
