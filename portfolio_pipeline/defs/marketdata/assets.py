@@ -61,9 +61,11 @@ def history_source(adapter: BrokerAdapter | None, instruments: InstrumentTable) 
         assert isinstance(adapter, IbkrBroker)
         return IbkrHistorySource(adapter, instruments)
     if adapter is not None and adapter.name == "tastytrade":
+        from portfolio_pipeline.brokers.tastytrade.adapter import TastytradeAdapter
         from portfolio_pipeline.brokers.tastytrade.history_source import TastytradeHistorySource
 
-        return TastytradeHistorySource(adapter)
+        assert isinstance(adapter, TastytradeAdapter)
+        return TastytradeHistorySource(adapter._require_session(), instruments)
     from portfolio_pipeline.brokers.demo.history_source import DemoHistorySource
 
     return DemoHistorySource()
