@@ -358,3 +358,27 @@ def test_market_history_asset_over_ibkr_reports_an_unavailable_symbol(
             assert set(conn.execute(select(market_history.c.source).distinct()).scalars()) == {"ibkr:TRADES"}
     finally:
         db.dispose()
+
+
+def test_symbols_are_the_book_underlyings_their_proxies_and_the_indices(db_url: str) -> None:
+    from portfolio_pipeline.defs.marketdata.assets import book_symbols
+    from portfolio_pipeline.storage import positions_snapshot, replace_partition
+    from portfolio_pipeline.storage.records import position_row
+    from portfolio_pipeline_tests.stubs import option, position
+
+    day = date(2018, 2, 2)
+    qqq = position(option("QQQ", 160.0, "P", date(2018, 3, 16)), -1, underlying_price=165.0)
+    es = position(option("ES", 2600.0, "P", date(2018, 3, 16), trading_class="ES", sec_type="FOP"), 1)
+    db = Database(db_url)
+    db.migrate()
+    try:
+        with db.begin() as conn:
+            replace_partition(conn, positions_snapshot, {"session_date": day},
+                              [position_row(day, qqq), position_row(day, es)])
+    finally:
+        db.dispose()
+    cfg = StressScenariosFile.model_validate({"underlyings": {"QQQ": {"proxy": "ndx"}}})
+    resource = DatabaseResource(url=db_url)
+    # QQQ moves with NDX in the Monte Carlo: NDX's history is fetched too; ES (the future
+    # behind the futures option) by its root; SPX, VIX, VIX3M always
+    assert book_symbols(resource, [day], cfg) == ["ES", "NDX", "QQQ", "SPX", "VIX", "VIX3M"]

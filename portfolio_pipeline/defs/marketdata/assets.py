@@ -28,6 +28,7 @@ from portfolio_pipeline.brokers.base import BrokerAdapter
 from portfolio_pipeline.defs.marketdata import checks
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.defs.stress.book import stress_config
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.marketdata.bars import (
     INDEX_SYMBOLS,
@@ -35,7 +36,8 @@ from portfolio_pipeline.marketdata.bars import (
     HistorySource,
     HistoryUnavailableError,
 )
-from portfolio_pipeline.marketdata.store import read_bars, store_bars, stored_span
+from portfolio_pipeline.marketdata.store import PROXY_SYMBOLS, read_bars, store_bars, stored_span
+from portfolio_pipeline.quant.scenarios import StressScenariosFile
 from portfolio_pipeline.storage import positions_snapshot
 
 GROUP = "marketdata"
@@ -71,13 +73,15 @@ def history_source(adapter: BrokerAdapter | None, instruments: InstrumentTable) 
     return DemoHistorySource()
 
 
-def book_symbols(db: DatabaseResource, days: list[date]) -> list[str]:
-    """Underlyings of the sessions' books plus :data:`INDEX_SYMBOLS`, sorted."""
+def book_symbols(db: DatabaseResource, days: list[date], stress: StressScenariosFile | None = None) -> list[str]:
+    """Underlyings of the sessions' books plus :data:`INDEX_SYMBOLS`, plus the Monte Carlo
+    proxy index of each underlying (``stress_scenarios.yaml``: QQQ moves with NDX), sorted."""
     t = positions_snapshot
     with db.database.connect() as conn:
         found = {r[0].upper() for r in conn.execute(
             select(t.c.underlying).where(t.c.session_date.in_(days)).distinct())}
-    return sorted(found | set(INDEX_SYMBOLS))
+    proxies = {PROXY_SYMBOLS[stress.underlying(u).proxy] for u in found} if stress is not None else set()
+    return sorted(found | proxies | set(INDEX_SYMBOLS))
 
 
 def plan(span: tuple[date, date, int] | None, end: date, depth_years: float) -> tuple[date, date] | None:
@@ -125,7 +129,7 @@ def make_market_history_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsD
         meta = SessionMetadata(context)
         days = meta.days
         end = days[-1]
-        symbols = book_symbols(db, days)
+        symbols = book_symbols(db, days, stress_config(platform.config))
         adapters = platform._brokers()
         live = [a for a, _ in adapters if a.name != "demo"]
         adapter = live[0] if live else None
