@@ -191,6 +191,24 @@ def test_monte_carlo_fit_of_a_backfilled_session_ignores_later_history(db: Datab
         assert (fa.fit.omega, fa.fit.alpha, fa.fit.beta, fa.fit.nu) == (fb.fit.omega, fb.fit.alpha, fb.fit.beta, fb.fit.nu)
         assert fa.window.index[-1] <= pd.Timestamp(fit_date)
     assert any(n.startswith("spx GARCH window ") for n in a.notes)  # the window is named
+    # the session's full setup (GARCH state filtered forward to the session itself)
+    from types import SimpleNamespace
+
+    from portfolio_pipeline.quant.scenarios import UnderlyingStress
+    from portfolio_pipeline_tests.stubs import platform_config
+
+    sb = SimpleNamespace(session=day, settings=(UnderlyingStress(proxy="spx"),), vix=17.31, vix3m=17.9)
+    sa = later.setup(sb, platform_config())  # type: ignore[arg-type]
+    sbnd = bounded.setup(sb, platform_config())  # type: ignore[arg-type]
+    np.testing.assert_array_equal(sa.model.sigma0, sbnd.model.sigma0)
+    np.testing.assert_array_equal(sa.corr, sbnd.corr)
+    assert sa.notes == sbnd.notes
+    # ... and it does move when the session's own return is dropped (the test can fail)
+    with db.connect() as conn:
+        before = McFits(StoredHistory(conn, CAL.previous_session(day)), CAL, cfg)
+    sprev = before.setup(SimpleNamespace(**{**vars(sb), "session": CAL.previous_session(day)}),  # type: ignore[arg-type]
+                         platform_config())
+    assert not np.array_equal(sprev.model.sigma0, sa.model.sigma0)
 
     with db.connect() as conn:
         early = McFits(StoredHistory(conn, date(2015, 6, 1)), CAL, cfg)
