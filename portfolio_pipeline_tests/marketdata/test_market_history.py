@@ -106,6 +106,14 @@ def test_checks_flag_gap_split_and_stale_closes() -> None:
     assert find_stale(closes, "AAPL", date(2018, 1, 12), 5) == []
 
 
+def test_fetch_stops_at_the_last_closed_session() -> None:
+    from portfolio_pipeline.defs.marketdata.assets import fetch_end
+
+    # an EOD run of today's partition before the close fetches up to yesterday
+    assert fetch_end(date(2026, 12, 4), date(2026, 12, 3)) == date(2026, 12, 3)
+    assert fetch_end(date(2018, 2, 2), date(2026, 12, 3)) == date(2018, 2, 2)
+
+
 def test_plan_backfills_once_then_extends() -> None:
     assert plan(None, date(2026, 12, 4), 5.0) == (date(2021, 12, 4), date(2026, 12, 4))
     assert plan((date(2021, 12, 6), date(2026, 12, 2), 1255), date(2026, 12, 4), 5.0) == (

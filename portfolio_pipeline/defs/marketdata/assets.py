@@ -25,6 +25,7 @@ import dagster as dg
 from sqlalchemy import select
 
 from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.clock import system_clock
 from portfolio_pipeline.defs.marketdata import checks
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -84,6 +85,12 @@ def book_symbols(db: DatabaseResource, days: list[date], stress: StressScenarios
     return sorted(found | proxies | set(INDEX_SYMBOLS))
 
 
+def fetch_end(last_day: date, last_completed: date) -> date:
+    """Last session to fetch: the run's last session, but never one that has not closed
+    (an intraday bar is not a close; the freshness check then names the missing close)."""
+    return min(last_day, last_completed)
+
+
 def plan(span: tuple[date, date, int] | None, end: date, depth_years: float) -> tuple[date, date] | None:
     """The range to fetch for one symbol (module docstring): None when up to date."""
     if span is None:
@@ -128,7 +135,7 @@ def make_market_history_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsD
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         meta = SessionMetadata(context)
         days = meta.days
-        end = days[-1]
+        end = fetch_end(days[-1], platform.calendar.last_completed_session(system_clock()))
         symbols = book_symbols(db, days, stress_config(platform.config))
         adapters = platform._brokers()
         live = [a for a, _ in adapters if a.name != "demo"]
@@ -176,7 +183,7 @@ def make_market_history_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsD
                       "notes": dg.MetadataValue.text("; ".join(notes) or "none")},
         )
         yield from checks.history_check_results(
-            frame, symbols, sessions, end,
+            frame, symbols, sessions, days[-1],
             jump_threshold=config.jump_threshold, stale_repeats=config.stale_repeats,
             jump_exempt=frozenset(s for s in symbols if s in set(instruments)
                                   and instruments.spec(s).underlying_type == "volatility_index"),
