@@ -31,6 +31,7 @@ from sqlalchemy import Connection, and_, delete, func, select
 
 from portfolio_pipeline.domain.errors import InvalidDataError
 from portfolio_pipeline.marketdata.bars import DailyBar
+from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.storage.tables import market_history
 
 logger = logging.getLogger(__name__)
@@ -238,3 +239,33 @@ def find_stale(closes: pd.Series, symbol: str, session: date, repeats: int) -> l
     if repeats > 1 and len(tail) == repeats and np.all(tail == tail[0]):
         out.append(f"{symbol}: close {tail[0]:g} unchanged for the last {repeats} sessions up to {last}")
     return out
+
+
+class PublishedThenStored(MarketHistory):
+    """The shipped published history, continued by the stored broker closes after its end.
+
+    For the historical replays of a live book: the built-in crisis windows (2008, 2018,
+    2020) keep their published/anchored data, and a configured window after the shipped
+    data (which ends 2018-12-31 for the S&P 500, 2019-01-03 for the VIX) reads the
+    broker closes stored up to ``stored.as_of``.  The two never overlap: a stored close
+    is used only after the last published one, so no day mixes sources.
+    """
+
+    def __init__(self, stored: StoredHistory) -> None:
+        super().__init__()
+        self._stored = stored
+
+    def _continued(self, published: pd.Series, symbol: str) -> pd.Series:
+        if symbol not in self._stored.symbols:
+            return published
+        later = self._stored.closes(symbol)
+        later = later[later.index > published.index.max()]
+        out = pd.concat([published, later.astype("float64")]).rename(published.name)
+        out.index.name = "session"
+        return out
+
+    def spx_close(self) -> pd.Series:
+        return self._continued(super().spx_close(), "SPX")
+
+    def vix(self) -> pd.Series:
+        return self._continued(super().vix(), "VIX")

@@ -408,3 +408,42 @@ def test_symbols_are_the_book_underlyings_their_proxies_and_the_indices(db_url: 
     # QQQ moves with NDX in the Monte Carlo: NDX's history is fetched too; ES (the future
     # behind the futures option) by its root; SPX, VIX, VIX3M always
     assert book_symbols(resource, [day], cfg) == ["ES", "NDX", "QQQ", "SPX", "VIX", "VIX3M"]
+
+
+# --------------------------------------------------------------------------- replays
+
+
+def test_replay_of_a_window_after_the_shipped_data_reads_the_stored_closes(db: Database) -> None:
+    """Built-in windows keep their published data; a configured 2024 window reads the broker
+    closes stored up to the run's session, and is dropped while it has not ended."""
+    from portfolio_pipeline.defs.marketdata.reader import ended_windows
+    from portfolio_pipeline.defs.stress.book import replay_paths
+    from portfolio_pipeline.marketdata.store import PublishedThenStored
+
+    sessions = CAL.sessions(date(2024, 8, 1), date(2024, 8, 9))
+    # test closes (not market data): a 1% daily fall of SPX, the VIX up 2 points a day
+    spx = pd.Series([5400.0 * 0.99**i for i in range(len(sessions))], index=pd.DatetimeIndex(sessions))
+    vix = pd.Series([16.0 + 2 * i for i in range(len(sessions))], index=pd.DatetimeIndex(sessions))
+    with db.begin() as conn:
+        store_bars(conn, "SPX", sessions[0], sessions[-1], _bars("SPX", spx, "ibkr:TRADES"), FETCHED)
+        store_bars(conn, "VIX", sessions[0], sessions[-1], _bars("VIX", vix, "ibkr:TRADES"), FETCHED)
+    cfg = StressScenariosFile.model_validate({"historical": {
+        "builtin": ["feb_2018"],
+        "windows": [{"name": "aug_2024", "start": "2024-08-01", "end": "2024-08-09", "vix_fill": "history"}],
+    }})
+    with db.connect() as conn:
+        history = PublishedThenStored(StoredHistory(conn, date(2024, 8, 9), ["SPX", "VIX"]))
+    feb, aug = replay_paths(history, CAL, cfg)
+    assert feb.spx[0] == pytest.approx(float(MarketHistory().spx_close().loc["2018-01-26"]))
+    assert aug.dates == tuple(sessions)
+    np.testing.assert_allclose(aug.spx, spx.to_numpy(), rtol=0, atol=0)
+    np.testing.assert_allclose(aug.vix, vix.to_numpy(), rtol=0, atol=0)
+    # a run for 2024-08-07 cannot replay a window ending 2024-08-09
+    early = ended_windows(cfg, date(2024, 8, 7))
+    assert [w.name for w in early.historical.windows] == []
+    assert early.historical.builtin == ["feb_2018"]
+    with db.connect() as conn:
+        bounded = PublishedThenStored(StoredHistory(conn, date(2024, 8, 7), ["SPX", "VIX"]))
+    assert bounded.spx_close().index.max() == pd.Timestamp("2024-08-07")
+    with pytest.raises(InvalidDataError, match="aug_2024"):
+        replay_paths(bounded, CAL, cfg)

@@ -12,7 +12,8 @@ from datetime import date
 
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.marketdata.history import MarketHistory
-from portfolio_pipeline.marketdata.store import StoredHistory
+from portfolio_pipeline.marketdata.store import PublishedThenStored, StoredHistory
+from portfolio_pipeline.quant.scenarios import StressScenariosFile
 
 
 def uses_stored_history(platform: PlatformResource) -> bool:
@@ -26,3 +27,20 @@ def model_history(db: DatabaseResource, platform: PlatformResource, as_of: date)
         return MarketHistory()
     with db.database.connect() as conn:
         return StoredHistory(conn, as_of)
+
+
+def replay_history(db: DatabaseResource, platform: PlatformResource, as_of: date) -> MarketHistory:
+    """The history the replays read: the shipped published data, continued (live brokers)
+    by the stored closes up to ``as_of`` (:class:`PublishedThenStored`)."""
+    if not uses_stored_history(platform):
+        return MarketHistory()
+    with db.database.connect() as conn:
+        return PublishedThenStored(StoredHistory(conn, as_of, ["SPX", "VIX"]))
+
+
+def ended_windows(cfg: StressScenariosFile, last: date) -> StressScenariosFile:
+    """``cfg`` without the configured replay windows that end after ``last`` (the run's
+    last session): their broker history does not exist yet for the run."""
+    hc = cfg.historical
+    kept = [w for w in hc.windows if w.end <= last]
+    return cfg.model_copy(update={"historical": hc.model_copy(update={"windows": kept})})

@@ -17,7 +17,12 @@ import dagster as dg
 import numpy as np
 from sqlalchemy import Table, select
 
-from portfolio_pipeline.defs.marketdata.reader import model_history
+from portfolio_pipeline.defs.marketdata.reader import (
+    ended_windows,
+    model_history,
+    replay_history,
+    uses_stored_history,
+)
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -36,7 +41,6 @@ from portfolio_pipeline.defs.stress.book import (
     replay_paths,
     stress_config,
 )
-from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.quant import risk_metrics
 from portfolio_pipeline.quant.correlation import (
     NearestCorrelation,
@@ -277,7 +281,8 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     def stress_historical_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        history = MarketHistory()  # once per run, like the replay paths below
+        history = replay_history(db, platform, partition_dates(context)[-1])  # once per run
+        live = uses_stored_history(platform)  # the demo replays its 2018 spike on 2018 books
         replay: list[ReplayPath] | None = None
         meta = SessionMetadata(context)
         totals: list[np.ndarray] = []
@@ -287,7 +292,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             if sb is None:
                 continue
             if replay is None:  # the windows do not depend on the session
-                replay = replay_paths(history, platform.calendar, cfg)
+                replay = replay_paths(history, platform.calendar, ended_windows(cfg, meta.days[-1]) if live else cfg)
             ents, agg = entities(sb)
             accounts = [e for e in range(len(ents)) if ents[e][2] == ALL]
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
@@ -297,6 +302,10 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             lines = ["| window | worst day | worst P&L | Greeks approx | end P&L | filled days |",
                      "|---|---|---:|---:|---:|---:|"]
             for path in replay:
+                if live and path.dates[-1] > day:  # no look-ahead on broker history
+                    values[f"{path.name}_skipped"] = dg.MetadataValue.text(
+                        f"window ends {path.dates[-1]}, after the session")
+                    continue
                 sc = path.scenarios(sb)
                 full = revalue(sb.book, sc, **kw) @ agg  # type: ignore[arg-type]
                 approx = greeks_pnl(sb.book, sc, **kw) @ agg  # type: ignore[arg-type]
