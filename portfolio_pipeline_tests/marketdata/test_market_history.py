@@ -447,3 +447,63 @@ def test_replay_of_a_window_after_the_shipped_data_reads_the_stored_closes(db: D
     assert bounded.spx_close().index.max() == pd.Timestamp("2024-08-07")
     with pytest.raises(InvalidDataError, match="aug_2024"):
         replay_paths(bounded, CAL, cfg)
+
+
+# --------------------------------------------------------------------------- models on stored history
+
+
+def test_monte_carlo_of_a_live_book_reads_the_stored_history_without_look_ahead(
+    db_url: str, tmp_path: object
+) -> None:
+    """Oracle: with the shipped closes stored as the broker's, a live configuration gives
+    bit-for-bit the Monte Carlo VaR of the demo path (which reads the shipped data);
+    cutting the store at the session leaves it unchanged (no later close is used)."""
+    from pathlib import Path
+
+    import yaml
+    from sqlalchemy import delete
+
+    from portfolio_pipeline.defs.stress.assets import make_stress_assets
+    from portfolio_pipeline.storage.tables import monte_carlo_var
+    from portfolio_pipeline_tests.defs.stress.test_stress import DAY, _rows, _seed, _small_config
+
+    _seed(db_url)
+    demo_cfg = _small_config(Path(str(tmp_path)) / "demo")
+    live_cfg = _small_config(Path(str(tmp_path)) / "live")
+    (live_cfg / "accounts.yaml").write_text(yaml.safe_dump({"accounts": [
+        {"name": "ib", "broker": "ibkr", "account_id": "U1"}]}))
+    db = Database(db_url)
+    source = DemoHistorySource()
+    with db.begin() as conn:
+        for symbol in ("SPX", "NDX", "VIX"):
+            answer = asyncio.run(source.daily_bars(symbol, date(2007, 1, 1), date(2018, 12, 31)))
+            store_bars(conn, symbol, answer.start, answer.end, answer.bars, FETCHED)
+    parts = session_partitions(CAL, end=date(2018, 12, 31))
+    assets = make_stress_assets(parts)
+
+    def run_mc(cfg_dir: Path) -> tuple[list[dict[str, object]], str]:
+        result = dg.materialize(
+            assets, selection=["monte_carlo_var"], partition_key=DAY.isoformat(),
+            resources={"db": DatabaseResource(url=db_url), "platform": PlatformResource(config_dir=str(cfg_dir))},
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+        assert result.success
+        [mat] = result.asset_materializations_for_node("monte_carlo_var")
+        return _rows(db_url, monte_carlo_var, [DAY]), str(mat.metadata["fit_notes"].value)
+
+    try:
+        shipped, _ = run_mc(demo_cfg)
+        stored, notes = run_mc(live_cfg)
+        assert stored == shipped
+        assert "spx GARCH window " in notes and "ndx GARCH window " in notes
+        with db.begin() as conn:
+            conn.execute(delete(market_history).where(market_history.c.session_date > DAY))
+        cut, _ = run_mc(live_cfg)
+        assert cut == shipped
+        # the live path does read the store: without NDX closes it refuses, naming them
+        with db.begin() as conn:
+            conn.execute(delete(market_history).where(market_history.c.symbol == "NDX"))
+        with pytest.raises(InvalidDataError, match="no stored closes of NDX up to 2018-02-02"):
+            run_mc(live_cfg)
+    finally:
+        db.dispose()
