@@ -507,3 +507,42 @@ def test_monte_carlo_of_a_live_book_reads_the_stored_history_without_look_ahead(
             run_mc(live_cfg)
     finally:
         db.dispose()
+
+
+def test_beta_of_a_live_book_is_estimated_on_stored_closes_up_to_the_session(
+    db_url: str, tmp_path: object
+) -> None:
+    """Hand-made closes: AAPL's daily log return is 1.5 x SPX's until the session, then
+    -3 x afterwards; the OLS beta for the session is exactly 1.5 (nothing after it read)."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+
+    from portfolio_pipeline.analytics.beta import estimate_betas
+    from portfolio_pipeline.analytics.settings import BetaSettings
+    from portfolio_pipeline.defs.greeks.frames import beta_history
+
+    cfg_dir = Path(str(tmp_path)) / "config"
+    shutil.copytree(CONFIG_DIR, cfg_dir)
+    (cfg_dir / "accounts.yaml").write_text(yaml.safe_dump({"accounts": [
+        {"name": "ib", "broker": "ibkr", "account_id": "U1"}]}))
+    sessions = CAL.sessions(date(2017, 6, 1), date(2018, 3, 29))
+    day = date(2018, 2, 2)
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 0.01, len(sessions))
+    y = np.where(np.array(sessions) <= day, 1.5 * x, -3.0 * x)
+    spx = pd.Series(2500.0 * np.exp(np.cumsum(x)), index=pd.DatetimeIndex(sessions))
+    aapl = pd.Series(150.0 * np.exp(np.cumsum(y)), index=pd.DatetimeIndex(sessions))
+    db = Database(db_url)
+    db.migrate()
+    try:
+        with db.begin() as conn:
+            store_bars(conn, "SPX", sessions[0], sessions[-1], _bars("SPX", spx), FETCHED)
+            store_bars(conn, "AAPL", sessions[0], sessions[-1], _bars("AAPL", aapl), FETCHED)
+    finally:
+        db.dispose()
+    closes = beta_history(DatabaseResource(url=db_url), PlatformResource(config_dir=str(cfg_dir)), day)
+    assert closes.index.max() == pd.Timestamp(day)
+    betas = estimate_betas(closes, day, ["AAPL"], BetaSettings(window=120))
+    assert betas["AAPL"] == pytest.approx(1.5, rel=1e-9)
