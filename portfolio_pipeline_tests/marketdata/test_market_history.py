@@ -20,7 +20,7 @@ from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.stress.book import McFits
 from portfolio_pipeline.domain.errors import InvalidDataError
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
-from portfolio_pipeline.marketdata.bars import DailyBar, HistoryUnavailableError
+from portfolio_pipeline.marketdata.bars import DailyBar, HistoryAnswer, HistoryUnavailableError
 from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.marketdata.store import (
     StoredHistory,
@@ -546,3 +546,24 @@ def test_beta_of_a_live_book_is_estimated_on_stored_closes_up_to_the_session(
     assert closes.index.max() == pd.Timestamp(day)
     betas = estimate_betas(closes, day, ["AAPL"], BetaSettings(window=120))
     assert betas["AAPL"] == pytest.approx(1.5, rel=1e-9)
+
+
+def test_ibkr_futures_history_is_the_continuous_future_without_an_end_date() -> None:
+    from ib_async import Contract as IbContract
+
+    gw = _gateway()
+    gw.add_contract(IbContract(conId=601, symbol="ES", secType="CONTFUT", exchange="CME", currency="USD",
+                               multiplier="50", lastTradeDateOrContractMonth="20180316", localSymbol="ESH8"))
+    spx = MarketHistory().spx_close().loc["2018-01-02":"2018-02-09"]
+    gw.bars[601] = [(ts.date(), v, v + 5, v - 5, v + 1.0, 1e6) for ts, v in spx.items()]
+
+    async def scenario() -> HistoryAnswer:
+        async with adapter(gw, clock=lambda: datetime(2018, 2, 2, 21, 0, tzinfo=UTC)) as broker:
+            return await IbkrHistorySource(broker, instruments()).daily_bars("ES", date(2018, 1, 2), date(2018, 1, 31))
+
+    answer = run(scenario)
+    [req] = gw.requests_named("reqHistoricalData")
+    # no end date; 2018-01-02 .. "now" (2018-02-02) is 32 days
+    assert (req[1].secType, req[1].symbol, req[2], req[3]) == ("CONTFUT", "ES", "", "32 D")
+    assert [b.session for b in answer.bars] == CAL.sessions(date(2018, 1, 2), date(2018, 1, 31))  # cut at end
+    assert answer.bars[0].close == float(spx.iloc[0]) + 1.0

@@ -2,7 +2,8 @@
 
 Contracts: indices and volatility indices of the instrument table (SPX, NDX, VIX,
 VIX3M...) as ``IND``; futures roots (ES, NQ, CL...) as the continuous future
-(``CONTFUT``, the futures behind futures options); everything else as a SMART stock/ETF.
+(``CONTFUT``, the futures behind futures options; IBKR takes no end date for it, so it is
+asked up to now and cut at the requested end); everything else as a SMART stock/ETF.
 Bars are ``TRADES`` with regular trading hours only; the source is stored as
 ``ibkr:TRADES``.
 
@@ -119,13 +120,19 @@ class IbkrHistorySource:
             qualified = found[0] if found else None
             if not isinstance(qualified, IbContract) or not qualified.conId:
                 raise HistoryUnavailableError(f"ibkr: no continuous future for {symbol} on {spec.future.exchange}")
+            qualified.secType = "CONTFUT"  # the details name the front month; keep it continuous
             return qualified
         return await self._broker._qualify(Contract(symbol, "STK"))
 
     async def _bars(self, symbol: str, contract: IbContract, start: date, end: date) -> list[Any]:
         ib = await self._broker._ready_ib()
-        end_at = datetime.combine(end, time(23, 59, 59), tzinfo=NEW_YORK)
+        end_at: datetime | str = datetime.combine(end, time(23, 59, 59), tzinfo=NEW_YORK)
         duration = duration_for(start, end)
+        if contract.secType == "CONTFUT":
+            # IBKR refuses an end date for continuous futures (error 10339): ask up to now
+            # and keep the sessions up to ``end`` (below)
+            end_at = ""
+            duration = duration_for(start, max(end, self._broker._clock().astimezone(NEW_YORK).date()))
         what = f"historical data {symbol} {duration} to {end}"
         for attempt in (0, 1):
             await self._pacing.acquire()
