@@ -345,6 +345,10 @@ def test_model_vs_market_check_runs_with_the_eod_assets(db_url: str, portfolio_e
     assert got["SPY|STK"][0] == "mark"
     [mat] = result.asset_materializations_for_node("position_greeks")
     assert mat.metadata["options_valued_at_model"].value == 0
+    # the beta window is named: the 252 daily returns of the shipped SPX up to the session,
+    # dated by their closing session (the 252nd XNYS session back from 2018-02-05 on)
+    first = CAL.sessions(date(2016, 1, 4), DAY2)[-252]
+    assert mat.metadata["beta_window"].value == f"{first}..{DAY2} (252 SPX returns)"
 
 
 def test_market_history_asset_over_ibkr_reports_an_unavailable_symbol(
@@ -496,6 +500,7 @@ def test_monte_carlo_of_a_live_book_reads_the_stored_history_without_look_ahead(
         stored, notes = run_mc(live_cfg)
         assert stored == shipped
         assert "spx GARCH window " in notes and "ndx GARCH window " in notes
+        assert "correlation from " in notes
         with db.begin() as conn:
             conn.execute(delete(market_history).where(market_history.c.session_date > DAY))
         cut, _ = run_mc(live_cfg)
@@ -546,6 +551,10 @@ def test_beta_of_a_live_book_is_estimated_on_stored_closes_up_to_the_session(
     assert closes.index.max() == pd.Timestamp(day)
     betas = estimate_betas(closes, day, ["AAPL"], BetaSettings(window=120))
     assert betas["AAPL"] == pytest.approx(1.5, rel=1e-9)
+    from portfolio_pipeline.analytics.beta import beta_window
+
+    first = sessions[sessions.index(day) - 119]
+    assert beta_window(closes, day, 120) == f"{first}..{day} (120 SPX returns)"
 
 
 def test_ibkr_futures_history_is_the_continuous_future_without_an_end_date() -> None:

@@ -3,13 +3,14 @@
 
 import math
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
 from portfolio_pipeline.analytics.beta import (
+    beta_window,
     combine_closes,
     estimate_betas,
     stored_closes,
@@ -84,9 +85,11 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         closes = combine_closes(stored_closes(spot_rows), beta_history(db, platform, days[-1]))
         ref_root = cfg.beta.reference.upper()
         hour = settlement_hour(calendar)
+        windows: dict[date, str] = {}
         for day in days:
             pos = on(positions, day)
             betas = estimate_betas(closes, day, set(pos["underlying"]), cfg.beta)
+            windows[day] = beta_window(closes, day, cfg.beta.window, cfg.beta.reference)
             ts = pd.Timestamp(day)
             ref = closes[ref_root].get(ts, math.nan) if ref_root in closes.columns else math.nan
             rows = position_greek_rows(
@@ -106,6 +109,7 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             meta.record(day, POSITION_GREEKS, {
                 "positions": len(session), "implied_vols": implied,
                 "options_valued_at_model": len(at_model),
+                "beta_window": windows.get(day, "none"),
                 "valued_at_model": ", ".join(at_model["position_key"]) if len(at_model) else "none",
                 **_totals(_book(pd.DataFrame(portfolio_greek_rows(session, day)))),
             })

@@ -483,6 +483,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             with db.database.begin() as conn:
                 replace_partition(conn, correlation_stress, {"session_date": day}, rows)
 
+            session_meta["fit_notes"] = dg.MetadataValue.text("; ".join(setup.notes))
             session_meta["matrices"] = dg.MetadataValue.md(
                 f"Historical (estimated)\n\n{_matrix_md(names, setup.corr)}\n\nCrisis (weight "
                 f"{cfg.correlation.crisis_weight:g}, overrides, Higham repair in "
