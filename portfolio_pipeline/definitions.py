@@ -8,6 +8,7 @@ from portfolio_pipeline.defs import (
     backtest,
     greeks,
     jobs,
+    marketdata,
     notifications,
     positions,
     reporting,
@@ -30,6 +31,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions.merge(
         positions.definitions(partitions),
         stress.definitions(partitions),
+        marketdata.definitions(partitions),
         alerts_definitions(),
         greeks.definitions(partitions),
         risk.definitions(partitions),

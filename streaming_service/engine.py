@@ -50,6 +50,7 @@ from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.limits import LimitCheck, RiskSnapshot, evaluate_limits
 from portfolio_pipeline.domain.positions import AccountSnapshot, Position, Quote
 from portfolio_pipeline.domain.regime import RegimeService, RegimeState
+from portfolio_pipeline.marketdata.valuation import market_mark
 from portfolio_pipeline.quant import pricing
 from portfolio_pipeline.quant._typing import Model
 
@@ -162,6 +163,8 @@ class _Group:
     q: float
     beta: float
     totals: FloatArray = field(default_factory=lambda: np.zeros(_N_TOTALS))
+    market0: FloatArray = field(default_factory=lambda: np.zeros(0))
+    """Market value per share at the start (quote mid / last in the spread); NaN = model."""
     opt_idx: IntArray = field(default_factory=_empty_ints)
     index: int = 0
     start: int = 0
@@ -235,6 +238,7 @@ class Engine:
         errors = self._reprice(tuple(self._groups), self._last_ts)
         if errors:
             raise errors[0]
+        self._mark_to_market()
 
     # ------------------------------------------------------------------ set-up
 
@@ -260,6 +264,7 @@ class Engine:
         strike = np.array([p.contract.strike or 0.0 for p in positions], dtype=np.float64)
         settle = np.zeros(n)
         vol0 = np.zeros(n)
+        market0 = np.full(n, np.nan)
         q = float(inputs.dividend_yields.get(root, 0.0))
         for i, p in enumerate(positions):
             c = p.contract
@@ -269,6 +274,8 @@ class Engine:
             tc = instruments.trading_class(root, c.trading_class)
             settle[i] = _settle_epoch(c.expiry, tc.settlement_time)
             quote = quotes.get(c.key)
+            if quote is not None:
+                market0[i] = market_mark(quote.bid, quote.ask, quote.last)[0] or np.nan
             iv = quote.iv if quote is not None and quote.iv is not None else None
             if iv is None or not math.isfinite(iv) or iv <= 0:
                 t = max(settle[i] - p.as_of.timestamp(), 0.0) / _YEAR_SECONDS
@@ -294,6 +301,7 @@ class Engine:
             model=model,
             q=q,
             beta=float(inputs.betas.get(root, 1.0)),
+            market0=market0,
         )
         group.opt_idx = np.flatnonzero(is_option)
         return group
@@ -310,6 +318,8 @@ class Engine:
         self._mult: FloatArray = _cat_f([g.multiplier for g in groups])
         self._vol0: FloatArray = _cat_f([g.vol0 for g in groups])
         self._value0: FloatArray = _cat_f([g.value0 for g in groups])
+        self._market0: FloatArray = _cat_f([g.market0 for g in groups])
+        self._anchor: FloatArray = np.zeros(self._market0.size)  # market - model at the start
         self._gid: IntArray = np.repeat(np.arange(len(groups), dtype=np.intp), sizes)
         self._q_row: FloatArray = np.repeat(np.array([g.q for g in groups], dtype=np.float64), sizes)
         self._beta_row: FloatArray = np.repeat(np.array([g.beta for g in groups], dtype=np.float64), sizes)
@@ -338,7 +348,31 @@ class Engine:
                 by_model.setdefault(g.model, []).append(g.opt_rows)
         self._all_opt_rows: dict[Model, IntArray] = {m: np.concatenate(r) for m, r in by_model.items()}
 
+    def _mark_to_market(self) -> None:
+        """Value every option with a good quote at its market (mid, or last inside the
+        spread; :func:`~portfolio_pipeline.marketdata.valuation.market_mark`) and move it
+        with the model from there: ``value = market0 + model(now) - model(start)``.
+        Options without one stay at model price and are listed in :attr:`valued_at_model`."""
+        marked = self._is_option & np.isfinite(self._market0)
+        self._valued_at_model = frozenset(
+            key for g in self._groups.values() for j, key in enumerate(g.keys)
+            if g.is_option[j] and not math.isfinite(float(g.market0[j]))
+        )
+        if self._valued_at_model:
+            logger.warning("engine: %s option(s) valued at model price (no good quote): %s",
+                           len(self._valued_at_model), ", ".join(sorted(self._valued_at_model)))
+        if marked.any():
+            self._anchor = np.where(marked, self._market0 - self._value, 0.0)
+            errors = self._reprice(tuple(self._groups), self._last_ts)
+            if errors:
+                raise errors[0]
+
     # ------------------------------------------------------------------ queries
+
+    @property
+    def valued_at_model(self) -> frozenset[str]:
+        """Keys of the options valued at model price (no good quote at the start): flagged."""
+        return self._valued_at_model
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -426,7 +460,7 @@ class Engine:
             self._gamma[idx] = res.gamma
             self._vega[idx] = res.vega
             self._theta[idx] = res.theta
-            self._value[idx] = res.price
+            self._value[idx] = res.price + self._anchor[idx]
         if self._stock_rows.size:
             self._value[self._stock_rows] = spot_row[self._stock_rows]
         # Whole-book aggregation: cheaper than slicing, and rows of untouched groups

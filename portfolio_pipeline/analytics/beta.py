@@ -52,6 +52,18 @@ def combine_closes(stored: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     return stored.combine_first(history).sort_index()
 
 
+def beta_window(closes: pd.DataFrame, session: date, window: int, reference: str = "SPX") -> str:
+    """The return window :func:`estimate_betas` uses for ``session`` (for metadata)."""
+    ref = reference.upper()
+    if closes.empty or ref not in closes.columns:
+        return f"no {ref} closes"
+    upto = closes.loc[closes.index <= pd.Timestamp(session), ref].dropna()
+    if len(upto) < 2:
+        return f"no {ref} returns up to {session}"
+    days = upto.index[-(window + 1):]
+    return f"{days[1].date()}..{days[-1].date()} ({len(days) - 1} {ref} returns)"
+
+
 def estimate_betas(
     closes: pd.DataFrame, session: date, roots: Iterable[str], settings: BetaSettings
 ) -> dict[str, float]:

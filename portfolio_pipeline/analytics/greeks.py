@@ -39,6 +39,7 @@ from portfolio_pipeline.domain.errors import UnknownInstrumentError
 from portfolio_pipeline.domain.greeks import position_greeks
 from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
 from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.marketdata.valuation import market_mark
 from portfolio_pipeline.quant import pricing
 
 SettlementHour = Callable[[date, bool], float]
@@ -249,6 +250,13 @@ def position_greek_rows(
         delta=broker["delta"], gamma=broker["gamma"], vega=broker["vega"], theta=broker["theta"],
         quantity=qty, multiplier=mult, spot=spot,
     )
+    at_mark, value_source = marks.copy(), ["mark"] * n
+    for i, r in enumerate(records):
+        if is_option[i]:
+            q = quotes.get(str(r["broker"]), _contract(r).key)
+            at, source = market_mark(*(q.get(k) for k in ("bid", "ask", "last"))) if q else (None, "model")
+            at_mark[i] = at if at is not None else out["price"][i]
+            value_source[i] = source
     rows: list[dict[str, Any]] = []
     for i, r in enumerate(records):
         rows.append({
@@ -293,6 +301,8 @@ def position_greek_rows(
             "rho_per_pct": pg.rho_per_pct[i],
             "beta_weighted_delta": pg.beta_weighted_delta[i],
             "beta_weighted_dollar_delta": pg.beta_weighted_dollar_delta[i],
+            "value_per_share": at_mark[i],
+            "value_source": value_source[i],
         })
     return rows
 

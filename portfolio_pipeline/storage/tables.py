@@ -587,6 +587,9 @@ position_greeks = Table(
     _money("beta"),
     _money("reference_price", nullable=True, comment="reference index close (beta weighting)"),
     *_position_greek_columns(),
+    _money("value_per_share", nullable=True,
+           comment="valuation at the mark: quote mid, else last inside the spread, else model price"),
+    Column("value_source", String(8), nullable=True, comment="mid|last|model (options); mark (others)"),
     comment="Model and broker Greeks per position at the session close.",
 )
 
@@ -916,4 +919,19 @@ session_regime = Table(
            comment="regime of the previous session (hysteresis input); NULL: none stored"),
     comment="THE regime of each session, classified once with hysteresis (storage.regimes); "
     "limits (margin_history) and Monte Carlo read it.",
+)
+
+market_history = Table(
+    "market_history",
+    metadata,
+    _session_date(),
+    _key("symbol", 32, comment="underlying root or index (SPX, VIX, VIX3M, AAPL, ES...)"),
+    _money("open", nullable=True),
+    _money("high", nullable=True),
+    _money("low", nullable=True),
+    _money("close", comment="session close (index points / price per share)"),
+    _money("volume", nullable=True),
+    Column("source", String(48), nullable=False, comment="ibkr:TRADES|tastytrade:candle|demo:..."),
+    _utc("fetched_at"),
+    comment="Daily bars of the book's underlyings and the indices, as the broker sent them.",
 )

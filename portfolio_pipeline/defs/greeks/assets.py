@@ -3,16 +3,16 @@
 
 import math
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
 from portfolio_pipeline.analytics.beta import (
+    beta_window,
     combine_closes,
     estimate_betas,
-    history_closes,
     stored_closes,
 )
 from portfolio_pipeline.analytics.greeks import portfolio_greek_rows, position_greek_rows
@@ -25,8 +25,8 @@ from portfolio_pipeline.defs.greeks.checks import (
     position_greeks_suite,
 )
 from portfolio_pipeline.defs.greeks.frames import (
+    beta_history,
     check_result,
-    market_history,
     on,
     pricing_config,
     read_frame,
@@ -82,12 +82,14 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         positions = read_frame(db, positions_snapshot, days)
         market = read_frame(db, market_snapshot, days)
         spot_rows = read_frame(db, market_snapshot, start=days[0] - BETA_LOOKBACK, end=days[-1])
-        closes = combine_closes(stored_closes(spot_rows), history_closes(market_history()))
+        closes = combine_closes(stored_closes(spot_rows), beta_history(db, platform, days[-1]))
         ref_root = cfg.beta.reference.upper()
         hour = settlement_hour(calendar)
+        windows: dict[date, str] = {}
         for day in days:
             pos = on(positions, day)
             betas = estimate_betas(closes, day, set(pos["underlying"]), cfg.beta)
+            windows[day] = beta_window(closes, day, cfg.beta.window, cfg.beta.reference)
             ts = pd.Timestamp(day)
             ref = closes[ref_root].get(ts, math.nan) if ref_root in closes.columns else math.nan
             rows = position_greek_rows(
@@ -103,8 +105,12 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         for day in days:
             session = on(stored, day)
             implied = int((session["vol_source"] == "implied").sum()) if not session.empty else 0
+            at_model = session[session["value_source"] == "model"] if not session.empty else session
             meta.record(day, POSITION_GREEKS, {
                 "positions": len(session), "implied_vols": implied,
+                "options_valued_at_model": len(at_model),
+                "beta_window": windows.get(day, "none"),
+                "valued_at_model": ", ".join(at_model["position_key"]) if len(at_model) else "none",
                 **_totals(_book(pd.DataFrame(portfolio_greek_rows(session, day)))),
             })
         yield dg.MaterializeResult(asset_key=POSITION_GREEKS, metadata=meta.output_metadata(POSITION_GREEKS))

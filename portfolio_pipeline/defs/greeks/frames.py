@@ -82,3 +82,18 @@ def market_history() -> Any:
 
 
 check_result = suite_check_result
+
+
+def beta_history(db: DatabaseResource, platform: PlatformResource, as_of: date) -> pd.DataFrame:
+    """Closes completing the beta estimation: the stored broker history (every symbol,
+    up to ``as_of`` only) with a live broker, else the shipped data (SPX, NDX proxy, VIX);
+    estimate_betas cuts each session's window at that session."""
+    from portfolio_pipeline.analytics.beta import history_closes
+    from portfolio_pipeline.defs.marketdata.reader import uses_stored_history
+
+    if not uses_stored_history(platform):
+        return history_closes(market_history())
+    from portfolio_pipeline.marketdata.store import StoredHistory
+
+    with db.database.connect() as conn:
+        return StoredHistory(conn, as_of).closes_frame()

@@ -19,7 +19,14 @@ import pandas as pd
 from sqlalchemy import Table, select
 
 from portfolio_pipeline.defs.greeks.frames import read_frame
+from portfolio_pipeline.defs.marketdata.reader import (
+    ended_windows,
+    model_history,
+    replay_history,
+    uses_stored_history,
+)
 from portfolio_pipeline.defs.metadata import SessionMetadata
+from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.stress import checks, vol_rule
 from portfolio_pipeline.defs.stress.book import (
@@ -37,7 +44,6 @@ from portfolio_pipeline.defs.stress.book import (
     stress_config,
 )
 from portfolio_pipeline.domain.regime import RegimeService
-from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.quant.correlation import (
     NearestCorrelation,
     crisis_correlation,
@@ -64,6 +70,7 @@ from portfolio_pipeline.storage.tables import (
 GROUP = "stress"
 UPSTREAM = [
     dg.AssetKey("positions_snapshot"),
+    dg.AssetKey("market_history"),  # the GARCH/correlation history (defs/marketdata)
     dg.AssetKey("market_snapshot"),
     dg.AssetKey("position_greeks"),  # per-position vol/T/r/q when present (defs/greeks)
 ]
@@ -318,7 +325,8 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     def stress_historical_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        history = MarketHistory()  # once per run, like the replay paths below
+        history = replay_history(db, platform, partition_dates(context)[-1])  # once per run
+        live = uses_stored_history(platform)  # the demo replays its 2018 spike on 2018 books
         replay: list[ReplayPath] | None = None
         meta = SessionMetadata(context)
         totals: list[np.ndarray] = []
@@ -330,7 +338,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 continue
             values: dict[str, dg.MetadataValue] = {}
             if replay is None:  # the windows do not depend on the session
-                replay = replay_paths(history, platform.calendar, cfg)
+                replay = replay_paths(history, platform.calendar, ended_windows(cfg, meta.days[-1]) if live else cfg)
             ents, agg = entities(sb)
             accounts = [e for e in range(len(ents)) if ents[e][2] == ALL]
             with db.database.connect() as conn:  # vol rule fitted on the surface history to today
@@ -347,6 +355,10 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             lines = ["| window | worst day | worst P&L | Greeks approx | end P&L | filled days |",
                      "|---|---|---:|---:|---:|---:|"]
             for path in replay:
+                if live and path.dates[-1] > day:  # no look-ahead on broker history
+                    values[f"{path.name}_skipped"] = dg.MetadataValue.text(
+                        f"window ends {path.dates[-1]}, after the session")
+                    continue
                 sc = path.scenarios(sb)
                 full = revalue(sb.book, sc, **kw) @ agg  # type: ignore[arg-type]
                 approx = greeks_pnl(sb.book, sc, **kw) @ agg  # type: ignore[arg-type]
@@ -393,7 +405,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     def monte_carlo_var_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        history = MarketHistory()
+        history = model_history(db, platform, partition_dates(context)[-1])
         fits: McFits | None = None  # the run's GARCH fits, correlations and shocks
         meta = SessionMetadata(context)
         check_rows: list[dict[str, object]] = []  # every session of the run is checked
@@ -467,7 +479,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     def correlation_stress_asset(
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        history = MarketHistory()
+        history = model_history(db, platform, partition_dates(context)[-1])
         fits: McFits | None = None  # the same fits, correlations and shocks as monte_carlo_var
         crisis: dict[tuple[tuple[str, ...], bytes], NearestCorrelation] = {}
         meta = SessionMetadata(context)
@@ -529,6 +541,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             with db.database.begin() as conn:
                 replace_partition(conn, correlation_stress, {"session_date": day}, rows)
 
+            session_meta["fit_notes"] = dg.MetadataValue.text("; ".join(setup.notes))
             session_meta["matrices"] = dg.MetadataValue.md(
                 f"Historical (estimated)\n\n{_matrix_md(names, setup.corr)}\n\nCrisis (weight "
                 f"{cfg.correlation.crisis_weight:g}, overrides, Higham repair in "

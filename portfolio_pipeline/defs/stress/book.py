@@ -39,7 +39,7 @@ import logging
 import math
 import threading
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final
@@ -55,6 +55,7 @@ from portfolio_pipeline.domain.positions import Contract
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.marketdata.history import MarketHistory, realised_vol
+from portfolio_pipeline.marketdata.store import StoredHistory
 from portfolio_pipeline.quant import pricing
 from portfolio_pipeline.quant.correlation import nearest_correlation
 from portfolio_pipeline.quant.scenarios import (
@@ -485,6 +486,20 @@ def _roll_forward(fit: GarchFit, newer: np.ndarray) -> GarchFit:
     return dataclasses.replace(fit, last_sigma=math.sqrt(sigma2), last_resid=resid)
 
 
+class _Returns(dict[str, pd.Series]):
+    """Daily log returns per proxy, loaded on first use (a stored history holds only the
+    symbols its book needs, e.g. no NDX for an SPX-only book)."""
+
+    def __init__(self, loaders: dict[str, Callable[[], pd.Series]]) -> None:
+        super().__init__()
+        self._loaders = loaders
+
+    def __missing__(self, name: str) -> pd.Series:
+        value = _log_returns(self._loaders[name]())
+        self[name] = value
+        return value
+
+
 @dataclass(frozen=True)
 class _ProxyFit:
     fit: GarchFit
@@ -520,15 +535,16 @@ class McFits:
     """
 
     def __init__(
-        self, history: MarketHistory, calendar: ExchangeCalendar, cfg: StressScenariosFile
+        self, history: MarketHistory | StoredHistory, calendar: ExchangeCalendar, cfg: StressScenariosFile
     ) -> None:
         self.calendar = calendar
         self.cfg = cfg.monte_carlo
-        self.returns = {
-            "spx": _log_returns(history.spx_close()),
-            "ndx": _log_returns(history.ndx_proxy_close()),
-            "vix": _log_returns(history.vix()),
-        }
+        self.history = history
+        self.returns = _Returns({
+            "spx": history.spx_close,
+            "ndx": history.ndx_proxy_close,
+            "vix": history.vix,
+        })
         self._sessions: list[date] = []
         self._fits: dict[tuple[str, date], _ProxyFit] = {}
         self._blocks: dict[tuple[tuple[str, ...], date], _FitBlock] = {}
@@ -555,6 +571,12 @@ class McFits:
             start = end - pd.DateOffset(days=round(self.cfg.history_years * 365.25))
             window = r.loc[start:end]
             note = None
+            if len(window) < MIN_GARCH_OBSERVATIONS and getattr(self.history, "strict_no_look_ahead", False):
+                raise InvalidDataError(
+                    f"monte carlo: only {len(window)} {name} returns up to {fit_date} in the stored "
+                    f"market history (GARCH needs {MIN_GARCH_OBSERVATIONS}); deepen the market_history "
+                    "backfill (depth_years) -- later returns are never borrowed"
+                )
             if len(window) < MIN_GARCH_OBSERVATIONS:
                 window = r.iloc[: max(MIN_GARCH_OBSERVATIONS, len(window))]
                 note = (
@@ -577,6 +599,8 @@ class McFits:
                 raise InvalidDataError(f"only {len(joint)} common return days to estimate correlations")
             corr = nearest_correlation(np.corrcoef(joint.to_numpy(np.float64), rowvar=False)).matrix
             notes = [f.note for f in fits if f.note is not None]
+            notes += [f"{n} GARCH window {f.window.index[0].date()}..{f.window.index[-1].date()} "
+                      f"({len(f.window)} returns)" for n, f in zip(names, fits, strict=True)]
             notes.append(
                 f"correlation from {len(joint)} common days "
                 f"{joint.index[0].date()}..{joint.index[-1].date()}"
@@ -630,7 +654,7 @@ class McFits:
 
 def mc_setup(
     sb: StressBook,
-    history: MarketHistory,
+    history: MarketHistory | StoredHistory,
     config: PlatformConfig,
     cfg: StressScenariosFile,
     fits: McFits | None = None,
