@@ -4,8 +4,9 @@ dispatcher behind it when ``notifications.yaml`` is configured."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -30,7 +31,9 @@ class AlertMessage:
 
 
 class AlertSink(Protocol):
-    def send(self, alert: AlertMessage) -> None: ...
+    def send(self, alert: AlertMessage) -> Sequence[Any] | None:
+        """Send ``alert``; the notify sink returns its ``DeliveryResult`` per channel."""
+        ...
 
 
 class LogAlertSink:
@@ -47,10 +50,10 @@ class NotifierAlertSink:
     def __init__(self, notifier: object) -> None:
         self._notifier = notifier
 
-    def send(self, alert: AlertMessage) -> None:
+    def send(self, alert: AlertMessage) -> Sequence[Any] | None:
         from portfolio_pipeline.notify import Alert, AlertType, Severity
 
-        self._notifier.dispatch(Alert(  # type: ignore[attr-defined]
+        return self._notifier.dispatch(Alert(  # type: ignore[attr-defined,no-any-return]
             key=alert.key, type=AlertType(alert.kind), title=alert.title, text=alert.text,
             severity=Severity(alert.severity), regime=alert.regime,
         ))
