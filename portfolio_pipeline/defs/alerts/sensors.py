@@ -32,16 +32,34 @@ def _load_cursor(raw: str | None) -> tuple[int, set[int]]:
 
 
 @dg.sensor(job=breach_response_job, minimum_interval_seconds=10,
-           description="One breach_response run per limit_breach event (run_key = event id).")
-def breach_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource) -> Iterator[dg.RunRequest]:
+           description="One breach_response run per limit_breach event (run_key = event id); on "
+           "its first start it skips events older than the alerts resource's "
+           "breach_first_start_max_age_minutes and says how many.")
+def breach_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource,
+                  alerts: AlertsResource) -> Iterator[dg.RunRequest | dg.SkipReason]:
     last_id, seen = _load_cursor(context.cursor)
+    # The first start's cut-off stays in the cursor: a backlog longer than one batch is
+    # skipped on the following ticks too.
+    doc = json.loads(context.cursor) if context.cursor else {}
+    if "skip_before" in doc:
+        oldest = datetime.fromisoformat(doc["skip_before"])
+    elif context.cursor:  # a cursor written before this cut-off existed: skip nothing
+        oldest = datetime.min.replace(tzinfo=UTC)
+    else:
+        oldest = alerts.now() - alerts.breach_first_start_max_age
     start = max(last_id - LOOKBACK_IDS, 0)
     with db.database.connect() as conn:
         found = events_since(conn, start, kinds=[LIMIT_BREACH], limit=1000)
+    skipped = 0
+    requested = 0
     for event in found:
         if event.id in seen:
             continue
         seen.add(event.id)
+        if event.ts < oldest:
+            skipped += 1
+            continue
+        requested += 1
         yield dg.RunRequest(
             run_key=f"breach:{event.id}",
             run_config={"ops": {"breach_snapshot": {"config": {"event_id": event.id}}}},
@@ -49,7 +67,14 @@ def breach_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource) -> 
         )
     new_last = max([last_id, *(e.id for e in found)])
     floor = new_last - LOOKBACK_IDS
-    context.update_cursor(json.dumps({"last_id": new_last, "seen": sorted(i for i in seen if i > floor)}))
+    context.update_cursor(json.dumps({"last_id": new_last, "seen": sorted(i for i in seen if i > floor),
+                                      "skip_before": oldest.isoformat()}))
+    if skipped:
+        note = (f"skipped {skipped} breach event(s) older than "
+                f"{alerts.breach_first_start_max_age_minutes:g} min (before {oldest.isoformat()})")
+        context.log.warning("breach_sensor %s", note)
+        if not requested:
+            yield dg.SkipReason(note)
 
 
 @dg.sensor(job=staged_order_reminder_job, minimum_interval_seconds=60,

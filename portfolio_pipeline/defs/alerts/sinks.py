@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from portfolio_pipeline.clock import system_clock
 from portfolio_pipeline.storage import Database
 
 __all__ = ["AlertMessage", "AlertSink", "AlertsResource", "LogAlertSink", "NotifierAlertSink"]
@@ -64,7 +66,19 @@ class AlertsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     use_notifier: bool = True
 
+    breach_first_start_max_age_minutes: float = 60.0
+    """On its first start (no cursor) ``breach_sensor`` ignores breach events older than
+    this, so a new deployment over an old events table does not flood anyone."""
+
     _sink: AlertSink | None = PrivateAttr(default=None)
+
+    def now(self) -> datetime:
+        """Aware UTC now (tests override this to pin time)."""
+        return system_clock()
+
+    @property
+    def breach_first_start_max_age(self) -> timedelta:
+        return timedelta(minutes=self.breach_first_start_max_age_minutes)
 
     def sink(self, db: Database, notifications: object | None) -> AlertSink:
         if self._sink is None:
