@@ -244,5 +244,5 @@ def test_expiry_of_a_held_alert_counts_from_the_end_of_quiet_hours(
 def test_now_must_be_aware(make: Any) -> None:
     n = make()
     with pytest.raises(ValueError):
-        n.retry_due(datetime(2026, 3, 10, 15, 0))  # noqa: DTZ001
+        n.retry_due(datetime(2026, 3, 10, 15, 0))
     assert n.retry_due(datetime(2026, 3, 10, 15, 0, tzinfo=UTC)) == []
