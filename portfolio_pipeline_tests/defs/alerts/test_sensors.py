@@ -71,12 +71,32 @@ def test_first_start_skips_old_breaches_and_says_how_many(db: Database, db_url: 
     runs, skips, cursor = _evaluate(db_url, None, now)
     assert [r.run_key for r in runs] == ["breach:4"]
     assert skips == []
-    assert json.loads(cursor or "{}")["skip_before"] == (now - timedelta(minutes=60)).isoformat()
-    # a late commit of an old event behind the cursor is skipped too (the cut-off is kept)
+    backlog = json.loads(cursor or "{}")["backlog"]
+    assert backlog == {"until_id": 4, "before": (now - timedelta(minutes=60)).isoformat()}
+    # written after the first start: alerted whatever its timestamp (a demo replay)
     _add(db, 5, ts=TS)
-    _add(db, 6, ts=now + timedelta(minutes=1))
-    keys, _ = _tick(db_url, cursor, now + timedelta(minutes=2))
-    assert keys == ["breach:6"]
+    keys, cursor = _tick(db_url, cursor, now + timedelta(minutes=2))
+    assert keys == ["breach:5"]
+    # the bound is kept: a restart from this cursor does not re-run or re-skip anything
+    keys, _ = _tick(db_url, cursor, now + timedelta(days=3))
+    assert keys == []
+
+
+def test_first_start_backlog_bound_in_the_cursor_applies_on_later_ticks(
+    db: Database, db_url: str
+) -> None:
+    """A backlog longer than one batch is read over several ticks: the bound recorded on
+    the first start (ids up to 2, before the cut-off) still skips them."""
+    _add(db, 1)
+    _add(db, 2)
+    _add(db, 3, ts=TS - timedelta(minutes=1))  # after the first start: runs though old
+    at_cut = json.dumps({"last_id": 0, "seen": [], "backlog": {"until_id": 2, "before": TS.isoformat()}})
+    keys, _ = _tick(db_url, at_cut, TS)
+    assert keys == ["breach:1", "breach:2", "breach:3"]  # ts == cut-off is not older
+    after_cut = json.dumps({"last_id": 0, "seen": [],
+                            "backlog": {"until_id": 2, "before": (TS + timedelta(seconds=1)).isoformat()}})
+    keys, _ = _tick(db_url, after_cut, TS)
+    assert keys == ["breach:3"]
 
 
 def test_first_start_with_only_old_events_reports_the_skip(db: Database, db_url: str) -> None:
@@ -85,7 +105,7 @@ def test_first_start_with_only_old_events_reports_the_skip(db: Database, db_url:
     runs, [skip], cursor = _evaluate(db_url, None, TS + timedelta(days=1))
     assert runs == []
     assert skip.skip_message is not None
-    assert skip.skip_message.startswith("skipped 2 breach event(s) older than 60 min")
+    assert skip.skip_message.startswith("first start: skipped 2 breach event(s) older than 60 min")
     assert json.loads(cursor or "{}")["last_id"] == 2
 
 
