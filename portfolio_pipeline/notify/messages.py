@@ -45,31 +45,31 @@ class MetricUnits:
     unit: str
     """What the fraction of NLV measures, e.g. "of NLV per vol point"."""
     dollars: str
-    """Unit of ``value x NLV``, e.g. "$/vol pt"."""
+    """What ``value x NLV`` (in dollars) measures, e.g. "per vol point"."""
     consider: str
     """What to consider when no automatic hedge exists for the metric."""
 
 
 METRICS: Final[Mapping[str, MetricUnits]] = {
     "beta_weighted_delta": MetricUnits(
-        "beta-weighted delta", "of NLV", "beta-weighted $ delta",
+        "beta-weighted delta", "of NLV", "beta-weighted dollar delta",
         "index futures or SPY/SPX options against the net delta, or closing the largest "
         "directional positions",
     ),
     "short_gamma": MetricUnits(
-        "short gamma", "of NLV per 1% move", "$ per 1% move",
+        "short gamma", "of NLV per 1% move", "per 1% move",
         "buying near-the-money options (long gamma) or closing short options close to expiry",
     ),
     "vega": MetricUnits(
-        "vega", "of NLV per vol point", "$ per vol point",
+        "vega", "of NLV per vol point", "per vol point",
         "long or short options or calendars against the net vega",
     ),
     "theta": MetricUnits(
-        "theta", "of NLV per day", "$ per day",
+        "theta", "of NLV per day", "per day",
         "reducing long premium (closing long options, or selling premium against them)",
     ),
     "margin_utilisation": MetricUnits(
-        "maintenance margin", "of NLV", "$ margin",
+        "maintenance margin", "of NLV", "of margin",
         "closing or reducing the positions with the largest margin requirement, or adding "
         "cash; no order can hedge margin",
     ),
@@ -207,8 +207,8 @@ def breach_message(record: Mapping[str, Any], *, broker: str | None = None) -> B
         lines.append(f"Consider: {consider}.")
     else:
         lines.append(
-            f"No hedge proposal was made for this {label} breach (see the streaming "
-            "service log); consider hedging by hand."
+            f"No hedge proposal was recorded with this {label} breach: `portfolio orders "
+            "list` shows any proposed since; otherwise consider hedging by hand."
         )
     return BreachText(title, "\n".join(lines))
 

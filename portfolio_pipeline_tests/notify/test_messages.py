@@ -55,7 +55,7 @@ def test_breach_with_a_proposal_names_account_units_and_the_commands() -> None:
     text = msg.text
     assert "account DEMO-001 (demo broker), 2018-02-05 10:31 EST" in text
     # 0.6234 x 500,000 = 311,700
-    assert ("beta-weighted delta +62.34% of NLV (+$311,700 beta-weighted $ delta) vs limit "
+    assert ("beta-weighted delta +62.34% of NLV (+$311,700 beta-weighted dollar delta) vs limit "
             "50.00% of NLV, 125% of the limit") in text
     assert "VIX 20.04, VIX3M 18.40" in text and "20.0384" not in text
     assert "NLV $500,000" in text and "vega -$2,000 per vol point" in text
@@ -66,7 +66,7 @@ def test_breach_with_a_proposal_names_account_units_and_the_commands() -> None:
 def test_breach_without_a_hedge_rule_says_so_and_what_to_consider() -> None:
     msg = breach_message(record("short_gamma"), broker=None)
     assert "account DEMO-001," in msg.text
-    assert "short gamma +62.34% of NLV per 1% move" in msg.text
+    assert "short gamma +62.34% of NLV per 1% move (+$311,700 per 1% move)" in msg.text
     assert "No hedge rule for this metric (short gamma)" in msg.text
     assert "Consider: buying near-the-money options" in msg.text
     assert "portfolio orders" not in msg.text

@@ -32,6 +32,7 @@ def _load_cursor(raw: str | None) -> tuple[int, set[int]]:
 
 
 @dg.sensor(job=breach_response_job, minimum_interval_seconds=10,
+           default_status=dg.DefaultSensorStatus.RUNNING,
            description="One breach_response run per limit_breach event (run_key = event id); on "
            "its first start it skips the events already stored that are older than the alerts "
            "resource's breach_first_start_max_age_minutes, and says how many.")
