@@ -131,11 +131,12 @@ def staged_order_reminder(context: dg.OpExecutionContext, config: ReminderConfig
         context.log.info("order %s is %s; no reminder", order.order_id, order.status.value)
         return
     sink = alerts.sink(db.database, platform.config.get("notifications.yaml"))
-    sink.send(AlertMessage(
+    results = sink.send(AlertMessage(
         key=f"staged_reminder:{order.order_id}:{config.reminder}", kind="staged_order",
         title=f"Staged order {order.order_id} awaits confirmation",
         text=render_order(order) + f"\n\nto act: {order_commands(order.order_id)}",
     ))
+    record_deliveries(context, list(results or []))
 
 
 @dg.job(description="Remind about a staged order nobody has confirmed or rejected.")
