@@ -30,8 +30,10 @@ def alerts() -> None:
               help="How many of the newest alerts.")
 @click.option("--unacked", is_flag=True, help="Only alerts nobody has acknowledged.")
 def list_cmd(limit: int, unacked: bool) -> None:
-    """Recent alerts, newest first: time (New York), key, type, severity, ack, deliveries."""
+    """Recent alerts, newest first: time (New York), short id, key, type, severity, ack,
+    deliveries."""
     from portfolio_pipeline.notify import list_alerts
+    from portfolio_pipeline.notify.store import short_id
 
     with _database() as db:
         found = list_alerts(db, limit=limit, unacknowledged_only=unacked)
@@ -47,7 +49,8 @@ def list_cmd(limit: int, unacked: bool) -> None:
             else "UNACKED"
         )
         sent = ", ".join(f"{c}={s}" for c, s in deliveries.items()) or "no deliveries"
-        click.echo(f"{when}  {alert.alert_key}  [{alert.type}/{alert.severity}]  {ack}  ({sent})")
+        click.echo(f"{when}  {short_id(alert.alert_key)}  {alert.alert_key}  "
+                   f"[{alert.type}/{alert.severity}]  {ack}  ({sent})")
         click.echo(f"    {alert.title}")
 
 
@@ -56,7 +59,8 @@ def list_cmd(limit: int, unacked: bool) -> None:
 @click.option("--by", "who", default=None, help="Who acknowledges (default: cli:<user>).")
 @click.pass_context
 def ack_cmd(ctx: click.Context, alert_id: str, who: str | None) -> None:
-    """Acknowledge alert ALERT_ID (its key, as `portfolio alerts list` shows it)."""
+    """Acknowledge alert ALERT_ID: its key or short id, as `portfolio alerts list` and
+    every alert message show it."""
     from portfolio_pipeline.notify import acknowledge
     from portfolio_pipeline.notify.store import get_alert
 

@@ -32,3 +32,21 @@ def test_list_and_ack(db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
     unknown = runner.invoke(main, ["alerts", "ack", "nope"])
     assert unknown.exit_code == 2
     assert unknown.output == "error: no alert with id 'nope'\n"
+
+
+def test_ack_by_the_short_id_of_the_message(db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from portfolio_pipeline.notify.store import ack_command, short_id
+
+    monkeypatch.setenv("PORTFOLIO_DB_URL", db_url)
+    runner = CliRunner()
+    key = "breach:limit_breach:DEMO-001:vega:2018-02-05T15:31:00+00:00"
+    Notifier(db, log_only_config()).dispatch(Alert(key=key, type=AlertType.BREACH, title="Vega", text="x"))
+    sid = short_id(key)
+    assert f"  {sid}  {key}  " in runner.invoke(main, ["alerts", "list"]).output
+    # the command the message prints, run as printed
+    args = ack_command(key).split()[1:]
+    assert args == ["alerts", "ack", sid]
+    ack = runner.invoke(main, [*args, "--by", "bob"])
+    assert ack.exit_code == 0 and f"acknowledged {sid} by bob" in ack.output
+    again = runner.invoke(main, args)
+    assert "already acknowledged by bob" in again.output

@@ -2,7 +2,8 @@
 hours on the exchange calendar, exactly-once delivery per alert per channel, escalation.
 
 Configured by ``config/notifications.yaml`` (:class:`NotificationsFile`).  Entry points:
-:class:`Notifier` (``dispatch``, ``flush_due``, ``escalate_due``), :func:`acknowledge`,
+:class:`Notifier` (``dispatch``, ``retry_due`` (the outbox), ``flush_due``,
+``escalate_due``), :func:`acknowledge`,
 :func:`recent_failures`, and the renderers :func:`render_daily_summary` /
 :func:`render_weekly_digest`.
 """

@@ -116,6 +116,13 @@ class RouteConfig(_Strict):
     channels: list[ChannelName] = Field(min_length=1)
     severity: Severity = Severity.WARNING
     quiet_hours: QuietBehaviour = QuietBehaviour.HOLD
+    expire_after_minutes: int = Field(
+        default=1440,
+        ge=1,
+        le=10080,
+        description="outbox: a delivery that keeps failing is retried (backoff from "
+        "``retry``) until this long after the alert, then fails for good",
+    )
 
 
 class QuietHoursConfig(_Strict):
@@ -154,7 +161,12 @@ class RetryPolicy(_Strict):
     )
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        The same schedule drives the durable outbox: a delivery still failing after
+        ``max_attempts`` in one run waits ``backoff(stored attempts)`` before the
+        housekeeping sensor tries it again (capped at ``max_backoff_seconds``).
+        """
         delay = self.initial_backoff_seconds * self.multiplier ** (attempt - 1)
         return float(min(delay, self.max_backoff_seconds))
 

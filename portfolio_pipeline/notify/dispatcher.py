@@ -17,6 +17,12 @@ Guarantees:
 - transient errors (HTTP 5xx/429, connection errors, SMTP 4xx) are retried with
   exponential backoff, or after the wait the server asked for; the injected ``sleep``
   does the waiting; permanent errors are recorded at once (:func:`recent_failures`);
+- durable outbox: a delivery still failing after ``retry.max_attempts`` is parked as
+  ``retrying`` with ``next_attempt_at`` = now + ``retry.backoff(stored attempts)``;
+  :meth:`Notifier.retry_due` (the housekeeping sensor) claims and tries it again, one
+  attempt per due row, until it is delivered or its route's ``expire_after_minutes``
+  have passed since the alert.  A delivery that fails for good (permanent error or
+  expiry) raises a ``data_quality`` alert on the *other* channels;
 - in quiet hours a route's ``quiet_hours`` says hold / drop / deliver; critical alerts
   override (unless configured otherwise); everything held for a channel goes out as ONE
   digest when :meth:`Notifier.flush_due` runs after the quiet period.
@@ -36,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, update
 
@@ -62,8 +68,10 @@ from portfolio_pipeline.notify.store import (
     FAILED,
     HELD,
     PENDING,
+    RETRYING,
     SENDING,
     StoredAlert,
+    ack_footer,
     clip_error,
     insert_ignore,
     load_alerts,
@@ -73,13 +81,29 @@ from portfolio_pipeline.notify.store import (
 from portfolio_pipeline.storage.engine import Database
 from portfolio_pipeline.storage.tables import alerts, notification_deliveries, to_utc
 
-__all__ = ["Alert", "DeliveryOutcome", "DeliveryResult", "Notifier", "Sleep"]
+__all__ = [
+    "DELIVERY_FAILED_PREFIX",
+    "Alert",
+    "DeliveryOutcome",
+    "DeliveryResult",
+    "DueWork",
+    "Notifier",
+    "Sleep",
+]
 
 logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], None]
 
 _D = notification_deliveries
+
+DELIVERY_FAILED_PREFIX = "delivery_failed:"
+"""Key prefix of the data-quality alert raised when a delivery fails for good."""
+RETRY_BATCH = 200
+"""Most outbox rows one :meth:`Notifier.retry_due` call tries."""
+REACHED = (DELIVERED, SENDING)
+"""Statuses that count as "this channel reached the person" for escalation."""
+NO_ACK_FOOTER = frozenset({AlertType.DAILY_SUMMARY.value, AlertType.WEEKLY_DIGEST.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +137,8 @@ class DeliveryOutcome(StrEnum):
     DELIVERED = "delivered"
     HELD = "held"
     DROPPED = "dropped"
-    FAILED = "failed"
+    FAILED = "failed"  # for good: permanent error, or the outbox gave up (expired)
+    RETRYING = "retrying"  # failed for now; in the outbox, Notifier.retry_due tries again
     DUPLICATE = "duplicate"  # already claimed/sent by an earlier or concurrent dispatch
 
 
@@ -124,6 +149,14 @@ class DeliveryResult:
     alert_keys: tuple[str, ...]
     attempts: int = 0
     error: str | None = None
+
+
+class DueWork(NamedTuple):
+    """Outbox work due at a moment (see :meth:`Notifier.due_work`)."""
+
+    held: int
+    escalations: int
+    retries: int
 
 
 def _title(text: str) -> str:
@@ -183,8 +216,11 @@ class Notifier:
 
     # ------------------------------------------------------------------ dispatch
 
-    def dispatch(self, alert: Alert) -> list[DeliveryResult]:
-        """Record ``alert`` and deliver, hold or drop it on each channel of its route."""
+    def dispatch(
+        self, alert: Alert, *, channels: Sequence[str] | None = None
+    ) -> list[DeliveryResult]:
+        """Record ``alert`` and deliver, hold or drop it on each channel of its route
+        (or on ``channels``, e.g. the channels other than one that failed)."""
         route = self._config.routes[alert.type]
         severity = alert.severity if alert.severity is not None else route.severity
         now = self._now()
@@ -226,27 +262,47 @@ class Notifier:
             quiet_until is not None,
             behaviour.value,
         )
-        message = OutgoingMessage(
-            title=alert.title, text=alert.text, severity=severity, html=alert.html
+        message = _outgoing(
+            alert.key, alert.type.value, alert.title, alert.text, alert.html, severity
         )
+        expires_at = created_at + timedelta(minutes=route.expire_after_minutes)
         results: list[DeliveryResult] = []
-        for channel in route.channels:
+        for channel in route.channels if channels is None else channels:
             if behaviour is QuietBehaviour.DELIVER:
-                results.append(self._deliver_one(alert.key, channel, message))
+                results.append(self._deliver_one(alert.key, channel, message, expires_at))
             else:
                 status = HELD if behaviour is QuietBehaviour.HOLD else DROPPED
-                results.append(self._park(alert.key, channel, status, now, quiet_until))
+                # retries of a held alert count from the end of the quiet period
+                held_expiry = (
+                    max(expires_at, quiet_until + timedelta(minutes=route.expire_after_minutes))
+                    if quiet_until is not None
+                    else expires_at
+                )
+                results.append(
+                    self._park(alert.key, channel, status, now, quiet_until, held_expiry)
+                )
         return results
 
     def _park(
-        self, alert_key: str, channel: str, status: str, now: datetime, hold_until: datetime | None
+        self,
+        alert_key: str,
+        channel: str,
+        status: str,
+        now: datetime,
+        hold_until: datetime | None,
+        expires_at: datetime,
     ) -> DeliveryResult:
         with write_transaction(self._db) as conn:
             inserted = insert_ignore(
                 conn,
                 _D,
                 self._new_row(
-                    alert_key, channel, status, now, hold_until if status == HELD else None
+                    alert_key,
+                    channel,
+                    status,
+                    now,
+                    hold_until if status == HELD else None,
+                    expires_at,
                 ),
             )
         if not inserted:
@@ -263,7 +319,12 @@ class Notifier:
 
     @staticmethod
     def _new_row(
-        alert_key: str, channel: str, status: str, now: datetime, hold_until: datetime | None
+        alert_key: str,
+        channel: str,
+        status: str,
+        now: datetime,
+        hold_until: datetime | None,
+        expires_at: datetime | None,
     ) -> dict[str, Any]:
         return {
             "alert_key": alert_key,
@@ -276,20 +337,43 @@ class Notifier:
             "updated_at": now,
             "hold_until": hold_until,
             "delivered_at": None,
+            "next_attempt_at": None,
+            "expires_at": expires_at,
         }
 
     def _deliver_one(
-        self, alert_key: str, channel: str, message: OutgoingMessage
+        self,
+        alert_key: str,
+        channel: str,
+        message: OutgoingMessage,
+        expires_at: datetime | None,
+        *,
+        reclaim: bool = False,
     ) -> DeliveryResult:
-        """Create (if absent) and claim the (alert, channel) row, then send with retries."""
+        """Create (if absent) and claim the (alert, channel) row, then send with retries.
+
+        ``reclaim`` (escalation) also claims a row that has not reached the person
+        (held, dropped, waiting for a retry or failed); a row delivered or being sent
+        is never claimed twice.
+        """
         token = secrets.token_hex(16)
         now = self._now()
+        claimable = [PENDING]
+        values: dict[str, Any] = {"status": SENDING, "claim_token": token, "updated_at": now}
+        if reclaim:
+            claimable += [HELD, DROPPED, RETRYING, FAILED]
+            if expires_at is not None:
+                values["expires_at"] = expires_at
         with write_transaction(self._db) as conn:
-            insert_ignore(conn, _D, self._new_row(alert_key, channel, PENDING, now, None))
+            insert_ignore(conn, _D, self._new_row(alert_key, channel, PENDING, now, None, expires_at))
             claimed = conn.execute(
                 update(_D)
-                .where(_D.c.alert_key == alert_key, _D.c.channel == channel, _D.c.status == PENDING)
-                .values(status=SENDING, claim_token=token, updated_at=now)
+                .where(
+                    _D.c.alert_key == alert_key,
+                    _D.c.channel == channel,
+                    _D.c.status.in_(claimable),
+                )
+                .values(**values)
             ).rowcount
         if claimed != 1:
             logger.info("notification already claimed alert_key=%s channel=%s", alert_key, channel)
@@ -307,17 +391,23 @@ class Notifier:
             )
 
     def _send_claimed(
-        self, channel: str, token: str, keys: tuple[str, ...], message: OutgoingMessage
+        self,
+        channel: str,
+        token: str,
+        keys: tuple[str, ...],
+        message: OutgoingMessage,
+        *,
+        max_attempts: int | None = None,
+        digest: bool = False,
     ) -> DeliveryResult:
+        """Send a claimed message; at most ``max_attempts`` here (default: the policy's),
+        then the outbox takes over (:meth:`_reschedule`)."""
         policy = self._config.retry
+        limit = policy.max_attempts if max_attempts is None else max_attempts
         target = self._channels.get(channel)
         if target is None:
             error = f"channel {channel!r} is no longer configured"
-            self._update_claimed(channel, token, status=FAILED, last_error=error)
-            logger.error(
-                "notification failed alert_keys=%s channel=%s error=%s", keys, channel, error
-            )
-            return DeliveryResult(channel, DeliveryOutcome.FAILED, keys, 0, error)
+            return self._fail(channel, token, keys, 0, error)
         attempt = 0
         while True:
             attempt += 1
@@ -328,13 +418,15 @@ class Notifier:
                 error = clip_error(str(exc))
                 wait = exc.retry_after if exc.retry_after is not None else policy.backoff(attempt)
                 too_long = wait > policy.max_retry_after_seconds
-                if attempt >= policy.max_attempts or too_long:
+                if attempt >= limit or too_long:
                     if too_long:
                         error = clip_error(
                             f"{error} (server asked to wait {wait:g}s; limit "
-                            f"{policy.max_retry_after_seconds:g}s)"
+                            f"{policy.max_retry_after_seconds:g}s in one run)"
                         )
-                    return self._fail(channel, token, keys, attempt, error)
+                    return self._reschedule(
+                        channel, token, keys, attempt, error, exc.retry_after, digest=digest
+                    )
                 self._update_claimed(channel, token, last_error=error)
                 logger.warning(
                     "notification attempt failed, retrying alert_keys=%s channel=%s attempt=%s "
@@ -355,7 +447,12 @@ class Notifier:
             else:
                 now = self._now()
                 self._update_claimed(
-                    channel, token, status=DELIVERED, delivered_at=now, last_error=None
+                    channel,
+                    token,
+                    status=DELIVERED,
+                    delivered_at=now,
+                    last_error=None,
+                    next_attempt_at=None,
                 )
                 logger.info(
                     "notification delivered alert_keys=%s channel=%s attempts=%s",
@@ -365,10 +462,67 @@ class Notifier:
                 )
                 return DeliveryResult(channel, DeliveryOutcome.DELIVERED, keys, attempt)
 
+    def _reschedule(
+        self,
+        channel: str,
+        token: str,
+        keys: tuple[str, ...],
+        attempts: int,
+        error: str,
+        retry_after: float | None,
+        *,
+        digest: bool,
+    ) -> DeliveryResult:
+        """Park a claimed delivery in the outbox, or fail it for good once it has expired.
+
+        The wait is ``retry.backoff(stored attempts)`` (the server's ``retry_after`` when
+        longer); a digest goes back to ``held`` until then, so it is rebuilt and sent as
+        one message again.
+        """
+        now = self._now()
+        with self._db.connect() as conn:
+            stored = conn.execute(
+                select(func.max(_D.c.attempts), func.min(_D.c.expires_at)).where(
+                    _D.c.channel == channel, _D.c.claim_token == token
+                )
+            ).one()
+        total = int(stored[0] or attempts)
+        expires_at = None if stored[1] is None else to_utc(stored[1], "expires_at")
+        wait = max(self._config.retry.backoff(total), retry_after or 0.0)
+        due = now + timedelta(seconds=wait)
+        if expires_at is not None and due > expires_at:
+            when = expires_at.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M %Z")
+            return self._fail(
+                channel,
+                token,
+                keys,
+                attempts,
+                clip_error(f"gave up after {total} attempts (expired {when}): {error}"),
+            )
+        if digest:
+            self._update_claimed(
+                channel, token, status=HELD, hold_until=due, next_attempt_at=due, last_error=error
+            )
+        else:
+            self._update_claimed(
+                channel, token, status=RETRYING, next_attempt_at=due, last_error=error
+            )
+        logger.warning(
+            "notification failed, in the outbox alert_keys=%s channel=%s attempts=%s "
+            "next_attempt_at=%s error=%s",
+            keys,
+            channel,
+            total,
+            due.isoformat(),
+            error,
+        )
+        return DeliveryResult(channel, DeliveryOutcome.RETRYING, keys, attempts, error)
+
     def _fail(
         self, channel: str, token: str, keys: tuple[str, ...], attempts: int, error: str
     ) -> DeliveryResult:
-        self._update_claimed(channel, token, status=FAILED, last_error=error)
+        """A delivery that failed for good: recorded, and reported on the other channels."""
+        self._update_claimed(channel, token, status=FAILED, last_error=error, next_attempt_at=None)
         logger.error(
             "notification failed alert_keys=%s channel=%s attempts=%s error=%s",
             keys,
@@ -376,7 +530,115 @@ class Notifier:
             attempts,
             error,
         )
+        self._report_failure(channel, keys, error)
         return DeliveryResult(channel, DeliveryOutcome.FAILED, keys, attempts, error)
+
+    def _report_failure(self, channel: str, keys: Sequence[str], error: str) -> None:
+        """A ``data_quality`` alert about a delivery that failed for good, sent on every
+        channel of the ``data_quality`` route except ``channel`` (any other configured
+        channel, the first by name, when the route has no other).  Failures of these reports are not reported
+        again (no loop)."""
+        keys = [k for k in keys if not k.startswith(DELIVERY_FAILED_PREFIX)]
+        if not keys:
+            return
+        route = self._config.routes[AlertType.DATA_QUALITY].channels
+        others = [c for c in route if c != channel] or [
+            c for c in sorted(self._channels) if c != channel
+        ][:1]
+        if not others:
+            logger.error("no other channel to report a failed delivery on channel=%s", channel)
+            return
+        with self._db.connect() as conn:
+            stored = load_alerts(conn, keys)
+        for key in keys:
+            original = stored.get(key)
+            title = original.title if original is not None else key
+            lines = [
+                f"The {channel} notification of this alert could not be delivered:",
+                f"  {title}",
+                f"  alert {key}",
+                f"error: {error}",
+            ]
+            if original is not None:
+                lines += ["", "The alert was:", original.body]
+            critical = original is not None and original.severity == Severity.CRITICAL.value
+            report = Alert(
+                key=f"{DELIVERY_FAILED_PREFIX}{channel}:{key}"[:255],
+                type=AlertType.DATA_QUALITY,
+                title=f"Notification not delivered on {channel}: {title}",
+                text="\n".join(lines),
+                severity=Severity.CRITICAL if critical else Severity.WARNING,
+                regime=None if original is None else original.regime,
+            )
+            try:
+                self.dispatch(report, channels=others)
+            except Exception:  # reporting must never hide the original outcome
+                logger.exception("could not report the failed delivery alert_key=%s", key)
+
+    # ------------------------------------------------------------------ outbox
+
+    def retry_due(self, now: datetime | None = None) -> list[DeliveryResult]:
+        """Try again every outbox delivery whose ``next_attempt_at`` has come (one attempt
+        each); an expired one fails for good without another attempt."""
+        at = to_utc(now, "now") if now is not None else self._now()
+        with self._db.connect() as conn:
+            due = conn.execute(
+                select(_D.c.alert_key, _D.c.channel)
+                .where(_D.c.status == RETRYING, _D.c.next_attempt_at <= at)
+                .order_by(_D.c.next_attempt_at, _D.c.alert_key, _D.c.channel)
+                .limit(RETRY_BATCH)
+            ).all()
+        results: list[DeliveryResult] = []
+        for alert_key, channel in due:
+            token = secrets.token_hex(16)
+            with write_transaction(self._db) as conn:
+                claimed = conn.execute(
+                    update(_D)
+                    .where(
+                        _D.c.alert_key == alert_key,
+                        _D.c.channel == channel,
+                        _D.c.status == RETRYING,
+                        _D.c.next_attempt_at <= at,
+                    )
+                    .values(status=SENDING, claim_token=token, updated_at=self._now())
+                ).rowcount
+                row = conn.execute(
+                    select(_D.c.attempts, _D.c.expires_at, _D.c.last_error).where(
+                        _D.c.alert_key == alert_key, _D.c.channel == channel
+                    )
+                ).one()
+                stored = load_alerts(conn, [alert_key]).get(alert_key)
+            if claimed != 1 or stored is None:  # another sender claimed it first
+                continue
+            expires_at = None if row.expires_at is None else to_utc(row.expires_at, "expires_at")
+            if expires_at is not None and expires_at <= at:
+                results.append(
+                    self._fail(
+                        channel,
+                        token,
+                        (alert_key,),
+                        0,
+                        clip_error(
+                            f"gave up after {row.attempts} attempts (expired): {row.last_error}"
+                        ),
+                    )
+                )
+                continue
+            results.append(
+                self._send_claimed(
+                    channel, token, (alert_key,), self._stored_message(stored, channel), max_attempts=1
+                )
+            )
+        return results
+
+    def _stored_message(self, alert: StoredAlert, channel: str) -> OutgoingMessage:
+        """The message of a stored alert for ``channel`` (an escalation rung says so)."""
+        route = self._config.routes.get(AlertType(alert.type))
+        escalated = route is not None and channel not in route.channels
+        title = f"ESCALATED: {alert.title}" if escalated else alert.title
+        return _outgoing(
+            alert.alert_key, alert.type, title, alert.body, alert.body_html, Severity(alert.severity)
+        )
 
     # ------------------------------------------------------------------ held digests
 
@@ -412,7 +674,9 @@ class Notifier:
                 continue
             held = sorted(stored.values(), key=lambda a: (a.created_at, a.alert_key))
             results.append(
-                self._send_claimed(channel, token, tuple(a.alert_key for a in held), _digest(held))
+                self._send_claimed(
+                    channel, token, tuple(a.alert_key for a in held), _digest(held), digest=True
+                )
             )
         return results
 
@@ -422,8 +686,9 @@ class Notifier:
         """Escalate unacknowledged alerts (configured types and regimes) one channel per step.
 
         A step is due ``after_minutes`` after the alert (or the previous step); it sends
-        to the next channel of ``escalation.channels`` that has not had this alert yet.
-        Escalations ignore quiet hours.
+        to the next channel of ``escalation.channels`` that has not reached the person
+        yet: a channel whose delivery failed, waits in the outbox, or was held or dropped
+        counts as not reached.  Escalations ignore quiet hours.
         """
         at = to_utc(now, "now") if now is not None else self._now()
         results: list[DeliveryResult] = []
@@ -457,11 +722,12 @@ class Notifier:
 
     # ------------------------------------------------------------------ housekeeping
 
-    def due_work(self, now: datetime | None = None) -> tuple[int, int]:
-        """(held deliveries due for a digest, alerts due for escalation) at ``now``.
+    def due_work(self, now: datetime | None = None) -> DueWork:
+        """Held deliveries due for a digest, alerts due for escalation and outbox
+        deliveries due for a retry at ``now``.
 
         Read-only and cheap, for a sensor deciding whether :meth:`flush_due` /
-        :meth:`escalate_due` have anything to do.
+        :meth:`escalate_due` / :meth:`retry_due` have anything to do.
         """
         at = to_utc(now, "now") if now is not None else self._now()
         with self._db.connect() as conn:
@@ -470,7 +736,12 @@ class Notifier:
                 .select_from(_D)
                 .where(_D.c.status == HELD, _D.c.hold_until <= at)
             ).scalar_one()
-        return int(held), len(self._escalation_due(at))
+            retries = conn.execute(
+                select(func.count())
+                .select_from(_D)
+                .where(_D.c.status == RETRYING, _D.c.next_attempt_at <= at)
+            ).scalar_one()
+        return DueWork(int(held), len(self._escalation_due(at)), int(retries))
 
     def _escalate(
         self, alert: StoredAlert, ladder: Sequence[str], at: datetime
@@ -478,7 +749,9 @@ class Notifier:
         with write_transaction(self._db) as conn:
             used = set(
                 conn.execute(
-                    select(_D.c.channel).where(_D.c.alert_key == alert.alert_key)
+                    select(_D.c.channel).where(
+                        _D.c.alert_key == alert.alert_key, _D.c.status.in_(REACHED)
+                    )
                 ).scalars()
             )
             index = next(
@@ -507,13 +780,35 @@ class Notifier:
             minutes,
         )
         title = f"ESCALATED (unacknowledged {minutes} min): {alert.title}"
-        message = OutgoingMessage(
-            title=title,
-            text=alert.body,
-            severity=Severity(alert.severity),
-            html=alert.body_html,
+        message = _outgoing(
+            alert.alert_key,
+            alert.type,
+            title,
+            alert.body,
+            alert.body_html,
+            Severity(alert.severity),
         )
-        return [self._deliver_one(alert.alert_key, channel, message)]
+        route = self._config.routes.get(AlertType(alert.type))
+        expire = timedelta(minutes=route.expire_after_minutes if route else 1440)
+        return [self._deliver_one(alert.alert_key, channel, message, at + expire, reclaim=True)]
+
+
+def _outgoing(
+    alert_key: str,
+    alert_type: str,
+    title: str,
+    text: str,
+    body_html: str | None,
+    severity: Severity,
+) -> OutgoingMessage:
+    """The message of one alert: its text plus, for alerts a person acts on, the alert's
+    short id and the exact command that acknowledges it."""
+    if alert_type not in NO_ACK_FOOTER:
+        footer = ack_footer(alert_key)
+        text = f"{text.rstrip()}\n\n{footer}"
+        if body_html is not None:
+            body_html = f"{body_html}\n<p>{html.escape(footer)}</p>"
+    return OutgoingMessage(title=title, text=text, severity=severity, html=body_html)
 
 
 def _digest(held: Sequence[StoredAlert]) -> OutgoingMessage:
@@ -526,7 +821,8 @@ def _digest(held: Sequence[StoredAlert]) -> OutgoingMessage:
     for a in held:
         when = a.created_at.astimezone(NEW_YORK).strftime("%a %Y-%m-%d %H:%M %Z")
         head = f"[{a.severity.upper()}] {when} {a.type}: {a.title}"
-        text_parts.append(f"{head}\n{a.body}")
+        body = a.body if a.type in NO_ACK_FOOTER else f"{a.body.rstrip()}\n{ack_footer(a.alert_key)}"
+        text_parts.append(f"{head}\n{body}")
         body_html = a.body_html if a.body_html is not None else f"<pre>{html.escape(a.body)}</pre>"
         html_parts.append(f"<h3>{html.escape(head)}</h3>\n{body_html}")
     return OutgoingMessage(

@@ -5,7 +5,7 @@ The Dagster assets gather the numbers and call :func:`render_daily_summary` /
 wrap the result in an :class:`~portfolio_pipeline.notify.dispatcher.Alert`.  Text is for
 Telegram/Slack/log (at most 4096 characters, truncated with a note); HTML is for email,
 every value escaped.  Money is in the book's currency; Greeks use the units of
-``ARCHITECTURE.md`` (dollar delta, dollar gamma per 1% move, theta $/day, vega $/vol point).
+``docs/ARCHITECTURE.md`` (dollar delta, dollar gamma per 1% move, theta $/day, vega $/vol point).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ bound parameters; column names come from the table metadata.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,10 +27,14 @@ from portfolio_pipeline.storage.tables import alerts, notification_deliveries, t
 __all__ = [
     "DeliveryFailure",
     "StoredAlert",
+    "ack_command",
+    "ack_footer",
     "acknowledge",
     "delivery_rows",
     "list_alerts",
     "recent_failures",
+    "resolve_alert_key",
+    "short_id",
     "write_transaction",
 ]
 
@@ -43,6 +48,43 @@ SENDING: Final = "sending"
 DELIVERED: Final = "delivered"
 FAILED: Final = "failed"
 DROPPED: Final = "dropped"
+RETRYING: Final = "retrying"
+"""In the outbox: failed for now, tried again at ``next_attempt_at`` until ``expires_at``."""
+
+SHORT_ID_CHARS: Final = 8
+
+
+def short_id(alert_key: str) -> str:
+    """The alert's short id: 8 hex digits of SHA-256 of its key (what a person types)."""
+    return hashlib.sha256(alert_key.encode("utf-8")).hexdigest()[:SHORT_ID_CHARS]
+
+
+def ack_command(alert_key: str) -> str:
+    """The exact command that acknowledges the alert."""
+    return f"portfolio alerts ack {short_id(alert_key)}"
+
+
+def ack_footer(alert_key: str) -> str:
+    """The line every actionable message ends with: short id and the ack command."""
+    return f"alert {short_id(alert_key)} | acknowledge (stops escalation): {ack_command(alert_key)}"
+
+
+def resolve_alert_key(conn: Connection, ident: str) -> str | None:
+    """The alert key ``ident`` names: the key itself, or an alert's short id."""
+    ident = ident.strip()
+    if not ident:
+        return None
+    found = conn.execute(select(alerts.c.alert_key).where(alerts.c.alert_key == ident)).first()
+    if found is not None:
+        return str(found[0])
+    if len(ident) != SHORT_ID_CHARS or any(c not in "0123456789abcdef" for c in ident.lower()):
+        return None
+    matches = [
+        key
+        for key in conn.execute(select(alerts.c.alert_key)).scalars()
+        if short_id(key) == ident.lower()
+    ]
+    return matches[0] if len(matches) == 1 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +174,10 @@ def load_alerts(conn: Connection, keys: Sequence[str]) -> dict[str, StoredAlert]
 
 
 def get_alert(db: Database, alert_key: str) -> StoredAlert | None:
-    """The stored alert, or None."""
+    """The stored alert (by key or short id), or None."""
     with db.connect() as conn:
-        return load_alerts(conn, [alert_key]).get(alert_key)
+        key = resolve_alert_key(conn, alert_key) or alert_key
+        return load_alerts(conn, [key]).get(key)
 
 
 def delivery_rows(db: Database, alert_key: str | None = None) -> list[dict[str, Any]]:
@@ -148,7 +191,8 @@ def delivery_rows(db: Database, alert_key: str | None = None) -> list[dict[str, 
 
 
 def acknowledge(db: Database, alert_key: str, who: str, *, clock: Clock = system_clock) -> bool:
-    """Mark an alert acknowledged (stops its escalation).
+    """Mark an alert acknowledged (stops its escalation); ``alert_key`` may be the
+    alert's short id (:func:`short_id`).
 
     Returns True when this call acknowledged it, False when it already was; raises
     ``KeyError`` for an unknown ``alert_key``.
@@ -157,6 +201,7 @@ def acknowledge(db: Database, alert_key: str, who: str, *, clock: Clock = system
         raise ValueError("acknowledge: 'who' must name a person")
     now = to_utc(clock(), "alerts.acknowledged_at")
     with write_transaction(db) as conn:
+        alert_key = resolve_alert_key(conn, alert_key) or alert_key
         result = conn.execute(
             update(alerts)
             .where(alerts.c.alert_key == alert_key, alerts.c.acknowledged_at.is_(None))

@@ -1,6 +1,6 @@
 """Greeks P&L attribution: a day's P&L split into Taylor terms of the prior-close Greeks.
 
-Units are those of :mod:`portfolio_pipeline.quant.pricing` (see ARCHITECTURE.md): delta
+Units are those of :mod:`portfolio_pipeline.quant.pricing` (see docs/ARCHITECTURE.md, Units): delta
 per $1 of underlying, gamma per $1 squared, theta per calendar day, vega per vol point,
 vanna = d(delta)/d(vol point), volga = d(vega)/d(vol point).  Pass per-share Greeks with
 per-share P&L, or position Greeks (already scaled by quantity x multiplier in

@@ -297,7 +297,9 @@ order_audit = Table(
 # ---------------------------------------------------------------------------------------
 
 NOTIFICATION_SEVERITIES: Final = ("info", "warning", "critical")
-DELIVERY_STATUSES: Final = ("pending", "held", "sending", "delivered", "failed", "dropped")
+DELIVERY_STATUSES: Final = (
+    "pending", "held", "sending", "delivered", "failed", "dropped", "retrying"
+)
 
 alerts = Table(
     "alerts",
@@ -341,6 +343,8 @@ notification_deliveries = Table(
     _utc("updated_at"),
     _utc("hold_until", nullable=True, comment="held in quiet hours until"),
     _utc("delivered_at", nullable=True),
+    _utc("next_attempt_at", nullable=True, comment="outbox: when a failed delivery is retried"),
+    _utc("expires_at", nullable=True, comment="outbox: retries stop (final failure) after this"),
     CheckConstraint(
         "status IN ({})".format(", ".join(f"'{s}'" for s in DELIVERY_STATUSES)),
         name="status",

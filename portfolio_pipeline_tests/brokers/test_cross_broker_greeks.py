@@ -1,6 +1,6 @@
 """Cross-broker regression: the same book gives the same dollar Greeks at every broker.
 
-ARCHITECTURE.md: "Tastytrade and IBKR positions give identical dollar Greeks for the same
+docs/ARCHITECTURE.md: "Tastytrade and IBKR positions give identical dollar Greeks for the same
 position".  One book -- short 1 SPXW put, long 10 /ES EW weekly puts (futures options,
 multiplier 50), short 100 SPY -- is fetched
 

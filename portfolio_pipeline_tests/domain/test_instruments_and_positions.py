@@ -118,7 +118,7 @@ def test_quote_and_account_validation() -> None:
 
 
 def test_position_greeks_hand_computed() -> None:
-    """Short 1 SPX put and long 10 ES puts, hand-computed with the ARCHITECTURE.md units."""
+    """Short 1 SPX put and long 10 ES puts, hand-computed with the docs/ARCHITECTURE.md units."""
     spx = 2700.0
     es = 2695.0
     g = position_greeks(

@@ -213,7 +213,7 @@ def test_permanent_failure_is_recorded_and_reported(
     assert recent_failures(db, datetime(2026, 3, 11, tzinfo=UTC)) == []
 
 
-def test_transient_errors_give_up_after_max_attempts(
+def test_transient_errors_go_to_the_outbox_after_max_attempts(
     notifier_factory: Any, fake_http: FakeHttp, db: Database, sleeps: list[float]
 ) -> None:
     fake_http.script(SLACK_PATH, *[(503, "unavailable", {})] * 5)
@@ -222,10 +222,13 @@ def test_transient_errors_give_up_after_max_attempts(
         retry={"max_attempts": 3, "initial_backoff_seconds": 2, "multiplier": 3},
     )
     [result] = n.dispatch(breach())
-    assert result.outcome is DeliveryOutcome.FAILED and result.attempts == 3
+    assert result.outcome is DeliveryOutcome.RETRYING and result.attempts == 3
     assert sleeps == [2.0, 6.0]
     [row] = delivery_rows(db)
-    assert row["status"] == "failed" and row["attempts"] == 3 and "503" in row["last_error"]
+    assert row["status"] == "retrying" and row["attempts"] == 3 and "503" in row["last_error"]
+    # backoff(3) = 2 * 3**2 = 18 s after the third failure (hand-computed)
+    assert row["next_attempt_at"] == datetime(2026, 3, 10, 15, 0, 18, tzinfo=UTC)
+    assert recent_failures(db, datetime(2026, 3, 10, tzinfo=UTC)) == []  # not failed for good
 
 
 def test_connection_refused_is_retried_then_failed(
@@ -247,7 +250,7 @@ def test_connection_refused_is_retried_then_failed(
     )
     n = Notifier(db, cfg, environ=secret_env, clock=clock, sleep=sleeps.append, calendar=calendar)
     [result] = n.dispatch(breach())
-    assert result.outcome is DeliveryOutcome.FAILED and result.attempts == 2
+    assert result.outcome is DeliveryOutcome.RETRYING and result.attempts == 2
     assert result.error is not None and "ConnectError" in result.error
     assert sleeps == [1.0]
 

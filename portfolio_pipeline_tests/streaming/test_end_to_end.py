@@ -42,6 +42,13 @@ class RecordingAlerts(AlertsResource):
 SENT: list[AlertMessage] = []
 
 
+class PinnedAlerts(AlertsResource):
+    at: str
+
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self.at)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_demo_spike_to_filled_hedge(db_url: str, tmp_path: Path) -> None:
@@ -80,7 +87,11 @@ def test_demo_spike_to_filled_hedge(db_url: str, tmp_path: Path) -> None:
 
         # Dagster: the sensor launches one breach_response run per breach event.
         instance = dg.DagsterInstance.ephemeral()
-        resources = {"db": DatabaseResource(url=db_url)}
+        # the sensor's first start ignores breaches older than its max age before "now":
+        # now is the end of the replayed session, the age a whole day
+        resources = {"db": DatabaseResource(url=db_url),
+                     "alerts": PinnedAlerts(at=datetime(2018, 2, 5, 21, 0, tzinfo=UTC).isoformat(),
+                                            breach_first_start_max_age_minutes=24 * 60)}
         with dg.build_sensor_context(cursor=None, instance=instance, resources=resources) as ctx:
             requests = list(breach_sensor(ctx))
             cursor = ctx.cursor

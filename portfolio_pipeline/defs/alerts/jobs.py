@@ -2,6 +2,7 @@
 ``staged_order_reminder`` jobs, launched by the sensors beside them."""
 
 
+import logging
 from datetime import datetime
 from typing import Any, Literal
 
@@ -9,13 +10,17 @@ import dagster as dg
 from sqlalchemy import select
 
 from portfolio_pipeline.defs.alerts.sinks import AlertMessage, AlertsResource
+from portfolio_pipeline.defs.notifications.outbox import record_deliveries
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.domain.orders import OrderStatus
+from portfolio_pipeline.notify.messages import breach_message, order_commands
 from portfolio_pipeline.orders import OrderNotFoundError, OrderStore, render_order
 from portfolio_pipeline.storage.events import append_event
 from portfolio_pipeline.storage.tables import events
 
 __all__ = ["BREACH_RESPONSE", "breach_response_job", "staged_order_reminder_job"]
+
+logger = logging.getLogger(__name__)
 
 BREACH_RESPONSE = "breach_response"
 RISK_SNAPSHOT = "risk_snapshot"
@@ -82,26 +87,16 @@ def breach_proposal_record(context: dg.OpExecutionContext, snapshot: dict[str, A
     return record
 
 
-def _breach_text(record: dict[str, Any]) -> str:
-    b = record["breach"]
-    lines = [
-        f"{b.get('metric')} = {b.get('value', 0.0):+.4f} of NLV vs limit {b.get('limit', 0.0):.4f} "
-        f"(utilisation {b.get('utilisation', 0.0):.0%})",
-        f"regime {b.get('regime')}  VIX {b.get('vix')}  VIX3M {b.get('vix3m')}  at {record['ts']}",
-    ]
-    risk = record.get("risk")
-    if risk:
-        lines.append(
-            f"NLV {risk['nlv']:,.0f}  beta-wtd delta {risk['beta_weighted_dollar_delta']:,.0f}  "
-            f"vega/pt {risk['vega_per_point']:,.0f}  gamma/1% {risk['dollar_gamma_1pct']:,.0f}"
-        )
-    for p in record["proposals"]:
-        lines.append(f"proposal {p['order_id']} [{p['status']}]: {p['quantity']} x " + " / ".join(p["legs"])
-                     + f" @ {p['limit_price']:.2f}")
-        lines.extend(f"  broker warning: {w}" for w in p["warnings"])
-    if record["proposals"]:
-        lines.append("stage/confirm only by hand: portfolio orders show ID, then portfolio orders confirm ID TOKEN")
-    return "\n".join(lines)
+def _broker_of(platform: PlatformResource, account_id: str | None) -> str | None:
+    """The broker of ``account_id`` from ``accounts.yaml`` (None when it is not listed)."""
+    if not account_id:
+        return None
+    try:
+        accounts = platform.config.accounts.accounts
+    except Exception:  # the alert must go out even when the configuration is unreadable
+        logger.exception("accounts.yaml unreadable; alert without the broker name")
+        return None
+    return next((a.broker for a in accounts if a.account_id == account_id), None)
 
 
 @dg.op
@@ -112,11 +107,12 @@ def breach_alert(context: dg.OpExecutionContext, record: dict[str, Any], db: Dat
     severity: Literal["info", "warning", "critical"] = (
         "critical" if record["severity"] == "critical" else "info" if record["severity"] == "info" else "warning"
     )
-    sink.send(AlertMessage(
+    message = breach_message(record, broker=_broker_of(platform, record.get("account_id")))
+    results = sink.send(AlertMessage(
         key=f"breach:{record['event_key']}"[:255], kind="breach",
-        title=f"Limit breach: {b.get('metric')} ({b.get('regime')}, VIX {b.get('vix')})",
-        text=_breach_text(record), severity=severity, regime=b.get("regime"),
+        title=message.title, text=message.text, severity=severity, regime=b.get("regime"),
     ))
+    record_deliveries(context, list(results or []))
 
 
 @dg.job(description="Intraday breach: risk snapshot of the moment, proposal record, alert.")
@@ -135,11 +131,12 @@ def staged_order_reminder(context: dg.OpExecutionContext, config: ReminderConfig
         context.log.info("order %s is %s; no reminder", order.order_id, order.status.value)
         return
     sink = alerts.sink(db.database, platform.config.get("notifications.yaml"))
-    sink.send(AlertMessage(
+    results = sink.send(AlertMessage(
         key=f"staged_reminder:{order.order_id}:{config.reminder}", kind="staged_order",
         title=f"Staged order {order.order_id} awaits confirmation",
-        text=render_order(order) + f"\n\nportfolio orders show {order.order_id}   (then confirm with the token)",
+        text=render_order(order) + f"\n\nto act: {order_commands(order.order_id)}",
     ))
+    record_deliveries(context, list(results or []))
 
 
 @dg.job(description="Remind about a staged order nobody has confirmed or rejected.")

@@ -7,14 +7,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import dagster as dg
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from portfolio_pipeline.defs.alerts.jobs import breach_response_job, staged_order_reminder_job
 from portfolio_pipeline.defs.alerts.sinks import AlertMessage, AlertsResource
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.domain.orders import OrderStatus
 from portfolio_pipeline.storage.events import events_since
-from portfolio_pipeline.storage.tables import orders
+from portfolio_pipeline.storage.tables import events, orders
 
 __all__ = ["LOOKBACK_IDS", "breach_sensor", "run_failure_alert", "staged_order_sensor"]
 
@@ -32,16 +32,42 @@ def _load_cursor(raw: str | None) -> tuple[int, set[int]]:
 
 
 @dg.sensor(job=breach_response_job, minimum_interval_seconds=10,
-           description="One breach_response run per limit_breach event (run_key = event id).")
-def breach_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource) -> Iterator[dg.RunRequest]:
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="One breach_response run per limit_breach event (run_key = event id); on "
+           "its first start it skips the events already stored that are older than the alerts "
+           "resource's breach_first_start_max_age_minutes, and says how many.")
+def breach_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource,
+                  alerts: AlertsResource) -> Iterator[dg.RunRequest | dg.SkipReason]:
     last_id, seen = _load_cursor(context.cursor)
+    # The backlog found on the first start (ids up to the newest one then) is skipped when
+    # older than the cut-off; the bound stays in the cursor, so a backlog longer than one
+    # batch is skipped on the following ticks too.  Events written later always run, whatever
+    # their timestamp (a demo replay writes historical ones).
+    doc = json.loads(context.cursor) if context.cursor else {}
+    if context.cursor:
+        backlog = doc.get("backlog")  # None in a cursor from before the cut-off existed
+    else:
+        with db.database.connect() as conn:
+            newest = conn.execute(
+                select(func.max(events.c.id)).where(events.c.kind == LIMIT_BREACH)
+            ).scalar_one_or_none()
+        backlog = {"until_id": int(newest or 0),
+                   "before": (alerts.now() - alerts.breach_first_start_max_age).isoformat()}
+    until_id = int(backlog["until_id"]) if backlog else 0
+    oldest = datetime.fromisoformat(backlog["before"]) if backlog else None
     start = max(last_id - LOOKBACK_IDS, 0)
     with db.database.connect() as conn:
         found = events_since(conn, start, kinds=[LIMIT_BREACH], limit=1000)
+    skipped = 0
+    requested = 0
     for event in found:
         if event.id in seen:
             continue
         seen.add(event.id)
+        if oldest is not None and event.id <= until_id and event.ts < oldest:
+            skipped += 1
+            continue
+        requested += 1
         yield dg.RunRequest(
             run_key=f"breach:{event.id}",
             run_config={"ops": {"breach_snapshot": {"config": {"event_id": event.id}}}},
@@ -49,7 +75,16 @@ def breach_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource) -> 
         )
     new_last = max([last_id, *(e.id for e in found)])
     floor = new_last - LOOKBACK_IDS
-    context.update_cursor(json.dumps({"last_id": new_last, "seen": sorted(i for i in seen if i > floor)}))
+    cursor: dict[str, object] = {"last_id": new_last, "seen": sorted(i for i in seen if i > floor)}
+    if backlog:
+        cursor["backlog"] = backlog
+    context.update_cursor(json.dumps(cursor))
+    if skipped:
+        note = (f"first start: skipped {skipped} breach event(s) older than "
+                f"{alerts.breach_first_start_max_age_minutes:g} min (before {oldest})")
+        context.log.warning("breach_sensor %s", note)
+        if not requested:
+            yield dg.SkipReason(note)
 
 
 @dg.sensor(job=staged_order_reminder_job, minimum_interval_seconds=60,

@@ -4,12 +4,15 @@ dispatcher behind it when ``notifications.yaml`` is configured."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from portfolio_pipeline.clock import system_clock
 from portfolio_pipeline.storage import Database
 
 __all__ = ["AlertMessage", "AlertSink", "AlertsResource", "LogAlertSink", "NotifierAlertSink"]
@@ -30,7 +33,9 @@ class AlertMessage:
 
 
 class AlertSink(Protocol):
-    def send(self, alert: AlertMessage) -> None: ...
+    def send(self, alert: AlertMessage) -> Sequence[Any] | None:
+        """Send ``alert``; the notify sink returns its ``DeliveryResult`` per channel."""
+        ...
 
 
 class LogAlertSink:
@@ -47,10 +52,10 @@ class NotifierAlertSink:
     def __init__(self, notifier: object) -> None:
         self._notifier = notifier
 
-    def send(self, alert: AlertMessage) -> None:
+    def send(self, alert: AlertMessage) -> Sequence[Any] | None:
         from portfolio_pipeline.notify import Alert, AlertType, Severity
 
-        self._notifier.dispatch(Alert(  # type: ignore[attr-defined]
+        return self._notifier.dispatch(Alert(  # type: ignore[attr-defined,no-any-return]
             key=alert.key, type=AlertType(alert.kind), title=alert.title, text=alert.text,
             severity=Severity(alert.severity), regime=alert.regime,
         ))
@@ -61,7 +66,19 @@ class AlertsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     use_notifier: bool = True
 
+    breach_first_start_max_age_minutes: float = 60.0
+    """On its first start (no cursor) ``breach_sensor`` ignores breach events older than
+    this, so a new deployment over an old events table does not flood anyone."""
+
     _sink: AlertSink | None = PrivateAttr(default=None)
+
+    def now(self) -> datetime:
+        """Aware UTC now (tests override this to pin time)."""
+        return system_clock()
+
+    @property
+    def breach_first_start_max_age(self) -> timedelta:
+        return timedelta(minutes=self.breach_first_start_max_age_minutes)
 
     def sink(self, db: Database, notifications: object | None) -> AlertSink:
         if self._sink is None:

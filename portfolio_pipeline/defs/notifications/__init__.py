@@ -16,6 +16,7 @@ from portfolio_pipeline.defs.notifications.jobs import (
     exit_signal_alert_job,
     notification_housekeeping_job,
 )
+from portfolio_pipeline.defs.notifications.outbox import outbox_asset, outbox_check
 from portfolio_pipeline.defs.notifications.resources import NotificationsResource
 from portfolio_pipeline.defs.notifications.sensors import (
     exit_signal_sensor,
@@ -33,7 +34,8 @@ __all__ = [
 
 def definitions(partitions: dg.PartitionsDefinition) -> dg.Definitions:
     return dg.Definitions(
-        assets=make_notification_assets(partitions),
+        assets=[*make_notification_assets(partitions), outbox_asset],
+        asset_checks=[outbox_check],
         jobs=[exit_signal_alert_job, notification_housekeeping_job],
         sensors=[exit_signal_sensor, notification_housekeeping],
         resources={"notifications": NotificationsResource()},

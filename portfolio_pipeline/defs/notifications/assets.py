@@ -104,6 +104,7 @@ def _send(
         "held": _channels(results, DeliveryOutcome.HELD),
         "dropped": _channels(results, DeliveryOutcome.DROPPED),
         "failed": _channels(results, DeliveryOutcome.FAILED),
+        "retrying": _channels(results, DeliveryOutcome.RETRYING),  # in the outbox
     }
     context.log.info("notification dispatched alert_key=%s outcomes=%s", alert.key, outcomes)
     meta.update({f"channels_{k}": dg.MetadataValue.json(v) for k, v in outcomes.items()})

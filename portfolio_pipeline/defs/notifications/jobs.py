@@ -6,10 +6,11 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import select
 
+from portfolio_pipeline.defs.notifications.outbox import record_deliveries
 from portfolio_pipeline.defs.notifications.resources import NotificationsResource
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
-from portfolio_pipeline.exchange_calendar import NEW_YORK
-from portfolio_pipeline.notify import Alert, AlertType, Severity
+from portfolio_pipeline.notify import Alert, AlertType, DeliveryOutcome, Severity
+from portfolio_pipeline.notify.messages import exit_signal_message
 from portfolio_pipeline.storage.tables import events
 
 __all__ = ["exit_signal_alert_from", "exit_signal_alert_job", "notification_housekeeping_job"]
@@ -22,20 +23,13 @@ class ExitSignalConfig(dg.Config):
 def exit_signal_alert_from(event: dict[str, Any]) -> Alert:
     """The alert of one ``exit_signal`` event (key ``exit_signal:<event_key>``)."""
     payload = event["payload"] if isinstance(event["payload"], dict) else {}
-    position = str(payload.get("position") or payload.get("strategy_id") or event["event_key"])
-    rule = str(payload.get("rule") or "exit rule")
-    reason = str(payload.get("reason") or rule)
-    session = event["ts"].astimezone(NEW_YORK).date().isoformat()
     severity = event["severity"] if event["severity"] in {s.value for s in Severity} else None
-    lines = [
-        f"{position}: {reason}",
-        f"rule {rule}, session {session}, account {event['account_id'] or 'n/a'}",
-    ]
+    message = exit_signal_message(payload, account_id=event["account_id"], ts=event["ts"])
     return Alert(
         key=f"exit_signal:{event['event_key']}"[:255],
         type=AlertType.EXIT_SIGNAL,
-        title=f"Exit signal: {position} ({rule})",
-        text="\n".join(lines),
+        title=message.title,
+        text=message.text,
         severity=None if severity is None else Severity(severity),
         created_at=event["ts"],
     )
@@ -60,6 +54,7 @@ def exit_signal_alert(
         alert.key,
         {r.channel: r.outcome.value for r in results},
     )
+    record_deliveries(context, results)
 
 
 @dg.job(description="Alert about one exit_signal event (once per channel).")
@@ -75,16 +70,25 @@ def notification_housekeeping_op(
     notifications: NotificationsResource,
 ) -> None:
     notifier = notifications.notifier(db.database, platform)
+    retried = notifier.retry_due()
     flushed = notifier.flush_due()
     escalated = notifier.escalate_due()
+    results = [*retried, *flushed, *escalated]
     context.log.info(
-        "housekeeping digests=%s escalations=%s failed=%s",
+        "housekeeping retries=%s digests=%s escalations=%s delivered=%s retrying=%s failed=%s",
+        len(retried),
         len(flushed),
         len(escalated),
-        sum(r.outcome.value == "failed" for r in [*flushed, *escalated]),
+        sum(r.outcome is DeliveryOutcome.DELIVERED for r in results),
+        sum(r.outcome is DeliveryOutcome.RETRYING for r in results),
+        sum(r.outcome is DeliveryOutcome.FAILED for r in results),
     )
+    record_deliveries(context, results)
 
 
-@dg.job(description="Deliver held quiet-hours digests and escalate unacknowledged alerts.")
+@dg.job(
+    description="Retry failed deliveries that are due (the outbox), deliver held quiet-hours "
+    "digests and escalate unacknowledged alerts."
+)
 def notification_housekeeping_job() -> None:
     notification_housekeeping_op()

@@ -22,7 +22,9 @@ __all__ = ["LOOKBACK_IDS", "exit_signal_sensor", "notification_housekeeping"]
 LOOKBACK_IDS: Final = 200
 """Ids re-read behind the cursor: concurrent PostgreSQL writers may commit ids out of order."""
 BATCH: Final = 1000
-HOUSEKEEPING_SECONDS: Final = 180
+HOUSEKEEPING_SECONDS: Final = 30
+"""Sensor interval: an escalation step or an outbox retry fires within a minute of its
+due time (interval + run launch), not after a 3-minute tick."""
 
 
 def _load_cursor(raw: str | None) -> tuple[int, set[int]]:
@@ -81,8 +83,9 @@ def _bucket(now: datetime) -> str:
     job=notification_housekeeping_job,
     minimum_interval_seconds=HOUSEKEEPING_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launches notification_housekeeping_job (flush_due + escalate_due) when held "
-    "quiet-hours digests or escalations are due; otherwise skips (no run clutter).",
+    description="Launches notification_housekeeping_job (retry_due + flush_due + escalate_due) "
+    "when outbox retries, held quiet-hours digests or escalations are due; otherwise skips "
+    "(no run clutter).",
 )
 def notification_housekeeping(
     context: dg.SensorEvaluationContext,
@@ -91,10 +94,14 @@ def notification_housekeeping(
     notifications: NotificationsResource,
 ) -> dg.RunRequest | dg.SkipReason:
     now = notifications.now()
-    held, escalations = notifications.notifier(db.database, platform).due_work(now)
-    if not held and not escalations:
-        return dg.SkipReason("no held digest or escalation due")
+    due = notifications.notifier(db.database, platform).due_work(now)
+    if not any(due):
+        return dg.SkipReason("no outbox retry, held digest or escalation due")
     return dg.RunRequest(
         run_key=f"notification_housekeeping:{_bucket(now)}",
-        tags={"held": str(held), "escalations": str(escalations)},
+        tags={
+            "held": str(due.held),
+            "escalations": str(due.escalations),
+            "retries": str(due.retries),
+        },
     )

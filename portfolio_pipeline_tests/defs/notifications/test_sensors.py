@@ -4,7 +4,7 @@ job; notification_housekeeping (a run only when a held digest or escalation is d
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +21,7 @@ from portfolio_pipeline.defs.notifications.sensors import (
 from portfolio_pipeline.notify import Alert, AlertType
 from portfolio_pipeline.notify.store import delivery_rows
 from portfolio_pipeline.storage import Database, append_event
-from portfolio_pipeline_tests.defs.notifications.conftest import resources
+from portfolio_pipeline_tests.defs.notifications.conftest import AFTER_THURSDAY_CLOSE, resources
 from portfolio_pipeline_tests.notify.conftest import FakeHttp
 
 CLOSE = datetime(2018, 3, 29, 20, 0, tzinfo=UTC)
@@ -121,3 +121,49 @@ def test_registered_in_the_code_location() -> None:
     assert defs.resolve_sensor_def("exit_signal_sensor").job_name == "exit_signal_alert_job"
     assert defs.resolve_sensor_def("notification_housekeeping").job_name == "notification_housekeeping_job"
     assert "notifications" in (defs.resources or {})
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_outbox_retry_through_the_housekeeping_sensor_and_the_deliveries_check(
+    db: Database, db_url: str, notify_config_dir: Path, fake_http: FakeHttp,
+    instance: dg.DagsterInstance,
+) -> None:
+    from portfolio_pipeline.defs.notifications.outbox import NOTIFICATION_OUTBOX, OUTBOX_CHECK
+
+    event_id = _event(db, "exit:S1:dte:2018-03-29")
+    # Slack is down for both attempts of the alert run (max_attempts 2), Telegram refuses for good.
+    fake_http.script("/services", (503, "down", {}), (503, "down", {}))
+    fake_http.script("/bot", (400, {"ok": False, "description": "Bad Request: chat not found"}, {}))
+    run_config = {"ops": {"exit_signal_alert": {"config": {"event_id": event_id}}}}
+    result = exit_signal_alert_job.execute_in_process(
+        run_config=run_config, resources=resources(db_url, notify_config_dir), instance=instance)
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    assert (evaluation.asset_key, evaluation.check_name) == (NOTIFICATION_OUTBOX, OUTBOX_CHECK)
+    assert evaluation.passed is False and evaluation.severity is dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["failed"].value == 1 and evaluation.metadata["retrying"].value == 1
+    rows = {r["channel"]: r["status"] for r in delivery_rows(db, "exit_signal:exit:S1:dte:2018-03-29")}
+    assert rows == {"telegram": "failed", "slack": "retrying"}
+    # the final Telegram failure was reported on another channel (data_quality -> log)
+    assert {r["status"] for r in delivery_rows(db, "delivery_failed:telegram:exit_signal:exit:S1:dte:2018-03-29")} == {"delivered"}
+
+    later = AFTER_THURSDAY_CLOSE + timedelta(minutes=1)
+    res = resources(db_url, notify_config_dir, at=later)
+    with dg.build_sensor_context(instance=instance, resources=res) as ctx:
+        request = notification_housekeeping(ctx)
+    assert isinstance(request, dg.RunRequest) and request.tags["retries"] == "1"
+    housekeeping = notification_housekeeping_job.execute_in_process(resources=res, instance=instance)
+    assert housekeeping.success and housekeeping.get_asset_check_evaluations() == []
+    [slack] = fake_http.accepted("/services")
+    assert "P&amp;L" in slack.body["text"] and "portfolio alerts ack" in slack.body["text"]  # Slack escapes &
+    assert {r["channel"]: r["status"] for r in delivery_rows(db, "exit_signal:exit:S1:dte:2018-03-29")} == {
+        "telegram": "failed", "slack": "delivered"}
+    with dg.build_sensor_context(instance=instance, resources=res) as ctx:
+        assert isinstance(notification_housekeeping(ctx), dg.SkipReason)
+
+
+def test_housekeeping_runs_often_enough_for_minute_escalations() -> None:
+    from portfolio_pipeline.definitions import defs
+
+    # a step due at T fires by T + interval + run launch: the interval must leave room
+    assert defs.resolve_sensor_def("notification_housekeeping").minimum_interval_seconds <= 30
