@@ -1,7 +1,7 @@
 """notification outbox: retry schedule and expiry of failed deliveries
 
 Revision ID: 0012
-Revises: '0006'
+Revises: '0011'
 Create Date: 2026-12-04 17:30:00+00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | Sequence[str] | None = "0006"
+down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
