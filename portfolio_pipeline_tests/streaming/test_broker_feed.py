@@ -75,7 +75,7 @@ def ib_feed(gw: FakeGateway, *, clock: SettableClock | None = None, **kwargs: An
 
 
 async def take(
-    ticks: AsyncIterator[Tick], until: Callable[[list[Tick]], bool], timeout: float = 3.0
+    ticks: AsyncIterator[Tick], until: Callable[[list[Tick]], bool], timeout: float = 15.0
 ) -> list[Tick]:
     """Ticks from ``ticks`` until ``until(collected)`` holds (TimeoutError otherwise)."""
     got: list[Tick] = []
