@@ -48,6 +48,9 @@ class StagedOrder:
     broker_order_id: str | None
     whatif: WhatIfResult
     staged_at: datetime
+    client_id: int | None = None
+    """IBKR: the API client id that placed the order (only it may transmit or cancel it)."""
+    perm_id: int | None = None
 
 
 class ConnectionLifecycle(ABC):

@@ -150,6 +150,10 @@ class Order:
     proposal_id: str | None = None
     whatif: WhatIfResult | None = None
     broker_order_id: str | None = None
+    broker_client_id: int | None = None
+    """IBKR: the API client id that placed (and alone may modify or cancel) the order."""
+    broker_perm_id: int | None = None
+    """IBKR: the permanent order id once the Gateway reported it."""
     confirmation_token_hash: str | None = None
     expires_at: datetime | None = None
     audit: tuple[AuditEntry, ...] = field(default=())

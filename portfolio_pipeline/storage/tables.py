@@ -872,3 +872,13 @@ strategy_overrides = Table(
     _utc("updated_at"),
     comment="Manual strategy names/types/groupings from `portfolio strategies tag`.",
 )
+
+order_broker_refs = Table(
+    "order_broker_refs",
+    metadata,
+    Column("order_id", String(64), ForeignKey(orders.c.order_id), primary_key=True),
+    Column("client_id", Integer, nullable=True, comment="IBKR API client id that owns the order"),
+    Column("perm_id", BigInteger, nullable=True, comment="IBKR permanent order id once known"),
+    _utc("updated_at"),
+    comment="Who owns a staged order at the broker (IBKR client id, permId).",
+)
