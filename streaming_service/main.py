@@ -21,6 +21,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import click
 
 from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
-from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.brokers.base import BrokerAdapter, OrderBroker
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
 from portfolio_pipeline.domain.accounts import AccountConfig
@@ -138,8 +139,16 @@ def build_service(
     )
     store = OrderStore(db)
 
-    def broker_for(order: Order) -> BrokerAdapter:
-        return broker
+    if broker_name == "ibkr":
+        # orders on the designated order client id (shared with the CLI, one locked
+        # connection per operation), never on the data connection's id
+        from portfolio_pipeline.orders.routing import order_broker_for
+        from portfolio_pipeline.paths import portfolio_home
+
+        broker_for: Callable[[Order], OrderBroker] = order_broker_for(config, lock_dir=portfolio_home() / "run")
+    else:
+        def broker_for(order: Order) -> OrderBroker:
+            return broker
 
     commands = OrderCommands(store, broker_for, clock=system_clock)
     desk = HedgeDesk(

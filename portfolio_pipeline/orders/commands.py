@@ -27,6 +27,7 @@ staged order's expiry is about the person's response time, also in the demo repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -189,6 +190,14 @@ class OrderCommands:
         return ShowResult(order=shown, token=token, text=text)
 
     async def confirm(self, order_id: str, token: str, *, actor: str) -> Order:
+        """Step two (see :meth:`_confirm`); a broker that can hold its connection (the IBKR
+        order route) connects first, so an unreachable broker leaves the order SHOWN."""
+        order = await asyncio.to_thread(self._store.get, order_id)
+        held = getattr(self._broker_for(order), "held", None)
+        async with held() if held is not None else contextlib.nullcontext():
+            return await self._confirm(order_id, token, actor=actor)
+
+    async def _confirm(self, order_id: str, token: str, *, actor: str) -> Order:
         """Step two: token matches -> CONFIRMED -> ``broker.transmit`` -> TRANSMITTED (FILLED if filled)."""
         order = await asyncio.to_thread(self._store.get, order_id)
         now = self._clock()

@@ -104,14 +104,36 @@ class IbkrOrderRoute:
         self._lock_timeout = lock_timeout
         self._settle = stage_settle_seconds
         self._lock_path = lock_dir / f"ibkr-{connection.host}-{connection.port}-client-{self.client_id}.lock"
+        self._held: IbkrBroker | None = None
 
     @property
     def client_id(self) -> int:
         return self._conn.client_id
 
     @asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Hold one session over several operations (``confirm``: connect before the token is used)."""
+        if self._held is not None:
+            yield
+            return
+        async with self._new_session() as broker:
+            self._held = broker
+            try:
+                yield
+            finally:
+                self._held = None
+
+    @asynccontextmanager
     async def session(self) -> AsyncIterator[IbkrBroker]:
-        """Lock, connect on the order client id (no fallback), yield the adapter, disconnect."""
+        """The held session, or a new one: lock, connect (no fallback), yield, disconnect."""
+        if self._held is not None:
+            yield self._held
+            return
+        async with self._new_session() as broker:
+            yield broker
+
+    @asynccontextmanager
+    async def _new_session(self) -> AsyncIterator[IbkrBroker]:
         async with order_lock(self._lock_path, timeout=self._lock_timeout):
             broker = IbkrBroker(
                 self._conn, self._instruments, accounts=self._accounts, ib_factory=self._ib_factory,
