@@ -188,9 +188,17 @@ async def _run(service: StreamingService, health_port: int) -> None:
 
 
 async def _run_live(service: StreamingService, broker: BrokerAdapter, health_port: int) -> None:
+    stop = asyncio.Event()
+    reconciler = (
+        asyncio.create_task(service.desk.reconcile_forever(stop), name="order-reconciler")
+        if service.desk is not None else None
+    )
     try:
         await _run(service, health_port)
     finally:
+        stop.set()
+        if reconciler is not None:
+            await asyncio.gather(reconciler, return_exceptions=True)
         await broker.close()
 
 

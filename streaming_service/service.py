@@ -133,6 +133,10 @@ class StreamingService:
         return self._engine
 
     @property
+    def desk(self) -> HedgeDesk | None:
+        return self._desk
+
+    @property
     def writer(self) -> EventWriter:
         return self._writer
 

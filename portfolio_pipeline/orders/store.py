@@ -303,6 +303,23 @@ class OrderStore:
                 self._order(r, self._audit_rows(conn, r["order_id"]), self._refs(conn, r["order_id"])) for r in rows
             ]
 
+    def open_for_proposal_key(
+        self, key: str, account_id: str, statuses: Sequence[OrderStatus]
+    ) -> list[Order]:
+        """Orders of ``account_id`` in ``statuses`` whose proposal id starts with ``key``."""
+        escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self._db.connect() as conn:
+            rows = list(conn.execute(
+                select(orders).where(
+                    orders.c.proposal_id.like(escaped + "%", escape="\\"),
+                    orders.c.account_id == account_id,
+                    orders.c.status.in_([s.value for s in statuses]),
+                ).order_by(orders.c.created_at.desc(), orders.c.order_id)
+            ).mappings())
+            return [
+                self._order(r, self._audit_rows(conn, r["order_id"]), self._refs(conn, r["order_id"])) for r in rows
+            ]
+
     def count(self, statuses: Sequence[OrderStatus]) -> int:
         with self._db.connect() as conn:
             return int(conn.execute(

@@ -1,4 +1,4 @@
-"""add order broker refs
+"""add order broker refs; widen orders.proposal_id to the breach event key's 255
 
 Revision ID: 0007
 Revises: '0006'
@@ -32,8 +32,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("order_id", name=op.f("pk_order_broker_refs")),
         comment="Who owns a staged order at the broker (IBKR client id, permId).",
     )
+    # a proposal id is its breach's event key (events.event_key is 255 wide); 64 refused
+    # real keys on PostgreSQL ("limit_breach:<scope>:<metric>:<timestamp>")
+    with op.batch_alter_table("orders") as batch:
+        batch.alter_column(
+            "proposal_id", existing_type=sa.String(length=64), type_=sa.String(length=255), existing_nullable=True,
+            comment="the breach event key (events.event_key)",
+        )
 
 
 def downgrade() -> None:
     """Downgrade the schema."""
+    with op.batch_alter_table("orders") as batch:
+        batch.alter_column(
+            "proposal_id", existing_type=sa.String(length=255), type_=sa.String(length=64), existing_nullable=True
+        )
     op.drop_table("order_broker_refs")
