@@ -100,7 +100,8 @@ def _breach_text(record: dict[str, Any]) -> str:
                      + f" @ {p['limit_price']:.2f}")
         lines.extend(f"  broker warning: {w}" for w in p["warnings"])
     if record["proposals"]:
-        lines.append("stage/confirm only by hand: portfolio orders show ID, then portfolio orders confirm ID TOKEN")
+        lines.append("to act (by hand only): portfolio orders show ID (stages it at the broker, never transmits, "
+                     "prints a token), then portfolio orders confirm ID TOKEN; or portfolio orders reject ID")
     return "\n".join(lines)
 
 
