@@ -23,6 +23,7 @@ from portfolio_pipeline.brokers.base import BrokerAdapter
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.limits import RiskSnapshot
 from portfolio_pipeline.domain.orders import Order, OrderStatus
+from portfolio_pipeline.domain.settlement import SessionHours
 from portfolio_pipeline.orders import OrderCommands, OrderStore
 from portfolio_pipeline.orders.store import whatif_to_json
 from streaming_service.breach import BreachSignal
@@ -99,7 +100,13 @@ class HedgeDesk:
         hedge: HedgeSettings,
         staging: StagingSettings,
         submit: Callable[[StreamEvent], None],
+        calendar: SessionHours | None = None,
     ) -> None:
+        if calendar is None:
+            from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+
+            calendar = ExchangeCalendar()
+        self._calendar: SessionHours = calendar
         self._broker = broker
         self._account = account_id
         self._store = store
@@ -140,7 +147,7 @@ class HedgeDesk:
         return MarketView.build(
             self._instruments, m.root, trading_class=chain.trading_class, spot=m.spot, vol=m.vol,
             rate=m.rate, dividend_yield=m.dividend_yield, beta=m.beta, expiries=chain.expiries,
-            strikes=chain.strikes, as_of=m.signal.ts,
+            strikes=chain.strikes, as_of=m.signal.ts, calendar=self._calendar,
         )
 
     async def handle(self, moment: Moment) -> Order | None:
