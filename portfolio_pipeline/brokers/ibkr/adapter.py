@@ -180,6 +180,7 @@ class IbkrBroker(ConnectionLifecycle):
         self._broker_class: dict[str, str] = {}  # key -> IBKR's class when the table's differs
         self._underlying_expiry: dict[int, date] = {}
         self._account_lock = asyncio.Lock()
+        self._sentinel_warned: set[tuple[str, str]] = set()  # sentinel warnings: once per episode
         self._gap_open = False
 
         self.last_disconnect: datetime | None = None
@@ -721,17 +722,21 @@ class IbkrBroker(ConnectionLifecycle):
         if sub.contract.is_option:
             greeks = ticker.modelGreeks
             if greeks is None:
-                logger.warning(
-                    "ibkr: %s: model Greeks not received within %gs -> NaN", where, self._timeout
-                )
+                if (where, "modelGreeks") not in self._sentinel_warned:
+                    self._sentinel_warned.add((where, "modelGreeks"))
+                    logger.warning(
+                        "ibkr: %s: model Greeks not received within %gs -> NaN", where, self._timeout
+                    )
                 iv = delta = gamma = vega = theta = underlying = math.nan
             else:
-                iv = sanitise(greeks.impliedVol, "impliedVol", where, kind="price")
-                delta = sanitise(greeks.delta, "delta", where, kind="greek")
-                gamma = sanitise(greeks.gamma, "gamma", where, kind="greek")
-                vega = sanitise(greeks.vega, "vega", where, kind="greek")
-                theta = sanitise(greeks.theta, "theta", where, kind="greek")
-                underlying = sanitise(greeks.undPrice, "undPrice", where, kind="price")
+                self._sentinel_warned.discard((where, "modelGreeks"))
+                seen = self._sentinel_warned
+                iv = sanitise(greeks.impliedVol, "impliedVol", where, kind="price", warned=seen)
+                delta = sanitise(greeks.delta, "delta", where, kind="greek", warned=seen)
+                gamma = sanitise(greeks.gamma, "gamma", where, kind="greek", warned=seen)
+                vega = sanitise(greeks.vega, "vega", where, kind="greek", warned=seen)
+                theta = sanitise(greeks.theta, "theta", where, kind="greek", warned=seen)
+                underlying = sanitise(greeks.undPrice, "undPrice", where, kind="price", warned=seen)
         return Quote(
             source=BROKER,
             contract=sub.contract,
