@@ -168,6 +168,10 @@ def build_service(
     return service, broker
 
 
+#: Seconds a stop request (SIGTERM/SIGINT) waits for a clean flush before cancelling.
+SHUTDOWN_SECONDS = 6.0
+
+
 async def _run(service: StreamingService, health_port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -181,6 +185,14 @@ async def _run(service: StreamingService, health_port: int) -> None:
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set() and not runner.done():
             logger.info("shutdown requested; flushing events")
+            # the service flushes and returns; whatever still blocks (a broker that does not
+            # answer) is cancelled so the process stops within SHUTDOWN_SECONDS
+            done, _ = await asyncio.wait({runner}, timeout=SHUTDOWN_SECONDS)
+            if not done:
+                logger.warning("service did not stop in %.0fs; cancelling", SHUTDOWN_SECONDS)
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+                return
         await runner
     finally:
         stopper.cancel()

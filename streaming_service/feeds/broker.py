@@ -196,6 +196,7 @@ class BrokerFeed:
         self._gap_marker: tuple[object, object] = (None, None)
         self._next_refresh = 0.0
         self.stale_roots: dict[str, str] = {}
+        self._failing_polls = 0
         self.flagged_options: dict[str, str] = {}
         """Held options priced by the engine without broker Greeks: contract key -> reason."""
         """Followed symbols currently without ticks -> why (missing quote, NaN Greeks...)."""
@@ -371,13 +372,15 @@ class BrokerFeed:
         """False only when the adapter says it is disconnected (IBKR ``is_connected``)."""
         return getattr(self._adapter, "is_connected", True) is not False
 
+    @property
+    def connected(self) -> bool:
+        """Live broker connectivity for /health: the adapter's own state (IBKR: socket up and
+        the Gateway connected to IB's servers) and no run of failing polls in progress."""
+        if not self._adapter_connected() or getattr(self._adapter, "upstream_lost", False):
+            return False
+        return self._failing_polls == 0
+
     def _stale_reason(self, root: str, quotes: Mapping[str, Quote]) -> str | None:
-        und = self._plan.underlyings[root]
-        quote = quotes.get(und.key)
-        if quote is None:
-            return f"no quote for {und.key}"
-        if not _usable_price(quote.mark):
-            return f"unusable price {quote.mark!r} for {und.key}"
         for contract in self._plan.options.get(root, ()):
             q = quotes.get(contract.key)
             if q is None:
@@ -388,6 +391,12 @@ class BrokerFeed:
                 self._flag(contract.key, f"NaN broker Greeks ({', '.join(bad)}); priced from the mark's implied vol")
             else:
                 self._flag(contract.key, None)
+        und = self._plan.underlyings[root]
+        quote = quotes.get(und.key)
+        if quote is None:
+            return f"no quote for {und.key}"
+        if not _usable_price(quote.mark):
+            return f"unusable price {quote.mark!r} for {und.key}"
         return None
 
     def _flag(self, key: str, reason: str | None) -> None:
@@ -496,6 +505,7 @@ class BrokerFeed:
                 quotes = await self._quote(self._contracts(self._plan))
             except RETRYABLE as exc:
                 failures += 1
+                self._failing_polls = failures
                 self.failed_polls += 1
                 if outage_since is None:
                     outage_since = started
@@ -513,6 +523,7 @@ class BrokerFeed:
                 if not reported and not hasattr(self._adapter, "gap_seconds"):
                     self.gaps.append(outage)
                 failures, outage_since = 0, None
+            self._failing_polls = 0
             for tick in self._ticks_from(quotes):
                 yield tick
             await asyncio.sleep(max(started + self._poll - loop.time(), 0.0))

@@ -188,6 +188,8 @@ class IbkrBroker(ConnectionLifecycle):
         self.gap_seconds: float | None = None
         """Length of the last market-data gap (disconnect -> resubscribed), None if none."""
         self.reconnect_count = 0
+        self.upstream_lost = False
+        """True between error 1100 (Gateway lost IB's servers) and 1101/1102 (restored)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -216,6 +218,7 @@ class IbkrBroker(ConnectionLifecycle):
             ib.updateEvent += self._on_packet
             self._ib = ib
         await self._connect_with_client_ids()
+        self.upstream_lost = False
         await self._after_connect(resubscribe=False)
 
     async def close(self) -> None:
@@ -386,6 +389,7 @@ class IbkrBroker(ConnectionLifecycle):
                 return
             try:
                 await self._connect_with_client_ids()
+                self.upstream_lost = False
                 await self._after_connect(resubscribe=True)
             except BrokerError as exc:
                 logger.warning("ibkr: reconnect attempt %d failed: %s", attempt, exc)
@@ -404,11 +408,13 @@ class IbkrBroker(ConnectionLifecycle):
             if not self._client_id_in_use.done():
                 self._client_id_in_use.set_result(None)
         elif code == _CONNECTIVITY_LOST:
+            self.upstream_lost = True
             if not self._gap_open:
                 self.last_disconnect = self._clock()
                 self._gap_open = True
             logger.warning("ibkr: gateway lost connectivity to IBKR servers: %s", message)
         elif code in (_RESTORED_DATA_LOST, _RESTORED_DATA_KEPT):
+            self.upstream_lost = False
             if code == _RESTORED_DATA_LOST and self._subs:
                 task = asyncio.get_running_loop().create_task(self._resubscribe_after_1101())
                 self._background.add(task)
