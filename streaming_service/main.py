@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
-from portfolio_pipeline.brokers.base import BrokerAdapter, OrderBroker
+from portfolio_pipeline.brokers.base import BrokerAdapter, BrokerDataError, BrokerError, OrderBroker
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
 from portfolio_pipeline.domain.accounts import AccountConfig
@@ -238,7 +238,12 @@ def main(broker_name: str, health_port: int, speed: float | None, session: datet
             speed=speed if speed is not None else settings.feed.demo_speed,
             session=session.date() if session else None, buffer_directory=buffer_dir(),
         )
-        if broker_name == "demo":
-            asyncio.run(_run(service, health_port))
-        else:
-            asyncio.run(_run_live(service, broker, health_port))
+        try:
+            if broker_name == "demo":
+                asyncio.run(_run(service, health_port))
+            else:
+                asyncio.run(_run_live(service, broker, health_port))
+        except (BrokerError, BrokerDataError) as exc:
+            # the root cause in one line (e.g. wrong port, account not managed), no traceback
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)

@@ -321,10 +321,10 @@ class BrokerFeed:
 
     async def starting_book(self) -> StartingBook:
         """Connect (first call), load positions, balances and quotes; retried with backoff."""
-        await self.connect()
         delay = self._retry
         for attempt in range(1, self._start_attempts + 1):
             try:
+                await self.connect()  # a Gateway that is down at start is retried like the rest
                 return await self._load_book()
             except RETRYABLE as exc:
                 if attempt == self._start_attempts:

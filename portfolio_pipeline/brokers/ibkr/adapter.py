@@ -107,6 +107,12 @@ _ACKED_STATES: Final = frozenset(
 )
 
 
+_USUAL_PORTS: Final = "Usual API ports: 4001 Gateway live, 4002 Gateway paper, 7496 TWS live, 7497 TWS paper."
+_NOT_AN_API_PORT: Final = (
+    "is it the API port (Configure > API > Settings, 'Enable ActiveX and Socket Clients')? " + _USUAL_PORTS
+)
+
+
 @dataclass(slots=True)
 class _Subscription:
     """One streaming market-data line, re-requested after every reconnect."""
@@ -306,11 +312,21 @@ class IbkrBroker(ConnectionLifecycle):
                 await asyncio.gather(task, return_exceptions=True)
                 raise BrokerError(
                     f"ibkr: connect to {self._conn.host}:{self._conn.port} (client id {client_id}) "
-                    f"timed out after {self._timeout * 2:g}s"
+                    f"timed out after {self._timeout * 2:g}s; {_NOT_AN_API_PORT}"
                 )
             try:
                 task.result()
-            except (OSError, ConnectionError, TimeoutError, RequestError) as exc:
+            except ConnectionRefusedError as exc:
+                raise BrokerError(
+                    f"ibkr: nothing listens on {self._conn.host}:{self._conn.port} (connection refused): "
+                    f"is IB Gateway/TWS running with its API socket on that port? {_USUAL_PORTS}"
+                ) from exc
+            except TimeoutError as exc:
+                raise BrokerError(
+                    f"ibkr: no API handshake from {self._conn.host}:{self._conn.port} (client id {client_id}) "
+                    f"within {self._timeout:g}s; {_NOT_AN_API_PORT}"
+                ) from exc
+            except (OSError, ConnectionError, RequestError) as exc:
                 raise BrokerError(
                     f"ibkr: connect to {self._conn.host}:{self._conn.port} (client id {client_id}) "
                     f"failed: {exc!r}"
@@ -529,6 +545,7 @@ class IbkrBroker(ConnectionLifecycle):
     async def account_snapshot(self, account_id: str) -> AccountSnapshot:
         """Summary tags in the base currency (and model code) plus DailyPnL via reqPnL."""
         ib = await self._ready_ib()
+        self._check_managed(ib, account_id)
         currency, model_code = self._account(account_id)
         if model_code:
             await self._request(
@@ -573,9 +590,19 @@ class IbkrBroker(ConnectionLifecycle):
         logger.info("ibkr: no DailyPnL for %s from reqPnL; broker_daily_pnl=None", account_id)
         return None
 
+    def _check_managed(self, ib: IB, account_id: str) -> None:
+        """A clear error when the Gateway's login does not manage ``account_id``."""
+        managed = list(ib.managedAccounts())
+        if managed and account_id not in managed:
+            raise BrokerError(
+                f"ibkr: account {account_id!r} (accounts.yaml) is not managed by the login of the Gateway at "
+                f"{self._conn.host}:{self._conn.port}; it manages: {', '.join(managed)}"
+            )
+
     async def positions(self, account_id: str) -> list[Position]:
         """Signed positions from reqPositions, marks from the account's portfolio updates."""
         ib = await self._ready_ib()
+        self._check_managed(ib, account_id)
         async with self._account_lock:
             raw = await self._request("reqPositions", ib.reqPositionsAsync)
             await self._request(

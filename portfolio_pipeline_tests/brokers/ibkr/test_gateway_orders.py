@@ -243,3 +243,15 @@ def test_order_of_another_client_id_is_refused_before_anything_is_sent(db: Datab
     asyncio.run(scenario())
     assert gw.requests_named("cancelOrder") == []
     assert cli.store.get("H-8").status == OrderStatus.STAGED
+
+
+def test_wrong_account_id_lists_the_accounts_the_gateway_manages() -> None:
+    gw = gateway()
+
+    async def scenario() -> None:
+        async with adapter(gw) as broker:
+            with pytest.raises(BrokerError, match=r"account 'U9' .* not managed .* it manages: U1, U2"):
+                await broker.positions("U9")
+            assert await broker.positions("U1")  # the managed one still works
+
+    asyncio.run(scenario())
