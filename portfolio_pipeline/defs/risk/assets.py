@@ -287,15 +287,29 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         greeks = read_frame(db, portfolio_greeks, days)
         prior = read_frame(db, margin_history, [calendar.previous_session(days[0])], where={"broker": ALL})
         previous: str | None = str(prior.iloc[0]["regime"]) if not prior.empty else None
+        last_vix: tuple[date, float] | None = None
+        if not prior.empty and math.isfinite(_float(prior.iloc[0]["vix"])):
+            last_vix = (calendar.previous_session(days[0]), float(prior.iloc[0]["vix"]))
         for day in days:
             quotes = on(market, day)
             vix = _index_close(quotes, "VIX")
             if vix is None:
-                raise InvalidDataError(
-                    f"margin_history: market_snapshot has no VIX close for session {day}; the "
-                    "regime needs the live VIX (re-run broker_snapshots for that session)"
-                )
-            state = service.classify(vix, _index_close(quotes, "VIX3M"), previous=previous)
+                if last_vix is None:
+                    raise InvalidDataError(
+                        f"margin_history: market_snapshot has no VIX close for session {day} and no earlier "
+                        "VIX is stored; the regime needs the VIX (check the CBOE index market data "
+                        "subscription, then re-run broker_snapshots for that session)"
+                    )
+                # stated fallback: the last known VIX (with the hysteresis of the regime in force)
+                context.log.warning(
+                    "session=%s data quality: no VIX in market_snapshot (no CBOE index subscription?); "
+                    "regime FALLBACK: classified on the last known VIX %.2f of %s", day, last_vix[1], last_vix[0])
+                vix = last_vix[1]
+            vix3m = _index_close(quotes, "VIX3M")
+            if vix3m is None:
+                context.log.warning("session=%s data quality: no VIX3M; regime from the VIX level only", day)
+            state = service.classify(vix, vix3m, previous=previous)
+            last_vix = (day, vix)
             previous = state.name
             margin_rows, check_rows = _margin_rows(day, on(accounts, day), on(greeks, day), service, state, overrides)
             with db.database.begin() as conn:
