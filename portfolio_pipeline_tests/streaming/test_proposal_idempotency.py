@@ -58,3 +58,33 @@ def test_breach_after_restart_does_not_propose_again(db: Database) -> None:
     again = asyncio.run(desk._handle(_moment(45)))  # the same limit re-detected after a restart
     assert again is not None and again.order_id == "H-staged"
     assert desk.proposed == 0 and broker.staged == []
+
+
+def test_service_reconciles_at_start_until_stopped(db: Database) -> None:
+    """The live service's reconciler: a transmitted order whose fills arrived becomes FILLED."""
+    store = OrderStore(db)
+    broker = RecordingBroker()
+    cmds = OrderCommands(store, lambda o: broker, token_factory=lambda: "f" * 16)
+    store.insert(make_order("H-R"), actor="t")
+    cfg = platform_config()
+    settings = StreamingConfig()
+    desk = HedgeDesk(broker=broker, account_id="DEMO-001", store=store, commands=cmds,  # type: ignore[arg-type]
+                     instruments=cfg.instruments, hedge=settings.hedge, staging=settings.staging,
+                     submit=lambda e: None)
+
+    async def scenario() -> None:
+        await cmds.stage("H-R", actor="rule", ttl=timedelta(hours=1))
+        shown = await cmds.show("H-R", actor="alice")
+        broker.partial = True  # the first fill check sees 1 of 2 lots
+        assert (await cmds.confirm("H-R", shown.token, actor="alice")).status == OrderStatus.PARTIALLY_FILLED
+        broker.partial = False  # the rest fills later, outside the platform's view
+        stop = asyncio.Event()
+        task = asyncio.create_task(desk.reconcile_forever(stop, interval=0.01))
+        while store.get("H-R").status != OrderStatus.FILLED:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, 5.0)
+
+    asyncio.run(asyncio.wait_for(scenario(), 30.0))
+    trail = [r["to_status"] for r in store.audit_trail("H-R")]
+    assert trail[-2:] == ["partially_filled", "filled"]
