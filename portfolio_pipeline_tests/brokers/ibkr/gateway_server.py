@@ -115,6 +115,18 @@ class GatewayServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
+    def restart(self) -> None:
+        """Gateway restart: every connection is closed and untransmitted orders are lost."""
+
+        async def drop() -> None:
+            for writer in list(self._live.values()):
+                writer.close()
+
+        with self._lock:
+            for key in [k for k, o in self.gateway.book.items() if not o.transmitted]:
+                del self.gateway.book[key]
+        asyncio.run_coroutine_threadsafe(drop(), self._loop).result(10)
+
     def state(self) -> tuple[list[tuple[int, int, int]], dict[tuple[int, int], GatewayOrder]]:
         """A consistent copy of (transmissions, book) for assertions."""
         with self._lock:

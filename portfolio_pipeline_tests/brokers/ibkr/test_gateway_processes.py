@@ -133,3 +133,32 @@ def test_cli_refuses_when_the_order_client_id_is_held_and_never_falls_back(
     assert asked == [18, 18]  # the squatter, then the CLI once: no other client id was tried
     assert OrderStore(db).get("H-Y").status.value == "proposed"
     db.dispose()
+
+
+def test_restart_makes_confirm_refuse_and_reject_cancels_at_the_gateway(tmp_path: Path, env: dict[str, str]) -> None:
+    gw = gateway()
+    cli = ("-c", "from portfolio_pipeline.cli import main; main()")
+    with GatewayServer(gw) as server:
+        _configure(tmp_path, server.port)
+        db = Database(env["PORTFOLIO_DB_URL"])
+        db.migrate()
+        store = OrderStore(db)
+        store.insert(order(order_id="H-S"), actor="streaming:proposer")
+        store.insert(order(order_id="H-R"), actor="streaming:proposer")
+        shown = _run(env, *cli, "orders", "show", "H-S")
+        token = re.search(r"portfolio orders confirm H-S (\S+)", shown.stdout)
+        assert token is not None, shown.stderr[-3000:]
+        server.restart()  # the untransmitted order is gone from the Gateway
+        refused = _run(env, *cli, "orders", "confirm", "H-S", token.group(1))
+        staged = _run(env, *cli, "orders", "stage", "H-R")
+        assert staged.returncode == 0, staged.stderr[-3000:]
+        rejected = _run(env, *cli, "orders", "reject", "H-R", "--reason", "not now")
+        transmissions, book = server.state()
+    assert refused.returncode == 2 and "no longer exists at the Gateway" in refused.stderr
+    assert store.get("H-S").status.value == "stale"
+    assert transmissions == []  # never re-placed from local terms
+    assert rejected.returncode == 0, rejected.stderr[-3000:]
+    assert store.get("H-R").status.value == "rejected"
+    assert [(key, o.status) for key, o in book.items()] == [((18, int(store.get("H-R").broker_order_id or 0)),
+                                                             "Cancelled")]
+    db.dispose()
