@@ -233,6 +233,7 @@ class FakeGateway:
     next_order_ids: dict[int, int] = field(default_factory=dict)
     perm_seq: int = 9000
     foreign_cancels: list[tuple[int, int]] = field(default_factory=list)  # (clientId, orderId) -> 10147
+    unacknowledged: bool = False  # transmitted orders are booked but no status is sent back
 
     # -- setup helpers
 
@@ -725,6 +726,8 @@ class FakeClient:
                     ]
                 )
             return
+        if self.gateway.unacknowledged:
+            return  # e.g. the connection stalls right after the send: the order is live, unconfirmed
         state = OrderState(status=booked.status)
         self._later(
             [

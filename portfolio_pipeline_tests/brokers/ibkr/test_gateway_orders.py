@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from portfolio_pipeline.brokers.base import BrokerError, StaleOrderError
+from portfolio_pipeline.brokers.base import BrokerError, SentUnknownError, StaleOrderError
 from portfolio_pipeline.brokers.ibkr.order_route import IbkrOrderRoute
 from portfolio_pipeline.domain.errors import IllegalTransitionError
 from portfolio_pipeline.domain.orders import OrderStatus
@@ -255,3 +255,22 @@ def test_wrong_account_id_lists_the_accounts_the_gateway_manages() -> None:
             assert await broker.positions("U1")  # the managed one still works
 
     asyncio.run(scenario())
+
+
+def test_sent_but_unacknowledged_is_sent_unknown_until_reconciled(db: Database, tmp_path: Path) -> None:
+    gw = gateway()
+    cli = desk(db, gw, tmp_path)
+    cli.store.insert(order(order_id="H-9"), actor="t")
+
+    async def scenario() -> None:
+        shown = await cli.show("H-9", actor="cli:alice")
+        gw.unacknowledged = True
+        with pytest.raises(SentUnknownError, match="sent but not acknowledged"):
+            await cli.confirm("H-9", shown.token, actor="cli:alice")
+        assert cli.store.get("H-9").status == OrderStatus.SENT_UNKNOWN
+        gw.unacknowledged = False
+        changed = await cli.reconcile()
+        assert [(o.order_id, o.status) for o in changed] == [("H-9", OrderStatus.TRANSMITTED)]
+
+    asyncio.run(scenario())
+    assert len(gw.transmissions) == 1
