@@ -14,7 +14,8 @@ openOrderEnd), reqContractDetails (contractDetails/End or error 200), placeOrder
 -> openOrder with the margin fields; otherwise booked per (clientId, orderId): a new
 order, or the owner's modification, e.g. transmit), cancelOrder (owner: orderStatus
 Cancelled + error 202; anyone else: error 10147), reqExecutions (execDetailsEnd),
-reqIds.  Everything else is read and ignored.  Single-leg orders only (the placeOrder
+reqIds, reqAccountSummary, reqAccountUpdates (no portfolio rows) and reqMktData (price
+ticks from ``FakeGateway.market``).  Everything else is read and ignored.  Single-leg orders only (the placeOrder
 field positions are learned from ib_async's own encoder for that shape).
 """
 
@@ -115,6 +116,17 @@ class GatewayServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
+    def go_down(self) -> None:
+        """The Gateway goes away and stays away: connections closed, new ones refused."""
+
+        async def close() -> None:
+            assert self._server is not None
+            self._server.close()
+            for writer in list(self._live.values()):
+                writer.close()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+
     def restart(self) -> None:
         """Gateway restart: every connection is closed and untransmitted orders are lost."""
 
@@ -195,6 +207,17 @@ class GatewayServer:
                 return self._cancel(cid, int(f[2]))
             if msg_id == 7:  # reqExecutions
                 return [_frame([55, 1, f[2]])]
+            if msg_id == 62:  # reqAccountSummary
+                rows = [_frame([63, 1, f[2], a, t, v, c]) for a, t, v, c in self.gateway.account_summary]
+                return [*rows, _frame([64, 1, f[2]])]
+            if msg_id == 6:  # reqAccountUpdates (no portfolio rows: the book holds no positions here)
+                return [_frame([54, 1, f[3]])] if f[2] == "1" else []
+            if msg_id == 1:  # reqMktData: one packet of price ticks from the script
+                script = self.gateway.market.get(int(f[3] or 0))
+                if script is None:
+                    return []
+                ticks = [(1, script.bid), (2, script.ask), (4, script.last), (9, script.close)]
+                return [_frame([1, 6, f[2], tick, _f(px), 1, 0]) for tick, px in ticks if px is not None]
             return []  # reqMarketDataType and anything else: no answer needed
 
     def _contract_details(self, f: list[str]) -> list[bytes]:
