@@ -139,8 +139,12 @@ def import_tastytrade_csv(path: Path, account_id: str | None) -> None:
 # --- pipeline ---------------------------------------------------------------------
 
 
-def _run_sessions(first: date, last: date, *, demo: bool) -> tuple[bool, str]:
-    """Materialize the EOD job over [first, last] as one single-run backfill."""
+def _run_sessions(
+    first: date, last: date, *, demo: bool, job_name: str = "eod_job", causes: list[str] | None = None
+) -> tuple[bool, str]:
+    """Materialize ``job_name`` (the EOD job) over [first, last] as one single-run backfill.
+
+    ``causes`` (if given) receives the root cause of each failed step, one line each."""
     from portfolio_pipeline.dagster_home import prepare_dagster_home
 
     prepare_dagster_home()
@@ -154,7 +158,7 @@ def _run_sessions(first: date, last: date, *, demo: bool) -> tuple[bool, str]:
     if not sessions:
         raise click.BadParameter(f"no XNYS session between {first} and {last}")
     definitions = build_definitions()
-    job = definitions.resolve_job_def("eod_job")
+    job = definitions.resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
@@ -166,7 +170,30 @@ def _run_sessions(first: date, last: date, *, demo: bool) -> tuple[bool, str]:
             },
             raise_on_error=False,
         )
+        if causes is not None and not result.success:
+            causes.extend(_root_causes(result))
         return result.success, result.run_id
+
+
+def _root_causes(result: object) -> list[str]:
+    """``step: ErrorClass: first line of the message`` of the innermost cause of each failed step."""
+    out: list[str] = []
+    for event in getattr(result, "all_events", []):
+        if not getattr(event, "is_step_failure", False):
+            continue
+        error = event.step_failure_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is None:
+            continue
+        message = (error.message or "").strip().splitlines()
+        text = message[0] if message else error.cls_name or "error"
+        if error.cls_name and not text.startswith(error.cls_name):
+            text = f"{error.cls_name}: {text}"
+        line = f"{event.step_key}: {text}"
+        if line not in out:
+            out.append(line)
+    return out
 
 
 def _summary(first: date, last: date) -> list[str]:
@@ -269,19 +296,42 @@ def demo(start: object, end: object) -> None:
 
 @main.command()
 @click.option("--date", "session", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="Session to record (default: the latest completed session).")
+              help="Session to record (default: the latest completed session, or an intraday "
+                   "snapshot of today while the market is open).")
 def run(session: object) -> None:
-    """Record one session's book from the configured brokers."""
+    """Record a session's book from the configured brokers (intraday while the market is open)."""
     from datetime import UTC, datetime
 
-    from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+    from portfolio_pipeline import clock
+    from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
 
+    calendar = ExchangeCalendar()
+    now = clock.system_clock().astimezone(UTC)
+    today = now.astimezone(NEW_YORK).date()
+    intraday = False
     if isinstance(session, datetime):
         day = session.date()
+        if calendar.is_session(day) and calendar.session_close(day) > now:
+            close = calendar.session_close(day).astimezone(NEW_YORK)
+            raise click.BadParameter(
+                f"session {day} closes at {close:%H:%M} New York: it can be recorded only after its close; "
+                "run `portfolio run` without --date for an intraday snapshot", param_hint="--date")
+    elif calendar.is_session(today) and calendar.session_open(today) <= now < calendar.session_close(today):
+        day, intraday = today, True
     else:
-        day = ExchangeCalendar().last_completed_session(datetime.now(UTC))
-    ok, run_id = _run_sessions(day, day, demo=False)
-    click.echo(f"session {day}: run {run_id} {'succeeded' if ok else 'FAILED'}")
+        day = calendar.last_completed_session(now)
+    causes: list[str] = []
+    if intraday:
+        ok, run_id = _run_sessions(day, day, demo=False, job_name="intraday_job", causes=causes)
+        when = now.astimezone(NEW_YORK)
+        click.echo(f"intraday snapshot of session {day} at {when:%H:%M} New York: run {run_id} "
+                   f"{'succeeded' if ok else 'FAILED'} (the session itself is recorded after the close "
+                   f"at {calendar.session_close(day).astimezone(NEW_YORK):%H:%M})")
+    else:
+        ok, run_id = _run_sessions(day, day, demo=False, causes=causes)
+        click.echo(f"session {day}: run {run_id} {'succeeded' if ok else 'FAILED'}")
+    for cause in causes[:1]:
+        click.echo(f"cause: {cause}", err=True)
     sys.exit(0 if ok else 1)
 
 

@@ -1,8 +1,11 @@
-"""``portfolio orders``: list, show, confirm, reject, stage and expire staged orders.
+"""``portfolio orders``: list, stage, show, confirm, reject, reconcile, expire, audit.
 
-Transmission needs two steps by a person: ``show ID`` prints the WhatIf result and every
-broker warning and a one-time token; ``confirm ID TOKEN`` transmits.  The lead attaches
-this group with ``main.add_command(orders)``.
+Transmission needs two steps by a person: ``show ID`` (stages a proposed order first)
+prints the WhatIf result and every broker warning and a one-time token; ``confirm ID
+TOKEN`` transmits.  Every command talks to the order's broker (IBKR: on the designated
+order client id, never a fallback id).  Text from brokers and the database is printed
+with bidirectional control characters escaped.  The lead attaches this group with
+``main.add_command(orders)``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.brokers.base import OrderBroker
 from portfolio_pipeline.domain.errors import IllegalTransitionError
 from portfolio_pipeline.domain.orders import Order, OrderStatus
 from portfolio_pipeline.orders import OrderCommands, OrderStore
@@ -31,28 +34,28 @@ def cli_actor() -> str:
         return "cli:unknown"
 
 
-def _broker_factory() -> Callable[[Order], BrokerAdapter]:
-    """Adapters built lazily per (broker, account) from config/accounts.yaml."""
-    from portfolio_pipeline.brokers.factory import make_adapter
-    from portfolio_pipeline.clock import Clock, SettableClock, system_clock
+#: Bidirectional control characters (Trojan-source style reordering), printed escaped.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def safe_text(text: str) -> str:
+    """``text`` with bidi control characters shown as ``\\uXXXX`` escapes."""
+    if not any(ch in _BIDI for ch in text):
+        return text
+    return "".join(f"\\u{ord(ch):04x}" if ch in _BIDI else ch for ch in text)
+
+
+def _echo(text: str, *, err: bool = False) -> None:
+    click.echo(safe_text(text), err=err)
+
+
+def _broker_factory() -> Callable[[Order], OrderBroker]:
+    """Order adapters per (broker, account) from config/accounts.yaml (IBKR: order client id)."""
     from portfolio_pipeline.config import load_platform_config
-    from portfolio_pipeline.paths import config_dir
+    from portfolio_pipeline.orders.routing import order_broker_for
+    from portfolio_pipeline.paths import config_dir, portfolio_home
 
-    config = load_platform_config(config_dir())
-    cache: dict[tuple[str, str], BrokerAdapter] = {}
-
-    def broker_for(order: Order) -> BrokerAdapter:
-        key = (order.broker, order.account_id)
-        if key not in cache:
-            accounts = [a for a in config.accounts.accounts if a.broker == order.broker and a.account_id == order.account_id]
-            if not accounts:
-                raise click.ClickException(f"order {order.order_id}: no account {order.broker}:{order.account_id} configured")
-            # The demo broker lives in replayed time: it answers as of the order's moment.
-            clock: Clock = SettableClock(order.created_at) if order.broker == "demo" else system_clock
-            cache[key] = make_adapter(accounts[0].broker, accounts, config.instruments, clock)
-        return cache[key]
-
-    return broker_for
+    return order_broker_for(load_platform_config(config_dir()), lock_dir=portfolio_home() / "run")
 
 
 def _commands() -> tuple[Database, OrderCommands]:
@@ -62,7 +65,7 @@ def _commands() -> tuple[Database, OrderCommands]:
 
 
 def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from None
+    raise click.ClickException(safe_text(str(exc))) from None
 
 
 @click.group()
@@ -85,7 +88,7 @@ def list_cmd(statuses: tuple[str, ...], show_all: bool) -> None:
         click.echo("no orders")
     for o in rows:
         legs = " / ".join(f"{leg.action} {leg.contract.key}" for leg in o.legs)
-        click.echo(f"{o.order_id}  {o.status.value:<11} {o.created_at:%Y-%m-%d %H:%M}  {o.quantity} x {legs} @ {o.limit_price:.2f}")
+        _echo(f"{o.order_id}  {o.status.value:<11} {o.created_at:%Y-%m-%d %H:%M}  {o.quantity} x {legs} @ {o.limit_price:.2f}")
 
 
 @orders.command("stage")
@@ -99,21 +102,23 @@ def stage_cmd(order_id: str, ttl_minutes: float) -> None:
             o = asyncio.run(cmds.stage(order_id, actor=cli_actor(), ttl=timedelta(minutes=ttl_minutes)))
         except (IllegalTransitionError, LookupError) as exc:
             _fail(exc)
-    click.echo(f"staged {o.order_id}; next: portfolio orders show {o.order_id}")
+    _echo(f"staged {o.order_id}; next: portfolio orders show {o.order_id}")
 
 
 @orders.command("show")
 @click.argument("order_id")
 def show_cmd(order_id: str) -> None:
-    """Show the WhatIf result and every broker warning; issues the confirmation token."""
+    """Show the WhatIf result and every broker warning; issues the confirmation token.
+
+    A proposed (or stale) order is staged at the broker first (never transmitted)."""
     db, cmds = _commands()
     with db:
         try:
             res = asyncio.run(cmds.show(order_id, actor=cli_actor()))
         except (IllegalTransitionError, LookupError) as exc:
             _fail(exc)
-    click.echo(res.text)
-    click.echo(f"\nTo transmit: portfolio orders confirm {order_id} {res.token}")
+    _echo(res.text)
+    _echo(f"\nTo transmit: portfolio orders confirm {order_id} {res.token}")
 
 
 @orders.command("confirm")
@@ -127,21 +132,32 @@ def confirm_cmd(order_id: str, token: str) -> None:
             o = asyncio.run(cmds.confirm(order_id, token, actor=cli_actor()))
         except (IllegalTransitionError, LookupError) as exc:
             _fail(exc)
-    click.echo(f"{o.order_id}: {o.status.value} (broker order {o.broker_order_id})")
+    _echo(f"{o.order_id}: {o.status.value} (broker order {o.broker_order_id})")
 
 
 @orders.command("reject")
 @click.argument("order_id")
 @click.option("--reason", default="", help="Recorded in the audit trail.")
 def reject_cmd(order_id: str, reason: str) -> None:
-    """Reject a proposed/staged order."""
+    """Reject a proposed/staged order (cancelled at the broker first; exit 2 if that fails)."""
     db, cmds = _commands()
     with db:
         try:
             o = asyncio.run(cmds.reject(order_id, actor=cli_actor(), reason=reason))
         except (IllegalTransitionError, LookupError) as exc:
             _fail(exc)
-    click.echo(f"{o.order_id}: {o.status.value}")
+    _echo(f"{o.order_id}: {o.status.value}")
+
+
+@orders.command("reconcile")
+def reconcile_cmd() -> None:
+    """Match local orders with the broker's (fills, cancels in TWS, stale staged orders)."""
+    db, cmds = _commands()
+    with db:
+        changed = asyncio.run(cmds.reconcile(actor=cli_actor()))
+    for o in changed:
+        _echo(f"{o.order_id}: {o.status.value}  {o.audit[-1].detail if o.audit else ''}")
+    click.echo(f"reconciled: {len(changed)} order(s) changed")
 
 
 @orders.command("expire")
@@ -160,5 +176,5 @@ def audit_cmd(order_id: str) -> None:
     db, cmds = _commands()
     with db:
         for row in cmds.store.audit_trail(order_id):
-            click.echo(f"{row['ts']:%Y-%m-%d %H:%M:%S}  {row['actor']:<20} {row['from_status'] or '-':>11} -> "
-                       f"{row['to_status']:<11} {row['detail'].get('detail', '')}")
+            _echo(f"{row['ts']:%Y-%m-%d %H:%M:%S}  {row['actor']:<20} {row['from_status'] or '-':>11} -> "
+                  f"{row['to_status']:<11} {row['detail'].get('detail', '')}")

@@ -38,7 +38,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from types import MappingProxyType
 from typing import Final
 
@@ -50,6 +50,7 @@ from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.limits import LimitCheck, RiskSnapshot, evaluate_limits
 from portfolio_pipeline.domain.positions import AccountSnapshot, Position, Quote
 from portfolio_pipeline.domain.regime import RegimeService, RegimeState
+from portfolio_pipeline.domain.settlement import SessionHours, settlement_instant
 from portfolio_pipeline.marketdata.valuation import market_mark
 from portfolio_pipeline.quant import pricing
 from portfolio_pipeline.quant._typing import Model
@@ -75,7 +76,6 @@ IntArray = npt.NDArray[np.intp]
 VOL_INDEX: Final = "VIX"
 VOL_INDEX_3M: Final = "VIX3M"
 _YEAR_SECONDS: Final = 365.0 * 86400.0
-_SETTLE_UTC: Final = {"AM": time(14, 30), "PM": time(21, 0)}
 _N_TOTALS: Final = 5  # bw dollar delta, dollar gamma 1%, vega, theta, value change
 
 
@@ -171,8 +171,9 @@ class _Group:
     opt_rows: IntArray = field(default_factory=_empty_ints)
 
 
-def _settle_epoch(expiry: date, settlement: str) -> float:
-    return datetime.combine(expiry, _SETTLE_UTC.get(settlement, _SETTLE_UTC["PM"]), tzinfo=UTC).timestamp()
+def _settle_epoch(expiry: date, settlement: str, calendar: SessionHours | None = None) -> float:
+    """Epoch seconds of the settlement instant (THE domain function, on the exchange calendar)."""
+    return settlement_instant(expiry, settlement, calendar).timestamp()
 
 
 def _cat_f(parts: Sequence[FloatArray]) -> FloatArray:
@@ -198,6 +199,8 @@ class Engine:
         Name of the book in limit checks (the account id, or ``"*"``).
     incremental:
         False = reprice everything on every call (reference twin / benchmark baseline).
+    calendar:
+        The exchange calendar of settlement instants (default: XNYS).
     """
 
     def __init__(
@@ -208,7 +211,13 @@ class Engine:
         *,
         scope: str | None = None,
         incremental: bool = True,
+        calendar: SessionHours | None = None,
     ) -> None:
+        if calendar is None:
+            from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+
+            calendar = ExchangeCalendar()
+        self._calendar: SessionHours = calendar
         if not math.isfinite(inputs.vix) or inputs.vix <= 0:
             raise BadTickError(f"engine: starting VIX must be positive and finite, got {inputs.vix!r}")
         self._regimes = regimes
@@ -272,7 +281,7 @@ class Engine:
                 continue
             assert c.expiry is not None
             tc = instruments.trading_class(root, c.trading_class)
-            settle[i] = _settle_epoch(c.expiry, tc.settlement_time)
+            settle[i] = _settle_epoch(c.expiry, tc.settlement_time, self._calendar)
             quote = quotes.get(c.key)
             if quote is not None:
                 market0[i] = market_mark(quote.bid, quote.ask, quote.last)[0] or np.nan

@@ -21,6 +21,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import click
 
 from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
-from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.brokers.base import BrokerAdapter, BrokerDataError, BrokerError, OrderBroker
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
 from portfolio_pipeline.domain.accounts import AccountConfig
@@ -138,8 +139,16 @@ def build_service(
     )
     store = OrderStore(db)
 
-    def broker_for(order: Order) -> BrokerAdapter:
-        return broker
+    if broker_name == "ibkr":
+        # orders on the designated order client id (shared with the CLI, one locked
+        # connection per operation), never on the data connection's id
+        from portfolio_pipeline.orders.routing import order_broker_for
+        from portfolio_pipeline.paths import portfolio_home
+
+        broker_for: Callable[[Order], OrderBroker] = order_broker_for(config, lock_dir=portfolio_home() / "run")
+    else:
+        def broker_for(order: Order) -> OrderBroker:
+            return broker
 
     commands = OrderCommands(store, broker_for, clock=system_clock)
     desk = HedgeDesk(
@@ -159,6 +168,10 @@ def build_service(
     return service, broker
 
 
+#: Seconds a stop request (SIGTERM/SIGINT) waits for a clean flush before cancelling.
+SHUTDOWN_SECONDS = 6.0
+
+
 async def _run(service: StreamingService, health_port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -172,6 +185,14 @@ async def _run(service: StreamingService, health_port: int) -> None:
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set() and not runner.done():
             logger.info("shutdown requested; flushing events")
+            # the service flushes and returns; whatever still blocks (a broker that does not
+            # answer) is cancelled so the process stops within SHUTDOWN_SECONDS
+            done, _ = await asyncio.wait({runner}, timeout=SHUTDOWN_SECONDS)
+            if not done:
+                logger.warning("service did not stop in %.0fs; cancelling", SHUTDOWN_SECONDS)
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+                return
         await runner
     finally:
         stopper.cancel()
@@ -179,9 +200,17 @@ async def _run(service: StreamingService, health_port: int) -> None:
 
 
 async def _run_live(service: StreamingService, broker: BrokerAdapter, health_port: int) -> None:
+    stop = asyncio.Event()
+    reconciler = (
+        asyncio.create_task(service.desk.reconcile_forever(stop), name="order-reconciler")
+        if service.desk is not None else None
+    )
     try:
         await _run(service, health_port)
     finally:
+        stop.set()
+        if reconciler is not None:
+            await asyncio.gather(reconciler, return_exceptions=True)
         await broker.close()
 
 
@@ -209,7 +238,12 @@ def main(broker_name: str, health_port: int, speed: float | None, session: datet
             speed=speed if speed is not None else settings.feed.demo_speed,
             session=session.date() if session else None, buffer_directory=buffer_dir(),
         )
-        if broker_name == "demo":
-            asyncio.run(_run(service, health_port))
-        else:
-            asyncio.run(_run_live(service, broker, health_port))
+        try:
+            if broker_name == "demo":
+                asyncio.run(_run(service, health_port))
+            else:
+                asyncio.run(_run_live(service, broker, health_port))
+        except (BrokerError, BrokerDataError) as exc:
+            # the root cause in one line (e.g. wrong port, account not managed), no traceback
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)

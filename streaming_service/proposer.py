@@ -30,10 +30,10 @@ from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.limits import LimitCheck, RiskSnapshot
 from portfolio_pipeline.domain.orders import Action, Order, OrderLeg
 from portfolio_pipeline.domain.positions import Contract, Right
+from portfolio_pipeline.domain.settlement import SessionHours, years_to_settlement
 from portfolio_pipeline.quant import pricing
 from portfolio_pipeline.quant._typing import Model
 from streaming_service.config import HedgeSettings
-from streaming_service.engine import _YEAR_SECONDS, _settle_epoch
 
 __all__ = ["HedgeCandidate", "MarketView", "proposal_order_id", "propose_hedge", "snap_strike"]
 
@@ -59,6 +59,8 @@ class MarketView:
     expiries: tuple[date, ...]
     strikes: tuple[float, ...] = ()
     as_of: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    calendar: SessionHours | None = None
+    """Exchange calendar of the settlement instant (None: regular New York hours)."""
 
     @classmethod
     def build(
@@ -75,6 +77,7 @@ class MarketView:
         expiries: Sequence[date],
         strikes: Sequence[float] = (),
         as_of: datetime,
+        calendar: SessionHours | None = None,
     ) -> MarketView:
         spec = instruments.spec(root)
         if spec.options is None:
@@ -86,7 +89,7 @@ class MarketView:
             multiplier=instruments.multiplier(root, "OPT", tc.name),
             strike_increment=spec.options.strike_increment, tick_size=spec.options.tick_size,
             settlement_time=tc.settlement_time, model=spec.options.model,
-            expiries=tuple(sorted(expiries)), strikes=tuple(sorted(strikes)), as_of=as_of,
+            expiries=tuple(sorted(expiries)), strikes=tuple(sorted(strikes)), as_of=as_of, calendar=calendar,
         )
 
 
@@ -131,8 +134,8 @@ def _expiry(view: MarketView, dte: int, min_dte: int) -> date | None:
 
 
 def _years(view: MarketView, expiry: date) -> float:
-    """Years to settlement, with the engine's settlement convention (AM/PM, UTC)."""
-    return max(_settle_epoch(expiry, view.settlement_time) - view.as_of.timestamp(), 0.0) / _YEAR_SECONDS
+    """Years to settlement: THE settlement instant (exchange calendar, AM/PM per class)."""
+    return years_to_settlement(view.as_of, expiry, view.settlement_time, view.calendar)
 
 
 def _leg_greeks(view: MarketView, rights: Sequence[Right], strikes: Sequence[float],

@@ -133,8 +133,44 @@ class StreamingService:
         return self._engine
 
     @property
+    def desk(self) -> HedgeDesk | None:
+        return self._desk
+
+    @property
     def writer(self) -> EventWriter:
         return self._writer
+
+    @staticmethod
+    async def _next_or_stop(queue: asyncio.Queue[_Queued | None], stop: asyncio.Event) -> _Queued | None:
+        """The next queued tick, or None as soon as ``stop`` is set (no tick may ever come:
+        a broker that is down must not keep SIGTERM waiting)."""
+        if not queue.empty():
+            return queue.get_nowait()
+        getter = asyncio.ensure_future(queue.get())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        await asyncio.gather(getter, return_exceptions=True)
+        return None
+
+    async def _start_or_stop(self, stop: asyncio.Event) -> Engine | None:
+        """Load the starting book, unless ``stop`` is set first (SIGTERM while the broker is down)."""
+        starter = asyncio.ensure_future(self.start_engine())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({starter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if starter.done():
+            return starter.result()
+        starter.cancel()
+        await asyncio.gather(starter, return_exceptions=True)
+        return None
 
     async def start_engine(self) -> Engine:
         book = await self._feed.starting_book()
@@ -309,7 +345,11 @@ class StreamingService:
         """Run until the feed ends or ``stop`` is set; then flush (nothing is lost)."""
         stop = stop or asyncio.Event()
         self._writer.start()
-        engine = self._engine or await self.start_engine()
+        engine = self._engine or await self._start_or_stop(stop)
+        if engine is None:  # stopped while the broker was unreachable (e.g. Gateway down)
+            await self._writer.close()
+            logger.info("service stopped before the book was loaded")
+            return
         last_ts: list[datetime] = [engine.evaluate().ts]
         watchdog = asyncio.create_task(self._watchdog(lambda: last_ts[0]), name="stale-watchdog")
         queue: asyncio.Queue[_Queued | None] = asyncio.Queue()
@@ -318,7 +358,7 @@ class StreamingService:
             carry: _Queued | None = None
             ended = False
             while not ended and not stop.is_set():
-                first = carry if carry is not None else await queue.get()
+                first = carry if carry is not None else await self._next_or_stop(queue, stop)
                 if first is None:
                     break
                 batch, carry, ended = self._next_batch(first, queue)
@@ -347,7 +387,14 @@ class StreamingService:
                 self._desk.proposed if self._desk else 0, self._writer.buffer_depth,
             )
 
+    def _refresh_connected(self) -> None:
+        """The broker's connectivity now (a feed with a ``connected`` property), not at start."""
+        live = getattr(self._feed, "connected", None)
+        if isinstance(live, bool) and self._engine is not None:
+            self.metrics.broker_connected = live
+
     def health(self) -> dict[str, Any]:
+        self._refresh_connected()
         ages = self.metrics.tick_ages()
         stats = self._writer.stats
         lag = min(ages.values()) if ages else None
@@ -368,6 +415,7 @@ class StreamingService:
         }
 
     def metrics_text(self) -> str:
+        self._refresh_connected()
         m, s = self.metrics, self._writer.stats
         q = m.latency_quantiles()
         lines = [

@@ -12,6 +12,7 @@ here: they need ``portfolio orders show`` + ``confirm ID TOKEN``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -22,6 +23,7 @@ from portfolio_pipeline.brokers.base import BrokerAdapter
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.limits import RiskSnapshot
 from portfolio_pipeline.domain.orders import Order, OrderStatus
+from portfolio_pipeline.domain.settlement import SessionHours
 from portfolio_pipeline.orders import OrderCommands, OrderStore
 from portfolio_pipeline.orders.store import whatif_to_json
 from streaming_service.breach import BreachSignal
@@ -65,6 +67,25 @@ class StagingPolicy:
         return open_staged < s.max_auto_staged
 
 
+#: Orders that make a new proposal for the same limit redundant (proposed .. at the broker).
+_IN_FLIGHT = (
+    OrderStatus.PROPOSED, OrderStatus.STAGED, OrderStatus.SHOWN, OrderStatus.CONFIRMED,
+    OrderStatus.SENT_UNKNOWN, OrderStatus.TRANSMITTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.STALE,
+)
+#: Seconds between reconciliations of local orders with the broker's (live service).
+RECONCILE_SECONDS = 60.0
+
+
+def idempotency_key(event_key: str) -> str:
+    """The breach event key without its timestamp: ``limit_breach:<scope>:<metric>:``.
+
+    A proposal's ``proposal_id`` is its breach's event key, so every proposal for the same
+    limit of the same scope starts with this key, whenever the breach fired.
+    """
+    kind, scope, metric, _ = event_key.split(":", 3) if event_key.count(":") >= 3 else (event_key, "", "", "")
+    return f"{kind}:{scope}:{metric}:"
+
+
 class HedgeDesk:
     """Proposals (and staging by rule) for breaches; see the module docstring."""
 
@@ -79,7 +100,13 @@ class HedgeDesk:
         hedge: HedgeSettings,
         staging: StagingSettings,
         submit: Callable[[StreamEvent], None],
+        calendar: SessionHours | None = None,
     ) -> None:
+        if calendar is None:
+            from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+
+            calendar = ExchangeCalendar()
+        self._calendar: SessionHours = calendar
         self._broker = broker
         self._account = account_id
         self._store = store
@@ -91,6 +118,20 @@ class HedgeDesk:
         self._submit = submit
         self.proposed = 0
         self.staged = 0
+
+    @property
+    def commands(self) -> OrderCommands:
+        return self._commands
+
+    async def reconcile_forever(self, stop: asyncio.Event, interval: float = RECONCILE_SECONDS) -> None:
+        """Reconcile orders with the broker at start and every ``interval`` s until ``stop``."""
+        while not stop.is_set():
+            try:
+                await self._commands.reconcile(actor="streaming:reconciler")
+            except Exception:
+                logger.exception("order reconciliation failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
 
     def capture(self, engine: Engine, signal: BreachSignal) -> Moment:
         """The market and risk at the breach (taken synchronously, before later ticks move it)."""
@@ -106,7 +147,7 @@ class HedgeDesk:
         return MarketView.build(
             self._instruments, m.root, trading_class=chain.trading_class, spot=m.spot, vol=m.vol,
             rate=m.rate, dividend_yield=m.dividend_yield, beta=m.beta, expiries=chain.expiries,
-            strikes=chain.strikes, as_of=m.signal.ts,
+            strikes=chain.strikes, as_of=m.signal.ts, calendar=self._calendar,
         )
 
     async def handle(self, moment: Moment) -> Order | None:
@@ -124,6 +165,15 @@ class HedgeDesk:
         if existing:
             logger.info("proposal already recorded event_key=%s order_id=%s", signal.event_key, existing[0].order_id)
             return existing[0]
+        key = idempotency_key(signal.event_key)
+        pending = await asyncio.to_thread(self._store.open_for_proposal_key, key, self._account, list(_IN_FLIGHT))
+        if pending:
+            # e.g. a restart re-detects the same breach: the hedge is already proposed/staged/sent
+            logger.info(
+                "hedge already in flight for key=%s order_id=%s status=%s; not proposed again",
+                key, pending[0].order_id, pending[0].status.value,
+            )
+            return pending[0]
         view = await self.market_view(moment)
         candidate = propose_hedge(signal.check, moment.risk, view, self._hedge)
         if candidate is None:

@@ -24,6 +24,50 @@ class BrokerError(RuntimeError):
     """A broker call failed (connection, timeout, rejected request); names the broker."""
 
 
+class SentUnknownError(BrokerError):
+    """An order was sent to the broker but not acknowledged: its outcome is unknown."""
+
+
+class StaleOrderError(BrokerError):
+    """A staged order no longer exists at the broker (restart, cancelled outside)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrderState:
+    """What the broker says of one of our orders (for the reconciler).
+
+    ``exists``: the order is open at the broker; ``status``: the broker's word (IBKR:
+    PreSubmitted, Submitted, Cancelled, Filled ...); ``filled`` / ``total`` in order units.
+    """
+
+    exists: bool
+    status: str
+    filled: float
+    total: float
+    perm_id: int | None = None
+
+
+class OrderBroker(Protocol):
+    """The part of a broker that order commands use (every BrokerAdapter is one)."""
+
+    async def what_if(self, order: Order) -> WhatIfResult: ...
+
+    async def stage(self, order: Order) -> StagedOrder: ...
+
+    async def transmit(self, order: Order) -> str: ...
+
+    async def cancel(self, order: Order) -> None: ...
+
+    async def executions(self, account_id: str, since: date) -> list[Execution]: ...
+
+
+@runtime_checkable
+class OrderStateSource(Protocol):
+    """A broker that can say what became of one of our orders (IBKR)."""
+
+    async def order_state(self, order: Order) -> BrokerOrderState: ...
+
+
 class BrokerDataError(ValueError):
     """A broker payload could not be normalised; names the broker, field and item."""
 
@@ -48,6 +92,9 @@ class StagedOrder:
     broker_order_id: str | None
     whatif: WhatIfResult
     staged_at: datetime
+    client_id: int | None = None
+    """IBKR: the API client id that placed the order (only it may transmit or cancel it)."""
+    perm_id: int | None = None
 
 
 class ConnectionLifecycle(ABC):

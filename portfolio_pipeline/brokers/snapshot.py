@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.brokers.base import BrokerAdapter, BrokerDataError, BrokerError
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
 
@@ -28,6 +28,8 @@ class BookSnapshot:
     positions: tuple[Position, ...]
     accounts: tuple[AccountSnapshot, ...]
     quotes: tuple[Quote, ...]
+    data_quality: tuple[str, ...] = ()
+    """Warnings about data the snapshot lacks (e.g. no VIX: no CBOE index subscription)."""
 
     def quote_for(self, contract: Contract) -> Quote | None:
         key = contract.key
@@ -61,11 +63,15 @@ async def collect_snapshot(
 
     Each adapter is connected for the duration (``async with``).  Quotes are requested
     from the adapter that holds the positions, for the position contracts, their
-    underlyings and the volatility indices; a failure propagates (no partial book).
+    underlyings and the volatility indices.  A failure propagates (no partial book),
+    except for the volatility indices: a broker without the index subscription (IBKR: no
+    CBOE market data) gives a snapshot without them and a data-quality warning; the regime
+    then falls back as ``margin_history`` states.
     """
     positions: list[Position] = []
     accounts: list[AccountSnapshot] = []
     quotes: dict[tuple[str, str], Quote] = {}
+    problems: list[tuple[str, str]] = []
     for adapter, account_ids in adapters:
         adapter_positions: list[Position] = []
         async with adapter:
@@ -73,10 +79,19 @@ async def collect_snapshot(
                 accounts.append(await adapter.account_snapshot(account_id))
                 adapter_positions.extend(await adapter.positions(account_id))
             contracts = {p.contract.key: p.contract for p in adapter_positions}
-            for c in [*underlying_contracts(adapter_positions, instruments), *VOLATILITY_INDICES]:
+            for c in underlying_contracts(adapter_positions, instruments):
                 contracts.setdefault(c.key, c)
-            for quote in await adapter.quotes(list(contracts.values())):
+            for quote in await adapter.quotes(list(contracts.values())) if contracts else []:
                 quotes[(quote.source, quote.contract.key)] = quote
+            for index in VOLATILITY_INDICES:
+                if index.key in contracts:
+                    continue
+                try:
+                    for quote in await adapter.quotes([index]):
+                        quotes[(quote.source, quote.contract.key)] = quote
+                except (BrokerError, BrokerDataError) as exc:
+                    problems.append((index.key, f"{adapter.name}: no {index.underlying} quote ({exc}); check "
+                                     "the CBOE index market data subscription"))
         positions.extend(adapter_positions)
         logger.info(
             "snapshot broker=%s accounts=%d positions=%d quotes=%d",
@@ -87,4 +102,14 @@ async def collect_snapshot(
         positions=tuple(positions),
         accounts=tuple(accounts),
         quotes=tuple(quotes.values()),
+        data_quality=tuple(_missing_indices(problems, quotes)),
     )
+
+
+def _missing_indices(problems: Sequence[tuple[str, str]], quotes: dict[tuple[str, str], Quote]) -> list[str]:
+    """The index problems left once every broker was asked (one broker's VIX is enough)."""
+    have = {key for _, key in quotes}
+    out = [text for key, text in problems if key not in have]
+    for text in out:
+        logger.warning("snapshot data quality: %s", text)
+    return out

@@ -74,10 +74,18 @@ class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return self._calendar
 
     def _brokers(self) -> list[tuple[BrokerAdapter, list[str]]]:
-        if self._adapters is None:
+        """The adapters for one ``asyncio.run``: the demo broker's are cached (its market model
+        is costly and loop-free); live adapters (IBKR, Tastytrade) hold connections and
+        asyncio objects bound to one event loop, so every call (every retry) builds fresh ones."""
+        if self._clock is None:
             self._clock = SettableClock(system_clock())
-            self._adapters = adapters_for(self._accounts(), self.config.instruments, self._clock)
-        return self._adapters
+        accounts = self._accounts()
+        if self._adapters is None:
+            cached = [a for a in accounts if a.broker in AS_OF_CAPABLE]
+            self._adapters = adapters_for(cached, self.config.instruments, self._clock) if cached else []
+        live = [a for a in accounts if a.broker not in AS_OF_CAPABLE]
+        fresh = adapters_for(live, self.config.instruments, self._clock) if live else []
+        return [*self._adapters, *fresh]
 
     def _accounts(self) -> list[AccountConfig]:
         accounts = list(self.config.accounts.accounts)

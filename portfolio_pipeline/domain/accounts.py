@@ -24,9 +24,23 @@ class IbkrConnection(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=4001, ge=1, le=65535)
     client_id: int = Field(default=17, ge=0)
+    order_client_id: int | None = Field(default=None, ge=0)
+    """Client id for order operations (stage/confirm/reject/reconcile) from the streaming
+    service and the CLI alike; never the data id.  Default: ``client_id + 1``."""
     market_data_type: Literal["live", "frozen", "delayed", "delayed_frozen"] = "live"
     timeout_seconds: float = Field(default=10.0, gt=0)
     readonly: bool = False
+
+
+    @property
+    def orders_client_id(self) -> int:
+        return self.client_id + 1 if self.order_client_id is None else self.order_client_id
+
+    @model_validator(mode="after")
+    def _order_id_differs(self) -> IbkrConnection:
+        if self.order_client_id is not None and self.order_client_id == self.client_id:
+            raise ValueError("order_client_id must differ from client_id (the streaming service holds client_id)")
+        return self
 
 
 class TastytradeConnection(_Strict):

@@ -5,8 +5,14 @@ dry run and ``STAGED`` (IBKR: transmit=False; Tastytrade: kept locally after a d
 run).  Transmission needs two explicit steps by a person: ``show`` displays the WhatIf
 result and every broker warning and issues a one-time token (``SHOWN``); ``confirm``
 with that token typed back moves it to ``CONFIRMED``; only a ``CONFIRMED`` order may be
-handed to a broker adapter's ``transmit``, which moves it to ``TRANSMITTED``.  Nothing
-else reaches ``TRANSMITTED``; an illegal transition raises :class:`IllegalTransitionError`.
+handed to a broker adapter's ``transmit``, which moves it to ``TRANSMITTED`` (or to
+``SENT_UNKNOWN`` when the broker did not acknowledge it in time: the reconciler settles
+it later).  Nothing else reaches ``TRANSMITTED``; an illegal transition raises
+:class:`IllegalTransitionError`.
+
+A staged order that no longer exists at the broker (Gateway restart, cancelled in TWS)
+becomes ``STALE``: it is never re-placed from local terms, only re-staged with a fresh
+WhatIf (``STALE -> STAGED``).  Orders cancelled outside the platform become ``CANCELLED``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class OrderStatus(enum.StrEnum):
     STAGED = "staged"
     SHOWN = "shown"
     CONFIRMED = "confirmed"
+    SENT_UNKNOWN = "sent_unknown"
     TRANSMITTED = "transmitted"
     PARTIALLY_FILLED = "partially_filled"
     FILLED = "filled"
@@ -36,6 +43,7 @@ class OrderStatus(enum.StrEnum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     FAILED = "failed"
+    STALE = "stale"
 
     @property
     def is_terminal(self) -> bool:
@@ -43,7 +51,12 @@ class OrderStatus(enum.StrEnum):
 
     @property
     def is_live_at_broker(self) -> bool:
-        return self in (OrderStatus.TRANSMITTED, OrderStatus.PARTIALLY_FILLED)
+        return self in (OrderStatus.SENT_UNKNOWN, OrderStatus.TRANSMITTED, OrderStatus.PARTIALLY_FILLED)
+
+    @property
+    def is_staged_at_broker(self) -> bool:
+        """Placed at the broker without transmission (IBKR transmit=False), awaiting a person."""
+        return self in (OrderStatus.STAGED, OrderStatus.SHOWN)
 
 
 S = OrderStatus
@@ -51,11 +64,13 @@ S = OrderStatus
 #: The one transition table.  SHOWN -> SHOWN re-displays and issues a fresh token.
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.PROPOSED: frozenset({S.STAGED, S.REJECTED, S.EXPIRED, S.FAILED}),
-    S.STAGED: frozenset({S.SHOWN, S.REJECTED, S.EXPIRED, S.FAILED}),
-    S.SHOWN: frozenset({S.SHOWN, S.CONFIRMED, S.REJECTED, S.EXPIRED, S.FAILED}),
-    S.CONFIRMED: frozenset({S.TRANSMITTED, S.FAILED}),
+    S.STAGED: frozenset({S.SHOWN, S.REJECTED, S.EXPIRED, S.FAILED, S.STALE}),
+    S.SHOWN: frozenset({S.SHOWN, S.CONFIRMED, S.REJECTED, S.EXPIRED, S.FAILED, S.STALE}),
+    S.CONFIRMED: frozenset({S.TRANSMITTED, S.SENT_UNKNOWN, S.FAILED, S.STALE}),
+    S.SENT_UNKNOWN: frozenset({S.TRANSMITTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.FAILED}),
     S.TRANSMITTED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.FAILED}),
     S.PARTIALLY_FILLED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED}),
+    S.STALE: frozenset({S.STAGED, S.REJECTED, S.EXPIRED}),
     S.FILLED: frozenset(),
     S.REJECTED: frozenset(),
     S.EXPIRED: frozenset(),
@@ -135,6 +150,10 @@ class Order:
     proposal_id: str | None = None
     whatif: WhatIfResult | None = None
     broker_order_id: str | None = None
+    broker_client_id: int | None = None
+    """IBKR: the API client id that placed (and alone may modify or cancel) the order."""
+    broker_perm_id: int | None = None
+    """IBKR: the permanent order id once the Gateway reported it."""
     confirmation_token_hash: str | None = None
     expires_at: datetime | None = None
     audit: tuple[AuditEntry, ...] = field(default=())

@@ -36,7 +36,9 @@ __all__ = [
 def order_commands(order_id: str) -> str:
     """The command sequence that acts on a proposed or staged hedge order (the ONE place
     the alert texts name it)."""
-    return f"portfolio orders show {order_id}, then portfolio orders confirm {order_id} TOKEN"
+    return (f"portfolio orders show {order_id}, then portfolio orders confirm {order_id} TOKEN "
+            f"(show stages it at the broker without transmitting and prints the token); "
+            f"or portfolio orders reject {order_id}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,16 @@ The only road to a broker's ``transmit``::
   to ``broker.stage`` (IBKR transmit=False; Tastytrade dry run, kept locally; demo:
   local) and records the WhatIf result and an expiry.
 * ``show`` re-runs the broker's WhatIf, renders it with **every** broker warning,
-  issues a fresh one-time token and records in ``order_audit`` exactly what was shown.
+  issues a fresh one-time token (64 bits) and records in ``order_audit`` exactly what was
+  shown.  ``show`` of a PROPOSED order stages it first (with the broker's WhatIf), so the
+  alert's ``show ID`` then ``confirm ID TOKEN`` works from any open state.
 * ``confirm`` needs that token typed back; only then is the order CONFIRMED and passed
-  to ``broker.transmit`` (which itself calls ``require_confirmed``).
+  to ``broker.transmit`` (which itself calls ``require_confirmed``).  Every refused
+  confirmation writes an audit row; after ``MAX_FAILED_CONFIRMATIONS`` wrong tokens the
+  order is locked until a new ``show``.  A staged order the broker no longer has becomes
+  STALE (re-stage it: a fresh WhatIf), an unacknowledged send SENT_UNKNOWN.
+* ``reject`` cancels at the broker first and raises when the cancel is not confirmed (the
+  order keeps its state); ``reconcile`` matches local orders with the broker's.
 
 Nothing here confirms on its own: ``confirm`` is only ever called with a token a person
 read from ``show``.  Human actions are stamped with the wall clock (``clock``), so a
@@ -20,24 +27,55 @@ staged order's expiry is about the person's response time, also in the demo repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.brokers.base import (
+    BrokerOrderState,
+    OrderBroker,
+    OrderStateSource,
+    SentUnknownError,
+    StaleOrderError,
+)
 from portfolio_pipeline.clock import Clock, system_clock
+from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.errors import IllegalTransitionError
 from portfolio_pipeline.domain.orders import TRANSITIONS, Order, OrderStatus, check_transition
 from portfolio_pipeline.orders.store import OrderStore, whatif_to_json
 
-__all__ = ["BrokerFor", "OrderCommands", "ShowResult", "render_order"]
+__all__ = [
+    "MAX_FAILED_CONFIRMATIONS",
+    "MIN_TOKEN_CHARS",
+    "BrokerFor",
+    "ConfirmationLockedError",
+    "OrderCommands",
+    "ShowResult",
+    "render_order",
+]
 
 logger = logging.getLogger(__name__)
 
-BrokerFor = Callable[[Order], BrokerAdapter]
+BrokerFor = Callable[[Order], OrderBroker]
 """Returns the (connected or connectable) adapter that owns an order."""
+
+#: Wrong tokens accepted before the order is locked until a new ``show``.
+MAX_FAILED_CONFIRMATIONS = 3
+#: A confirmation token has at least 64 bits: 16 hexadecimal characters.
+MIN_TOKEN_CHARS = 16
+
+#: Local statuses the reconciler compares with the broker.
+RECONCILED = (
+    OrderStatus.STAGED, OrderStatus.SHOWN, OrderStatus.SENT_UNKNOWN, OrderStatus.TRANSMITTED,
+    OrderStatus.PARTIALLY_FILLED,
+)
+
+
+class ConfirmationLockedError(IllegalTransitionError):
+    """Too many wrong tokens: the order needs a new ``show`` (fresh token)."""
 
 #: Statuses an unconfirmed order can expire from (PROPOSED, STAGED, SHOWN), per the one table.
 _OPEN = tuple(s for s in OrderStatus if OrderStatus.EXPIRED in TRANSITIONS[s])
@@ -90,7 +128,8 @@ class OrderCommands:
     clock:
         Wall clock for human actions and expiry.
     token_factory:
-        Makes confirmation tokens (default: 8 random hex characters).
+        Makes confirmation tokens (default: 16 random hex characters, 64 bits; shorter
+        tokens are refused).
     """
 
     def __init__(
@@ -99,7 +138,7 @@ class OrderCommands:
         broker_for: BrokerFor,
         *,
         clock: Clock = system_clock,
-        token_factory: Callable[[], str] = lambda: secrets.token_hex(4),
+        token_factory: Callable[[], str] = lambda: secrets.token_hex(8),
     ) -> None:
         self._store = store
         self._broker_for = broker_for
@@ -114,17 +153,26 @@ class OrderCommands:
         """PROPOSED -> STAGED through ``broker.stage`` (never transmits)."""
         order = await asyncio.to_thread(self._store.get, order_id)
         check_transition(order.status, OrderStatus.STAGED, order_id=order_id)  # before the broker is asked
-        staged = await self._broker_for(order).stage(order)
+        # a STALE order is re-staged from scratch: a fresh WhatIf, new broker ids
+        request = replace(order, whatif=None, broker_order_id=None, broker_perm_id=None) \
+            if order.status == OrderStatus.STALE else order
+        staged = await self._broker_for(order).stage(request)
         now = self._clock()
         after = order.transition(
             OrderStatus.STAGED, actor=actor, at=now, detail=f"staged by {reason}",
             whatif=staged.whatif, broker_order_id=staged.broker_order_id, expires_at=now + ttl,
+            broker_client_id=staged.client_id, broker_perm_id=staged.perm_id,
         )
         return await asyncio.to_thread(self._store.save, order, after, detail={"whatif": whatif_to_json(staged.whatif), "reason": reason})
 
-    async def show(self, order_id: str, *, actor: str) -> ShowResult:
-        """Step one: fresh WhatIf and warnings displayed; a new token issued (and its hash stored)."""
+    async def show(self, order_id: str, *, actor: str, ttl: timedelta = timedelta(hours=1)) -> ShowResult:
+        """Step one: fresh WhatIf and warnings displayed; a new token issued (and its hash stored).
+
+        A PROPOSED (or STALE) order is staged first (never transmitted), with expiry ``ttl``.
+        """
         order = await asyncio.to_thread(self._store.get, order_id)
+        if order.status in (OrderStatus.PROPOSED, OrderStatus.STALE):
+            order = await self.stage(order_id, actor=actor, ttl=ttl, reason="show")
         check_transition(order.status, OrderStatus.SHOWN, order_id=order_id)  # before the broker is asked
         now = self._clock()
         if order.expires_at is not None and now >= order.expires_at:
@@ -132,6 +180,8 @@ class OrderCommands:
         whatif = await self._broker_for(order).what_if(order)
         refreshed = replace(order, whatif=whatif)
         token = self._token()
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"confirmation token factory made a token of {len(token)} characters (< {MIN_TOKEN_CHARS})")
         shown = refreshed.show(token=token, actor=actor, at=now)
         text = render_order(shown)
         await asyncio.to_thread(self._store.save, order, shown, detail={
@@ -140,18 +190,48 @@ class OrderCommands:
         return ShowResult(order=shown, token=token, text=text)
 
     async def confirm(self, order_id: str, token: str, *, actor: str) -> Order:
+        """Step two (see :meth:`_confirm`); a broker that can hold its connection (the IBKR
+        order route) connects first, so an unreachable broker leaves the order SHOWN."""
+        order = await asyncio.to_thread(self._store.get, order_id)
+        held = getattr(self._broker_for(order), "held", None)
+        async with held() if held is not None else contextlib.nullcontext():
+            return await self._confirm(order_id, token, actor=actor)
+
+    async def _confirm(self, order_id: str, token: str, *, actor: str) -> Order:
         """Step two: token matches -> CONFIRMED -> ``broker.transmit`` -> TRANSMITTED (FILLED if filled)."""
         order = await asyncio.to_thread(self._store.get, order_id)
         now = self._clock()
+        failures = await asyncio.to_thread(self._store.failed_confirmations, order_id)
         try:
+            if failures >= MAX_FAILED_CONFIRMATIONS:
+                raise ConfirmationLockedError(
+                    f"order {order_id}: locked after {failures} wrong confirmation tokens; "
+                    f"run `portfolio orders show {order_id}` for a new token"
+                )
             confirmed = order.confirm(token=token, actor=actor, at=now)
-        except IllegalTransitionError:
-            logger.warning("order confirmation refused order_id=%s actor=%s status=%s", order_id, actor, order.status.value)
+        except IllegalTransitionError as exc:
+            count = await asyncio.to_thread(
+                self._store.record_failed_confirmation, order, actor=actor, at=now, reason=str(exc)
+            )
+            logger.warning(
+                "order confirmation refused order_id=%s actor=%s status=%s failures=%s",
+                order_id, actor, order.status.value, count,
+            )
             raise
         await asyncio.to_thread(self._store.save, order, confirmed, detail={"token": "matched"})
         broker = self._broker_for(confirmed)
         try:
             broker_order_id = await broker.transmit(confirmed)
+        except StaleOrderError as exc:
+            stale = confirmed.transition(OrderStatus.STALE, actor=actor, at=self._clock(), detail=str(exc))
+            await asyncio.to_thread(self._store.save, confirmed, stale, detail={"error": str(exc)})
+            logger.error("order not transmitted, stale at the broker order_id=%s error=%s", order_id, exc)
+            raise
+        except SentUnknownError as exc:
+            unknown = confirmed.transition(OrderStatus.SENT_UNKNOWN, actor=actor, at=self._clock(), detail=str(exc))
+            await asyncio.to_thread(self._store.save, confirmed, unknown, detail={"error": str(exc)})
+            logger.error("order sent, outcome unknown order_id=%s error=%s", order_id, exc)
+            raise
         except Exception as exc:
             failed = confirmed.transition(OrderStatus.FAILED, actor=actor, at=self._clock(), detail=f"transmit failed: {exc}")
             await asyncio.to_thread(self._store.save, confirmed, failed, detail={"error": str(exc)})
@@ -166,8 +246,8 @@ class OrderCommands:
         return await self.reconcile_fill(transmitted)
 
     async def reconcile_fill(self, order: Order) -> Order:
-        """TRANSMITTED -> FILLED when the broker reports executions for the order."""
-        if order.status != OrderStatus.TRANSMITTED or order.broker_order_id is None:
+        """TRANSMITTED/PARTIALLY_FILLED -> PARTIALLY_FILLED/FILLED from the broker's executions."""
+        if not order.status.is_live_at_broker or order.broker_order_id is None:
             return order
         broker = self._broker_for(order)
         since = (order.created_at - timedelta(days=7)).date()
@@ -181,24 +261,81 @@ class OrderCommands:
             return order
         if not fills:
             return order
-        filled = order.transition(
-            OrderStatus.FILLED, actor="broker", at=self._clock(),
-            detail=f"{len(fills)} execution(s): " + ", ".join(e.exec_id for e in fills),
+        filled = _filled_units(order, fills)
+        target = OrderStatus.FILLED if filled >= order.quantity else OrderStatus.PARTIALLY_FILLED
+        if target == order.status == OrderStatus.PARTIALLY_FILLED and filled <= _recorded_fill(order):
+            return order
+        after = order.transition(
+            target, actor="broker", at=self._clock(),
+            detail=f"{filled:g} of {order.quantity} filled; {len(fills)} execution(s): "
+            + ", ".join(e.exec_id for e in fills),
         )
-        return await asyncio.to_thread(self._store.save, order, filled, detail={
+        return await asyncio.to_thread(self._store.save, order, after, detail={
+            "filled": filled,
             "executions": [
                 {"exec_id": e.exec_id, "contract": e.contract.key, "quantity": e.quantity, "price": e.price}
                 for e in fills
-            ]
+            ],
+        })
+
+    async def reconcile(self, *, actor: str = "reconciler") -> list[Order]:
+        """Match local open orders with the broker's; return the orders that changed.
+
+        Staged/shown orders the broker no longer has -> STALE; sent/transmitted orders ->
+        TRANSMITTED / PARTIALLY_FILLED / FILLED / CANCELLED as the broker reports them
+        (changes made outside the platform, e.g. in TWS).  Brokers that cannot report an
+        order's state are reconciled from their executions.
+        """
+        changed: list[Order] = []
+        for order in await asyncio.to_thread(self._store.list_orders, list(RECONCILED), limit=10_000):
+            try:
+                after = await self._reconcile_one(order, actor=actor)
+            except Exception as exc:
+                logger.warning("reconcile failed order_id=%s error=%s", order.order_id, exc)
+                continue
+            if after.status != order.status or after.audit != order.audit:
+                changed.append(after)
+        if changed:
+            logger.info("orders reconciled changed=%s", len(changed))
+        return changed
+
+    async def _reconcile_one(self, order: Order, *, actor: str) -> Order:
+        broker = self._broker_for(order)
+        if not isinstance(broker, OrderStateSource):
+            return await self.reconcile_fill(order) if order.status.is_live_at_broker else order
+        if order.broker_order_id is None:
+            return order
+        state = await broker.order_state(order)
+        target = _reconciled_status(order, state)
+        if target is None or (target == order.status and target != OrderStatus.PARTIALLY_FILLED):
+            return order
+        if target == OrderStatus.PARTIALLY_FILLED == order.status and state.filled <= _recorded_fill(order):
+            return order
+        detail = f"broker: {state.status}, {state.filled:g} of {state.total:g} filled" + (
+            "" if state.exists else ", not open at the broker"
+        )
+        after = order.transition(
+            target, actor=actor, at=self._clock(), detail=detail,
+            broker_perm_id=state.perm_id or order.broker_perm_id,
+        )
+        return await asyncio.to_thread(self._store.save, order, after, detail={
+            "broker_status": state.status, "filled": state.filled, "total": state.total,
         })
 
     async def reject(self, order_id: str, *, actor: str, reason: str = "") -> Order:
         """Any open order -> REJECTED (a staged order is cancelled at the broker first)."""
         order = await asyncio.to_thread(self._store.get, order_id)
         check_transition(order.status, OrderStatus.REJECTED, order_id=order_id)  # before the broker cancel
-        if order.status != OrderStatus.PROPOSED:
-            await self._cancel_quietly(order)
-        after = order.transition(OrderStatus.REJECTED, actor=actor, at=self._clock(), detail=reason or "rejected")
+        note = ""
+        if order.status.is_staged_at_broker:
+            try:
+                await self._broker_for(order).cancel(order)
+            except StaleOrderError as exc:
+                note = f"; not at the broker any more ({exc})"
+            # any other failure propagates: the order stays as it was, one Transmit click away
+        after = order.transition(
+            OrderStatus.REJECTED, actor=actor, at=self._clock(), detail=(reason or "rejected") + note
+        )
         return await asyncio.to_thread(self._store.save, order, after, detail={"reason": reason})
 
     async def expire_stale(self, *, actor: str = "system", now: datetime | None = None) -> list[Order]:
@@ -208,7 +345,7 @@ class OrderCommands:
         for order in await asyncio.to_thread(self._store.list_orders, list(_OPEN), limit=10_000):
             if order.expires_at is None or at < order.expires_at:
                 continue
-            if order.status != OrderStatus.PROPOSED:
+            if order.status.is_staged_at_broker:
                 await self._cancel_quietly(order)
             after = order.transition(OrderStatus.EXPIRED, actor=actor, at=at, detail="expired unconfirmed")
             try:
@@ -224,3 +361,41 @@ class OrderCommands:
             await self._broker_for(order).cancel(order)
         except Exception as exc:
             logger.warning("broker cancel failed order_id=%s error=%s", order.order_id, exc)
+
+
+def _filled_units(order: Order, fills: Sequence[Execution]) -> float:
+    """Order units filled: per leg |quantity| / ratio, the least-filled leg for a combo."""
+    per_leg: list[float] = []
+    for leg in order.legs:
+        done = sum(abs(e.quantity) for e in fills if e.contract.key == leg.contract.key)
+        per_leg.append(done / leg.ratio)
+    return min(per_leg) if per_leg else 0.0
+
+
+def _recorded_fill(order: Order) -> float:
+    """The fill last recorded in the audit trail ("N of M filled"), 0 if none."""
+    for entry in reversed(order.audit):
+        head = entry.detail.split(" of ", 1)[0].rsplit(" ", 1)[-1]
+        if " of " in entry.detail and entry.to_status in (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED):
+            try:
+                return float(head)
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+def _reconciled_status(order: Order, state: BrokerOrderState) -> OrderStatus | None:
+    """The local status the broker's state implies (None: nothing to change)."""
+    if order.status.is_staged_at_broker:
+        return None if state.exists else OrderStatus.STALE
+    if state.filled >= state.total > 0:
+        return OrderStatus.FILLED
+    if state.status in ("Cancelled", "ApiCancelled"):
+        return OrderStatus.CANCELLED  # the audit row keeps any partial fill
+    if state.filled > 0:
+        return OrderStatus.PARTIALLY_FILLED
+    if state.exists:
+        return OrderStatus.TRANSMITTED if order.status == OrderStatus.SENT_UNKNOWN else None
+    if order.status == OrderStatus.SENT_UNKNOWN:
+        return OrderStatus.FAILED  # never reached the broker
+    return OrderStatus.CANCELLED

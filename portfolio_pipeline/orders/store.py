@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from portfolio_pipeline.domain.errors import IllegalTransitionError
 from portfolio_pipeline.domain.orders import (
@@ -29,7 +29,7 @@ from portfolio_pipeline.domain.orders import (
 )
 from portfolio_pipeline.domain.positions import Contract
 from portfolio_pipeline.storage.engine import Database
-from portfolio_pipeline.storage.tables import order_audit, orders
+from portfolio_pipeline.storage.tables import order_audit, order_broker_refs, orders
 
 __all__ = [
     "ConcurrentUpdateError",
@@ -42,6 +42,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: ``order_audit.detail["event"]`` of a refused confirmation (wrong token, locked out).
+FAILED_CONFIRMATION = "confirm_failed"
 
 
 class OrderNotFoundError(LookupError):
@@ -172,6 +175,7 @@ class OrderStore:
                 })
             )
             self._write_audit(conn, order, order.audit, detail=None)
+            self._write_refs(conn, order, now)
         logger.info("order recorded order_id=%s status=%s actor=%s", order.order_id, order.status.value, actor)
 
     @staticmethod
@@ -215,10 +219,60 @@ class OrderStore:
                     f"order {after.order_id}: status changed by someone else (expected {before.status.value})"
                 )
             self._write_audit(conn, after, new_entries, detail)
+            if (after.broker_client_id, after.broker_perm_id) != (before.broker_client_id, before.broker_perm_id):
+                self._write_refs(conn, after, now)
         logger.info(
             "order saved order_id=%s from=%s to=%s", after.order_id, before.status.value, after.status.value
         )
         return after
+
+    def record_failed_confirmation(self, order: Order, *, actor: str, at: datetime, reason: str) -> int:
+        """Append an audit row for a refused confirmation; return the failures since the last 'show'."""
+        with self._db.begin() as conn:
+            conn.execute(
+                insert(order_audit).values({
+                    order_audit.c.order_id.key: order.order_id,
+                    order_audit.c.ts.key: at,
+                    order_audit.c.actor.key: actor,
+                    order_audit.c.from_status.key: None,
+                    order_audit.c.to_status.key: order.status.value,
+                    order_audit.c.detail.key: {"detail": "confirmation refused", "event": FAILED_CONFIRMATION,
+                                               "reason": reason},
+                })
+            )
+        return self.failed_confirmations(order.order_id)
+
+    def failed_confirmations(self, order_id: str) -> int:
+        """Refused confirmations of the order since its latest 'show' (a fresh token)."""
+        count = 0
+        for row in reversed(self.audit_trail(order_id)):
+            if row["from_status"] is not None and row["to_status"] == OrderStatus.SHOWN.value:
+                break
+            if row["from_status"] is None and (row["detail"] or {}).get("event") == FAILED_CONFIRMATION:
+                count += 1
+        return count
+
+    @staticmethod
+    def _write_refs(conn: Any, order: Order, now: datetime) -> None:
+        if order.broker_client_id is None and order.broker_perm_id is None:
+            return
+        conn.execute(delete(order_broker_refs).where(order_broker_refs.c.order_id == order.order_id))
+        conn.execute(insert(order_broker_refs).values({
+            order_broker_refs.c.order_id.key: order.order_id,
+            order_broker_refs.c.client_id.key: order.broker_client_id,
+            order_broker_refs.c.perm_id.key: order.broker_perm_id,
+            order_broker_refs.c.updated_at.key: now,
+        }))
+
+    @staticmethod
+    def _refs(conn: Any, order_id: str) -> tuple[int | None, int | None]:
+        row = conn.execute(
+            select(order_broker_refs.c.client_id, order_broker_refs.c.perm_id)
+            .where(order_broker_refs.c.order_id == order_id)
+        ).first()
+        if row is None:
+            return None, None
+        return (None if row[0] is None else int(row[0])), (None if row[1] is None else int(row[1]))
 
     def get(self, order_id: str) -> Order:
         with self._db.connect() as conn:
@@ -226,7 +280,8 @@ class OrderStore:
             if row is None:
                 raise OrderNotFoundError(f"no order {order_id!r}")
             audit = self._audit_rows(conn, order_id)
-        return self._order(row, audit)
+            refs = self._refs(conn, order_id)
+        return self._order(row, audit, refs)
 
     def list_orders(self, statuses: Sequence[OrderStatus] | None = None, *, limit: int = 200) -> list[Order]:
         stmt = select(orders)
@@ -235,14 +290,35 @@ class OrderStore:
         stmt = stmt.order_by(orders.c.created_at.desc(), orders.c.order_id).limit(limit)
         with self._db.connect() as conn:
             rows = list(conn.execute(stmt).mappings())
-            return [self._order(r, self._audit_rows(conn, r["order_id"])) for r in rows]
+            return [
+                self._order(r, self._audit_rows(conn, r["order_id"]), self._refs(conn, r["order_id"])) for r in rows
+            ]
 
     def by_proposal(self, proposal_id: str) -> list[Order]:
         with self._db.connect() as conn:
             rows = list(conn.execute(
                 select(orders).where(orders.c.proposal_id == proposal_id).order_by(orders.c.order_id)
             ).mappings())
-            return [self._order(r, self._audit_rows(conn, r["order_id"])) for r in rows]
+            return [
+                self._order(r, self._audit_rows(conn, r["order_id"]), self._refs(conn, r["order_id"])) for r in rows
+            ]
+
+    def open_for_proposal_key(
+        self, key: str, account_id: str, statuses: Sequence[OrderStatus]
+    ) -> list[Order]:
+        """Orders of ``account_id`` in ``statuses`` whose proposal id starts with ``key``."""
+        escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self._db.connect() as conn:
+            rows = list(conn.execute(
+                select(orders).where(
+                    orders.c.proposal_id.like(escaped + "%", escape="\\"),
+                    orders.c.account_id == account_id,
+                    orders.c.status.in_([s.value for s in statuses]),
+                ).order_by(orders.c.created_at.desc(), orders.c.order_id)
+            ).mappings())
+            return [
+                self._order(r, self._audit_rows(conn, r["order_id"]), self._refs(conn, r["order_id"])) for r in rows
+            ]
 
     def count(self, statuses: Sequence[OrderStatus]) -> int:
         with self._db.connect() as conn:
@@ -273,7 +349,7 @@ class OrderStore:
         return tuple(out)
 
     @staticmethod
-    def _order(row: Any, audit: tuple[AuditEntry, ...]) -> Order:
+    def _order(row: Any, audit: tuple[AuditEntry, ...], refs: tuple[int | None, int | None] = (None, None)) -> Order:
         terms = row["legs"]
         legs = tuple(
             OrderLeg(contract=contract_from_json(leg["contract"]), action=leg["action"], ratio=int(leg["ratio"]))
@@ -293,6 +369,8 @@ class OrderStore:
             proposal_id=row["proposal_id"],
             whatif=whatif_from_json(row["whatif"]),
             broker_order_id=row["broker_order_id"],
+            broker_client_id=refs[0],
+            broker_perm_id=refs[1],
             confirmation_token_hash=row["confirmation_token_hash"],
             expires_at=row["expires_at"],
             audit=audit,

@@ -267,7 +267,7 @@ orders = Table(
     Column("account_id", String(64), nullable=False),
     _utc("created_at"),
     _utc("updated_at"),
-    Column("proposal_id", String(64), nullable=True),
+    Column("proposal_id", String(255), nullable=True, comment="the breach event key (events.event_key)"),
     _json("legs"),
     _json("whatif", nullable=True),
     Column("broker_order_id", String(64), nullable=True),
@@ -938,4 +938,14 @@ market_history = Table(
     Column("source", String(48), nullable=False, comment="ibkr:TRADES|tastytrade:candle|demo:..."),
     _utc("fetched_at"),
     comment="Daily bars of the book's underlyings and the indices, as the broker sent them.",
+)
+
+order_broker_refs = Table(
+    "order_broker_refs",
+    metadata,
+    Column("order_id", String(64), ForeignKey(orders.c.order_id), primary_key=True),
+    Column("client_id", Integer, nullable=True, comment="IBKR API client id that owns the order"),
+    Column("perm_id", BigInteger, nullable=True, comment="IBKR permanent order id once known"),
+    _utc("updated_at"),
+    comment="Who owns a staged order at the broker (IBKR client id, permId).",
 )

@@ -45,7 +45,10 @@ def test_every_pair_outside_the_table_raises() -> None:
 
 
 def test_only_confirmed_reaches_transmitted() -> None:
+    # SENT_UNKNOWN (sent, not acknowledged) is itself reachable only from CONFIRMED
     sources = [s for s, targets in TRANSITIONS.items() if OrderStatus.TRANSMITTED in targets]
+    assert sources == [OrderStatus.CONFIRMED, OrderStatus.SENT_UNKNOWN]
+    sources = [s for s, targets in TRANSITIONS.items() if OrderStatus.SENT_UNKNOWN in targets]
     assert sources == [OrderStatus.CONFIRMED]
     sources = [s for s, targets in TRANSITIONS.items() if OrderStatus.CONFIRMED in targets]
     assert sources == [OrderStatus.SHOWN]
@@ -117,3 +120,22 @@ def test_no_sequence_transmits_without_two_step_confirmation(ops: list[str]) -> 
             pass
         if order.status in (OrderStatus.TRANSMITTED, OrderStatus.FILLED):
             assert confirmed, f"reached {order.status} via {ops}"
+
+
+def test_broker_states_are_reachable() -> None:
+    """Issue 13.3: sent-but-unknown, partially filled, cancelled outside, stale after a restart."""
+    reachable = {OrderStatus.PROPOSED}
+    frontier = [OrderStatus.PROPOSED]
+    while frontier:
+        for target in TRANSITIONS[frontier.pop()]:
+            if target not in reachable:
+                reachable.add(target)
+                frontier.append(target)
+    assert reachable == set(OrderStatus)
+    check_transition(OrderStatus.CONFIRMED, OrderStatus.SENT_UNKNOWN)
+    check_transition(OrderStatus.SENT_UNKNOWN, OrderStatus.PARTIALLY_FILLED)
+    check_transition(OrderStatus.TRANSMITTED, OrderStatus.CANCELLED)
+    check_transition(OrderStatus.SHOWN, OrderStatus.STALE)
+    check_transition(OrderStatus.STALE, OrderStatus.STAGED)  # re-staged with a fresh WhatIf
+    with pytest.raises(IllegalTransitionError):
+        check_transition(OrderStatus.STALE, OrderStatus.CONFIRMED)  # never re-placed from local terms

@@ -84,7 +84,9 @@ def test_every_limit_metric_has_units_and_guidance() -> None:
 
 
 def test_order_commands_is_the_one_sequence() -> None:
-    assert order_commands("X1") == "portfolio orders show X1, then portfolio orders confirm X1 TOKEN"
+    assert order_commands("X1") == (
+        "portfolio orders show X1, then portfolio orders confirm X1 TOKEN (show stages it at the "
+        "broker without transmitting and prints the token); or portfolio orders reject X1")
 
 
 def test_exit_signal_has_pnl_and_days_to_expiry() -> None:

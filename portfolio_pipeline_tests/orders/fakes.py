@@ -19,6 +19,7 @@ class RecordingBroker:
         self.transmitted: list[Order] = []
         self.staged: list[str] = []
         self.cancelled: list[str] = []
+        self.partial = False
 
     async def what_if(self, order: Order) -> WhatIfResult:
         return WhatIfResult(1000.0, 800.0, 2.6, 500_000.0, warnings=("test warning: check the margin",))
@@ -36,10 +37,15 @@ class RecordingBroker:
         self.cancelled.append(order.order_id)
 
     async def executions(self, account_id: str, since: date) -> list[Execution]:
-        return [
-            Execution("demo", account_id, f"X-{i}", o.legs[0].contract, T0, 1.0, 1.0, 100.0, order_ref=f"B-{i + 1}")
-            for i, o in enumerate(self.transmitted)
-        ]
+        """Every leg of every transmitted order filled in full (``partial``: the first order 1 lot)."""
+        out: list[Execution] = []
+        for i, o in enumerate(self.transmitted):
+            lots = 1 if (self.partial and i == 0) else o.quantity
+            for j, leg in enumerate(o.legs):
+                qty = float(lots * leg.ratio) * (1 if leg.action == "BUY" else -1)
+                out.append(Execution("demo", account_id, f"X-{i}-{j}", leg.contract, T0, qty, 1.0, 100.0,
+                                     order_ref=f"B-{i + 1}"))
+        return out
 
 
 def make_order(order_id: str = "H-1") -> Order:

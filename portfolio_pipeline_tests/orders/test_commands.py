@@ -17,7 +17,7 @@ from portfolio_pipeline_tests.orders.fakes import RecordingBroker, make_order
 
 
 def _commands(db: Database, broker: RecordingBroker) -> OrderCommands:
-    tokens = iter(f"tok{i:05d}" for i in range(10_000))
+    tokens = iter(f"tok{i:013d}" for i in range(10_000))
     return OrderCommands(OrderStore(db), lambda o: broker, token_factory=lambda: next(tokens))  # type: ignore[arg-type,return-value]
 
 
@@ -35,7 +35,10 @@ def test_stage_show_confirm_fills_with_full_audit(db: Database) -> None:
     assert done.status == OrderStatus.FILLED
     assert [o.status for o in broker.transmitted] == [OrderStatus.CONFIRMED]
     trail = cmds.store.audit_trail("H-1")
-    assert [r["to_status"] for r in trail] == ["proposed", "staged", "shown", "confirmed", "transmitted", "filled"]
+    # the refused token left its own audit row (from_status None, event confirm_failed)
+    assert [r["to_status"] for r in trail] == [
+        "proposed", "staged", "shown", "shown", "confirmed", "transmitted", "filled"]
+    assert trail[3]["from_status"] is None and trail[3]["detail"]["event"] == "confirm_failed"
     shown_row = trail[2]
     assert shown_row["actor"] == "alice" and "test warning" in shown_row["detail"]["shown"]
 

@@ -5,6 +5,7 @@ refreshes, and that the feed never places an order."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -119,6 +120,16 @@ async def run_for(svc: StreamingService, seconds: float, until: Callable[[], boo
     await asyncio.wait_for(task, 3.0)
 
 
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` every 10 ms; TimeoutError after ``timeout`` s (a failing test, not a hang)."""
+
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 def no_orders(gw: FakeGateway) -> None:
     assert gw.placed == []
     assert not ORDER_REQUESTS & {name for name, _ in gw.requests}
@@ -162,27 +173,74 @@ def test_ibkr_ticks_for_a_held_spx_put_and_its_underlying_with_the_served_greeks
     no_orders(gw)
 
 
-def test_ibkr_sentinel_greek_is_the_stale_data_path_never_a_crash(tmp_path: Path) -> None:
+def test_ibkr_sentinel_greeks_on_one_option_do_not_freeze_its_underlying(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13.4: the option is priced from its mark's implied vol and flagged; SPX keeps
+    ticking; the sentinel warnings come once per episode, not once per poll."""
     gw = ib_gateway()
     gw.market[101] = MarketScript(bid=12.1, ask=12.5, greeks=Greeks(delta=None, gamma=-2.0))  # wire sentinels
 
-    async def scenario() -> tuple[StreamingService, list[StreamEvent], BrokerFeed]:
+    async def scenario() -> tuple[StreamingService, list[StreamEvent], BrokerFeed, dict[str, Any]]:
         feed = ib_feed(gw, clock=SettableClock(T0))
         svc, seen = service(feed, tmp_path, stale_after=0.3)
         try:
-            await run_for(svc, 3.0, until=lambda: any(e.kind == "stale_data" for e in seen))
+            await run_for(svc, 1.0)
+            health = svc.health()
         finally:
             await feed.aclose()
-        return svc, seen, feed
+        return svc, seen, feed, health
 
-    svc, seen, feed = asyncio.run(scenario())
-    stale = [e for e in seen if e.kind == "stale_data"]
-    assert [(e.payload["symbol"], e.payload["reason"]) for e in stale] == [("SPX", "no_ticks")]
-    assert "NaN Greeks" in feed.stale_roots["SPX"] and SPX_PUT.key in feed.stale_roots["SPX"]
-    assert svc.metrics.ticks > 0 and svc.metrics.ticks_rejected == 0  # SPY, VIX, VIX3M kept ticking
-    assert "SPX" not in svc.metrics.last_tick_wall and "SPY" in svc.metrics.last_tick_wall
-    assert svc.health()["status"] == "degraded" and svc.health()["stale_symbols"] == ["SPX"]
+    with caplog.at_level(logging.DEBUG):
+        svc, seen, feed, health = asyncio.run(scenario())
+    assert [e for e in seen if e.kind == "stale_data"] == []
+    assert feed.stale_roots == {}
+    assert "NaN broker Greeks (delta, gamma)" in feed.flagged_options[SPX_PUT.key]
+    assert "SPX" in svc.metrics.last_tick_wall and "SPY" in svc.metrics.last_tick_wall
+    assert svc.metrics.ticks_rejected == 0 and health["status"] == "ok"
+    reads = [r for r in caplog.records if "again" in r.getMessage() and r.levelno == logging.DEBUG]
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and r.getMessage().endswith("-> NaN")]
+    assert len(reads) >= 10  # many polls saw the sentinel ...
+    assert len(warned) == 2  # ... but delta and gamma were each warned about once
+    flagged = [r for r in caplog.records if r.levelno == logging.WARNING and "flagged" in r.getMessage()]
+    assert len(flagged) == 1
     no_orders(gw)
+
+
+def test_health_reports_a_gateway_drop_and_stop_works_while_it_is_down(tmp_path: Path) -> None:
+    """Issue 13.5: /health says disconnected as soon as the Gateway drops (and when it loses
+    IB's servers: 1100), and a stop request ends the service while the Gateway is down."""
+    gw = ib_gateway()
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
+        feed = ib_feed(gw)
+        svc, _ = service(feed, tmp_path)
+        stop = asyncio.Event()
+        task = asyncio.create_task(svc.run(stop))
+        try:
+            await until(lambda: svc.metrics.ticks >= 4)
+            up = svc.health()
+            gw.system_message(1100, "Connectivity between IB and Trader Workstation has been lost.")
+            await until(lambda: not svc.health()["broker_connected"])
+            upstream = svc.health()
+            gw.system_message(1102, "Connectivity between IB and TWS has been restored - data maintained.")
+            await until(lambda: svc.health()["broker_connected"])
+            gw.down = True
+            gw.drop_connection()  # the Gateway goes away and stays away
+            await asyncio.sleep(0.05)
+            down = svc.health()
+            metrics = svc.metrics_text()
+            stop.set()  # SIGTERM/SIGINT set this event in portfolio-stream
+            await asyncio.wait_for(task, 10.0)  # returns although no tick will ever come
+        finally:
+            await feed.aclose()
+        return up, upstream, down, metrics
+
+    up, upstream, down, metrics = asyncio.run(scenario())
+    assert up["broker_connected"] is True and up["status"] == "ok"
+    assert upstream["broker_connected"] is False and upstream["status"] == "degraded"
+    assert down["broker_connected"] is False and down["status"] == "degraded"
+    assert "portfolio_stream_broker_connected 0" in metrics
 
 
 def test_ibkr_disconnect_and_reconnect_keeps_producing_ticks_and_reports_the_gap() -> None:
@@ -319,7 +377,10 @@ def test_feed_never_stages_or_transmits() -> None:
 # --------------------------------------------------------------------------- Tastytrade
 
 
-def test_tastytrade_ticks_for_the_held_positions_and_stale_greeks_withhold_the_root() -> None:
+SPXW_KEY = "SPX|OPT|SPXW|2018-02-16|2700|P"
+
+
+def test_tastytrade_ticks_for_the_held_positions_and_stale_greeks_flag_the_option() -> None:
     clock = SettableClock(T0)
 
     async def scenario() -> tuple[list[Tick], list[Tick], BrokerFeed, FakeTasty, FakeDXLink]:
@@ -347,7 +408,8 @@ def test_tastytrade_ticks_for_the_held_positions_and_stale_greeks_withhold_the_r
                 more = await take(stream, lambda got: "SPX" in {t.symbol for t in got})
                 dx.greeks[SPXW_PUT_DX] = NAN_GREEKS  # dxfeed sends NaN; the SDK drops the events
                 clock.set(T0 + timedelta(seconds=6))  # ... until the adapter's watchdog calls it stale
-                later = await take(stream, lambda got: "SPX" in feed.stale_roots and len(got) >= 8)
+                later = await take(stream, lambda got: SPXW_KEY in feed.flagged_options
+                                   and "SPX" in {t.symbol for t in got[-4:]} and len(got) >= 8)
                 await stream.aclose()
             finally:
                 await feed.aclose()
@@ -357,7 +419,8 @@ def test_tastytrade_ticks_for_the_held_positions_and_stale_greeks_withhold_the_r
     prices = {t.symbol: t.price for t in ticks}
     assert prices == pytest.approx({"SPX": 2762.0, "SPY": 262.5, "VIX": 17.3, "VIX3M": 18.1})
     assert "ES" in feed.excluded_roots  # no DXLink symbol for the unheld /ESH8: not monitored, logged
-    assert "NaN Greeks" in feed.stale_roots["SPX"]
-    assert {t.symbol for t in later[-4:]} <= {"SPY", "VIX", "VIX3M"}  # SPX withheld while stale
+    assert "NaN broker Greeks" in feed.flagged_options[SPXW_KEY] and feed.stale_roots == {}
+    assert "SPX" in {t.symbol for t in later[-4:]}  # one option's stale Greeks never freeze SPX
+    assert "SPX" not in feed.stale_roots
     assert dx.subscribed("Greeks") >= {SPXW_PUT_DX}
     assert not [r for r in fake.requests if "/orders" in r.path]  # no dry run, no order, no delete

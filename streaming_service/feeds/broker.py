@@ -20,14 +20,15 @@ several) and quote everything once.  The starting book carries the broker's quot
 backoff, then :class:`BrokerError`); a root whose spot cannot be quoted at all is left
 out of the book with an ERROR log (:attr:`BrokerFeed.excluded_roots`).
 
-Bad data never raises.  An underlying whose quote is missing or unusable, or whose held
-options have a missing quote or a NaN/missing broker Greek (IBKR sentinels, Tastytrade
-NaN events or stale symbols -- the Tastytrade adapter already leaves stale quotes out
-and reports stale Greeks as NaN), gets **no tick** while that lasts: the engine keeps
-that group's last good numbers and, after ``stale_after_seconds``, the service's
-watchdog raises its ``stale_data`` event and marks the health ``degraded`` -- the same
-outcome the service gives NaN Greeks (last good numbers + ``stale_data``).  The feed
-logs the reason once per episode (:attr:`BrokerFeed.stale_roots`).  A contract the
+Bad data never raises.  An underlying whose own quote is missing or unusable gets **no
+tick** while that lasts: the engine keeps that group's last good numbers and, after
+``stale_after_seconds``, the service's watchdog raises its ``stale_data`` event and
+marks the health ``degraded`` (:attr:`BrokerFeed.stale_roots`).  One held option with a
+missing quote or a NaN/missing broker Greek (IBKR sentinels -1/-2/1.797e308, Tastytrade
+NaN events or stale symbols) does NOT freeze its underlying: the engine prices that
+option itself (from the implied vol of its mark, as the EOD pipeline does, and the live
+spot), the row is flagged in :attr:`BrokerFeed.flagged_options` and every other row
+stays live.  Both are logged once per episode, never per poll.  A contract the
 adapter refuses outright (e.g. no DXLink symbol for an unheld future) is left out of
 the polls until the next positions refresh.
 
@@ -195,6 +196,9 @@ class BrokerFeed:
         self._gap_marker: tuple[object, object] = (None, None)
         self._next_refresh = 0.0
         self.stale_roots: dict[str, str] = {}
+        self._failing_polls = 0
+        self.flagged_options: dict[str, str] = {}
+        """Held options priced by the engine without broker Greeks: contract key -> reason."""
         """Followed symbols currently without ticks -> why (missing quote, NaN Greeks...)."""
         self.excluded_roots: dict[str, str] = {}
         """Roots held but left out of the book (no spot could be quoted) -> why."""
@@ -317,10 +321,10 @@ class BrokerFeed:
 
     async def starting_book(self) -> StartingBook:
         """Connect (first call), load positions, balances and quotes; retried with backoff."""
-        await self.connect()
         delay = self._retry
         for attempt in range(1, self._start_attempts + 1):
             try:
+                await self.connect()  # a Gateway that is down at start is retried like the rest
                 return await self._load_book()
             except RETRYABLE as exc:
                 if attempt == self._start_attempts:
@@ -368,21 +372,42 @@ class BrokerFeed:
         """False only when the adapter says it is disconnected (IBKR ``is_connected``)."""
         return getattr(self._adapter, "is_connected", True) is not False
 
+    @property
+    def connected(self) -> bool:
+        """Live broker connectivity for /health: the adapter's own state (IBKR: socket up and
+        the Gateway connected to IB's servers) and no run of failing polls in progress."""
+        if not self._adapter_connected() or getattr(self._adapter, "upstream_lost", False):
+            return False
+        return self._failing_polls == 0
+
     def _stale_reason(self, root: str, quotes: Mapping[str, Quote]) -> str | None:
+        for contract in self._plan.options.get(root, ()):
+            q = quotes.get(contract.key)
+            if q is None:
+                self._flag(contract.key, "no quote; priced by the engine at its last implied vol")
+                continue
+            bad = [g for g in _GREEKS if (v := getattr(q, g)) is None or not math.isfinite(v)]
+            if bad:
+                self._flag(contract.key, f"NaN broker Greeks ({', '.join(bad)}); priced from the mark's implied vol")
+            else:
+                self._flag(contract.key, None)
         und = self._plan.underlyings[root]
         quote = quotes.get(und.key)
         if quote is None:
             return f"no quote for {und.key}"
         if not _usable_price(quote.mark):
             return f"unusable price {quote.mark!r} for {und.key}"
-        for contract in self._plan.options.get(root, ()):
-            q = quotes.get(contract.key)
-            if q is None:
-                return f"no quote for {contract.key}"
-            bad = [g for g in _GREEKS if (v := getattr(q, g)) is None or not math.isfinite(v)]
-            if bad:
-                return f"NaN Greeks ({', '.join(bad)}) for {contract.key}"
         return None
+
+    def _flag(self, key: str, reason: str | None) -> None:
+        """Flag (or clear) one option row; logged once per episode."""
+        if reason is None:
+            if self.flagged_options.pop(key, None) is not None:
+                logger.info("%s feed: %s has broker Greeks again", self.name, key)
+            return
+        if self.flagged_options.get(key) != reason:
+            logger.warning("%s feed: %s flagged: %s (its underlying keeps ticking)", self.name, key, reason)
+            self.flagged_options[key] = reason
 
     def _set_stale(self, symbol: str, reason: str | None) -> None:
         if reason is None:
@@ -480,6 +505,7 @@ class BrokerFeed:
                 quotes = await self._quote(self._contracts(self._plan))
             except RETRYABLE as exc:
                 failures += 1
+                self._failing_polls = failures
                 self.failed_polls += 1
                 if outage_since is None:
                     outage_since = started
@@ -497,6 +523,7 @@ class BrokerFeed:
                 if not reported and not hasattr(self._adapter, "gap_seconds"):
                     self.gaps.append(outage)
                 failures, outage_since = 0, None
+            self._failing_polls = 0
             for tick in self._ticks_from(quotes):
                 yield tick
             await asyncio.sleep(max(started + self._poll - loop.time(), 0.0))

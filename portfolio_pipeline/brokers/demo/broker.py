@@ -21,6 +21,7 @@ cancelled.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -112,7 +113,6 @@ class DemoBroker(ConnectionLifecycle):
         self._book: DemoBook | None = None
         self._manual: list[ManualTrade] = []
         self._staged: dict[str, StagedOrder] = {}
-        self._order_seq = 0
         self._connected = False
 
     # ------------------------------------------------------------------ plumbing
@@ -414,8 +414,9 @@ class DemoBroker(ConnectionLifecycle):
         require_confirmed(order)
         i = self.session_index()
         legs = self._order_legs(order, i)
-        self._order_seq += 1
-        broker_order_id = f"DEMO-ORD-{self._order_seq:05d}"
+        # from the order id (the orders table's primary key): unique across processes,
+        # where a per-process counter gave every CLI process the same first id
+        broker_order_id = f"DEMO-ORD-{hashlib.sha256(order.order_id.encode()).hexdigest()[:16]}"
         now = self._clock()
         self._manual.append(ManualTrade(i, now, order.order_id, broker_order_id, tuple(legs)))
         self._staged.pop(order.order_id, None)

@@ -6,13 +6,19 @@ Safety and robustness contracts implemented here:
   ``IbkrConnection.timeout_seconds``; a timeout or an API error becomes a
   :class:`BrokerError` naming the request (error 200 names the contract).
 - Outgoing messages pass a :class:`RateLimiter` (45/s, below IBKR's 50 msg/s limit).
-- Connection: client id in use (error 326) -> the next id is tried; a lost connection is
+- Connection: client id in use (error 326) -> the next id is tried (market data only;
+  with ``fallback_client_ids=False``, as for every order connection, a clear error names
+  the id in use: an order belongs to the client id that placed it); a lost connection is
   re-established with exponential backoff, every market-data subscription is requested
   again and the gap is logged as a warning and exposed as ``last_disconnect`` /
   ``gap_seconds``.
 - Orders: ``what_if`` never transmits; ``stage`` places with ``transmit=False``;
-  ``transmit`` calls :func:`require_confirmed` first and re-places the same order id with
-  ``transmit=True``.  Broker warnings are returned, never answered.
+  ``transmit`` calls :func:`require_confirmed` first, finds the very staged order among
+  this client id's open orders (same clientId/orderId/orderRef, same permId once known)
+  and re-places it with ``transmit=True``; a staged order the Gateway no longer has is
+  :class:`StaleOrderError`, never re-placed from local terms.  ``cancel`` waits for the
+  Gateway's confirmation and fails on error 10147 (not this client's order).  Broker
+  warnings are returned, never answered.
 - Cash flows are not available from the live API: :meth:`IbkrBroker.cash_flows` returns
   ``[]``; the Flex-report importer covers deposits, dividends, interest and fees.
 """
@@ -38,9 +44,12 @@ from ib_async.wrapper import RequestError
 from portfolio_pipeline.brokers.base import (
     BrokerDataError,
     BrokerError,
+    BrokerOrderState,
     ConnectionLifecycle,
     OptionChain,
+    SentUnknownError,
     StagedOrder,
+    StaleOrderError,
 )
 from portfolio_pipeline.brokers.history.errors import ImportFormatError
 from portfolio_pipeline.brokers.history.ibkr_flex import parse_ibkr_flex
@@ -85,6 +94,7 @@ MARKET_DATA_TYPES: Final = {"live": 1, "frozen": 2, "delayed": 3, "delayed_froze
 #: (tick 13/83) arrive with every option subscription.
 OPTION_GENERIC_TICKS: Final = "106"
 CLIENT_ID_IN_USE: Final = 326
+ORDER_NOT_FOUND_FOR_CANCEL: Final = 10147
 NO_SECURITY_DEFINITION: Final = 200
 _CONNECTIVITY_LOST: Final = 1100
 _RESTORED_DATA_LOST: Final = 1101
@@ -98,6 +108,12 @@ _ACKED_STATES: Final = frozenset(
         IbOrderStatus.Inactive,
         *_REJECTED_STATES,
     }
+)
+
+
+_USUAL_PORTS: Final = "Usual API ports: 4001 Gateway live, 4002 Gateway paper, 7496 TWS live, 7497 TWS paper."
+_NOT_AN_API_PORT: Final = (
+    "is it the API port (Configure > API > Settings, 'Enable ActiveX and Socket Clients')? " + _USUAL_PORTS
 )
 
 
@@ -141,6 +157,7 @@ class IbkrBroker(ConnectionLifecycle):
         pnl_wait_seconds: float = 1.0,
         stage_settle_seconds: float = 0.25,
         flex: FlexWebConfig | None = None,
+        fallback_client_ids: bool = True,
     ) -> None:
         self._flex = flex
         self._flex_batch: ImportBatch | None = None
@@ -156,7 +173,8 @@ class IbkrBroker(ConnectionLifecycle):
         self._limiter = limiter or RateLimiter()
         self._backoff = backoff or Backoff()
         self._sleep = sleep
-        self._client_id_attempts = max(1, client_id_attempts)
+        self._client_id_attempts = max(1, client_id_attempts) if fallback_client_ids else 1
+        self._fallback = fallback_client_ids
         self._pnl_wait = pnl_wait_seconds
         self._stage_settle = stage_settle_seconds
         self._timeout = float(connection.timeout_seconds)
@@ -174,8 +192,8 @@ class IbkrBroker(ConnectionLifecycle):
         self._qualified: dict[str, IbContract] = {}
         self._broker_class: dict[str, str] = {}  # key -> IBKR's class when the table's differs
         self._underlying_expiry: dict[int, date] = {}
-        self._staged: dict[str, IbTrade] = {}
         self._account_lock = asyncio.Lock()
+        self._sentinel_warned: set[tuple[str, str]] = set()  # sentinel warnings: once per episode
         self._gap_open = False
 
         self.last_disconnect: datetime | None = None
@@ -183,6 +201,8 @@ class IbkrBroker(ConnectionLifecycle):
         self.gap_seconds: float | None = None
         """Length of the last market-data gap (disconnect -> resubscribed), None if none."""
         self.reconnect_count = 0
+        self.upstream_lost = False
+        """True between error 1100 (Gateway lost IB's servers) and 1101/1102 (restored)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -211,6 +231,7 @@ class IbkrBroker(ConnectionLifecycle):
             ib.updateEvent += self._on_packet
             self._ib = ib
         await self._connect_with_client_ids()
+        self.upstream_lost = False
         await self._after_connect(resubscribe=False)
 
     async def close(self) -> None:
@@ -253,6 +274,12 @@ class IbkrBroker(ConnectionLifecycle):
                     )
                 self._client_id = client_id
                 return
+            if not self._fallback:
+                raise BrokerError(
+                    f"ibkr: client id {client_id} is in use at {self._conn.host}:{self._conn.port} "
+                    "(error 326: another API connection holds it, e.g. a running order command or TWS); "
+                    "order operations never fall back to another client id: retry when it is free"
+                )
             logger.warning("ibkr: client id %d is in use (error 326); trying %d", client_id, client_id + 1)
         raise BrokerError(
             f"ibkr: client ids {first}..{first + self._client_id_attempts - 1} are all in use "
@@ -292,11 +319,21 @@ class IbkrBroker(ConnectionLifecycle):
                 await asyncio.gather(task, return_exceptions=True)
                 raise BrokerError(
                     f"ibkr: connect to {self._conn.host}:{self._conn.port} (client id {client_id}) "
-                    f"timed out after {self._timeout * 2:g}s"
+                    f"timed out after {self._timeout * 2:g}s; {_NOT_AN_API_PORT}"
                 )
             try:
                 task.result()
-            except (OSError, ConnectionError, TimeoutError, RequestError) as exc:
+            except ConnectionRefusedError as exc:
+                raise BrokerError(
+                    f"ibkr: nothing listens on {self._conn.host}:{self._conn.port} (connection refused): "
+                    f"is IB Gateway/TWS running with its API socket on that port? {_USUAL_PORTS}"
+                ) from exc
+            except TimeoutError as exc:
+                raise BrokerError(
+                    f"ibkr: no API handshake from {self._conn.host}:{self._conn.port} (client id {client_id}) "
+                    f"within {self._timeout:g}s; {_NOT_AN_API_PORT}"
+                ) from exc
+            except (OSError, ConnectionError, RequestError) as exc:
                 raise BrokerError(
                     f"ibkr: connect to {self._conn.host}:{self._conn.port} (client id {client_id}) "
                     f"failed: {exc!r}"
@@ -375,6 +412,7 @@ class IbkrBroker(ConnectionLifecycle):
                 return
             try:
                 await self._connect_with_client_ids()
+                self.upstream_lost = False
                 await self._after_connect(resubscribe=True)
             except BrokerError as exc:
                 logger.warning("ibkr: reconnect attempt %d failed: %s", attempt, exc)
@@ -393,11 +431,13 @@ class IbkrBroker(ConnectionLifecycle):
             if not self._client_id_in_use.done():
                 self._client_id_in_use.set_result(None)
         elif code == _CONNECTIVITY_LOST:
+            self.upstream_lost = True
             if not self._gap_open:
                 self.last_disconnect = self._clock()
                 self._gap_open = True
             logger.warning("ibkr: gateway lost connectivity to IBKR servers: %s", message)
         elif code in (_RESTORED_DATA_LOST, _RESTORED_DATA_KEPT):
+            self.upstream_lost = False
             if code == _RESTORED_DATA_LOST and self._subs:
                 task = asyncio.get_running_loop().create_task(self._resubscribe_after_1101())
                 self._background.add(task)
@@ -512,6 +552,7 @@ class IbkrBroker(ConnectionLifecycle):
     async def account_snapshot(self, account_id: str) -> AccountSnapshot:
         """Summary tags in the base currency (and model code) plus DailyPnL via reqPnL."""
         ib = await self._ready_ib()
+        self._check_managed(ib, account_id)
         currency, model_code = self._account(account_id)
         if model_code:
             await self._request(
@@ -556,9 +597,19 @@ class IbkrBroker(ConnectionLifecycle):
         logger.info("ibkr: no DailyPnL for %s from reqPnL; broker_daily_pnl=None", account_id)
         return None
 
+    def _check_managed(self, ib: IB, account_id: str) -> None:
+        """A clear error when the Gateway's login does not manage ``account_id``."""
+        managed = list(ib.managedAccounts())
+        if managed and account_id not in managed:
+            raise BrokerError(
+                f"ibkr: account {account_id!r} (accounts.yaml) is not managed by the login of the Gateway at "
+                f"{self._conn.host}:{self._conn.port}; it manages: {', '.join(managed)}"
+            )
+
     async def positions(self, account_id: str) -> list[Position]:
         """Signed positions from reqPositions, marks from the account's portfolio updates."""
         ib = await self._ready_ib()
+        self._check_managed(ib, account_id)
         async with self._account_lock:
             raw = await self._request("reqPositions", ib.reqPositionsAsync)
             await self._request(
@@ -711,17 +762,21 @@ class IbkrBroker(ConnectionLifecycle):
         if sub.contract.is_option:
             greeks = ticker.modelGreeks
             if greeks is None:
-                logger.warning(
-                    "ibkr: %s: model Greeks not received within %gs -> NaN", where, self._timeout
-                )
+                if (where, "modelGreeks") not in self._sentinel_warned:
+                    self._sentinel_warned.add((where, "modelGreeks"))
+                    logger.warning(
+                        "ibkr: %s: model Greeks not received within %gs -> NaN", where, self._timeout
+                    )
                 iv = delta = gamma = vega = theta = underlying = math.nan
             else:
-                iv = sanitise(greeks.impliedVol, "impliedVol", where, kind="price")
-                delta = sanitise(greeks.delta, "delta", where, kind="greek")
-                gamma = sanitise(greeks.gamma, "gamma", where, kind="greek")
-                vega = sanitise(greeks.vega, "vega", where, kind="greek")
-                theta = sanitise(greeks.theta, "theta", where, kind="greek")
-                underlying = sanitise(greeks.undPrice, "undPrice", where, kind="price")
+                self._sentinel_warned.discard((where, "modelGreeks"))
+                seen = self._sentinel_warned
+                iv = sanitise(greeks.impliedVol, "impliedVol", where, kind="price", warned=seen)
+                delta = sanitise(greeks.delta, "delta", where, kind="greek", warned=seen)
+                gamma = sanitise(greeks.gamma, "gamma", where, kind="greek", warned=seen)
+                vega = sanitise(greeks.vega, "vega", where, kind="greek", warned=seen)
+                theta = sanitise(greeks.theta, "theta", where, kind="greek", warned=seen)
+                underlying = sanitise(greeks.undPrice, "undPrice", where, kind="price", warned=seen)
         return Quote(
             source=BROKER,
             contract=sub.contract,
@@ -941,7 +996,6 @@ class IbkrBroker(ConnectionLifecycle):
                 f"ibkr: staging order {order.order_id} was rejected: {'; '.join(messages) or 'no reason given'}"
             )
         broker_id = str(trade.order.orderId)
-        self._staged[broker_id] = trade
         logger.info(
             "ibkr: staged order %s as IBKR order %s (transmit=False)", order.order_id, broker_id
         )
@@ -951,66 +1005,143 @@ class IbkrBroker(ConnectionLifecycle):
             broker_order_id=broker_id,
             whatif=replace(whatif, warnings=warnings),
             staged_at=self._clock(),
+            client_id=self._client_id,
+            perm_id=trade.order.permId or None,
         )
 
-    def _find_trade(self, order: Order) -> IbTrade | None:
-        if order.broker_order_id is not None and order.broker_order_id in self._staged:
-            return self._staged[order.broker_order_id]
-        return next((t for t in self._staged.values() if t.order.orderRef == order.order_id), None)
+    def _check_owner(self, order: Order, what: str) -> None:
+        owner = order.broker_client_id
+        if owner is not None and owner != self._client_id:
+            raise BrokerError(
+                f"ibkr: order {order.order_id} (IBKR {order.broker_order_id}) belongs to client id {owner}; "
+                f"this connection is client id {self._client_id}: {what} refused (IBKR lets only the owning "
+                "client id change an order; another id would place a second order)"
+            )
+
+    async def _open_trade(self, order: Order) -> IbTrade | None:
+        """The order among this client id's open orders at the Gateway, or None if it is gone."""
+        ib = await self._ready_ib()
+        if order.broker_order_id is None:
+            raise BrokerError(f"ibkr: order {order.order_id} has no IBKR order id; stage it first")
+        trades: list[IbTrade] = await self._request(
+            f"reqOpenOrders (client id {self._client_id})", ib.reqOpenOrdersAsync
+        )
+        wanted = int(order.broker_order_id)
+        for trade in trades:
+            o = trade.order
+            if o.orderId != wanted or o.clientId != self._client_id or trade.isDone():
+                continue
+            if o.orderRef != order.order_id:
+                raise BrokerError(
+                    f"ibkr: IBKR order {wanted} of client id {self._client_id} is {o.orderRef!r}, "
+                    f"not order {order.order_id}; refusing to touch it"
+                )
+            if order.broker_perm_id is not None and o.permId and o.permId != order.broker_perm_id:
+                return None  # same ids, a different order (the Gateway restarted and reused them)
+            return trade
+        return None
 
     async def transmit(self, order: Order) -> str:
-        """Send a CONFIRMED staged order: the same IBKR order id re-placed with transmit=True."""
+        """Send the very staged order: found at the Gateway, re-placed with transmit=True.
+
+        Raises :class:`StaleOrderError` when the Gateway no longer has it (never re-placed
+        from local terms) and :class:`SentUnknownError` when it was sent but not acknowledged.
+        """
         require_confirmed(order)
+        self._check_owner(order, "transmit")
         ib = await self._ready_ib()
-        trade = self._find_trade(order)
-        if trade is not None:
-            contract, ib_order = trade.contract, trade.order
-        elif order.broker_order_id is not None:
-            contract, ib_order = await self._build_order(order)
-            ib_order.orderId = int(order.broker_order_id)
-        else:
-            raise BrokerError(f"ibkr: order {order.order_id} has no IBKR order id; stage it first")
+        found = await self._open_trade(order)
+        if found is None:
+            raise StaleOrderError(
+                f"ibkr: staged order {order.order_id} (client id {self._client_id}, IBKR order "
+                f"{order.broker_order_id}) no longer exists at the Gateway (restart or cancelled in TWS); "
+                "not transmitted: re-stage it with a fresh WhatIf"
+            )
+        contract, ib_order = found.contract, copy.copy(found.order)
         broker_id = str(ib_order.orderId)
         ib_order.transmit = True
         await self._limiter.acquire()
         trade = ib.placeOrder(contract, ib_order)
-        logger.warning("ibkr: transmitted confirmed order %s (IBKR order %s)", order.order_id, broker_id)
-        acked = await self._wait_for(lambda: trade.orderStatus.status in _ACKED_STATES, self._timeout)
+        logger.warning(
+            "ibkr: transmitted confirmed order %s (client id %d, IBKR order %s, permId %s)",
+            order.order_id, self._client_id, broker_id, ib_order.permId,
+        )
+        acked = await self._wait_for(
+            lambda: trade.orderStatus.status in _ACKED_STATES - {IbOrderStatus.PreSubmitted}
+            or bool(trade.fills), self._timeout,
+        )
         if trade.orderStatus.status in _REJECTED_STATES:
             raise BrokerError(
                 f"ibkr: order {order.order_id} (IBKR {broker_id}) was rejected: "
                 f"{'; '.join(self._trade_messages(trade)) or 'no reason given'}"
             )
         if not acked:
-            raise BrokerError(
+            raise SentUnknownError(
                 f"ibkr: order {order.order_id} (IBKR {broker_id}) was sent but not acknowledged "
-                f"within {self._timeout:g}s; its state is unknown, check TWS before retrying"
+                f"within {self._timeout:g}s; its state is unknown: `portfolio orders reconcile` settles it"
             )
-        self._staged.pop(broker_id, None)
         return broker_id
 
     async def cancel(self, order: Order) -> None:
-        """Cancel a staged or live order at IBKR and wait for the cancellation."""
+        """Cancel a staged or live order at IBKR and wait for the Gateway's confirmation.
+
+        :class:`StaleOrderError` when the Gateway has no such open order of this client id;
+        :class:`BrokerError` on error 10147 or when the cancellation is not confirmed in time.
+        """
+        self._check_owner(order, "cancel")
         ib = await self._ready_ib()
-        trade = self._find_trade(order)
+        trade = await self._open_trade(order)
         if trade is None:
-            for candidate in ib.trades():
-                if order.broker_order_id is not None and str(candidate.order.orderId) == order.broker_order_id:
-                    trade = candidate
-                    break
-        if trade is None:
-            if order.broker_order_id is None:
-                raise BrokerError(f"ibkr: order {order.order_id} is unknown at IBKR (never staged)")
+            raise StaleOrderError(
+                f"ibkr: order {order.order_id} (client id {self._client_id}, IBKR order {order.broker_order_id}) "
+                "is not open at the Gateway: nothing to cancel"
+            )
+        order_id = trade.order.orderId
+        refused: list[str] = []
+
+        def collect(req_id: int, code: int, message: str, about: object) -> None:
+            if req_id == order_id and code == ORDER_NOT_FOUND_FOR_CANCEL:
+                refused.append(f"IBKR {code}: {message}")
+
+        ib.errorEvent += collect
+        try:
             await self._limiter.acquire()
-            ib.cancelOrder(IbOrder(orderId=int(order.broker_order_id), clientId=self._client_id))
-            logger.info("ibkr: cancel sent for IBKR order %s (not tracked by this session)", order.broker_order_id)
-            return
-        await self._limiter.acquire()
-        ib.cancelOrder(trade.order)
-        if not await self._wait_for(trade.isDone, self._timeout):
+            ib.cancelOrder(trade.order)
+            done = await self._wait_for(lambda: bool(refused) or trade.isDone(), self._timeout)
+        finally:
+            ib.errorEvent -= collect
+        if refused:
             raise BrokerError(
-                f"ibkr: cancel of order {order.order_id} (IBKR {trade.order.orderId}) not confirmed "
+                f"ibkr: cancel of order {order.order_id} (IBKR {order_id}) refused: {refused[0]} "
+                f"(the order belongs to another client id than {self._client_id})"
+            )
+        if not done or trade.orderStatus.status not in _REJECTED_STATES:
+            raise BrokerError(
+                f"ibkr: cancel of order {order.order_id} (IBKR {order_id}) not confirmed "
                 f"within {self._timeout:g}s (status {trade.orderStatus.status})"
             )
-        self._staged.pop(str(trade.order.orderId), None)
-        logger.info("ibkr: cancelled order %s (IBKR %s)", order.order_id, trade.order.orderId)
+        logger.info("ibkr: cancelled order %s (IBKR %s)", order.order_id, order_id)
+
+    async def order_state(self, order: Order) -> BrokerOrderState:
+        """The Gateway's view of one of our orders: open orders of this client id + executions."""
+        self._check_owner(order, "reconcile")
+        ib = await self._ready_ib()
+        combo = len(order.legs) > 1
+        total = float(order.quantity if combo else order.quantity * order.legs[0].ratio)
+        trade = await self._open_trade(order) if order.broker_order_id is not None else None
+        if trade is not None:
+            return BrokerOrderState(
+                exists=True, status=str(trade.orderStatus.status), filled=float(trade.orderStatus.filled),
+                total=total, perm_id=trade.order.permId or None,
+            )
+        since = order.created_at.date()
+        flt = ExecutionFilter(acctCode=order.account_id, time=f"{since:%Y%m%d}-00:00:00")
+        fills: list[Any] = await self._request(
+            f"reqExecutions({order.account_id} since {since})", lambda: ib.reqExecutionsAsync(flt)
+        )
+        filled = sum(
+            float(f.execution.shares) for f in fills
+            if f.execution.orderRef == order.order_id and (f.contract.secType == "BAG") == combo
+        )
+        status = IbOrderStatus.Filled if filled >= total else IbOrderStatus.Cancelled
+        return BrokerOrderState(exists=False, status=status, filled=filled, total=total)

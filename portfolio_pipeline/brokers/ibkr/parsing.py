@@ -88,24 +88,40 @@ def contract_source(account: str, contract: IbContract) -> str:
     return f"{BROKER}:{account or '-'}:{contract.localSymbol or contract.symbol or contract.conId}"
 
 
-def sanitise(value: object, field: str, where: str, *, kind: SentinelKind) -> float:
+def sanitise(
+    value: object, field: str, where: str, *, kind: SentinelKind, warned: set[tuple[str, str]] | None = None
+) -> float:
     """``value`` as a float, or NaN with a warning naming ``where`` and ``field``.
 
     ``kind`` "price" treats -1 as "no value" (IBKR's empty price and IV), "greek" treats -2.
+    ``warned`` (kept by a streaming caller) rate-limits the warning to once per episode:
+    a repeat of the same ``(where, field)`` logs at DEBUG until the value is good again.
     """
+    problem: str | None = None
+    number = math.nan
     if value is None:
-        logger.warning("ibkr: %s: %s missing from IBKR -> NaN", where, field)
-        return math.nan
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        logger.warning("ibkr: %s: %s not a number (%r) -> NaN", where, field, value)
-        return math.nan
-    sentinels = PRICE_SENTINELS if kind == "price" else GREEK_SENTINELS
-    if not math.isfinite(number) or number >= UNSET_DOUBLE or number in sentinels:
-        logger.warning("ibkr: %s: %s is an IBKR sentinel (%r) -> NaN", where, field, number)
-        return math.nan
-    return number
+        problem = "missing from IBKR"
+    else:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            problem = f"not a number ({value!r})"
+        else:
+            sentinels = PRICE_SENTINELS if kind == "price" else GREEK_SENTINELS
+            if not math.isfinite(number) or number >= UNSET_DOUBLE or number in sentinels:
+                problem = f"is an IBKR sentinel ({number!r})"
+    key = (where, field)
+    if problem is None:
+        if warned is not None:
+            warned.discard(key)
+        return number
+    if warned is not None and key in warned:
+        logger.debug("ibkr: %s: %s %s -> NaN (again)", where, field, problem)
+    else:
+        logger.warning("ibkr: %s: %s %s -> NaN", where, field, problem)
+        if warned is not None:
+            warned.add(key)
+    return math.nan
 
 
 def clean_price(value: object) -> float | None:

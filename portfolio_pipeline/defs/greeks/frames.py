@@ -13,6 +13,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
 from portfolio_pipeline.defs.quality import suite_check_result
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.domain.settlement import settlement_instant
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
 
@@ -57,14 +58,10 @@ def pricing_config(platform: PlatformResource) -> PricingConfig:
 
 
 def settlement_hour(calendar: ExchangeCalendar) -> Callable[[date, bool], float]:
-    """(expiry, am) -> UTC hour of the open (AM) or close (PM) of the expiry session."""
+    """(expiry, am) -> UTC hour of THE settlement instant (:mod:`portfolio_pipeline.domain.settlement`)."""
 
     def hour(expiry: date, am: bool) -> float:
-        try:
-            day = calendar.session_on_or_before(expiry)
-            at = calendar.session_open(day) if am else calendar.session_close(day)
-        except ValueError:  # outside the loaded calendar (long-dated options)
-            return 14.5 if am else 21.0
+        at = settlement_instant(expiry, "AM" if am else "PM", calendar)
         midnight = datetime(expiry.year, expiry.month, expiry.day, tzinfo=UTC)
         return (at - midnight).total_seconds() / 3600.0
 

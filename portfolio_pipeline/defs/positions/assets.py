@@ -87,6 +87,8 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
             meta.record(day, POSITIONS, {"positions": len(snap.positions)})
             meta.record(day, ACCOUNTS, {"accounts": len(snap.accounts), "nlv": float(nlv)})
             meta.record(day, MARKET, {"quotes": len(snap.quotes), "vix": vix.mark if vix is not None else None})
+            for problem in snap.data_quality:
+                context.log.warning("session=%s data quality: %s", day, problem)
             context.log.info("session=%s positions=%d nlv=%.2f", day, len(snap.positions), nlv)
         for key in (POSITIONS, ACCOUNTS, MARKET):
             yield dg.MaterializeResult(asset_key=key, metadata=meta.output_metadata(key))

@@ -287,17 +287,32 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         accounts = read_frame(db, account_snapshot, days)
         market = read_frame(db, market_snapshot, days)
         greeks = read_frame(db, portfolio_greeks, days)
+        prior = read_frame(db, margin_history, [calendar.previous_session(days[0])], where={"broker": ALL})
+        last_vix: tuple[date, float] | None = None
+        if not prior.empty and math.isfinite(_float(prior.iloc[0]["vix"])):
+            last_vix = (calendar.previous_session(days[0]), float(prior.iloc[0]["vix"]))
         for day in days:
             quotes = on(market, day)
             vix = _index_close(quotes, "VIX")
             if vix is None:
-                raise InvalidDataError(
-                    f"margin_history: market_snapshot has no VIX close for session {day}; the "
-                    "regime needs the live VIX (re-run broker_snapshots for that session)"
-                )
+                if last_vix is None:
+                    raise InvalidDataError(
+                        f"margin_history: market_snapshot has no VIX close for session {day} and no earlier "
+                        "VIX is stored; the regime needs the VIX (check the CBOE index market data "
+                        "subscription, then re-run broker_snapshots for that session)"
+                    )
+                # stated fallback: the last known VIX (with the hysteresis of the regime in force)
+                context.log.warning(
+                    "session=%s data quality: no VIX in market_snapshot (no CBOE index subscription?); "
+                    "regime FALLBACK: classified on the last known VIX %.2f of %s", day, last_vix[1], last_vix[0])
+                vix = last_vix[1]
+            vix3m = _index_close(quotes, "VIX3M")
+            if vix3m is None:
+                context.log.warning("session=%s data quality: no VIX3M; regime from the VIX level only", day)
+            last_vix = (day, vix)
             with db.database.begin() as conn:  # THE session regime, stored for Monte Carlo
                 state = session_regime_state(conn, service, day, calendar.previous_session(day), vix,
-                                             _index_close(quotes, "VIX3M"), recompute=True)
+                                             vix3m, recompute=True)
                 margin_rows, check_rows = _margin_rows(day, on(accounts, day), on(greeks, day), service,
                                                        state, overrides)
                 replace_partition(conn, margin_history, {"session_date": day}, margin_rows)

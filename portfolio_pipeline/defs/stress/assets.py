@@ -131,7 +131,7 @@ def _load(context: dg.AssetExecutionContext, db: DatabaseResource, platform: Pla
             select(positions_snapshot.c.position_key)
             .where(positions_snapshot.c.session_date == day).limit(1)
         ).first()
-        sb = None if empty else load_book(conn, day, as_of, platform.config, cfg)
+        sb = None if empty else load_book(conn, day, as_of, platform.config, cfg, platform.calendar)
     if sb is None:
         with db.database.begin() as conn:
             replace_partition(conn, table, {"session_date": day}, [])

@@ -50,9 +50,10 @@ from sqlalchemy import Connection
 
 from portfolio_pipeline.config.loader import PlatformConfig
 from portfolio_pipeline.defs.partitions import PARTITIONS_START
-from portfolio_pipeline.domain.errors import InvalidDataError
+from portfolio_pipeline.domain.errors import InvalidDataError, UnknownInstrumentError
 from portfolio_pipeline.domain.positions import Contract
 from portfolio_pipeline.domain.regime import RegimeService
+from portfolio_pipeline.domain.settlement import SessionHours, years_to_settlement
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.marketdata.history import MarketHistory, realised_vol
 from portfolio_pipeline.marketdata.store import StoredHistory
@@ -131,7 +132,8 @@ class StressBook:
 
 
 def load_book(
-    conn: Connection, day: date, as_of: datetime, config: PlatformConfig, cfg: StressScenariosFile
+    conn: Connection, day: date, as_of: datetime, config: PlatformConfig, cfg: StressScenariosFile,
+    calendar: SessionHours | None = None,
 ) -> StressBook:
     """Read ``positions_snapshot`` and ``market_snapshot`` of ``day`` into a :class:`StressBook`.
 
@@ -178,7 +180,7 @@ def load_book(
         if key not in contract_ix:
             contract_ix[key] = len(contract_ix)
             gk = greeks.get((str(p["broker"]), str(p["account_id"]), key))
-            _append_contract(cols, p, by_key.get(key), gk, index_px, fidx[root], as_of, config,
+            _append_contract(cols, p, by_key.get(key), gk, index_px, fidx[root], as_of, config, calendar,
                              cfg, where)
         entries.append((contract_ix[key], g, units))
     units_m = np.zeros((len(contract_ix), len(group_ix)))
@@ -207,6 +209,7 @@ def _append_contract(
     factor: int,
     as_of: datetime,
     config: PlatformConfig,
+    calendar: SessionHours | None,
     cfg: StressScenariosFile,
     where: str,
 ) -> None:
@@ -256,7 +259,11 @@ def _append_contract(
         right=p["right"],  # type: ignore[arg-type]
         trading_class=p.get("trading_class"),  # type: ignore[arg-type]
     )
-    t = contract.year_fraction(as_of)
+    try:
+        settlement = config.instruments.trading_class(root, contract.trading_class).settlement_time
+    except UnknownInstrumentError:
+        settlement = "PM"
+    t = years_to_settlement(as_of, p["expiry"], settlement, calendar)  # type: ignore[arg-type]
     is_call = contract.right == "C"
     iv = (quote or {}).get("iv")
     vol = float(iv) if iv is not None and float(iv) > 0 else math.nan  # type: ignore[arg-type]

@@ -23,6 +23,20 @@ Knobs: ``silent`` (request names that never answer), ``client_ids_in_use`` (erro
 :meth:`FakeGateway.push_ticks` (stream more ticks), ``stage_messages``/``reject_orders``.
 Records: ``requests`` (name, args), ``placed`` orders, ``market_data_types``,
 ``connect_attempts``.
+
+The gateway is ONE shared state behind every API connection (client id) made with
+:meth:`FakeGateway.make_ib`, modelled on IB Gateway's order book:
+
+* ``book`` holds every order keyed by ``(clientId, orderId)``: an order belongs to the
+  client id that placed it.  ``placeOrder`` with an id the client already used modifies
+  that order (e.g. ``transmit=True``); the same id from another client is a NEW order.
+* ``cancelOrder`` of an id the client does not own answers error 10147.
+* a client id held by a live connection (or listed in ``client_ids_in_use``) gets 326.
+* ``reqOpenOrders`` lists the caller's open orders (staged ones as PreSubmitted with their
+  permId); ``reqAllOpenOrders`` everyone's.
+* :meth:`FakeGateway.restart` drops every connection and loses untransmitted orders;
+  :meth:`FakeGateway.fill` (partial) fills, :meth:`FakeGateway.cancel_in_tws` cancels by hand.
+* ``transmissions`` is the gateway's own record of every order sent to the exchange.
 """
 
 from __future__ import annotations
@@ -163,6 +177,29 @@ class WhatIfScript:
 
 
 @dataclass
+class GatewayOrder:
+    """One order in the gateway's book (owned by ``client_id``)."""
+
+    client_id: int
+    order_id: int
+    perm_id: int
+    contract: Contract
+    order: Order
+    transmitted: bool = False
+    status: str = "PreSubmitted"
+    filled: float = 0.0
+    avg_price: float = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self.status not in ("Cancelled", "ApiCancelled", "Filled", "Inactive")
+
+    @property
+    def remaining(self) -> float:
+        return float(self.order.totalQuantity) - self.filled
+
+
+@dataclass
 class FakeGateway:
     """Scripted state of a simulated IB Gateway shared by every client that connects."""
 
@@ -191,6 +228,12 @@ class FakeGateway:
     market_data_types: list[int] = field(default_factory=list)
     connect_attempts: list[int] = field(default_factory=list)
     clients: list[FakeClient] = field(default_factory=list)
+    book: dict[tuple[int, int], GatewayOrder] = field(default_factory=dict)
+    transmissions: list[tuple[int, int, int]] = field(default_factory=list)  # (clientId, orderId, permId)
+    next_order_ids: dict[int, int] = field(default_factory=dict)
+    perm_seq: int = 9000
+    foreign_cancels: list[tuple[int, int]] = field(default_factory=list)  # (clientId, orderId) -> 10147
+    unacknowledged: bool = False  # transmitted orders are booked but no status is sent back
 
     # -- setup helpers
 
@@ -235,6 +278,48 @@ class FakeGateway:
 
     def _up(self) -> None:
         self.down = False
+
+    def holder_of(self, client_id: int) -> FakeClient | None:
+        return next((c for c in self.clients if c.isReady() and c.clientId == client_id), None)
+
+    def restart(self) -> None:
+        """Gateway restart: every connection drops and untransmitted orders are lost."""
+        for key in [k for k, o in self.book.items() if not o.transmitted]:
+            del self.book[key]
+        self.drop_connection()
+
+    def open_orders(self, client_id: int | None = None) -> list[GatewayOrder]:
+        return [
+            o for o in self.book.values() if o.is_open and (client_id is None or o.client_id == client_id)
+        ]
+
+    def fill(self, client_id: int, order_id: int, quantity: float, price: float, *, exec_id: str) -> None:
+        """The exchange fills ``quantity`` of a transmitted order (partial fills allowed)."""
+        o = self.book[(client_id, order_id)]
+        assert o.transmitted and o.is_open, "only a live transmitted order can fill"
+        quantity = min(quantity, o.remaining)
+        o.avg_price = (o.avg_price * o.filled + price * quantity) / (o.filled + quantity)
+        o.filled += quantity
+        o.status = "Filled" if o.remaining <= 0 else "Submitted"
+        self.executions.append((
+            copy.copy(o.contract),
+            execution(exec_id, o.order.account, "BOT" if o.order.action == "BUY" else "SLD", quantity, price,
+                      order_ref=o.order.orderRef, perm_id=o.perm_id, order_id=o.order_id,
+                      when=datetime.now(UTC)),
+            CommissionReport(execId=exec_id, commission=1.0, currency="USD"),
+        ))
+        self._push_status(o)
+
+    def cancel_in_tws(self, client_id: int, order_id: int) -> None:
+        """A person cancels the order in TWS (outside the platform)."""
+        o = self.book[(client_id, order_id)]
+        o.status = "Cancelled"
+        self._push_status(o)
+
+    def _push_status(self, o: GatewayOrder) -> None:
+        owner = self.holder_of(o.client_id)
+        if owner is not None:
+            owner._later([owner.status_call(o)])
 
     def system_message(self, code: int, text: str) -> None:
         """A gateway notice such as 1100 (connectivity lost) or 1101/1102 (restored)."""
@@ -332,7 +417,7 @@ class FakeClient:
         await asyncio.sleep(0)
         if self.gateway.down:
             raise ConnectionRefusedError(f"[Errno 111] Connect call failed ('{host}', {port})")
-        if clientId in self.gateway.client_ids_in_use:
+        if clientId in self.gateway.client_ids_in_use or self.gateway.holder_of(clientId) is not None:
             # the gateway answers 326 and closes the socket; the SDK then waits for
             # apiStart until its timeout
             self._packet(
@@ -341,6 +426,7 @@ class FakeClient:
             await asyncio.sleep(timeout or 2.0)
             raise TimeoutError()
         self.host, self.port, self.clientId = host, int(port), int(clientId)
+        self._next_id = max(self._next_id, self.gateway.next_order_ids.get(self.clientId, 1))
         self._ready = True
         self._generation += 1
         self._accounts = list(self.gateway.accounts)
@@ -428,11 +514,25 @@ class FakeClient:
 
     def reqOpenOrders(self) -> None:
         if self._record("reqOpenOrders"):
-            self._later([self.wrapper.openOrderEnd])
+            self._later([*self._open_order_calls(self.gateway.open_orders(self.clientId)), self.wrapper.openOrderEnd])
 
     def reqAllOpenOrders(self) -> None:
         if self._record("reqAllOpenOrders"):
-            self._later([self.wrapper.openOrderEnd])
+            self._later([*self._open_order_calls(self.gateway.open_orders()), self.wrapper.openOrderEnd])
+
+    def _open_order_calls(self, book: list[GatewayOrder]) -> list[Callable[[], object]]:
+        calls: list[Callable[[], object]] = []
+        for o in book:
+            calls.append(lambda o=o: self.wrapper.openOrder(
+                o.order_id, copy.copy(o.contract), copy.copy(o.order), OrderState(status=o.status)))
+            calls.append(self.status_call(o))
+        return calls
+
+    def status_call(self, o: GatewayOrder) -> Callable[[], object]:
+        return lambda: self.wrapper.orderStatus(
+            o.order_id, o.status, o.filled, o.remaining, o.avg_price, o.perm_id, 0, o.avg_price,
+            o.client_id, "", 0.0,
+        )
 
     def reqCompletedOrders(self, apiOnly: bool) -> None:
         if self._record("reqCompletedOrders", apiOnly):
@@ -592,6 +692,8 @@ class FakeClient:
         if not self._record("placeOrder", orderId, copy.copy(contract), sent):
             return
         self.gateway.placed.append((orderId, copy.copy(contract), sent))
+        gw = self.gateway
+        gw.next_order_ids[self.clientId] = max(gw.next_order_ids.get(self.clientId, 1), orderId + 1)
         if self.gateway.reject_orders:
             self._later(
                 [
@@ -600,6 +702,20 @@ class FakeClient:
                 ]
             )
             return
+        key = (self.clientId, orderId)
+        existing = gw.book.get(key)
+        if existing is not None and existing.is_open:
+            sent.permId = existing.perm_id
+            existing.order, existing.contract = sent, copy.copy(contract)
+            booked = existing
+        else:
+            gw.perm_seq += 1
+            sent.permId = gw.perm_seq
+            booked = gw.book[key] = GatewayOrder(self.clientId, orderId, sent.permId, copy.copy(contract), sent)
+        if sent.transmit and not booked.transmitted:
+            booked.transmitted = True
+            booked.status = "Submitted"
+            gw.transmissions.append((self.clientId, orderId, booked.perm_id))
         if not sent.transmit:
             # an untransmitted order gets no status from the gateway; only warnings
             if self.gateway.stage_messages:
@@ -610,24 +726,29 @@ class FakeClient:
                     ]
                 )
             return
-        self._perm += 1
-        sent.permId = self._perm
-        state = OrderState(status="Submitted")
+        if self.gateway.unacknowledged:
+            return  # e.g. the connection stalls right after the send: the order is live, unconfirmed
+        state = OrderState(status=booked.status)
         self._later(
             [
                 lambda: self.wrapper.openOrder(orderId, copy.copy(contract), sent, state),
-                lambda: self.wrapper.orderStatus(
-                    orderId, "Submitted", 0.0, sent.totalQuantity, 0.0, sent.permId, 0, 0.0,
-                    self.clientId, "", 0.0,
-                ),
+                self.status_call(booked),
             ]
         )
 
     def cancelOrder(self, orderId: int, manualCancelOrderTime: str = "") -> None:
         if not self._record("cancelOrder", orderId):
             return
+        booked = self.gateway.book.get((self.clientId, orderId))
+        if booked is None or not booked.is_open:
+            # not this client's order (another client id owns it, or it is gone)
+            self.gateway.foreign_cancels.append((self.clientId, orderId))
+            self._later([lambda: self.wrapper.error(
+                orderId, 10147, f"OrderId {orderId} that needs to be cancelled is not found.", "")])
+            return
+        booked.status = "Cancelled"
         self._later(
-            [lambda: self.wrapper.error(orderId, 202, "Order Canceled - reason:", "")]
+            [self.status_call(booked), lambda: self.wrapper.error(orderId, 202, "Order Canceled - reason:", "")]
         )
 
     def reqExecutions(self, reqId: int, execFilter: Any) -> None:
@@ -652,7 +773,7 @@ class FakeClient:
 
 def execution(
     exec_id: str, account: str, side: str, shares: float, price: float, *,
-    when: datetime | None = None, order_ref: str = "",
+    when: datetime | None = None, order_ref: str = "", perm_id: int = 1, order_id: int = 0,
 ) -> Execution:
     return Execution(
         execId=exec_id,
@@ -662,7 +783,7 @@ def execution(
         side=side,
         shares=shares,
         price=price,
-        permId=1,
-        orderId=0,
+        permId=perm_id,
+        orderId=order_id,
         orderRef=order_ref,
     )

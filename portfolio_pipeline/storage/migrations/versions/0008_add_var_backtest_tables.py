@@ -1,7 +1,7 @@
 """add VaR backtest and session regime tables
 
 Revision ID: 0008
-Revises: '0006'
+Revises: '0007'
 Create Date: 2026-12-04 17:30:00.000000+00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0006"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,164 @@
+"""End to end over a real socket: separate processes, one Gateway double (issue 13).
+
+The Gateway double (:mod:`gateway_server`, the IB API wire protocol on 127.0.0.1, in a
+thread of this test) serves three real ib_async clients at once: a market-data
+connection on client id 17 (what the streaming service holds), a separate process that
+stages a proposed hedge the way the streaming service does (``order_broker_for`` ->
+the designated order client id 18), and the ``portfolio orders show`` / ``confirm`` CLI
+processes.  Asserted from the Gateway's own record: exactly one transmitted order, with
+the staged order's client id, order id and permId, and no stray order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ib_async import IB
+
+from portfolio_pipeline.orders import OrderStore
+from portfolio_pipeline.storage import Database
+from portfolio_pipeline_tests.brokers.ibkr.book import gateway, order
+from portfolio_pipeline_tests.brokers.ibkr.gateway_server import GatewayServer
+from portfolio_pipeline_tests.stubs import CONFIG_DIR
+
+STAGE_LIKE_THE_SERVICE = """
+import asyncio, sys
+from datetime import timedelta
+from portfolio_pipeline.config import load_platform_config
+from portfolio_pipeline.orders import OrderCommands, OrderStore
+from portfolio_pipeline.orders.routing import order_broker_for
+from portfolio_pipeline.paths import config_dir, portfolio_home
+from portfolio_pipeline.storage import Database
+
+with Database() as db:
+    cmds = OrderCommands(OrderStore(db), order_broker_for(load_platform_config(config_dir()),
+                                                          lock_dir=portfolio_home() / "run"))
+    staged = asyncio.run(cmds.stage(sys.argv[1], actor="streaming:rule", ttl=timedelta(hours=1)))
+    print(staged.broker_client_id, staged.broker_order_id)
+"""
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PORTFOLIO_HOME": str(tmp_path / "home"),
+            "PORTFOLIO_DB_URL": f"sqlite:///{tmp_path / 'orders.sqlite'}",
+            "PORTFOLIO_CONFIG_DIR": str(tmp_path / "config")}
+
+
+def _configure(tmp_path: Path, port: int) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, config)
+    (config / "accounts.yaml").write_text(
+        "accounts:\n  - name: ib\n    broker: ibkr\n    account_id: U1\n"
+        f"    ibkr: {{host: 127.0.0.1, port: {port}, client_id: 17, timeout_seconds: 5}}\n"
+    )
+    (tmp_path / "home").mkdir()
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_service_stages_cli_confirms_one_transmission_across_processes(tmp_path: Path, env: dict[str, str]) -> None:
+    gw = gateway()
+    with GatewayServer(gw) as server:
+        _configure(tmp_path, server.port)
+        db = Database(env["PORTFOLIO_DB_URL"])
+        db.migrate()
+        OrderStore(db).insert(order(order_id="H-X", quantity=2), actor="streaming:proposer")
+
+        data_loop = asyncio.new_event_loop()
+        data = IB()  # the streaming service's market-data connection holds client id 17 throughout
+        data_loop.run_until_complete(data.connectAsync("127.0.0.1", server.port, clientId=17, timeout=10))
+        try:
+            staged = _run(env, "-c", STAGE_LIKE_THE_SERVICE, "H-X")
+            assert staged.returncode == 0, staged.stderr[-3000:]
+            client_id, staged_id = staged.stdout.split()
+            cli = [*("-c", "from portfolio_pipeline.cli import main; main()")]
+            shown = _run(env, *cli, "orders", "show", "H-X")
+            assert shown.returncode == 0, shown.stderr[-3000:]
+            token = re.search(r"portfolio orders confirm H-X (\S+)", shown.stdout)
+            assert token is not None, shown.stdout
+            confirmed = _run(env, *cli, "orders", "confirm", "H-X", token.group(1))
+            assert confirmed.returncode == 0, confirmed.stderr[-3000:]
+            assert data.isConnected()
+        finally:
+            data.disconnect()
+            data_loop.close()
+        transmissions, book = server.state()
+        asked = set(server.start_requests)
+
+    assert asked == {17, 18}  # data on 17; every order operation (3 processes) on 18, never another id
+    assert client_id == "18"
+    ((tx_client, tx_order, tx_perm),) = transmissions  # exactly one order went to the exchange
+    assert (tx_client, str(tx_order)) == (18, staged_id)  # ... the very order that was staged
+    assert list(book) == [(18, int(staged_id))]  # no stray order at the Gateway
+    assert book[(18, int(staged_id))].perm_id == tx_perm and book[(18, int(staged_id))].transmitted
+    stored = OrderStore(db).get("H-X")
+    assert (stored.broker_client_id, stored.broker_order_id) == (18, staged_id)
+    assert stored.status.value == "transmitted"
+    db.dispose()
+
+
+def test_cli_refuses_when_the_order_client_id_is_held_and_never_falls_back(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    gw = gateway()
+    with GatewayServer(gw) as server:
+        _configure(tmp_path, server.port)
+        db = Database(env["PORTFOLIO_DB_URL"])
+        db.migrate()
+        OrderStore(db).insert(order(order_id="H-Y"), actor="streaming:proposer")
+        loop = asyncio.new_event_loop()
+        squatter = IB()  # e.g. TWS or another machine holds the order client id
+        loop.run_until_complete(squatter.connectAsync("127.0.0.1", server.port, clientId=18, timeout=10))
+        try:
+            shown = _run(env, "-c", "from portfolio_pipeline.cli import main; main()", "orders", "show", "H-Y")
+        finally:
+            squatter.disconnect()
+            loop.close()
+        _, book = server.state()
+        asked = list(server.start_requests)
+    assert shown.returncode == 2
+    assert "client id 18 is in use" in shown.stderr and "never fall back" in shown.stderr
+    assert "Traceback" not in shown.stderr
+    assert book == {}  # nothing was placed
+    assert asked == [18, 18]  # the squatter, then the CLI once: no other client id was tried
+    assert OrderStore(db).get("H-Y").status.value == "proposed"
+    db.dispose()
+
+
+def test_restart_makes_confirm_refuse_and_reject_cancels_at_the_gateway(tmp_path: Path, env: dict[str, str]) -> None:
+    gw = gateway()
+    cli = ("-c", "from portfolio_pipeline.cli import main; main()")
+    with GatewayServer(gw) as server:
+        _configure(tmp_path, server.port)
+        db = Database(env["PORTFOLIO_DB_URL"])
+        db.migrate()
+        store = OrderStore(db)
+        store.insert(order(order_id="H-S"), actor="streaming:proposer")
+        store.insert(order(order_id="H-R"), actor="streaming:proposer")
+        shown = _run(env, *cli, "orders", "show", "H-S")
+        token = re.search(r"portfolio orders confirm H-S (\S+)", shown.stdout)
+        assert token is not None, shown.stderr[-3000:]
+        server.restart()  # the untransmitted order is gone from the Gateway
+        refused = _run(env, *cli, "orders", "confirm", "H-S", token.group(1))
+        staged = _run(env, *cli, "orders", "stage", "H-R")
+        assert staged.returncode == 0, staged.stderr[-3000:]
+        rejected = _run(env, *cli, "orders", "reject", "H-R", "--reason", "not now")
+        transmissions, book = server.state()
+    assert refused.returncode == 2 and "no longer exists at the Gateway" in refused.stderr
+    assert store.get("H-S").status.value == "stale"
+    assert transmissions == []  # never re-placed from local terms
+    assert rejected.returncode == 0, rejected.stderr[-3000:]
+    assert store.get("H-R").status.value == "rejected"
+    assert [(key, o.status) for key, o in book.items()] == [((18, int(store.get("H-R").broker_order_id or 0)),
+                                                             "Cancelled")]
+    db.dispose()
