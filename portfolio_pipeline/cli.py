@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from portfolio_pipeline.cli_errors import ReportingGroup
+from portfolio_pipeline.cli_types import SessionDate
 from portfolio_pipeline.paths import config_dir, portfolio_home, repo_root
 
 logger = logging.getLogger("portfolio")
@@ -19,23 +21,7 @@ DEMO_START = date(2017, 7, 3)
 DEMO_END = date(2018, 6, 29)
 
 
-class _Portfolio(click.Group):
-    """Reports bad input (config, files, broker data) as one line, without a traceback."""
-
-    def invoke(self, ctx: click.Context) -> object:
-        from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
-        from portfolio_pipeline.brokers.history import ImportFormatError
-        from portfolio_pipeline.config import ConfigError
-        from portfolio_pipeline.domain.errors import DomainError
-
-        try:
-            return super().invoke(ctx)
-        except (ConfigError, DomainError, ImportFormatError, BrokerDataError, BrokerError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
-
-
-@click.group(cls=_Portfolio, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
     """Options portfolio risk platform."""
@@ -141,8 +127,10 @@ def import_tastytrade_csv(path: Path, account_id: str | None) -> None:
 
 def _run_sessions(first: date, last: date, *, demo: bool) -> tuple[bool, str]:
     """Materialize the EOD job over [first, last] as one single-run backfill."""
+    from portfolio_pipeline.config import load_platform_config
     from portfolio_pipeline.dagster_home import prepare_dagster_home
 
+    load_platform_config(config_dir())  # a broken config fails here, before any Dagster run
     prepare_dagster_home()
     import dagster as dg
 
@@ -248,16 +236,13 @@ def _summary(first: date, last: date) -> list[str]:
 
 
 @main.command()
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=DEMO_START.isoformat(),
+@click.option("--start", type=SessionDate(), default=DEMO_START.isoformat(),
               show_default=True, help="First session of the demo window.")
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=DEMO_END.isoformat(),
+@click.option("--end", type=SessionDate(), default=DEMO_END.isoformat(),
               show_default=True, help="Last session of the demo window.")
-def demo(start: object, end: object) -> None:
+def demo(start: date, end: date) -> None:
     """Run the full pipeline on the demo broker (real 2017-2018 market history)."""
-    from datetime import datetime
-
-    assert isinstance(start, datetime) and isinstance(end, datetime)
-    first, last = start.date(), end.date()
+    first, last = start, end
     click.echo(f"portfolio demo: sessions {first} .. {last}, data in {portfolio_home()}")
     ok, run_id = _run_sessions(first, last, demo=True)
     for line in _summary(first, last):
@@ -268,16 +253,16 @@ def demo(start: object, end: object) -> None:
 
 
 @main.command()
-@click.option("--date", "session", type=click.DateTime(["%Y-%m-%d"]), default=None,
+@click.option("--date", "session", type=SessionDate(), default=None,
               help="Session to record (default: the latest completed session).")
-def run(session: object) -> None:
+def run(session: date | None) -> None:
     """Record one session's book from the configured brokers."""
     from datetime import UTC, datetime
 
     from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
-    if isinstance(session, datetime):
-        day = session.date()
+    if session is not None:
+        day = session
     else:
         day = ExchangeCalendar().last_completed_session(datetime.now(UTC))
     ok, run_id = _run_sessions(day, day, demo=False)

@@ -29,6 +29,8 @@ import click
 
 from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
 from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.cli_errors import ReportingCommand
+from portfolio_pipeline.cli_types import FiniteFloat, SessionDate
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
 from portfolio_pipeline.domain.accounts import AccountConfig
@@ -185,18 +187,18 @@ async def _run_live(service: StreamingService, broker: BrokerAdapter, health_por
         await broker.close()
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=ReportingCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--broker", "broker_name", type=click.Choice(["demo", "ibkr", "tastytrade"]), default="demo",
               show_default=True)
 @click.option("--health-port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="Port of /health and /metrics on 127.0.0.1 (0 = any free port).")
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--speed", type=FiniteFloat(0, 1e6, min_open=True), default=None,
               help="Demo replay: market seconds per wall second (default from streaming.yaml).")
-@click.option("--session", "session", type=click.DateTime(["%Y-%m-%d"]), default=None,
+@click.option("--session", "session", type=SessionDate(), default=None,
               help="Demo replay: the session to replay (default from streaming.yaml).")
 @click.option("--config-dir", "config_dir_opt", type=click.Path(path_type=Path, file_okay=False), default=None)
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
-def main(broker_name: str, health_port: int, speed: float | None, session: datetime | None,
+def main(broker_name: str, health_port: int, speed: float | None, session: date | None,
          config_dir_opt: Path | None = None, verbose: bool = False, **_: Any) -> None:
     """Live risk, breach events and hedge proposals (never transmits an order)."""
     _setup_logging(logging.DEBUG if verbose else logging.INFO)
@@ -207,7 +209,7 @@ def main(broker_name: str, health_port: int, speed: float | None, session: datet
         service, broker = build_service(
             config=config, db=db, broker_name=broker_name,
             speed=speed if speed is not None else settings.feed.demo_speed,
-            session=session.date() if session else None, buffer_directory=buffer_dir(),
+            session=session, buffer_directory=buffer_dir(),
         )
         if broker_name == "demo":
             asyncio.run(_run(service, health_port))
