@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from portfolio_pipeline.cli_errors import ReportingGroup
-from portfolio_pipeline.cli_types import SessionDate
+from portfolio_pipeline.cli_types import SafePath, SessionDate, existing_file
 from portfolio_pipeline.paths import config_dir, portfolio_home, repo_root
 
 logger = logging.getLogger("portfolio")
@@ -43,7 +43,7 @@ def config() -> None:
 
 
 @config.command("check")
-@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.argument("directory", required=False, type=SafePath(path_type=Path))
 def config_check(directory: Path | None) -> None:
     """Validate every YAML file of DIRECTORY (default: the active config directory)."""
     from portfolio_pipeline.config import check_config_dir
@@ -98,7 +98,7 @@ def _store_batch(batch: object) -> None:
 
 
 @import_.command("ibkr-flex")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=existing_file())
 @click.option("--tz", default="America/New_York", show_default=True,
               help="Time zone of the statement's timestamps when they carry none.")
 def import_ibkr_flex(path: Path, tz: str) -> None:
@@ -110,7 +110,7 @@ def import_ibkr_flex(path: Path, tz: str) -> None:
 
 
 @import_.command("tastytrade-csv")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=existing_file())
 @click.option("--account", "account_id", default=None,
               help="Account id (default: taken from the export's file name).")
 def import_tastytrade_csv(path: Path, account_id: str | None) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
-__all__ = ["FINITE_FLOAT", "FiniteFloat", "SessionDate"]
+__all__ = ["FINITE_FLOAT", "FiniteFloat", "SafePath", "SessionDate", "existing_file"]
 
 
 class FiniteFloat(click.ParamType[float]):
@@ -72,3 +73,20 @@ class SessionDate(click.ParamType[date]):
         if not first <= day <= last:
             self.fail(f"{day} is outside the supported range {first}..{last}", param, ctx)
         return day
+
+
+class SafePath(click.Path):
+    """``click.Path`` whose checks report a NUL byte or an over-long name as a usage error."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            raise
+        except (ValueError, OSError) as exc:
+            self.fail(f"{value!r} is not a usable file name ({exc})", param, ctx)
+
+
+def existing_file() -> SafePath:
+    """An existing regular file, as a ``Path``."""
+    return SafePath(exists=True, dir_okay=False, path_type=Path)

@@ -30,7 +30,7 @@ import click
 from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
 from portfolio_pipeline.brokers.base import BrokerAdapter
 from portfolio_pipeline.cli_errors import ReportingCommand
-from portfolio_pipeline.cli_types import FiniteFloat, SessionDate
+from portfolio_pipeline.cli_types import FiniteFloat, SafePath, SessionDate
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
 from portfolio_pipeline.domain.accounts import AccountConfig
@@ -196,7 +196,7 @@ async def _run_live(service: StreamingService, broker: BrokerAdapter, health_por
               help="Demo replay: market seconds per wall second (default from streaming.yaml).")
 @click.option("--session", "session", type=SessionDate(), default=None,
               help="Demo replay: the session to replay (default from streaming.yaml).")
-@click.option("--config-dir", "config_dir_opt", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--config-dir", "config_dir_opt", type=SafePath(path_type=Path, file_okay=False), default=None)
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
 def main(broker_name: str, health_port: int, speed: float | None, session: date | None,
          config_dir_opt: Path | None = None, verbose: bool = False, **_: Any) -> None:

@@ -126,7 +126,11 @@ class PlatformConfig:
 def _load_all(directory: Path) -> tuple[dict[str, BaseModel], list[ConfigProblem]]:
     loaded: dict[str, BaseModel] = {}
     problems: list[ConfigProblem] = []
-    if not directory.is_dir():
+    try:
+        found = directory.is_dir()
+    except (ValueError, OSError) as exc:  # a NUL byte or an over-long name
+        return loaded, [ConfigProblem(repr(str(directory)), "", f"not a usable directory name ({exc})")]
+    if not found:
         return loaded, [ConfigProblem(str(directory), "", "configuration directory not found")]
     for file_name, (model, required) in CONFIG_FILES.items():
         path = directory / file_name

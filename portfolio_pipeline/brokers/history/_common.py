@@ -6,6 +6,7 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Final
 
 from portfolio_pipeline.brokers.history.errors import ImportFormatError
@@ -91,3 +92,35 @@ def stable_id(prefix: str, *parts: str) -> str:
     """A deterministic id from row content (for files that carry no transaction id)."""
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:24]
     return f"{prefix}{digest}"
+
+
+EARLIEST: Final = date(1950, 1, 1)
+LATEST: Final = date(2200, 12, 31)
+"""The dates a history file may hold (trades, flows, expiries); outside is a typo or junk."""
+
+_OFFSET: Final = re.compile(r"^(?P<sign>[+-])(?P<h>\d{2}):?(?P<m>\d{2})$")
+
+
+def fixed_offset(text: str, where: str) -> timezone:
+    """``+HHMM``/``-HH:MM`` as a zone; hours 0-14 and minutes 0-59, else ImportFormatError."""
+    match = _OFFSET.match(text.strip())
+    if match is None or int(match["h"]) > 14 or int(match["m"]) > 59:
+        raise ImportFormatError(f"{where}: UTC offset {text!r} is not valid (-14:00 .. +14:00)")
+    delta = timedelta(hours=int(match["h"]), minutes=int(match["m"]))
+    return timezone(-delta if match["sign"] == "-" else delta)
+
+
+def checked_day(day: date, raw: str, name: str, where: str) -> date:
+    """``day`` when within [EARLIEST, LATEST], else ImportFormatError naming the field."""
+    if not EARLIEST <= day <= LATEST:
+        raise ImportFormatError(f"{where}: {name} {raw!r} is outside {EARLIEST} .. {LATEST}")
+    return day
+
+
+def checked_utc(value: datetime, raw: str, name: str, where: str) -> datetime:
+    """An aware ``value`` in UTC, its local date within [EARLIEST, LATEST]."""
+    checked_day(value.date(), raw, name, where)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ImportFormatError(f"{where}: {name} {raw!r} is out of range") from None

@@ -45,11 +45,13 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Final
 from zoneinfo import ZoneInfo
 
 from portfolio_pipeline.brokers.history._common import (
+    checked_day,
+    checked_utc,
     parse_number,
     resolve_root,
     stable_id,
@@ -149,15 +151,16 @@ def _parse_ts(raw: str, where: str) -> datetime:
         ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=ZoneInfo(NAIVE_TZ))
-    return value.astimezone(UTC)
+    return checked_utc(value, raw, "Date", where)
 
 
 def _parse_expiry(raw: str, where: str) -> date:
     for fmt in ("%m/%d/%y", "%m/%d/%Y", "%Y-%m-%d"):
         try:
-            return datetime.strptime(raw.strip(), fmt).date()  # noqa: DTZ007 - a date only
+            day = datetime.strptime(raw.strip(), fmt).date()  # noqa: DTZ007 - a date only
         except ValueError:
             continue
+        return checked_day(day, raw, "Expiration Date", where)
     raise ImportFormatError(f"{where}: Expiration Date {raw!r} is not a date (M/D/YY)")
 
 
