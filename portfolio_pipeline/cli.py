@@ -13,7 +13,7 @@ import click
 
 from portfolio_pipeline.cli_errors import ReportingGroup
 from portfolio_pipeline.cli_types import SafePath, SessionDate, existing_file
-from portfolio_pipeline.paths import config_dir, portfolio_home, repo_root
+from portfolio_pipeline.paths import config_dir, make_state_private, portfolio_home, repo_root
 
 logger = logging.getLogger("portfolio")
 
@@ -32,6 +32,8 @@ def main(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    previous_umask = make_state_private()  # PORTFOLIO_HOME 0700, files 0600, children too
+    click.get_current_context().call_on_close(lambda: os.umask(previous_umask))
 
 
 # --- config -------------------------------------------------------------------------

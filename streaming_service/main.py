@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from datetime import UTC, date, datetime
@@ -37,7 +38,7 @@ from portfolio_pipeline.domain.accounts import AccountConfig
 from portfolio_pipeline.domain.orders import Order
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.orders import OrderCommands, OrderStore
-from portfolio_pipeline.paths import buffer_dir, config_dir
+from portfolio_pipeline.paths import buffer_dir, config_dir, make_state_private
 from portfolio_pipeline.storage import Database
 from streaming_service.buffer import DatabaseEventStore, DiskBuffer, EventWriter
 from streaming_service.config import DEFAULT_STREAMING, StreamingConfig
@@ -202,6 +203,8 @@ def main(broker_name: str, health_port: int, speed: float | None, session: date 
          config_dir_opt: Path | None = None, verbose: bool = False, **_: Any) -> None:
     """Live risk, breach events and hedge proposals (never transmits an order)."""
     _setup_logging(logging.DEBUG if verbose else logging.INFO)
+    previous_umask = make_state_private()  # PORTFOLIO_HOME 0700, files 0600, children too
+    click.get_current_context().call_on_close(lambda: os.umask(previous_umask))
     config = load_platform_config(config_dir_opt or config_dir())
     settings = streaming_settings(config)
     with Database() as db:
