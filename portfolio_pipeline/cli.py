@@ -99,6 +99,21 @@ def _store_batch(batch: object) -> None:
     )
 
 
+def _known_file(path: Path) -> bool:
+    """True (and says so) when a file with the same content was imported before."""
+    from portfolio_pipeline.brokers.history import imported_batch_id
+    from portfolio_pipeline.brokers.history.model import read_source, sha256_hex
+    from portfolio_pipeline.storage import Database
+
+    content, name = read_source(path)
+    with Database() as database:
+        database.migrate()
+        batch_id = imported_batch_id(database, sha256_hex(content))
+    if batch_id is not None:
+        click.echo(f"{name}: already imported, nothing changed (identical file, batch {batch_id})")
+    return batch_id is not None
+
+
 @import_.command("ibkr-flex")
 @click.argument("path", type=existing_file())
 @click.option("--tz", default="America/New_York", show_default=True,
@@ -108,6 +123,8 @@ def import_ibkr_flex(path: Path, tz: str) -> None:
     from portfolio_pipeline.brokers.history import parse_ibkr_flex
     from portfolio_pipeline.config import load_platform_config
 
+    if _known_file(path):
+        return
     _store_batch(parse_ibkr_flex(path, load_platform_config(config_dir()).instruments, tz=tz))
 
 
@@ -120,6 +137,8 @@ def import_tastytrade_csv(path: Path, account_id: str | None) -> None:
     from portfolio_pipeline.brokers.history import parse_tastytrade_csv
     from portfolio_pipeline.config import load_platform_config
 
+    if _known_file(path):
+        return
     instruments = load_platform_config(config_dir()).instruments
     _store_batch(parse_tastytrade_csv(path, instruments, account_id=account_id))
 

@@ -70,10 +70,59 @@ def table_trading_class(
     return instruments.table_class_name(root, trading_class)
 
 
+MAX_QUANTITY: Final = 1e9
+MAX_PRICE: Final = 1e9
+MAX_AMOUNT: Final = 1e12
+
+#: the range each numeric field of a history file must fall in (both parsers' names);
+#: a value outside is refused naming file, row and field (1e308 contracts, a negative
+#: price and the like are typos or corruption, never something to store)
+FIELD_RANGES: Final[dict[str, tuple[float, float]]] = {
+    "quantity": (-MAX_QUANTITY, MAX_QUANTITY),
+    "Quantity": (-MAX_QUANTITY, MAX_QUANTITY),
+    "tradePrice": (0.0, MAX_PRICE),
+    "price": (0.0, MAX_PRICE),
+    "strike": (0.0, MAX_PRICE),
+    "Strike Price": (0.0, MAX_PRICE),
+    "multiplier": (0.0, 1e7),
+    "Multiplier": (0.0, 1e7),
+    "amount": (-MAX_AMOUNT, MAX_AMOUNT),
+    "Value": (-MAX_AMOUNT, MAX_AMOUNT),
+    "ibCommission": (-MAX_PRICE, MAX_PRICE),
+    "taxes": (-MAX_PRICE, MAX_PRICE),
+    "commisionsAndTax": (-MAX_PRICE, MAX_PRICE),
+    "Commissions": (-MAX_PRICE, MAX_PRICE),
+    "Fees": (-MAX_PRICE, MAX_PRICE),
+}
+
+
+def check_range(value: float, name: str, source: str) -> float:
+    """``value`` when inside :data:`FIELD_RANGES` for ``name``, else ImportFormatError."""
+    low, high = FIELD_RANGES.get(name, (-math.inf, math.inf))
+    if not low <= value <= high:
+        if low == 0.0 and value < 0:
+            raise ImportFormatError(f"{source}: {name} {value:g} is negative")
+        raise ImportFormatError(f"{source}: {name} {value:g} is outside {low:g} .. {high:g}")
+    return value
+
+
+def check_account(raw: str | None, name: str, source: str) -> str:
+    """A non-empty account id without control characters (stripped)."""
+    account = (raw or "").strip()
+    if not account:
+        raise ImportFormatError(f"{source}: {name} is empty")
+    if len(account) > 64 or not account.isprintable():
+        raise ImportFormatError(f"{source}: {name} {account[:64]!r} is not an account id")
+    return account
+
+
 def parse_number(
     raw: str | None, name: str, source: str, *, required: bool = False
 ) -> float | None:
-    """A float from broker text (``"1,234.50"``, ``"--"`` and ``""`` mean missing)."""
+    """A float from broker text (``"1,234.50"``, ``"--"`` and ``""`` mean missing).
+
+    Finite and inside :data:`FIELD_RANGES` for ``name``.
+    """
     text = (raw or "").strip().replace(",", "")
     if text in ("", "--", "-", "N/A"):
         if required:
@@ -85,7 +134,7 @@ def parse_number(
         raise ImportFormatError(f"{source}: {name} is not a number: {raw!r}") from None
     if not math.isfinite(value):
         raise ImportFormatError(f"{source}: {name} is not finite: {raw!r}")
-    return value
+    return check_range(value, name, source)
 
 
 def stable_id(prefix: str, *parts: str) -> str:

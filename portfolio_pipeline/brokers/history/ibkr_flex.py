@@ -54,6 +54,7 @@ from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from portfolio_pipeline.brokers.history._common import (
+    check_account,
     checked_day,
     checked_utc,
     fixed_offset,
@@ -250,6 +251,7 @@ def _execution(ctx: _Ctx, el: ET.Element, account: str, index: int) -> Execution
     detail = (attrs.get("levelOfDetail") or "EXECUTION").upper()
     if detail != "EXECUTION":
         return None
+    account = check_account(account, "accountId", where)
     asset = (attrs.get("assetCategory") or "").strip().upper()
     if asset == "CASH":
         ctx.skipped.append(f"{where}: FX conversion {attrs.get('symbol', '')} (not a position)")
@@ -329,6 +331,7 @@ def _eae_execution(
         attrs.get("quantity", ""),
     )
     where = ctx.where(f"OptionEAE {ident}" if raw_id else f"OptionEAE #{index}")
+    account = check_account(account, "accountId", where)
     kind = _EAE_KINDS.get(ttype.lower())
     if kind is None:
         raise ImportFormatError(f"{where}: OptionEAE transactionType {ttype!r} is not supported")
@@ -376,6 +379,7 @@ def _cash_flow(ctx: _Ctx, el: ET.Element, account: str, index: int) -> CashFlow 
         return None
     if not ident:
         raise ImportFormatError(f"{where}: the cash transaction has no transactionID")
+    account = check_account(account, "accountId", where)
     amount = parse_number(attrs.get("amount"), "amount", where, required=True)
     assert amount is not None
     ctype = (attrs.get("type") or "").strip()

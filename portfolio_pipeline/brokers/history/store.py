@@ -28,7 +28,7 @@ from portfolio_pipeline.domain.positions import Contract
 from portfolio_pipeline.storage.engine import Database
 from portfolio_pipeline.storage.tables import cash_flows, executions, import_batches
 
-__all__ = ["import_history", "load_cash_flows", "load_executions"]
+__all__ = ["import_history", "imported_batch_id", "load_cash_flows", "load_executions"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,19 @@ def _insert_new(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         raise NotImplementedError(f"history import supports postgresql and sqlite, not {dialect}")
     result = conn.execute(stmt.returning(*pk), list(rows))
     return len(result.all())
+
+
+def imported_batch_id(database: Database, sha256: str) -> int | None:
+    """The import batch that stored a file with this content hash, if any.
+
+    Lets a caller skip an identical file before parsing it (a known 100k-row export is
+    not re-parsed).
+    """
+    with database.connect() as conn:
+        found = conn.execute(
+            select(import_batches.c.id).where(import_batches.c.sha256 == sha256)
+        ).scalar_one_or_none()
+    return None if found is None else int(found)
 
 
 def import_history(database: Database, batch: ImportBatch) -> ImportSummary:

@@ -50,6 +50,8 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from portfolio_pipeline.brokers.history._common import (
+    check_account,
+    check_range,
     checked_day,
     checked_utc,
     parse_number,
@@ -165,8 +167,8 @@ def _parse_expiry(raw: str, where: str) -> date:
 
 
 def _account(name: str, account_id: str | None) -> str:
-    if account_id:
-        return account_id
+    if account_id is not None and account_id != "":
+        return check_account(account_id, "account id", name)
     match = _ACCOUNT_IN_NAME.search(name)
     if match is None:
         raise ImportFormatError(
@@ -303,7 +305,7 @@ class _Parser:
         else:
             match = _AT_PRICE.search(row.get("Description"))
             if match is not None:
-                price = float(match["price"].replace(",", ""))
+                price = check_range(float(match["price"].replace(",", "")), "price", where)
             else:
                 price = abs(value) / (abs(qty) * multiplier)
         self.inventory[contract.key] = held + quantity
@@ -353,6 +355,9 @@ def _read_rows(content: bytes, name: str) -> list[_Row]:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ImportFormatError(f"{name}: not UTF-8 text ({exc.reason})") from None
+    if "\x00" in text:  # PostgreSQL cannot store it in text; a CSV export never has one
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ImportFormatError(f"tastytrade-csv:{name}:{line}: contains a NUL character")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     fields = _header(reader, name)
     rows: list[_Row] = []
