@@ -40,11 +40,17 @@ from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.orders import OrderCommands, OrderStore
 from portfolio_pipeline.paths import buffer_dir, config_dir, make_state_private
 from portfolio_pipeline.storage import Database
-from streaming_service.buffer import DatabaseEventStore, DiskBuffer, EventWriter
+from streaming_service.buffer import (
+    DatabaseEventStore,
+    DiskBuffer,
+    EventWriter,
+    is_connectivity_error,
+)
 from streaming_service.config import DEFAULT_STREAMING, StreamingConfig
 from streaming_service.feeds.base import Feed
 from streaming_service.feeds.broker import BrokerFeed
 from streaming_service.health import HealthServer
+from streaming_service.pending import PendingProposals
 from streaming_service.service import StreamingService
 from streaming_service.staging import HedgeDesk
 
@@ -103,6 +109,7 @@ def build_service(
     speed: float | None,
     session: date | None,
     buffer_directory: Path,
+    migrate_first: bool = False,
 ) -> tuple[StreamingService, BrokerAdapter]:
     """Wire feed, engine, writer, hedge desk for one broker account."""
     settings = streaming_settings(config)
@@ -135,7 +142,8 @@ def build_service(
         feed = live = BrokerFeed(broker, [a.account_id for a in accounts], config.instruments)
         replay = system_clock().date()
     writer = EventWriter(
-        DatabaseEventStore(db), DiskBuffer(buffer_directory, max_events=settings.buffer.max_events),
+        DatabaseEventStore(db, migrate_first=migrate_first),
+        DiskBuffer(buffer_directory, max_events=settings.buffer.max_events),
         batch_size=settings.buffer.batch_size, flush_interval=settings.buffer.flush_interval_seconds,
         retry_seconds=settings.buffer.retry_seconds,
     )
@@ -148,6 +156,7 @@ def build_service(
     desk = HedgeDesk(
         broker=broker, account_id=account.account_id, store=store, commands=commands,
         instruments=config.instruments, hedge=settings.hedge, staging=settings.staging, submit=writer.submit,
+        pending=PendingProposals(buffer_directory),
     )
     roots = ("SPX", "NDX", "SPY", "QQQ", "RUT", "IWM", "XSP")
     betas = {r: pricing.beta_override(r) or pricing.beta.fallback for r in roots}
@@ -160,6 +169,20 @@ def build_service(
     if live is not None:
         live.on_book_change = service.start_engine  # fills -> the engine is rebuilt
     return service, broker
+
+
+def _migrate_or_defer(db: Database) -> bool:
+    """Migrate now; with the database down, start anyway (events and proposals are
+    buffered on disk, the schema is migrated on the first successful write)."""
+    try:
+        db.migrate()
+    except Exception as exc:
+        if not is_connectivity_error(exc):
+            raise
+        logger.error("database unavailable at start; buffering to disk, migrating when it returns error=%s",
+                     type(exc).__name__)
+        return False
+    return True
 
 
 async def _run(service: StreamingService, health_port: int) -> None:
@@ -208,11 +231,11 @@ def main(broker_name: str, health_port: int, speed: float | None, session: date 
     config = load_platform_config(config_dir_opt or config_dir())
     settings = streaming_settings(config)
     with Database() as db:
-        db.migrate()
+        migrated = _migrate_or_defer(db)
         service, broker = build_service(
             config=config, db=db, broker_name=broker_name,
             speed=speed if speed is not None else settings.feed.demo_speed,
-            session=session, buffer_directory=buffer_dir(),
+            session=session, buffer_directory=buffer_dir(), migrate_first=not migrated,
         )
         if broker_name == "demo":
             asyncio.run(_run(service, health_port))

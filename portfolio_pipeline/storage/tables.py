@@ -267,7 +267,7 @@ orders = Table(
     Column("account_id", String(64), nullable=False),
     _utc("created_at"),
     _utc("updated_at"),
-    Column("proposal_id", String(64), nullable=True),
+    Column("proposal_id", String(255), nullable=True),
     _json("legs"),
     _json("whatif", nullable=True),
     Column("broker_order_id", String(64), nullable=True),
