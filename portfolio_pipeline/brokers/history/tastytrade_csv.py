@@ -27,9 +27,10 @@ short (+), an exercise a long (-), and an expiration the opposite of the positio
 file's earlier rows (plus ``opening_positions``) leave; an expiration whose position
 is unknown fails naming the row.  A negative ``Dividend`` (withholding) is a ``tax``.
 
-Ids: the export carries no transaction id, so each row's id is a hash of its content
-(plus an occurrence number for identical rows), stable across overlapping exports;
-``Order #`` is kept as ``order_ref``.  The account is ``account_id`` or, by default,
+Ids: the export carries no transaction id, so each row's id is a hash of the broker's
+``Order #`` (where present) and the row's structured fields, not its free-text
+description (plus an occurrence number for identical rows), stable across overlapping
+exports and edited descriptions; ``Order #`` is also kept as ``order_ref``.  The account is ``account_id`` or, by default,
 taken from the export's file name (``tastytrade_transactions_history_<account>_...``).
 The API path (the Tastytrade adapter) uses Tastytrade's transaction ids instead, so do
 not import the same period through both paths into one database.
@@ -179,12 +180,22 @@ def _account(name: str, account_id: str | None) -> str:
     return match["account"]
 
 
-def _row_ids(rows: list[_Row], prefix: str) -> dict[int, str]:
-    """Content-hash id per row line; identical rows get #2, #3... in file order."""
+IDENTITY_COLUMNS: Final = tuple(c for c in REQUIRED_COLUMNS if c not in ("Description", "Average Price"))
+"""What identifies a row: the broker's own ``Order #`` (where present) with the row's
+structured fields.  The free-text description and the derived average price are not
+part of it, so an edited description does not make a deposit or a fill new."""
+ID_PREFIX: Final = "tt2:"
+LEGACY_ID_PREFIX: Final = "tt:"
+"""Ids before ``tt2:`` hashed every column, description included; an import maps them
+(:attr:`ImportBatch.aliases`) so rows stored under them are not stored twice."""
+
+
+def _row_ids(rows: list[_Row], prefix: str, columns: tuple[str, ...]) -> dict[int, str]:
+    """Hash of ``columns`` per row line; identical rows get #2, #3... in file order."""
     seen: Counter[str] = Counter()
     ids: dict[int, str] = {}
     for row in rows:
-        parts = [row.values.get(c, "").strip() for c in REQUIRED_COLUMNS]
+        parts = [row.values.get(c, "").strip() for c in columns]
         base = stable_id(prefix, *parts)
         seen[base] += 1
         ids[row.line] = base if seen[base] == 1 else f"{base}#{seen[base]}"
@@ -402,7 +413,8 @@ def parse_tastytrade_csv(
     content, name = read_source(source, source_name)
     rows = _read_rows(content, name)
     account = _account(name, account_id)
-    ids = _row_ids(rows, "tt:")
+    ids = _row_ids(rows, ID_PREFIX, IDENTITY_COLUMNS)
+    legacy = _row_ids(rows, LEGACY_ID_PREFIX, REQUIRED_COLUMNS)
     parser = _Parser(instruments, name, account, opening_positions or {})
     executions: list[Execution] = []
     flows: list[CashFlow] = []
@@ -427,6 +439,7 @@ def parse_tastytrade_csv(
         sha256=sha256_hex(content),
         executions=tuple(executions),
         cash_flows=tuple(flows),
+        aliases={ids[line]: legacy[line] for line in ids},
     )
     logger.info(
         "parsed tastytrade csv file=%s account=%s executions=%s cash_flows=%s",

@@ -103,3 +103,37 @@ def test_cli_does_not_parse_a_known_file(portfolio_env: Path, monkeypatch: pytes
     again = CliRunner().invoke(main, ["import", "tastytrade-csv", str(TT_FILE)])
     assert again.exit_code == 0, again.output
     assert "already imported, nothing changed (identical file, batch 1)" in again.output
+
+
+def test_edited_description_is_not_a_new_row(db: Database) -> None:
+    """REGRESSION: a deposit (and a fill) whose free-text description changed between two
+    exports is the same row: identified by Order # and structured fields, not the text."""
+    first = import_history(db, parse_tastytrade_csv(TT_FILE, instruments()))
+    raw = TT_FILE.read_text(encoding="utf-8")
+    edited = raw.replace("Bought 1 SPY 03/16/18 Call 285.00 @ 0.55", "Bought 1 SPY 03/16/18 Call 285 @ 0.55")
+    deposit_line = next(line for line in raw.splitlines() if "Deposit" in line)
+    fields = deposit_line.split(",")
+    fields[6] = fields[6] + " (edited)"
+    edited = edited.replace(deposit_line, ",".join(fields))
+    assert edited != raw
+    again = import_history(db, parse_tastytrade_csv(edited.encode(), instruments(), source_name=TT_FILE.name))
+    assert first.new_rows > 0 and again.new_rows == 0 and not again.already_imported
+
+
+def test_rows_stored_under_the_old_ids_are_not_stored_twice(db: Database) -> None:
+    """Rows imported by the previous parser (id = hash of every column, prefix tt:) are
+    recognised through ImportBatch.aliases when an overlapping export comes in."""
+    from dataclasses import replace
+
+    batch = parse_tastytrade_csv(TT_FILE, instruments())
+    assert batch.aliases and all(k.startswith("tt2:") and v.startswith("tt:") for k, v in batch.aliases.items())
+    old_style = replace(
+        batch,
+        executions=tuple(replace(ex, exec_id=batch.aliases[ex.exec_id]) for ex in batch.executions),
+        cash_flows=tuple(replace(cf, flow_id=batch.aliases[cf.flow_id]) for cf in batch.cash_flows),
+        aliases={},
+    )
+    stored = import_history(db, old_style)
+    assert stored.new_rows == len(batch.executions) + len(batch.cash_flows)
+    overlapping = replace(batch, sha256="0" * 64)  # a different file holding the same rows
+    assert import_history(db, overlapping).new_rows == 0
