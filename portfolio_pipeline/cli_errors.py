@@ -59,7 +59,7 @@ def describe_error(exc: BaseException) -> tuple[str, int, bool]:
     ``expected`` is False for an internal error (a bug): still reported on one line, but
     named as such so that it is not mistaken for a problem with the input.
     """
-    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+    from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 
     from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
     from portfolio_pipeline.config import ConfigError
@@ -79,6 +79,9 @@ def describe_error(exc: BaseException) -> tuple[str, int, bool]:
         reason = exc.strerror or str(exc)
         text = f"{name}: {reason}" if name else reason
         return _clean(_first_line(text)), EXIT_BAD_INPUT, True
+    if isinstance(exc, DataError):  # a value the database refuses (e.g. NUL in PostgreSQL text)
+        orig = exc.orig if exc.orig is not None else exc
+        return _clean(_first_line(f"invalid value: {orig}")), EXIT_BAD_INPUT, True
     if isinstance(exc, DBAPIError):
         orig = exc.orig if exc.orig is not None else exc
         return _clean(_first_line(f"database: {orig}")), EXIT_DATABASE, True

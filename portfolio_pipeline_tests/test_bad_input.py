@@ -250,3 +250,18 @@ def test_internal_errors_are_one_line_and_verbose_shows_the_traceback(
     )
     loud = CliRunner().invoke(main, ["-v", "config", "check"])
     assert loud.exit_code == 1 and "Traceback (most recent call last)" in loud.output
+
+
+@pytest.mark.parametrize("args", [["orders", "show", "a\x00b"], ["alerts", "ack", "a\x00b"],
+                                  ["orders", "reject", "a\x00b", "--reason", "x\x00y"]])
+def test_nul_byte_arguments_are_one_line_on_both_backends(
+    db_url: str, portfolio_env: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """PostgreSQL refuses NUL in text (psycopg DataError): bad input, exit 2, one line."""
+    monkeypatch.setenv("PORTFOLIO_DB_URL", db_url)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code in (1, 2), result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].lower().startswith("error: ")
+    assert "\\x00" in lines[0] or "NUL" in lines[0]
+    assert "Traceback" not in result.output
