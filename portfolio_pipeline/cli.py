@@ -150,8 +150,11 @@ def _run_sessions(first: date, last: date, *, demo: bool) -> tuple[bool, str]:
     """Materialize the EOD job over [first, last] as one single-run backfill."""
     from portfolio_pipeline.config import load_platform_config
     from portfolio_pipeline.dagster_home import prepare_dagster_home
+    from portfolio_pipeline.storage import Database
 
     load_platform_config(config_dir())  # a broken config fails here, before any Dagster run
+    with Database() as database:  # ... and so does an unreachable database
+        database.migrate()
     prepare_dagster_home()
     import dagster as dg
 
