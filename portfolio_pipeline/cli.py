@@ -11,7 +11,9 @@ from pathlib import Path
 
 import click
 
-from portfolio_pipeline.paths import config_dir, portfolio_home, repo_root
+from portfolio_pipeline.cli_errors import ReportingGroup
+from portfolio_pipeline.cli_types import SafePath, SessionDate, existing_file
+from portfolio_pipeline.paths import config_dir, make_state_private, portfolio_home, repo_root
 
 logger = logging.getLogger("portfolio")
 
@@ -19,23 +21,7 @@ DEMO_START = date(2017, 7, 3)
 DEMO_END = date(2018, 6, 29)
 
 
-class _Portfolio(click.Group):
-    """Reports bad input (config, files, broker data) as one line, without a traceback."""
-
-    def invoke(self, ctx: click.Context) -> object:
-        from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
-        from portfolio_pipeline.brokers.history import ImportFormatError
-        from portfolio_pipeline.config import ConfigError
-        from portfolio_pipeline.domain.errors import DomainError
-
-        try:
-            return super().invoke(ctx)
-        except (ConfigError, DomainError, ImportFormatError, BrokerDataError, BrokerError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
-
-
-@click.group(cls=_Portfolio, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
     """Options portfolio risk platform."""
@@ -46,6 +32,8 @@ def main(verbose: bool) -> None:
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    previous_umask = make_state_private()  # PORTFOLIO_HOME 0700, files 0600, children too
+    click.get_current_context().call_on_close(lambda: os.umask(previous_umask))
 
 
 # --- config -------------------------------------------------------------------------
@@ -57,7 +45,7 @@ def config() -> None:
 
 
 @config.command("check")
-@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.argument("directory", required=False, type=SafePath(path_type=Path))
 def config_check(directory: Path | None) -> None:
     """Validate every YAML file of DIRECTORY (default: the active config directory)."""
     from portfolio_pipeline.config import check_config_dir
@@ -111,8 +99,23 @@ def _store_batch(batch: object) -> None:
     )
 
 
+def _known_file(path: Path) -> bool:
+    """True (and says so) when a file with the same content was imported before."""
+    from portfolio_pipeline.brokers.history import imported_batch_id
+    from portfolio_pipeline.brokers.history.model import read_source, sha256_hex
+    from portfolio_pipeline.storage import Database
+
+    content, name = read_source(path)
+    with Database() as database:
+        database.migrate()
+        batch_id = imported_batch_id(database, sha256_hex(content))
+    if batch_id is not None:
+        click.echo(f"{name}: already imported, nothing changed (identical file, batch {batch_id})")
+    return batch_id is not None
+
+
 @import_.command("ibkr-flex")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=existing_file())
 @click.option("--tz", default="America/New_York", show_default=True,
               help="Time zone of the statement's timestamps when they carry none.")
 def import_ibkr_flex(path: Path, tz: str) -> None:
@@ -120,11 +123,13 @@ def import_ibkr_flex(path: Path, tz: str) -> None:
     from portfolio_pipeline.brokers.history import parse_ibkr_flex
     from portfolio_pipeline.config import load_platform_config
 
+    if _known_file(path):
+        return
     _store_batch(parse_ibkr_flex(path, load_platform_config(config_dir()).instruments, tz=tz))
 
 
 @import_.command("tastytrade-csv")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=existing_file())
 @click.option("--account", "account_id", default=None,
               help="Account id (default: taken from the export's file name).")
 def import_tastytrade_csv(path: Path, account_id: str | None) -> None:
@@ -132,6 +137,8 @@ def import_tastytrade_csv(path: Path, account_id: str | None) -> None:
     from portfolio_pipeline.brokers.history import parse_tastytrade_csv
     from portfolio_pipeline.config import load_platform_config
 
+    if _known_file(path):
+        return
     instruments = load_platform_config(config_dir()).instruments
     _store_batch(parse_tastytrade_csv(path, instruments, account_id=account_id))
 
@@ -145,8 +152,13 @@ def _run_sessions(
     """Materialize ``job_name`` (the EOD job) over [first, last] as one single-run backfill.
 
     ``causes`` (if given) receives the root cause of each failed step, one line each."""
+    from portfolio_pipeline.config import load_platform_config
     from portfolio_pipeline.dagster_home import prepare_dagster_home
+    from portfolio_pipeline.storage import Database
 
+    load_platform_config(config_dir())  # a broken config fails here, before any Dagster run
+    with Database() as database:  # ... and so does an unreachable database
+        database.migrate()
     prepare_dagster_home()
     import dagster as dg
 
@@ -275,16 +287,13 @@ def _summary(first: date, last: date) -> list[str]:
 
 
 @main.command()
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default=DEMO_START.isoformat(),
+@click.option("--start", type=SessionDate(), default=DEMO_START.isoformat(),
               show_default=True, help="First session of the demo window.")
-@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=DEMO_END.isoformat(),
+@click.option("--end", type=SessionDate(), default=DEMO_END.isoformat(),
               show_default=True, help="Last session of the demo window.")
-def demo(start: object, end: object) -> None:
+def demo(start: date, end: date) -> None:
     """Run the full pipeline on the demo broker (real 2017-2018 market history)."""
-    from datetime import datetime
-
-    assert isinstance(start, datetime) and isinstance(end, datetime)
-    first, last = start.date(), end.date()
+    first, last = start, end
     click.echo(f"portfolio demo: sessions {first} .. {last}, data in {portfolio_home()}")
     ok, run_id = _run_sessions(first, last, demo=True)
     for line in _summary(first, last):
@@ -295,12 +304,12 @@ def demo(start: object, end: object) -> None:
 
 
 @main.command()
-@click.option("--date", "session", type=click.DateTime(["%Y-%m-%d"]), default=None,
+@click.option("--date", "session", type=SessionDate(), default=None,
               help="Session to record (default: the latest completed session, or an intraday "
                    "snapshot of today while the market is open).")
-def run(session: object) -> None:
+def run(session: date | None) -> None:
     """Record a session's book from the configured brokers (intraday while the market is open)."""
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     from portfolio_pipeline import clock
     from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
@@ -309,8 +318,8 @@ def run(session: object) -> None:
     now = clock.system_clock().astimezone(UTC)
     today = now.astimezone(NEW_YORK).date()
     intraday = False
-    if isinstance(session, datetime):
-        day = session.date()
+    if session is not None:
+        day = session
         if calendar.is_session(day) and calendar.session_close(day) > now:
             close = calendar.session_close(day).astimezone(NEW_YORK)
             raise click.BadParameter(

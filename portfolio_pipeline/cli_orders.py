@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from portfolio_pipeline.brokers.base import OrderBroker
+from portfolio_pipeline.cli_types import FiniteFloat
 from portfolio_pipeline.domain.errors import IllegalTransitionError
 from portfolio_pipeline.domain.orders import Order, OrderStatus
 from portfolio_pipeline.orders import OrderCommands, OrderStore
@@ -93,7 +94,7 @@ def list_cmd(statuses: tuple[str, ...], show_all: bool) -> None:
 
 @orders.command("stage")
 @click.argument("order_id")
-@click.option("--ttl-minutes", type=float, default=60.0, show_default=True)
+@click.option("--ttl-minutes", type=FiniteFloat(0, 7 * 24 * 60, min_open=True), default=60.0, show_default=True)
 def stage_cmd(order_id: str, ttl_minutes: float) -> None:
     """Stage a proposed order at the broker (never transmits)."""
     db, cmds = _commands()

@@ -12,7 +12,7 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from portfolio_pipeline.paths import dagster_home
+from portfolio_pipeline.paths import dagster_home, write_private_text
 from portfolio_pipeline.storage.engine import dagster_postgres_url
 
 DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
@@ -45,5 +45,5 @@ def prepare_dagster_home(environ: MutableMapping[str, str] | None = None) -> Pat
     text = _POSTGRES_YAML if pg_url is not None else _SQLITE_YAML
     target = home / "dagster.yaml"
     if not target.exists() or target.read_text() != text:
-        target.write_text(text)
+        write_private_text(target, text)
     return home

@@ -106,12 +106,17 @@ class DatabaseEventStore:
     """Bulk insert (idempotent on ``event_key``) + ``pg_notify`` (bound parameters) per
     new event, one transaction per batch."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, migrate_first: bool = False) -> None:
         self._db = db
+        self._migrate_first = migrate_first
 
     def write(self, events: Sequence[StreamEvent]) -> list[int | None]:
         if not events:
             return []
+        if self._migrate_first:  # the service started while the database was down
+            self._db.migrate()
+            self._migrate_first = False
+            logger.info("database schema migrated on first write")
         with self._db.begin() as conn:
             if len(events) == 1:
                 e = events[0]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from portfolio_pipeline.domain.schema import StrictModel
 
 __all__ = [
     "DEFAULT_STREAMING",
@@ -28,8 +30,8 @@ def _default_metrics() -> list[HedgeMetric]:
     return ["beta_weighted_delta"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's schemas share the project-wide rules of :class:`StrictModel`."""
 
 
 class BreachSettings(_Strict):

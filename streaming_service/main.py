@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -30,19 +31,27 @@ import click
 
 from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
 from portfolio_pipeline.brokers.base import BrokerAdapter, BrokerDataError, BrokerError, OrderBroker
+from portfolio_pipeline.cli_errors import ReportingCommand
+from portfolio_pipeline.cli_types import FiniteFloat, SafePath, SessionDate
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
 from portfolio_pipeline.domain.accounts import AccountConfig
 from portfolio_pipeline.domain.orders import Order
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.orders import OrderCommands, OrderStore
-from portfolio_pipeline.paths import buffer_dir, config_dir
+from portfolio_pipeline.paths import buffer_dir, config_dir, make_state_private
 from portfolio_pipeline.storage import Database
-from streaming_service.buffer import DatabaseEventStore, DiskBuffer, EventWriter
+from streaming_service.buffer import (
+    DatabaseEventStore,
+    DiskBuffer,
+    EventWriter,
+    is_connectivity_error,
+)
 from streaming_service.config import DEFAULT_STREAMING, StreamingConfig
 from streaming_service.feeds.base import Feed
 from streaming_service.feeds.broker import BrokerFeed
 from streaming_service.health import HealthServer
+from streaming_service.pending import PendingProposals
 from streaming_service.service import StreamingService
 from streaming_service.staging import HedgeDesk
 
@@ -101,6 +110,7 @@ def build_service(
     speed: float | None,
     session: date | None,
     buffer_directory: Path,
+    migrate_first: bool = False,
 ) -> tuple[StreamingService, BrokerAdapter]:
     """Wire feed, engine, writer, hedge desk for one broker account."""
     settings = streaming_settings(config)
@@ -133,7 +143,8 @@ def build_service(
         feed = live = BrokerFeed(broker, [a.account_id for a in accounts], config.instruments)
         replay = system_clock().date()
     writer = EventWriter(
-        DatabaseEventStore(db), DiskBuffer(buffer_directory, max_events=settings.buffer.max_events),
+        DatabaseEventStore(db, migrate_first=migrate_first),
+        DiskBuffer(buffer_directory, max_events=settings.buffer.max_events),
         batch_size=settings.buffer.batch_size, flush_interval=settings.buffer.flush_interval_seconds,
         retry_seconds=settings.buffer.retry_seconds,
     )
@@ -154,6 +165,7 @@ def build_service(
     desk = HedgeDesk(
         broker=broker, account_id=account.account_id, store=store, commands=commands,
         instruments=config.instruments, hedge=settings.hedge, staging=settings.staging, submit=writer.submit,
+        pending=PendingProposals(buffer_directory),
     )
     roots = ("SPX", "NDX", "SPY", "QQQ", "RUT", "IWM", "XSP")
     betas = {r: pricing.beta_override(r) or pricing.beta.fallback for r in roots}
@@ -170,6 +182,20 @@ def build_service(
 
 #: Seconds a stop request (SIGTERM/SIGINT) waits for a clean flush before cancelling.
 SHUTDOWN_SECONDS = 6.0
+
+
+def _migrate_or_defer(db: Database) -> bool:
+    """Migrate now; with the database down, start anyway (events and proposals are
+    buffered on disk, the schema is migrated on the first successful write)."""
+    try:
+        db.migrate()
+    except Exception as exc:
+        if not is_connectivity_error(exc):
+            raise
+        logger.error("database unavailable at start; buffering to disk, migrating when it returns error=%s",
+                     type(exc).__name__)
+        return False
+    return True
 
 
 async def _run(service: StreamingService, health_port: int) -> None:
@@ -214,29 +240,31 @@ async def _run_live(service: StreamingService, broker: BrokerAdapter, health_por
         await broker.close()
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=ReportingCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--broker", "broker_name", type=click.Choice(["demo", "ibkr", "tastytrade"]), default="demo",
               show_default=True)
 @click.option("--health-port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="Port of /health and /metrics on 127.0.0.1 (0 = any free port).")
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--speed", type=FiniteFloat(0, 1e6, min_open=True), default=None,
               help="Demo replay: market seconds per wall second (default from streaming.yaml).")
-@click.option("--session", "session", type=click.DateTime(["%Y-%m-%d"]), default=None,
+@click.option("--session", "session", type=SessionDate(), default=None,
               help="Demo replay: the session to replay (default from streaming.yaml).")
-@click.option("--config-dir", "config_dir_opt", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--config-dir", "config_dir_opt", type=SafePath(path_type=Path, file_okay=False), default=None)
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
-def main(broker_name: str, health_port: int, speed: float | None, session: datetime | None,
+def main(broker_name: str, health_port: int, speed: float | None, session: date | None,
          config_dir_opt: Path | None = None, verbose: bool = False, **_: Any) -> None:
     """Live risk, breach events and hedge proposals (never transmits an order)."""
     _setup_logging(logging.DEBUG if verbose else logging.INFO)
+    previous_umask = make_state_private()  # PORTFOLIO_HOME 0700, files 0600, children too
+    click.get_current_context().call_on_close(lambda: os.umask(previous_umask))
     config = load_platform_config(config_dir_opt or config_dir())
     settings = streaming_settings(config)
     with Database() as db:
-        db.migrate()
+        migrated = _migrate_or_defer(db)
         service, broker = build_service(
             config=config, db=db, broker_name=broker_name,
             speed=speed if speed is not None else settings.feed.demo_speed,
-            session=session.date() if session else None, buffer_directory=buffer_dir(),
+            session=session, buffer_directory=buffer_dir(), migrate_first=not migrated,
         )
         try:
             if broker_name == "demo":

@@ -259,8 +259,9 @@ class StreamingService:
                 event_key=f"{RISK_SNAPSHOT}:{self._account}:{sig.ts.isoformat()}", kind=RISK_SNAPSHOT,
                 severity="info", ts=sig.ts, account_id=self._account, payload=risk_payload(state),
             ))
-            if self._desk is not None and self._engine is not None:
-                task = asyncio.get_running_loop().create_task(self._desk.handle(self._desk.capture(self._engine, sig)))
+            moment = self._desk.try_capture(self._engine, sig) if self._desk and self._engine else None
+            if self._desk is not None and moment is not None:
+                task = asyncio.get_running_loop().create_task(self._desk.handle(moment))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         else:
@@ -354,6 +355,8 @@ class StreamingService:
         watchdog = asyncio.create_task(self._watchdog(lambda: last_ts[0]), name="stale-watchdog")
         queue: asyncio.Queue[_Queued | None] = asyncio.Queue()
         reader = asyncio.create_task(self._read_feed(queue), name="feed-reader")
+        retries = (asyncio.create_task(self._desk.retry_loop(self._settings.buffer.retry_seconds),
+                                       name="proposal-retries") if self._desk is not None else None)
         try:
             carry: _Queued | None = None
             ended = False
@@ -378,6 +381,8 @@ class StreamingService:
         finally:
             reader.cancel()
             watchdog.cancel()
+            if retries is not None:
+                retries.cancel()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._writer.close()

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from portfolio_pipeline.brokers.base import BrokerAdapter
 from portfolio_pipeline.domain.instruments import InstrumentTable
@@ -32,11 +32,17 @@ from streaming_service.config import HedgeSettings, StagingSettings
 from streaming_service.engine import Engine
 from streaming_service.proposer import MarketView, proposal_order_id, propose_hedge
 
-__all__ = ["HEDGE_PROPOSED", "HedgeDesk", "Moment", "StagingPolicy"]
+if TYPE_CHECKING:
+    from streaming_service.pending import PendingProposals
+
+__all__ = ["HEDGE_FAILED", "HEDGE_PROPOSED", "HedgeDesk", "Moment", "StagingPolicy"]
 
 logger = logging.getLogger(__name__)
 
 HEDGE_PROPOSED: Final = "hedge_proposed"
+HEDGE_FAILED: Final = "hedge_failed"
+"""A breach whose hedge proposal cannot be built (unknown/unpriceable underlying, no
+chain, a broker refusal): an event (the Dagster ``hedge_failure_sensor`` alerts on it)."""
 ORDER_STAGED: Final = "order_staged"
 
 
@@ -101,6 +107,7 @@ class HedgeDesk:
         staging: StagingSettings,
         submit: Callable[[StreamEvent], None],
         calendar: SessionHours | None = None,
+        pending: PendingProposals | None = None,
     ) -> None:
         if calendar is None:
             from portfolio_pipeline.exchange_calendar import ExchangeCalendar
@@ -116,8 +123,11 @@ class HedgeDesk:
         self._policy = StagingPolicy(staging)
         self._ttl = timedelta(minutes=staging.staged_ttl_minutes)
         self._submit = submit
+        self._pending = pending
         self.proposed = 0
         self.staged = 0
+        self.failed = 0
+        self.queued = 0
 
     @property
     def commands(self) -> OrderCommands:
@@ -150,13 +160,71 @@ class HedgeDesk:
             strikes=chain.strikes, as_of=m.signal.ts, calendar=self._calendar,
         )
 
+    def try_capture(self, engine: Engine, signal: BreachSignal) -> Moment | None:
+        """:meth:`capture`, or None after a ``hedge_failed`` event (e.g. an underlying the
+        engine does not price): the monitor goes on either way."""
+        try:
+            return self.capture(engine, signal)
+        except Exception as exc:
+            self.report_failure(signal, self._hedge.hedge_underlying, exc)
+            return None
+
+    def report_failure(self, signal: BreachSignal, root: str, exc: BaseException) -> None:
+        """A proposal that cannot be built: one log line and a ``hedge_failed`` event."""
+        self.failed += 1
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.error("hedge proposal cannot be built event_key=%s underlying=%s reason=%s",
+                     signal.event_key, root, reason)
+        self._submit(StreamEvent(
+            event_key=f"{HEDGE_FAILED}:{signal.event_key}", kind=HEDGE_FAILED, severity="warning",
+            ts=signal.ts, account_id=self._account,
+            payload={"breach_event_key": signal.event_key, "metric": signal.check.metric,
+                     "hedge_underlying": root, "reason": reason[:500], "regime": signal.check.regime,
+                     "vix": signal.check.vix, "value": signal.check.value, "limit": signal.check.limit},
+        ))
+
     async def handle(self, moment: Moment) -> Order | None:
-        """Propose (and maybe stage) a hedge for a fired breach; errors are logged, not raised."""
+        """Propose (and maybe stage) a hedge for a fired breach; never raises.
+
+        Database unavailable: the moment is queued on disk (``pending``) and proposed by
+        :meth:`retry_pending` when the database returns.  Any other failure: a
+        ``hedge_failed`` event.
+        """
         try:
             return await self._handle(moment)
-        except Exception:
-            logger.exception("hedge proposal failed event_key=%s", moment.signal.event_key)
+        except Exception as exc:
+            if self._pending is not None and _database_unavailable(exc):
+                if await asyncio.to_thread(self._pending.add, moment):
+                    self.queued += 1
+                logger.warning("database unavailable: hedge proposal queued on disk event_key=%s error=%s",
+                               moment.signal.event_key, type(exc).__name__)
+                return None
+            self.report_failure(moment.signal, moment.root, exc)
             return None
+
+    async def retry_pending(self) -> int:
+        """Propose the queued moments, oldest first; returns how many left the queue."""
+        if self._pending is None:
+            return 0
+        done = 0
+        for moment in await asyncio.to_thread(self._pending.load):
+            try:
+                await self._handle(moment)
+            except Exception as exc:
+                if _database_unavailable(exc):
+                    break  # still down: keep this and the rest, in order
+                self.report_failure(moment.signal, moment.root, exc)
+            await asyncio.to_thread(self._pending.remove, moment.signal.event_key)
+            done += 1
+        if done:
+            logger.info("queued hedge proposals processed count=%s", done)
+        return done
+
+    async def retry_loop(self, interval: float) -> None:
+        """:meth:`retry_pending` now and every ``interval`` seconds (until cancelled)."""
+        while True:
+            await self.retry_pending()
+            await asyncio.sleep(interval)
 
     async def _handle(self, moment: Moment) -> Order | None:
         signal = moment.signal
@@ -218,3 +286,12 @@ class HedgeDesk:
                          "expires_at": order.expires_at.isoformat() if order.expires_at else None},
             ))
         return order
+
+
+def _database_unavailable(exc: BaseException) -> bool:
+    """The database cannot be used now (down, unreachable, or not migrated yet): retry later."""
+    from sqlalchemy.exc import ProgrammingError
+
+    from streaming_service.buffer import is_connectivity_error
+
+    return is_connectivity_error(exc) or isinstance(exc, ProgrammingError)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import itertools
 from datetime import date
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from portfolio_pipeline.domain.schema import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's schemas share the project-wide rules of :class:`StrictModel`."""
 
 
 class RatePoint(_Strict):

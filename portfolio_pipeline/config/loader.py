@@ -8,15 +8,15 @@ line naming the file, the key path and what is wrong; duplicate keys are errors 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from portfolio_pipeline.analytics.settings import PricingConfig
+from portfolio_pipeline.config.safe_yaml import YamlProblem, load_yaml_file
 from portfolio_pipeline.domain.accounts import AccountsFile
 from portfolio_pipeline.domain.instruments import InstrumentsFile, InstrumentTable
 from portfolio_pipeline.domain.lifecycle import ExitRulesFile
@@ -62,30 +62,6 @@ class ConfigError(ValueError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-    loader.flatten_mapping(node)
-    result: dict[Hashable, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in result:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
-            )
-        result[key] = loader.construct_object(value_node, deep=deep)
-    return result
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
-
-
 def _key_path(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in loc:
@@ -106,7 +82,8 @@ def _problems_from_validation(file: str, err: ValidationError) -> list[ConfigPro
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif "input" in e and e["type"] not in ("model_type",) and not isinstance(e["input"], Mapping):
-            msg = f"{msg} (got {e['input']!r})"
+            shown = repr(e["input"])
+            msg = f"{msg} (got {shown if len(shown) <= 80 else shown[:77] + '...'})"
         problems.append(ConfigProblem(file, _key_path(loc), msg))
     return problems
 
@@ -115,16 +92,9 @@ def load_config_file(path: Path, model: type[M]) -> M:
     """Parse and validate one YAML file; raise :class:`ConfigError` naming every problem."""
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([ConfigProblem(name, "", "file not found")]) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigProblem(name, where, f"invalid YAML: {problem}")]) from None
+        data = load_yaml_file(path)
+    except YamlProblem as exc:
+        raise ConfigError([ConfigProblem(name, exc.where, exc.message)]) from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -133,6 +103,9 @@ def load_config_file(path: Path, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_problems_from_validation(name, exc)) from None
+    except (TypeError, KeyError, AttributeError, ArithmeticError, RecursionError) as exc:
+        # a validator tripped over a value of an unexpected shape: still one line, no traceback
+        raise ConfigError([ConfigProblem(name, "", f"invalid value ({type(exc).__name__}: {exc})")]) from None
 
 
 @dataclass(frozen=True)
@@ -153,7 +126,11 @@ class PlatformConfig:
 def _load_all(directory: Path) -> tuple[dict[str, BaseModel], list[ConfigProblem]]:
     loaded: dict[str, BaseModel] = {}
     problems: list[ConfigProblem] = []
-    if not directory.is_dir():
+    try:
+        found = directory.is_dir()
+    except (ValueError, OSError) as exc:  # a NUL byte or an over-long name
+        return loaded, [ConfigProblem(repr(str(directory)), "", f"not a usable directory name ({exc})")]
+    if not found:
         return loaded, [ConfigProblem(str(directory), "", "configuration directory not found")]
     for file_name, (model, required) in CONFIG_FILES.items():
         path = directory / file_name
@@ -169,6 +146,10 @@ def _load_all(directory: Path) -> tuple[dict[str, BaseModel], list[ConfigProblem
     for path in sorted(directory.glob("*.y*ml")):
         if path.name not in known:
             problems.append(ConfigProblem(str(path), "", "unknown configuration file"))
+    if not problems:
+        from portfolio_pipeline.config.references import reference_problems
+
+        problems.extend(reference_problems(directory, loaded))
     for file_name, (model, _required) in CONFIG_FILES.items():
         example = directory / file_name.replace(".yaml", ".example.yaml")
         if example.exists():

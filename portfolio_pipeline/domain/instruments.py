@@ -12,9 +12,10 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from portfolio_pipeline.domain.errors import MultiplierMismatchError, UnknownInstrumentError
+from portfolio_pipeline.domain.schema import StrictModel
 
 UnderlyingType = Literal["index", "etf", "equity", "future", "volatility_index"]
 ExerciseStyle = Literal["european", "american"]
@@ -27,8 +28,8 @@ _MULT_RTOL = 1e-9
 _WEEK_NUMBERED = re.compile(r"^(?P<base>[A-Z]+)[1-5]$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's schemas share the project-wide rules of :class:`StrictModel`."""
 
 
 class TradingClass(_Strict):
@@ -84,6 +85,27 @@ class InstrumentsFile(_Strict):
     """Schema of ``config/instruments.yaml``."""
 
     instruments: dict[str, InstrumentSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_regardless_of_case(self) -> InstrumentsFile:
+        # lookups are case-insensitive, so `spx:` after `SPX:` would silently replace SPX
+        roots: dict[str, str] = {}
+        classes: dict[str, str] = {}
+        for root, spec in self.instruments.items():
+            if not root.strip():
+                raise ValueError("an instrument key is empty")
+            earlier = roots.setdefault(root.upper(), root)
+            if earlier != root:
+                raise ValueError(f"instrument {root!r} repeats {earlier!r} (keys are case-insensitive)")
+            for tc in spec.options.trading_classes if spec.options is not None else []:
+                owner = classes.get(tc.name.upper())
+                if owner is not None:
+                    raise ValueError(
+                        f"trading class {tc.name!r} of {root!r} is also defined under {owner!r} "
+                        "(names are case-insensitive)"
+                    )
+                classes[tc.name.upper()] = root
+        return self
 
 
 class InstrumentTable(Mapping[str, InstrumentSpec]):

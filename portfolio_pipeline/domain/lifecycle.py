@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from portfolio_pipeline.domain.schema import StrictModel
 from portfolio_pipeline.domain.strategies import Leg, StrategyType
 
 __all__ = [
@@ -57,8 +58,8 @@ RULES: tuple[str, ...] = ("stop_loss", "take_profit", "dte", "delta")
 _RANK = {"green": 0, "yellow": 1, "red": 2}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's schemas share the project-wide rules of :class:`StrictModel`."""
 
 
 class ExitRules(_Strict):

@@ -11,13 +11,14 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from portfolio_pipeline.domain.errors import InvalidDataError
+from portfolio_pipeline.domain.schema import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's schemas share the project-wide rules of :class:`StrictModel`."""
 
 
 class LimitSet(_Strict):

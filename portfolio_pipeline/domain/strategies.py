@@ -73,10 +73,11 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from portfolio_pipeline.domain.errors import InvalidDataError
 from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.domain.schema import StrictModel
 
 __all__ = [
     "OPTION_SEC_TYPES",
@@ -475,8 +476,8 @@ def classify(legs: Iterable[Leg]) -> Classification:
 # ------------------------------------------------------------------------------ config
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's schemas share the project-wide rules of :class:`StrictModel`."""
 
 
 class StrategyOverride(_Strict):

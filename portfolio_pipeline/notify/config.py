@@ -12,7 +12,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, model_validator
+
+from portfolio_pipeline.domain.schema import StrictModel
 
 __all__ = [
     "AlertType",
@@ -58,8 +60,8 @@ class QuietBehaviour(StrEnum):
     DELIVER = "deliver"  # send anyway
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's schemas share the project-wide rules of :class:`StrictModel`."""
 
 
 class LogChannelConfig(_Strict):

@@ -85,9 +85,10 @@ from typing import Final, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from scipy.special import ndtr, stdtrit
 
+from portfolio_pipeline.domain.schema import StrictModel
 from portfolio_pipeline.quant._typing import BoolArray, Float64Array
 from portfolio_pipeline.quant.pricing import AmericanMethod
 from portfolio_pipeline.quant.pricing import american_greeks as _american_greeks
@@ -1165,8 +1166,8 @@ def scenario_var_cvar(pnl: npt.ArrayLike, confidence: float) -> tuple[float, flo
 # registered in portfolio_pipeline.config.loader.CONFIG_FILES).
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's schemas share the project-wide rules of :class:`StrictModel`."""
 
 
 Proxy: TypeAlias = Literal["spx", "ndx", "vix"]

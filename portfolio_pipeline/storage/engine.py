@@ -28,7 +28,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
-from portfolio_pipeline.paths import portfolio_home
+from portfolio_pipeline.paths import SQLITE_FILENAME, portfolio_home, private_file
 
 if TYPE_CHECKING:
     from sqlalchemy.pool import ConnectionPoolEntry
@@ -52,7 +52,6 @@ DB_URL_ENV: Final = "PORTFOLIO_DB_URL"
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 """How long a SQLite connection waits for another writer before ``database is locked``."""
 
-SQLITE_FILENAME: Final = "portfolio.db"
 
 _POSTGRES_DRIVER: Final = "postgresql+psycopg"
 _DAGSTER_POSTGRES_DRIVER: Final = "postgresql+psycopg2"
@@ -186,7 +185,9 @@ def _build_engine(url: URL) -> Engine:
                 json_serializer=json_dumps,
             )
         else:
-            Path(str(url.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = Path(str(url.database)).expanduser()
+            if not path.exists():
+                private_file(path)  # 0600 from the start; SQLite gives its journals the same mode
             engine = create_engine(url, json_serializer=json_dumps)
         _configure_sqlite(engine)
         return engine

@@ -26,6 +26,7 @@ from portfolio_pipeline.brokers.history.model import (
 )
 from portfolio_pipeline.brokers.history.store import (
     import_history,
+    imported_batch_id,
     load_cash_flows,
     load_executions,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "UnknownTransactionTypeError",
     "classify_tastytrade_transaction",
     "import_history",
+    "imported_batch_id",
     "load_cash_flows",
     "load_executions",
     "parse_flex_datetime",

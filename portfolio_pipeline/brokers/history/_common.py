@@ -6,6 +6,7 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Final
 
 from portfolio_pipeline.brokers.history.errors import ImportFormatError
@@ -69,10 +70,59 @@ def table_trading_class(
     return instruments.table_class_name(root, trading_class)
 
 
+MAX_QUANTITY: Final = 1e9
+MAX_PRICE: Final = 1e9
+MAX_AMOUNT: Final = 1e12
+
+#: the range each numeric field of a history file must fall in (both parsers' names);
+#: a value outside is refused naming file, row and field (1e308 contracts, a negative
+#: price and the like are typos or corruption, never something to store)
+FIELD_RANGES: Final[dict[str, tuple[float, float]]] = {
+    "quantity": (-MAX_QUANTITY, MAX_QUANTITY),
+    "Quantity": (-MAX_QUANTITY, MAX_QUANTITY),
+    "tradePrice": (0.0, MAX_PRICE),
+    "price": (0.0, MAX_PRICE),
+    "strike": (0.0, MAX_PRICE),
+    "Strike Price": (0.0, MAX_PRICE),
+    "multiplier": (0.0, 1e7),
+    "Multiplier": (0.0, 1e7),
+    "amount": (-MAX_AMOUNT, MAX_AMOUNT),
+    "Value": (-MAX_AMOUNT, MAX_AMOUNT),
+    "ibCommission": (-MAX_PRICE, MAX_PRICE),
+    "taxes": (-MAX_PRICE, MAX_PRICE),
+    "commisionsAndTax": (-MAX_PRICE, MAX_PRICE),
+    "Commissions": (-MAX_PRICE, MAX_PRICE),
+    "Fees": (-MAX_PRICE, MAX_PRICE),
+}
+
+
+def check_range(value: float, name: str, source: str) -> float:
+    """``value`` when inside :data:`FIELD_RANGES` for ``name``, else ImportFormatError."""
+    low, high = FIELD_RANGES.get(name, (-math.inf, math.inf))
+    if not low <= value <= high:
+        if low == 0.0 and value < 0:
+            raise ImportFormatError(f"{source}: {name} {value:g} is negative")
+        raise ImportFormatError(f"{source}: {name} {value:g} is outside {low:g} .. {high:g}")
+    return value
+
+
+def check_account(raw: str | None, name: str, source: str) -> str:
+    """A non-empty account id without control characters (stripped)."""
+    account = (raw or "").strip()
+    if not account:
+        raise ImportFormatError(f"{source}: {name} is empty")
+    if len(account) > 64 or not account.isprintable():
+        raise ImportFormatError(f"{source}: {name} {account[:64]!r} is not an account id")
+    return account
+
+
 def parse_number(
     raw: str | None, name: str, source: str, *, required: bool = False
 ) -> float | None:
-    """A float from broker text (``"1,234.50"``, ``"--"`` and ``""`` mean missing)."""
+    """A float from broker text (``"1,234.50"``, ``"--"`` and ``""`` mean missing).
+
+    Finite and inside :data:`FIELD_RANGES` for ``name``.
+    """
     text = (raw or "").strip().replace(",", "")
     if text in ("", "--", "-", "N/A"):
         if required:
@@ -84,10 +134,42 @@ def parse_number(
         raise ImportFormatError(f"{source}: {name} is not a number: {raw!r}") from None
     if not math.isfinite(value):
         raise ImportFormatError(f"{source}: {name} is not finite: {raw!r}")
-    return value
+    return check_range(value, name, source)
 
 
 def stable_id(prefix: str, *parts: str) -> str:
     """A deterministic id from row content (for files that carry no transaction id)."""
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:24]
     return f"{prefix}{digest}"
+
+
+EARLIEST: Final = date(1950, 1, 1)
+LATEST: Final = date(2200, 12, 31)
+"""The dates a history file may hold (trades, flows, expiries); outside is a typo or junk."""
+
+_OFFSET: Final = re.compile(r"^(?P<sign>[+-])(?P<h>\d{2}):?(?P<m>\d{2})$")
+
+
+def fixed_offset(text: str, where: str) -> timezone:
+    """``+HHMM``/``-HH:MM`` as a zone; hours 0-14 and minutes 0-59, else ImportFormatError."""
+    match = _OFFSET.match(text.strip())
+    if match is None or int(match["h"]) > 14 or int(match["m"]) > 59:
+        raise ImportFormatError(f"{where}: UTC offset {text!r} is not valid (-14:00 .. +14:00)")
+    delta = timedelta(hours=int(match["h"]), minutes=int(match["m"]))
+    return timezone(-delta if match["sign"] == "-" else delta)
+
+
+def checked_day(day: date, raw: str, name: str, where: str) -> date:
+    """``day`` when within [EARLIEST, LATEST], else ImportFormatError naming the field."""
+    if not EARLIEST <= day <= LATEST:
+        raise ImportFormatError(f"{where}: {name} {raw!r} is outside {EARLIEST} .. {LATEST}")
+    return day
+
+
+def checked_utc(value: datetime, raw: str, name: str, where: str) -> datetime:
+    """An aware ``value`` in UTC, its local date within [EARLIEST, LATEST]."""
+    checked_day(value.date(), raw, name, where)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ImportFormatError(f"{where}: {name} {raw!r} is out of range") from None

@@ -49,11 +49,15 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from portfolio_pipeline.brokers.history._common import (
+    check_account,
+    checked_day,
+    checked_utc,
+    fixed_offset,
     parse_number,
     resolve_root,
     stable_id,
@@ -137,13 +141,13 @@ def parse_flex_datetime(raw: str, *, tz: str = DEFAULT_TZ, where: str = "ibkr-fl
     except ValueError as exc:
         raise ImportFormatError(f"{where}: invalid date/time {raw!r} ({exc})") from None
     zone_text = match["tz"]
+    checked_day(day, raw, "date/time", where)
     local = datetime.combine(day, clock)
     if zone_text and zone_text[0] in "+-":
-        offset = zone_text.replace(":", "")
-        aware = datetime.strptime(f"{local:%Y%m%d%H%M%S}{offset}", "%Y%m%d%H%M%S%z")
+        aware = local.replace(tzinfo=fixed_offset(zone_text, where))
     else:
         aware = local.replace(tzinfo=_zone(zone_text or tz, where))
-    return aware.astimezone(UTC)
+    return checked_utc(aware, raw, "date/time", where)
 
 
 def _parse_date(raw: str | None, name: str, where: str) -> date:
@@ -152,7 +156,7 @@ def _parse_date(raw: str | None, name: str, where: str) -> date:
     if match is None:
         raise ImportFormatError(f"{where}: {name} {raw!r} is not a date (yyyyMMdd or yyyy-MM-dd)")
     try:
-        return date(int(match[1]), int(match[2]), int(match[3]))
+        return checked_day(date(int(match[1]), int(match[2]), int(match[3])), text, name, where)
     except ValueError as exc:
         raise ImportFormatError(f"{where}: {name} {raw!r} is not a valid date ({exc})") from None
 
@@ -247,6 +251,7 @@ def _execution(ctx: _Ctx, el: ET.Element, account: str, index: int) -> Execution
     detail = (attrs.get("levelOfDetail") or "EXECUTION").upper()
     if detail != "EXECUTION":
         return None
+    account = check_account(account, "accountId", where)
     asset = (attrs.get("assetCategory") or "").strip().upper()
     if asset == "CASH":
         ctx.skipped.append(f"{where}: FX conversion {attrs.get('symbol', '')} (not a position)")
@@ -326,6 +331,7 @@ def _eae_execution(
         attrs.get("quantity", ""),
     )
     where = ctx.where(f"OptionEAE {ident}" if raw_id else f"OptionEAE #{index}")
+    account = check_account(account, "accountId", where)
     kind = _EAE_KINDS.get(ttype.lower())
     if kind is None:
         raise ImportFormatError(f"{where}: OptionEAE transactionType {ttype!r} is not supported")
@@ -373,6 +379,7 @@ def _cash_flow(ctx: _Ctx, el: ET.Element, account: str, index: int) -> CashFlow 
         return None
     if not ident:
         raise ImportFormatError(f"{where}: the cash transaction has no transactionID")
+    account = check_account(account, "accountId", where)
     amount = parse_number(attrs.get("amount"), "amount", where, required=True)
     assert amount is not None
     ctype = (attrs.get("type") or "").strip()
@@ -409,6 +416,8 @@ def _parse_xml(content: bytes, name: str) -> ET.Element:
         root = ET.fromstring(content)
     except ET.ParseError as exc:
         raise ImportFormatError(f"{name}: not well-formed XML ({exc})") from None
+    except (LookupError, ValueError) as exc:  # an unknown or unsupported declared encoding
+        raise ImportFormatError(f"{name}: cannot read the XML ({exc})") from None
     if root.tag != "FlexQueryResponse":
         raise ImportFormatError(
             f"{name}: not an IBKR Flex Query response (root element <{root.tag}>, "

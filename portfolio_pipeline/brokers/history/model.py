@@ -24,7 +24,7 @@ import hashlib
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,9 @@ class ImportBatch:
     executions: tuple[Execution, ...]
     cash_flows: tuple[CashFlow, ...]
     skipped: tuple[str, ...] = field(default=())
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    """Row id -> the id an older version of the parser gave the same row; a row stored
+    under its old id is not stored again."""
 
     def __post_init__(self) -> None:
         seen: set[tuple[str, str, str]] = set()

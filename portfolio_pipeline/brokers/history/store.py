@@ -28,7 +28,7 @@ from portfolio_pipeline.domain.positions import Contract
 from portfolio_pipeline.storage.engine import Database
 from portfolio_pipeline.storage.tables import cash_flows, executions, import_batches
 
-__all__ = ["import_history", "load_cash_flows", "load_executions"]
+__all__ = ["import_history", "imported_batch_id", "load_cash_flows", "load_executions"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,27 @@ def _cash_flow_row(cf: CashFlow, batch_id: int) -> dict[str, Any]:
     )
 
 
+def _stored_aliases(conn: Connection, id_column: Any, table: Table, aliases: Mapping[str, str],
+                    keys: Sequence[tuple[str, str, str]]) -> set[str]:
+    """Ids (of ``keys``: broker, account, id) whose row was stored under its alias (an
+    older parser's id for the same row), looked up in chunks."""
+    wanted: dict[tuple[str, str], dict[str, str]] = {}
+    for broker, account, row_id in keys:
+        alias = aliases.get(row_id)
+        if alias is not None and alias != row_id:
+            wanted.setdefault((broker, account), {})[alias] = row_id
+    known: set[str] = set()
+    for (broker, account), by_alias in wanted.items():
+        names = list(by_alias)
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
+            found = conn.execute(select(id_column).where(
+                table.c.broker == broker, table.c.account_id == account, id_column.in_(chunk)
+            )).scalars()
+            known.update(by_alias[alias] for alias in found)
+    return known
+
+
 def _insert_new(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
     """Insert ``rows``, skipping primary keys already stored; the number inserted."""
     if not rows:
@@ -101,6 +122,19 @@ def _insert_new(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
         raise NotImplementedError(f"history import supports postgresql and sqlite, not {dialect}")
     result = conn.execute(stmt.returning(*pk), list(rows))
     return len(result.all())
+
+
+def imported_batch_id(database: Database, sha256: str) -> int | None:
+    """The import batch that stored a file with this content hash, if any.
+
+    Lets a caller skip an identical file before parsing it (a known 100k-row export is
+    not re-parsed).
+    """
+    with database.connect() as conn:
+        found = conn.execute(
+            select(import_batches.c.id).where(import_batches.c.sha256 == sha256)
+        ).scalar_one_or_none()
+    return None if found is None else int(found)
 
 
 def import_history(database: Database, batch: ImportBatch) -> ImportSummary:
@@ -142,12 +176,16 @@ def import_history(database: Database, batch: ImportBatch) -> ImportSummary:
             )
             .returning(import_batches.c.id)
         ).scalar_one()
-        exec_new = _insert_new(
-            conn, executions, [_execution_row(ex, batch_id) for ex in batch.executions]
-        )
-        flows_new = _insert_new(
-            conn, cash_flows, [_cash_flow_row(cf, batch_id) for cf in batch.cash_flows]
-        )
+        known_execs = _stored_aliases(conn, executions.c.exec_id, executions, batch.aliases,
+                                      [(ex.broker, ex.account_id, ex.exec_id) for ex in batch.executions])
+        known_flows = _stored_aliases(conn, cash_flows.c.flow_id, cash_flows, batch.aliases,
+                                      [(cf.broker, cf.account_id, cf.flow_id) for cf in batch.cash_flows])
+        exec_new = _insert_new(conn, executions, [
+            _execution_row(ex, batch_id) for ex in batch.executions if ex.exec_id not in known_execs
+        ])
+        flows_new = _insert_new(conn, cash_flows, [
+            _cash_flow_row(cf, batch_id) for cf in batch.cash_flows if cf.flow_id not in known_flows
+        ])
         where = import_batches.c.id == batch_id
         if exec_new + flows_new == 0:
             conn.execute(delete(import_batches).where(where))

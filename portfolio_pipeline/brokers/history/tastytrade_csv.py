@@ -27,9 +27,10 @@ short (+), an exercise a long (-), and an expiration the opposite of the positio
 file's earlier rows (plus ``opening_positions``) leave; an expiration whose position
 is unknown fails naming the row.  A negative ``Dividend`` (withholding) is a ``tax``.
 
-Ids: the export carries no transaction id, so each row's id is a hash of its content
-(plus an occurrence number for identical rows), stable across overlapping exports;
-``Order #`` is kept as ``order_ref``.  The account is ``account_id`` or, by default,
+Ids: the export carries no transaction id, so each row's id is a hash of the broker's
+``Order #`` (where present) and the row's structured fields, not its free-text
+description (plus an occurrence number for identical rows), stable across overlapping
+exports and edited descriptions; ``Order #`` is also kept as ``order_ref``.  The account is ``account_id`` or, by default,
 taken from the export's file name (``tastytrade_transactions_history_<account>_...``).
 The API path (the Tastytrade adapter) uses Tastytrade's transaction ids instead, so do
 not import the same period through both paths into one database.
@@ -45,11 +46,15 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Final
 from zoneinfo import ZoneInfo
 
 from portfolio_pipeline.brokers.history._common import (
+    check_account,
+    check_range,
+    checked_day,
+    checked_utc,
     parse_number,
     resolve_root,
     stable_id,
@@ -149,21 +154,22 @@ def _parse_ts(raw: str, where: str) -> datetime:
         ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=ZoneInfo(NAIVE_TZ))
-    return value.astimezone(UTC)
+    return checked_utc(value, raw, "Date", where)
 
 
 def _parse_expiry(raw: str, where: str) -> date:
     for fmt in ("%m/%d/%y", "%m/%d/%Y", "%Y-%m-%d"):
         try:
-            return datetime.strptime(raw.strip(), fmt).date()  # noqa: DTZ007 - a date only
+            day = datetime.strptime(raw.strip(), fmt).date()  # noqa: DTZ007 - a date only
         except ValueError:
             continue
+        return checked_day(day, raw, "Expiration Date", where)
     raise ImportFormatError(f"{where}: Expiration Date {raw!r} is not a date (M/D/YY)")
 
 
 def _account(name: str, account_id: str | None) -> str:
-    if account_id:
-        return account_id
+    if account_id is not None and account_id != "":
+        return check_account(account_id, "account id", name)
     match = _ACCOUNT_IN_NAME.search(name)
     if match is None:
         raise ImportFormatError(
@@ -174,12 +180,22 @@ def _account(name: str, account_id: str | None) -> str:
     return match["account"]
 
 
-def _row_ids(rows: list[_Row], prefix: str) -> dict[int, str]:
-    """Content-hash id per row line; identical rows get #2, #3... in file order."""
+IDENTITY_COLUMNS: Final = tuple(c for c in REQUIRED_COLUMNS if c not in ("Description", "Average Price"))
+"""What identifies a row: the broker's own ``Order #`` (where present) with the row's
+structured fields.  The free-text description and the derived average price are not
+part of it, so an edited description does not make a deposit or a fill new."""
+ID_PREFIX: Final = "tt2:"
+LEGACY_ID_PREFIX: Final = "tt:"
+"""Ids before ``tt2:`` hashed every column, description included; an import maps them
+(:attr:`ImportBatch.aliases`) so rows stored under them are not stored twice."""
+
+
+def _row_ids(rows: list[_Row], prefix: str, columns: tuple[str, ...]) -> dict[int, str]:
+    """Hash of ``columns`` per row line; identical rows get #2, #3... in file order."""
     seen: Counter[str] = Counter()
     ids: dict[int, str] = {}
     for row in rows:
-        parts = [row.values.get(c, "").strip() for c in REQUIRED_COLUMNS]
+        parts = [row.values.get(c, "").strip() for c in columns]
         base = stable_id(prefix, *parts)
         seen[base] += 1
         ids[row.line] = base if seen[base] == 1 else f"{base}#{seen[base]}"
@@ -300,7 +316,7 @@ class _Parser:
         else:
             match = _AT_PRICE.search(row.get("Description"))
             if match is not None:
-                price = float(match["price"].replace(",", ""))
+                price = check_range(float(match["price"].replace(",", "")), "price", where)
             else:
                 price = abs(value) / (abs(qty) * multiplier)
         self.inventory[contract.key] = held + quantity
@@ -350,6 +366,9 @@ def _read_rows(content: bytes, name: str) -> list[_Row]:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ImportFormatError(f"{name}: not UTF-8 text ({exc.reason})") from None
+    if "\x00" in text:  # PostgreSQL cannot store it in text; a CSV export never has one
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ImportFormatError(f"tastytrade-csv:{name}:{line}: contains a NUL character")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     fields = _header(reader, name)
     rows: list[_Row] = []
@@ -394,7 +413,8 @@ def parse_tastytrade_csv(
     content, name = read_source(source, source_name)
     rows = _read_rows(content, name)
     account = _account(name, account_id)
-    ids = _row_ids(rows, "tt:")
+    ids = _row_ids(rows, ID_PREFIX, IDENTITY_COLUMNS)
+    legacy = _row_ids(rows, LEGACY_ID_PREFIX, REQUIRED_COLUMNS)
     parser = _Parser(instruments, name, account, opening_positions or {})
     executions: list[Execution] = []
     flows: list[CashFlow] = []
@@ -419,6 +439,7 @@ def parse_tastytrade_csv(
         sha256=sha256_hex(content),
         executions=tuple(executions),
         cash_flows=tuple(flows),
+        aliases={ids[line]: legacy[line] for line in ids},
     )
     logger.info(
         "parsed tastytrade csv file=%s account=%s executions=%s cash_flows=%s",

@@ -8,6 +8,7 @@ import dagster as dg
 from portfolio_pipeline.defs.alerts.jobs import breach_response_job, staged_order_reminder_job
 from portfolio_pipeline.defs.alerts.sensors import (
     breach_sensor,
+    hedge_failure_sensor,
     run_failure_alert,
     staged_order_sensor,
 )
@@ -24,6 +25,6 @@ __all__ = ["AlertMessage", "AlertSink", "AlertsResource", "LogAlertSink", "defin
 def definitions() -> dg.Definitions:
     return dg.Definitions(
         jobs=[breach_response_job, staged_order_reminder_job],
-        sensors=[breach_sensor, staged_order_sensor, run_failure_alert],
+        sensors=[breach_sensor, staged_order_sensor, run_failure_alert, hedge_failure_sensor],
         resources={"alerts": AlertsResource()},
     )

@@ -16,9 +16,10 @@ from portfolio_pipeline.domain.orders import OrderStatus
 from portfolio_pipeline.storage.events import events_since
 from portfolio_pipeline.storage.tables import events, orders
 
-__all__ = ["LOOKBACK_IDS", "breach_sensor", "run_failure_alert", "staged_order_sensor"]
+__all__ = ["LOOKBACK_IDS", "breach_sensor", "hedge_failure_sensor", "run_failure_alert", "staged_order_sensor"]
 
 LIMIT_BREACH: Final = "limit_breach"
+HEDGE_FAILED: Final = "hedge_failed"
 LOOKBACK_IDS: Final = 200
 """Ids re-read behind the cursor: concurrent PostgreSQL writers may commit ids out of order."""
 DEFAULT_REMIND_MINUTES: Final = 10.0
@@ -123,3 +124,33 @@ def run_failure_alert(context: dg.RunFailureSensorContext, db: DatabaseResource,
         key=f"run_failure:{run.run_id}", kind="run_failure",
         title=f"Dagster run failed: {run.job_name}", text=f"run {run.run_id}\n{message}",
     ))
+
+
+@dg.sensor(minimum_interval_seconds=10,
+           description="Alerts on every hedge proposal the streaming service could not build.")
+def hedge_failure_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource, platform: PlatformResource,
+                         alerts: AlertsResource) -> dg.SkipReason:
+    last_id, seen = _load_cursor(context.cursor)
+    start = max(last_id - LOOKBACK_IDS, 0)
+    with db.database.connect() as conn:
+        found = events_since(conn, start, kinds=[HEDGE_FAILED], limit=1000)
+    sent = 0
+    for event in found:
+        if event.id in seen:
+            continue
+        seen.add(event.id)
+        p = event.payload or {}
+        sink = alerts.sink(db.database, platform.config.get("notifications.yaml"))
+        sink.send(AlertMessage(
+            key=f"{HEDGE_FAILED}:{event.event_key}"[:255], kind="breach", severity="warning",
+            regime=p.get("regime"),
+            title=f"Hedge proposal failed: {p.get('metric')} breach, underlying {p.get('hedge_underlying')}",
+            text=(f"breach {p.get('breach_event_key')} (value {p.get('value')}, limit {p.get('limit')}, "
+                  f"VIX {p.get('vix')}): no hedge could be built: {p.get('reason')}\n"
+                  "monitoring continues; check hedge.hedge_underlying in streaming.yaml (portfolio config check)"),
+        ))
+        sent += 1
+    new_last = max([last_id, *(e.id for e in found)])
+    floor = new_last - LOOKBACK_IDS
+    context.update_cursor(json.dumps({"last_id": new_last, "seen": sorted(i for i in seen if i > floor)}))
+    return dg.SkipReason(f"{sent} hedge failure alert(s) sent")

@@ -15,7 +15,7 @@ from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource
 from portfolio_pipeline.defs.risk.checks import ATTRIBUTION, MARGIN, RETURNS, RISK
-from portfolio_pipeline.paths import reports_dir
+from portfolio_pipeline.paths import reports_dir, write_private_text
 from portfolio_pipeline.storage.tables import (
     limit_checks,
     margin_history,
@@ -66,7 +66,7 @@ def make_report_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
                 limits=limits[limits["session_date"] == day],
                 exceedances=exceeded[exceeded["session_date"] == day],
             )
-            path.write_text(text, encoding="utf-8")
+            write_private_text(path, text)
             context.log.info("report written: %s", path)
             session = returns[returns["session_date"] == day]
             meta.record(day, REPORT, {
