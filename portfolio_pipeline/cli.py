@@ -147,12 +147,17 @@ def _run_sessions(first: date, last: date, *, demo: bool) -> tuple[bool, str]:
     import dagster as dg
 
     from portfolio_pipeline.definitions import build_definitions
+    from portfolio_pipeline.defs.partitions import HISTORY_START_ENV, history_start
     from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
     from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
     sessions = ExchangeCalendar().sessions(first, last)
     if not sessions:
         raise click.BadParameter(f"no XNYS session between {first} and {last}")
+    if sessions[0] < history_start():
+        raise click.BadParameter(
+            f"{sessions[0]} is before the first partition {history_start()}; "
+            f"set {HISTORY_START_ENV}={sessions[0]} to record earlier sessions")
     definitions = build_definitions()
     job = definitions.resolve_job_def("eod_job")
     with dg.DagsterInstance.get() as instance:

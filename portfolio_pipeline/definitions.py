@@ -16,14 +16,14 @@ from portfolio_pipeline.defs import (
 )
 from portfolio_pipeline.defs.alerts import definitions as alerts_definitions
 from portfolio_pipeline.defs.greeks.schedules import intraday_job, intraday_schedule
-from portfolio_pipeline.defs.partitions import session_partitions
+from portfolio_pipeline.defs.partitions import history_start, session_partitions
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
 
 def build_definitions() -> dg.Definitions:
     calendar = ExchangeCalendar()
-    partitions = session_partitions(calendar)
+    partitions = session_partitions(calendar, start=history_start())
     eod = jobs.eod_job()
     intraday = intraday_job()
     return dg.Definitions.merge(

@@ -59,3 +59,22 @@ def test_eod_schedule_runs_on_sessions_only() -> None:
         assert req.partition_key == "2025-07-03"
     assert _tick("2025-07-03", 16, 30).astimezone(UTC).hour == 20
     assert _tick("2025-01-03", 16, 30).astimezone(UTC).hour == 21
+
+
+def test_partitions_start_at_the_first_session_with_data() -> None:
+    from portfolio_pipeline.defs.partitions import HISTORY_START, HISTORY_START_ENV, history_start
+
+    # the served assets begin at the demo record's first session (2017-07-03), not 2014
+    asset = defs.resolve_assets_def("account_snapshot")
+    assert asset.partitions_def is not None
+    first = asset.partitions_def.get_first_partition_key()
+    assert first == HISTORY_START.isoformat() == "2017-07-03"
+    assert history_start({HISTORY_START_ENV: "2019-01-02"}) == date(2019, 1, 2)
+    assert history_start({}) == HISTORY_START
+    for bad, message in (("2019-13-01", "not a date"), ("2001-01-02", "before 2014-06-02")):
+        try:
+            history_start({HISTORY_START_ENV: bad})
+        except ValueError as exc:
+            assert HISTORY_START_ENV in str(exc) and message in str(exc)
+        else:
+            raise AssertionError(f"{bad} accepted")

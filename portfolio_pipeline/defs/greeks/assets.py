@@ -32,7 +32,7 @@ from portfolio_pipeline.defs.greeks.frames import (
     read_frame,
     settlement_hour,
 )
-from portfolio_pipeline.defs.metadata import SessionMetadata
+from portfolio_pipeline.defs.metadata import SessionMetadata, usd
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import MARKET, POSITIONS
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -42,16 +42,23 @@ from portfolio_pipeline.storage.tables import portfolio_greeks, position_greeks
 BETA_LOOKBACK = timedelta(days=400)
 """Calendar days of stored closes read for a 252-session beta."""
 
-_PLOTTED = ("beta_weighted_dollar_delta", "dollar_delta", "dollar_gamma_1pct", "theta_per_day",
-            "vega_per_point", "market_value")
+_PLOTTED = {
+    "beta_weighted_dollar_delta": "beta-weighted delta ($)",
+    "dollar_delta": "dollar delta ($)",
+    "dollar_gamma_1pct": "dollar gamma per 1% move ($)",
+    "theta_per_day": "theta ($/day)",
+    "vega_per_point": "vega ($/vol point)",
+    "market_value": "market value ($)",
+}
+"""Column of the book row -> metadata label (with its unit)."""
 
 
-def _totals(book: pd.DataFrame) -> dict[str, float | None]:
-    """The plotted totals of the book row ('*', '*') of one session."""
+def _totals(book: pd.DataFrame) -> dict[str, Any]:
+    """The plotted totals of the book row ('*', '*') of one session, in whole dollars."""
     if book.empty:
         return {}
     row = book.iloc[-1]
-    return {c: None if row[c] is None else float(row[c]) for c in _PLOTTED}
+    return {label: None if row[c] is None else usd(float(row[c])) for c, label in _PLOTTED.items()}
 
 
 def _book(totals: pd.DataFrame) -> pd.DataFrame:

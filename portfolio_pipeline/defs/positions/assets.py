@@ -10,7 +10,7 @@ from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
 from portfolio_pipeline.brokers.snapshot import BookSnapshot
 from portfolio_pipeline.config import ConfigError
 from portfolio_pipeline.defs.greeks.frames import read_frame
-from portfolio_pipeline.defs.metadata import SessionMetadata
+from portfolio_pipeline.defs.metadata import SessionMetadata, usd
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import (
     ACCOUNTS,
@@ -82,8 +82,8 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
             nlv = sum(a.nlv for a in snap.accounts)
             vix = next((q for q in snap.quotes if q.contract.underlying == "VIX" and q.contract.sec_type == "IND"), None)
             meta.record(day, POSITIONS, {"positions": len(snap.positions)})
-            meta.record(day, ACCOUNTS, {"accounts": len(snap.accounts), "nlv": float(nlv)})
-            meta.record(day, MARKET, {"quotes": len(snap.quotes), "vix": vix.mark if vix is not None else None})
+            meta.record(day, ACCOUNTS, {"accounts": len(snap.accounts), "NLV ($)": usd(float(nlv))})
+            meta.record(day, MARKET, {"quotes": len(snap.quotes), "VIX": vix.mark if vix is not None else None})
             context.log.info("session=%s positions=%d nlv=%.2f", day, len(snap.positions), nlv)
         for key in (POSITIONS, ACCOUNTS, MARKET):
             yield dg.MaterializeResult(asset_key=key, metadata=meta.output_metadata(key))

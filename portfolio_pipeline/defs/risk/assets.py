@@ -24,9 +24,10 @@ from portfolio_pipeline.defs.greeks.frames import (
     pricing_config,
     read_frame,
 )
-from portfolio_pipeline.defs.metadata import SessionMetadata
+from portfolio_pipeline.defs.metadata import SessionMetadata, pct, usd
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import ACCOUNTS, MARKET
+from portfolio_pipeline.defs.quality import problems_check_result
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.risk.checks import (
     ATTRIBUTION,
@@ -41,7 +42,7 @@ from portfolio_pipeline.defs.risk.checks import (
     RISK_CHECK,
     UNEXPLAINED_CHECK,
     attribution_suite,
-    breach_suite,
+    breach_lines,
     margin_suite,
     reconciliation_frame,
     reconciliation_suite,
@@ -134,9 +135,13 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         meta = SessionMetadata(context, days)
         for day in days:
             session = on(stored, day)
-            meta.record(day, RETURNS, {label: _book_value(session, column) for label, column in (
-                ("nlv", "nlv"), ("daily_return", "twr"), ("pnl", "pnl"), ("drawdown", "drawdown"),
-                ("external_flow", "external_flow"))})
+            meta.record(day, RETURNS, {
+                "NLV ($)": usd(_book_value(session, "nlv")),
+                "day P&L ($)": usd(_book_value(session, "pnl")),
+                "day return (%)": pct(_book_value(session, "twr")),
+                "drawdown (%)": pct(_book_value(session, "drawdown")),
+                "external flow ($)": usd(_book_value(session, "external_flow")),
+            })
         yield dg.MaterializeResult(asset_key=RETURNS, metadata=meta.output_metadata(RETURNS))
         yield check_result(RETURNS_CHECK, returns_suite(stored))
         yield check_result(
@@ -204,9 +209,10 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             book = session[(session["broker"] == ALL) & (session["position_key"] == ALL)] if not session.empty else session
             if not book.empty:
                 row = book.iloc[0]
-                values.update({c: _float(row[c]) for c in (
-                    "actual", "delta_pnl", "gamma_pnl", "theta_pnl", "vega_pnl", "vanna_pnl",
-                    "volga_pnl", "unexplained")})
+                values.update({f"{label} ($)": usd(_float(row[c])) for c, label in (
+                    ("actual", "day P&L"), ("delta_pnl", "delta P&L"), ("gamma_pnl", "gamma P&L"),
+                    ("theta_pnl", "theta P&L"), ("vega_pnl", "vega P&L"), ("vanna_pnl", "vanna P&L"),
+                    ("volga_pnl", "volga P&L"), ("unexplained", "unexplained P&L"))})
             meta.record(day, ATTRIBUTION, values)
         yield dg.MaterializeResult(asset_key=ATTRIBUTION, metadata=meta.output_metadata(ATTRIBUTION))
         yield check_result(ATTRIBUTION_CHECK, attribution_suite(stored))
@@ -249,12 +255,16 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             values: dict[str, Any] = {"rows": len(session)}
             if not session.empty:
                 book = session[(session["broker"] == ALL) & (session["window"] == "full")]
-                for metric in ("var_95_historical", "var_99_historical", "cvar_99_historical",
-                               "var_99_garch_t", "max_drawdown"):
+                for metric, label in (
+                    ("var_95_historical", "VaR 95% 1d historical"), ("var_99_historical", "VaR 99% 1d historical"),
+                    ("cvar_95_historical", "CVaR 95% 1d historical"),
+                    ("cvar_99_historical", "CVaR 99% 1d historical"), ("var_99_garch_t", "VaR 99% 1d GARCH-t"),
+                    ("max_drawdown", "max drawdown"),
+                ):
                     hit = book[book["metric"] == metric]
                     if not hit.empty:
-                        values[f"{metric}_usd"] = _float(hit.iloc[0]["value_usd"])
-                        values[f"{metric}_pct"] = _float(hit.iloc[0]["value"])
+                        values[f"{label} ($)"] = usd(_float(hit.iloc[0]["value_usd"]))
+                        values[f"{label} (%)"] = pct(_float(hit.iloc[0]["value"]))
                 for metric in ("sharpe", "sortino"):
                     hit = book[book["metric"] == metric]
                     if not hit.empty:
@@ -311,14 +321,27 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             book = session[session["broker"] == ALL] if not session.empty else session
             if not book.empty:
                 row = book.iloc[0]
+                regime = str(row["regime"])
                 meta.record(day, MARGIN, {
-                    "margin_utilisation": _float(row["margin_utilisation"]), "vix": _float(row["vix"]),
-                    "nlv": _float(row["nlv"]), "regime": str(row["regime"]), "breaches": int(row["breaches"])})
+                    "margin utilisation (%)": pct(_float(row["margin_utilisation"])), "VIX": _float(row["vix"]),
+                    "NLV ($)": usd(_float(row["nlv"])), "regime": regime,
+                    _regime_label(service.regime_names): service.regime_names.index(regime)
+                    if regime in service.regime_names else None,
+                    "limit breaches": int(row["breaches"]),
+                    "breached limits": str(row["breached_metrics"]) or "none"})
         yield dg.MaterializeResult(asset_key=MARGIN, metadata=meta.output_metadata(MARGIN))
         yield check_result(MARGIN_CHECK, margin_suite(stored, list(service.regime_names)))
-        yield check_result(BREACH_CHECK, breach_suite(checks), severity=dg.AssetCheckSeverity.WARN)
+        breached = breach_lines(checks, stored)
+        yield problems_check_result(
+            BREACH_CHECK, breached, severity=dg.AssetCheckSeverity.WARN,
+            sessions_with_breaches=len({line.split(" ", 1)[0] for line in breached}))
 
     return [portfolio_returns_asset, pnl_attribution_asset, risk_metrics_asset, margin_history_asset]
+
+
+def _regime_label(names: tuple[str, ...]) -> str:
+    """Label of the plotted regime level: '0 calm .. 3 crisis' style, from the configured order."""
+    return "regime level (" + ", ".join(f"{i}={n}" for i, n in enumerate(names)) + ")"
 
 
 def _index_close(quotes: pd.DataFrame, root: str) -> float | None:

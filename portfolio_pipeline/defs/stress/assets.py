@@ -17,7 +17,7 @@ import dagster as dg
 import numpy as np
 from sqlalchemy import Table, select
 
-from portfolio_pipeline.defs.metadata import SessionMetadata
+from portfolio_pipeline.defs.metadata import SessionMetadata, usd
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.stress import checks
 from portfolio_pipeline.defs.stress.book import (
@@ -252,9 +252,9 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     f"{_money(cube[r, c])} ({_money(cube_g[r, c])})" for c in range(cube.shape[1])) + " |")
             meta.record(day, checks.GRID, {
                 "worst_cell": dg.MetadataValue.text(worst_name),
-                "worst_pnl": dg.MetadataValue.float(float(total[worst])),
-                "worst_pnl_greeks": dg.MetadataValue.float(float(approx[worst, -1])),
-                "max_greeks_error": dg.MetadataValue.float(float(np.abs(approx[:, -1] - total).max())),
+                "worst grid P&L ($)": usd(float(total[worst])),
+                "worst grid P&L, Greeks approximation ($)": usd(float(approx[worst, -1])),
+                "max Greeks approximation error ($)": usd(float(np.abs(approx[:, -1] - total).max())),
                 "vix": dg.MetadataValue.float(sb.vix),
                 "skew_rule": dg.MetadataValue.text(cfg.grid.skew_rule),
                 "rows": dg.MetadataValue.int(len(rows)),
@@ -290,7 +290,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid)}
             rows = []
-            values: dict[str, dg.MetadataValue] = {}
+            values: dict[str, dg.MetadataValue | None] = {}
             lines = ["| window | worst day | worst P&L | Greeks approx | end P&L | filled days |",
                      "|---|---|---:|---:|---:|---:|"]
             for path in replay:
@@ -312,7 +312,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 filled = sum(s != "published" for s in (*path.spx_source, *path.vix_source))
                 lines.append(f"| {path.name} | {path.dates[w]} | {_money(full[w, -1])} | "
                              f"{_money(approx[w, -1])} | {_money(full[-1, -1])} | {filled} |")
-                values[f"{path.name}_worst_pnl"] = dg.MetadataValue.float(float(full[w, -1]))
+                values[f"{path.name} worst P&L ($)"] = usd(float(full[w, -1]))
                 values[f"{path.name}_worst_date"] = dg.MetadataValue.text(path.dates[w].isoformat())
             with db.database.begin() as conn:
                 replace_partition(conn, stress_historical, {"session_date": day}, rows)
@@ -352,7 +352,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol}
             rows: list[dict[str, object]] = []
-            values: dict[str, dg.MetadataValue] = {}
+            values: dict[str, dg.MetadataValue | None] = {}
             run = _simulator(fits, sb, setup, kw)
             results = list(pool.map(lambda h: run(setup.corr, h), mc.horizons_days))  # noqa: B023
             for h, groups in zip(mc.horizons_days, results, strict=True):
@@ -376,7 +376,8 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     })
                 tot = rows[-1]
                 for key in ("var_95", "cvar_95", "var_99", "cvar_99"):
-                    values[f"{key}_{h}d"] = dg.MetadataValue.float(float(tot[key]))  # type: ignore[arg-type]
+                    label = f"MC {key.split('_')[0].upper()} {key.split('_')[1]}% {h}d ($)"
+                    values[label] = usd(float(tot[key]))  # type: ignore[arg-type]
                 contrib_lines = ["| account | group | contribution to CVaR99 |", "|---|---|---:|"]
                 for e, (b, a, g) in enumerate(ents[: len(sb.group_keys)]):
                     contrib_lines.append(f"| {b}:{a} | {g} | {_money(contrib[0.99][e])} |")
@@ -457,7 +458,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             for k, v in zip(todo, computed, strict=True):
                 values[k] = v
             rows = []
-            session_meta: dict[str, dg.MetadataValue] = {}
+            session_meta: dict[str, dg.MetadataValue | None] = {}
             for (name, h), risk in zip(tasks, values, strict=True):
                 assert risk is not None
                 row = {
@@ -467,7 +468,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     "factors": names, "matrix": np.round(matrices[name], 10).tolist(),
                 }
                 rows.append(row)
-                session_meta[f"{name}_var_99_{h}d"] = dg.MetadataValue.float(float(row["var_99"]))
+                session_meta[f"{name} correlation VaR 99% {h}d ($)"] = usd(float(row["var_99"]))
             with db.database.begin() as conn:
                 replace_partition(conn, correlation_stress, {"session_date": day}, rows)
 
