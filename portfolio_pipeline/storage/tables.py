@@ -872,3 +872,15 @@ strategy_overrides = Table(
     _utc("updated_at"),
     comment="Manual strategy names/types/groupings from `portfolio strategies tag`.",
 )
+
+monte_carlo_distribution = Table(
+    "monte_carlo_distribution",
+    metadata,
+    _session_date(),
+    Column("horizon_days", Integer, primary_key=True, comment="trading days"),
+    Column("bin", Integer, primary_key=True, comment="0 = the largest loss"),
+    _money("pnl_from", comment="book P&L, lower edge"),
+    _money("pnl_to", comment="book P&L, upper edge"),
+    Column("scenarios", Integer, nullable=False),
+    comment="Histogram of the whole book's Monte Carlo P&L per horizon (the risk pack's chart).",
+)

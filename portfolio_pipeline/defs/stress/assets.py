@@ -51,6 +51,7 @@ from portfolio_pipeline.quant.scenarios import (
 from portfolio_pipeline.storage import positions_snapshot, replace_partition
 from portfolio_pipeline.storage.tables import (
     correlation_stress,
+    monte_carlo_distribution,
     monte_carlo_var,
     stress_historical,
     stress_shock_grid,
@@ -154,6 +155,13 @@ def _stored_var(row: dict[str, Any] | None, mc: MonteCarloConfig, setup: McSetup
     if any(v is None for v in values.values()):
         return None
     return {k: float(v) for k, v in values.items()}
+
+
+def distribution_rows(day: date, horizon: int, book_pnl: np.ndarray, bins: int) -> list[dict[str, object]]:
+    """The histogram of the book's simulated P&L at ``horizon`` (rows of monte_carlo_distribution)."""
+    counts, edges = np.histogram(book_pnl, bins=bins)
+    return [{"session_date": day, "horizon_days": horizon, "bin": i, "pnl_from": float(edges[i]),
+             "pnl_to": float(edges[i + 1]), "scenarios": int(c)} for i, c in enumerate(counts)]
 
 
 def _money(x: float) -> str:
@@ -355,8 +363,10 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             values: dict[str, dg.MetadataValue | None] = {}
             run = _simulator(fits, sb, setup, kw)
             results = list(pool.map(lambda h: run(setup.corr, h), mc.horizons_days))  # noqa: B023
+            hist_rows: list[dict[str, object]] = []
             for h, groups in zip(mc.horizons_days, results, strict=True):
                 pnl = groups @ agg
+                hist_rows += distribution_rows(day, h, pnl[:, -1], mc.histogram_bins)
                 tails = {lv: tail_contributions(groups, lv) for lv in (0.95, 0.99)}
                 contrib = {lv: c @ agg for lv, (c, _) in tails.items()}
                 total_tail = -np.sort(pnl[:, -1])[: len(tails[0.99][1])].mean()
@@ -388,6 +398,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     + "\n\n" + "\n".join(contrib_lines))
             with db.database.begin() as conn:
                 replace_partition(conn, monte_carlo_var, {"session_date": day}, rows)
+                replace_partition(conn, monte_carlo_distribution, {"session_date": day}, hist_rows)
             check_rows = rows
             values["regime"] = dg.MetadataValue.text(setup.regime)
             values["vol_multiplier"] = dg.MetadataValue.float(setup.multiplier)
