@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from portfolio_pipeline.cli_errors import BAD_INPUT
 from portfolio_pipeline.paths import config_dir, portfolio_home, repo_root
 
 logger = logging.getLogger("portfolio")
@@ -20,7 +21,8 @@ DEMO_END = date(2018, 6, 29)
 
 
 class _Portfolio(click.Group):
-    """Reports bad input (config, files, broker data) as one line, without a traceback."""
+    """Reports bad input (config, files, broker data) and every command's failure as one
+    ``error: ...`` line, without a traceback (exit codes: ``cli_errors``)."""
 
     def invoke(self, ctx: click.Context) -> object:
         from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
@@ -32,7 +34,12 @@ class _Portfolio(click.Group):
             return super().invoke(ctx)
         except (ConfigError, DomainError, ImportFormatError, BrokerDataError, BrokerError) as exc:
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
+            ctx.exit(BAD_INPUT)
+        except click.UsageError:
+            raise  # Click's usage text
+        except click.ClickException as exc:  # one style for every command (cli_errors)
+            click.echo(f"error: {exc.format_message()}", err=True)
+            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=_Portfolio, context_settings={"help_option_names": ["-h", "--help"]})
@@ -309,9 +316,12 @@ def ui(port: int, host: str) -> None:
 
 def _attach_subcommands() -> None:
     from portfolio_pipeline.cli_alerts import alerts
+    from portfolio_pipeline.cli_day import report, status
     from portfolio_pipeline.cli_orders import orders
     from portfolio_pipeline.cli_strategies import strategies
 
+    main.add_command(report)
+    main.add_command(status)
     main.add_command(alerts)
     main.add_command(orders)
     main.add_command(strategies)

@@ -89,6 +89,8 @@ class PackData:
     replays: list[Row]
     mc: list[Row]
     mc_hist: list[Row] = field(default_factory=list)
+    scopes: list[Row] = field(default_factory=list)
+    """margin_history rows of the session, every scope (the NLV that scales each limit)."""
 
     @property
     def today(self) -> Row | None:
@@ -146,6 +148,7 @@ def load_pack(conn: Connection, day: date) -> PackData:
         mc=_rows(conn, mc, mc.c.session_date == day, mc.c.broker == ALL, mc.c.group_key == ALL,
                  order=["horizon_days"]),
         mc_hist=_rows(conn, dist, dist.c.session_date == day, order=["horizon_days", "bin"]),
+        scopes=_rows(conn, m, m.c.session_date == day),
     )
 
 
@@ -204,7 +207,7 @@ def var_breaches(pack: PackData) -> list[VarBreach]:
 
 def limit_rows(pack: PackData) -> list[Row]:
     """The session's limit checks with $ values (fraction x the scope's NLV), book first."""
-    nlv = {(r["broker"], r["account_id"]): _num(r["nlv"]) for r in pack.margin if r["session_date"] == pack.session}
+    nlv = {(r["broker"], r["account_id"]): _num(r["nlv"]) for r in pack.scopes}
     out = []
     for r in sorted(pack.limits, key=lambda x: (x["broker"] != ALL, x["broker"], x["account_id"], x["metric"])):
         scale = nlv.get((r["broker"], r["account_id"]))
@@ -273,13 +276,13 @@ def _headline(pack: PackData) -> str:
     var99 = pack.risk.get("var_99_historical")
     if var99 is not None:
         parts.append(f"VaR 99% 1-day ${usd(var99['value_usd'])} ({pct(var99['value'], 2)})")
-    breaches = [r for r in limit_rows(pack) if r["breached"]]
+    breaches = sorted({r["metric"] for r in limit_rows(pack) if r["breached"]})
     flags = []
     for vb in var_breaches(pack):
         cls, word = ("bad", "VaR BREACH") if vb.breached else ("ok", "within VaR")
         flags.append(f'<span class="flag {cls}">{word} {vb.level}%: day ${usd(vb.day_pnl, signed=True)} vs prior '
                      f"VaR ${usd(vb.prior_var)}</span>")
-    lim = (f'<span class="flag bad">{len(breaches)} limit(s) breached</span>' if breaches
+    lim = (f'<span class="flag bad">limits breached: {_e(", ".join(breaches))}</span>' if breaches
            else '<span class="flag ok">all limits within</span>')
     return f"<p>{' · '.join(parts)}</p><p>{lim} {' '.join(flags)}</p>"
 
@@ -564,8 +567,8 @@ def headline_markdown(pack: PackData) -> str:
     return "\n".join(lines)
 
 
-def write_packs(conn: Connection, days: Sequence[date], directory: Path) -> list[Path]:
-    """Write the packs of ``days`` and refresh the index in ``directory``; the paths written."""
+def write_packs(conn: Connection, days: Sequence[date], directory: Path) -> list[tuple[Path, PackData]]:
+    """Write the packs of ``days`` and refresh the index in ``directory``; each path with its data."""
     directory.mkdir(parents=True, exist_ok=True)
     sessions = stored_sessions(conn)
     position = {d: i for i, d in enumerate(sessions)}
@@ -574,9 +577,10 @@ def write_packs(conn: Connection, days: Sequence[date], directory: Path) -> list
         i = position.get(day)
         previous = sessions[i - 1] if i is not None and i > 0 else None
         following = sessions[i + 1] if i is not None and i + 1 < len(sessions) else None
+        pack = load_pack(conn, day)
         path = directory / pack_name(day)
-        path.write_text(render_pack(load_pack(conn, day), previous=previous, following=following), encoding="utf-8")
-        written.append(path)
+        path.write_text(render_pack(pack, previous=previous, following=following), encoding="utf-8")
+        written.append((path, pack))
     available = {date.fromisoformat(p.name[len(PACK_PREFIX):-len(".html")])
                  for p in directory.glob(f"{PACK_PREFIX}*.html")}
     (directory / INDEX_NAME).write_text(render_index(index_rows(conn), available), encoding="utf-8")
