@@ -292,6 +292,13 @@ def run(session: object) -> None:
         day = session.date()
     else:
         day = ExchangeCalendar().last_completed_session(datetime.now(UTC))
+    from portfolio_pipeline.cli_errors import CliError
+    from portfolio_pipeline.config import load_platform_config
+    from portfolio_pipeline.demo_window import outside_demo_history
+
+    reason = outside_demo_history(load_platform_config(config_dir()), day)
+    if reason is not None:
+        raise CliError(reason)
     ok, run_id = _run_sessions(day, day, demo=False)
     click.echo(f"session {day}: run {run_id} {'succeeded' if ok else 'FAILED'}")
     sys.exit(0 if ok else 1)

@@ -75,3 +75,11 @@ def test_one_error_style(db: Database, db_url: str, monkeypatch: pytest.MonkeyPa
     assert tag.output.startswith("error: --account 'DEMO-01': no such account in ") and "DEMO-001" in tag.output
     good = runner.invoke(main, ["strategies", "tag", "SPX-IC-1", "--account", "DEMO-001", "--name", "x"])
     assert good.exit_code == 0, good.output
+
+
+def test_run_refuses_a_session_past_the_demo_history_in_one_line(portfolio_env: object) -> None:
+    """Regression: `portfolio run` on the demo-only default failed with ~125 lines of traceback."""
+    result = CliRunner().invoke(main, ["run", "--date", "2025-07-03"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: session 2025-07-03: only the demo broker is configured")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output

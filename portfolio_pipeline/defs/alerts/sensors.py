@@ -31,7 +31,7 @@ def _load_cursor(raw: str | None) -> tuple[int, set[int]]:
     return int(doc.get("last_id", 0)), {int(i) for i in doc.get("seen", [])}
 
 
-@dg.sensor(job=breach_response_job, minimum_interval_seconds=10,
+@dg.sensor(job=breach_response_job, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING,
            description="One breach_response run per limit_breach event (run_key = event id).")
 def breach_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource) -> Iterator[dg.RunRequest]:
     last_id, seen = _load_cursor(context.cursor)
@@ -78,7 +78,8 @@ def staged_order_sensor(context: dg.SensorEvaluationContext, db: DatabaseResourc
         )
 
 
-@dg.run_failure_sensor(minimum_interval_seconds=30, description="Alerts on every failed run.")
+@dg.run_failure_sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+                       description="Alerts on every failed run.")
 def run_failure_alert(context: dg.RunFailureSensorContext, db: DatabaseResource, platform: PlatformResource,
                       alerts: AlertsResource) -> None:
     run = context.dagster_run

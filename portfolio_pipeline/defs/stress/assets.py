@@ -386,7 +386,8 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     })
                 tot = rows[-1]
                 for key in ("var_95", "cvar_95", "var_99", "cvar_99"):
-                    label = f"MC {key.split('_')[0].upper()} {key.split('_')[1]}% {h}d ($)"
+                    kind, level = key.split("_")
+                    label = f"MC {'CVaR' if kind == 'cvar' else 'VaR'} {level}% {h}d ($)"
                     values[label] = usd(float(tot[key]))  # type: ignore[arg-type]
                 contrib_lines = ["| account | group | contribution to CVaR99 |", "|---|---|---:|"]
                 for e, (b, a, g) in enumerate(ents[: len(sb.group_keys)]):
