@@ -18,12 +18,13 @@ from portfolio_pipeline.defs.alerts import definitions as alerts_definitions
 from portfolio_pipeline.defs.greeks.schedules import intraday_job, intraday_schedule
 from portfolio_pipeline.defs.partitions import history_start, session_partitions
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.demo_window import demo_partitions_end
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
 
 def build_definitions() -> dg.Definitions:
     calendar = ExchangeCalendar()
-    partitions = session_partitions(calendar, start=history_start())
+    partitions = session_partitions(calendar, start=history_start(), end=demo_partitions_end())
     eod = jobs.eod_job()
     intraday = intraday_job()
     return dg.Definitions.merge(

@@ -7,7 +7,8 @@ nothing to record, so the EOD schedule skips it (with a reason the UI shows) and
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
+from pathlib import Path
 
 from portfolio_pipeline.config import PlatformConfig
 
@@ -36,3 +37,20 @@ def outside_demo_history(config: PlatformConfig, day: date) -> str | None:
         return None
     return (f"session {day}: only the demo broker is configured ({config.directory / 'accounts.yaml'}) and its "
             f"market history ends {end}; record the demo window with `portfolio demo`, or add a broker account")
+
+
+def demo_partitions_end(directory: Path | None = None) -> date | None:
+    """The day after the demo history when only the demo broker is configured, else None.
+
+    Daily partitions end there, so the UI of a demo setup does not count years of
+    "missing" sessions the demo broker can never record.  A configuration that does not
+    load gives None (open-ended partitions); ``portfolio config check`` reports it.
+    """
+    from portfolio_pipeline.config import ConfigError, load_platform_config
+    from portfolio_pipeline.paths import config_dir
+
+    try:
+        config = load_platform_config(directory or config_dir())
+    except ConfigError:
+        return None
+    return demo_history_end() + timedelta(days=1) if demo_only(config) else None

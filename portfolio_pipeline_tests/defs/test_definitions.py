@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from portfolio_pipeline.definitions import defs
+from portfolio_pipeline.definitions import build_definitions, defs
 from portfolio_pipeline.defs.partitions import session_partitions
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline_tests.stubs import REPO_ROOT, ephemeral_instance
@@ -83,8 +83,9 @@ def schedule_status(name: str) -> dg.DefaultScheduleStatus:
 
 
 def test_eod_schedule_runs_on_sessions_only(broker_config: Path) -> None:
-    schedule = defs.resolve_schedule_def("eod_schedule")
-    repo = defs.get_repository_def()
+    live = build_definitions()  # live broker accounts: open-ended partitions
+    schedule = live.resolve_schedule_def("eod_schedule")
+    repo = live.get_repository_def()
     with ephemeral_instance() as instance:
         ctx = dg.build_schedule_context(instance=instance, repository_def=repo, scheduled_execution_time=_tick("2018-02-05", 16, 30))
         [request] = schedule.evaluate_tick(ctx).run_requests or []
@@ -110,6 +111,8 @@ def test_partitions_start_at_the_first_session_with_data() -> None:
     assert asset.partitions_def is not None
     first = asset.partitions_def.get_first_partition_key()
     assert first == HISTORY_START.isoformat() == "2017-07-03"
+    # demo-only configuration: they end with the demo broker's history (2018-12-31)
+    assert asset.partitions_def.get_last_partition_key() == "2018-12-31"
     assert history_start({HISTORY_START_ENV: "2019-01-02"}) == date(2019, 1, 2)
     assert history_start({}) == HISTORY_START
     for bad, message in (("2019-13-01", "not a date"), ("2001-01-02", "before 2014-06-02")):
