@@ -38,7 +38,7 @@ def eod_schedule(job: dg.UnresolvedAssetJobDefinition, calendar: ExchangeCalenda
             return dg.SkipReason(f"{day} is not an XNYS session")
         if calendar.session_close(day) > tick:
             return dg.SkipReason(f"{day}: the session has not closed yet")
-        reason = _demo_skip(day)
+        reason = demo_skip(day)
         if reason is not None:
             return dg.SkipReason(reason)
         return dg.RunRequest(run_key=f"eod-{day.isoformat()}", partition_key=day.isoformat())
@@ -46,7 +46,7 @@ def eod_schedule(job: dg.UnresolvedAssetJobDefinition, calendar: ExchangeCalenda
     return _eod
 
 
-def _demo_skip(day: date) -> str | None:
+def demo_skip(day: date) -> str | None:
     """A skip reason when only the demo broker is configured and ``day`` is past its history."""
     from portfolio_pipeline.config import load_platform_config
     from portfolio_pipeline.demo_window import outside_demo_history
