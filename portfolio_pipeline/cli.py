@@ -49,10 +49,30 @@ def main(verbose: bool) -> None:
     # Dagster flags its own beta/preview parameters (used inside its decorators) on every
     # import; they say nothing about this project, so the CLI keeps them off the console.
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # -v: the platform's own steps at INFO; third-party libraries (dagster, alembic, arch,
+    # httpx ...) stay at WARNING either way.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in PLATFORM_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+PLATFORM_LOGGERS = ("portfolio", "portfolio_pipeline", "streaming_service")
+"""Logger namespaces of this project (what ``-v`` turns to INFO)."""
+
+
+def _show_progress() -> None:
+    """Per-session progress with an ETA (defs/progress.py) on stderr, for long runs."""
+    from portfolio_pipeline.defs.progress import PROGRESS_LOGGER
+
+    progress = logging.getLogger(PROGRESS_LOGGER)
+    for old in [h for h in progress.handlers if getattr(h, "portfolio_progress", False)]:
+        progress.removeHandler(old)  # an earlier command's stream
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    handler.portfolio_progress = True  # type: ignore[attr-defined]
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
 
 
 # --- config -------------------------------------------------------------------------
@@ -255,6 +275,9 @@ def _summary(first: date, last: date) -> list[str]:
     report = reports_dir() / f"daily_{end.isoformat()}.html"
     if report.exists():
         lines.append(f"daily report    : {report}")
+    pack = reports_dir() / f"risk_pack_{end.isoformat()}.html"
+    if pack.exists():
+        lines.append(f"risk pack       : {pack} (open with `portfolio report --serve`)")
     lines.append(f"database        : {where}")
     return lines
 
@@ -271,6 +294,7 @@ def demo(start: object, end: object) -> None:
     assert isinstance(start, datetime) and isinstance(end, datetime)
     first, last = start.date(), end.date()
     click.echo(f"portfolio demo: sessions {first} .. {last}, data in {portfolio_home()}")
+    _show_progress()
     ok, run_id = _run_sessions(first, last, demo=True)
     for line in _summary(first, last):
         click.echo("  " + line)

@@ -35,6 +35,7 @@ from portfolio_pipeline.defs.greeks.frames import (
 from portfolio_pipeline.defs.metadata import SessionMetadata, usd
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import MARKET, POSITIONS
+from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.storage import market_snapshot, positions_snapshot, replace_partition
 from portfolio_pipeline.storage.tables import portfolio_greeks, position_greeks
@@ -92,7 +93,7 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         closes = combine_closes(stored_closes(spot_rows), history_closes(market_history()))
         ref_root = cfg.beta.reference.upper()
         hour = settlement_hour(calendar)
-        for day in days:
+        for day in tracked("position_greeks", days, context.log):
             pos = on(positions, day)
             betas = estimate_betas(closes, day, set(pos["underlying"]), cfg.beta)
             ts = pd.Timestamp(day)
@@ -133,7 +134,7 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
         positions = read_frame(db, position_greeks, days)
-        for day in days:
+        for day in tracked("portfolio_greeks", days, context.log):
             rows = portfolio_greek_rows(on(positions, day), day)
             with db.database.begin() as conn:
                 replace_partition(conn, portfolio_greeks, {"session_date": day}, rows)

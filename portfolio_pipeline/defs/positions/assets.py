@@ -22,6 +22,7 @@ from portfolio_pipeline.defs.positions.checks import (
     market_suite,
     positions_suite,
 )
+from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.storage import (
     account_snapshot,
@@ -69,7 +70,7 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
     ) -> Iterator[dg.MaterializeResult[None] | dg.AssetCheckResult]:
         days = partition_dates(context)
         meta = SessionMetadata(context, days)
-        for day in days:
+        for day in tracked("broker_snapshots", days, context.log):
             snap = snapshot_or_fail(platform, day)
             rows = {
                 positions_snapshot: [position_row(day, p) for p in snap.positions],

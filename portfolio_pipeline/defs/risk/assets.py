@@ -27,6 +27,7 @@ from portfolio_pipeline.defs.greeks.frames import (
 from portfolio_pipeline.defs.metadata import SessionMetadata, pct, usd
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import ACCOUNTS, MARKET
+from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.quality import problems_check_result
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.risk.checks import (
@@ -123,7 +124,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         flows, _ = platform.activity(first_prev, days[-1])
         flow_frame = flow_sessions(flows, session_after(calendar))
         carry = read_frame(db, portfolio_returns, [first_prev])
-        for day in days:
+        for day in tracked("portfolio_returns", days, context.log):
             prev = calendar.previous_session(day)
             rows = return_rows(day, on(accounts, day), on(accounts, prev), flow_frame, carry)
             with db.database.begin() as conn:
@@ -182,7 +183,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             per_day = cash.setdefault(after(f.ts), {})
             key = (f.broker, f.account_id, f.contract.key)
             per_day[key] = per_day.get(key, 0.0) + f.cash_effect
-        for day in days:
+        for day in tracked("pnl_attribution", days, context.log):
             prev = calendar.previous_session(day)
             previous = on(greeks, prev)
             if previous.empty:
@@ -244,7 +245,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
                 rows += risk_metric_rows([d for d in days if d in have], series, cfg.risk,
                                          (str(broker), str(account)))
         frame = pd.DataFrame(rows, columns=list(risk_metrics.c.keys()))
-        for day in days:
+        for day in tracked("risk_metrics", days, context.log):
             day_rows = frame[frame["session_date"] == day].to_dict("records") if not frame.empty else []
             with db.database.begin() as conn:
                 replace_partition(conn, risk_metrics, {"session_date": day}, day_rows)
@@ -297,7 +298,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         greeks = read_frame(db, portfolio_greeks, days)
         prior = read_frame(db, margin_history, [calendar.previous_session(days[0])], where={"broker": ALL})
         previous: str | None = str(prior.iloc[0]["regime"]) if not prior.empty else None
-        for day in days:
+        for day in tracked("margin_history", days, context.log):
             quotes = on(market, day)
             vix = _index_close(quotes, "VIX")
             if vix is None:

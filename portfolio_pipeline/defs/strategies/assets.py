@@ -20,6 +20,7 @@ from portfolio_pipeline.brokers.base import BrokerError
 from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
+from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.strategies import book
 from portfolio_pipeline.defs.strategies.checks import (
@@ -127,7 +128,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         cfg = strategies_config(platform)
         execs = load_executions(db, platform, days)
         meta = SessionMetadata(context, days)
-        for day in days:
+        for day in tracked("strategy_groups", days, context.log):
             with db.database.begin() as conn:
                 groups = book.tag_session(conn, day, execs, cfg)
                 replace_partition(conn, strategy_groups, {"session_date": day}, groups)
@@ -166,7 +167,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         problems: list[str] = []
         worst = 0.0
         meta = SessionMetadata(context, days)
-        for day in days:
+        for day in tracked("strategy_performance", days, context.log):
             with db.database.begin() as conn:
                 result = book.performance_session(conn, day, execs)
                 replace_partition(conn, strategy_performance, {"session_date": day}, result.rows)
@@ -206,7 +207,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         if rules is None:
             context.log.warning("config/exit_rules.yaml is absent: every strategy is green")
         meta = SessionMetadata(context, days)
-        for day in days:
+        for day in tracked("position_lifecycle", days, context.log):
             close = platform.calendar.session_close(day)
             session_signals = 0
             with db.database.begin() as conn:  # rows and events commit together

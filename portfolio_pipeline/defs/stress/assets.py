@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import Table, select
 
 from portfolio_pipeline.defs.metadata import SessionMetadata, usd
+from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.stress import checks
 from portfolio_pipeline.defs.stress.book import (
@@ -218,7 +219,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         all_pnl: list[np.ndarray] = []
         zero_pnl = 0.0
         cfg = stress_config(platform.config)  # once per run
-        for day in meta.days:
+        for day in tracked("stress_shock_grid", meta.days, context.log):
             sb = _load(context, db, platform, day, stress_shock_grid, cfg)
             if sb is None:
                 continue
@@ -287,7 +288,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         meta = SessionMetadata(context)
         totals: list[np.ndarray] = []
         cfg = stress_config(platform.config)  # once per run
-        for day in meta.days:
+        for day in tracked("stress_historical", meta.days, context.log):
             sb = _load(context, db, platform, day, stress_historical, cfg)
             if sb is None:
                 continue
@@ -349,7 +350,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         tail_gap = 0.0
         cfg = stress_config(platform.config)  # once per run
         pool = ThreadPoolExecutor(WORKERS)  # the horizons of a session side by side
-        for day in meta.days:
+        for day in tracked("monte_carlo_var", meta.days, context.log):
             sb = _load(context, db, platform, day, monte_carlo_var, cfg)
             if sb is None:
                 continue
@@ -432,7 +433,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         reused = 0
         cfg = stress_config(platform.config)  # once per run
         pool = ThreadPoolExecutor(WORKERS)
-        for day in days:
+        for day in tracked("correlation_stress", days, context.log):
             sb = _load(context, db, platform, day, correlation_stress, cfg)
             if sb is None:
                 continue
