@@ -17,7 +17,7 @@ from portfolio_pipeline.paths import config_dir, portfolio_home, repo_root
 logger = logging.getLogger("portfolio")
 
 DEMO_START = date(2017, 7, 3)
-DEMO_END = date(2018, 6, 29)
+DEMO_END = date(2018, 6, 29)  # the same window as demo_window.DEMO_START/DEMO_END (a test keeps them equal)
 
 
 class _Portfolio(click.Group):
@@ -52,8 +52,8 @@ def main(verbose: bool) -> None:
     # -v: the platform's own steps at INFO; third-party libraries (dagster, alembic, arch,
     # httpx ...) stay at WARNING either way.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in PLATFORM_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    for name in PLATFORM_LOGGERS:  # NOTSET: inherit the root's WARNING
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.NOTSET)
 
 
 PLATFORM_LOGGERS = ("portfolio", "portfolio_pipeline", "streaming_service")
@@ -185,6 +185,11 @@ def _run_sessions(first: date, last: date, *, demo: bool) -> tuple[bool, str]:
         raise click.BadParameter(
             f"{sessions[0]} is before the first partition {history_start()}; "
             f"set {HISTORY_START_ENV}={sessions[0]} to record earlier sessions")
+    from portfolio_pipeline.demo_window import DEMO_END as RECORD_END
+    from portfolio_pipeline.demo_window import demo_partitions_end
+
+    if (end := demo_partitions_end()) is not None and sessions[-1] >= end:
+        raise click.BadParameter(f"{sessions[-1]} is after the demo record's last session {RECORD_END}")
     definitions = build_definitions()
     job = definitions.resolve_job_def("eod_job")
     with dg.DagsterInstance.get() as instance:

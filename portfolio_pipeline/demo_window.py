@@ -1,8 +1,11 @@
-"""Whether the configuration records only the demo broker, and where its history ends.
+"""Whether the configuration records only the demo broker, and the window it records.
 
-The demo broker replays 2017-2018 market history: a session after that history has
-nothing to record, so the EOD schedule skips it (with a reason the UI shows) and
-``portfolio run`` refuses it with one line, instead of failing with a traceback.
+The demo broker replays 2017-2018 market history; the demo record is the window
+:data:`DEMO_START` .. :data:`DEMO_END` (what ``portfolio demo`` records).  On a demo-only
+configuration the daily partitions end with that window, so the UI counts no sessions
+the demo can never record and its plots over partitions end where the data ends; a
+later session is skipped by the schedules (with a reason the UI shows) and refused by
+``portfolio run`` with one line, instead of failing with a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +15,11 @@ from pathlib import Path
 
 from portfolio_pipeline.config import PlatformConfig
 
+DEMO_START = date(2017, 7, 3)
+"""First session of the demo record (``portfolio demo``'s default window)."""
+DEMO_END = date(2018, 6, 29)
+"""Last session of the demo record."""
+
 
 def demo_only(config: PlatformConfig) -> bool:
     """True when every configured account is on the demo broker."""
@@ -19,32 +27,19 @@ def demo_only(config: PlatformConfig) -> bool:
     return bool(accounts) and all(a.broker == "demo" for a in accounts)
 
 
-def demo_history_end() -> date:
-    """The last session the demo broker can price (the end of its S&P 500 and VIX history)."""
-    from portfolio_pipeline.marketdata import MarketHistory
-
-    history = MarketHistory()
-    last = min(history.spx_close().index[-1], history.vix().index[-1])
-    return date(last.year, last.month, last.day)
-
-
 def outside_demo_history(config: PlatformConfig, day: date) -> str | None:
     """Why ``day`` cannot be recorded on a demo-only configuration (None when it can)."""
-    if not demo_only(config):
+    if not demo_only(config) or day <= DEMO_END:
         return None
-    end = demo_history_end()
-    if day <= end:
-        return None
-    return (f"session {day}: only the demo broker is configured ({config.directory / 'accounts.yaml'}) and its "
-            f"market history ends {end}; record the demo window with `portfolio demo`, or add a broker account")
+    return (f"session {day}: only the demo broker is configured ({config.directory / 'accounts.yaml'}) and the "
+            f"demo record ends {DEMO_END}; record the demo window with `portfolio demo`, or add a broker account")
 
 
 def demo_partitions_end(directory: Path | None = None) -> date | None:
-    """The day after the demo history when only the demo broker is configured, else None.
+    """The day after :data:`DEMO_END` when only the demo broker is configured, else None.
 
-    Daily partitions end there, so the UI of a demo setup does not count years of
-    "missing" sessions the demo broker can never record.  A configuration that does not
-    load gives None (open-ended partitions); ``portfolio config check`` reports it.
+    A configuration that does not load gives None (open-ended partitions); ``portfolio
+    config check`` reports it.
     """
     from portfolio_pipeline.config import ConfigError, load_platform_config
     from portfolio_pipeline.paths import config_dir
@@ -53,4 +48,4 @@ def demo_partitions_end(directory: Path | None = None) -> date | None:
         config = load_platform_config(directory or config_dir())
     except ConfigError:
         return None
-    return demo_history_end() + timedelta(days=1) if demo_only(config) else None
+    return DEMO_END + timedelta(days=1) if demo_only(config) else None

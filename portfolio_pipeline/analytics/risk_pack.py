@@ -231,7 +231,7 @@ STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:auto;padding:0 12px;color:#222}"
     "table{border-collapse:collapse;margin:6px 0 14px}"
     "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;font-size:13px}"
-    "th{background:#f3f3f3}td.l,th.l{text-align:left}"
+    "th{background:#f3f3f3}td.l,th.l{text-align:left}td.l a{white-space:nowrap}"
     "tr.breach td{background:#fde0dc;font-weight:600}"
     ".flag{display:inline-block;padding:2px 8px;border-radius:4px;font-weight:600}"
     ".bad{background:#d62728;color:#fff}.ok{background:#2ca02c;color:#fff}.warn{background:#ffbf00}"
@@ -533,7 +533,7 @@ def render_index(rows: Sequence[Row], available: set[date]) -> str:
         link = f'<a href="{pack_name(day)}">{day}</a>' if day in available else _e(day)
         vb = "–" if r["var_breach"] is None else ('<span class="flag bad">yes</span>' if r["var_breach"] else "no")
         cells.append([link, usd(r["nlv"]), usd(r["pnl"], signed=True), pct(r["twr"], 2, signed=True), _e(r["regime"]),
-                      str(r["breaches"]), _e(r["breached_metrics"] or ""), usd(r["prior_var"]), vb])
+                      str(r["breaches"]), _e((r["breached_metrics"] or "").replace(",", ", ")), usd(r["prior_var"]), vb])
     table = _table(["session", "NLV ($)", "day P&L ($)", "day return", "regime", "limits breached", "which",
                     "prior VaR 99% ($)", "VaR breach"], cells,
                    classes=["breach" if r["breaches"] or r["var_breach"] else "" for r in rows])

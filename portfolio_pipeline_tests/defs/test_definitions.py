@@ -65,7 +65,7 @@ def test_eod_schedule_skips_sessions_the_demo_broker_cannot_record(monkeypatch: 
         result = schedule.evaluate_tick(today)
         assert not result.run_requests
         assert "only the demo broker is configured" in (result.skip_message or "")
-        assert "history ends 2018-12-31" in (result.skip_message or "")
+        assert "demo record ends 2018-06-29" in (result.skip_message or "")
         inside = dg.build_schedule_context(instance=instance, repository_def=repo,
                                            scheduled_execution_time=_tick("2018-02-05", 16, 30))
         [request] = schedule.evaluate_tick(inside).run_requests or []
@@ -111,8 +111,13 @@ def test_partitions_start_at_the_first_session_with_data() -> None:
     assert asset.partitions_def is not None
     first = asset.partitions_def.get_first_partition_key()
     assert first == HISTORY_START.isoformat() == "2017-07-03"
-    # demo-only configuration: they end with the demo broker's history (2018-12-31)
-    assert asset.partitions_def.get_last_partition_key() == "2018-12-31"
+    # demo-only configuration: they end with the demo record (2018-06-29), so plots end with the data
+    assert asset.partitions_def.get_last_partition_key() == "2018-06-29"
+    from portfolio_pipeline.cli import DEMO_END, DEMO_START
+    from portfolio_pipeline.demo_window import DEMO_END as RECORD_END
+    from portfolio_pipeline.demo_window import DEMO_START as RECORD_START
+
+    assert (DEMO_START, DEMO_END) == (RECORD_START, RECORD_END) == (HISTORY_START, date(2018, 6, 29))
     assert history_start({HISTORY_START_ENV: "2019-01-02"}) == date(2019, 1, 2)
     assert history_start({}) == HISTORY_START
     for bad, message in (("2019-13-01", "not a date"), ("2001-01-02", "before 2014-06-02")):

@@ -7,17 +7,18 @@ from datetime import date, timedelta
 
 import pytest
 
-from portfolio_pipeline.defs.progress import PROGRESS_LOGGER, SessionProgress
+from portfolio_pipeline.defs.progress import SessionProgress
 
 
 def test_progress_logs_throttled_with_eta(caplog: pytest.LogCaptureFixture) -> None:
     now = [100.0]
-    progress = SessionProgress("position_greeks", 10, every_seconds=5.0, clock=lambda: now[0])
-    caplog.set_level(logging.INFO, logger=PROGRESS_LOGGER)
+    logger = logging.getLogger("portfolio_tests.progress")  # outside the CLI-configured logger
+    progress = SessionProgress("position_greeks", 10, every_seconds=5.0, clock=lambda: now[0], logger=logger)
+    caplog.set_level(logging.INFO, logger=logger.name)
     for i in range(10):
         now[0] += 2.0  # two seconds a session
         progress.step(date(2018, 2, 1) + timedelta(days=i))
-    lines = [r.getMessage() for r in caplog.records if r.name == PROGRESS_LOGGER]
+    lines = [r.getMessage() for r in caplog.records if r.name == logger.name]
     # logged every >= 5 s (sessions 3, 6, 9: 6 s apart) and for the last session
     assert lines == [
         "position_greeks: session 3/10 (2018-02-03), 0:06 elapsed, ETA 0:14",  # 7 left x 2 s
@@ -28,6 +29,7 @@ def test_progress_logs_throttled_with_eta(caplog: pytest.LogCaptureFixture) -> N
 
 
 def test_one_session_is_silent(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger=PROGRESS_LOGGER)
-    SessionProgress("x", 1).step(date(2018, 2, 5))
-    assert not [r for r in caplog.records if r.name == PROGRESS_LOGGER]
+    logger = logging.getLogger("portfolio_tests.progress")
+    caplog.set_level(logging.INFO, logger=logger.name)
+    SessionProgress("x", 1, logger=logger).step(date(2018, 2, 5))
+    assert not [r for r in caplog.records if r.name == logger.name]
