@@ -149,6 +149,8 @@ MATERIALIZATIONS = """
           ... on IntMetadataEntry { intRepr }
           ... on FloatMetadataEntry { floatValue }
           ... on TextMetadataEntry { text }
+          ... on MarkdownMetadataEntry { mdStr }
+          ... on UrlMetadataEntry { url }
         }
       }
     }
@@ -168,7 +170,8 @@ def _shown(url: str, asset: str) -> dict[date, dict[str, Any]]:
         day = date.fromisoformat(event["partition"])
         if day in out:
             continue
-        out[day] = {e["label"]: int(e["intRepr"]) if "intRepr" in e else e.get("floatValue", e.get("text"))
+        out[day] = {e["label"]: int(e["intRepr"]) if "intRepr" in e else
+                    e.get("floatValue", e.get("text", e.get("mdStr", e.get("url"))))
                     for e in event["metadataEntries"]}
     return out
 
@@ -206,6 +209,7 @@ def test_each_partition_shows_its_own_sessions_numbers(tmp_path: Path) -> None:
         shown_margin = _shown(url, "margin_history")
         shown_greeks = _shown(url, "portfolio_greeks")
         shown_mc = _shown(url, "monte_carlo_var")
+        shown_pack = _shown(url, "risk_pack")
     for day in WINDOW:
         r, m = returns[day], margin[day]
         assert shown_returns[day]["NLV ($)"] == round(r["nlv"]), day
@@ -220,3 +224,9 @@ def test_each_partition_shows_its_own_sessions_numbers(tmp_path: Path) -> None:
     # the plots over partitions move: the spike (2018-02-05) is not the last session's figure
     assert len({shown_returns[d]["NLV ($)"] for d in WINDOW}) == len(WINDOW)
     assert shown_margin[date(2018, 2, 5)]["regime"] == "crisis" and shown_margin[date(2018, 2, 1)]["regime"] != "crisis"
+    # the risk pack: a link the UI can open (served on loopback) and the key tables in markdown
+    spike = shown_pack[date(2018, 2, 5)]
+    assert spike["risk pack (portfolio report --serve)"] == "http://127.0.0.1:8800/risk_pack_2018-02-05.html"
+    assert f"NLV ${round(returns[date(2018, 2, 5)]['nlv']):,}" in spike["headline"]
+    assert "**maintenance margin**" in spike["headline"]  # the breached crisis limit, in bold
+    assert (home / "reports" / "risk_pack_2018-02-05.html").is_file() and (home / "reports" / "index.html").is_file()
