@@ -409,6 +409,17 @@ def _mc_html(pack: PackData) -> str:
 def histogram_svg(bins: Sequence[Row], marks: Mapping[str, float], *, title: str) -> str:
     """Bars of a P&L histogram (losses red) with vertical lines at ``marks`` (P&L values)."""
     w, h, pad = 720, 220, 40
+    total = sum(int(b["scenarios"]) for b in bins)
+    kept, seen = [], 0
+    for b in bins:  # the far right tail (gains) would squeeze the loss side into a few pixels
+        kept.append(b)
+        seen += int(b["scenarios"])
+        if seen >= 0.995 * total and float(b["pnl_to"]) > max(marks.values(), default=0.0):
+            break
+    cut = total - seen
+    if cut:
+        title = f"{title} (right tail: {cut} scenarios above ${usd(kept[-1]['pnl_to'])} not drawn)"
+    bins = kept
     lo, hi = float(bins[0]["pnl_from"]), float(bins[-1]["pnl_to"])
     span = (hi - lo) or 1.0
     top = max(int(b["scenarios"]) for b in bins) or 1
