@@ -18,7 +18,7 @@ from portfolio_pipeline.paths import config_dir, make_state_private, portfolio_h
 logger = logging.getLogger("portfolio")
 
 DEMO_START = date(2017, 7, 3)
-DEMO_END = date(2018, 6, 29)
+DEMO_END = date(2018, 6, 29)  # the same window as demo_window.DEMO_START/DEMO_END (a test keeps them equal)
 
 
 @click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,12 +28,32 @@ def main(verbose: bool) -> None:
     # Dagster flags its own beta/preview parameters (used inside its decorators) on every
     # import; they say nothing about this project, so the CLI keeps them off the console.
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # -v: the platform's own steps at INFO; third-party libraries (dagster, alembic, arch,
+    # httpx ...) stay at WARNING either way.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in PLATFORM_LOGGERS:  # NOTSET: inherit the root's WARNING
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.NOTSET)
     previous_umask = make_state_private()  # PORTFOLIO_HOME 0700, files 0600, children too
     click.get_current_context().call_on_close(lambda: os.umask(previous_umask))
+
+
+PLATFORM_LOGGERS = ("portfolio", "portfolio_pipeline", "streaming_service")
+"""Logger namespaces of this project (what ``-v`` turns to INFO)."""
+
+
+def _show_progress() -> None:
+    """Per-session progress with an ETA (defs/progress.py) on stderr, for long runs."""
+    from portfolio_pipeline.defs.progress import PROGRESS_LOGGER
+
+    progress = logging.getLogger(PROGRESS_LOGGER)
+    for old in [h for h in progress.handlers if getattr(h, "portfolio_progress", False)]:
+        progress.removeHandler(old)  # an earlier command's stream
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    handler.portfolio_progress = True  # type: ignore[attr-defined]
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
 
 
 # --- config -------------------------------------------------------------------------
@@ -163,12 +183,22 @@ def _run_sessions(
     import dagster as dg
 
     from portfolio_pipeline.definitions import build_definitions
+    from portfolio_pipeline.defs.partitions import HISTORY_START_ENV, history_start
     from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
     from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
     sessions = ExchangeCalendar().sessions(first, last)
     if not sessions:
         raise click.BadParameter(f"no XNYS session between {first} and {last}")
+    if sessions[0] < history_start():
+        raise click.BadParameter(
+            f"{sessions[0]} is before the first partition {history_start()}; "
+            f"set {HISTORY_START_ENV}={sessions[0]} to record earlier sessions")
+    from portfolio_pipeline.demo_window import DEMO_END as RECORD_END
+    from portfolio_pipeline.demo_window import demo_partitions_end
+
+    if (end := demo_partitions_end()) is not None and sessions[-1] >= end:
+        raise click.BadParameter(f"{sessions[-1]} is after the demo record's last session {RECORD_END}")
     definitions = build_definitions()
     job = definitions.resolve_job_def(job_name)
     with dg.DagsterInstance.get() as instance:
@@ -282,6 +312,9 @@ def _summary(first: date, last: date) -> list[str]:
     report = reports_dir() / f"daily_{end.isoformat()}.html"
     if report.exists():
         lines.append(f"daily report    : {report}")
+    pack = reports_dir() / f"risk_pack_{end.isoformat()}.html"
+    if pack.exists():
+        lines.append(f"risk pack       : {pack} (open with `portfolio report --serve`)")
     lines.append(f"database        : {where}")
     return lines
 
@@ -295,6 +328,7 @@ def demo(start: date, end: date) -> None:
     """Run the full pipeline on the demo broker (real 2017-2018 market history)."""
     first, last = start, end
     click.echo(f"portfolio demo: sessions {first} .. {last}, data in {portfolio_home()}")
+    _show_progress()
     ok, run_id = _run_sessions(first, last, demo=True)
     for line in _summary(first, last):
         click.echo("  " + line)
@@ -329,6 +363,13 @@ def run(session: date | None) -> None:
         day, intraday = today, True
     else:
         day = calendar.last_completed_session(now)
+    from portfolio_pipeline.cli_errors import CliError
+    from portfolio_pipeline.config import load_platform_config
+    from portfolio_pipeline.demo_window import outside_demo_history
+
+    reason = outside_demo_history(load_platform_config(config_dir()), day)
+    if reason is not None:
+        raise CliError(reason)
     causes: list[str] = []
     if intraday:
         ok, run_id = _run_sessions(day, day, demo=False, job_name="intraday_job", causes=causes)
@@ -363,9 +404,12 @@ def ui(port: int, host: str) -> None:
 
 def _attach_subcommands() -> None:
     from portfolio_pipeline.cli_alerts import alerts
+    from portfolio_pipeline.cli_day import report, status
     from portfolio_pipeline.cli_orders import orders
     from portfolio_pipeline.cli_strategies import strategies
 
+    main.add_command(report)
+    main.add_command(status)
     main.add_command(alerts)
     main.add_command(orders)
     main.add_command(strategies)

@@ -79,3 +79,40 @@ def ack_cmd(ctx: click.Context, alert_id: str, who: str | None) -> None:
     elif stored is not None and stored.acknowledged_at is not None:
         when = stored.acknowledged_at.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M %Z")
         click.echo(f"{alert_id} was already acknowledged by {stored.acknowledged_by} at {when}")
+
+
+@alerts.command("test")
+@click.option("--channel", "only", default=None, help="Only this channel (default: every configured one).")
+def test_cmd(only: str | None) -> None:
+    """Send a test message through each configured channel and report each outcome."""
+    from datetime import UTC, datetime
+
+    from portfolio_pipeline.cli_errors import FAILED, CliError
+    from portfolio_pipeline.config import ConfigError, load_platform_config
+    from portfolio_pipeline.notify.channels import DeliveryError, OutgoingMessage, build_channel
+    from portfolio_pipeline.notify.config import NotificationsFile
+    from portfolio_pipeline.notify.secrets import MissingSecretError
+    from portfolio_pipeline.paths import config_dir
+
+    config = load_platform_config(config_dir())
+    notifications = config.get("notifications.yaml")
+    if not isinstance(notifications, NotificationsFile) or not notifications.channels:
+        raise CliError(f"{config.directory / 'notifications.yaml'}: no notification channel configured")
+    names = list(notifications.channels)
+    if only is not None and only not in names:
+        raise CliError(f"--channel {only!r}: not configured in {config.directory / 'notifications.yaml'} "
+                       f"(configured: {', '.join(names)})")
+    now = datetime.now(UTC).astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M %Z")
+    failed = 0
+    for name in [only] if only is not None else names:
+        message = OutgoingMessage(title="portfolio: test message",
+                                  text=f"Test message from `portfolio alerts test` at {now} (channel {name}).")
+        try:
+            build_channel(name, notifications.channels[name]).send(message)
+        except (MissingSecretError, ConfigError, DeliveryError, OSError) as exc:
+            failed += 1
+            click.echo(f"{name:<12} FAILED  {exc}")
+        else:
+            click.echo(f"{name:<12} delivered")
+    if failed:
+        raise CliError(f"{failed} of {len([only] if only else names)} channel(s) did not deliver", exit_code=FAILED)

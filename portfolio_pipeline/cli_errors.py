@@ -6,8 +6,11 @@ file system, text encoding, database) print ``error: <what and where>`` on stder
 exit non-zero without a traceback; anything else is an internal error, reported the
 same way with its type named.  ``-v`` adds the full traceback.
 
-Exit codes: 2 bad input (config, file, data, argument), 3 database unavailable or
-refusing a value, 4 broker failure, 1 internal error, 130 interrupted.
+Exit codes: 2 bad input (config, file, data, argument; an unknown order, alert or account),
+3 database unavailable or refusing a value, 4 broker failure, 1 a valid request whose
+operation failed or was refused (a failed pipeline run, an undelivered test message, an
+illegal order transition) or an internal error, 130 interrupted.  Commands raise
+:class:`CliError` for their own refusals.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import IO, Any, Final
 
 import click
 
 __all__ = [
+    "BAD_INPUT",
     "EXIT_BAD_INPUT",
     "EXIT_BROKER",
     "EXIT_DATABASE",
     "EXIT_INTERNAL",
+    "FAILED",
+    "CliError",
     "ReportingCommand",
     "ReportingGroup",
     "describe_error",
@@ -36,6 +42,8 @@ EXIT_BAD_INPUT: Final = 2
 EXIT_DATABASE: Final = 3
 EXIT_BROKER: Final = 4
 EXIT_INTERRUPTED: Final = 130
+BAD_INPUT: Final = EXIT_BAD_INPUT
+FAILED: Final = EXIT_INTERNAL  # an operation that failed or was refused
 
 _MAX_LINE: Final = 500
 
@@ -132,3 +140,15 @@ class ReportingCommand(click.Command):
     def invoke(self, ctx: click.Context) -> object:
         with report_errors(_verbose(ctx)):
             return super().invoke(ctx)
+
+
+class CliError(click.ClickException):
+    """A command's own refusal: ``error: <message>`` on stderr; exit :data:`BAD_INPUT`
+    unless told otherwise (:data:`FAILED` for an operation that failed)."""
+
+    def __init__(self, message: str, exit_code: int = BAD_INPUT) -> None:
+        super().__init__(_clean(message))
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares a class default
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)

@@ -176,6 +176,11 @@ def audit_cmd(order_id: str) -> None:
     """The full audit trail of an order (who, when, what was shown)."""
     db, cmds = _commands()
     with db:
-        for row in cmds.store.audit_trail(order_id):
+        trail = cmds.store.audit_trail(order_id)
+        if not trail:
+            from portfolio_pipeline.cli_errors import CliError
+
+            raise CliError(f"no order with id {order_id!r} (see `portfolio orders list`)")
+        for row in trail:
             _echo(f"{row['ts']:%Y-%m-%d %H:%M:%S}  {row['actor']:<20} {row['from_status'] or '-':>11} -> "
                   f"{row['to_status']:<11} {row['detail'].get('detail', '')}")

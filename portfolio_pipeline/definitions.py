@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
 from portfolio_pipeline.defs import (
@@ -18,14 +20,17 @@ from portfolio_pipeline.defs import (
 )
 from portfolio_pipeline.defs.alerts import definitions as alerts_definitions
 from portfolio_pipeline.defs.greeks.schedules import intraday_job, intraday_schedule
-from portfolio_pipeline.defs.partitions import session_partitions
+from portfolio_pipeline.defs.partitions import history_start, session_partitions
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.demo_window import demo_partitions_end
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
 
-def build_definitions() -> dg.Definitions:
+def build_definitions(config_directory: Path | None = None) -> dg.Definitions:
+    """Everything under defs/; partitions from the first session with data to, on a
+    demo-only configuration (``config_directory`` or the active one), the demo history's end."""
     calendar = ExchangeCalendar()
-    partitions = session_partitions(calendar)
+    partitions = session_partitions(calendar, start=history_start(), end=demo_partitions_end(config_directory))
     eod = jobs.eod_job()
     intraday = intraday_job()
     return dg.Definitions.merge(

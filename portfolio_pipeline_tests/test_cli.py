@@ -54,4 +54,7 @@ def test_demo_command_end_to_end(portfolio_env: Path) -> None:
     assert "Monte Carlo VaR : 1d 99%" in out  # (historical VaR needs a longer history)
     assert "(success)" in out and "portfolio ui" in out
     assert (portfolio_env / "reports" / "daily_2018-02-06.html").is_file()
+    # per-session progress with an ETA on stderr (defs/progress.py), the risk pack named
+    assert "  broker_snapshots: session 4/4 (2018-02-06)" in out and "ETA" in out
+    assert "risk pack       : " in out and (portfolio_env / "reports" / "risk_pack_2018-02-06.html").is_file()
     assert (portfolio_env / "dagster" / "dagster.yaml").is_file()

@@ -151,7 +151,7 @@ def render_report(
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>Daily report {session}</title><style>body{{font-family:sans-serif;max-width:720px;"
-        "margin:auto}} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:2px 6px;"
+        "margin:auto} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:2px 6px;"
         "text-align:right}</style></head><body>"
         f"<h1>Daily report {session}</h1>{head}{''.join(sections)}</body></html>"
     )

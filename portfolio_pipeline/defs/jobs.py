@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import dagster as dg
 
@@ -38,6 +38,18 @@ def eod_schedule(job: dg.UnresolvedAssetJobDefinition, calendar: ExchangeCalenda
             return dg.SkipReason(f"{day} is not an XNYS session")
         if calendar.session_close(day) > tick:
             return dg.SkipReason(f"{day}: the session has not closed yet")
+        reason = demo_skip(day)
+        if reason is not None:
+            return dg.SkipReason(reason)
         return dg.RunRequest(run_key=f"eod-{day.isoformat()}", partition_key=day.isoformat())
 
     return _eod
+
+
+def demo_skip(day: date) -> str | None:
+    """A skip reason when only the demo broker is configured and ``day`` is past its history."""
+    from portfolio_pipeline.config import load_platform_config
+    from portfolio_pipeline.demo_window import outside_demo_history
+    from portfolio_pipeline.paths import config_dir
+
+    return outside_demo_history(load_platform_config(config_dir()), day)

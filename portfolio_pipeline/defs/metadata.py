@@ -1,22 +1,23 @@
 """Per-session metadata of the daily assets, right on every partition.
 
 A daily asset runs over one session (the schedule) or, under its single-run backfill
-policy, over a range of sessions in ONE run.  Dagster records the run's single
-``MaterializeResult`` once per partition of the range, every copy with the same metadata
-(it cannot attach different metadata per partition to an output materialization:
-dagster-io/dagster#18123).  Reporting the last session's numbers there would make every
-partition of a backfill claim them, and the metadata plots over partitions flat.
+policy, over a range of sessions in ONE run.  Dagster records one materialization per
+partition of the range; the run's ``MaterializeResult`` metadata is copied onto every
+one of them, while ``context.add_asset_metadata(values, asset_key=..., partition_key=...)``
+(Dagster 1.13) adds metadata to ONE partition's materialization only.
 
-:class:`SessionMetadata` is the one mechanism the assets use instead:
+:class:`SessionMetadata` is the one mechanism the assets use:
 
 * :meth:`SessionMetadata.record` takes a session's values during the loop;
-* a run over ONE session puts them on the materialization itself
-  (:meth:`SessionMetadata.output_metadata`), so daily runs plot as before;
-* a run over a RANGE logs each session's values as an ``AssetObservation`` of that
-  session's partition, and the materialization carries only facts of the range
-  (``sessions``, ``first_session``, ``last_session``, run facts the asset passes) plus the
-  last session's values under ``last_session_<label>``; nothing on a partition claims
-  another session's numbers.
+* each session's values go onto that session's partition (``add_asset_metadata`` with
+  the partition key), so the metadata plots over partitions show each session's own
+  numbers, in a schedule run and in a backfill alike;
+* the ``MaterializeResult`` (:meth:`SessionMetadata.output_metadata`) carries only facts
+  of the run (``sessions``, ``first_session``, ``last_session`` and run facts the asset
+  passes), true for every partition it covers.
+
+Labels carry their unit and values are rounded for reading (:func:`usd`, :func:`pct`):
+whole dollars as ``... ($)``, ratios as percentages ``... (%)``.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from portfolio_pipeline.defs.partitions import partition_dates
 AssetKeyLike = dg.AssetKey | str | Sequence[str]
 """What :meth:`dagster.AssetKey.from_coercible` takes."""
 
-LAST_SESSION_PREFIX = "last_session_"
-"""Label prefix of the last session's values on a range materialization."""
 
 
 def metadata_value(value: Any) -> dg.MetadataValue | None:
@@ -93,14 +92,8 @@ class SessionMetadata:
         if not self.days:
             raise ValueError("SessionMetadata: a run covers at least one session")
         self._pending: dict[dg.AssetKey, tuple[date, dict[str, dg.MetadataValue]]] = {}
-        self._last: dict[dg.AssetKey, dict[str, dg.MetadataValue]] = {}
-        self.observed: dict[dg.AssetKey, list[date]] = {}
-        """Sessions logged as observations, per asset (range runs only)."""
-
-    @property
-    def single(self) -> bool:
-        """Whether the run covers one session (its values go on the materialization)."""
-        return len(self.days) == 1
+        self.recorded: dict[dg.AssetKey, list[date]] = {}
+        """Sessions whose values were put on their partition, per asset."""
 
     def record(self, day: date, asset_key: AssetKeyLike, values: Mapping[str, Any]) -> None:
         """The values of ``asset_key`` at session ``day`` (None and non-finite numbers dropped)."""
@@ -117,22 +110,16 @@ class SessionMetadata:
     def output_metadata(
         self, asset_key: AssetKeyLike, run_facts: Mapping[str, Any] | None = None
     ) -> dict[str, dg.MetadataValue]:
-        """Metadata for the ``MaterializeResult`` of ``asset_key``.
+        """Metadata for the ``MaterializeResult`` of ``asset_key``: facts of the whole run.
 
         ``run_facts`` are true of the whole run (e.g. a count of sessions sent, a
-        configuration flag); they appear as given.  One session: its values as recorded.
-        A range: the remaining observations are logged and the last session's values (only
-        when recorded for the range's last session) appear as ``last_session_<label>``.
+        configuration flag); they appear as given on every partition of the run.  The
+        sessions' own values were put on their partitions by :meth:`record`.
         """
         key = dg.AssetKey.from_coercible(asset_key)
         self._flush(key)
         meta = span_metadata(self.days)
         meta.update(metadata_values(run_facts or {}))
-        last = self._last.get(key, {})
-        if self.single:
-            meta.update(last)
-        else:
-            meta.update({f"{LAST_SESSION_PREFIX}{label}": v for label, v in last.items()})
         return meta
 
     def _flush(self, key: dg.AssetKey) -> None:
@@ -140,8 +127,21 @@ class SessionMetadata:
         if pending is None:
             return
         day, values = pending
-        self._last[key] = values if day == self.days[-1] else {}
-        if self.single or not values:
+        if not values:
             return
-        self._context.log_event(dg.AssetObservation(asset_key=key, partition=day.isoformat(), metadata=values))
-        self.observed.setdefault(key, []).append(day)
+        self._context.add_asset_metadata(values, asset_key=key, partition_key=day.isoformat())
+        self.recorded.setdefault(key, []).append(day)
+
+
+def usd(value: float | None) -> dg.MetadataValue | None:
+    """A dollar amount rounded to whole dollars (label it ``... ($)``); None if missing."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return dg.MetadataValue.int(round(float(value)))
+
+
+def pct(ratio: float | None, digits: int = 2) -> dg.MetadataValue | None:
+    """A ratio (0.0123) as a percentage (1.23; label it ``... (%)``); None if missing."""
+    if ratio is None or not math.isfinite(float(ratio)):
+        return None
+    return dg.MetadataValue.float(round(100.0 * float(ratio), digits))

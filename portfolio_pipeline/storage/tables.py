@@ -949,3 +949,15 @@ order_broker_refs = Table(
     _utc("updated_at"),
     comment="Who owns a staged order at the broker (IBKR client id, permId).",
 )
+
+monte_carlo_distribution = Table(
+    "monte_carlo_distribution",
+    metadata,
+    _session_date(),
+    Column("horizon_days", Integer, primary_key=True, comment="trading days"),
+    Column("bin", Integer, primary_key=True, comment="0 = the largest loss"),
+    _money("pnl_from", comment="book P&L, lower edge"),
+    _money("pnl_to", comment="book P&L, upper edge"),
+    Column("scenarios", Integer, nullable=False),
+    comment="Histogram of the whole book's Monte Carlo P&L per horizon (the risk pack's chart).",
+)

@@ -1,10 +1,9 @@
 """Per-session metadata on every partition (``defs/metadata.py``).
 
 A single-run backfill materializes a range of sessions in one run; Dagster records one
-materialization per partition, all with the run's metadata.  Each session's numbers must
-therefore arrive as an observation of that session's partition, and the materialization
-may carry only facts of the range (and the last session's values under
-``last_session_*``).  A single-session run keeps the numbers on the materialization.
+materialization per partition.  Each session's numbers must be on that session's
+materialization (``add_asset_metadata`` with the partition key), next to the facts of the
+range; a single-session run carries its session's numbers the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
-from portfolio_pipeline.defs.metadata import LAST_SESSION_PREFIX, SessionMetadata, metadata_values
+from portfolio_pipeline.defs.metadata import SessionMetadata, metadata_values, pct, usd
 from portfolio_pipeline.defs.partitions import session_partitions
 from portfolio_pipeline.defs.positions.assets import make_snapshot_assets
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -111,23 +110,20 @@ def test_backfill_range_reports_each_sessions_numbers_on_its_partition(
     assert len(set(account_nlv.values())) == len(SESSIONS)  # the NLV moves from session to session
 
     for key, stored in ((ACCOUNTS, account_nlv), (RETURNS, book_nlv)):
-        observed = {}
+        shown = {}
         for day in SESSIONS:
-            [obs] = _observations(instance, key, day)  # one per session and asset
-            observed[day] = obs["nlv"]
-            # the materialization of every partition: the range, never a session's plain "nlv"
             mat = _materialization(instance, key, day)
+            shown[day] = mat["NLV ($)"]
             assert (mat["sessions"], mat["first_session"], mat["last_session"]) == (
                 3, SESSIONS[0].isoformat(), SESSIONS[-1].isoformat())
-            assert "nlv" not in mat
-            assert mat[f"{LAST_SESSION_PREFIX}nlv"] == pytest.approx(stored[SESSIONS[-1]])
-        assert observed == pytest.approx(stored), key
-        assert len(set(observed.values())) == len(SESSIONS), key
+            assert _observations(instance, key, day) == []  # the numbers are on the partition itself
+        assert shown == {d: round(v) for d, v in stored.items()}, key  # whole dollars, each its own
+        assert len(set(shown.values())) == len(SESSIONS), key
 
     # the other snapshot assets report per session too
     for key in (dg.AssetKey("positions_snapshot"), dg.AssetKey("market_snapshot")):
-        assert all(len(_observations(instance, key, day)) == 1 for day in SESSIONS)
-    vix = [_observations(instance, dg.AssetKey("market_snapshot"), day)[0]["vix"] for day in SESSIONS]
+        assert all("sessions" in _materialization(instance, key, day) for day in SESSIONS)
+    vix = [_materialization(instance, dg.AssetKey("market_snapshot"), day)["VIX"] for day in SESSIONS]
     assert len(set(vix)) == len(SESSIONS)
 
     # one session (the daily schedule): its numbers on the materialization, no observation
@@ -136,9 +132,8 @@ def test_backfill_range_reports_each_sessions_numbers_on_its_partition(
     account_nlv, book_nlv = _stored_nlv(db_url)
     for key, stored in ((ACCOUNTS, account_nlv), (RETURNS, book_nlv)):
         mat = _materialization(instance, key, SINGLE)
-        assert mat["nlv"] == pytest.approx(stored[SINGLE])
+        assert mat["NLV ($)"] == round(stored[SINGLE])
         assert mat["sessions"] == 1 and mat["last_session"] == SINGLE.isoformat()
-        assert not any(label.startswith(LAST_SESSION_PREFIX) for label in mat)
         assert _observations(instance, key, SINGLE) == []
     assert account_nlv[SINGLE] != account_nlv[SESSIONS[-1]]
 
@@ -148,10 +143,10 @@ class _Context:
 
     def __init__(self, keys: list[str]) -> None:
         self.partition_keys = keys
-        self.events: list[dg.AssetObservation] = []
+        self.added: list[tuple[dg.AssetKey, str, dict[str, Any]]] = []
 
-    def log_event(self, event: dg.AssetObservation) -> None:
-        self.events.append(event)
+    def add_asset_metadata(self, metadata: dict[str, Any], asset_key: dg.AssetKey, partition_key: str) -> None:
+        self.added.append((asset_key, partition_key, dict(metadata)))
 
 
 def test_session_metadata_labels_and_values() -> None:
@@ -159,6 +154,9 @@ def test_session_metadata_labels_and_values() -> None:
                             "g": "x", "h": dg.MetadataValue.float(math.nan)}) == {
         "d": dg.MetadataValue.float(1.5), "e": dg.MetadataValue.int(2),
         "f": dg.MetadataValue.bool(True), "g": dg.MetadataValue.text("x")}
+    # whole dollars, ratios as percentages (hand-computed)
+    assert usd(596_317.49) == dg.MetadataValue.int(596_317) and usd(-28_550.5) == dg.MetadataValue.int(-28_550)
+    assert pct(-0.046123) == dg.MetadataValue.float(-4.61) and pct(None) is None and usd(math.nan) is None
 
     one = _Context(["2018-02-05"])
     meta = SessionMetadata(one)  # type: ignore[arg-type]
@@ -166,24 +164,23 @@ def test_session_metadata_labels_and_values() -> None:
     meta.record(date(2018, 2, 5), "a", {"vix": 30.0})  # merged: same session and asset
     assert meta.output_metadata("a", {"reports": 1}) == {
         "sessions": dg.MetadataValue.int(1), "first_session": dg.MetadataValue.text("2018-02-05"),
-        "last_session": dg.MetadataValue.text("2018-02-05"), "reports": dg.MetadataValue.int(1),
-        "nlv": dg.MetadataValue.float(1.0), "vix": dg.MetadataValue.float(30.0)}
-    assert one.events == []
+        "last_session": dg.MetadataValue.text("2018-02-05"), "reports": dg.MetadataValue.int(1)}
+    assert one.added == [(dg.AssetKey("a"), "2018-02-05",
+                          {"nlv": dg.MetadataValue.float(1.0), "vix": dg.MetadataValue.float(30.0)})]
 
     rng = _Context(["2018-02-01", "2018-02-02", "2018-02-05"])
     meta = SessionMetadata(rng)  # type: ignore[arg-type]
     meta.record(date(2018, 2, 1), "a", {"nlv": 1.0})
     meta.record(date(2018, 2, 2), "a", {"nlv": 2.0})
-    meta.record(date(2018, 2, 2), "b", {"nlv": 9.0})  # b: nothing for the last session
+    meta.record(date(2018, 2, 2), "b", {"nlv": 9.0})
     out_a = meta.output_metadata("a")
     out_b = meta.output_metadata("b")
-    assert [(e.asset_key.path, e.partition, e.metadata["nlv"].value) for e in rng.events] == [
+    assert [(k.path, p, m["nlv"].value) for k, p, m in rng.added] == [
         (["a"], "2018-02-01", 1.0), (["a"], "2018-02-02", 2.0), (["b"], "2018-02-02", 9.0)]
     assert out_a == out_b == {
         "sessions": dg.MetadataValue.int(3), "first_session": dg.MetadataValue.text("2018-02-01"),
-        "last_session": dg.MetadataValue.text("2018-02-05")}  # 02-02's values are not the last session's
-    meta.record(date(2018, 2, 5), "a", {"nlv": 5.0})
-    assert meta.output_metadata("a")[f"{LAST_SESSION_PREFIX}nlv"] == dg.MetadataValue.float(5.0)
-    assert rng.events[-1].partition == "2018-02-05"
+        "last_session": dg.MetadataValue.text("2018-02-05")}
+    assert meta.recorded == {dg.AssetKey("a"): [date(2018, 2, 1), date(2018, 2, 2)],
+                             dg.AssetKey("b"): [date(2018, 2, 2)]}
     with pytest.raises(ValueError, match="not in this run"):
         meta.record(date(2018, 2, 6), "a", {})

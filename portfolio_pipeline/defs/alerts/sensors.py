@@ -114,7 +114,8 @@ def staged_order_sensor(context: dg.SensorEvaluationContext, db: DatabaseResourc
         )
 
 
-@dg.run_failure_sensor(minimum_interval_seconds=30, description="Alerts on every failed run.")
+@dg.run_failure_sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+                       description="Alerts on every failed run.")
 def run_failure_alert(context: dg.RunFailureSensorContext, db: DatabaseResource, platform: PlatformResource,
                       alerts: AlertsResource) -> None:
     run = context.dagster_run

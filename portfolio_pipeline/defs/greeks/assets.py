@@ -32,9 +32,10 @@ from portfolio_pipeline.defs.greeks.frames import (
     read_frame,
     settlement_hour,
 )
-from portfolio_pipeline.defs.metadata import SessionMetadata
+from portfolio_pipeline.defs.metadata import SessionMetadata, usd
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import MARKET, POSITIONS
+from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.storage import market_snapshot, positions_snapshot, replace_partition
 from portfolio_pipeline.storage.tables import portfolio_greeks, position_greeks
@@ -42,16 +43,23 @@ from portfolio_pipeline.storage.tables import portfolio_greeks, position_greeks
 BETA_LOOKBACK = timedelta(days=400)
 """Calendar days of stored closes read for a 252-session beta."""
 
-_PLOTTED = ("beta_weighted_dollar_delta", "dollar_delta", "dollar_gamma_1pct", "theta_per_day",
-            "vega_per_point", "market_value")
+_PLOTTED = {
+    "beta_weighted_dollar_delta": "beta-weighted delta ($)",
+    "dollar_delta": "dollar delta ($)",
+    "dollar_gamma_1pct": "dollar gamma per 1% move ($)",
+    "theta_per_day": "theta ($/day)",
+    "vega_per_point": "vega ($/vol point)",
+    "market_value": "market value ($)",
+}
+"""Column of the book row -> metadata label (with its unit)."""
 
 
-def _totals(book: pd.DataFrame) -> dict[str, float | None]:
-    """The plotted totals of the book row ('*', '*') of one session."""
+def _totals(book: pd.DataFrame) -> dict[str, Any]:
+    """The plotted totals of the book row ('*', '*') of one session, in whole dollars."""
     if book.empty:
         return {}
     row = book.iloc[-1]
-    return {c: None if row[c] is None else float(row[c]) for c in _PLOTTED}
+    return {label: None if row[c] is None else usd(float(row[c])) for c, label in _PLOTTED.items()}
 
 
 def _book(totals: pd.DataFrame) -> pd.DataFrame:
@@ -86,7 +94,7 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         ref_root = cfg.beta.reference.upper()
         hour = settlement_hour(calendar)
         windows: dict[date, str] = {}
-        for day in days:
+        for day in tracked("position_greeks", days, context.log):
             pos = on(positions, day)
             betas = estimate_betas(closes, day, set(pos["underlying"]), cfg.beta)
             windows[day] = beta_window(closes, day, cfg.beta.window, cfg.beta.reference)
@@ -132,7 +140,7 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
         positions = read_frame(db, position_greeks, days)
-        for day in days:
+        for day in tracked("portfolio_greeks", days, context.log):
             rows = portfolio_greek_rows(on(positions, day), day)
             with db.database.begin() as conn:
                 replace_partition(conn, portfolio_greeks, {"session_date": day}, rows)

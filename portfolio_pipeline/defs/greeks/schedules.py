@@ -46,6 +46,11 @@ def intraday_schedule(job: dg.UnresolvedAssetJobDefinition, calendar: ExchangeCa
         if not calendar.is_open(tick):
             return dg.SkipReason(f"{tick.astimezone(NEW_YORK):%Y-%m-%d %H:%M} is outside market hours")
         stamp = tick.astimezone(NEW_YORK).strftime("%Y-%m-%dT%H%M")
+        from portfolio_pipeline.defs.jobs import demo_skip
+
+        reason = demo_skip(day)
+        if reason is not None:
+            return dg.SkipReason(reason)
         return dg.RunRequest(run_key=f"intraday-{stamp}", partition_key=day.isoformat())
 
     return _intraday

@@ -10,7 +10,7 @@ from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
 from portfolio_pipeline.brokers.snapshot import BookSnapshot
 from portfolio_pipeline.config import ConfigError
 from portfolio_pipeline.defs.greeks.frames import read_frame
-from portfolio_pipeline.defs.metadata import SessionMetadata
+from portfolio_pipeline.defs.metadata import SessionMetadata, usd
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import (
     ACCOUNTS,
@@ -22,6 +22,7 @@ from portfolio_pipeline.defs.positions.checks import (
     market_suite,
     positions_suite,
 )
+from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.storage import (
     account_snapshot,
@@ -72,7 +73,7 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
     ) -> Iterator[dg.MaterializeResult[None] | dg.AssetCheckResult]:
         days = partition_dates(context)
         meta = SessionMetadata(context, days)
-        for day in days:
+        for day in tracked("broker_snapshots", days, context.log):
             snap = snapshot_or_fail(platform, day)
             rows = {
                 positions_snapshot: [position_row(day, p) for p in snap.positions],
@@ -85,8 +86,8 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
             nlv = sum(a.nlv for a in snap.accounts)
             vix = next((q for q in snap.quotes if q.contract.underlying == "VIX" and q.contract.sec_type == "IND"), None)
             meta.record(day, POSITIONS, {"positions": len(snap.positions)})
-            meta.record(day, ACCOUNTS, {"accounts": len(snap.accounts), "nlv": float(nlv)})
-            meta.record(day, MARKET, {"quotes": len(snap.quotes), "vix": vix.mark if vix is not None else None})
+            meta.record(day, ACCOUNTS, {"accounts": len(snap.accounts), "NLV ($)": usd(float(nlv))})
+            meta.record(day, MARKET, {"quotes": len(snap.quotes), "VIX": vix.mark if vix is not None else None})
             for problem in snap.data_quality:
                 context.log.warning("session=%s data quality: %s", day, problem)
             context.log.info("session=%s positions=%d nlv=%.2f", day, len(snap.positions), nlv)

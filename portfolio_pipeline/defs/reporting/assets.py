@@ -13,6 +13,7 @@ from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS
 from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
+from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource
 from portfolio_pipeline.defs.risk.checks import ATTRIBUTION, MARGIN, RETURNS, RISK
 from portfolio_pipeline.paths import reports_dir, write_private_text
@@ -54,7 +55,7 @@ def make_report_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         exceeded = read_frame(db, var_exceedances, days)
         directory = reports_dir()
         meta = SessionMetadata(context, days)
-        for day in days:
+        for day in tracked("daily_report", days, context.log):
             path = directory / f"daily_{day.isoformat()}.html"
             text = render_report(
                 day,

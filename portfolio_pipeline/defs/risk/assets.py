@@ -25,9 +25,11 @@ from portfolio_pipeline.defs.greeks.frames import (
     pricing_config,
     read_frame,
 )
-from portfolio_pipeline.defs.metadata import SessionMetadata
+from portfolio_pipeline.defs.metadata import SessionMetadata, pct, usd
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import ACCOUNTS, MARKET
+from portfolio_pipeline.defs.progress import tracked
+from portfolio_pipeline.defs.quality import problems_check_result
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.risk.checks import (
     ATTRIBUTION,
@@ -42,7 +44,7 @@ from portfolio_pipeline.defs.risk.checks import (
     RISK_CHECK,
     UNEXPLAINED_CHECK,
     attribution_suite,
-    breach_suite,
+    breach_lines,
     margin_suite,
     reconciliation_frame,
     reconciliation_suite,
@@ -124,7 +126,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         flows, _ = read_activity(db, platform, first_prev, days[-1])
         flow_frame = flow_sessions(flows, session_after(calendar))
         carry = read_frame(db, portfolio_returns, [first_prev])
-        for day in days:
+        for day in tracked("portfolio_returns", days, context.log):
             prev = calendar.previous_session(day)
             rows = return_rows(day, on(accounts, day), on(accounts, prev), flow_frame, carry)
             with db.database.begin() as conn:
@@ -136,9 +138,13 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         meta = SessionMetadata(context, days)
         for day in days:
             session = on(stored, day)
-            meta.record(day, RETURNS, {label: _book_value(session, column) for label, column in (
-                ("nlv", "nlv"), ("daily_return", "twr"), ("pnl", "pnl"), ("drawdown", "drawdown"),
-                ("external_flow", "external_flow"))})
+            meta.record(day, RETURNS, {
+                "NLV ($)": usd(_book_value(session, "nlv")),
+                "day P&L ($)": usd(_book_value(session, "pnl")),
+                "day return (%)": pct(_book_value(session, "twr")),
+                "drawdown (%)": pct(_book_value(session, "drawdown")),
+                "external flow ($)": usd(_book_value(session, "external_flow")),
+            })
         yield dg.MaterializeResult(asset_key=RETURNS, metadata=meta.output_metadata(RETURNS))
         yield check_result(RETURNS_CHECK, returns_suite(stored))
         yield check_result(
@@ -179,7 +185,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             per_day = cash.setdefault(after(f.ts), {})
             key = (f.broker, f.account_id, f.contract.key)
             per_day[key] = per_day.get(key, 0.0) + f.cash_effect
-        for day in days:
+        for day in tracked("pnl_attribution", days, context.log):
             prev = calendar.previous_session(day)
             previous = on(greeks, prev)
             if previous.empty:
@@ -206,9 +212,10 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             book = session[(session["broker"] == ALL) & (session["position_key"] == ALL)] if not session.empty else session
             if not book.empty:
                 row = book.iloc[0]
-                values.update({c: _float(row[c]) for c in (
-                    "actual", "delta_pnl", "gamma_pnl", "theta_pnl", "vega_pnl", "vanna_pnl",
-                    "volga_pnl", "unexplained")})
+                values.update({f"{label} ($)": usd(_float(row[c])) for c, label in (
+                    ("actual", "day P&L"), ("delta_pnl", "delta P&L"), ("gamma_pnl", "gamma P&L"),
+                    ("theta_pnl", "theta P&L"), ("vega_pnl", "vega P&L"), ("vanna_pnl", "vanna P&L"),
+                    ("volga_pnl", "volga P&L"), ("unexplained", "unexplained P&L"))})
             meta.record(day, ATTRIBUTION, values)
         yield dg.MaterializeResult(asset_key=ATTRIBUTION, metadata=meta.output_metadata(ATTRIBUTION))
         yield check_result(ATTRIBUTION_CHECK, attribution_suite(stored))
@@ -240,7 +247,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
                 rows += risk_metric_rows([d for d in days if d in have], series, cfg.risk,
                                          (str(broker), str(account)))
         frame = pd.DataFrame(rows, columns=list(risk_metrics.c.keys()))
-        for day in days:
+        for day in tracked("risk_metrics", days, context.log):
             day_rows = frame[frame["session_date"] == day].to_dict("records") if not frame.empty else []
             with db.database.begin() as conn:
                 replace_partition(conn, risk_metrics, {"session_date": day}, day_rows)
@@ -251,12 +258,16 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             values: dict[str, Any] = {"rows": len(session)}
             if not session.empty:
                 book = session[(session["broker"] == ALL) & (session["window"] == "full")]
-                for metric in ("var_95_historical", "var_99_historical", "cvar_99_historical",
-                               "var_99_garch_t", "max_drawdown"):
+                for metric, label in (
+                    ("var_95_historical", "VaR 95% 1d historical"), ("var_99_historical", "VaR 99% 1d historical"),
+                    ("cvar_95_historical", "CVaR 95% 1d historical"),
+                    ("cvar_99_historical", "CVaR 99% 1d historical"), ("var_99_garch_t", "VaR 99% 1d GARCH-t"),
+                    ("max_drawdown", "max drawdown"),
+                ):
                     hit = book[book["metric"] == metric]
                     if not hit.empty:
-                        values[f"{metric}_usd"] = _float(hit.iloc[0]["value_usd"])
-                        values[f"{metric}_pct"] = _float(hit.iloc[0]["value"])
+                        values[f"{label} ($)"] = usd(_float(hit.iloc[0]["value_usd"]))
+                        values[f"{label} (%)"] = pct(_float(hit.iloc[0]["value"]))
                 for metric in ("sharpe", "sortino"):
                     hit = book[book["metric"] == metric]
                     if not hit.empty:
@@ -291,7 +302,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         last_vix: tuple[date, float] | None = None
         if not prior.empty and math.isfinite(_float(prior.iloc[0]["vix"])):
             last_vix = (calendar.previous_session(days[0]), float(prior.iloc[0]["vix"]))
-        for day in days:
+        for day in tracked("margin_history", days, context.log):
             quotes = on(market, day)
             vix = _index_close(quotes, "VIX")
             if vix is None:
@@ -327,14 +338,27 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
             book = session[session["broker"] == ALL] if not session.empty else session
             if not book.empty:
                 row = book.iloc[0]
+                regime = str(row["regime"])
                 meta.record(day, MARGIN, {
-                    "margin_utilisation": _float(row["margin_utilisation"]), "vix": _float(row["vix"]),
-                    "nlv": _float(row["nlv"]), "regime": str(row["regime"]), "breaches": int(row["breaches"])})
+                    "margin utilisation (%)": pct(_float(row["margin_utilisation"])), "VIX": _float(row["vix"]),
+                    "NLV ($)": usd(_float(row["nlv"])), "regime": regime,
+                    _regime_label(service.regime_names): service.regime_names.index(regime)
+                    if regime in service.regime_names else None,
+                    "limit breaches": int(row["breaches"]),
+                    "breached limits": str(row["breached_metrics"]) or "none"})
         yield dg.MaterializeResult(asset_key=MARGIN, metadata=meta.output_metadata(MARGIN))
         yield check_result(MARGIN_CHECK, margin_suite(stored, list(service.regime_names)))
-        yield check_result(BREACH_CHECK, breach_suite(checks), severity=dg.AssetCheckSeverity.WARN)
+        breached = breach_lines(checks, stored)
+        yield problems_check_result(
+            BREACH_CHECK, breached, severity=dg.AssetCheckSeverity.WARN,
+            sessions_with_breaches=len({line.split(" ", 1)[0] for line in breached}))
 
     return [portfolio_returns_asset, pnl_attribution_asset, risk_metrics_asset, margin_history_asset]
+
+
+def _regime_label(names: tuple[str, ...]) -> str:
+    """Label of the plotted regime level: '0 calm .. 3 crisis' style, from the configured order."""
+    return "regime level (" + ", ".join(f"{i}={n}" for i, n in enumerate(names)) + ")"
 
 
 def _index_close(quotes: pd.DataFrame, root: str) -> float | None:

@@ -140,5 +140,26 @@ def margin_suite(frame: pd.DataFrame, regimes: list[str]) -> SuiteOutcome:
     )
 
 
-def breach_suite(limits: pd.DataFrame) -> SuiteOutcome:
-    return validate_frame("limit_breaches", limits, [in_set("breached", [False])])
+_LIMIT_UNITS = {"margin_utilisation": "maintenance margin"}
+
+
+def breach_lines(limits: pd.DataFrame, margin: pd.DataFrame) -> list[str]:
+    """One line per breached limit: session, account, metric, value and limit (% of NLV and $).
+
+    ``limits`` are rows of ``limit_checks`` (values as fractions of NLV), ``margin`` the rows
+    of ``margin_history`` of the same sessions (the NLV of each scope).
+    """
+    if limits.empty:
+        return []
+    nlv = {(r["session_date"], r["broker"], r["account_id"]): float(r["nlv"])
+           for r in margin.to_dict("records")} if not margin.empty else {}
+    out = []
+    hit = limits[limits["breached"].astype(bool)].sort_values(["session_date", "broker", "account_id", "metric"])
+    for r in hit.to_dict("records"):
+        scale = nlv.get((r["session_date"], r["broker"], r["account_id"]))
+        value, limit = float(r["value"]), float(r["limit_value"])
+        dollars = "" if scale is None else f" (${value * scale:,.0f} vs ${limit * scale:,.0f})"
+        scope = "book" if r["account_id"] == "*" else f"{r['broker']}:{r['account_id']}"
+        out.append(f"{r['session_date']} {scope} {r['metric']}: {100 * value:+.2f}% of NLV, limit "
+                   f"{100 * limit:+.2f}%{dollars}, {100 * float(r['utilisation']):.0f}% used, {r['regime']}")
+    return out

@@ -20,6 +20,7 @@ from portfolio_pipeline.defs.activity import read_activity
 from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
+from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.strategies import book
 from portfolio_pipeline.defs.strategies.checks import (
@@ -99,6 +100,23 @@ def md_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return head + "\n".join("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows)
 
 
+def lifecycle_md(rows: Sequence[dict[str, Any]]) -> str:
+    """The lifecycle rows as a narrow markdown table: short headers with units, % as percent."""
+    def pct(v: Any) -> str:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):+.0f}%"
+
+    def usd(v: Any) -> str:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{float(v):+,.0f}"
+
+    head = "| strategy | type | days | DTE | of max profit | of max loss | $/day | light | rule |\n" \
+           "|---|---|---:|---:|---:|---:|---:|---|---|\n"
+    return head + "\n".join(
+        f"| {r.get('strategy_id')} | {r.get('strategy_type')} | {r.get('days_in_trade', '')} | "
+        f"{'' if r.get('dte') is None else r.get('dte')} | {pct(r.get('pct_max_profit'))} | "
+        f"{pct(r.get('pct_max_loss'))} | {usd(r.get('pnl_per_day'))} | {r.get('status')} | {r.get('rule') or ''} |"
+        for r in rows)
+
+
 def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     @dg.asset(key=STRATEGY_GROUPS, deps=[POSITIONS, ACCOUNTS, MARKET],
               check_specs=[GROUPS_CHECK, COVERAGE_CHECK],
@@ -113,7 +131,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         cfg = strategies_config(platform)
         execs = load_executions(db, platform, days)
         meta = SessionMetadata(context, days)
-        for day in days:
+        for day in tracked("strategy_groups", days, context.log):
             with db.database.begin() as conn:
                 groups = book.tag_session(conn, day, execs, cfg)
                 replace_partition(conn, strategy_groups, {"session_date": day}, groups)
@@ -153,7 +171,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         problems: list[str] = []
         worst = 0.0
         meta = SessionMetadata(context, days)
-        for day in days:
+        for day in tracked("strategy_performance", days, context.log):
             with db.database.begin() as conn:
                 result = book.performance_session(conn, day, execs)
                 replace_partition(conn, strategy_performance, {"session_date": day}, result.rows)
@@ -190,7 +208,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         if rules is None:
             context.log.warning("config/exit_rules.yaml is absent: every strategy is green")
         meta = SessionMetadata(context, days)
-        for day in days:
+        for day in tracked("position_lifecycle", days, context.log):
             close = platform.calendar.session_close(day)
             session_signals = 0
             with db.database.begin() as conn:  # rows and events commit together
@@ -206,9 +224,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
                 "exit_signals": session_signals,
                 "red": sum(r["status"] == "red" for r in rows),
                 "yellow": sum(r["status"] == "yellow" for r in rows),
-                "lifecycle": dg.MetadataValue.md(md_table(rows, [
-                    "strategy_id", "strategy_type", "days_in_trade", "dte", "pct_max_profit",
-                    "pct_max_loss", "pnl_per_day", "status", "rule"])),
+                "lifecycle": dg.MetadataValue.md(lifecycle_md(rows)),
             })
         yield dg.MaterializeResult(asset_key=POSITION_LIFECYCLE, metadata=meta.output_metadata(POSITION_LIFECYCLE))
         yield suite_result(LIFECYCLE_CHECK, lifecycle_suite(read_frame(db, position_lifecycle, days)))

@@ -25,8 +25,9 @@ from portfolio_pipeline.defs.marketdata.reader import (
     replay_history,
     uses_stored_history,
 )
-from portfolio_pipeline.defs.metadata import SessionMetadata
+from portfolio_pipeline.defs.metadata import SessionMetadata, usd
 from portfolio_pipeline.defs.partitions import partition_dates
+from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.stress import checks, vol_rule
 from portfolio_pipeline.defs.stress.book import (
@@ -61,6 +62,7 @@ from portfolio_pipeline.storage import positions_snapshot, replace_partition
 from portfolio_pipeline.storage.regimes import session_regime_state
 from portfolio_pipeline.storage.tables import (
     correlation_stress,
+    monte_carlo_distribution,
     monte_carlo_var,
     portfolio_returns,
     stress_historical,
@@ -203,6 +205,13 @@ def _stored_var(row: dict[str, Any] | None, mc: MonteCarloConfig, setup: McSetup
     return {k: float(v) for k, v in values.items()}
 
 
+def distribution_rows(day: date, horizon: int, book_pnl: np.ndarray, bins: int) -> list[dict[str, object]]:
+    """The histogram of the book's simulated P&L at ``horizon`` (rows of monte_carlo_distribution)."""
+    counts, edges = np.histogram(book_pnl, bins=bins)
+    return [{"session_date": day, "horizon_days": horizon, "bin": i, "pnl_from": float(edges[i]),
+             "pnl_to": float(edges[i + 1]), "scenarios": int(c)} for i, c in enumerate(counts)]
+
+
 def _money(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -257,7 +266,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         all_pnl: list[np.ndarray] = []
         zero_pnl = 0.0
         cfg = stress_config(platform.config)  # once per run
-        for day in meta.days:
+        for day in tracked("stress_shock_grid", meta.days, context.log):
             sb = _load(context, db, platform, day, stress_shock_grid, cfg)
             if sb is None:
                 continue
@@ -299,9 +308,9 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     f"{_money(cube[r, c])} ({_money(cube_g[r, c])})" for c in range(cube.shape[1])) + " |")
             meta.record(day, checks.GRID, {
                 "worst_cell": dg.MetadataValue.text(worst_name),
-                "worst_pnl": dg.MetadataValue.float(float(total[worst])),
-                "worst_pnl_greeks": dg.MetadataValue.float(float(approx[worst, -1])),
-                "max_greeks_error": dg.MetadataValue.float(float(np.abs(approx[:, -1] - total).max())),
+                "worst grid P&L ($)": usd(float(total[worst])),
+                "worst grid P&L, Greeks approximation ($)": usd(float(approx[worst, -1])),
+                "max Greeks approximation error ($)": usd(float(np.abs(approx[:, -1] - total).max())),
                 "vix": dg.MetadataValue.float(sb.vix),
                 "skew_rule": dg.MetadataValue.text(cfg.grid.skew_rule),
                 "rows": dg.MetadataValue.int(len(rows)),
@@ -332,11 +341,11 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         totals: list[np.ndarray] = []
         checked: list[dict[str, Any]] = []  # replayed days the book lived through
         cfg = stress_config(platform.config)  # once per run
-        for day in meta.days:
+        for day in tracked("stress_historical", meta.days, context.log):
             sb = _load(context, db, platform, day, stress_historical, cfg)
             if sb is None:
                 continue
-            values: dict[str, dg.MetadataValue] = {}
+            values: dict[str, dg.MetadataValue | None] = {}
             if replay is None:  # the windows do not depend on the session
                 replay = replay_paths(history, platform.calendar, ended_windows(cfg, meta.days[-1]) if live else cfg)
             ents, agg = entities(sb)
@@ -377,7 +386,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                 filled = sum(s != "published" for s in (*path.spx_source, *path.vix_source))
                 lines.append(f"| {path.name} | {path.dates[w]} | {_money(full[w, -1])} | "
                              f"{_money(approx[w, -1])} | {_money(full[-1, -1])} | {filled} |")
-                values[f"{path.name}_worst_pnl"] = dg.MetadataValue.float(float(full[w, -1]))
+                values[f"{path.name} worst P&L ($)"] = usd(float(full[w, -1]))
                 values[f"{path.name}_worst_date"] = dg.MetadataValue.text(path.dates[w].isoformat())
             with db.database.begin() as conn:
                 replace_partition(conn, stress_historical, {"session_date": day}, rows)
@@ -411,7 +420,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         check_rows: list[dict[str, object]] = []  # every session of the run is checked
         cfg = stress_config(platform.config)  # once per run
         pool = ThreadPoolExecutor(WORKERS)  # the horizons of a session side by side
-        for day in meta.days:
+        for day in tracked("monte_carlo_var", meta.days, context.log):
             sb = _load(context, db, platform, day, monte_carlo_var, cfg)
             if sb is None:
                 continue
@@ -425,11 +434,13 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
                   "min_vol": cfg.grid.min_vol}
             rows: list[dict[str, object]] = []
-            values: dict[str, dg.MetadataValue] = {}
+            values: dict[str, dg.MetadataValue | None] = {}
             run = _simulator(fits, sb, setup, kw)
             results = list(pool.map(lambda h: run(setup.corr, h), mc.horizons_days))  # noqa: B023
+            hist_rows: list[dict[str, object]] = []
             for h, groups in zip(mc.horizons_days, results, strict=True):
                 pnl = groups @ agg
+                hist_rows += distribution_rows(day, h, pnl[:, -1], mc.histogram_bins)
                 tails = {lv: tail_contributions(groups, lv) for lv in (0.95, 0.99)}
                 contrib = {lv: c @ agg for lv, (c, _) in tails.items()}
                 for e, (b, a, g) in enumerate(ents):
@@ -446,7 +457,9 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     })
                 tot = rows[-1]
                 for key in ("var_95", "cvar_95", "var_99", "cvar_99"):
-                    values[f"{key}_{h}d"] = dg.MetadataValue.float(float(tot[key]))  # type: ignore[arg-type]
+                    kind, level = key.split("_")
+                    label = f"MC {'CVaR' if kind == 'cvar' else 'VaR'} {level}% {h}d ($)"
+                    values[label] = usd(float(tot[key]))  # type: ignore[arg-type]
                 contrib_lines = ["| account | group | contribution to CVaR99 |", "|---|---|---:|"]
                 for e, (b, a, g) in enumerate(ents[: len(sb.group_keys)]):
                     contrib_lines.append(f"| {b}:{a} | {g} | {_money(contrib[0.99][e])} |")
@@ -457,6 +470,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     + "\n\n" + "\n".join(contrib_lines))
             with db.database.begin() as conn:
                 replace_partition(conn, monte_carlo_var, {"session_date": day}, rows)
+                replace_partition(conn, monte_carlo_distribution, {"session_date": day}, hist_rows)
             check_rows.extend(rows)
             values["regime"] = dg.MetadataValue.text(setup.regime)
             values["vol_multiplier"] = dg.MetadataValue.float(setup.multiplier)
@@ -489,7 +503,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         reused = 0
         cfg = stress_config(platform.config)  # once per run
         pool = ThreadPoolExecutor(WORKERS)
-        for day in days:
+        for day in tracked("correlation_stress", days, context.log):
             sb = _load(context, db, platform, day, correlation_stress, cfg)
             if sb is None:
                 continue
@@ -527,7 +541,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
             for k, v in zip(todo, computed, strict=True):
                 values[k] = v
             rows = []
-            session_meta: dict[str, dg.MetadataValue] = {}
+            session_meta: dict[str, dg.MetadataValue | None] = {}
             for (name, h), risk in zip(tasks, values, strict=True):
                 assert risk is not None
                 row = {
@@ -537,7 +551,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
                     "factors": names, "matrix": np.round(matrices[name], 10).tolist(),
                 }
                 rows.append(row)
-                session_meta[f"{name}_var_99_{h}d"] = dg.MetadataValue.float(float(row["var_99"]))
+                session_meta[f"{name} correlation VaR 99% {h}d ($)"] = usd(float(row["var_99"]))
             with db.database.begin() as conn:
                 replace_partition(conn, correlation_stress, {"session_date": day}, rows)
 

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from portfolio_pipeline.definitions import defs
+from portfolio_pipeline.definitions import build_definitions
 from portfolio_pipeline.exchange_calendar import NEW_YORK
-from portfolio_pipeline_tests.stubs import ephemeral_instance
+from portfolio_pipeline_tests.stubs import REPO_ROOT, ephemeral_instance
+
+
+@pytest.fixture(scope="module")
+def live_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped configuration with the example's live broker accounts (no demo-only skip)."""
+    directory = tmp_path_factory.mktemp("live") / "config"
+    shutil.copytree(REPO_ROOT / "config", directory)
+    shutil.copy(REPO_ROOT / "config" / "accounts.example.yaml", directory / "accounts.yaml")
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def _live(live_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORTFOLIO_CONFIG_DIR", str(live_config))
 
 
 def _evaluate(y: int, m: int, d: int, hh: int, mm: int) -> dg.SensorResult | object:
+    defs = build_definitions()
     schedule = defs.resolve_schedule_def("intraday_schedule")
     with ephemeral_instance() as instance:
         ctx = dg.build_schedule_context(
@@ -55,11 +72,12 @@ def test_ticks_outside_market_hours_skip(when: tuple[int, ...], reason: str) -> 
 
 def test_dst_open_is_half_past_nine_new_york() -> None:
     assert _evaluate(2025, 3, 10, 9, 30).run_requests  # type: ignore[attr-defined]
-    schedule = defs.resolve_schedule_def("intraday_schedule")
+    schedule = build_definitions().resolve_schedule_def("intraday_schedule")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("*/15 * * * 1-5", "America/New_York")
 
 
 def test_jobs_select_the_analytics() -> None:
+    defs = build_definitions()
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     mine = {"position_greeks", "portfolio_greeks", "portfolio_returns", "pnl_attribution",
@@ -76,3 +94,10 @@ def test_jobs_select_the_analytics() -> None:
     assert {"position_greeks_quality", "portfolio_greeks_quality", "returns_quality",
             "pnl_reconciliation", "attribution_identity", "attribution_unexplained",
             "risk_metrics_quality", "margin_quality", "limit_breaches"} <= checks
+
+
+def test_demo_only_configuration_skips_sessions_past_the_demo_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORTFOLIO_CONFIG_DIR", str(REPO_ROOT / "config"))
+    result = _evaluate(2025, 7, 3, 12, 45)
+    assert not result.run_requests  # type: ignore[attr-defined]
+    assert "only the demo broker is configured" in (result.skip_message or "")  # type: ignore[attr-defined]

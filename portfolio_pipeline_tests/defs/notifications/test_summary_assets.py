@@ -100,10 +100,10 @@ def test_backfill_of_past_sessions_sends_nothing(
         "dagster/asset_partition_range_end": WEEK[2].isoformat(),
     })
     assert backfill.success
-    meta = _meta(backfill)  # a range: the last session's values under last_session_*
-    assert (meta["last_session_sent"], meta["sessions_sent"]) == (False, 0)
-    assert "not the latest completed session (2018-03-29)" in meta["last_session_reason"]
-    assert "Daily summary 2018-03-28" in meta["last_session_text"]
+    meta = _meta(backfill)  # the last partition of the range carries its own session's values
+    assert (meta["sent"], meta["sessions_sent"]) == (False, 0)
+    assert "not the latest completed session (2018-03-29)" in meta["reason"]
+    assert "Daily summary 2018-03-28" in meta["text"]
     # the latest session replayed a week later is history too ...
     late = _run(DAILY, db_url, notify_config_dir, instance, at=datetime(2018, 4, 6, 22, tzinfo=UTC))
     assert _meta(late)["sent"] is False

@@ -104,7 +104,7 @@ def test_snapshot_stored_checked_and_idempotent(db_url: str, instance: dg.Dagste
     assert evaluations == {"positions_quality": True, "account_quality": True, "market_quality": True}
     mats = first.asset_materializations_for_node("broker_snapshots")
     nlv = next(m for m in mats if m.asset_key == dg.AssetKey("account_snapshot"))
-    assert nlv.metadata["nlv"].value == 250_000.0
+    assert nlv.metadata["NLV ($)"].value == 250_000
 
     second = _materialize(db_url, instance)
     assert second.success

@@ -98,14 +98,23 @@ def test_eod_analytics_stored_checked_and_idempotent(
     assert {r["metric"] for r in limits} == {"beta_weighted_delta", "short_gamma", "vega", "theta",
                                              "margin_utilisation"}
     assert margin["breaches"] == sum(r["breached"] for r in limits) > 0
+    # the breach check names session, account, metric, value and limit (% of NLV and $)
+    [breach_eval] = [e for e in second.get_asset_check_evaluations() if e.check_name == "limit_breaches"]
+    text = breach_eval.description or ""
+    first = next(r for r in sorted(limits, key=lambda r: r["metric"]) if r["breached"])
+    nlv = margin["nlv"]
+    assert (f"{DAY2} demo:A1 {first['metric']}: {100 * first['value']:+.2f}% of NLV, limit "
+            f"{100 * first['limit_value']:+.2f}% (${first['value'] * nlv:,.0f} vs "
+            f"${first['limit_value'] * nlv:,.0f})") in text, text
+    assert "unexpected" not in text
 
     # report written and linked
     mats = second.asset_materializations_for_node("daily_report")
     path = Path(str(mats[0].metadata["path"].value))
     assert path == portfolio_env / "reports" / "daily_2018-02-05.html"
     assert "<svg" in path.read_text() and "crisis" in path.read_text()
-    nlv_meta = second.asset_materializations_for_node("portfolio_returns")[0].metadata["nlv"].value
-    assert nlv_meta == pytest.approx(NLV1 + PNL2 + DEPOSIT)
+    nlv_meta = second.asset_materializations_for_node("portfolio_returns")[0].metadata["NLV ($)"].value
+    assert nlv_meta == round(NLV1 + PNL2 + DEPOSIT)  # whole dollars
 
     # idempotent: a re-run of the session leaves identical rows
     assert materialize(db_url, instance, DAY2).success

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import shutil
 from datetime import date
@@ -51,6 +52,7 @@ from portfolio_pipeline.storage import (
 from portfolio_pipeline.storage.records import position_row, quote_row
 from portfolio_pipeline.storage.tables import (
     correlation_stress,
+    monte_carlo_distribution,
     monte_carlo_var,
     stress_historical,
     stress_shock_grid,
@@ -195,6 +197,20 @@ def test_stress_assets_materialise_and_rerun_idempotently(db_url: str, tmp_path:
             db.dispose()
         assert zero == 0.0
         assert 0 < total["var_95"] <= total["var_99"] <= total["cvar_99"]
+        # the stored histogram of the book's P&L holds every scenario, its edges contiguous
+        db = Database(db_url)
+        try:
+            with db.connect() as conn:
+                hist = conn.execute(select(monte_carlo_distribution).where(
+                    monte_carlo_distribution.c.horizon_days == 10).order_by(monte_carlo_distribution.c.bin)
+                ).mappings().all()
+        finally:
+            db.dispose()
+        assert sum(r["scenarios"] for r in hist) == total["n_scenarios"]
+        assert all(a["pnl_to"] == b["pnl_from"] for a, b in itertools.pairwise(hist))
+        # the empirical 1% quantile lies in or below the bin holding -VaR99 (a histogram bound)
+        below = sum(r["scenarios"] for r in hist if r["pnl_to"] <= -total["var_99"])
+        assert below <= 0.01 * total["n_scenarios"]
     assert counts[0] == counts[1] and all(c > 0 for c in counts[0])
     mats = result.asset_materializations_for_node("stress_shock_grid")
     assert "worst_cell" in mats[0].metadata

@@ -1,0 +1,598 @@
+"""The daily risk pack: one self-contained HTML page per session, and an index page.
+
+Everything comes from the stored tables of the session (no recomputation): the headline
+(NLV, day P&L, drawdown, regime) with every limit of the regime in force, breached limits
+highlighted; the VaR breach flag (the day's loss exceeded the PRIOR session's VaR);
+positions with their Greeks; Greeks by underlying and by strategy; the stress grid as a
+heat map; the Monte Carlo P&L distribution with VaR/CVaR marked; the historical replays;
+strategies with their traffic light and exit signal; margin and regime history.
+
+Pages use inline CSS and SVG only, so they work offline and behind ``portfolio report
+--serve`` (browsers block ``file://`` links from the Dagster UI).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, select
+
+from portfolio_pipeline.analytics.report import line_chart
+from portfolio_pipeline.storage.tables import (
+    limit_checks,
+    margin_history,
+    monte_carlo_distribution,
+    monte_carlo_var,
+    portfolio_greeks,
+    portfolio_returns,
+    position_greeks,
+    position_lifecycle,
+    risk_metrics,
+    strategy_performance,
+    stress_historical,
+    stress_shock_grid,
+)
+
+ALL = "*"
+PACK_PREFIX = "risk_pack_"
+INDEX_NAME = "index.html"
+DEFAULT_PORT = 8800
+"""Port of ``portfolio report --serve`` on 127.0.0.1 (the asset metadata links there)."""
+
+Row = dict[str, Any]
+
+LIMIT_LABELS: Mapping[str, tuple[str, str]] = {
+    "beta_weighted_delta": ("beta-weighted delta", "$ (SPX-equivalent)"),
+    "short_gamma": ("short gamma per 1% move", "$"),
+    "vega": ("vega", "$ per vol point"),
+    "theta": ("theta", "$ per day"),
+    "margin_utilisation": ("maintenance margin", "$"),
+}
+"""Limit metric -> (name, unit of the dollar value); limits are stored as fractions of NLV."""
+
+
+def pack_name(day: date) -> str:
+    """File name of a session's pack."""
+    return f"{PACK_PREFIX}{day.isoformat()}.html"
+
+
+def pack_url(day: date, port: int = DEFAULT_PORT) -> str:
+    """Where ``portfolio report --serve`` serves the pack of ``day``."""
+    return f"http://127.0.0.1:{port}/{pack_name(day)}"
+
+
+@dataclass(frozen=True)
+class PackData:
+    """The stored rows of one session that the pack shows (book rows are broker '*')."""
+
+    session: date
+    returns: list[Row]
+    """Book rows of portfolio_returns up to the session, oldest first."""
+    risk: dict[str, Row]
+    """Book risk_metrics of the session (window 'full'), by metric."""
+    prior_risk: dict[str, Row]
+    """The same for the previous stored session (the VaR the day is tested against)."""
+    limits: list[Row]
+    margin: list[Row]
+    """Book rows of margin_history up to the session, oldest first."""
+    positions: list[Row]
+    by_underlying: list[Row]
+    strategies: list[Row]
+    lifecycle: dict[str, Row]
+    grid: list[Row]
+    replays: list[Row]
+    mc: list[Row]
+    mc_hist: list[Row] = field(default_factory=list)
+    scopes: list[Row] = field(default_factory=list)
+    """margin_history rows of the session, every scope (the NLV that scales each limit)."""
+
+    @property
+    def today(self) -> Row | None:
+        last = self.returns[-1] if self.returns else None
+        return last if last is not None and last["session_date"] == self.session else None
+
+
+def _rows(conn: Connection, table: Table, *clauses: Any, order: Sequence[str] = ()) -> list[Row]:
+    stmt = select(table).where(and_(*clauses)) if clauses else select(table)
+    cols = [table.c[name] for name in order] or list(table.primary_key.columns)
+    return [dict(r) for r in conn.execute(stmt.order_by(*cols)).mappings()]
+
+
+def stored_sessions(conn: Connection) -> list[date]:
+    """Sessions with a book row in portfolio_returns, oldest first."""
+    t = portfolio_returns
+    stmt = select(t.c.session_date).where(t.c.broker == ALL, t.c.account_id == ALL).order_by(t.c.session_date)
+    return [r[0] for r in conn.execute(stmt)]
+
+
+def load_pack(conn: Connection, day: date) -> PackData:
+    """The stored rows of session ``day`` (and the history the charts need)."""
+    r, m, rm = portfolio_returns, margin_history, risk_metrics
+    returns = _rows(conn, r, r.c.broker == ALL, r.c.account_id == ALL, r.c.session_date <= day,
+                    order=["session_date"])
+    prior = returns[-2]["session_date"] if len(returns) >= 2 and returns[-1]["session_date"] == day else None
+
+    def risk_of(session: date | None) -> dict[str, Row]:
+        if session is None:
+            return {}
+        rows = _rows(conn, rm, rm.c.session_date == session, rm.c.broker == ALL, rm.c.account_id == ALL,
+                     rm.c.window == "full")
+        return {str(x["metric"]): x for x in rows}
+
+    pg, sp, lc = portfolio_greeks, strategy_performance, position_lifecycle
+    grid, hist, mc, dist = stress_shock_grid, stress_historical, monte_carlo_var, monte_carlo_distribution
+    return PackData(
+        session=day,
+        returns=returns,
+        risk=risk_of(day),
+        prior_risk=risk_of(prior),
+        limits=_rows(conn, limit_checks, limit_checks.c.session_date == day,
+                     order=["broker", "account_id", "metric"]),
+        margin=_rows(conn, m, m.c.broker == ALL, m.c.account_id == ALL, m.c.session_date <= day,
+                     order=["session_date"]),
+        positions=_rows(conn, position_greeks, position_greeks.c.session_date == day),
+        by_underlying=_rows(conn, pg, pg.c.session_date == day, pg.c.broker == ALL, pg.c.account_id == ALL,
+                            order=["underlying"]),
+        strategies=_rows(conn, sp, sp.c.session_date == day, order=["broker", "account_id", "strategy_id"]),
+        lifecycle={str(x["strategy_id"]): x for x in _rows(conn, lc, lc.c.session_date == day)},
+        grid=_rows(conn, grid, grid.c.session_date == day, grid.c.broker == ALL, grid.c.group_key == ALL,
+                   grid.c.strategy_id.is_(None)),
+        replays=_rows(conn, hist, hist.c.session_date == day, hist.c.broker == ALL,
+                      order=["scenario", "step"]),
+        mc=_rows(conn, mc, mc.c.session_date == day, mc.c.broker == ALL, mc.c.group_key == ALL,
+                 order=["horizon_days"]),
+        mc_hist=_rows(conn, dist, dist.c.session_date == day, order=["horizon_days", "bin"]),
+        scopes=_rows(conn, m, m.c.session_date == day),
+    )
+
+
+# ------------------------------------------------------------------------ numbers
+
+
+def _num(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def usd(value: Any, *, signed: bool = False) -> str:
+    """Whole dollars with thousands separators ('–' when missing)."""
+    x = _num(value)
+    if x is None:
+        return "–"
+    return f"{x:+,.0f}" if signed else f"{x:,.0f}"
+
+
+def pct(ratio: Any, digits: int = 1, *, signed: bool = False) -> str:
+    """A ratio as a percentage ('–' when missing)."""
+    x = _num(ratio)
+    if x is None:
+        return "–"
+    return f"{100 * x:+.{digits}f}%" if signed else f"{100 * x:.{digits}f}%"
+
+
+@dataclass(frozen=True, slots=True)
+class VarBreach:
+    """The session's P&L against the prior session's VaR (a VaR backtest exceedance)."""
+
+    level: str
+    day_pnl: float
+    prior_var: float
+
+    @property
+    def breached(self) -> bool:
+        return self.day_pnl < -self.prior_var
+
+
+def var_breaches(pack: PackData) -> list[VarBreach]:
+    """Day loss vs the prior session's historical VaR 95% and 99% (empty when unknown)."""
+    today = pack.today
+    pnl = _num(today["pnl"]) if today is not None else None
+    out = []
+    for level in ("95", "99"):
+        row = pack.prior_risk.get(f"var_{level}_historical")
+        var = _num(row["value_usd"]) if row is not None else None
+        if pnl is not None and var is not None:
+            out.append(VarBreach(level, pnl, var))
+    return out
+
+
+def limit_rows(pack: PackData) -> list[Row]:
+    """The session's limit checks with $ values (fraction x the scope's NLV), book first."""
+    nlv = {(r["broker"], r["account_id"]): _num(r["nlv"]) for r in pack.scopes}
+    out = []
+    for r in sorted(pack.limits, key=lambda x: (x["broker"] != ALL, x["broker"], x["account_id"], x["metric"])):
+        scale = nlv.get((r["broker"], r["account_id"]))
+        if scale is None and r["broker"] == ALL and pack.today is not None:
+            scale = _num(pack.today["nlv"])
+        name, unit = LIMIT_LABELS.get(str(r["metric"]), (str(r["metric"]), "$"))
+        value, limit = _num(r["value"]), _num(r["limit_value"])
+        out.append({
+            "scope": "book" if r["broker"] == ALL else f"{r['broker']}:{r['account_id']}",
+            "metric": name, "unit": unit, "value_pct": value, "limit_pct": limit,
+            "value_usd": None if scale is None or value is None else value * scale,
+            "limit_usd": None if scale is None or limit is None else limit * scale,
+            "utilisation": _num(r["utilisation"]), "breached": bool(r["breached"]), "regime": r["regime"],
+        })
+    return out
+
+
+# ------------------------------------------------------------------------ HTML
+
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:auto;padding:0 12px;color:#222}"
+    "table{border-collapse:collapse;margin:6px 0 14px}"
+    "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right;font-size:13px}"
+    "th{background:#f3f3f3}td.l,th.l{text-align:left}td.l a{white-space:nowrap}"
+    "tr.breach td{background:#fde0dc;font-weight:600}"
+    ".flag{display:inline-block;padding:2px 8px;border-radius:4px;font-weight:600}"
+    ".bad{background:#d62728;color:#fff}.ok{background:#2ca02c;color:#fff}.warn{background:#ffbf00}"
+    ".light{display:inline-block;width:12px;height:12px;border-radius:6px;margin-right:4px;vertical-align:middle}"
+    ".green{background:#2ca02c}.yellow{background:#ffbf00}.red{background:#d62728}.grey{background:#aaa}"
+    "h2{border-bottom:2px solid #ddd;padding-bottom:2px;margin-top:28px}"
+)
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, left: int = 1,
+           classes: Sequence[str] | None = None) -> str:
+    """An HTML table; the first ``left`` columns are left aligned; cells are already escaped."""
+    head = "".join(f'<th class="l">{_e(h)}</th>' if i < left else f"<th>{_e(h)}</th>"
+                   for i, h in enumerate(headers))
+    body = []
+    for k, row in enumerate(rows):
+        cls = f' class="{classes[k]}"' if classes and classes[k] else ""
+        cells = "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>" for i, c in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    if not body:
+        return "<p><em>none</em></p>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _headline(pack: PackData) -> str:
+    today = pack.today
+    if today is None:
+        return f"<p><em>No book row stored for {pack.session}.</em></p>"
+    margin = next((r for r in pack.margin if r["session_date"] == pack.session), None)
+    parts = [
+        f"NLV <b>${usd(today['nlv'])}</b>",
+        f"day P&amp;L <b>${usd(today['pnl'], signed=True)}</b> ({pct(today['twr'], 2, signed=True)})",
+        f"drawdown {pct(today['drawdown'], 1)}",
+    ]
+    if margin is not None:
+        parts += [f"regime <b>{_e(margin['regime'])}</b>", f"VIX {_num(margin['vix']) or 0:.2f}",
+                  f"margin {pct(margin['margin_utilisation'])} of NLV"]
+    var99 = pack.risk.get("var_99_historical")
+    if var99 is not None:
+        parts.append(f"VaR 99% 1-day ${usd(var99['value_usd'])} ({pct(var99['value'], 2)})")
+    breaches = sorted({r["metric"] for r in limit_rows(pack) if r["breached"]})
+    flags = []
+    for vb in var_breaches(pack):
+        cls, word = ("bad", "VaR BREACH") if vb.breached else ("ok", "within VaR")
+        flags.append(f'<span class="flag {cls}">{word} {vb.level}%: day ${usd(vb.day_pnl, signed=True)} vs prior '
+                     f"VaR ${usd(vb.prior_var)}</span>")
+    lim = (f'<span class="flag bad">limits breached: {_e(", ".join(breaches))}</span>' if breaches
+           else '<span class="flag ok">all limits within</span>')
+    return f"<p>{' · '.join(parts)}</p><p>{lim} {' '.join(flags)}</p>"
+
+
+def limits_html(pack: PackData) -> str:
+    rows = limit_rows(pack)
+    return _table(
+        ["scope", "limit", "value (% NLV)", "limit (% NLV)", "value ($)", "limit ($)", "unit", "utilisation", "regime"],
+        [[_e(r["scope"]), _e(r["metric"]), pct(r["value_pct"], 2), pct(r["limit_pct"], 2),
+          usd(r["value_usd"]), usd(r["limit_usd"]), _e(r["unit"]), pct(r["utilisation"], 0), _e(r["regime"])]
+         for r in rows],
+        left=2, classes=["breach" if r["breached"] else "" for r in rows],
+    )
+
+
+_GREEK_HEAD = ["beta-wtd delta ($)", "dollar delta ($)", "gamma per 1% ($)", "theta ($/day)", "vega ($/vol pt)"]
+_GREEK_COLS = ["beta_weighted_dollar_delta", "dollar_delta", "dollar_gamma_1pct", "theta_per_day", "vega_per_point"]
+
+
+def _positions_html(pack: PackData) -> str:
+    rows = sorted(pack.positions, key=lambda r: (r["underlying"], r["position_key"]))
+    return _table(
+        ["position", "account", "qty", "mark", "IV", *_GREEK_HEAD, "market value ($)"],
+        [[_e(r["position_key"]), _e(r["account_id"]), f"{_num(r['quantity']) or 0:g}",
+          f"{_num(r['mark']) or 0:,.2f}", pct(r["vol"], 1) if _num(r["vol"]) else "–",
+          *[usd(r[c]) for c in _GREEK_COLS], usd(r["market_value"])] for r in rows],
+        left=2,
+    )
+
+
+def _by_underlying_html(pack: PackData) -> str:
+    rows = sorted(pack.by_underlying, key=lambda r: (r["underlying"] == ALL, r["underlying"]))
+    return _table(["underlying", "positions", *_GREEK_HEAD],
+                  [[_e("book" if r["underlying"] == ALL else r["underlying"]), str(r["positions"]),
+                    *[usd(r[c]) for c in _GREEK_COLS]] for r in rows])
+
+
+def _open(pack: PackData) -> list[Row]:
+    return [r for r in pack.strategies if r["status"] == "open"]
+
+
+def _by_strategy_html(pack: PackData) -> str:
+    totals: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    cols = ["dollar_delta", "dollar_gamma_1pct", "theta_per_day", "vega_per_point"]
+    for r in _open(pack):
+        key = str(r["strategy_type"])
+        acc = totals.setdefault(key, [0.0] * len(cols))
+        counts[key] = counts.get(key, 0) + 1
+        for i, c in enumerate(cols):
+            acc[i] += _num(r[c]) or 0.0
+    return _table(["strategy type", "open", "dollar delta ($)", "gamma per 1% ($)", "theta ($/day)", "vega ($/vol pt)"],
+                  [[_e(k), str(counts[k]), *[usd(v) for v in vals]] for k, vals in sorted(totals.items())])
+
+
+def traffic_light(status: Any) -> str:
+    s = str(status) if status in ("green", "yellow", "red") else "grey"
+    return f'<span class="light {s}"></span>{_e(s)}'
+
+
+def _strategies_html(pack: PackData) -> str:
+    rows = _open(pack)
+    out = []
+    for r in rows:
+        life = pack.lifecycle.get(str(r["strategy_id"]), {})
+        signal = life.get("message") or life.get("rule") or ""
+        out.append([_e(r["strategy_id"]), _e(r["strategy_type"]), traffic_light(life.get("status")),
+                    _e(life.get("days_in_trade", "–")), _e(life.get("dte", "–")), usd(r["daily_pnl"], signed=True),
+                    usd(r["cumulative_pnl"], signed=True), usd(r["dollar_delta"]), usd(r["theta_per_day"]),
+                    usd(r["vega_per_point"]), _e(signal)])
+    return _table(["strategy", "type", "light", "days in trade", "DTE", "day P&L ($)", "P&L ($)",
+                   "dollar delta ($)", "theta ($/day)", "vega ($/vol pt)", "exit signal"], out, left=3)
+
+
+def _heat(value: float | None, top: float) -> str:
+    if value is None:
+        return ""
+    a = min(abs(value) / top, 1.0) if top > 0 else 0.0
+    rgb = (214, 39, 40) if value < 0 else (44, 160, 44)
+    return f"background:rgba({rgb[0]},{rgb[1]},{rgb[2]},{0.08 + 0.8 * a:.2f})"
+
+
+def _grid_html(pack: PackData) -> str:
+    cells = [r for r in pack.grid if r["horizon_days"] == 0]
+    if not cells:
+        return "<p><em>no stress grid stored</em></p>"
+    shocks = sorted({float(r["spot_shock"]) for r in cells})
+    vols = list(dict.fromkeys(str(r["vol_scenario"]) for r in sorted(cells, key=_vol_order)))
+    pnl = {(float(r["spot_shock"]), str(r["vol_scenario"])): _num(r["pnl"]) for r in cells}
+    top = max((abs(v) for v in pnl.values() if v is not None), default=0.0)
+    head = '<tr><th class="l">spot \\ vol</th>' + "".join(f"<th>{_e(v)}</th>" for v in vols) + "</tr>"
+    body = []
+    for s in shocks:
+        tds = "".join(f'<td style="{_heat(pnl.get((s, v)), top)}">{usd(pnl.get((s, v)))}</td>' for v in vols)
+        body.append(f'<tr><td class="l">{s:+.0%}</td>{tds}</tr>')
+    return (f"<p>Book P&amp;L ($) of an instant shock (full revaluation): rows spot, columns implied vol "
+            f"(points or VIX level).</p><table>{head}{''.join(body)}</table>")
+
+
+def _vol_order(r: Row) -> tuple[int, float]:
+    v = str(r["vol_scenario"])
+    if v.startswith("VIX"):
+        return (1, float(v.split()[1]))
+    return (0, float(v.replace("pt", "")))
+
+
+def _mc_html(pack: PackData) -> str:
+    if not pack.mc:
+        return "<p><em>no Monte Carlo result stored</em></p>"
+    parts = [_table(["horizon", "VaR 95% ($)", "CVaR 95% ($)", "VaR 99% ($)", "CVaR 99% ($)", "mean ($)",
+                     "std ($)", "scenarios", "regime"],
+                    [[f"{r['horizon_days']} d", usd(r["var_95"]), usd(r["cvar_95"]), usd(r["var_99"]),
+                      usd(r["cvar_99"]), usd(r["mean_pnl"], signed=True), usd(r["std_pnl"]), str(r["n_scenarios"]),
+                      _e(r["regime"])] for r in pack.mc])]
+    for r in pack.mc:
+        bins = [b for b in pack.mc_hist if b["horizon_days"] == r["horizon_days"]]
+        if bins:
+            parts.append(histogram_svg(bins, {"VaR 95%": -float(r["var_95"]), "VaR 99%": -float(r["var_99"]),
+                                              "CVaR 99%": -float(r["cvar_99"])},
+                                       title=f"Book P&L over {r['horizon_days']} day(s), {r['n_scenarios']} scenarios"))
+    return "".join(parts)
+
+
+def histogram_svg(bins: Sequence[Row], marks: Mapping[str, float], *, title: str) -> str:
+    """Bars of a P&L histogram (losses red) with vertical lines at ``marks`` (P&L values)."""
+    w, h, pad = 720, 220, 40
+    total = sum(int(b["scenarios"]) for b in bins)
+    kept, seen = [], 0
+    for b in bins:  # the far right tail (gains) would squeeze the loss side into a few pixels
+        kept.append(b)
+        seen += int(b["scenarios"])
+        if seen >= 0.995 * total and float(b["pnl_to"]) > max(marks.values(), default=0.0):
+            break
+    cut = total - seen
+    if cut:
+        title = f"{title} (right tail: {cut} scenarios above ${usd(kept[-1]['pnl_to'])} not drawn)"
+    bins = kept
+    lo, hi = float(bins[0]["pnl_from"]), float(bins[-1]["pnl_to"])
+    span = (hi - lo) or 1.0
+    top = max(int(b["scenarios"]) for b in bins) or 1
+
+    def x(v: float) -> float:
+        return pad + (v - lo) / span * (w - 2 * pad)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{_e(title)}">'
+             f'<title>{_e(title)}</title><text x="{pad}" y="14" font-size="12">{_e(title)}</text>']
+    for b in bins:
+        x0, x1 = x(float(b["pnl_from"])), x(float(b["pnl_to"]))
+        bh = int(b["scenarios"]) / top * (h - 2 * pad)
+        color = "#d62728" if float(b["pnl_to"]) <= 0 else "#1f77b4"
+        parts.append(f'<rect x="{x0:.1f}" y="{h - pad - bh:.1f}" width="{max(x1 - x0 - 1, 1):.1f}" '
+                     f'height="{bh:.1f}" fill="{color}" opacity="0.75"/>')
+    for k, (label, value) in enumerate(marks.items()):
+        xv = x(value)
+        parts.append(f'<line x1="{xv:.1f}" y1="{pad - 10}" x2="{xv:.1f}" y2="{h - pad}" stroke="#000" '
+                     f'stroke-dasharray="4 3"/><text x="{xv + 3:.1f}" y="{pad + 4 + 12 * k}" font-size="11">'
+                     f"{_e(label)} {usd(-value)}</text>")
+    parts.append(f'<text x="{pad}" y="{h - 10}" font-size="10">{usd(lo)}</text>'
+                 f'<text x="{w - pad - 60}" y="{h - 10}" font-size="10">{usd(hi)}</text></svg>')
+    return "".join(parts)
+
+
+def _replays_html(pack: PackData) -> str:
+    by: dict[str, list[Row]] = {}
+    for r in pack.replays:
+        if r["account_id"] == ALL:
+            by.setdefault(str(r["scenario"]), []).append(r)
+    rows, charts = [], []
+    for name, steps in by.items():
+        steps.sort(key=lambda r: r["step"])
+        worst = min(steps, key=lambda r: float(r["pnl"]))
+        rows.append([_e(name), _e(f"{steps[0]['step_date']} .. {steps[-1]['step_date']}"), _e(worst["step_date"]),
+                     usd(worst["pnl"], signed=True), usd(steps[-1]["pnl"], signed=True),
+                     str(sum(1 for s in steps if s["spx_source"] != "published" or s["vix_source"] != "published"))])
+        charts.append(line_chart([s["step_date"] for s in steps], [float(s["pnl"]) for s in steps],
+                                 title=f"{name}: today's book through the window, P&L ($)", color="#d62728"))
+    table = _table(["window", "dates", "worst day", "worst P&L ($)", "end P&L ($)", "filled closes"], rows, left=3)
+    return table + "".join(charts)
+
+
+def _history_html(pack: PackData) -> str:
+    ret, mar = pack.returns, pack.margin
+    regimes = {str(r["regime"]) for r in mar}
+    colors = {"calm": "#2ca02c", "normal": "#9ecae1", "elevated": "#ffbf00", "crisis": "#d62728"}
+    strip = ""
+    if mar:
+        w = 640 / len(mar)
+        rects = "".join(f'<rect x="{36 + i * w:.2f}" y="18" width="{w + 0.3:.2f}" height="16" '
+                        f'fill="{colors.get(str(r["regime"]), "#888")}"><title>{r["session_date"]}: {_e(r["regime"])}'
+                        f"</title></rect>" for i, r in enumerate(mar))
+        legend = " ".join(f'<tspan fill="{colors.get(n, "#888")}">■ {_e(n)}</tspan>' for n in sorted(regimes))
+        strip = (f'<svg xmlns="http://www.w3.org/2000/svg" width="712" height="50" role="img" aria-label="regime">'
+                 f'<text x="36" y="12" font-size="12">Regime {mar[0]["session_date"]} .. {mar[-1]["session_date"]} '
+                 f"{legend}</text>{rects}</svg>")
+    return "".join([
+        line_chart([r["session_date"] for r in ret], [float(r["nlv"]) for r in ret], title="NLV ($)"),
+        line_chart([r["session_date"] for r in ret], [100 * float(r["drawdown"]) for r in ret],
+                   title="Drawdown (%)", color="#d62728"),
+        line_chart([r["session_date"] for r in mar], [100 * float(r["margin_utilisation"]) for r in mar],
+                   title="Margin utilisation (% of NLV)", color="#ff7f0e"),
+        line_chart([r["session_date"] for r in mar], [float(r["vix"]) for r in mar], title="VIX", color="#9467bd"),
+        strip,
+    ])
+
+
+def render_pack(pack: PackData, *, previous: date | None = None, following: date | None = None) -> str:
+    """The pack of one session as a complete HTML page."""
+    nav = [f'<a href="{INDEX_NAME}">all sessions</a>']
+    if previous is not None:
+        nav.insert(0, f'<a href="{pack_name(previous)}">&larr; {previous}</a>')
+    if following is not None:
+        nav.append(f'<a href="{pack_name(following)}">{following} &rarr;</a>')
+    sections = [
+        ("Limits", limits_html(pack)),
+        ("Positions and Greeks", _positions_html(pack)),
+        ("Greeks by underlying", _by_underlying_html(pack)),
+        ("Greeks by strategy type (open strategies)", _by_strategy_html(pack)),
+        ("Strategies: traffic lights and exit signals", _strategies_html(pack)),
+        ("Stress grid (heat map)", _grid_html(pack)),
+        ("Monte Carlo P&amp;L distribution", _mc_html(pack)),
+        ("Historical replays", _replays_html(pack)),
+        ("History: NLV, drawdown, margin and regime", _history_html(pack)),
+    ]
+    body = "".join(f"<h2>{title}</h2>{content}" for title, content in sections)
+    return ("<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>Risk pack {pack.session}</title><style>{STYLE}</style></head><body>"
+            f"<p>{' · '.join(nav)}</p><h1>Risk pack {pack.session}</h1>{_headline(pack)}{body}</body></html>")
+
+
+def index_rows(conn: Connection) -> list[Row]:
+    """One row per stored session: NLV, P&L, regime, limit breaches, VaR breach (99%, prior VaR)."""
+    r, m, rm = portfolio_returns, margin_history, risk_metrics
+    returns = _rows(conn, r, r.c.broker == ALL, r.c.account_id == ALL, order=["session_date"])
+    margin = {x["session_date"]: x for x in _rows(conn, m, m.c.broker == ALL, m.c.account_id == ALL)}
+    var = {x["session_date"]: _num(x["value_usd"]) for x in _rows(
+        conn, rm, rm.c.broker == ALL, rm.c.account_id == ALL, rm.c.window == "full",
+        rm.c.metric == "var_99_historical")}
+    out = []
+    for i, row in enumerate(returns):
+        day = row["session_date"]
+        prior = var.get(returns[i - 1]["session_date"]) if i > 0 else None
+        pnl = _num(row["pnl"])
+        mg = margin.get(day, {})
+        out.append({"session_date": day, "nlv": row["nlv"], "pnl": pnl, "twr": row["twr"],
+                    "regime": mg.get("regime", "–"), "breaches": mg.get("breaches", 0),
+                    "breached_metrics": mg.get("breached_metrics", ""),
+                    "var_breach": None if prior is None or pnl is None else pnl < -prior, "prior_var": prior})
+    return out
+
+
+def render_index(rows: Sequence[Row], available: set[date]) -> str:
+    """The index page: every session, newest first, breaches highlighted, linked to its pack."""
+    rows = sorted(rows, key=lambda r: r["session_date"], reverse=True)
+    n_limit = sum(1 for r in rows if r["breaches"])
+    n_var = sum(1 for r in rows if r["var_breach"])
+    cells = []
+    for r in rows:
+        day = r["session_date"]
+        link = f'<a href="{pack_name(day)}">{day}</a>' if day in available else _e(day)
+        vb = "–" if r["var_breach"] is None else ('<span class="flag bad">yes</span>' if r["var_breach"] else "no")
+        cells.append([link, usd(r["nlv"]), usd(r["pnl"], signed=True), pct(r["twr"], 2, signed=True), _e(r["regime"]),
+                      str(r["breaches"]), _e((r["breached_metrics"] or "").replace(",", ", ")), usd(r["prior_var"]), vb])
+    table = _table(["session", "NLV ($)", "day P&L ($)", "day return", "regime", "limits breached", "which",
+                    "prior VaR 99% ($)", "VaR breach"], cells,
+                   classes=["breach" if r["breaches"] or r["var_breach"] else "" for r in rows])
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>Risk packs</title>"
+            f"<style>{STYLE}</style></head><body><h1>Risk packs</h1>"
+            f"<p>{len(rows)} sessions · limit breaches on {n_limit} · VaR 99% breaches on {n_var}</p>{table}</body></html>")
+
+
+def headline_markdown(pack: PackData) -> str:
+    """The pack's key tables as markdown (the asset's metadata; fits the Dagster UI)."""
+    today = pack.today
+    lines = []
+    if today is not None:
+        lines.append(f"**{pack.session}** NLV ${usd(today['nlv'])}, day P&L ${usd(today['pnl'], signed=True)} "
+                     f"({pct(today['twr'], 2, signed=True)}), drawdown {pct(today['drawdown'])}")
+    for vb in var_breaches(pack):
+        lines.append(f"- VaR {vb.level}%: {'**BREACH**' if vb.breached else 'within'} "
+                     f"(day ${usd(vb.day_pnl, signed=True)} vs prior VaR ${usd(vb.prior_var)})")
+    lines += ["", "| limit | value | limit | used |", "|---|---:|---:|---:|"]
+    for r in limit_rows(pack):
+        if r["scope"] != "book":
+            continue
+        mark = "**" if r["breached"] else ""
+        lines.append(f"| {mark}{r['metric']}{mark} | ${usd(r['value_usd'])} ({pct(r['value_pct'], 2)}) | "
+                     f"${usd(r['limit_usd'])} ({pct(r['limit_pct'], 2)}) | {mark}{pct(r['utilisation'], 0)}{mark} |")
+    signals = [(sid, life) for sid, life in pack.lifecycle.items() if life.get("status") in ("red", "yellow")]
+    if signals:
+        lines += ["", "| strategy | light | exit signal |", "|---|---|---|"]
+        lines += [f"| {sid} | {life['status']} | {life.get('message') or life.get('rule') or ''} |"
+                  for sid, life in sorted(signals)]
+    return "\n".join(lines)
+
+
+def write_packs(conn: Connection, days: Sequence[date], directory: Path) -> list[tuple[Path, PackData]]:
+    """Write the packs of ``days`` and refresh the index in ``directory``; each path with its data."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sessions = stored_sessions(conn)
+    position = {d: i for i, d in enumerate(sessions)}
+    written = []
+    for day in days:
+        i = position.get(day)
+        previous = sessions[i - 1] if i is not None and i > 0 else None
+        following = sessions[i + 1] if i is not None and i + 1 < len(sessions) else None
+        pack = load_pack(conn, day)
+        path = directory / pack_name(day)
+        path.write_text(render_pack(pack, previous=previous, following=following), encoding="utf-8")
+        written.append((path, pack))
+    available = {date.fromisoformat(p.name[len(PACK_PREFIX):-len(".html")])
+                 for p in directory.glob(f"{PACK_PREFIX}*.html")}
+    (directory / INDEX_NAME).write_text(render_index(index_rows(conn), available), encoding="utf-8")
+    return written
