@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from portfolio_pipeline import cli
+from portfolio_pipeline import cli, demo_window
 from portfolio_pipeline import clock as clock_module
 
 
@@ -33,6 +33,9 @@ def _invoke(monkeypatch: pytest.MonkeyPatch, now: datetime, *args: str, ok: bool
 
     monkeypatch.setattr(cli, "_run_sessions", fake_run)
     monkeypatch.setattr(clock_module, "system_clock", lambda: now)
+    # as on a configuration with a live broker: the demo-only refusal of sessions past the
+    # demo record is tested in test_cli_day.py
+    monkeypatch.setattr(demo_window, "outside_demo_history", lambda config, day: None)
     return CliRunner().invoke(cli.main, ["run", *args]), calls
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from ib_async import IB
 
+from portfolio_pipeline.cli_errors import EXIT_BROKER
 from portfolio_pipeline.orders import OrderStore
 from portfolio_pipeline.storage import Database
 from portfolio_pipeline_tests.brokers.ibkr.book import gateway, order
@@ -126,7 +127,7 @@ def test_cli_refuses_when_the_order_client_id_is_held_and_never_falls_back(
             loop.close()
         _, book = server.state()
         asked = list(server.start_requests)
-    assert shown.returncode == 2
+    assert shown.returncode == EXIT_BROKER
     assert "client id 18 is in use" in shown.stderr and "never fall back" in shown.stderr
     assert "Traceback" not in shown.stderr
     assert book == {}  # nothing was placed
@@ -154,7 +155,7 @@ def test_restart_makes_confirm_refuse_and_reject_cancels_at_the_gateway(tmp_path
         assert staged.returncode == 0, staged.stderr[-3000:]
         rejected = _run(env, *cli, "orders", "reject", "H-R", "--reason", "not now")
         transmissions, book = server.state()
-    assert refused.returncode == 2 and "no longer exists at the Gateway" in refused.stderr
+    assert refused.returncode == EXIT_BROKER and "no longer exists at the Gateway" in refused.stderr
     assert store.get("H-S").status.value == "stale"
     assert transmissions == []  # never re-placed from local terms
     assert rejected.returncode == 0, rejected.stderr[-3000:]
