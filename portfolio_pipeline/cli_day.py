@@ -70,7 +70,7 @@ def status(when: datetime | None) -> None:
         click.echo(f"  regime {margin['regime']}   VIX {float(margin['vix']):.2f}   "
                    f"margin {pct(margin['margin_utilisation'])} of NLV")
     for vb in var_breaches(pack):
-        click.echo(f"  VaR {vb.level}%: {'BREACH' if vb.breached else 'within'} "
+        click.echo(f"  VaR {vb.label}: {'BREACH' if vb.breached else 'within'} "
                    f"(day ${_money(vb.day_pnl, True)} vs prior VaR ${_money(vb.prior_var)})")
     click.echo("Greeks by underlying ($):")
     click.echo(f"  {'underlying':<10} {'beta-wtd delta':>15} {'gamma/1%':>12} {'theta/day':>11} {'vega/pt':>10}")

@@ -32,7 +32,7 @@ def _lifecycle(day: date, sid: str) -> dict[str, object]:
             "message": "loss 4.86 x credit >= 2"}
 
 
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 def test_status_and_strategies_list(db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORTFOLIO_DB_URL", db_url)
     runner = CliRunner()
@@ -49,6 +49,8 @@ def test_status_and_strategies_list(db: Database, db_url: str, monkeypatch: pyte
     assert "session 2018-02-05 (latest stored)" in text
     assert "NLV $573,876   day P&L $-28,551 (-4.74%)" in text  # -28,551 / 602,427
     assert "VaR 99%: BREACH (day $-28,551 vs prior VaR $10,800)" in text
+    assert "VaR 95%: within (day $-28,551 vs prior VaR $30,000)" in text  # the stored var_exceedances rows
+    assert "VaR 95% Monte Carlo 1-day: BREACH (day $-28,551 vs prior VaR $20,000)" in text
     assert "beta-weighted delta      $   164,702 of $    43,041 ( 383% used)  BREACH" in text  # 0.287/0.075
     assert "red    SPX-IC-1  loss 4.86 x credit >= 2" in text
     assert "Orders waiting for a person: none" in text

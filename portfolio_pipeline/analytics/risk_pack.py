@@ -2,7 +2,8 @@
 
 Everything comes from the stored tables of the session (no recomputation): the headline
 (NLV, day P&L, drawdown, regime) with every limit of the regime in force, breached limits
-highlighted; the VaR breach flag (the day's loss exceeded the PRIOR session's VaR);
+highlighted; the VaR breach flag (the day's loss exceeded the PRIOR session's VaR: the
+stored ``var_exceedances`` rows of the ``var_backtest`` asset, the one place that tests it);
 positions with their Greeks; Greeks by underlying and by strategy; the stress grid as a
 heat map; the Monte Carlo P&L distribution with VaR/CVaR marked; the historical replays;
 strategies with their traffic light and exit signal; margin and regime history.
@@ -38,6 +39,7 @@ from portfolio_pipeline.storage.tables import (
     stress_historical,
     stress_shock_grid,
 )
+from portfolio_pipeline.storage.var_backtest import read_var_exceedances
 
 ALL = "*"
 PACK_PREFIX = "risk_pack_"
@@ -55,6 +57,14 @@ LIMIT_LABELS: Mapping[str, tuple[str, str]] = {
     "margin_utilisation": ("maintenance margin", "$"),
 }
 """Limit metric -> (name, unit of the dollar value); limits are stored as fractions of NLV."""
+
+PACK_VAR: tuple[tuple[str, float], ...] = (
+    ("historical_full", 0.95), ("historical_full", 0.99), ("monte_carlo_1d", 0.95), ("monte_carlo_1d", 0.99))
+"""The (model, level) rows of ``var_exceedances`` the pack flags: historical full-window VaR and,
+when stored, the Monte Carlo 1-day VaR."""
+INDEX_VAR = ("historical_full", 0.99)
+"""The (model, level) of the index page's per-session VaR breach column."""
+MODEL_LABELS: Mapping[str, str] = {"historical_full": "", "monte_carlo_1d": " Monte Carlo 1-day"}
 
 
 def pack_name(day: date) -> str:
@@ -76,8 +86,9 @@ class PackData:
     """Book rows of portfolio_returns up to the session, oldest first."""
     risk: dict[str, Row]
     """Book risk_metrics of the session (window 'full'), by metric."""
-    prior_risk: dict[str, Row]
-    """The same for the previous stored session (the VaR the day is tested against)."""
+    exceedances: list[Row]
+    """var_exceedances rows of the session for the models of :data:`PACK_VAR` (the day's
+    P&L against the previous session's VaR, as the var_backtest asset stored them)."""
     limits: list[Row]
     margin: list[Row]
     """Book rows of margin_history up to the session, oldest first."""
@@ -116,22 +127,17 @@ def load_pack(conn: Connection, day: date) -> PackData:
     r, m, rm = portfolio_returns, margin_history, risk_metrics
     returns = _rows(conn, r, r.c.broker == ALL, r.c.account_id == ALL, r.c.session_date <= day,
                     order=["session_date"])
-    prior = returns[-2]["session_date"] if len(returns) >= 2 and returns[-1]["session_date"] == day else None
-
-    def risk_of(session: date | None) -> dict[str, Row]:
-        if session is None:
-            return {}
-        rows = _rows(conn, rm, rm.c.session_date == session, rm.c.broker == ALL, rm.c.account_id == ALL,
-                     rm.c.window == "full")
-        return {str(x["metric"]): x for x in rows}
+    risk = _rows(conn, rm, rm.c.session_date == day, rm.c.broker == ALL, rm.c.account_id == ALL,
+                 rm.c.window == "full")
+    exceedances = read_var_exceedances(conn, day, day, models=sorted({m for m, _ in PACK_VAR}))
 
     pg, sp, lc = portfolio_greeks, strategy_performance, position_lifecycle
     grid, hist, mc, dist = stress_shock_grid, stress_historical, monte_carlo_var, monte_carlo_distribution
     return PackData(
         session=day,
         returns=returns,
-        risk=risk_of(day),
-        prior_risk=risk_of(prior),
+        risk={str(x["metric"]): x for x in risk},
+        exceedances=exceedances.to_dict("records"),
         limits=_rows(conn, limit_checks, limit_checks.c.session_date == day,
                      order=["broker", "account_id", "metric"]),
         margin=_rows(conn, m, m.c.broker == ALL, m.c.account_id == ALL, m.c.session_date <= day,
@@ -181,27 +187,34 @@ def pct(ratio: Any, digits: int = 1, *, signed: bool = False) -> str:
 
 @dataclass(frozen=True, slots=True)
 class VarBreach:
-    """The session's P&L against the prior session's VaR (a VaR backtest exceedance)."""
+    """A stored ``var_exceedances`` row: the session's P&L against the prior session's VaR."""
 
-    level: str
+    model: str
+    level: float
+    var_session: date
     day_pnl: float
     prior_var: float
+    breached: bool
+    """``exceeded`` as stored by the var_backtest asset (``-pnl > VaR``), not recomputed."""
 
     @property
-    def breached(self) -> bool:
-        return self.day_pnl < -self.prior_var
+    def label(self) -> str:
+        """'99%' for the historical VaR, '99% Monte Carlo 1-day' for the Monte Carlo one."""
+        return f"{100 * self.level:.0f}%{MODEL_LABELS.get(self.model, ' ' + self.model)}"
 
 
 def var_breaches(pack: PackData) -> list[VarBreach]:
-    """Day loss vs the prior session's historical VaR 95% and 99% (empty when unknown)."""
-    today = pack.today
-    pnl = _num(today["pnl"]) if today is not None else None
+    """The session's stored exceedance rows of :data:`PACK_VAR`, in that order (empty when the
+    var_backtest asset stored none, e.g. the first session)."""
+    rows = {(str(x["model"]), round(float(x["level"]), 6)): x for x in pack.exceedances}
     out = []
-    for level in ("95", "99"):
-        row = pack.prior_risk.get(f"var_{level}_historical")
-        var = _num(row["value_usd"]) if row is not None else None
+    for model, level in PACK_VAR:
+        row = rows.get((model, round(level, 6)))
+        if row is None:
+            continue
+        pnl, var = _num(row["pnl_usd"]), _num(row["var_usd"])
         if pnl is not None and var is not None:
-            out.append(VarBreach(level, pnl, var))
+            out.append(VarBreach(model, level, row["var_session_date"], pnl, var, bool(row["exceeded"])))
     return out
 
 
@@ -280,7 +293,7 @@ def _headline(pack: PackData) -> str:
     flags = []
     for vb in var_breaches(pack):
         cls, word = ("bad", "VaR BREACH") if vb.breached else ("ok", "within VaR")
-        flags.append(f'<span class="flag {cls}">{word} {vb.level}%: day ${usd(vb.day_pnl, signed=True)} vs prior '
+        flags.append(f'<span class="flag {cls}">{word} {_e(vb.label)}: day ${usd(vb.day_pnl, signed=True)} vs prior '
                      f"VaR ${usd(vb.prior_var)}</span>")
     lim = (f'<span class="flag bad">limits breached: {_e(", ".join(breaches))}</span>' if breaches
            else '<span class="flag ok">all limits within</span>')
@@ -513,23 +526,24 @@ def render_pack(pack: PackData, *, previous: date | None = None, following: date
 
 
 def index_rows(conn: Connection) -> list[Row]:
-    """One row per stored session: NLV, P&L, regime, limit breaches, VaR breach (99%, prior VaR)."""
-    r, m, rm = portfolio_returns, margin_history, risk_metrics
+    """One row per stored session: NLV, P&L, regime, limit breaches, and the VaR breach of
+    :data:`INDEX_VAR` (the stored ``var_exceedances`` row; None when there is none)."""
+    r, m = portfolio_returns, margin_history
     returns = _rows(conn, r, r.c.broker == ALL, r.c.account_id == ALL, order=["session_date"])
     margin = {x["session_date"]: x for x in _rows(conn, m, m.c.broker == ALL, m.c.account_id == ALL)}
-    var = {x["session_date"]: _num(x["value_usd"]) for x in _rows(
-        conn, rm, rm.c.broker == ALL, rm.c.account_id == ALL, rm.c.window == "full",
-        rm.c.metric == "var_99_historical")}
+    model, level = INDEX_VAR
+    tested = {x["session_date"]: x for x in read_var_exceedances(conn, models=[model]).to_dict("records")
+              if round(float(x["level"]), 6) == round(level, 6)}
     out = []
-    for i, row in enumerate(returns):
+    for row in returns:
         day = row["session_date"]
-        prior = var.get(returns[i - 1]["session_date"]) if i > 0 else None
-        pnl = _num(row["pnl"])
         mg = margin.get(day, {})
-        out.append({"session_date": day, "nlv": row["nlv"], "pnl": pnl, "twr": row["twr"],
+        hit = tested.get(day)
+        out.append({"session_date": day, "nlv": row["nlv"], "pnl": _num(row["pnl"]), "twr": row["twr"],
                     "regime": mg.get("regime", "–"), "breaches": mg.get("breaches", 0),
                     "breached_metrics": mg.get("breached_metrics", ""),
-                    "var_breach": None if prior is None or pnl is None else pnl < -prior, "prior_var": prior})
+                    "var_breach": None if hit is None else bool(hit["exceeded"]),
+                    "prior_var": None if hit is None else _num(hit["var_usd"])})
     return out
 
 
@@ -561,7 +575,7 @@ def headline_markdown(pack: PackData) -> str:
         lines.append(f"**{pack.session}** NLV ${usd(today['nlv'])}, day P&L ${usd(today['pnl'], signed=True)} "
                      f"({pct(today['twr'], 2, signed=True)}), drawdown {pct(today['drawdown'])}")
     for vb in var_breaches(pack):
-        lines.append(f"- VaR {vb.level}%: {'**BREACH**' if vb.breached else 'within'} "
+        lines.append(f"- VaR {vb.label}: {'**BREACH**' if vb.breached else 'within'} "
                      f"(day ${usd(vb.day_pnl, signed=True)} vs prior VaR ${usd(vb.prior_var)})")
     lines += ["", "| limit | value | limit | used |", "|---|---:|---:|---:|"]
     for r in limit_rows(pack):

@@ -7,12 +7,14 @@ import dagster as dg
 
 from portfolio_pipeline.analytics.risk_pack import (
     DEFAULT_PORT,
+    INDEX_VAR,
     headline_markdown,
     limit_rows,
     pack_url,
     var_breaches,
     write_packs,
 )
+from portfolio_pipeline.defs.backtest.checks import VAR_BACKTEST
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS, POSITION_GREEKS
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
@@ -21,7 +23,7 @@ from portfolio_pipeline.defs.risk.checks import MARGIN, RETURNS, RISK
 from portfolio_pipeline.paths import reports_dir
 
 PACK = dg.AssetKey("risk_pack")
-UPSTREAM = [RETURNS, RISK, MARGIN, POSITION_GREEKS, PORTFOLIO_GREEKS,
+UPSTREAM = [RETURNS, RISK, MARGIN, POSITION_GREEKS, PORTFOLIO_GREEKS, VAR_BACKTEST,
             *(dg.AssetKey(k) for k in ("stress_shock_grid", "stress_historical", "monte_carlo_var",
                                        "strategy_performance", "position_lifecycle"))]
 
@@ -30,7 +32,8 @@ def make_pack_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=PACK,
         deps=UPSTREAM,
-        description="The daily risk pack: headline with breached limits, VaR breach flag, positions "
+        description="The daily risk pack: headline with breached limits, VaR breach flag (the "
+        "var_exceedances rows of var_backtest), positions "
         "and Greeks (by underlying and strategy), stress heat map, Monte Carlo distribution, "
         "historical replays, strategies with traffic lights and exit signals, margin and regime "
         "history. PORTFOLIO_HOME/reports/risk_pack_<date>.html and index.html; open them with "
@@ -47,7 +50,7 @@ def make_pack_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
             written = write_packs(conn, days, reports_dir())
         for day, (path, pack) in zip(days, written, strict=True):
             breaches = [r for r in limit_rows(pack) if r["breached"]]
-            var99 = next((v for v in var_breaches(pack) if v.level == "99"), None)
+            var99 = next((v for v in var_breaches(pack) if (v.model, v.level) == INDEX_VAR), None)
             meta.record(day, PACK, {
                 "risk pack (portfolio report --serve)": dg.MetadataValue.url(pack_url(day)),
                 "path": dg.MetadataValue.path(str(path)),
