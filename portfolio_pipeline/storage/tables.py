@@ -891,7 +891,7 @@ var_exceedances = Table(
     _money("pnl_usd", comment="book P&L of session_date (portfolio_returns)"),
     Column("exceeded", Boolean, nullable=False, comment="-pnl_usd > var_usd"),
     comment="Per session, model and level: the previous close's VaR against this session's "
-    "book P&L (read with analytics.var_backtest.read_var_exceedances).",
+    "book P&L (read with storage.var_backtest.read_var_exceedances).",
 )
 
 var_backtest = Table(

@@ -53,7 +53,7 @@ def upgrade() -> None:
         sa.Column("exceeded", sa.Boolean(), nullable=False, comment="-pnl_usd > var_usd"),
         sa.PrimaryKeyConstraint("session_date", "model", "level", name=op.f("pk_var_exceedances")),
         comment="Per session, model and level: the previous close's VaR against this session's "
-        "book P&L (read with analytics.var_backtest.read_var_exceedances).",
+        "book P&L (read with storage.var_backtest.read_var_exceedances).",
     )
     op.create_table(
         "var_backtest",
