@@ -260,6 +260,8 @@ class GatewayServer:
         if order.whatIf:
             wi = gw.whatif
             return [self._open_order(order_id, contract, order, "PreSubmitted", whatif=wi)]
+        if order.transmit and gw.lose_transmits:
+            return []  # lost on the way: the Gateway never saw it
         gw.next_order_ids[cid] = max(gw.next_order_ids.get(cid, 1), order_id + 1)
         gw.placed.append((order_id, copy.copy(contract), order))
         key = (cid, order_id)
@@ -275,7 +277,7 @@ class GatewayServer:
             return []
         if not booked.transmitted:
             booked.transmitted = True
-            booked.status = "Submitted"
+            booked.status = "PreSubmitted" if gw.outside_rth else "Submitted"  # held until the session
             gw.transmissions.append((cid, order_id, booked.perm_id))
         return [self._open_order(order_id, contract, order, booked.status), self._status(booked)]
 

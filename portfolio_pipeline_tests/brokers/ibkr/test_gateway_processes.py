@@ -162,3 +162,46 @@ def test_restart_makes_confirm_refuse_and_reject_cancels_at_the_gateway(tmp_path
     assert [(key, o.status) for key, o in book.items()] == [((18, int(store.get("H-R").broker_order_id or 0)),
                                                              "Cancelled")]
     db.dispose()
+
+
+CLI = ("-c", "from portfolio_pipeline.cli import main; main()")
+
+
+def test_held_presubmitted_transmit_and_lost_transmit_over_the_socket(tmp_path: Path, env: dict[str, str]) -> None:
+    """Issue 13.3 over the wire: a transmit held PreSubmitted (outside regular hours) is
+    TRANSMITTED; a transmit that never reached the Gateway stays SENT_UNKNOWN through
+    ``portfolio orders reconcile`` (never TRANSMITTED without evidence), the person is told."""
+    gw = gateway()
+    with GatewayServer(gw) as server:
+        _configure(tmp_path, server.port)
+        db = Database(env["PORTFOLIO_DB_URL"])
+        db.migrate()
+        store = OrderStore(db)
+        store.insert(order(order_id="H-H"), actor="streaming:proposer")
+        store.insert(order(order_id="H-L"), actor="streaming:proposer")
+        gw.outside_rth = True
+        shown = _run(env, *CLI, "orders", "show", "H-H")
+        token = re.search(r"portfolio orders confirm H-H (\S+)", shown.stdout)
+        assert token is not None, shown.stderr[-3000:]
+        held = _run(env, *CLI, "orders", "confirm", "H-H", token.group(1))
+        gw.lose_transmits = True
+        shown = _run(env, *CLI, "orders", "show", "H-L")
+        token = re.search(r"portfolio orders confirm H-L (\S+)", shown.stdout)
+        assert token is not None, shown.stderr[-3000:]
+        lost = _run(env, *CLI, "orders", "confirm", "H-L", token.group(1))
+        gw.lose_transmits = False
+        reconciled = _run(env, *CLI, "orders", "reconcile")
+        transmissions, book = server.state()
+    assert held.returncode == 0, held.stderr[-3000:]
+    h, lo = store.get("H-H"), store.get("H-L")
+    assert h.status.value == "transmitted"
+    ((tx_client, tx_order, tx_perm),) = transmissions  # only the held order was transmitted
+    assert (tx_client, str(tx_order)) == (18, h.broker_order_id)
+    assert book[(18, tx_order)].status == "PreSubmitted" and book[(18, tx_order)].perm_id == tx_perm
+    assert lost.returncode != 0 and "sent but not acknowledged" in lost.stderr
+    assert reconciled.returncode == 0, reconciled.stderr[-3000:]
+    assert lo.status.value == "sent_unknown"  # the reconciler found it open, PreSubmitted: no evidence
+    never = book[(18, int(lo.broker_order_id or 0))]
+    assert (never.transmitted, never.status) == (False, "PreSubmitted")
+    assert "H-L: still sent_unknown" in reconciled.stdout and "Transmit button" in reconciled.stdout
+    db.dispose()
