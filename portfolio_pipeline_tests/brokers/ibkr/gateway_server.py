@@ -191,7 +191,15 @@ class GatewayServer:
     def _handle(self, cid: int, msg_id: int, f: list[str]) -> list[bytes]:
         with self._lock:
             if msg_id == 61:  # reqPositions
-                return [_frame([62, 1])]
+                rows = [_frame([61, 3, a, *self._contract_fields(c), c.tradingClass, _f(p), _f(avg)])
+                        for a, c, p, avg in self.gateway.positions]
+                return [*rows, _frame([62, 1])]
+            if msg_id == 78:  # reqSecDefOptParams
+                req_id, symbol = int(f[1]), f[2]
+                chains = [_frame([75, req_id, exchange, und, tc, mult, len(exp), *exp, len(strikes),
+                                  *[_f(k) for k in strikes]])
+                          for exchange, und, tc, mult, exp, strikes in self.gateway.option_chains.get(symbol, [])]
+                return [*chains, _frame([76, req_id])]
             if msg_id == 5:  # reqOpenOrders
                 out = []
                 for o in self.gateway.open_orders(cid):
@@ -210,14 +218,27 @@ class GatewayServer:
             if msg_id == 62:  # reqAccountSummary
                 rows = [_frame([63, 1, f[2], a, t, v, c]) for a, t, v, c in self.gateway.account_summary]
                 return [*rows, _frame([64, 1, f[2]])]
-            if msg_id == 6:  # reqAccountUpdates (no portfolio rows: the book holds no positions here)
-                return [_frame([54, 1, f[3]])] if f[2] == "1" else []
+            if msg_id == 6:  # reqAccountUpdates: portfolio rows of the account's priced positions
+                if f[2] != "1":
+                    return []
+                rows = []
+                for a, c, pos, avg in self.gateway.positions:
+                    px = self.gateway.portfolio_prices.get(c.conId)
+                    if a != f[3] or px is None:
+                        continue
+                    m = float(c.multiplier or 1)
+                    rows.append(_frame([7, 8, *self._contract_fields(c), c.tradingClass, _f(pos), _f(px),
+                                        _f(px * pos * m), _f(avg), _f((px * m - avg) * pos), _f(0.0), a]))
+                return [*rows, _frame([54, 1, f[3]])]
             if msg_id == 1:  # reqMktData: one packet of price ticks from the script
                 script = self.gateway.market.get(int(f[3] or 0))
                 if script is None:
                     return []
                 ticks = [(1, script.bid), (2, script.ask), (4, script.last), (9, script.close)]
-                return [_frame([1, 6, f[2], tick, _f(px), 1, 0]) for tick, px in ticks if px is not None]
+                out = [_frame([1, 6, f[2], tick, _f(px), 1, 0]) for tick, px in ticks if px is not None]
+                if script.greeks is not None:  # model option computation (tick 13), sentinels as sent
+                    out.append(_frame([21, f[2], 13, 0, *[_f(x) for x in script.greeks.wire()]]))
+                return out
             return []  # reqMarketDataType and anything else: no answer needed
 
     def _contract_details(self, f: list[str]) -> list[bytes]:
@@ -290,6 +311,12 @@ class GatewayServer:
         return [self._status(booked), _frame([4, 2, order_id, 202, "Order Canceled - reason:", ""])]
 
     # ------------------------------------------------------------------ messages
+
+    @staticmethod
+    def _contract_fields(c: Contract) -> list[object]:
+        """conId .. localSymbol as position/updatePortfolio carry them (exchange: primary)."""
+        return [c.conId, c.symbol, c.secType, c.lastTradeDateOrContractMonth, _f(c.strike), c.right,
+                c.multiplier, c.exchange, c.currency, c.localSymbol]
 
     @staticmethod
     def _status(o: GatewayOrder) -> bytes:
