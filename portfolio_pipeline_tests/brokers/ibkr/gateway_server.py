@@ -26,6 +26,7 @@ import copy
 import struct
 import threading
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 from ib_async import IB, Contract, Order
@@ -213,8 +214,8 @@ class GatewayServer:
                 return self._place(cid, f)
             if msg_id == 4:  # cancelOrder
                 return self._cancel(cid, int(f[2]))
-            if msg_id == 7:  # reqExecutions
-                return [_frame([55, 1, f[2]])]
+            if msg_id == 7:  # reqExecutions: execDetails + commissionReport per fill of the filter
+                return self._executions(int(f[2]), f[4], f[5])
             if msg_id == 62:  # reqAccountSummary
                 rows = [_frame([63, 1, f[2], a, t, v, c]) for a, t, v, c in self.gateway.account_summary]
                 return [*rows, _frame([64, 1, f[2]])]
@@ -301,6 +302,27 @@ class GatewayServer:
             booked.status = "PreSubmitted" if gw.outside_rth else "Submitted"  # held until the session
             gw.transmissions.append((cid, order_id, booked.perm_id))
         return [self._open_order(order_id, contract, order, booked.status), self._status(booked)]
+
+    def _executions(self, req_id: int, account: str, since: str) -> list[bytes]:
+        out = []
+        for c, ex, comm in self.gateway.executions:
+            if account and ex.acctNumber != account:
+                continue
+            if since and f"{ex.time.astimezone(UTC):%Y%m%d-%H:%M:%S}" < since:
+                continue
+            out.append(_frame([
+                11, req_id, ex.orderId, *self._contract_fields(c), c.tradingClass, ex.execId,
+                f"{ex.time.astimezone(UTC):%Y%m%d %H:%M:%S} UTC", ex.acctNumber, ex.exchange, ex.side,
+                _f(ex.shares), _f(ex.price), ex.permId, ex.clientId, 0, _f(ex.cumQty), _f(ex.avgPrice),
+                ex.orderRef, "", "", "", 0, 0,
+            ]))
+            out.append(_frame([59, 1, comm.execId, _f(comm.commission), comm.currency, "", "", ""]))
+        return [*out, _frame([55, 1, req_id])]
+
+    def fill(self, client_id: int, order_id: int, quantity: float, price: float, *, exec_id: str) -> None:
+        """The exchange fills part of a transmitted order (recorded; reported on request)."""
+        with self._lock:
+            self.gateway.fill(client_id, order_id, quantity, price, exec_id=exec_id)
 
     def _cancel(self, cid: int, order_id: int) -> list[bytes]:
         booked = self.gateway.book.get((cid, order_id))

@@ -205,3 +205,36 @@ def test_held_presubmitted_transmit_and_lost_transmit_over_the_socket(tmp_path: 
     assert (never.transmitted, never.status) == (False, "PreSubmitted")
     assert "H-L: still sent_unknown" in reconciled.stdout and "Transmit button" in reconciled.stdout
     db.dispose()
+
+
+def test_partial_then_full_fill_reconciled_by_the_cli_over_the_socket(tmp_path: Path, env: dict[str, str]) -> None:
+    """Issue 13.3 across processes: 1 of 2 lots filled -> PARTIALLY_FILLED (the Gateway's
+    open-order status); the second lot fills -> FILLED, read from the executions the
+    Gateway reports (execDetails over the wire, matched by orderRef), not from the status."""
+    gw = gateway()
+    with GatewayServer(gw) as server:
+        _configure(tmp_path, server.port)
+        db = Database(env["PORTFOLIO_DB_URL"])
+        db.migrate()
+        store = OrderStore(db)
+        store.insert(order(order_id="H-F", quantity=2), actor="streaming:proposer")
+        shown = _run(env, *CLI, "orders", "show", "H-F")
+        token = re.search(r"portfolio orders confirm H-F (\S+)", shown.stdout)
+        assert token is not None, shown.stderr[-3000:]
+        sent = _run(env, *CLI, "orders", "confirm", "H-F", token.group(1))
+        assert sent.returncode == 0, sent.stderr[-3000:]
+        order_id = int(store.get("H-F").broker_order_id or 0)
+        server.fill(18, order_id, 1, 12.0, exec_id="E1")
+        partial = _run(env, *CLI, "orders", "reconcile")
+        after_partial = store.get("H-F").status.value
+        server.fill(18, order_id, 1, 12.5, exec_id="E2")
+        full = _run(env, *CLI, "orders", "reconcile")
+        transmissions, book = server.state()
+    assert partial.returncode == 0 and full.returncode == 0, partial.stderr[-3000:] + full.stderr[-3000:]
+    assert after_partial == "partially_filled" and "1 of 2 filled" in partial.stdout
+    done = store.get("H-F")
+    assert done.status.value == "filled"
+    assert "2 of 2 filled, not open at the broker" in full.stdout  # from the executions, not open orders
+    assert [(c, o) for c, o, _ in transmissions] == [(18, order_id)]
+    assert book[(18, order_id)].status == "Filled" and book[(18, order_id)].filled == 2
+    db.dispose()
