@@ -15,8 +15,9 @@ openOrderEnd), reqContractDetails (contractDetails/End or error 200), placeOrder
 order, or the owner's modification, e.g. transmit), cancelOrder (owner: orderStatus
 Cancelled + error 202; anyone else: error 10147), reqExecutions (execDetailsEnd),
 reqIds, reqAccountSummary, reqAccountUpdates (no portfolio rows) and reqMktData (price
-ticks from ``FakeGateway.market``).  Everything else is read and ignored.  Single-leg orders only (the placeOrder
-field positions are learned from ib_async's own encoder for that shape).
+ticks from ``FakeGateway.market``).  Everything else is read and ignored.  Single-leg and
+BAG (combo) orders: the placeOrder field positions are learned from ib_async's own encoder;
+a BAG's combo block is read where the encoder writes it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from ib_async import IB, Contract, Order
+from ib_async import IB, ComboLeg, Contract, Order
 from ib_async.client import Client
 
 from portfolio_pipeline_tests.brokers.ibkr.fake_ib import (
@@ -55,7 +56,7 @@ def _placeorder_layout() -> tuple[int, dict[str, int]]:
     base: dict[str, Any] = dict(action="BUY", totalQuantity=1.0, orderType="LMT", lmtPrice=1.0, tif="DAY",
                                 account="A", orderRef="r", transmit=False, whatIf=False)
     changed: dict[str, Any] = dict(action="SELL", totalQuantity=2.0, lmtPrice=3.5, tif="GTC", account="B",
-                                   orderRef="q", transmit=True, whatIf=True)
+                                   orderRef="q", transmit=True, whatIf=True, hidden=True)
 
     def encode(**kw: Any) -> list[str]:
         out.clear()
@@ -264,14 +265,37 @@ class GatewayServer:
             ]))
         return [*out, _frame([52, 1, req_id])]
 
+    def _combo_block(self, f: list[str]) -> tuple[list[ComboLeg], list[str]]:
+        """A BAG placement's combo legs, and its fields without the combo block.
+
+        ib_async writes the block (legs x 8 fields, order combo leg prices, smart combo
+        routing params) right after ``hidden``; without it the message has the single-leg
+        layout.
+        """
+        start = self._pos["hidden"] + 1
+        i = start
+        legs = []
+        for _ in range(int(f[i])):
+            con_id, ratio, action, exchange = f[i + 1: i + 5]
+            legs.append(ComboLeg(conId=int(con_id), ratio=int(ratio), action=action, exchange=exchange))
+            i += 8
+        i += 1
+        i += 1 + int(f[i])  # order combo leg prices
+        i += 1 + 2 * int(f[i])  # smart combo routing params
+        return legs, [*f[:start], *f[i:]]
+
     def _place(self, cid: int, f: list[str]) -> list[bytes]:
+        legs: list[ComboLeg] = []
+        if f[4] == "BAG":
+            legs, f = self._combo_block(f)
         if len(f) != self._length:
-            return [_frame([4, 2, int(f[1]), 321, "gateway double: only single-leg orders are spoken", ""])]
+            return [_frame([4, 2, int(f[1]), 321, "gateway double: this order shape is not spoken", ""])]
         p = self._pos
         order_id = int(f[1])
         contract = Contract(
-            conId=int(f[2]), symbol=f[3], secType=f[4], lastTradeDateOrContractMonth=f[5], strike=float(f[6]),
-            right=f[7], multiplier=f[8], exchange=f[9], currency=f[11], localSymbol=f[12], tradingClass=f[13],
+            conId=int(f[2] or 0), symbol=f[3], secType=f[4], lastTradeDateOrContractMonth=f[5],
+            strike=float(f[6] or 0), right=f[7], multiplier=f[8], exchange=f[9], currency=f[11],
+            localSymbol=f[12], tradingClass=f[13], comboLegs=legs,
         )
         order = Order(
             orderId=order_id, clientId=cid, action=f[p["action"]], totalQuantity=float(f[p["totalQuantity"]]),
@@ -365,7 +389,9 @@ class GatewayServer:
             *[""] * 27, "", "",
             # continuousUpdate .. comboLegsDescrip (7)
             *[""] * 7,
-            0, 0, 0,  # combo legs, order combo legs, smart combo routing params
+            len(c.comboLegs or []),  # combo legs: conId, ratio, action, exchange, openClose .. exemptCode
+            *[x for leg in c.comboLegs or [] for x in (leg.conId, leg.ratio, leg.action, leg.exchange, 0, 0, "", -1)],
+            0, 0,  # order combo legs, smart combo routing params
             "", "", "",  # scale init/subs level size, price increment
             "",  # hedgeType
             "", "", "", "", 0,  # optOutSmartRouting, clearingAccount, clearingIntent, notHeld, dncPresent

@@ -17,14 +17,18 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 from ib_async import IB
 
+from portfolio_pipeline.domain.orders import OrderLeg
+from portfolio_pipeline.domain.positions import Contract
 from portfolio_pipeline.orders import OrderStore
 from portfolio_pipeline.storage import Database
-from portfolio_pipeline_tests.brokers.ibkr.book import gateway, order
+from portfolio_pipeline_tests.brokers.ibkr.book import SPX_PUT, gateway, order
+from portfolio_pipeline_tests.brokers.ibkr.fake_ib import ib_option
 from portfolio_pipeline_tests.brokers.ibkr.gateway_server import GatewayServer
 from portfolio_pipeline_tests.stubs import CONFIG_DIR
 
@@ -237,4 +241,44 @@ def test_partial_then_full_fill_reconciled_by_the_cli_over_the_socket(tmp_path: 
     assert "2 of 2 filled, not open at the broker" in full.stdout  # from the executions, not open orders
     assert [(c, o) for c, o, _ in transmissions] == [(18, order_id)]
     assert book[(18, order_id)].status == "Filled" and book[(18, order_id)].filled == 2
+    db.dispose()
+
+
+def test_vertical_combo_staged_confirmed_and_filled_across_processes(tmp_path: Path, env: dict[str, str]) -> None:
+    """A put vertical (the delta hedge's shape) as one BAG order over the wire: staged and
+    confirmed by CLI processes, one transmission of that BAG with both legs; its fills
+    (execDetails of the BAG) reconcile to PARTIALLY_FILLED, then FILLED."""
+    gw = gateway()
+    gw.add_contract(ib_option(103, "SPX", "20180316", 2650, "P", "SPX"))
+    short_leg = Contract("SPX", "OPT", date(2018, 3, 16), 2650.0, "P", "SPX")
+    with GatewayServer(gw) as server:
+        _configure(tmp_path, server.port)
+        db = Database(env["PORTFOLIO_DB_URL"])
+        db.migrate()
+        store = OrderStore(db)
+        store.insert(order(OrderLeg(SPX_PUT, "BUY"), OrderLeg(short_leg, "SELL"), order_id="H-V", quantity=2,
+                           limit=14.5), actor="streaming:proposer")
+        shown = _run(env, *CLI, "orders", "show", "H-V")
+        token = re.search(r"portfolio orders confirm H-V (\S+)", shown.stdout)
+        assert token is not None, shown.stdout + shown.stderr[-3000:]
+        sent = _run(env, *CLI, "orders", "confirm", "H-V", token.group(1))
+        assert sent.returncode == 0, sent.stderr[-3000:]
+        order_id = int(store.get("H-V").broker_order_id or 0)
+        server.fill(18, order_id, 1, 14.4, exec_id="V1")
+        partial = _run(env, *CLI, "orders", "reconcile")
+        after_partial = store.get("H-V").status.value
+        server.fill(18, order_id, 1, 14.5, exec_id="V2")
+        full = _run(env, *CLI, "orders", "reconcile")
+        transmissions, book = server.state()
+        placed = list(gw.placed)
+    ((tx_client, tx_order, tx_perm),) = transmissions
+    assert (tx_client, tx_order) == (18, order_id)
+    assert list(book) == [(18, order_id)]  # one BAG order, not one order per leg
+    bag = book[(18, order_id)]
+    assert bag.contract.secType == "BAG" and bag.perm_id == tx_perm
+    assert [(leg.conId, leg.action, leg.ratio) for leg in bag.contract.comboLegs] == [(101, "BUY", 1), (103, "SELL", 1)]
+    assert (bag.order.action, bag.order.totalQuantity, bag.order.lmtPrice) == ("BUY", 2.0, 14.5)
+    assert [(o.transmit, o.permId) for _, _, o in placed] == [(False, tx_perm), (True, tx_perm)]
+    assert after_partial == "partially_filled" and "1 of 2 filled" in partial.stdout, partial.stderr[-3000:]
+    assert store.get("H-V").status.value == "filled" and "2 of 2 filled" in full.stdout, full.stderr[-3000:]
     db.dispose()
