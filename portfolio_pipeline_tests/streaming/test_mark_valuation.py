@@ -16,7 +16,7 @@ from portfolio_pipeline_tests.stubs import option, platform_config, position
 from streaming_service.engine import Engine, EngineInputs, Tick
 
 T0 = datetime(2018, 2, 5, 14, 30, tzinfo=UTC)
-SETTLE = datetime(2018, 3, 16, 14, 30, tzinfo=UTC)  # SPX monthly: AM settlement (instruments.yaml)
+SETTLE = datetime(2018, 3, 16, 13, 30, tzinfo=UTC)  # SPX monthly AM settlement: 09:30 New York, EDT since 11 March
 T = (SETTLE - T0).total_seconds() / (365.0 * 86400.0)  # 39 days
 R, Q = 0.014, 0.019
 
