@@ -9,15 +9,20 @@ gateway with the real ib_async client, and tests assert from the gateway's own r
 Spoken: the handshake (``API\\0`` + version range -> server version and time), startApi
 (error 326 and a closed socket when the client id is held by a live connection;
 otherwise nextValidId from the per-client counter and managedAccounts), reqPositions
-(positionEnd), reqOpenOrders (openOrder + orderStatus per open order of that client id,
-openOrderEnd), reqContractDetails (contractDetails/End or error 200), placeOrder (WhatIf
--> openOrder with the margin fields; otherwise booked per (clientId, orderId): a new
-order, or the owner's modification, e.g. transmit), cancelOrder (owner: orderStatus
-Cancelled + error 202; anyone else: error 10147), reqExecutions (execDetailsEnd),
-reqIds, reqAccountSummary, reqAccountUpdates (no portfolio rows) and reqMktData (price
-ticks from ``FakeGateway.market``).  Everything else is read and ignored.  Single-leg and
-BAG (combo) orders: the placeOrder field positions are learned from ib_async's own encoder;
-a BAG's combo block is read where the encoder writes it.
+(position rows + positionEnd), reqOpenOrders (openOrder + orderStatus per open order of
+that client id, openOrderEnd), reqContractDetails (contractDetails/End or error 200),
+reqSecDefOptParams (``FakeGateway.option_chains``), placeOrder (WhatIf -> openOrder with
+the margin fields; otherwise booked per (clientId, orderId): a new order, or the owner's
+modification, e.g. transmit; a transmit is answered with openOrder + orderStatus,
+``Submitted``, or ``PreSubmitted`` when held outside regular hours (``outside_rth``);
+``lose_transmits`` drops a transmit on the way), cancelOrder (owner: orderStatus Cancelled
++ error 202; anyone else: error 10147), reqExecutions (execDetails + commissionReport per
+recorded fill, execDetailsEnd), reqIds, reqAccountSummary, reqAccountUpdates (portfolio
+rows of the priced positions) and reqMktData (price ticks from ``FakeGateway.market`` and
+the model option computation, tick 13).  Everything else is read and ignored.  Single-leg
+and BAG (combo) orders: the placeOrder field positions are learned from ib_async's own
+encoder; a BAG's combo block is read where the encoder writes it.  As at IBKR, openOrder
+and orderStatus carry no transmit flag.
 """
 
 from __future__ import annotations
