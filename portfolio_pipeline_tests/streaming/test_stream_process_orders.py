@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from portfolio_pipeline.domain.orders import Order, OrderStatus
+from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.orders import OrderStore
 from portfolio_pipeline.storage import Database
 from portfolio_pipeline_tests.brokers.ibkr.fake_ib import (
@@ -44,12 +45,17 @@ VOL = 0.20
 
 
 def _third_friday_after(day: date, min_days: int) -> date:
-    """The first monthly (third Friday) expiry at least ``min_days`` after ``day``."""
+    """The first monthly (third Friday, a full session) expiry at least ``min_days`` after ``day``.
+
+    Third Fridays that are holidays (Good Friday, Juneteenth) are skipped: their SPX
+    monthlies expire the day before, which this scripted chain does not model.
+    """
+    calendar = ExchangeCalendar()
     month = date(day.year, day.month, 1)
     while True:
         first_friday = month + timedelta(days=(4 - month.weekday()) % 7)
         expiry = first_friday + timedelta(days=14)
-        if (expiry - day).days >= min_days:
+        if (expiry - day).days >= min_days and calendar.is_session(expiry) and not calendar.is_half_day(expiry):
             return expiry
         month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
