@@ -156,8 +156,12 @@ def reconcile_cmd() -> None:
     db, cmds = _commands()
     with db:
         changed = asyncio.run(cmds.reconcile(actor=cli_actor()))
+        unknown = cmds.store.list_orders([OrderStatus.SENT_UNKNOWN])
     for o in changed:
         _echo(f"{o.order_id}: {o.status.value}  {o.audit[-1].detail if o.audit else ''}")
+    for o in unknown:  # the broker's record did not prove a transmission: the person decides
+        _echo(f"{o.order_id}: still sent_unknown (broker order {o.broker_order_id}): check it in TWS; "
+              "a Transmit button means it was never sent")
     click.echo(f"reconciled: {len(changed)} order(s) changed")
 
 

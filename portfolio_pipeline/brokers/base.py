@@ -37,7 +37,9 @@ class BrokerOrderState:
     """What the broker says of one of our orders (for the reconciler).
 
     ``exists``: the order is open at the broker; ``status``: the broker's word (IBKR:
-    PreSubmitted, Submitted, Cancelled, Filled ...); ``filled`` / ``total`` in order units.
+    PreSubmitted, Submitted, Cancelled, Filled ...); ``filled`` / ``total`` in order units;
+    ``working``: the broker's record proves the order was transmitted (False when an open
+    order could equally be one never transmitted, e.g. IBKR PreSubmitted).
     """
 
     exists: bool
@@ -45,6 +47,7 @@ class BrokerOrderState:
     filled: float
     total: float
     perm_id: int | None = None
+    working: bool = True
 
 
 class OrderBroker(Protocol):

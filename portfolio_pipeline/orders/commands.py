@@ -307,6 +307,16 @@ class OrderCommands:
             return order
         state = await broker.order_state(order)
         target = _reconciled_status(order, state)
+        if order.status == OrderStatus.SENT_UNKNOWN and state.exists and not state.working and target is None:
+            # never TRANSMITTED without evidence: a held transmitted order and one that never
+            # reached the broker look the same in its open orders
+            logger.warning(
+                "order %s (broker order %s) is sent, outcome unknown: open at the broker as %s, which a "
+                "transmitted order held until its session and an order never transmitted both show; "
+                "check it in TWS (a Transmit button means it was never sent): transmit it there or cancel it",
+                order.order_id, order.broker_order_id, state.status,
+            )
+            return order
         if target is None or (target == order.status and target != OrderStatus.PARTIALLY_FILLED):
             return order
         if target == OrderStatus.PARTIALLY_FILLED == order.status and state.filled <= _recorded_fill(order):
@@ -395,7 +405,9 @@ def _reconciled_status(order: Order, state: BrokerOrderState) -> OrderStatus | N
     if state.filled > 0:
         return OrderStatus.PARTIALLY_FILLED
     if state.exists:
-        return OrderStatus.TRANSMITTED if order.status == OrderStatus.SENT_UNKNOWN else None
+        if order.status == OrderStatus.SENT_UNKNOWN and state.working:
+            return OrderStatus.TRANSMITTED
+        return None
     if order.status == OrderStatus.SENT_UNKNOWN:
         return OrderStatus.FAILED  # never reached the broker
     return OrderStatus.CANCELLED

@@ -100,6 +100,10 @@ _CONNECTIVITY_LOST: Final = 1100
 _RESTORED_DATA_LOST: Final = 1101
 _RESTORED_DATA_KEPT: Final = 1102
 _REJECTED_STATES: Final = frozenset({IbOrderStatus.Cancelled, IbOrderStatus.ApiCancelled})
+#: Open-order states that do not prove an order was transmitted (see ``order_state``).
+_NOT_YET_WORKING: Final = frozenset(
+    {IbOrderStatus.PreSubmitted, IbOrderStatus.PendingSubmit, IbOrderStatus.ApiPending}
+)
 _ACKED_STATES: Final = frozenset(
     {
         IbOrderStatus.PreSubmitted,
@@ -1060,20 +1064,41 @@ class IbkrBroker(ConnectionLifecycle):
         contract, ib_order = found.contract, copy.copy(found.order)
         broker_id = str(ib_order.orderId)
         ib_order.transmit = True
-        await self._limiter.acquire()
-        trade = ib.placeOrder(contract, ib_order)
-        logger.warning(
-            "ibkr: transmitted confirmed order %s (client id %d, IBKR order %s, permId %s)",
-            order.order_id, self._client_id, broker_id, ib_order.permId,
-        )
-        acked = await self._wait_for(
-            lambda: trade.orderStatus.status in _ACKED_STATES - {IbOrderStatus.PreSubmitted}
-            or bool(trade.fills), self._timeout,
-        )
+        # The acknowledgement is the Gateway's answer to THIS placement (openOrder/orderStatus
+        # for this order id after the send), not the status it reports: a transmitted order
+        # held outside regular hours stays PreSubmitted, exactly like a staged one, and
+        # openOrder does not carry the transmit flag.
+        answered: list[str] = []
+
+        def on_answer(t: IbTrade) -> None:
+            if t.order.orderId == ib_order.orderId and t.order.clientId == self._client_id:
+                answered.append(str(t.orderStatus.status))
+
+        ib.openOrderEvent += on_answer
+        ib.orderStatusEvent += on_answer
+        try:
+            await self._limiter.acquire()
+            trade = ib.placeOrder(contract, ib_order)
+            logger.warning(
+                "ibkr: transmitted confirmed order %s (client id %d, IBKR order %s, permId %s)",
+                order.order_id, self._client_id, broker_id, ib_order.permId,
+            )
+            acked = await self._wait_for(
+                lambda: bool(answered) or trade.orderStatus.status in _ACKED_STATES - {IbOrderStatus.PreSubmitted}
+                or bool(trade.fills), self._timeout,
+            )
+        finally:
+            ib.openOrderEvent -= on_answer
+            ib.orderStatusEvent -= on_answer
         if trade.orderStatus.status in _REJECTED_STATES:
             raise BrokerError(
                 f"ibkr: order {order.order_id} (IBKR {broker_id}) was rejected: "
                 f"{'; '.join(self._trade_messages(trade)) or 'no reason given'}"
+            )
+        if acked and trade.orderStatus.status == IbOrderStatus.PreSubmitted:
+            logger.warning(
+                "ibkr: order %s (IBKR %s) acknowledged and held PreSubmitted (e.g. outside regular "
+                "trading hours): it works when its session opens", order.order_id, broker_id,
             )
         if not acked:
             raise SentUnknownError(
@@ -1130,9 +1155,14 @@ class IbkrBroker(ConnectionLifecycle):
         total = float(order.quantity if combo else order.quantity * order.legs[0].ratio)
         trade = await self._open_trade(order) if order.broker_order_id is not None else None
         if trade is not None:
+            status = str(trade.orderStatus.status)
             return BrokerOrderState(
-                exists=True, status=str(trade.orderStatus.status), filled=float(trade.orderStatus.filled),
+                exists=True, status=status, filled=float(trade.orderStatus.filled),
                 total=total, perm_id=trade.order.permId or None,
+                # an open order PreSubmitted (or not yet submitted) may be a transmitted order
+                # held until its session or one that was never transmitted: openOrder and
+                # orderStatus carry no transmit flag, so this is no evidence of a transmission
+                working=status not in _NOT_YET_WORKING or float(trade.orderStatus.filled) > 0,
             )
         since = order.created_at.date()
         flt = ExecutionFilter(acctCode=order.account_id, time=f"{since:%Y%m%d}-00:00:00")

@@ -234,6 +234,12 @@ class FakeGateway:
     perm_seq: int = 9000
     foreign_cancels: list[tuple[int, int]] = field(default_factory=list)  # (clientId, orderId) -> 10147
     unacknowledged: bool = False  # transmitted orders are booked but no status is sent back
+    # outside regular trading hours: a transmitted DAY order is accepted and held PreSubmitted
+    # (answered with openOrder + orderStatus PreSubmitted), like an untransmitted one looks
+    outside_rth: bool = False
+    # a placement with transmit=True is lost on the way (never reaches the Gateway): the
+    # staged order stays untransmitted and nothing answers
+    lose_transmits: bool = False
 
     # -- setup helpers
 
@@ -689,6 +695,8 @@ class FakeClient:
             calls.append(lambda: self.wrapper.openOrder(orderId, copy.copy(contract), sent, state))
             self._later(calls)
             return
+        if sent.transmit and self.gateway.lose_transmits:
+            return
         if not self._record("placeOrder", orderId, copy.copy(contract), sent):
             return
         self.gateway.placed.append((orderId, copy.copy(contract), sent))
@@ -714,7 +722,7 @@ class FakeClient:
             booked = gw.book[key] = GatewayOrder(self.clientId, orderId, sent.permId, copy.copy(contract), sent)
         if sent.transmit and not booked.transmitted:
             booked.transmitted = True
-            booked.status = "Submitted"
+            booked.status = "PreSubmitted" if gw.outside_rth else "Submitted"
             gw.transmissions.append((self.clientId, orderId, booked.perm_id))
         if not sent.transmit:
             # an untransmitted order gets no status from the gateway; only warnings

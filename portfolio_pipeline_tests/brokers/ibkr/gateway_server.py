@@ -9,14 +9,20 @@ gateway with the real ib_async client, and tests assert from the gateway's own r
 Spoken: the handshake (``API\\0`` + version range -> server version and time), startApi
 (error 326 and a closed socket when the client id is held by a live connection;
 otherwise nextValidId from the per-client counter and managedAccounts), reqPositions
-(positionEnd), reqOpenOrders (openOrder + orderStatus per open order of that client id,
-openOrderEnd), reqContractDetails (contractDetails/End or error 200), placeOrder (WhatIf
--> openOrder with the margin fields; otherwise booked per (clientId, orderId): a new
-order, or the owner's modification, e.g. transmit), cancelOrder (owner: orderStatus
-Cancelled + error 202; anyone else: error 10147), reqExecutions (execDetailsEnd),
-reqIds, reqAccountSummary, reqAccountUpdates (no portfolio rows) and reqMktData (price
-ticks from ``FakeGateway.market``).  Everything else is read and ignored.  Single-leg orders only (the placeOrder
-field positions are learned from ib_async's own encoder for that shape).
+(position rows + positionEnd), reqOpenOrders (openOrder + orderStatus per open order of
+that client id, openOrderEnd), reqContractDetails (contractDetails/End or error 200),
+reqSecDefOptParams (``FakeGateway.option_chains``), placeOrder (WhatIf -> openOrder with
+the margin fields; otherwise booked per (clientId, orderId): a new order, or the owner's
+modification, e.g. transmit; a transmit is answered with openOrder + orderStatus,
+``Submitted``, or ``PreSubmitted`` when held outside regular hours (``outside_rth``);
+``lose_transmits`` drops a transmit on the way), cancelOrder (owner: orderStatus Cancelled
++ error 202; anyone else: error 10147), reqExecutions (execDetails + commissionReport per
+recorded fill, execDetailsEnd), reqIds, reqAccountSummary, reqAccountUpdates (portfolio
+rows of the priced positions) and reqMktData (price ticks from ``FakeGateway.market`` and
+the model option computation, tick 13).  Everything else is read and ignored.  Single-leg
+and BAG (combo) orders: the placeOrder field positions are learned from ib_async's own
+encoder; a BAG's combo block is read where the encoder writes it.  As at IBKR, openOrder
+and orderStatus carry no transmit flag.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ import copy
 import struct
 import threading
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
-from ib_async import IB, Contract, Order
+from ib_async import IB, ComboLeg, Contract, Order
 from ib_async.client import Client
 
 from portfolio_pipeline_tests.brokers.ibkr.fake_ib import (
@@ -54,7 +61,7 @@ def _placeorder_layout() -> tuple[int, dict[str, int]]:
     base: dict[str, Any] = dict(action="BUY", totalQuantity=1.0, orderType="LMT", lmtPrice=1.0, tif="DAY",
                                 account="A", orderRef="r", transmit=False, whatIf=False)
     changed: dict[str, Any] = dict(action="SELL", totalQuantity=2.0, lmtPrice=3.5, tif="GTC", account="B",
-                                   orderRef="q", transmit=True, whatIf=True)
+                                   orderRef="q", transmit=True, whatIf=True, hidden=True)
 
     def encode(**kw: Any) -> list[str]:
         out.clear()
@@ -191,7 +198,15 @@ class GatewayServer:
     def _handle(self, cid: int, msg_id: int, f: list[str]) -> list[bytes]:
         with self._lock:
             if msg_id == 61:  # reqPositions
-                return [_frame([62, 1])]
+                rows = [_frame([61, 3, a, *self._contract_fields(c), c.tradingClass, _f(p), _f(avg)])
+                        for a, c, p, avg in self.gateway.positions]
+                return [*rows, _frame([62, 1])]
+            if msg_id == 78:  # reqSecDefOptParams
+                req_id, symbol = int(f[1]), f[2]
+                chains = [_frame([75, req_id, exchange, und, tc, mult, len(exp), *exp, len(strikes),
+                                  *[_f(k) for k in strikes]])
+                          for exchange, und, tc, mult, exp, strikes in self.gateway.option_chains.get(symbol, [])]
+                return [*chains, _frame([76, req_id])]
             if msg_id == 5:  # reqOpenOrders
                 out = []
                 for o in self.gateway.open_orders(cid):
@@ -205,19 +220,32 @@ class GatewayServer:
                 return self._place(cid, f)
             if msg_id == 4:  # cancelOrder
                 return self._cancel(cid, int(f[2]))
-            if msg_id == 7:  # reqExecutions
-                return [_frame([55, 1, f[2]])]
+            if msg_id == 7:  # reqExecutions: execDetails + commissionReport per fill of the filter
+                return self._executions(int(f[2]), f[4], f[5])
             if msg_id == 62:  # reqAccountSummary
                 rows = [_frame([63, 1, f[2], a, t, v, c]) for a, t, v, c in self.gateway.account_summary]
                 return [*rows, _frame([64, 1, f[2]])]
-            if msg_id == 6:  # reqAccountUpdates (no portfolio rows: the book holds no positions here)
-                return [_frame([54, 1, f[3]])] if f[2] == "1" else []
+            if msg_id == 6:  # reqAccountUpdates: portfolio rows of the account's priced positions
+                if f[2] != "1":
+                    return []
+                rows = []
+                for a, c, pos, avg in self.gateway.positions:
+                    px = self.gateway.portfolio_prices.get(c.conId)
+                    if a != f[3] or px is None:
+                        continue
+                    m = float(c.multiplier or 1)
+                    rows.append(_frame([7, 8, *self._contract_fields(c), c.tradingClass, _f(pos), _f(px),
+                                        _f(px * pos * m), _f(avg), _f((px * m - avg) * pos), _f(0.0), a]))
+                return [*rows, _frame([54, 1, f[3]])]
             if msg_id == 1:  # reqMktData: one packet of price ticks from the script
                 script = self.gateway.market.get(int(f[3] or 0))
                 if script is None:
                     return []
                 ticks = [(1, script.bid), (2, script.ask), (4, script.last), (9, script.close)]
-                return [_frame([1, 6, f[2], tick, _f(px), 1, 0]) for tick, px in ticks if px is not None]
+                out = [_frame([1, 6, f[2], tick, _f(px), 1, 0]) for tick, px in ticks if px is not None]
+                if script.greeks is not None:  # model option computation (tick 13), sentinels as sent
+                    out.append(_frame([21, f[2], 13, 0, *[_f(x) for x in script.greeks.wire()]]))
+                return out
             return []  # reqMarketDataType and anything else: no answer needed
 
     def _contract_details(self, f: list[str]) -> list[bytes]:
@@ -242,14 +270,37 @@ class GatewayServer:
             ]))
         return [*out, _frame([52, 1, req_id])]
 
+    def _combo_block(self, f: list[str]) -> tuple[list[ComboLeg], list[str]]:
+        """A BAG placement's combo legs, and its fields without the combo block.
+
+        ib_async writes the block (legs x 8 fields, order combo leg prices, smart combo
+        routing params) right after ``hidden``; without it the message has the single-leg
+        layout.
+        """
+        start = self._pos["hidden"] + 1
+        i = start
+        legs = []
+        for _ in range(int(f[i])):
+            con_id, ratio, action, exchange = f[i + 1: i + 5]
+            legs.append(ComboLeg(conId=int(con_id), ratio=int(ratio), action=action, exchange=exchange))
+            i += 8
+        i += 1
+        i += 1 + int(f[i])  # order combo leg prices
+        i += 1 + 2 * int(f[i])  # smart combo routing params
+        return legs, [*f[:start], *f[i:]]
+
     def _place(self, cid: int, f: list[str]) -> list[bytes]:
+        legs: list[ComboLeg] = []
+        if f[4] == "BAG":
+            legs, f = self._combo_block(f)
         if len(f) != self._length:
-            return [_frame([4, 2, int(f[1]), 321, "gateway double: only single-leg orders are spoken", ""])]
+            return [_frame([4, 2, int(f[1]), 321, "gateway double: this order shape is not spoken", ""])]
         p = self._pos
         order_id = int(f[1])
         contract = Contract(
-            conId=int(f[2]), symbol=f[3], secType=f[4], lastTradeDateOrContractMonth=f[5], strike=float(f[6]),
-            right=f[7], multiplier=f[8], exchange=f[9], currency=f[11], localSymbol=f[12], tradingClass=f[13],
+            conId=int(f[2] or 0), symbol=f[3], secType=f[4], lastTradeDateOrContractMonth=f[5],
+            strike=float(f[6] or 0), right=f[7], multiplier=f[8], exchange=f[9], currency=f[11],
+            localSymbol=f[12], tradingClass=f[13], comboLegs=legs,
         )
         order = Order(
             orderId=order_id, clientId=cid, action=f[p["action"]], totalQuantity=float(f[p["totalQuantity"]]),
@@ -260,6 +311,8 @@ class GatewayServer:
         if order.whatIf:
             wi = gw.whatif
             return [self._open_order(order_id, contract, order, "PreSubmitted", whatif=wi)]
+        if order.transmit and gw.lose_transmits:
+            return []  # lost on the way: the Gateway never saw it
         gw.next_order_ids[cid] = max(gw.next_order_ids.get(cid, 1), order_id + 1)
         gw.placed.append((order_id, copy.copy(contract), order))
         key = (cid, order_id)
@@ -275,9 +328,30 @@ class GatewayServer:
             return []
         if not booked.transmitted:
             booked.transmitted = True
-            booked.status = "Submitted"
+            booked.status = "PreSubmitted" if gw.outside_rth else "Submitted"  # held until the session
             gw.transmissions.append((cid, order_id, booked.perm_id))
         return [self._open_order(order_id, contract, order, booked.status), self._status(booked)]
+
+    def _executions(self, req_id: int, account: str, since: str) -> list[bytes]:
+        out = []
+        for c, ex, comm in self.gateway.executions:
+            if account and ex.acctNumber != account:
+                continue
+            if since and f"{ex.time.astimezone(UTC):%Y%m%d-%H:%M:%S}" < since:
+                continue
+            out.append(_frame([
+                11, req_id, ex.orderId, *self._contract_fields(c), c.tradingClass, ex.execId,
+                f"{ex.time.astimezone(UTC):%Y%m%d %H:%M:%S} UTC", ex.acctNumber, ex.exchange, ex.side,
+                _f(ex.shares), _f(ex.price), ex.permId, ex.clientId, 0, _f(ex.cumQty), _f(ex.avgPrice),
+                ex.orderRef, "", "", "", 0, 0,
+            ]))
+            out.append(_frame([59, 1, comm.execId, _f(comm.commission), comm.currency, "", "", ""]))
+        return [*out, _frame([55, 1, req_id])]
+
+    def fill(self, client_id: int, order_id: int, quantity: float, price: float, *, exec_id: str) -> None:
+        """The exchange fills part of a transmitted order (recorded; reported on request)."""
+        with self._lock:
+            self.gateway.fill(client_id, order_id, quantity, price, exec_id=exec_id)
 
     def _cancel(self, cid: int, order_id: int) -> list[bytes]:
         booked = self.gateway.book.get((cid, order_id))
@@ -288,6 +362,12 @@ class GatewayServer:
         return [self._status(booked), _frame([4, 2, order_id, 202, "Order Canceled - reason:", ""])]
 
     # ------------------------------------------------------------------ messages
+
+    @staticmethod
+    def _contract_fields(c: Contract) -> list[object]:
+        """conId .. localSymbol as position/updatePortfolio carry them (exchange: primary)."""
+        return [c.conId, c.symbol, c.secType, c.lastTradeDateOrContractMonth, _f(c.strike), c.right,
+                c.multiplier, c.exchange, c.currency, c.localSymbol]
 
     @staticmethod
     def _status(o: GatewayOrder) -> bytes:
@@ -314,7 +394,9 @@ class GatewayServer:
             *[""] * 27, "", "",
             # continuousUpdate .. comboLegsDescrip (7)
             *[""] * 7,
-            0, 0, 0,  # combo legs, order combo legs, smart combo routing params
+            len(c.comboLegs or []),  # combo legs: conId, ratio, action, exchange, openClose .. exemptCode
+            *[x for leg in c.comboLegs or [] for x in (leg.conId, leg.ratio, leg.action, leg.exchange, 0, 0, "", -1)],
+            0, 0,  # order combo legs, smart combo routing params
             "", "", "",  # scale init/subs level size, price increment
             "",  # hedgeType
             "", "", "", "", 0,  # optOutSmartRouting, clearingAccount, clearingIntent, notHeld, dncPresent

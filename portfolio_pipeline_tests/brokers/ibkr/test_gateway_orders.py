@@ -274,3 +274,80 @@ def test_sent_but_unacknowledged_is_sent_unknown_until_reconciled(db: Database, 
 
     asyncio.run(scenario())
     assert len(gw.transmissions) == 1
+
+
+def test_transmit_held_presubmitted_outside_regular_hours_is_transmitted(db: Database, tmp_path: Path) -> None:
+    """A transmit the Gateway answers with PreSubmitted (held until the session) is acknowledged.
+
+    Regression: the acknowledgement used to require a status past PreSubmitted, so an
+    order held outside regular hours was recorded SENT_UNKNOWN.
+    """
+    gw = gateway()
+    gw.outside_rth = True
+    cli = desk(db, gw, tmp_path)
+    cli.store.insert(order(order_id="H-10"), actor="t")
+
+    async def scenario() -> None:
+        shown = await cli.show("H-10", actor="cli:alice")
+        done = await cli.confirm("H-10", shown.token, actor="cli:alice")
+        assert done.status == OrderStatus.TRANSMITTED
+        assert await cli.reconcile() == []  # still held PreSubmitted: nothing to change
+
+    asyncio.run(scenario())
+    ((client_id, order_id, perm_id),) = gw.transmissions
+    held = gw.book[(client_id, order_id)]
+    assert held.transmitted and held.status == "PreSubmitted" and held.perm_id == perm_id
+    assert cli.store.get("H-10").status == OrderStatus.TRANSMITTED
+
+
+def test_transmit_that_never_reached_the_gateway_is_never_reconciled_to_transmitted(
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: the reconciler turned SENT_UNKNOWN into TRANSMITTED on any open order.
+
+    The staged order the lost transmit was meant for is still open at the Gateway as
+    PreSubmitted, untransmitted; its open-order record carries no transmit flag, so it is no
+    evidence: the order stays SENT_UNKNOWN and the person is told what to check.
+    """
+    gw = gateway()
+    cli = desk(db, gw, tmp_path)
+    cli.store.insert(order(order_id="H-11"), actor="t")
+
+    async def scenario() -> None:
+        shown = await cli.show("H-11", actor="cli:alice")
+        gw.lose_transmits = True
+        with pytest.raises(SentUnknownError, match="sent but not acknowledged"):
+            await cli.confirm("H-11", shown.token, actor="cli:alice")
+        gw.lose_transmits = False
+        assert await cli.reconcile() == []
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(scenario())
+    assert gw.transmissions == []  # the Gateway never transmitted anything
+    assert [(o.transmitted, o.status) for o in gw.book.values()] == [(False, "PreSubmitted")]
+    assert cli.store.get("H-11").status == OrderStatus.SENT_UNKNOWN
+    assert "a Transmit button means it was never sent" in caplog.text
+
+
+def test_held_and_unacknowledged_stays_unknown_until_the_order_works(db: Database, tmp_path: Path) -> None:
+    """Transmitted, held PreSubmitted and unanswered: indistinguishable from never sent, so
+    SENT_UNKNOWN; once the Gateway reports it Submitted (session open) it is TRANSMITTED."""
+    gw = gateway()
+    gw.outside_rth = gw.unacknowledged = True
+    cli = desk(db, gw, tmp_path)
+    cli.store.insert(order(order_id="H-12"), actor="t")
+
+    async def scenario() -> None:
+        shown = await cli.show("H-12", actor="cli:alice")
+        with pytest.raises(SentUnknownError):
+            await cli.confirm("H-12", shown.token, actor="cli:alice")
+        gw.unacknowledged = False
+        assert await cli.reconcile() == []
+        assert cli.store.get("H-12").status == OrderStatus.SENT_UNKNOWN
+        ((cid, oid, _),) = gw.transmissions
+        gw.book[(cid, oid)].status = "Submitted"  # the session opens: the held order works
+        changed = await cli.reconcile()
+        assert [(o.order_id, o.status) for o in changed] == [("H-12", OrderStatus.TRANSMITTED)]
+
+    asyncio.run(scenario())
+    assert len(gw.transmissions) == 1

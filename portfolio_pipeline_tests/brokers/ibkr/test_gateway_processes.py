@@ -17,15 +17,19 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 from ib_async import IB
 
 from portfolio_pipeline.cli_errors import EXIT_BROKER
+from portfolio_pipeline.domain.orders import OrderLeg
+from portfolio_pipeline.domain.positions import Contract
 from portfolio_pipeline.orders import OrderStore
 from portfolio_pipeline.storage import Database
-from portfolio_pipeline_tests.brokers.ibkr.book import gateway, order
+from portfolio_pipeline_tests.brokers.ibkr.book import SPX_PUT, gateway, order
+from portfolio_pipeline_tests.brokers.ibkr.fake_ib import ib_option
 from portfolio_pipeline_tests.brokers.ibkr.gateway_server import GatewayServer
 from portfolio_pipeline_tests.stubs import CONFIG_DIR
 
@@ -162,4 +166,120 @@ def test_restart_makes_confirm_refuse_and_reject_cancels_at_the_gateway(tmp_path
     assert store.get("H-R").status.value == "rejected"
     assert [(key, o.status) for key, o in book.items()] == [((18, int(store.get("H-R").broker_order_id or 0)),
                                                              "Cancelled")]
+    db.dispose()
+
+
+CLI = ("-c", "from portfolio_pipeline.cli import main; main()")
+
+
+def test_held_presubmitted_transmit_and_lost_transmit_over_the_socket(tmp_path: Path, env: dict[str, str]) -> None:
+    """Issue 13.3 over the wire: a transmit held PreSubmitted (outside regular hours) is
+    TRANSMITTED; a transmit that never reached the Gateway stays SENT_UNKNOWN through
+    ``portfolio orders reconcile`` (never TRANSMITTED without evidence), the person is told."""
+    gw = gateway()
+    with GatewayServer(gw) as server:
+        _configure(tmp_path, server.port)
+        db = Database(env["PORTFOLIO_DB_URL"])
+        db.migrate()
+        store = OrderStore(db)
+        store.insert(order(order_id="H-H"), actor="streaming:proposer")
+        store.insert(order(order_id="H-L"), actor="streaming:proposer")
+        gw.outside_rth = True
+        shown = _run(env, *CLI, "orders", "show", "H-H")
+        token = re.search(r"portfolio orders confirm H-H (\S+)", shown.stdout)
+        assert token is not None, shown.stderr[-3000:]
+        held = _run(env, *CLI, "orders", "confirm", "H-H", token.group(1))
+        gw.lose_transmits = True
+        shown = _run(env, *CLI, "orders", "show", "H-L")
+        token = re.search(r"portfolio orders confirm H-L (\S+)", shown.stdout)
+        assert token is not None, shown.stderr[-3000:]
+        lost = _run(env, *CLI, "orders", "confirm", "H-L", token.group(1))
+        gw.lose_transmits = False
+        reconciled = _run(env, *CLI, "orders", "reconcile")
+        transmissions, book = server.state()
+    assert held.returncode == 0, held.stderr[-3000:]
+    h, lo = store.get("H-H"), store.get("H-L")
+    assert h.status.value == "transmitted"
+    ((tx_client, tx_order, tx_perm),) = transmissions  # only the held order was transmitted
+    assert (tx_client, str(tx_order)) == (18, h.broker_order_id)
+    assert book[(18, tx_order)].status == "PreSubmitted" and book[(18, tx_order)].perm_id == tx_perm
+    assert lost.returncode != 0 and "sent but not acknowledged" in lost.stderr
+    assert reconciled.returncode == 0, reconciled.stderr[-3000:]
+    assert lo.status.value == "sent_unknown"  # the reconciler found it open, PreSubmitted: no evidence
+    never = book[(18, int(lo.broker_order_id or 0))]
+    assert (never.transmitted, never.status) == (False, "PreSubmitted")
+    assert "H-L: still sent_unknown" in reconciled.stdout and "Transmit button" in reconciled.stdout
+    db.dispose()
+
+
+def test_partial_then_full_fill_reconciled_by_the_cli_over_the_socket(tmp_path: Path, env: dict[str, str]) -> None:
+    """Issue 13.3 across processes: 1 of 2 lots filled -> PARTIALLY_FILLED (the Gateway's
+    open-order status); the second lot fills -> FILLED, read from the executions the
+    Gateway reports (execDetails over the wire, matched by orderRef), not from the status."""
+    gw = gateway()
+    with GatewayServer(gw) as server:
+        _configure(tmp_path, server.port)
+        db = Database(env["PORTFOLIO_DB_URL"])
+        db.migrate()
+        store = OrderStore(db)
+        store.insert(order(order_id="H-F", quantity=2), actor="streaming:proposer")
+        shown = _run(env, *CLI, "orders", "show", "H-F")
+        token = re.search(r"portfolio orders confirm H-F (\S+)", shown.stdout)
+        assert token is not None, shown.stderr[-3000:]
+        sent = _run(env, *CLI, "orders", "confirm", "H-F", token.group(1))
+        assert sent.returncode == 0, sent.stderr[-3000:]
+        order_id = int(store.get("H-F").broker_order_id or 0)
+        server.fill(18, order_id, 1, 12.0, exec_id="E1")
+        partial = _run(env, *CLI, "orders", "reconcile")
+        after_partial = store.get("H-F").status.value
+        server.fill(18, order_id, 1, 12.5, exec_id="E2")
+        full = _run(env, *CLI, "orders", "reconcile")
+        transmissions, book = server.state()
+    assert partial.returncode == 0 and full.returncode == 0, partial.stderr[-3000:] + full.stderr[-3000:]
+    assert after_partial == "partially_filled" and "1 of 2 filled" in partial.stdout
+    done = store.get("H-F")
+    assert done.status.value == "filled"
+    assert "2 of 2 filled, not open at the broker" in full.stdout  # from the executions, not open orders
+    assert [(c, o) for c, o, _ in transmissions] == [(18, order_id)]
+    assert book[(18, order_id)].status == "Filled" and book[(18, order_id)].filled == 2
+    db.dispose()
+
+
+def test_vertical_combo_staged_confirmed_and_filled_across_processes(tmp_path: Path, env: dict[str, str]) -> None:
+    """A put vertical (the delta hedge's shape) as one BAG order over the wire: staged and
+    confirmed by CLI processes, one transmission of that BAG with both legs; its fills
+    (execDetails of the BAG) reconcile to PARTIALLY_FILLED, then FILLED."""
+    gw = gateway()
+    gw.add_contract(ib_option(103, "SPX", "20180316", 2650, "P", "SPX"))
+    short_leg = Contract("SPX", "OPT", date(2018, 3, 16), 2650.0, "P", "SPX")
+    with GatewayServer(gw) as server:
+        _configure(tmp_path, server.port)
+        db = Database(env["PORTFOLIO_DB_URL"])
+        db.migrate()
+        store = OrderStore(db)
+        store.insert(order(OrderLeg(SPX_PUT, "BUY"), OrderLeg(short_leg, "SELL"), order_id="H-V", quantity=2,
+                           limit=14.5), actor="streaming:proposer")
+        shown = _run(env, *CLI, "orders", "show", "H-V")
+        token = re.search(r"portfolio orders confirm H-V (\S+)", shown.stdout)
+        assert token is not None, shown.stdout + shown.stderr[-3000:]
+        sent = _run(env, *CLI, "orders", "confirm", "H-V", token.group(1))
+        assert sent.returncode == 0, sent.stderr[-3000:]
+        order_id = int(store.get("H-V").broker_order_id or 0)
+        server.fill(18, order_id, 1, 14.4, exec_id="V1")
+        partial = _run(env, *CLI, "orders", "reconcile")
+        after_partial = store.get("H-V").status.value
+        server.fill(18, order_id, 1, 14.5, exec_id="V2")
+        full = _run(env, *CLI, "orders", "reconcile")
+        transmissions, book = server.state()
+        placed = list(gw.placed)
+    ((tx_client, tx_order, tx_perm),) = transmissions
+    assert (tx_client, tx_order) == (18, order_id)
+    assert list(book) == [(18, order_id)]  # one BAG order, not one order per leg
+    bag = book[(18, order_id)]
+    assert bag.contract.secType == "BAG" and bag.perm_id == tx_perm
+    assert [(leg.conId, leg.action, leg.ratio) for leg in bag.contract.comboLegs] == [(101, "BUY", 1), (103, "SELL", 1)]
+    assert (bag.order.action, bag.order.totalQuantity, bag.order.lmtPrice) == ("BUY", 2.0, 14.5)
+    assert [(o.transmit, o.permId) for _, _, o in placed] == [(False, tx_perm), (True, tx_perm)]
+    assert after_partial == "partially_filled" and "1 of 2 filled" in partial.stdout, partial.stderr[-3000:]
+    assert store.get("H-V").status.value == "filled" and "2 of 2 filled" in full.stdout, full.stderr[-3000:]
     db.dispose()
