@@ -52,10 +52,14 @@ Here ``w = +1`` for calls and ``-1`` for puts.
 from __future__ import annotations
 
 import enum
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 from scipy.special import ndtr, ndtri
 
 from portfolio_pipeline.quant._typing import (
@@ -179,21 +183,44 @@ def parse_kind(kind: KindLike) -> BoolArray:
             raise ValueError("option kind array contains non-finite values")
         nzf: BoolArray = arr != 0
         return nzf
-    if arr.dtype.kind in "USO":
-        if arr.dtype.kind != "U":
-            try:
-                arr = arr.astype(str)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"option kind must be str or bool, got {arr.dtype}") from exc
-        low = np.strings.lower(np.strings.strip(arr))
-        is_call = (low == "call") | (low == "c")
-        ok = is_call | (low == "put") | (low == "p")
-        if not ok.all():
-            bad = np.flatnonzero(~ok.reshape(-1))[0]
-            where = "" if arr.ndim == 0 else f" at index {int(bad)}"
-            raise ValueError(f"unknown option kind {str(arr.reshape(-1)[bad])!r}{where}")
-        return np.asarray(is_call)
-    raise ValueError(f"option kind must be str or bool, got dtype {arr.dtype}")
+    if arr.dtype.kind not in "USO":
+        raise ValueError(f"option kind must be str or bool, got dtype {arr.dtype}")
+    flat = arr.reshape(-1)
+    if arr.dtype.kind in "UO" and arr.ndim > 0:
+        # Fast path, vectorised: exact "call"/"put" (what feeds and users pass) cost two
+        # array comparisons; only the remaining elements take the general route.
+        is_call: BoolArray = np.asarray(flat == "call")
+        todo = np.flatnonzero(~is_call)
+        if todo.size:
+            todo = todo[np.asarray(flat[todo] != "put")]
+        if todo.size:
+            calls, ok = _parse_kind_strings(flat[todo])
+            is_call[todo] = calls
+            if not ok.all():
+                bad = int(todo[np.argmin(ok)])
+                raise ValueError(f"unknown option kind {str(flat[bad])!r} at index {bad}")
+        return is_call.reshape(arr.shape)
+    if flat.dtype.kind == "S":
+        flat = flat.astype(str)
+    calls, ok = _parse_kind_strings(flat)
+    if not ok.all():
+        bad = int(np.argmin(ok))
+        where = "" if arr.ndim == 0 else f" at index {bad}"
+        raise ValueError(f"unknown option kind {str(flat[bad])!r}{where}")
+    return calls.reshape(arr.shape)
+
+
+def _parse_kind_strings(flat: npt.NDArray[np.generic]) -> tuple[BoolArray, BoolArray]:
+    """General route of :func:`parse_kind` (any case, blanks stripped): ``(is_call, known)``."""
+    if flat.dtype.kind != "U":
+        try:
+            flat = flat.astype(str)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"option kind must be str or bool, got {flat.dtype}") from exc
+    low = np.strings.lower(np.strings.strip(flat.astype(np.str_, copy=False)))
+    is_call = (low == "call") | (low == "c")
+    ok = is_call | (low == "put") | (low == "p")
+    return is_call, ok
 
 
 def _check_model(model: str) -> bool:
@@ -278,7 +305,60 @@ def _invalid_mask(
     return m.astype(np.int8, copy=False)
 
 
+def _any_invalid(
+    s: Float64Array,
+    k: Float64Array,
+    t: Float64Array,
+    rr: Float64Array,
+    qq: Float64Array,
+    v: Float64Array,
+    black76: bool,
+) -> BoolArray:
+    """``_invalid_mask(...) != 0`` without building the bit mask (NaN compares False)."""
+    ok = s > 0.0
+    ok &= s < np.inf
+    ok &= k > 0.0
+    ok &= k < np.inf
+    ok &= t >= 0.0
+    ok &= t < np.inf
+    ok &= v >= 0.0
+    ok &= v < np.inf
+    ok &= np.isfinite(rr)
+    if not black76:
+        ok &= np.isfinite(qq)
+    np.logical_not(ok, out=ok)
+    return ok
+
+
 # --------------------------------------------------------------------------- kernels
+
+PARALLEL_MIN: Final[int] = 4 * CHUNK
+"""Below this many elements the blocks run in the calling thread."""
+
+
+def _run_blocks(n: int, block: Callable[[int, int], None]) -> None:
+    """Call ``block(a, b)`` for the :data:`CHUNK` slices of ``range(n)``.
+
+    The blocks write disjoint output slices and spend their time in numpy/scipy ufunc
+    loops, which release the GIL; for large ``n`` they run on a short-lived thread pool
+    (one thread per CPU, at most 4), so the results are bit-identical to the serial run.
+    """
+    starts = range(0, n, CHUNK)
+    workers = min(os.cpu_count() or 1, 4, len(starts))
+    with np.errstate(all="ignore"):
+        if n < PARALLEL_MIN or workers < 2:
+            for a in starts:
+                block(a, min(a + CHUNK, n))
+            return
+
+    def run(a: int) -> None:
+        with np.errstate(all="ignore"):  # errstate is per thread
+            block(a, min(a + CHUNK, n))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for fut in [pool.submit(run, a) for a in starts]:
+            fut.result()
+
 
 
 def _price_block(
@@ -322,7 +402,7 @@ def _price_block(
         intr *= w
         np.maximum(intr, 0.0, out=intr)
         out[special] = intr[special]
-    bad = _invalid_mask(s, k, t, rr, qq, v, black76) != 0
+    bad = _any_invalid(s, k, t, rr, qq, v, black76)
     if bad.any():
         out[bad] = np.nan
 
@@ -438,7 +518,7 @@ def _greeks_block(
             # -dV/dT of the discounted intrinsic (n(d1) = 0 terms dropped).
             alt = (qe * w) * (sq * n1) - rr * wkn2
             theta_o[theta_fix] = alt[theta_fix] / _DAYS
-    bad = _invalid_mask(s, k, t, rr, qq, v, black76) != 0
+    bad = _any_invalid(s, k, t, rr, qq, v, black76)
     if bad.any():
         for arr in o:
             arr[bad] = np.nan
@@ -501,12 +581,13 @@ def price(
     )
     n = ic.size
     out = np.empty(n, dtype=np.float64)
-    with np.errstate(all="ignore"):
-        for a in range(0, n, CHUNK):
-            b = min(a + CHUNK, n)
-            _price_block(
-                ic[a:b], s[a:b], k[a:b], t[a:b], rr[a:b], qq[a:b], v[a:b], black76, out[a:b]
-            )
+
+    def block(a: int, b: int) -> None:
+        _price_block(
+            ic[a:b], s[a:b], k[a:b], t[a:b], rr[a:b], qq[a:b], v[a:b], black76, out[a:b]
+        )
+
+    _run_blocks(n, block)
     return out.reshape(shape)
 
 
@@ -526,20 +607,21 @@ def _european_greeks(
     )
     n = ic.size
     outs = [np.empty(n, dtype=np.float64) for _ in _FIELDS]
-    with np.errstate(all="ignore"):
-        for a in range(0, n, CHUNK):
-            b = min(a + CHUNK, n)
-            _greeks_block(
-                ic[a:b],
-                s[a:b],
-                k[a:b],
-                t[a:b],
-                rr[a:b],
-                qq[a:b],
-                v[a:b],
-                black76,
-                [x[a:b] for x in outs],
-            )
+
+    def block(a: int, b: int) -> None:
+        _greeks_block(
+            ic[a:b],
+            s[a:b],
+            k[a:b],
+            t[a:b],
+            rr[a:b],
+            qq[a:b],
+            v[a:b],
+            black76,
+            [x[a:b] for x in outs],
+        )
+
+    _run_blocks(n, block)
     return Greeks(*(x.reshape(shape) for x in outs))
 
 
