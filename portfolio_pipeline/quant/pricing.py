@@ -337,24 +337,28 @@ PARALLEL_MIN: Final[int] = 4 * CHUNK
 """Below this many elements the blocks run in the calling thread."""
 
 
-def _run_blocks(n: int, block: Callable[[int, int], None]) -> None:
-    """Call ``block(a, b)`` for the :data:`CHUNK` slices of ``range(n)``.
+def _run_blocks(
+    n: int, block: Callable[[int, int], None], chunk: int = CHUNK, elements: int | None = None
+) -> None:
+    """Call ``block(a, b)`` for the ``chunk``-sized slices of ``range(n)``.
 
     The blocks write disjoint output slices and spend their time in numpy/scipy ufunc
-    loops, which release the GIL; for large ``n`` they run on a short-lived thread pool
-    (one thread per CPU, at most 4), so the results are bit-identical to the serial run.
+    loops, which release the GIL; when the work is large (``elements``, default ``n``, at
+    least :data:`PARALLEL_MIN`) they run on a short-lived thread pool (one thread per
+    CPU, at most 4), so the results are bit-identical to the serial run.  An exception
+    of a block is re-raised, the one of the first failing block in order.
     """
-    starts = range(0, n, CHUNK)
+    starts = range(0, n, chunk)
     workers = min(os.cpu_count() or 1, 4, len(starts))
     with np.errstate(all="ignore"):
-        if n < PARALLEL_MIN or workers < 2:
+        if (n if elements is None else elements) < PARALLEL_MIN or workers < 2:
             for a in starts:
-                block(a, min(a + CHUNK, n))
+                block(a, min(a + chunk, n))
             return
 
     def run(a: int) -> None:
         with np.errstate(all="ignore"):  # errstate is per thread
-            block(a, min(a + CHUNK, n))
+            block(a, min(a + chunk, n))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for fut in [pool.submit(run, a) for a in starts]:
@@ -406,6 +410,72 @@ def _price_block(
     bad = _any_invalid(s, k, t, rr, qq, v, black76)
     if bad.any():
         out[bad] = np.nan
+
+
+def _price_grid(
+    ic: BoolArray,
+    s: Float64Array,
+    k: Float64Array,
+    t: Float64Array,
+    rr: Float64Array,
+    qq: Float64Array,
+    v: Float64Array,
+    black76: BoolArray,
+) -> Float64Array:
+    """European prices on a scenario grid: ``s``, ``v`` of shape ``(m, C)``; ``ic``, ``k``,
+    ``rr``, ``qq``, ``black76`` per contract ``(C,)``; ``t`` ``(C,)`` (one time for every
+    row) or ``(m, C)``.
+
+    The same operations as :func:`_price_block` in the same order, but the terms that
+    depend on the contract and time only (``sqrt(T)``, ``e^{-rT}``, ``e^{-qT}``,
+    ``K e^{-rT}``) are computed once per contract when ``t`` is a row, and nothing is
+    broadcast into full arrays; so every element equals :func:`price` bit for bit.
+    Elements the closed form does not cover (``T == 0``, ``vol == 0``, invalid input)
+    are handed to :func:`price` itself.  Assumes ``np.errstate(all='ignore')``.
+    """
+    w = ic * 2.0 - 1.0
+    sqt = np.sqrt(t)
+    rt = rr * t
+    np.negative(rt, out=rt)
+    kr = np.exp(rt)  # e^{-rT}
+    qe = np.where(black76, rr, qq)  # Black-76: S e^{-rT} (F discounted)
+    dq = np.exp(-(qe * t))
+    kr *= k  # K e^{-rT}
+    sd = v * sqt
+    sq = s * dq
+    d1 = sq / kr
+    np.log(d1, out=d1)
+    d1 /= sd
+    sd *= 0.5
+    d1 += sd
+    sd *= 2.0
+    d2 = d1 - sd
+    d1 *= w
+    d2 *= w
+    ndtr(d1, out=d1)
+    ndtr(d2, out=d2)
+    out = np.multiply(sq, d1, out=d1)
+    d2 *= kr
+    out -= d2
+    out *= w
+    special = ~(sd > 0.0)
+    special |= ~(s > 0.0)
+    special |= ~np.isfinite(out)
+    col_ok = (k > 0.0) & (k < np.inf) & np.isfinite(rr) & np.isfinite(qq)
+    if not col_ok.all():
+        special |= ~col_ok
+    if special.any():
+        i, j = np.nonzero(special)
+        tt = np.broadcast_to(t, s.shape)[i, j]
+        for model in (False, True):
+            sel = black76[j] == model
+            if sel.any():
+                jj = j[sel]
+                out[i[sel], jj] = price(
+                    ic[jj], s[i[sel], jj], k[jj], tt[sel], rr[jj], qq[jj], v[i[sel], jj],
+                    model="black76" if model else "bsm",
+                )
+    return out
 
 
 def _greeks_block(
