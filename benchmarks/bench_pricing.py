@@ -219,8 +219,9 @@ def bench_iv(c: dict[str, Any]) -> None:
     flag = np.where(c["ic"], "c", "p")
 
     try:
-        import py_vollib_vectorized as pvv
         from importlib.metadata import version
+
+        import py_vollib_vectorized as pvv
     except ImportError:
         sys.exit("py_vollib_vectorized is not installed: .venv/bin/pip install -r "
                  "benchmarks/requirements-peers.txt -c constraints.txt")
@@ -260,7 +261,6 @@ def bench_iv(c: dict[str, Any]) -> None:
 
 def main() -> None:
     import os
-
     from importlib.metadata import PackageNotFoundError, version
 
     import scipy
