@@ -38,7 +38,7 @@ from portfolio_pipeline.quant import pricing as P
 
 N = 1_000_000
 N_QL = 10_000
-REPEAT = 5
+REPEAT = 9
 EPS = float(np.finfo(float).eps)
 
 
@@ -150,7 +150,7 @@ def row(task: str, impl: str, t: float, base: float, mem: float | None, note: st
 
 def header(base_name: str) -> None:
     print(f"\n{'task':<13}{'implementation':<46}{'options/s':>13}{'ours x':>9}{'peak MiB':>10}"
-          f"  (ours x = {base_name} time / this row's time... for our rows: speed-up)")
+          f"  (ours x = {base_name} time / this row's time)")
 
 
 def bench_greeks(c: dict[str, Any]) -> None:

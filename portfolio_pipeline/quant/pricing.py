@@ -190,10 +190,14 @@ def parse_kind(kind: KindLike) -> BoolArray:
     if arr.dtype.kind in "UO" and arr.ndim > 0:
         # Fast path, vectorised: exact "call"/"put" (what feeds and users pass) cost two
         # array comparisons; only the remaining elements take the general route.
-        is_call: BoolArray = np.asarray(flat == "call")
-        todo = np.flatnonzero(~is_call)
-        if todo.size:
-            todo = todo[np.asarray(flat[todo] != "put")]
+        is_call: BoolArray = np.equal(flat, "call", dtype=bool)
+        if flat.dtype.kind == "O":  # a masked compare beats gathering Python objects
+            other = np.zeros(flat.shape, dtype=bool)
+            np.not_equal(flat, "put", out=other, where=~is_call, dtype=bool)
+            todo = np.flatnonzero(other)
+        else:
+            todo = np.flatnonzero(~is_call)
+            todo = todo[np.not_equal(flat[todo], "put", dtype=bool)]
         if todo.size:
             calls, ok = _parse_kind_strings(flat[todo])
             is_call[todo] = calls
@@ -491,24 +495,37 @@ def _greeks_block(
 ) -> None:
     """All Greeks for one block, written into the 9 arrays ``o`` (errstate ignore)."""
     price_o, delta_o, gamma_o, vega_o, theta_o, rho_o, vanna_o, volga_o, charm_o = o
+    # Fewest passes over the block: shared terms once, results written in place into the
+    # outputs, every temporary reused (see the formulas in the comments).
     w = ic * 2.0 - 1.0
     sqt = np.sqrt(t)
     sd = v * sqt
-    df = np.exp(-(rr * t))  # e^{-rT}
+    df = rr * t
+    np.negative(df, out=df)
+    np.exp(df, out=df)  # e^{-rT}
     qe = rr if black76 else qq  # effective dividend yield (q = r for Black-76)
-    dq = df if black76 else np.exp(-(qq * t))  # e^{-qT}
+    if black76:
+        dq = df
+    else:
+        dq = qq * t
+        np.negative(dq, out=dq)
+        np.exp(dq, out=dq)  # e^{-qT}
     sq = s * dq
     kr = k * df
-    d1 = np.log(sq / kr)
+    d1 = sq / kr
+    np.log(d1, out=d1)
     d1 /= sd
-    d1 += 0.5 * sd
+    tmp = 0.5 * sd
+    d1 += tmp
     d2 = d1 - sd
-    nd1 = d1 * d1
+    nd1 = np.multiply(d1, d1, out=tmp)
     nd1 *= -0.5
     np.exp(nd1, out=nd1)
     nd1 *= _INV_SQRT_2PI  # n(d1)
-    n1 = ndtr(w * d1)  # N(w d1)
-    n2 = ndtr(w * d2)  # N(w d2)
+    n1 = w * d1
+    ndtr(n1, out=n1)  # N(w d1)
+    n2 = w * d2
+    ndtr(n2, out=n2)  # N(w d2)
 
     # vol == 0 or T == 0 (sd == 0): N(w d) -> step function, n(d1) -> 0.
     special = ~(sd > 0.0)
@@ -520,40 +537,42 @@ def _greeks_block(
         n2[special] = step[special]
         nd1[special] = 0.0
 
-    # price
-    px = np.multiply(sq, n1, out=price_o)
-    wkn2 = kr * n2
+    # delta = w e^{-qT} N(w d1)
+    np.multiply(dq, n1, out=delta_o)
+    delta_o *= w
+    sqn1 = np.multiply(sq, n1, out=n1)  # S e^{-qT} N(w d1)  (n1 not needed any more)
+    wkn2 = np.multiply(kr, n2, out=n2)
     wkn2 *= w  # w K e^{-rT} N(w d2)
-    px *= w
+    # price = w S e^{-qT} N(w d1) - w K e^{-rT} N(w d2)
+    px = np.multiply(sqn1, w, out=price_o)
     px -= wkn2
     if any_special:
         np.maximum(px, 0.0, out=px)  # kills -0.0 / rounding for the step case
-    # delta
-    np.multiply(dq, n1, out=delta_o)
-    delta_o *= w
-    # vega (per 1.0 vol) -> reused below
-    vega1 = sq * nd1
+    # vega per 1.0 vol = S e^{-qT} n(d1) sqrt(T)   (scaled to per point at the end)
+    dqn = np.multiply(dq, nd1, out=dq) if not black76 else dq * nd1  # e^{-qT} n(d1)
+    vega1 = np.multiply(s, dqn, out=vega_o)
     vega1 *= sqt
-    # gamma = e^{-qT} n(d1) / (S sd) = vega1 / (S^2 sd sqrtT)... use n(d1) form
+    # gamma = e^{-qT} n(d1) / (S sd)
     np.multiply(s, sd, out=gamma_o)
-    np.divide(dq * nd1, gamma_o, out=gamma_o)
-    # theta (per year, time passing): -S e^{-qT} n(d1) vol / (2 sqrtT) - w r K e^{-rT} N(w d2)
-    #                                 + w q S e^{-qT} N(w d1)
-    th = np.multiply(sq, nd1, out=theta_o)
-    th *= v
-    th /= -2.0 * sqt
-    th -= rr * wkn2
-    th += (qe * w) * (sq * n1)
+    np.divide(dqn, gamma_o, out=gamma_o)
+    # theta (per year, time passing) = -vega1 vol / (2T) - r w K e^{-rT} N(w d2)
+    #                                  + q w S e^{-qT} N(w d1)
+    th = np.multiply(vega1, v, out=theta_o)
+    th /= -2.0 * t
+    np.multiply(rr, wkn2, out=tmp)
+    th -= tmp
+    np.multiply(qe, sqn1, out=tmp)
+    tmp *= w
+    th += tmp
     th /= _DAYS
     # rho
     if black76:
         np.multiply(t, px, out=rho_o)
-        np.negative(rho_o, out=rho_o)
+        rho_o /= -100.0
     else:
         np.multiply(t, wkn2, out=rho_o)
-    rho_o /= 100.0
+        rho_o /= 100.0
     # vanna = -e^{-qT} n(d1) d2 / vol ; volga = vega1 d1 d2 / vol
-    dqn = dq * nd1
     np.multiply(dqn, d2, out=vanna_o)
     vanna_o /= v
     vanna_o *= -0.01
@@ -561,19 +580,24 @@ def _greeks_block(
     volga_o *= d2
     volga_o /= v
     volga_o *= 1e-4
-    # charm = w q e^{-qT} N(w d1) - e^{-qT} n(d1) (2 b T - d2 sd) / (2 T sd)
-    b_carry = 0.0 if black76 else (rr - qq)
-    num = 2.0 * (b_carry * t)
-    num -= d2 * sd
-    den = 2.0 * t
-    den *= sd
-    num /= den
+    # charm = q delta - e^{-qT} n(d1) (2 b T - d2 sd) / (2 T sd)
+    num = np.multiply(d2, sd, out=d2)
+    if not black76:
+        np.negative(num, out=num)
+        np.subtract(rr, qq, out=tmp)  # carry b = r - q (0 for Black-76)
+        tmp *= t
+        tmp *= 2.0
+        num += tmp
+    else:
+        np.negative(num, out=num)
+    np.multiply(t, sd, out=tmp)
+    tmp *= 2.0
+    num /= tmp
     num *= dqn
-    np.multiply(qe * w, dq * n1, out=charm_o)
+    np.multiply(qe, delta_o, out=charm_o)
     charm_o -= num
     charm_o /= _DAYS
     vega1 /= 100.0
-    vega_o[...] = vega1
 
     if any_special:
         for arr in (gamma_o, vega_o, vanna_o, volga_o, charm_o):
@@ -587,7 +611,7 @@ def _greeks_block(
         theta_fix = special & ~expired
         if theta_fix.any():
             # -dV/dT of the discounted intrinsic (n(d1) = 0 terms dropped).
-            alt = (qe * w) * (sq * n1) - rr * wkn2
+            alt = (qe * w) * sqn1 - rr * wkn2
             theta_o[theta_fix] = alt[theta_fix] / _DAYS
     bad = _any_invalid(s, k, t, rr, qq, v, black76)
     if bad.any():
