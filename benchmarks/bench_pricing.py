@@ -107,17 +107,27 @@ def serial(fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
-def measure(cases: dict[str, Callable[[], Any]], repeat: int = REPEAT) -> dict[str, float]:
-    """Median wall time per case; the cases run interleaved, round after round."""
-    times: dict[str, list[float]] = {k: [] for k in cases}
+def measure(
+    cases: dict[str, Callable[[], Any]], repeat: int = REPEAT
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall and CPU (process) time per case; the cases run interleaved, round after
+    round.  CPU time is much less sensitive to other processes on the machine; for the
+    threaded rows it adds up the threads (the work, not the latency)."""
+    wall: dict[str, list[float]] = {k: [] for k in cases}
+    cpu: dict[str, list[float]] = {k: [] for k in cases}
     for fn in cases.values():
         fn()  # warm up (numba compilation, page faults of first use)
     for _ in range(repeat):
         for name, fn in cases.items():
+            c0 = time.process_time()
             t0 = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return (
+        {k: statistics.median(v) for k, v in wall.items()},
+        {k: statistics.median(v) for k, v in cpu.items()},
+    )
 
 
 def peak_mib(fn: Callable[[], Any]) -> float:
@@ -143,14 +153,17 @@ def ql_black_calculator_loop(c: dict[str, Any], n: int) -> float:
     return time.perf_counter() - t0
 
 
-def row(task: str, impl: str, t: float, base: float, mem: float | None, note: str = "") -> None:
+def row(task: str, impl: str, t: float, base: float, mem: float | None, note: str = "",
+        cpu: tuple[float, float] | None = None) -> None:
     m = "" if mem is None else f"{mem:9.1f}"
-    print(f"{task:<13}{impl:<46}{N / t:>13,.0f}{base / t:>9.2f}{m:>10}  {note}")
+    c = "" if cpu is None else f"{cpu[1] / cpu[0]:8.2f}"
+    print(f"{task:<13}{impl:<46}{N / t:>13,.0f}{base / t:>9.2f}{c:>8}{m:>10}  {note}")
 
 
 def header(base_name: str) -> None:
-    print(f"\n{'task':<13}{'implementation':<46}{'options/s':>13}{'ours x':>9}{'peak MiB':>10}"
-          f"  (ours x = {base_name} time / this row's time)")
+    print(f"\n{'task':<13}{'implementation':<46}{'options/s':>13}{'ours x':>9}{'cpu x':>8}"
+          f"{'peak MiB':>10}  (ours x = {base_name} wall time / this row's; cpu x = the same "
+          "with CPU time)")
 
 
 def bench_greeks(c: dict[str, Any]) -> None:
@@ -167,7 +180,7 @@ def bench_greeks(c: dict[str, Any]) -> None:
         "base_price": lambda: baseline_price(c["ic"], *num),
         "ours_price": lambda: P.price(c["ic"], *num),
     }
-    t = measure(cases)
+    t, u = measure(cases)
     g = P.greeks(c["kind_obj"], *num)
     ref = baseline_greeks(c["ic"], *num)
     dev = max(float(np.max(np.abs(getattr(g, f) - ref[f]) / np.maximum(1.0, np.abs(ref[f]))))
@@ -176,21 +189,24 @@ def bench_greeks(c: dict[str, Any]) -> None:
     header("the straightforward numpy/ndtr time")
     print("-- greeks: price + 8 Greeks on 1e6 contracts; ratios against the baseline with the "
           "same kind input")
-    row("greeks", "baseline numpy + scipy.special.ndtr, str kinds", t["base_str"], t["base_str"],
-        peak_mib(cases["base_str"]))
-    row("greeks", "pricing.greeks, kinds numpy str ('call'/'put')", t["ours_str"], t["base_str"],
-        peak_mib(cases["ours_str"]), f"max rel diff vs baseline {dev:.1e}")
-    row("greeks", "pricing.greeks, str kinds, one thread", t["ours_str_serial"], t["base_str"],
-        None)
-    row("greeks", "baseline, object-array kinds", t["base_obj"], t["base_obj"], None)
-    row("greeks", "pricing.greeks, object-array kinds", t["ours_obj"], t["base_obj"], None,
-        f"parse_kind alone {t['parse_kind_obj'] * 1e3:.1f} ms per 1e6")
-    row("greeks", "baseline, bool kinds", t["base_bool"], t["base_bool"], None)
-    row("greeks", "pricing.greeks, bool kinds", t["ours_bool"], t["base_bool"], None)
+    def r(name: str, base: str, impl: str, mem: float | None = None, note: str = "") -> None:
+        row("greeks" if "price" not in name else "price", impl, t[name], t[base], mem, note,
+            (u[name], u[base]))
+
+    r("base_str", "base_str", "baseline numpy + scipy.special.ndtr, str kinds",
+      peak_mib(cases["base_str"]))
+    r("ours_str", "base_str", "pricing.greeks, kinds numpy str ('call'/'put')",
+      peak_mib(cases["ours_str"]), f"max rel diff vs baseline {dev:.1e}")
+    r("ours_str_serial", "base_str", "pricing.greeks, str kinds, one thread")
+    r("base_obj", "base_obj", "baseline, object-array kinds")
+    r("ours_obj", "base_obj", "pricing.greeks, object-array kinds", None,
+      f"parse_kind alone {t['parse_kind_obj'] * 1e3:.1f} ms per 1e6")
+    r("base_bool", "base_bool", "baseline, bool kinds")
+    r("ours_bool", "base_bool", "pricing.greeks, bool kinds")
     row("greeks", f"QuantLib BlackCalculator loop ({N_QL:,})", t_ql, t["base_str"], None,
         "extrapolated; 6 outputs")
-    row("price", "baseline numpy + ndtr", t["base_price"], t["base_price"], None)
-    row("price", "pricing.price", t["ours_price"], t["base_price"], None)
+    r("base_price", "base_price", "baseline numpy + ndtr")
+    r("ours_price", "base_price", "pricing.price")
 
 
 def bench_iv(c: dict[str, Any]) -> None:
@@ -241,7 +257,7 @@ def bench_iv(c: dict[str, Any]) -> None:
         "ours": lambda: P.implied_vol(px, c["ic"], *num),
         "ours_serial": serial(lambda: P.implied_vol(px, c["ic"], *num)),
     }
-    t = measure(cases, repeat=3)
+    t, u = measure(cases, repeat=3)
     print(f"\n-- implied vol on 1e6 prices ({int(well.sum()):,} recoverable to 1e-10, "
           f"{int(unrecoverable.sum()):,} below intrinsic / above the upper bound)")
 
@@ -253,10 +269,11 @@ def bench_iv(c: dict[str, Any]) -> None:
 
     header("py_vollib_vectorized")
     row("implied_vol", f"py_vollib_vectorized {version('py_vollib_vectorized')} (Jaeckel)",
-        t["peer"], t["peer"], peak_mib(peer), stats(peer()))
+        t["peer"], t["peer"], peak_mib(peer), stats(peer()), (u["peer"], u["peer"]))
     row("implied_vol", "pricing.implied_vol", t["ours"], t["peer"], peak_mib(cases["ours"]),
-        stats(cases["ours"]()))
-    row("implied_vol", "pricing.implied_vol, one thread", t["ours_serial"], t["peer"], None)
+        stats(cases["ours"]()), (u["ours"], u["peer"]))
+    row("implied_vol", "pricing.implied_vol, one thread", t["ours_serial"], t["peer"], None,
+        "", (u["ours_serial"], u["peer"]))
 
 
 def main() -> None:
