@@ -712,7 +712,8 @@ def _european_greeks(
         parse_kind(kind), ("S", "K", "T", "r", "q", "vol"), (S, K, T, r, q, vol)
     )
     n = ic.size
-    outs = [np.empty(n, dtype=np.float64) for _ in _FIELDS]
+    # one allocation for the 9 outputs (rows): far fewer page faults than 9 arrays
+    outs = list(np.empty((len(_FIELDS), n), dtype=np.float64))
 
     def block(a: int, b: int) -> None:
         _greeks_block(
