@@ -54,8 +54,9 @@ Kinds given as ``"call"``/``"put"`` strings are parsed with two vectorised compa
 (other spellings take the general route, only for the elements that need it).  The
 kernels work in blocks of :data:`CHUNK` elements that stay in the CPU cache, with the
 shared terms computed once and in-place ufuncs; inputs of :data:`PARALLEL_MIN` elements
-or more run their blocks on a short-lived thread pool (numpy/scipy ufuncs release the
-GIL; the blocks write disjoint slices, so results are bit-identical to one thread).
+or more run their blocks on a short-lived thread pool when CPUs are idle (numpy/scipy
+ufuncs release the GIL; the blocks write disjoint slices, so results are bit-identical
+to one thread).
 ``benchmarks/bench_pricing.py`` measures them against a straightforward numpy BSM with
 ``scipy.special.ndtr`` and against py_vollib_vectorized.
 """
@@ -352,6 +353,19 @@ PARALLEL_MIN: Final[int] = 4 * CHUNK
 """Below this many elements the blocks run in the calling thread."""
 
 
+def _spare_workers(n_blocks: int) -> int:
+    """Threads worth using: the CPUs not busy with other processes (1-minute load average,
+    this thread included), at most 4 and ``n_blocks``.  On a machine whose cores are all
+    taken, a pool only adds contention, so the blocks then run in the calling thread."""
+    cpus = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this platform
+        load = 0.0
+    idle = int(cpus - load + 1.5)  # + 1: the calling thread is counted in the load
+    return max(1, min(cpus, idle, 4, n_blocks))
+
+
 def _run_blocks(
     n: int, block: Callable[[int, int], None], chunk: int = CHUNK, elements: int | None = None
 ) -> None:
@@ -359,14 +373,15 @@ def _run_blocks(
 
     The blocks write disjoint output slices and spend their time in numpy/scipy ufunc
     loops, which release the GIL; when the work is large (``elements``, default ``n``, at
-    least :data:`PARALLEL_MIN`) they run on a short-lived thread pool (one thread per
-    CPU, at most 4), so the results are bit-identical to the serial run.  An exception
+    least :data:`PARALLEL_MIN`) they run on a short-lived thread pool sized by
+    :func:`_spare_workers`; the results are bit-identical to the serial run.  An exception
     of a block is re-raised, the one of the first failing block in order.
     """
     starts = range(0, n, chunk)
-    workers = min(os.cpu_count() or 1, 4, len(starts))
+    big = (n if elements is None else elements) >= PARALLEL_MIN
+    workers = _spare_workers(len(starts)) if big and len(starts) > 1 else 1
     with np.errstate(all="ignore"):
-        if (n if elements is None else elements) < PARALLEL_MIN or workers < 2:
+        if workers < 2:
             for a in starts:
                 block(a, min(a + chunk, n))
             return

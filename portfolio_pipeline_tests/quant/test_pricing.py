@@ -155,6 +155,7 @@ def test_large_inputs_string_kinds_and_threads_match_reference_twin(
     elements placed in the last blocks are NaN."""
     n = 300_000
     assert n > P.PARALLEL_MIN
+    monkeypatch.setattr(P, "_spare_workers", lambda n_blocks: 2)  # whatever the load
     c = _contracts(n, 11)
     args = [c[x].copy() for x in ("S", "K", "T", "r", "q", "vol")]
     args[0][-7] = -1.0  # invalid S
@@ -178,11 +179,24 @@ def test_large_inputs_string_kinds_and_threads_match_reference_twin(
         gb = P.greeks(ic, *args)
         for name in FIELDS:
             np.testing.assert_array_equal(getattr(gk, name), getattr(gb, name))
-    monkeypatch.setattr(P, "PARALLEL_MIN", 10**12)
+    monkeypatch.setattr(P, "_spare_workers", lambda n_blocks: 1)
     serial = P.greeks(c["ic"], *args)
     for name in FIELDS:
         np.testing.assert_array_equal(getattr(serial, name), getattr(g, name))
     np.testing.assert_array_equal(P.price(c["ic"], *args), serial.price)
+
+
+def test_spare_workers_follow_the_idle_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hand-computed: 2 CPUs, load 0.2 -> 2 threads; load 1.0 (only us) -> 2; load 2.0 (the
+    other core busy) -> 1; 8 CPUs idle -> capped at 4, and at the number of blocks."""
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
+    for load, expected in ((0.2, 2), (1.0, 2), (2.0, 1), (5.0, 1)):
+        monkeypatch.setattr(P.os, "getloadavg", lambda load=load: (load, load, load))
+        assert P._spare_workers(16) == expected, load
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(P.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert P._spare_workers(16) == 4
+    assert P._spare_workers(3) == 3
 
 
 def test_string_kind_errors_name_the_element() -> None:

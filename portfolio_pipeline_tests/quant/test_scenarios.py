@@ -166,6 +166,7 @@ def test_large_revaluation_equals_pricing_twin_bit_for_bit_threads_or_not(
     x = rng.normal(0, 0.05, (n_s, 3))
     d_atm = rng.normal(0, 0.03, (n_s, 3))
     assert n_s * n_c > P.PARALLEL_MIN
+    monkeypatch.setattr(P, "_spare_workers", lambda n_blocks: 2)  # the pool, whatever the load
     for decay in (np.full(n_s, 2 / 365), rng.uniform(0, 0.05, n_s)):
         sc = ScenarioSet.build(x, d_atm, decay)
         pnl = revalue(book, sc)
@@ -186,9 +187,9 @@ def test_large_revaluation_equals_pricing_twin_bit_for_bit_threads_or_not(
                                     book.factors), sc)
         assert np.array_equal(per_contract, vals)
         assert_allclose(pnl, vals @ units, rtol=1e-12, atol=1e-9)
-        monkeypatch.setattr(P, "PARALLEL_MIN", 10**12)
+        monkeypatch.setattr(P, "_spare_workers", lambda n_blocks: 1)
         assert np.array_equal(revalue(book, sc), pnl)
-        monkeypatch.undo()
+        monkeypatch.setattr(P, "_spare_workers", lambda n_blocks: 2)
     # independent textbook formula (scipy.stats.norm) on the constant-decay set
     sc = ScenarioSet.build(x, d_atm, np.full(n_s, 2 / 365))
     f = cs.factor
