@@ -199,6 +199,17 @@ def parse_kind(kind: KindLike) -> BoolArray:
     if arr.dtype.kind not in "USO":
         raise ValueError(f"option kind must be str or bool, got dtype {arr.dtype}")
     flat = arr.reshape(-1)
+    if arr.dtype == _U4 and arr.ndim > 0:
+        # numpy's own np.where(ic, "call", "put"): each element is two 64-bit words
+        words = np.ascontiguousarray(flat).view(np.uint64).reshape(-1, 2)
+        lo, hi = words[:, 0], words[:, 1]
+        is_call4: BoolArray = lo == _CALL_WORDS[0]
+        is_call4 &= hi == _CALL_WORDS[1]
+        is_put = lo == _PUT_WORDS[0]
+        is_put &= hi == _PUT_WORDS[1]
+        is_put |= is_call4
+        if is_put.all():
+            return is_call4.reshape(arr.shape)
     if arr.dtype.kind in "UO" and arr.ndim > 0:
         # Fast path, vectorised: exact "call"/"put" (what feeds and users pass) cost two
         # array comparisons; only the remaining elements take the general route.
@@ -225,6 +236,12 @@ def parse_kind(kind: KindLike) -> BoolArray:
         where = "" if arr.ndim == 0 else f" at index {bad}"
         raise ValueError(f"unknown option kind {str(flat[bad])!r}{where}")
     return calls.reshape(arr.shape)
+
+
+_U4: Final = np.dtype("<U4")
+# "call" / "put" as the two little-endian 64-bit words of a <U4 element (UTF-32 code units)
+_CALL_WORDS: Final[tuple[int, int]] = (ord("c") | ord("a") << 32, ord("l") | ord("l") << 32)
+_PUT_WORDS: Final[tuple[int, int]] = (ord("p") | ord("u") << 32, ord("t"))
 
 
 def _parse_kind_strings(flat: npt.NDArray[np.generic]) -> tuple[BoolArray, BoolArray]:

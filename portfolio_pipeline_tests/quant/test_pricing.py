@@ -186,6 +186,21 @@ def test_large_inputs_string_kinds_and_threads_match_reference_twin(
     np.testing.assert_array_equal(P.price(c["ic"], *args), serial.price)
 
 
+def test_four_character_str_kinds_fast_path_equals_string_comparison() -> None:
+    """np.where(ic, "call", "put") (dtype <U4) takes a word-compare route; oracle: numpy's
+    own string comparison; other <U4 spellings, strided views and bad kinds still work."""
+    rng = np.random.default_rng(2)
+    words = np.where(rng.random(1000) < 0.5, "call", "put")
+    assert words.dtype == np.dtype("<U4")
+    assert np.array_equal(P.parse_kind(words), words == "call")
+    assert np.array_equal(P.parse_kind(words[::3]), words[::3] == "call")
+    assert P.parse_kind(np.array(["call", "put", "Call", "PUT", "c"])).tolist() == [
+        True, False, True, False, True,
+    ]
+    with pytest.raises(ValueError, match=r"unknown option kind 'cal' at index 2"):
+        P.parse_kind(np.array(["call", "put", "cal"]))
+
+
 def test_spare_workers_follow_the_idle_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hand-computed: 2 CPUs, load 0.2 -> 2 threads; load 1.0 (only us) -> 2; load 2.0 (the
     other core busy) -> 1; 8 CPUs idle -> capped at 4, and at the number of blocks."""
