@@ -1,22 +1,29 @@
 """Monte Carlo full-revaluation benchmark (run: .venv/bin/python benchmarks/bench_monte_carlo.py).
 
-10,000 joint scenarios x 500 positions on 5 underlyings (4 accounts), full revaluation of
-every position in every scenario + VaR/CVaR 95/99, with
-``portfolio_pipeline.quant.scenarios.revalue`` (unique contracts, chunked, units matrix
-product) next to a straightforward numpy implementation (every position priced with the
-textbook BSM formula and ``scipy.stats.norm.cdf`` on the full scenarios x positions
-array) in the same run: wall time (best of 3), peak traced memory (tracemalloc), the
-ratio, agreement of the VaR, and the VaR change float32 would cause.
+10,000 joint scenarios x 500 positions on 5 underlyings (4 accounts, ~260 unique
+contracts), full revaluation of every position in every scenario + VaR/CVaR 95/99, with
+``portfolio_pipeline.quant.scenarios.revalue`` next to a straightforward numpy
+implementation in the same run: median wall time of interleaved repeats, peak traced memory
+(tracemalloc), the ratio, and the agreement of the VaR/CVaR.
+
+Why the baseline is the strongest simple one: it already prices each *unique contract*
+once per scenario (positions sharing a contract are aggregated with the ``qty x
+multiplier`` units matrix, one matrix product), uses ``scipy.special.ndtr`` (not
+``scipy.stats.norm.cdf``, ~5x slower) and whole-array numpy expressions on the
+(scenarios x contracts) arrays.  Pricing every position instead (the previous baseline)
+would be ~2x slower and flatter the ratio; that row is printed for reference only.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtr
 from scipy.stats import norm
 
 from portfolio_pipeline.quant import risk_metrics
@@ -102,6 +109,49 @@ def naive(pos: dict[str, Any], sc: ScenarioSet, dtype: Any = np.float64) -> dict
     return risk(pnl)
 
 
+def baseline_unique(book: Book, sc: ScenarioSet) -> dict[str, float]:
+    """Straightforward: each unique contract priced once per scenario (textbook BSM with
+    scipy.special.ndtr on the scenarios x contracts arrays), P&L = values @ units."""
+    c = book.contracts
+    K, r, q = c.strike, c.r, c.q
+    w = np.where(c.is_call, 1.0, -1.0)
+
+    def bsm(S: np.ndarray, T: np.ndarray, v: np.ndarray) -> np.ndarray:
+        sd = v * np.sqrt(T)
+        d1 = (np.log(S / K) + (r - q + 0.5 * v**2) * T) / sd
+        d2 = d1 - sd
+        px = w * (S * np.exp(-q * T) * ndtr(w * d1) - K * np.exp(-r * T) * ndtr(w * d2))
+        return np.where(c.is_option, px, S)
+
+    with np.errstate(all="ignore"):
+        v0 = bsm(c.spot, c.T, c.vol)
+        S = c.spot * np.exp(sc.log_ret[:, c.factor])
+        T1 = np.maximum(c.T - sc.decay[:, None], 1e-300)
+        v1 = bsm(S, T1, np.maximum(c.vol + sc.d_atm[:, c.factor], 0.01))
+    return risk(((v1 - v0) @ book.units).sum(axis=1))
+
+
+def measure(cases: dict[str, Callable[[], Any]], repeat: int = 5) -> dict[str, float]:
+    """Median wall time per case, the cases interleaved round after round."""
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for fn in cases.values():
+        fn()
+    for _ in range(repeat):
+        for k, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def peak_mib(fn: Callable[[], Any]) -> float:
+    tracemalloc.start()
+    fn()
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return peak
+
+
 def timed(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, float, Any]:
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -119,23 +169,32 @@ def main() -> None:
     book, pos = make_book()
     sc = make_scenarios()
     print(f"{N_SCEN} scenarios x {N_POS} positions ({book.contracts.size} unique contracts, "
-          f"5 underlyings, 4 accounts); full revaluation + VaR/CVaR 95/99, float64")
-    t_e, m_e, r_e = timed(lambda: engine(book, sc))
-    t_n, m_n, r_n = timed(lambda: naive(pos, sc))
-    print(f"{'implementation':<44}{'time s':>9}{'peak MiB':>10}{'VaR99':>14}{'CVaR99':>14}")
-    print(f"{'quant.scenarios.revalue (unique, chunked)':<44}{t_e:>9.3f}{m_e:>10.1f}"
-          f"{r_e['var_0.99']:>14,.0f}{r_e['cvar_0.99']:>14,.0f}")
-    print(f"{'straightforward numpy (per position)':<44}{t_n:>9.3f}{m_n:>10.1f}"
-          f"{r_n['var_0.99']:>14,.0f}{r_n['cvar_0.99']:>14,.0f}")
-    print(f"speed-up {t_n / t_e:.1f}x, memory ratio {m_n / max(m_e, 1e-9):.1f}x; goal < 1 s and "
-          f"< 2048 MiB: {'met' if t_e < 1.0 and m_e < 2048 else 'NOT met'}")
-    worst = max(abs(r_e[k] / r_n[k] - 1.0) for k in r_e)
-    print(f"max relative difference engine vs straightforward (VaR/CVaR): {worst:.2e}")
-    r_32 = naive(pos, sc, np.float32)
-    d32 = max(abs(r_32[k] / r_n[k] - 1.0) for k in r_n)
-    print(f"float32 (straightforward implementation) changes VaR/CVaR by up to {d32:.4%} "
-          f"({'< 0.1%' if d32 < 1e-3 else '>= 0.1%'}); the engine stays float64: it already meets "
-          "the goal and keeps today's cell exactly 0")
+          f"5 underlyings, 4 accounts); full revaluation + VaR/CVaR 95/99, float64; "
+          "median of 5 interleaved repeats")
+    cases = {
+        "engine": lambda: engine(book, sc),
+        "unique": lambda: baseline_unique(book, sc),
+        "per_position": lambda: naive(pos, sc),
+    }
+    t = measure(cases)
+    res = {k: fn() for k, fn in cases.items()}
+    mem = {k: peak_mib(fn) for k, fn in cases.items()}
+    names = {
+        "engine": "quant.scenarios.revalue",
+        "unique": "baseline: numpy + ndtr, unique contracts",
+        "per_position": "(reference) numpy + norm.cdf, per position",
+    }
+    print(f"{'implementation':<46}{'time s':>9}{'ours x':>8}{'peak MiB':>10}{'VaR99':>14}"
+          f"{'CVaR99':>14}")
+    for k in cases:
+        print(f"{names[k]:<46}{t[k]:>9.3f}{t[k] / t['engine']:>8.2f}{mem[k]:>10.1f}"
+              f"{res[k]['var_0.99']:>14,.0f}{res[k]['cvar_0.99']:>14,.0f}")
+    ok = t["engine"] <= 0.25 and mem["engine"] <= 100
+    print(f"goal <= 0.25 s (stretch 0.10 s) and <= 100 MiB extra: {'met' if ok else 'NOT met'}"
+          f"{' (stretch met)' if t['engine'] <= 0.10 else ''}")
+    worst = max(abs(res["engine"][k] / res["unique"][k] - 1.0) for k in res["engine"])
+    print(f"max relative difference engine vs baseline (VaR/CVaR): {worst:.2e} "
+          f"({'<= 1e-9' if worst <= 1e-9 else '> 1e-9 !'})")
 
 
 if __name__ == "__main__":

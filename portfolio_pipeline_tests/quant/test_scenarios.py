@@ -140,6 +140,82 @@ def test_chunking_does_not_change_results() -> None:
     assert_allclose(a, b, rtol=0, atol=1e-9)
 
 
+def test_large_revaluation_equals_pricing_twin_bit_for_bit_threads_or_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Monte Carlo shape (one decay for all scenarios, > PARALLEL_MIN elements so the
+    blocks run on the thread pool; and per-scenario decays): every contract's value equals
+    the straightforward twin -- ``pricing.price`` on that contract's scenario arrays -- bit
+    for bit, including contracts that expire within the decay (intrinsic) and Black-76 ones;
+    the P&L equals the serial run bit for bit and the scipy.stats.norm textbook formula
+    within 1e-9 relative; a bad scenario late in the set is named (the first one)."""
+    rng = np.random.default_rng(5)
+    n_c, n_s = 60, 5000
+    T = rng.uniform(0.01, 2.0, n_c)
+    T[:3] = 1 / 365  # expire within the decay below: intrinsic value
+    black = rng.random(n_c) < 0.2
+    black[:3] = False
+    cs = ContractSet.build(
+        factor=rng.integers(0, 3, n_c), is_option=np.arange(n_c) != 7,
+        is_call=rng.random(n_c) < 0.5, black76=black, spot=rng.uniform(50, 150, n_c),
+        strike=rng.uniform(50, 150, n_c), T=T, r=rng.uniform(0, 0.05, n_c),
+        q=rng.uniform(0, 0.03, n_c), vol=rng.uniform(0.1, 0.6, n_c),
+    )
+    units = rng.normal(size=(n_c, 2))
+    book = Book(cs, units, ("a", "b"), ("x", "y", "z"))
+    x = rng.normal(0, 0.05, (n_s, 3))
+    d_atm = rng.normal(0, 0.03, (n_s, 3))
+    assert n_s * n_c > P.PARALLEL_MIN
+    monkeypatch.setattr(P, "_spare_workers", lambda n_blocks: 2)  # the pool, whatever the load
+    for decay in (np.full(n_s, 2 / 365), rng.uniform(0, 0.05, n_s)):
+        sc = ScenarioSet.build(x, d_atm, decay)
+        pnl = revalue(book, sc)
+        vals = np.empty((n_s, n_c))
+        for j in range(n_c):
+            f = int(cs.factor[j])
+            s1 = np.exp(x[:, f]) * cs.spot[j]
+            if not cs.is_option[j]:
+                vals[:, j] = s1 - cs.spot[j]
+                continue
+            model = "black76" if cs.black76[j] else "bsm"
+            args = (cs.strike[j], np.maximum(cs.T[j] - decay, 0.0), cs.r[j], cs.q[j],
+                    np.maximum(cs.vol[j] + d_atm[:, f], 0.01))
+            v0 = P.price(cs.is_call[j], cs.spot[j], cs.strike[j], cs.T[j], cs.r[j], cs.q[j],
+                         cs.vol[j], model=model)  # type: ignore[arg-type]
+            vals[:, j] = P.price(cs.is_call[j], s1, *args, model=model) - v0  # type: ignore[arg-type]
+        per_contract = revalue(Book(cs, np.eye(n_c), tuple(map(str, range(n_c))),
+                                    book.factors), sc)
+        assert np.array_equal(per_contract, vals)
+        assert_allclose(pnl, vals @ units, rtol=1e-12, atol=1e-9)
+        monkeypatch.setattr(P, "_spare_workers", lambda n_blocks: 1)
+        assert np.array_equal(revalue(book, sc), pnl)
+        monkeypatch.setattr(P, "_spare_workers", lambda n_blocks: 2)
+    # independent textbook formula (scipy.stats.norm) on the constant-decay set
+    sc = ScenarioSet.build(x, d_atm, np.full(n_s, 2 / 365))
+    f = cs.factor
+    s1 = np.exp(x[:, f]) * cs.spot
+    t1 = np.maximum(cs.T - 2 / 365, 0.0)
+    v1 = np.maximum(cs.vol + d_atm[:, f], 0.01)
+    qe = np.where(cs.black76, cs.r, cs.q)
+
+    def bsm(s: np.ndarray, t: np.ndarray, v: np.ndarray) -> np.ndarray:
+        w = np.where(cs.is_call, 1.0, -1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d1 = (np.log(s / cs.strike) + (cs.r - qe + 0.5 * v * v) * t) / (v * np.sqrt(t))
+            d2 = d1 - v * np.sqrt(t)
+            px = w * (s * np.exp(-qe * t) * norm.cdf(w * d1)
+                      - cs.strike * np.exp(-cs.r * t) * norm.cdf(w * d2))
+        px = np.where(t > 0, px, np.maximum(w * (s - cs.strike), 0.0))
+        return np.where(cs.is_option, px, s)
+
+    ref = (bsm(s1, t1, v1) - bsm(cs.spot, cs.T, cs.vol)) @ units
+    assert_allclose(revalue(book, sc), ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max())
+    x_bad = x.copy()
+    x_bad[[4000, 4500], 0] = -800.0  # spot -> 0: no finite price
+    with pytest.raises(ValueError, match=r"^scenario 4000: contract"):
+        revalue(book, ScenarioSet.build(x_bad, d_atm, np.full(n_s, 2 / 365)))
+
+
 def test_geometric_fill_keeps_anchors_and_fills_constant_log_returns() -> None:
     v = geometric_fill([0, 3, 4], [100.0, 80.0, 90.0], 5)
     assert v[0] == 100.0 and v[3] == 80.0 and v[4] == 90.0
