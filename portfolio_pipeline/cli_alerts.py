@@ -3,11 +3,14 @@ and acknowledge one (which stops its escalation).  Attached by ``cli._attach_sub
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from portfolio_pipeline.cli_orders import cli_actor
-from portfolio_pipeline.exchange_calendar import NEW_YORK
-from portfolio_pipeline.storage import Database
+
+if TYPE_CHECKING:
+    from portfolio_pipeline.storage import Database
 
 __all__ = ["alerts"]
 
@@ -15,6 +18,8 @@ UNKNOWN_ALERT_EXIT = 2
 
 
 def _database() -> Database:
+    from portfolio_pipeline.storage import Database
+
     db = Database()
     db.migrate()
     return db
@@ -32,6 +37,7 @@ def alerts() -> None:
 def list_cmd(limit: int, unacked: bool) -> None:
     """Recent alerts, newest first: time (New York), short id, key, type, severity, ack,
     deliveries."""
+    from portfolio_pipeline.exchange_calendar import NEW_YORK
     from portfolio_pipeline.notify import list_alerts
     from portfolio_pipeline.notify.store import short_id
 
@@ -61,6 +67,7 @@ def list_cmd(limit: int, unacked: bool) -> None:
 def ack_cmd(ctx: click.Context, alert_id: str, who: str | None) -> None:
     """Acknowledge alert ALERT_ID: its key or short id, as `portfolio alerts list` and
     every alert message show it."""
+    from portfolio_pipeline.exchange_calendar import NEW_YORK
     from portfolio_pipeline.notify import acknowledge
     from portfolio_pipeline.notify.store import get_alert
 
@@ -89,6 +96,7 @@ def test_cmd(only: str | None) -> None:
 
     from portfolio_pipeline.cli_errors import FAILED, CliError
     from portfolio_pipeline.config import ConfigError, load_platform_config
+    from portfolio_pipeline.exchange_calendar import NEW_YORK
     from portfolio_pipeline.notify.channels import DeliveryError, OutgoingMessage, build_channel
     from portfolio_pipeline.notify.config import NotificationsFile
     from portfolio_pipeline.notify.secrets import MissingSecretError

@@ -14,15 +14,17 @@ import asyncio
 import getpass
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import click
 
-from portfolio_pipeline.brokers.base import OrderBroker
-from portfolio_pipeline.cli_types import FiniteFloat
-from portfolio_pipeline.domain.errors import IllegalTransitionError
-from portfolio_pipeline.domain.orders import Order, OrderStatus
-from portfolio_pipeline.orders import OrderCommands, OrderStore
-from portfolio_pipeline.storage import Database
+from portfolio_pipeline.cli_types import FiniteFloat, LazyChoice
+
+if TYPE_CHECKING:  # imported in the command bodies: building the command tree stays light
+    from portfolio_pipeline.brokers.base import OrderBroker
+    from portfolio_pipeline.domain.orders import Order
+    from portfolio_pipeline.orders import OrderCommands
+    from portfolio_pipeline.storage import Database
 
 __all__ = ["cli_actor", "orders"]
 
@@ -60,9 +62,25 @@ def _broker_factory() -> Callable[[Order], OrderBroker]:
 
 
 def _commands() -> tuple[Database, OrderCommands]:
+    from portfolio_pipeline.orders import OrderCommands, OrderStore
+    from portfolio_pipeline.storage import Database
+
     db = Database()
     db.migrate()
     return db, OrderCommands(OrderStore(db), _broker_factory())
+
+
+def _status_values() -> list[str]:
+    from portfolio_pipeline.domain.orders import OrderStatus
+
+    return [s.value for s in OrderStatus]
+
+
+def _transition_errors() -> tuple[type[Exception], ...]:
+    """What a refused transition or an unknown order id raises (reported as one line)."""
+    from portfolio_pipeline.domain.errors import IllegalTransitionError
+
+    return (IllegalTransitionError, LookupError)
 
 
 def _fail(exc: Exception) -> None:
@@ -75,11 +93,13 @@ def orders() -> None:
 
 
 @orders.command("list")
-@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in OrderStatus]),
+@click.option("--status", "statuses", multiple=True, type=LazyChoice(_status_values),
               help="Filter by status (repeatable); default: open orders.")
 @click.option("--all", "show_all", is_flag=True, help="Every status.")
 def list_cmd(statuses: tuple[str, ...], show_all: bool) -> None:
     """List orders (default: proposed, staged and shown)."""
+    from portfolio_pipeline.domain.orders import OrderStatus
+
     db, cmds = _commands()
     with db:
         wanted = None if show_all else [OrderStatus(s) for s in statuses] or [
@@ -101,7 +121,7 @@ def stage_cmd(order_id: str, ttl_minutes: float) -> None:
     with db:
         try:
             o = asyncio.run(cmds.stage(order_id, actor=cli_actor(), ttl=timedelta(minutes=ttl_minutes)))
-        except (IllegalTransitionError, LookupError) as exc:
+        except _transition_errors() as exc:
             _fail(exc)
     _echo(f"staged {o.order_id}; next: portfolio orders show {o.order_id}")
 
@@ -116,7 +136,7 @@ def show_cmd(order_id: str) -> None:
     with db:
         try:
             res = asyncio.run(cmds.show(order_id, actor=cli_actor()))
-        except (IllegalTransitionError, LookupError) as exc:
+        except _transition_errors() as exc:
             _fail(exc)
     _echo(res.text)
     _echo(f"\nTo transmit: portfolio orders confirm {order_id} {res.token}")
@@ -131,7 +151,7 @@ def confirm_cmd(order_id: str, token: str) -> None:
     with db:
         try:
             o = asyncio.run(cmds.confirm(order_id, token, actor=cli_actor()))
-        except (IllegalTransitionError, LookupError) as exc:
+        except _transition_errors() as exc:
             _fail(exc)
     _echo(f"{o.order_id}: {o.status.value} (broker order {o.broker_order_id})")
 
@@ -145,7 +165,7 @@ def reject_cmd(order_id: str, reason: str) -> None:
     with db:
         try:
             o = asyncio.run(cmds.reject(order_id, actor=cli_actor(), reason=reason))
-        except (IllegalTransitionError, LookupError) as exc:
+        except _transition_errors() as exc:
             _fail(exc)
     _echo(f"{o.order_id}: {o.status.value}")
 
@@ -153,6 +173,8 @@ def reject_cmd(order_id: str, reason: str) -> None:
 @orders.command("reconcile")
 def reconcile_cmd() -> None:
     """Match local orders with the broker's (fills, cancels in TWS, stale staged orders)."""
+    from portfolio_pipeline.domain.orders import OrderStatus
+
     db, cmds = _commands()
     with db:
         changed = asyncio.run(cmds.reconcile(actor=cli_actor()))

@@ -13,11 +13,16 @@ from datetime import UTC, datetime
 from typing import get_args
 
 import click
-from sqlalchemy import delete, select
 
-from portfolio_pipeline.domain.strategies import StrategyType
+from portfolio_pipeline.cli_types import LazyChoice
 
 __all__ = ["strategies"]
+
+
+def _strategy_types() -> tuple[str, ...]:
+    from portfolio_pipeline.domain.strategies import StrategyType
+
+    return get_args(StrategyType)
 
 
 def _legs(values: tuple[str, ...]) -> dict[str, float] | None:
@@ -45,13 +50,15 @@ def strategies() -> None:
 @click.argument("strategy_id")
 @click.option("--account", "account_id", required=True, help="Account id of the strategy.")
 @click.option("--name", default=None, help="A display name.")
-@click.option("--type", "strategy_type", type=click.Choice(get_args(StrategyType)), default=None,
+@click.option("--type", "strategy_type", type=LazyChoice(_strategy_types), default=None,
               help="Force the strategy type (auto-tagging will not change it).")
 @click.option("--leg", "legs", multiple=True, metavar="KEY=QTY",
               help="Claim a position quantity for this strategy (repeatable).")
 def tag(strategy_id: str, account_id: str, name: str | None, strategy_type: str | None,
         legs: tuple[str, ...]) -> None:
     """Store a manual name/type/grouping for STRATEGY_ID (replaces an earlier one)."""
+    from sqlalchemy import delete
+
     from portfolio_pipeline.storage import Database
     from portfolio_pipeline.storage.tables import strategy_overrides as t
 
@@ -77,6 +84,8 @@ def tag(strategy_id: str, account_id: str, name: str | None, strategy_type: str 
 @click.option("--account", "account_id", required=True)
 def untag(strategy_id: str, account_id: str) -> None:
     """Remove the manual override of STRATEGY_ID (auto-tagging takes over again)."""
+    from sqlalchemy import delete
+
     from portfolio_pipeline.storage import Database
     from portfolio_pipeline.storage.tables import strategy_overrides as t
 
@@ -106,6 +115,8 @@ def _check_account(account_id: str) -> None:
               help="Session (default: the latest stored).")
 def list_overrides(when: datetime | None) -> None:
     """Open strategies (Greeks, P&L, days in trade, traffic light), then the manual overrides."""
+    from sqlalchemy import select
+
     from portfolio_pipeline.analytics.risk_pack import load_pack, stored_sessions, usd
     from portfolio_pipeline.cli_day import pick_session
     from portfolio_pipeline.storage import Database

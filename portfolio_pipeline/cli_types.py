@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-__all__ = ["FINITE_FLOAT", "FiniteFloat", "SafePath", "SessionDate", "existing_file"]
+__all__ = ["FINITE_FLOAT", "FiniteFloat", "LazyChoice", "SafePath", "SessionDate", "existing_file"]
+
+
+class LazyChoice(click.Choice[str]):
+    """A :class:`click.Choice` whose choices are computed on first use.
+
+    The choices of some options come from modules that import numpy or pydantic
+    (``OrderStatus``, ``StrategyType``); building the command tree must not import them,
+    so ``portfolio --help`` stays fast.  ``load`` runs when the option's help, shell
+    completion or a value needs the choices, once."""
+
+    def __init__(self, load: Callable[[], Iterable[str]], case_sensitive: bool = True) -> None:
+        self._load = load
+        self._choices: tuple[str, ...] | None = None
+        self.case_sensitive = case_sensitive
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: Iterable[str]) -> None:
+        self._choices = tuple(value)
 
 
 class FiniteFloat(click.ParamType[float]):
