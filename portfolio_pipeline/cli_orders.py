@@ -11,6 +11,7 @@ with bidirectional control characters escaped.  The lead attaches this group wit
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -53,12 +54,23 @@ def _echo(text: str, *, err: bool = False) -> None:
 
 
 def _broker_factory() -> Callable[[Order], OrderBroker]:
-    """Order adapters per (broker, account) from config/accounts.yaml (IBKR: order client id)."""
-    from portfolio_pipeline.config import load_platform_config
-    from portfolio_pipeline.orders.routing import order_broker_for
-    from portfolio_pipeline.paths import config_dir, portfolio_home
+    """Order adapters per (broker, account) from config/accounts.yaml (IBKR: order client id).
 
-    return order_broker_for(load_platform_config(config_dir()), lock_dir=portfolio_home() / "run")
+    The configuration is read when the first order needs its broker: ``list`` and
+    ``audit`` only read the database and do not pay for loading (and validating) it."""
+
+    @functools.cache
+    def routing() -> Callable[[Order], OrderBroker]:
+        from portfolio_pipeline.config import load_platform_config
+        from portfolio_pipeline.orders.routing import order_broker_for
+        from portfolio_pipeline.paths import config_dir, portfolio_home
+
+        return order_broker_for(load_platform_config(config_dir()), lock_dir=portfolio_home() / "run")
+
+    def broker_for(order: Order) -> OrderBroker:
+        return routing()(order)
+
+    return broker_for
 
 
 def _commands() -> tuple[Database, OrderCommands]:
