@@ -47,12 +47,14 @@ def main() -> None:
         print(f"{'command':<28} {'median s':>9}  (of {args.repeat} runs; bare python {bare:.3f} s)")
         for command in COMMANDS:
             print(f"{'portfolio ' + ' '.join(command):<28} {_time([str(entry), *command], env, args.repeat):>9.3f}")
+    # run from a neutral directory: the installed package is measured, not the current one
+    neutral = tempfile.gettempdir()
     probe = ("import sys, json, portfolio_pipeline.cli\n"
              "print(json.dumps([len(sys.modules), sorted({m.split('.')[0] for m in sys.modules})]))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=neutral)
     count, roots = json.loads(out.stdout)
     base = subprocess.run([sys.executable, "-c", "import sys; print(len(sys.modules))"],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, cwd=neutral)
     heavy = sorted(set(roots) & set(HEAVY))
     print(f"import portfolio_pipeline.cli: {count} modules in sys.modules "
           f"(bare python {base.stdout.strip()}); heavy libraries: {', '.join(heavy) or 'none'}")
