@@ -877,7 +877,10 @@ def american_price(
     return out.reshape(shape)
 
 
-_TREE_BLOCK: Final[int] = 512
+_TREE_BLOCK: Final[int] = 128
+"""Contracts per Leisen-Reimer tree block: 128 rows x (steps + 1) nodes keep the induction's
+arrays in L2 cache (measured ~10 % less CPU per contract than 512 at 201 steps); rows are
+independent, so the block size never changes a value."""
 
 
 def _american_flat(

@@ -128,6 +128,7 @@ __all__ = [
     "greeks_pnl",
     "revalue",
     "scenario_var_cvar",
+    "scenario_var_cvar_levels",
     "shock_grid",
     "simulate_factors",
     "tail_contributions",
@@ -1155,11 +1156,24 @@ def scenario_var_cvar(pnl: npt.ArrayLike, confidence: float) -> tuple[float, flo
     tied at a capped loss (defined-risk spreads) and understate the CVaR; a fixed count
     does not.
     """
+    return scenario_var_cvar_levels(pnl, (confidence,))[0]
+
+
+def scenario_var_cvar_levels(
+    pnl: npt.ArrayLike, confidences: Sequence[float]
+) -> list[tuple[float, float]]:
+    """:func:`scenario_var_cvar` at several confidence levels of one sample, sorting it once
+    (the stable order of the worst scenarios does not depend on the level, so every pair
+    is bit-identical to a separate :func:`scenario_var_cvar` call)."""
     x = _f64(pnl, "pnl", 1)
-    k = worst_k(x.size, confidence)
-    var = -float(np.quantile(x, 1.0 - confidence))
-    cvar = -float(x[_worst(x, k)].mean())
-    return var, cvar
+    order = np.argsort(x, kind="stable")
+    out: list[tuple[float, float]] = []
+    for confidence in confidences:
+        k = worst_k(x.size, confidence)
+        var = -float(np.quantile(x, 1.0 - confidence))
+        cvar = -float(x[order[:k].astype(np.intp)].mean())
+        out.append((var, cvar))
+    return out
 
 
 # --------------------------------------------------------------------------- configuration

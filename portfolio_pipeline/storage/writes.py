@@ -106,15 +106,15 @@ def _required_columns(table: Table) -> list[Column[Any]]:
 def _prepare_rows(
     table: Table, partition: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    names: list[str] = []
+    names: dict[str, None] = {}  # in order of first appearance; each validated once
     for index, row in enumerate(rows):
         for name in partition:
             if name not in row:
                 raise ValueError(f"row {index} lacks partition column {name!r} of {table.name!r}")
         for name in row:
-            _column(table, name, where=f"row {index}")
-            if name not in names:
-                names.append(name)
+            if name not in names:  # the first row holding a name is the one an error names
+                _column(table, name, where=f"row {index}")
+                names[name] = None
     for column in _required_columns(table):
         if rows and column.name not in names:
             raise ValueError(f"required column {column.name!r} of {table.name!r} is missing")

@@ -95,3 +95,26 @@ def test_exercise_region_greeks_are_intrinsic() -> None:
     assert float(g.delta) == -1.0
     for name in ("gamma", "vega", "theta", "rho", "vanna", "volga", "charm"):
         assert float(getattr(g, name)) == 0.0, name
+
+
+def test_tree_block_size_never_changes_a_value() -> None:
+    """Contracts are priced in blocks of the tree (``pricing._TREE_BLOCK``); each row's
+    induction is independent, so 300 contracts priced together (three blocks, the last
+    partial) equal each contract priced alone, bit for bit (price and Greeks)."""
+    rng = np.random.default_rng(11)
+    n = 300
+    kind = np.where(rng.random(n) < 0.5, "call", "put")
+    s = 100.0 * np.exp(rng.normal(0.0, 0.2, n))
+    k = np.full(n, 100.0)
+    t = rng.uniform(0.01, 1.5, n)
+    r, q, vol = np.full(n, 0.04), rng.uniform(0.0, 0.05, n), rng.uniform(0.08, 0.8, n)
+    together = P.american_price(kind, s, k, t, r, q, vol, method="lr", steps=101)
+    alone = np.array([
+        P.american_price(kind[i], s[i], k[i], t[i], r[i], q[i], vol[i], method="lr", steps=101)
+        for i in range(n)
+    ])
+    assert np.array_equal(together, alone)
+    g_together = P.american_greeks(kind, s, k, t, r, q, vol)
+    g_alone = [P.american_greeks(kind[i], s[i], k[i], t[i], r[i], q[i], vol[i]) for i in range(n)]
+    for name in ("price", "delta", "gamma", "vega", "theta", "rho"):
+        assert np.array_equal(getattr(g_together, name), np.array([getattr(g, name) for g in g_alone]))

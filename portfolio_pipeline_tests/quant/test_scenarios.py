@@ -31,6 +31,7 @@ from portfolio_pipeline.quant.scenarios import (
     greeks_pnl,
     revalue,
     scenario_var_cvar,
+    scenario_var_cvar_levels,
     shock_grid,
     simulate_factors,
     tail_contributions,
@@ -514,6 +515,25 @@ def test_interp_lr_zero_cell_and_small_sets() -> None:
     assert abs(interp[0, 0] - direct[0, 0]) <= 0.01
     cfg = StressScenariosFile.model_validate({"monte_carlo": {"american_method": "interp_lr"}})
     assert cfg.monte_carlo.american_method == "interp_lr"
+
+
+def test_var_cvar_at_several_levels_with_one_sort_equals_straightforward_twin() -> None:
+    """The one-sort path (monte_carlo_var, correlation_stress) against the straightforward
+    formula written out here -- minus numpy's (1-c) quantile, minus the mean of the
+    ceil((1-c) n) smallest values of ``np.sort`` -- bit for bit, on a sample with ties
+    (capped losses) and the hand-computed 90 % case of the test below."""
+    rng = np.random.default_rng(7)
+    pnl = np.round(rng.standard_t(4, 10_000) * 1000.0, 0)
+    pnl[rng.choice(pnl.size, 300, replace=False)] = -4000.0  # ties at a capped loss
+    levels = (0.90, 0.95, 0.99, 0.999)
+    got = scenario_var_cvar_levels(pnl, levels)
+    for level, (var, cvar) in zip(levels, got, strict=True):
+        k = math.ceil(round((1.0 - level) * pnl.size, 9))
+        assert var == -float(np.quantile(pnl, 1.0 - level))
+        assert cvar == -float(np.sort(pnl)[:k].mean())
+        assert (var, cvar) == scenario_var_cvar(pnl, level)
+    hand = np.concatenate([np.full(5, -1000.0), np.full(20, -500.0), -np.arange(99.0, 24.0, -1.0)])
+    assert scenario_var_cvar_levels(hand, (0.90,)) == [(500.0, 750.0)]
 
 
 def test_scenario_cvar_is_mean_of_exactly_the_worst_k_with_ties() -> None:

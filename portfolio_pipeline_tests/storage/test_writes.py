@@ -121,6 +121,11 @@ def test_validation_error_in_caller_transaction_writes_nothing(db: Database) -> 
             {"session_date": DAY},
             r"unknown column 'bogus' for table 'positions_snapshot'",
         ),
+        (  # each column name is validated once, at the first row that holds it
+            [position_row("a"), position_row("b", bogus=1)],
+            {"session_date": DAY},
+            r"unknown column 'bogus' for table 'positions_snapshot' \(row 1\)",
+        ),
         (
             [position_row("a")],
             {"sesion_date": DAY},

@@ -55,7 +55,7 @@ from portfolio_pipeline.quant.scenarios import (
     StressScenariosFile,
     greeks_pnl,
     revalue,
-    scenario_var_cvar,
+    scenario_var_cvar_levels,
     tail_contributions,
 )
 from portfolio_pipeline.storage import positions_snapshot, replace_partition
@@ -174,8 +174,9 @@ def _portfolio_risk(groups: np.ndarray, agg: np.ndarray) -> dict[str, float]:
 def _var_cvar(pnl: np.ndarray) -> dict[str, float]:
     """VaR and CVaR at 95 % and 99 % (``quant.scenarios.scenario_var_cvar`` conventions)."""
     out: dict[str, float] = {}
-    for pct, level in (("95", 0.95), ("99", 0.99)):
-        out[f"var_{pct}"], out[f"cvar_{pct}"] = scenario_var_cvar(pnl, level)
+    pairs = scenario_var_cvar_levels(pnl, (0.95, 0.99))  # one sort for both levels
+    for pct, (var, cvar) in zip(("95", "99"), pairs, strict=True):
+        out[f"var_{pct}"], out[f"cvar_{pct}"] = var, cvar
     return out
 
 

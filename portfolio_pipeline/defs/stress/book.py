@@ -41,7 +41,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Final
 
 import numpy as np
@@ -565,8 +565,12 @@ class McFits:
         """The session whose history ``day``'s model is estimated on (class docstring)."""
         if day < MC_FIT_ORIGIN:
             return day
-        if not self._sessions or day > self._sessions[-1]:
+        if not self._sessions:
             self._sessions = self.calendar.sessions(MC_FIT_ORIGIN, day)
+        elif day > self._sessions[-1]:  # a backfill moves forward: list only the new sessions
+            self._sessions = self._sessions + self.calendar.sessions(
+                self._sessions[-1] + timedelta(days=1), day
+            )
         m = (bisect_right(self._sessions, day) // MC_REFIT_SESSIONS) * MC_REFIT_SESSIONS
         return self._sessions[m - 1] if m else day
 

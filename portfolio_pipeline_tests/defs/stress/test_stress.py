@@ -479,3 +479,16 @@ def test_replay_beside_the_actual_pnl_of_a_day_the_book_lived_through(db_url: st
     replay = float(cells[2].replace(",", ""))
     assert replay < 0
     assert "vol_rule" in meta
+
+
+def test_fit_date_walking_forward_equals_a_fresh_model_per_session() -> None:
+    """McFits extends its session list as a backfill walks forward (only the new sessions
+    are listed); the fit date of every session, and of an earlier one asked afterwards, is
+    the one a fresh McFits (listing from MC_FIT_ORIGIN) gives, across refit blocks."""
+    cal = ExchangeCalendar()
+    walking = McFits(MarketHistory(), cal, StressScenariosFile())
+    days = cal.sessions(date(2017, 12, 1), date(2018, 4, 30))
+    for day in [*days, days[3], days[-40]]:
+        fresh = McFits(MarketHistory(), cal, StressScenariosFile())
+        assert walking.fit_date(day) == fresh.fit_date(day), day
+    assert len({walking.fit_date(d) for d in days}) > 2  # several refit blocks crossed
