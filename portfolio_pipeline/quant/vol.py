@@ -38,7 +38,6 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from portfolio_pipeline.quant._typing import Float64Array
 
@@ -104,6 +103,8 @@ def std_innovation_ppf(p: float, nu: float) -> float:
 
     ``nu = inf`` gives the standard normal quantile.
     """
+    from scipy import stats  # here, not at import: the config schema imports this module
+
     if math.isinf(nu):
         return float(stats.norm.ppf(p))
     return float(stats.t.ppf(p, nu) * math.sqrt((nu - 2.0) / nu))
@@ -121,6 +122,8 @@ def std_innovation_tail_mean(p: float, nu: float) -> float:
     scaled by :math:`\\sqrt{(\\nu-2)/\\nu}` (McNeil, Frey & Embrechts, *Quantitative Risk
     Management*, 2015, Example 2.15).  For the normal it is :math:`-\\varphi(\\Phi^{-1}(p))/p`.
     """
+    from scipy import stats
+
     if math.isinf(nu):
         return float(-stats.norm.pdf(stats.norm.ppf(p)) / p)
     q = float(stats.t.ppf(p, nu))
