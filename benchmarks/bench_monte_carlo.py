@@ -2,7 +2,7 @@
 
 10,000 joint scenarios x 500 positions on 5 underlyings (4 accounts, ~260 unique
 contracts), full revaluation of every position in every scenario + VaR/CVaR 95/99, with
-``portfolio_pipeline.quant.scenarios.revalue`` next to a straightforward numpy
+``portfolio_pipeline.quant.revaluation.revalue`` next to a straightforward numpy
 implementation in the same run: median wall time of interleaved repeats, peak traced memory
 (tracemalloc), the ratio, and the agreement of the VaR/CVaR.
 
@@ -27,7 +27,9 @@ from scipy.special import ndtr
 from scipy.stats import norm
 
 from portfolio_pipeline.quant import risk_metrics
-from portfolio_pipeline.quant.scenarios import Book, ContractSet, ScenarioSet, revalue
+from portfolio_pipeline.quant.revaluation import revalue
+from portfolio_pipeline.quant.scenario_book import Book, ContractSet
+from portfolio_pipeline.quant.scenario_set import ScenarioSet
 
 N_SCEN = 10_000
 N_POS = 500
@@ -180,7 +182,7 @@ def main() -> None:
     res = {k: fn() for k, fn in cases.items()}
     mem = {k: peak_mib(fn) for k, fn in cases.items()}
     names = {
-        "engine": "quant.scenarios.revalue",
+        "engine": "quant.revaluation.revalue",
         "unique": "baseline: numpy + ndtr, unique contracts",
         "per_position": "(reference) numpy + norm.cdf, per position",
     }

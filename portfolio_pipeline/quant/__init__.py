@@ -4,7 +4,9 @@ The pricing kernel (vectorised BSM/Black-76 prices, Greeks, implied vol, America
 re-exported here; see :mod:`portfolio_pipeline.quant.pricing` for the unit conventions.
 The other kernels are imported from their modules: ``quant.risk_metrics`` (VaR/CVaR,
 ratios, drawdown), ``quant.vol`` (GARCH via arch), ``quant.attribution``,
-``quant.returns``, ``quant.scenarios`` and ``quant.sizing``.
+``quant.returns``, ``quant.sizing`` and the scenario engine (``quant.scenario_book``,
+``quant.scenario_set``, ``quant.revaluation``, ``quant.premium_grid``, ``quant.monte_carlo``,
+``quant.scenario_risk``; its YAML schema ``quant.scenario_config``).
 """
 
 from portfolio_pipeline.quant.pricing import (

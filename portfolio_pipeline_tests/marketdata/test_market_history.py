@@ -30,7 +30,7 @@ from portfolio_pipeline.marketdata.store import (
     store_bars,
     stored_span,
 )
-from portfolio_pipeline.quant.scenarios import StressScenariosFile
+from portfolio_pipeline.quant.scenario_config import StressScenariosFile
 from portfolio_pipeline.storage import Database
 from portfolio_pipeline.storage.tables import market_history
 from portfolio_pipeline_tests.brokers.ibkr.book import SPX_IND, adapter, run
@@ -202,7 +202,7 @@ def test_monte_carlo_fit_of_a_backfilled_session_ignores_later_history(db: Datab
     # the session's full setup (GARCH state filtered forward to the session itself)
     from types import SimpleNamespace
 
-    from portfolio_pipeline.quant.scenarios import UnderlyingStress
+    from portfolio_pipeline.quant.scenario_config import UnderlyingStress
     from portfolio_pipeline_tests.stubs import platform_config
 
     sb = SimpleNamespace(session=day, settings=(UnderlyingStress(proxy="spx"),), vix=17.31, vix3m=17.9)

@@ -17,25 +17,22 @@ from portfolio_pipeline.quant.correlation import (
     is_correlation,
     nearest_correlation,
 )
-from portfolio_pipeline.quant.scenarios import (
-    INTERP_MIN_SCENARIOS,
-    INTERP_TAIL,
-    Book,
-    ContractSet,
+from portfolio_pipeline.quant.monte_carlo import (
     FactorModel,
-    ScenarioSet,
-    StressScenariosFile,
     factor_innovations,
     garch_paths,
-    geometric_fill,
-    greeks_pnl,
-    revalue,
+    simulate_factors,
+)
+from portfolio_pipeline.quant.premium_grid import INTERP_MIN_SCENARIOS, INTERP_TAIL
+from portfolio_pipeline.quant.revaluation import greeks_pnl, revalue
+from portfolio_pipeline.quant.scenario_book import Book, ContractSet
+from portfolio_pipeline.quant.scenario_config import StressScenariosFile
+from portfolio_pipeline.quant.scenario_risk import (
     scenario_var_cvar,
     scenario_var_cvar_levels,
-    shock_grid,
-    simulate_factors,
     tail_contributions,
 )
+from portfolio_pipeline.quant.scenario_set import ScenarioSet, geometric_fill, shock_grid
 from portfolio_pipeline.quant.vol import fit_garch
 
 
@@ -466,7 +463,7 @@ def test_interp_lr_matches_the_tree_on_a_crash_grid(
     """The interpolated early-exercise premium + exact European value is within 0.1 % (or
     1 cent) of the tree itself in every scenario, the -30 % crash included (interpolated
     with ``tail = 0``, priced by the tree as an outlier with the default tail)."""
-    import portfolio_pipeline.quant.scenarios as S
+    import portfolio_pipeline.quant.premium_grid as S
 
     monkeypatch.setattr(S, "INTERP_TAIL", tail)
     book = _am_book()

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from portfolio_pipeline.quant import pricing as P
-from portfolio_pipeline.quant.scenarios import Book, ContractSet, ScenarioSet, greeks_pnl, revalue
+from portfolio_pipeline.quant.revaluation import greeks_pnl, revalue
+from portfolio_pipeline.quant.scenario_book import Book, ContractSet
+from portfolio_pipeline.quant.scenario_set import ScenarioSet
 from portfolio_pipeline.quant.vol_beta import VolBetaRule, fit_vol_beta
 
 

@@ -38,7 +38,7 @@ from portfolio_pipeline.marketdata.bars import (
     HistoryUnavailableError,
 )
 from portfolio_pipeline.marketdata.store import PROXY_SYMBOLS, read_bars, store_bars, stored_span
-from portfolio_pipeline.quant.scenarios import StressScenariosFile
+from portfolio_pipeline.quant.scenario_config import StressScenariosFile
 from portfolio_pipeline.storage import positions_snapshot
 
 GROUP = "marketdata"

@@ -13,7 +13,7 @@ from datetime import date
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.marketdata.store import PublishedThenStored, StoredHistory
-from portfolio_pipeline.quant.scenarios import StressScenariosFile
+from portfolio_pipeline.quant.scenario_config import StressScenariosFile
 
 
 def uses_stored_history(platform: PlatformResource) -> bool:

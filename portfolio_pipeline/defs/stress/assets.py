@@ -1,9 +1,9 @@
 """Stress tests and Monte Carlo VaR of the session's book, all by full revaluation.
 
 Each asset loads the book (``book.load_book``), calls the pure kernels of
-:mod:`portfolio_pipeline.quant.scenarios`, replaces its session partition in one
+the scenario engine (``quant.revaluation`` and its siblings), replaces its session partition in one
 transaction and reports the headline numbers as metadata.  Configuration:
-``config/stress_scenarios.yaml`` (schema ``quant.scenarios.StressScenariosFile``).
+``config/stress_scenarios.yaml`` (schema ``quant.scenario_config.StressScenariosFile``).
 """
 
 
@@ -50,14 +50,9 @@ from portfolio_pipeline.quant.correlation import (
     crisis_correlation,
     nearest_correlation,
 )
-from portfolio_pipeline.quant.scenarios import (
-    MonteCarloConfig,
-    StressScenariosFile,
-    greeks_pnl,
-    revalue,
-    scenario_var_cvar_levels,
-    tail_contributions,
-)
+from portfolio_pipeline.quant.revaluation import greeks_pnl, revalue
+from portfolio_pipeline.quant.scenario_config import MonteCarloConfig, StressScenariosFile
+from portfolio_pipeline.quant.scenario_risk import scenario_var_cvar_levels, tail_contributions
 from portfolio_pipeline.storage import positions_snapshot, replace_partition
 from portfolio_pipeline.storage.regimes import session_regime_state
 from portfolio_pipeline.storage.tables import (
@@ -172,7 +167,7 @@ def _portfolio_risk(groups: np.ndarray, agg: np.ndarray) -> dict[str, float]:
 
 
 def _var_cvar(pnl: np.ndarray) -> dict[str, float]:
-    """VaR and CVaR at 95 % and 99 % (``quant.scenarios.scenario_var_cvar`` conventions)."""
+    """VaR and CVaR at 95 % and 99 % (``quant.scenario_risk.scenario_var_cvar`` conventions)."""
     out: dict[str, float] = {}
     pairs = scenario_var_cvar_levels(pnl, (0.95, 0.99))  # one sort for both levels
     for pct, (var, cvar) in zip(("95", "99"), pairs, strict=True):

@@ -1,4 +1,4 @@
-"""Inputs of the stress assets: today's book as a :class:`~quant.scenarios.Book`, the
+"""Inputs of the stress assets: today's book as a :class:`~quant.scenario_book.Book`, the
 replay paths and the Monte Carlo factor model (I/O and pandas live here, not in quant).
 
 Per-contract pricing inputs
@@ -59,18 +59,17 @@ from portfolio_pipeline.marketdata.history import MarketHistory, realised_vol
 from portfolio_pipeline.marketdata.store import StoredHistory
 from portfolio_pipeline.quant import pricing
 from portfolio_pipeline.quant.correlation import nearest_correlation
-from portfolio_pipeline.quant.scenarios import (
-    Book,
-    ContractSet,
-    FactorModel,
+from portfolio_pipeline.quant.monte_carlo import FactorModel, factor_innovations, garch_paths
+from portfolio_pipeline.quant.scenario_book import Book, ContractSet
+from portfolio_pipeline.quant.scenario_config import (
     GridConfig,
-    GridScenarios,
     MonteCarloConfig,
-    ScenarioSet,
     StressScenariosFile,
     UnderlyingStress,
-    factor_innovations,
-    garch_paths,
+)
+from portfolio_pipeline.quant.scenario_set import (
+    GridScenarios,
+    ScenarioSet,
     geometric_fill,
     shock_grid,
 )
@@ -287,7 +286,7 @@ def _append_contract(
 
 
 def american_kwargs(section: GridConfig | MonteCarloConfig) -> dict[str, object]:
-    """How :func:`~portfolio_pipeline.quant.scenarios.revalue` prices American contracts:
+    """How :func:`~portfolio_pipeline.quant.revaluation.revalue` prices American contracts:
     ``cfg.grid`` for the shock grid and the historical replay (default: the Leisen-Reimer
     tree, a few hundred scenarios per session), ``cfg.monte_carlo`` for the simulations
     (default: Bjerksund-Stensland 2002, 10,000 scenarios per horizon)."""

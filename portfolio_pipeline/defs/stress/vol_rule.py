@@ -21,7 +21,8 @@ import pandas as pd
 from sqlalchemy import Connection, and_, select
 
 from portfolio_pipeline.defs.stress.book import ReplayPath, StressBook
-from portfolio_pipeline.quant.scenarios import ScenarioSet, StressScenariosFile
+from portfolio_pipeline.quant.scenario_config import StressScenariosFile
+from portfolio_pipeline.quant.scenario_set import ScenarioSet
 from portfolio_pipeline.quant.vol_beta import VolBetaRule, fit_vol_beta
 from portfolio_pipeline.storage.tables import market_snapshot, position_greeks, positions_snapshot
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from portfolio_pipeline.defs.stress.vol_rule import fit_rule, surface_changes
-from portfolio_pipeline.quant.scenarios import StressScenariosFile
+from portfolio_pipeline.quant.scenario_config import StressScenariosFile
 from portfolio_pipeline.storage import Database
 from portfolio_pipeline_tests.defs.risk.book import DAY1, DAY2, PUT, materialize
 

@@ -34,14 +34,11 @@ from portfolio_pipeline.defs.stress.book import (
 from portfolio_pipeline.domain.positions import Contract, Quote
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.marketdata.history import MarketHistory
-from portfolio_pipeline.quant.scenarios import (
-    Book,
-    ContractSet,
-    ScenarioSet,
-    StressScenariosFile,
-    revalue,
-    simulate_factors,
-)
+from portfolio_pipeline.quant.monte_carlo import simulate_factors
+from portfolio_pipeline.quant.revaluation import revalue
+from portfolio_pipeline.quant.scenario_book import Book, ContractSet
+from portfolio_pipeline.quant.scenario_config import StressScenariosFile
+from portfolio_pipeline.quant.scenario_set import ScenarioSet
 from portfolio_pipeline.quant.vol import fit_garch
 from portfolio_pipeline.storage import (
     Database,
