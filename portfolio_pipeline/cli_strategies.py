@@ -20,7 +20,7 @@ __all__ = ["strategies"]
 
 
 def _strategy_types() -> tuple[str, ...]:
-    from portfolio_pipeline.domain.strategies import StrategyType
+    from portfolio_pipeline.domain.strategies.legs import StrategyType
 
     return get_args(StrategyType)
 

@@ -52,7 +52,7 @@ def test_lazy_choices_still_list_and_check_values(group: list[str], option: str,
     from typing import get_args
 
     from portfolio_pipeline.domain.orders import OrderStatus
-    from portfolio_pipeline.domain.strategies import StrategyType
+    from portfolio_pipeline.domain.strategies.legs import StrategyType
 
     every = [s.value for s in OrderStatus] if option == "--status" else list(get_args(StrategyType))
     for value in expected:

@@ -21,7 +21,7 @@ from portfolio_pipeline.domain.accounts import AccountsFile
 from portfolio_pipeline.domain.instruments import InstrumentsFile, InstrumentTable
 from portfolio_pipeline.domain.lifecycle import ExitRulesFile
 from portfolio_pipeline.domain.regime import RiskMatrix
-from portfolio_pipeline.domain.strategies import StrategiesFile
+from portfolio_pipeline.domain.strategies.settings import StrategiesFile
 from portfolio_pipeline.notify.config import NotificationsFile
 from portfolio_pipeline.quant.scenario_config import StressScenariosFile
 from streaming_service.config import StreamingConfig

@@ -1,7 +1,7 @@
 """Position lifecycle: max profit/loss of a strategy, aging, and the exit rules.
 
-Pure functions on :class:`~portfolio_pipeline.domain.strategies.StrategyState` legs; the
-rules come from ``config/exit_rules.yaml`` (:class:`ExitRulesFile`).
+Pure functions on
+:class:`~portfolio_pipeline.domain.strategies.identity.StrategyState` legs; the rules come from ``config/exit_rules.yaml`` (:class:`ExitRulesFile`).
 
 Max profit and max loss
 -----------------------
@@ -37,7 +37,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from portfolio_pipeline.domain.schema import StrictModel
-from portfolio_pipeline.domain.strategies import Leg, StrategyType
+from portfolio_pipeline.domain.strategies.legs import Leg, StrategyType
 
 __all__ = [
     "RULES",

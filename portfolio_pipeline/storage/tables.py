@@ -710,7 +710,7 @@ limit_checks = Table(
 # Strategies and position lifecycle (portfolio_pipeline.defs.strategies): strategy
 # groups with persistent ids, per-strategy P&L/Greeks/attribution, trade statistics,
 # exit-rule status, Kelly sizing, liquidity flags and theta/vega history.  Strategy
-# ids are stable across sessions (domain.strategies.strategy_id_for); '*' in
+# ids are stable across sessions (domain.strategies.identity.strategy_id_for); '*' in
 # account_id is the aggregate over accounts.  strategy_overrides is written by
 # `portfolio strategies tag` (manual names/types; auto-tagging never overwrites them).
 # ---------------------------------------------------------------------------------------

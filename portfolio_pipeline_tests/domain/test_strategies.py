@@ -9,17 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portfolio_pipeline.domain.positions import Contract
-from portfolio_pipeline.domain.strategies import (
+from portfolio_pipeline.domain.strategies.identity import (
     ExecutionFact,
-    Leg,
     ManualStrategy,
     StrategyState,
-    Trade,
-    allocate_pnl,
     assign_strategies,
-    classify,
-    decompose,
 )
+from portfolio_pipeline.domain.strategies.legs import Leg
+from portfolio_pipeline.domain.strategies.patterns import classify, decompose
+from portfolio_pipeline.domain.strategies.pnl import Trade, allocate_pnl
 
 MAR = date(2018, 3, 16)
 APR = date(2018, 4, 20)

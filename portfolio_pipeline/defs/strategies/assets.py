@@ -43,7 +43,7 @@ from portfolio_pipeline.defs.strategies.checks import (
 )
 from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.lifecycle import ExitRulesFile
-from portfolio_pipeline.domain.strategies import StrategiesFile
+from portfolio_pipeline.domain.strategies.settings import StrategiesFile
 from portfolio_pipeline.storage import append_event, replace_partition
 from portfolio_pipeline.storage.tables import (
     kelly_sizing,
@@ -121,7 +121,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
     @dg.asset(key=STRATEGY_GROUPS, deps=[POSITIONS, ACCOUNTS, MARKET],
               check_specs=[GROUPS_CHECK, COVERAGE_CHECK],
               description="Strategies per account: auto-tagged from leg structure (see "
-              "domain/strategies.py), persistent ids, opened_on, roll parent, manual "
+              "domain/strategies/), persistent ids, opened_on, roll parent, manual "
               "names/types from config/strategies.yaml and `portfolio strategies tag`.",
               partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
               group_name="strategies", kinds={"sql"})

@@ -30,17 +30,18 @@ from portfolio_pipeline.domain.lifecycle import (
     lifecycle_metrics,
 )
 from portfolio_pipeline.domain.positions import Contract
-from portfolio_pipeline.domain.strategies import (
+from portfolio_pipeline.domain.strategies.identity import (
     ExecutionFact,
-    Leg,
-    LiquiditySettings,
     ManualStrategy,
-    StrategiesFile,
     StrategyState,
-    ThetaVegaSettings,
-    Trade,
-    allocate_pnl,
     assign_strategies,
+)
+from portfolio_pipeline.domain.strategies.legs import Leg
+from portfolio_pipeline.domain.strategies.pnl import Trade, allocate_pnl
+from portfolio_pipeline.domain.strategies.settings import (
+    LiquiditySettings,
+    StrategiesFile,
+    ThetaVegaSettings,
 )
 from portfolio_pipeline.exchange_calendar import NEW_YORK
 from portfolio_pipeline.quant.sizing import kelly_from_trades

@@ -21,7 +21,7 @@ from portfolio_pipeline.defs.quality import (
     unique_compound,
     validate_frame,
 )
-from portfolio_pipeline.domain.strategies import STRATEGY_TYPES
+from portfolio_pipeline.domain.strategies.legs import STRATEGY_TYPES
 
 STRATEGY_GROUPS = dg.AssetKey("strategy_groups")
 STRATEGY_PERFORMANCE = dg.AssetKey("strategy_performance")

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from portfolio_pipeline.cli_strategies import strategies
 from portfolio_pipeline.defs.strategies.book import manual_overrides
-from portfolio_pipeline.domain.strategies import StrategiesFile
+from portfolio_pipeline.domain.strategies.settings import StrategiesFile
 from portfolio_pipeline.storage import Database
 
 
