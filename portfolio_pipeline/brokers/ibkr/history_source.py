@@ -109,12 +109,12 @@ class IbkrHistorySource:
         except UnknownInstrumentError:
             spec, kind = None, "equity"
         if kind in ("index", "volatility_index"):
-            return await self._broker._qualify(Contract(symbol, "IND"))
+            return await self._broker.contracts.qualify(Contract(symbol, "IND"))
         if kind == "future" and spec is not None and spec.future is not None:
-            ib = await self._broker._ready_ib()
+            ib = await self._broker.session.ready_ib()
             request = IbContract(secType="CONTFUT", symbol=symbol, exchange=spec.future.exchange,
                                  currency=spec.currency)
-            found = await self._broker._request(
+            found = await self._broker.session.request(
                 f"qualify continuous future {symbol}", lambda: ib.qualifyContractsAsync(request)
             )
             qualified = found[0] if found else None
@@ -122,23 +122,23 @@ class IbkrHistorySource:
                 raise HistoryUnavailableError(f"ibkr: no continuous future for {symbol} on {spec.future.exchange}")
             qualified.secType = "CONTFUT"  # the details name the front month; keep it continuous
             return qualified
-        return await self._broker._qualify(Contract(symbol, "STK"))
+        return await self._broker.contracts.qualify(Contract(symbol, "STK"))
 
     async def _bars(self, symbol: str, contract: IbContract, start: date, end: date) -> list[Any]:
-        ib = await self._broker._ready_ib()
+        ib = await self._broker.session.ready_ib()
         end_at: datetime | str = datetime.combine(end, time(23, 59, 59), tzinfo=NEW_YORK)
         duration = duration_for(start, end)
         if contract.secType == "CONTFUT":
             # IBKR refuses an end date for continuous futures (error 10339): ask up to now
             # and keep the sessions up to ``end`` (below)
             end_at = ""
-            duration = duration_for(start, max(end, self._broker._clock().astimezone(NEW_YORK).date()))
+            duration = duration_for(start, max(end, self._broker.session.clock().astimezone(NEW_YORK).date()))
         what = f"historical data {symbol} {duration} to {end}"
         for attempt in (0, 1):
             await self._pacing.acquire()
             self.requests += 1
             try:
-                bars: list[Any] = await self._broker._request(
+                bars: list[Any] = await self._broker.session.request(
                     what,
                     lambda: ib.reqHistoricalDataAsync(
                         contract, end_at, duration, "1 day", WHAT_TO_SHOW, True, 1, timeout=0
