@@ -154,23 +154,56 @@ def assign_strategies(
         The account's cash, for the cash-secured-put rule (None: never cash-secured).
     """
     current = {p.position_key: p for p in positions}
-    remaining = {k: p.quantity for k, p in current.items()}
-    today_execs = [e for e in executions if e.session == session]
+    remaining = _Remaining(current)
     cold_start = not previous
-    taken_ids = {s.strategy_id for s in previous}
-    out: list[StrategyState] = []
     prev_open = [s for s in previous if s.is_open]
     prev_by_id = {s.strategy_id: s for s in prev_open}
 
-    def claim(key: str, wanted: float) -> float:
-        have = remaining.get(key, 0.0)
+    # 1. manual claims (explicit legs) first.
+    out, manual_ids = _claim_manual(session, manual, current, remaining, prev_by_id)
+    # 2. carry yesterday's strategies forward, oldest first (the newest gives up first).
+    carried, closed_legs = _carry_forward(prev_open, manual_ids, current, remaining)
+    # 3. new lots: scale-ins and covered calls join, the rest is bucketed and decomposed.
+    fresh = _new_pieces(session, current, remaining, executions, cold_start)
+    carried_order = sorted(carried, key=lambda sid: (prev_by_id[sid].opened_on, sid))
+    unjoined = _join_single_legs(fresh, carried, carried_order)
+    out.extend(_carried_states(session, carried_order, carried, prev_by_id))
+    new_lots = _NewLots(account_id, session, cold_start, {s.strategy_id for s in previous})
+    out.extend(new_lots.states(unjoined, closed_legs, prev_by_id, executions))
+
+    out = apply_cash_secured(out, cash)
+    return _apply_overrides(out, manual)
+
+
+class _Remaining:
+    """Today's quantities per position key that no strategy has claimed yet."""
+
+    def __init__(self, current: Mapping[str, Leg]) -> None:
+        self.left = {k: p.quantity for k, p in current.items()}
+
+    def claim(self, key: str, wanted: float) -> float:
+        """Take up to ``wanted`` (same sign) of ``key``; the quantity taken."""
+        have = self.left.get(key, 0.0)
         if have * wanted <= 0:
             return 0.0
         got = math.copysign(min(abs(have), abs(wanted)), have)
-        remaining[key] = have - got
+        self.left[key] = have - got
         return got
 
-    # 1. manual claims (explicit legs) first.
+
+_Fresh = tuple[Piece, date, tuple[str, ...]]
+"""A piece of today's new lots with its open date and opening order refs."""
+
+
+def _claim_manual(
+    session: date,
+    manual: Sequence[ManualStrategy],
+    current: Mapping[str, Leg],
+    remaining: _Remaining,
+    prev_by_id: Mapping[str, StrategyState],
+) -> tuple[list[StrategyState], set[str]]:
+    """The strategies of manual claims with explicit legs (and the claimed ids)."""
+    out: list[StrategyState] = []
     manual_ids = set()
     for m in sorted(manual, key=lambda x: x.strategy_id):
         if not m.legs:
@@ -178,7 +211,7 @@ def assign_strategies(
         manual_ids.add(m.strategy_id)
         legs = []
         for key, wanted in sorted(m.legs.items()):
-            if key in current and (got := claim(key, wanted)) != 0:
+            if key in current and (got := remaining.claim(key, wanted)) != 0:
                 legs.append(current[key].with_quantity(got))
         prior = prev_by_id.get(m.strategy_id)
         if not legs:
@@ -192,8 +225,16 @@ def assign_strategies(
             opened_on=prior.opened_on if prior else session, parent_id=prior.parent_id if prior else None,
             source="manual",
         ))
+    return out, manual_ids
 
-    # 2. carry yesterday's strategies forward, oldest first (the newest gives up first).
+
+def _carry_forward(
+    prev_open: Sequence[StrategyState],
+    manual_ids: set[str],
+    current: Mapping[str, Leg],
+    remaining: _Remaining,
+) -> tuple[dict[str, list[Leg]], dict[str, list[Leg]]]:
+    """(legs each open strategy keeps today, legs it lost), oldest strategy first."""
     carried: dict[str, list[Leg]] = {}
     closed_legs: dict[str, list[Leg]] = defaultdict(list)
     for s in sorted(prev_open, key=lambda x: (x.opened_on, x.strategy_id)):
@@ -201,15 +242,24 @@ def assign_strategies(
             continue
         kept = []
         for leg in s.legs:
-            got = claim(leg.position_key, leg.quantity)
+            got = remaining.claim(leg.position_key, leg.quantity)
             if got != 0:
                 kept.append(current[leg.position_key].with_quantity(got))
             if abs(leg.quantity - got) > QUANTITY_EPS:
                 closed_legs[s.strategy_id].append(leg.with_quantity(leg.quantity - got))
         carried[s.strategy_id] = kept
+    return carried, closed_legs
 
-    # 3. new lots: scale-ins and covered calls join, the rest is bucketed and decomposed.
-    new_legs = [current[k].with_quantity(q) for k, q in sorted(remaining.items()) if abs(q) > QUANTITY_EPS]
+
+def _new_pieces(
+    session: date,
+    current: Mapping[str, Leg],
+    remaining: _Remaining,
+    executions: Sequence[ExecutionFact],
+    cold_start: bool,
+) -> list[_Fresh]:
+    """Today's unclaimed lots, bucketed by (underlying, open date, order ref) and decomposed."""
+    new_legs = [current[k].with_quantity(q) for k, q in sorted(remaining.left.items()) if abs(q) > QUANTITY_EPS]
     new_refs: dict[str, tuple[str, ...]] = {}
     new_dates: dict[str, date] = {}
     for leg in new_legs:
@@ -219,20 +269,35 @@ def assign_strategies(
     for leg in new_legs:
         buckets[(leg.contract.underlying.upper(), new_dates[leg.position_key],
                  new_refs[leg.position_key])].append(leg)
-    fresh: list[tuple[Piece, date, tuple[str, ...]]] = []
+    fresh: list[_Fresh] = []
     for (_, day, refs), legs in sorted(buckets.items()):
         for piece in decompose(legs, one_order=bool(refs)):
             fresh.append((piece, day, refs))
+    return fresh
 
-    carried_order = sorted(carried, key=lambda sid: (prev_by_id[sid].opened_on, sid))
-    unjoined: list[tuple[Piece, date, tuple[str, ...]]] = []
+
+def _join_single_legs(
+    fresh: Sequence[_Fresh], carried: Mapping[str, list[Leg]], carried_order: Sequence[str]
+) -> list[_Fresh]:
+    """Add scale-ins and covering short calls to carried strategies; the pieces left."""
+    unjoined: list[_Fresh] = []
     for piece, day, refs in fresh:
         target = _join_target(piece, carried, carried_order) if len(piece.legs) == 1 else None
         if target is None:
             unjoined.append((piece, day, refs))
         else:
             carried[target].append(piece.legs[0])
+    return unjoined
 
+
+def _carried_states(
+    session: date,
+    carried_order: Sequence[str],
+    carried: Mapping[str, list[Leg]],
+    prev_by_id: Mapping[str, StrategyState],
+) -> list[StrategyState]:
+    """Yesterday's strategies with today's legs, re-typed (closed today when none are left)."""
+    out: list[StrategyState] = []
     for sid in carried_order:
         prior = prev_by_id[sid]
         legs = _merge(carried[sid])
@@ -242,21 +307,44 @@ def assign_strategies(
         cls = classify(legs)
         out.append(replace(prior, legs=tuple(legs), strategy_type=cls.strategy_type,
                            detail=cls.detail, source="auto"))
+    return out
 
-    close_refs = _close_refs(today_execs)
-    for piece, day, refs in unjoined:
-        underlying = piece.legs[0].contract.underlying.upper()
-        sid = strategy_id_for(account_id, underlying, day, piece.legs, taken_ids)
-        taken_ids.add(sid)
-        parent = None
-        if day == session and not cold_start:
-            parent = _parent(piece, refs, underlying, closed_legs, prev_by_id, close_refs, today_execs)
-        out.append(StrategyState(
-            strategy_id=sid, underlying=underlying, strategy_type=piece.strategy_type,
-            detail=piece.detail, legs=piece.legs, opened_on=day, parent_id=parent, open_refs=refs,
-        ))
 
-    out = apply_cash_secured(out, cash)
+@dataclass(slots=True)
+class _NewLots:
+    """New strategies of one account and session: fresh ids, roll parents."""
+
+    account_id: str
+    session: date
+    cold_start: bool
+    taken_ids: set[str]
+
+    def states(
+        self,
+        unjoined: Sequence[_Fresh],
+        closed_legs: Mapping[str, list[Leg]],
+        prev_by_id: Mapping[str, StrategyState],
+        executions: Sequence[ExecutionFact],
+    ) -> list[StrategyState]:
+        today_execs = [e for e in executions if e.session == self.session]
+        close_refs = _close_refs(today_execs)
+        out: list[StrategyState] = []
+        for piece, day, refs in unjoined:
+            underlying = piece.legs[0].contract.underlying.upper()
+            sid = strategy_id_for(self.account_id, underlying, day, piece.legs, self.taken_ids)
+            self.taken_ids.add(sid)
+            parent = None
+            if day == self.session and not self.cold_start:
+                parent = _parent(piece, refs, underlying, closed_legs, prev_by_id, close_refs, today_execs)
+            out.append(StrategyState(
+                strategy_id=sid, underlying=underlying, strategy_type=piece.strategy_type,
+                detail=piece.detail, legs=piece.legs, opened_on=day, parent_id=parent, open_refs=refs,
+            ))
+        return out
+
+
+def _apply_overrides(out: Sequence[StrategyState], manual: Sequence[ManualStrategy]) -> list[StrategyState]:
+    """Manual names and types applied last (auto-tagging never overwrites them), by id."""
     by_manual = {m.strategy_id: m for m in manual}
     final = []
     for s in out:
