@@ -43,6 +43,7 @@ from portfolio_pipeline.domain.strategies.legs import (
     Leg,
     Piece,
     StrategyType,
+    merge_legs,
     sorted_legs,
 )
 from portfolio_pipeline.domain.strategies.patterns import classify, decompose
@@ -357,14 +358,7 @@ def _apply_overrides(out: Sequence[StrategyState], manual: Sequence[ManualStrate
 
 
 def _merge(legs: Iterable[Leg]) -> list[Leg]:
-    merged: dict[str, Leg] = {}
-    for leg in legs:
-        if leg.position_key in merged:
-            prev = merged[leg.position_key]
-            merged[leg.position_key] = prev.with_quantity(prev.quantity + leg.quantity)
-        else:
-            merged[leg.position_key] = leg
-    return sorted_legs(v for v in merged.values() if abs(v.quantity) > QUANTITY_EPS)
+    return sorted_legs(merge_legs(legs).values())
 
 
 def _opening(leg: Leg, executions: Sequence[ExecutionFact], session: date,

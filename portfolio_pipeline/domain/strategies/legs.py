@@ -22,6 +22,7 @@ __all__ = [
     "Leg",
     "Piece",
     "StrategyType",
+    "merge_legs",
     "sorted_legs",
 ]
 
@@ -101,3 +102,15 @@ class Piece:
 def sorted_legs(legs: Iterable[Leg]) -> list[Leg]:
     """Legs in their canonical order (:meth:`Leg.sort_key`)."""
     return sorted(legs, key=Leg.sort_key)
+
+
+def merge_legs(legs: Iterable[Leg]) -> dict[str, Leg]:
+    """One leg per position key, quantities added (first-seen order); flat keys dropped."""
+    merged: dict[str, Leg] = {}
+    for leg in legs:
+        if leg.position_key in merged:
+            prev = merged[leg.position_key]
+            merged[leg.position_key] = prev.with_quantity(prev.quantity + leg.quantity)
+        else:
+            merged[leg.position_key] = leg
+    return {k: v for k, v in merged.items() if abs(v.quantity) > QUANTITY_EPS}

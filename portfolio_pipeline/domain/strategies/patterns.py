@@ -50,6 +50,7 @@ from portfolio_pipeline.domain.strategies.legs import (
     Leg,
     Piece,
     StrategyType,
+    merge_legs,
     sorted_legs,
 )
 
@@ -70,14 +71,7 @@ class _Pool:
     """Remaining quantities of the legs being decomposed (canonically ordered)."""
 
     def __init__(self, legs: Iterable[Leg]) -> None:
-        merged: dict[str, Leg] = {}
-        for leg in legs:
-            if leg.position_key in merged:
-                prev = merged[leg.position_key]
-                merged[leg.position_key] = prev.with_quantity(prev.quantity + leg.quantity)
-            else:
-                merged[leg.position_key] = leg
-        self.legs = {k: v for k, v in merged.items() if abs(v.quantity) > QUANTITY_EPS}
+        self.legs = merge_legs(legs)
 
     def options(self) -> list[Leg]:
         return sorted_legs(v for v in self.legs.values() if v.is_option)
