@@ -96,9 +96,9 @@ def test_cmd(only: str | None) -> None:
 
     from portfolio_pipeline.cli_errors import FAILED, CliError
     from portfolio_pipeline.config import ConfigError, load_platform_config
+    from portfolio_pipeline.config.notifications import NotificationsFile
     from portfolio_pipeline.exchange_calendar import NEW_YORK
     from portfolio_pipeline.notify.channels import DeliveryError, OutgoingMessage, build_channel
-    from portfolio_pipeline.notify.config import NotificationsFile
     from portfolio_pipeline.notify.secrets import MissingSecretError
     from portfolio_pipeline.paths import config_dir
 

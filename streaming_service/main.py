@@ -29,12 +29,13 @@ from typing import Any
 
 import click
 
-from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
 from portfolio_pipeline.brokers.base import BrokerAdapter, BrokerDataError, BrokerError, OrderBroker
 from portfolio_pipeline.cli_errors import ReportingCommand
 from portfolio_pipeline.cli_types import FiniteFloat, SafePath, SessionDate
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
+from portfolio_pipeline.config.pricing import DEFAULT_PRICING, PricingConfig
+from portfolio_pipeline.config.streaming import DEFAULT_STREAMING, StreamingConfig
 from portfolio_pipeline.domain.accounts import AccountConfig
 from portfolio_pipeline.domain.orders import Order
 from portfolio_pipeline.domain.regime import RegimeService
@@ -47,7 +48,6 @@ from streaming_service.buffer import (
     EventWriter,
     is_connectivity_error,
 )
-from streaming_service.config import DEFAULT_STREAMING, StreamingConfig
 from streaming_service.feeds.base import Feed
 from streaming_service.feeds.broker import BrokerFeed
 from streaming_service.health import HealthServer

@@ -15,16 +15,16 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from portfolio_pipeline.analytics.settings import PricingConfig
+from portfolio_pipeline.config.notifications import NotificationsFile
+from portfolio_pipeline.config.pricing import PricingConfig
 from portfolio_pipeline.config.safe_yaml import YamlProblem, load_yaml_file
+from portfolio_pipeline.config.streaming import StreamingConfig
 from portfolio_pipeline.domain.accounts import AccountsFile
 from portfolio_pipeline.domain.instruments import InstrumentsFile, InstrumentTable
 from portfolio_pipeline.domain.lifecycle import ExitRulesFile
 from portfolio_pipeline.domain.regime import RiskMatrix
 from portfolio_pipeline.domain.strategies import StrategiesFile
-from portfolio_pipeline.notify.config import NotificationsFile
 from portfolio_pipeline.quant.scenarios import StressScenariosFile
-from streaming_service.config import StreamingConfig
 
 M = TypeVar("M", bound=BaseModel)
 

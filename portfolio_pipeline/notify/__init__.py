@@ -14,6 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from portfolio_pipeline.config.notifications import AlertType, NotificationsFile, Severity
     from portfolio_pipeline.notify.channels import (
         Channel,
         EmailChannel,
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
         TransientDeliveryError,
         build_channels,
     )
-    from portfolio_pipeline.notify.config import AlertType, NotificationsFile, Severity
     from portfolio_pipeline.notify.dispatcher import (
         Alert,
         DeliveryOutcome,
@@ -55,11 +55,12 @@ if TYPE_CHECKING:
         recent_failures,
     )
 
-# Submodules are imported on first use, so loading the config schema (the config
-# loader imports notify.config) does not pull in SQLAlchemy and the exchange calendar.
+# Submodules are imported on first use, so importing the package (e.g. for the schema
+# re-exported from ``portfolio_pipeline.config.notifications``) does not pull in
+# SQLAlchemy and the exchange calendar.
 _EXPORTS = {
     "Alert": "portfolio_pipeline.notify.dispatcher",
-    "AlertType": "portfolio_pipeline.notify.config",
+    "AlertType": "portfolio_pipeline.config.notifications",
     "Channel": "portfolio_pipeline.notify.channels",
     "DailySummaryData": "portfolio_pipeline.notify.render",
     "DeliveryFailure": "portfolio_pipeline.notify.store",
@@ -71,13 +72,13 @@ _EXPORTS = {
     "GreeksSnapshot": "portfolio_pipeline.notify.render",
     "LogChannel": "portfolio_pipeline.notify.channels",
     "NamedPnl": "portfolio_pipeline.notify.render",
-    "NotificationsFile": "portfolio_pipeline.notify.config",
+    "NotificationsFile": "portfolio_pipeline.config.notifications",
     "Notifier": "portfolio_pipeline.notify.dispatcher",
     "OutgoingMessage": "portfolio_pipeline.notify.channels",
     "PermanentDeliveryError": "portfolio_pipeline.notify.channels",
     "QuietHours": "portfolio_pipeline.notify.quiet",
     "Rendered": "portfolio_pipeline.notify.render",
-    "Severity": "portfolio_pipeline.notify.config",
+    "Severity": "portfolio_pipeline.config.notifications",
     "SlackChannel": "portfolio_pipeline.notify.channels",
     "StagedOrderSummary": "portfolio_pipeline.notify.render",
     "StoredAlert": "portfolio_pipeline.notify.store",

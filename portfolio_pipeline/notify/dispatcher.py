@@ -47,6 +47,12 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select, update
 
 from portfolio_pipeline.clock import Clock, system_clock
+from portfolio_pipeline.config.notifications import (
+    AlertType,
+    NotificationsFile,
+    QuietBehaviour,
+    Severity,
+)
 from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
 from portfolio_pipeline.notify.channels import (
     Channel,
@@ -54,12 +60,6 @@ from portfolio_pipeline.notify.channels import (
     PermanentDeliveryError,
     TransientDeliveryError,
     build_channels,
-)
-from portfolio_pipeline.notify.config import (
-    AlertType,
-    NotificationsFile,
-    QuietBehaviour,
-    Severity,
 )
 from portfolio_pipeline.notify.quiet import QuietHours
 from portfolio_pipeline.notify.store import (

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from portfolio_pipeline.clock import SettableClock
+from portfolio_pipeline.config.notifications import NotificationsFile
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.notify import (
     Alert,
@@ -20,7 +21,6 @@ from portfolio_pipeline.notify import (
     acknowledge,
     recent_failures,
 )
-from portfolio_pipeline.notify.config import NotificationsFile
 from portfolio_pipeline.notify.store import delivery_rows, get_alert
 from portfolio_pipeline.storage import Database
 from portfolio_pipeline_tests.notify.conftest import (

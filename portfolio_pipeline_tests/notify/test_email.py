@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from portfolio_pipeline.clock import SettableClock
+from portfolio_pipeline.config.notifications import EmailChannelConfig
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.notify import Alert, AlertType, DeliveryOutcome, Notifier, Severity
 from portfolio_pipeline.notify.channels import (
@@ -34,7 +35,6 @@ from portfolio_pipeline.notify.channels import (
     OutgoingMessage,
     PermanentDeliveryError,
 )
-from portfolio_pipeline.notify.config import EmailChannelConfig
 from portfolio_pipeline.notify.secrets import Secret
 from portfolio_pipeline.notify.store import delivery_rows
 from portfolio_pipeline.storage import Database

@@ -92,7 +92,7 @@ def breach_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource,
            description="Reminds about staged orders awaiting a person's confirmation.")
 def staged_order_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource,
                         platform: PlatformResource) -> Iterator[dg.RunRequest]:
-    from streaming_service.config import StreamingConfig
+    from portfolio_pipeline.config.streaming import StreamingConfig
 
     settings = platform.config.get("streaming.yaml")
     minutes = settings.staging.remind_after_minutes if isinstance(settings, StreamingConfig) else DEFAULT_REMIND_MINUTES

@@ -10,7 +10,7 @@ import pandas as pd
 from sqlalchemy import Table, and_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
+from portfolio_pipeline.config.pricing import DEFAULT_PRICING, PricingConfig
 from portfolio_pipeline.defs.quality import suite_check_result
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.domain.settlement import settlement_instant
