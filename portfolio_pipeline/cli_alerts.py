@@ -96,15 +96,14 @@ def test_cmd(only: str | None) -> None:
 
     from portfolio_pipeline.cli_errors import FAILED, CliError
     from portfolio_pipeline.config import ConfigError, load_platform_config
-    from portfolio_pipeline.config.notifications import NotificationsFile
     from portfolio_pipeline.exchange_calendar import NEW_YORK
     from portfolio_pipeline.notify.channels import DeliveryError, OutgoingMessage, build_channel
     from portfolio_pipeline.notify.secrets import MissingSecretError
     from portfolio_pipeline.paths import config_dir
 
     config = load_platform_config(config_dir())
-    notifications = config.get("notifications.yaml")
-    if not isinstance(notifications, NotificationsFile) or not notifications.channels:
+    notifications = config.notifications
+    if notifications is None or not notifications.channels:
         raise CliError(f"{config.directory / 'notifications.yaml'}: no notification channel configured")
     names = list(notifications.channels)
     if only is not None and only not in names:

@@ -34,8 +34,6 @@ from portfolio_pipeline.cli_errors import ReportingCommand
 from portfolio_pipeline.cli_types import FiniteFloat, SafePath, SessionDate
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
-from portfolio_pipeline.config.pricing import DEFAULT_PRICING, PricingConfig
-from portfolio_pipeline.config.streaming import DEFAULT_STREAMING, StreamingConfig
 from portfolio_pipeline.domain.accounts import AccountConfig
 from portfolio_pipeline.domain.orders import Order
 from portfolio_pipeline.domain.regime import RegimeService
@@ -83,16 +81,6 @@ def _setup_logging(level: int) -> None:
     root.setLevel(level)
 
 
-def streaming_settings(config: PlatformConfig) -> StreamingConfig:
-    found = config.get("streaming.yaml")
-    return found if isinstance(found, StreamingConfig) else DEFAULT_STREAMING
-
-
-def pricing_settings(config: PlatformConfig) -> PricingConfig:
-    found = config.get("pricing.yaml")
-    return found if isinstance(found, PricingConfig) else DEFAULT_PRICING
-
-
 def _account(config: PlatformConfig, broker: str) -> AccountConfig:
     for a in config.accounts.accounts:
         if a.broker == broker:
@@ -113,8 +101,8 @@ def build_service(
     migrate_first: bool = False,
 ) -> tuple[StreamingService, BrokerAdapter]:
     """Wire feed, engine, writer, hedge desk for one broker account."""
-    settings = streaming_settings(config)
-    pricing = pricing_settings(config)
+    settings = config.streaming
+    pricing = config.pricing
     account = _account(config, broker_name)
     live: BrokerFeed | None = None
     broker: BrokerAdapter
@@ -258,7 +246,7 @@ def main(broker_name: str, health_port: int, speed: float | None, session: date 
     previous_umask = make_state_private()  # PORTFOLIO_HOME 0700, files 0600, children too
     click.get_current_context().call_on_close(lambda: os.umask(previous_umask))
     config = load_platform_config(config_dir_opt or config_dir())
-    settings = streaming_settings(config)
+    settings = config.streaming
     with Database() as db:
         migrated = _migrate_or_defer(db)
         service, broker = build_service(

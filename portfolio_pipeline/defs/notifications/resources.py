@@ -59,8 +59,6 @@ class NotificationsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def notifier(self, db: Database, platform: PlatformResource) -> Notifier:
         if self._notifier is None:
-            config = platform.config.get("notifications.yaml")
-            if not isinstance(config, NotificationsFile):
-                config = log_only_config()
+            config = platform.config.notifications or log_only_config()
             self._notifier = Notifier(db, config, clock=self.now, calendar=platform.calendar)
         return self._notifier
