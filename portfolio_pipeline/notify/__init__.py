@@ -3,8 +3,9 @@ hours on the exchange calendar, exactly-once delivery per alert per channel, esc
 
 Configured by ``config/notifications.yaml`` (:class:`NotificationsFile`).  Entry points:
 :class:`Notifier` (``dispatch``, ``retry_due`` (the outbox), ``flush_due``,
-``escalate_due``), :func:`acknowledge`,
-:func:`recent_failures`, and the renderers :func:`render_daily_summary` /
+``escalate_due``) over a :class:`NotificationStore` (the interface this package declares;
+``portfolio_pipeline.storage.notifications`` implements it and holds ``acknowledge``,
+``list_alerts`` and ``recent_failures``), and the renderers :func:`render_daily_summary` /
 :func:`render_weekly_digest`.
 """
 
@@ -47,13 +48,7 @@ if TYPE_CHECKING:
         render_weekly_digest,
         weekly_digest_alert,
     )
-    from portfolio_pipeline.notify.store import (
-        DeliveryFailure,
-        StoredAlert,
-        acknowledge,
-        list_alerts,
-        recent_failures,
-    )
+    from portfolio_pipeline.notify.store import DeliveryFailure, NotificationStore, StoredAlert
 
 # Submodules are imported on first use, so importing the package (e.g. for the schema
 # re-exported from ``portfolio_pipeline.config.notifications``) does not pull in
@@ -73,6 +68,7 @@ _EXPORTS = {
     "LogChannel": "portfolio_pipeline.notify.channels",
     "NamedPnl": "portfolio_pipeline.notify.render",
     "NotificationsFile": "portfolio_pipeline.config.notifications",
+    "NotificationStore": "portfolio_pipeline.notify.store",
     "Notifier": "portfolio_pipeline.notify.dispatcher",
     "OutgoingMessage": "portfolio_pipeline.notify.channels",
     "PermanentDeliveryError": "portfolio_pipeline.notify.channels",
@@ -85,11 +81,8 @@ _EXPORTS = {
     "TelegramChannel": "portfolio_pipeline.notify.channels",
     "TransientDeliveryError": "portfolio_pipeline.notify.channels",
     "WeeklyDigestData": "portfolio_pipeline.notify.render",
-    "acknowledge": "portfolio_pipeline.notify.store",
     "build_channels": "portfolio_pipeline.notify.channels",
     "daily_summary_alert": "portfolio_pipeline.notify.render",
-    "list_alerts": "portfolio_pipeline.notify.store",
-    "recent_failures": "portfolio_pipeline.notify.store",
     "render_daily_summary": "portfolio_pipeline.notify.render",
     "render_weekly_digest": "portfolio_pipeline.notify.render",
     "weekly_digest_alert": "portfolio_pipeline.notify.render",
@@ -110,6 +103,7 @@ __all__ = [
     "GreeksSnapshot",
     "LogChannel",
     "NamedPnl",
+    "NotificationStore",
     "NotificationsFile",
     "Notifier",
     "OutgoingMessage",
@@ -123,11 +117,8 @@ __all__ = [
     "TelegramChannel",
     "TransientDeliveryError",
     "WeeklyDigestData",
-    "acknowledge",
     "build_channels",
     "daily_summary_alert",
-    "list_alerts",
-    "recent_failures",
     "render_daily_summary",
     "render_weekly_digest",
     "weekly_digest_alert",

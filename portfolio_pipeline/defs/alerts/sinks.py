@@ -86,9 +86,10 @@ class AlertsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         not configured or ``use_notifier`` is off."""
         if self._sink is None:
             from portfolio_pipeline.notify import Notifier
+            from portfolio_pipeline.storage.notifications import SqlNotificationStore
 
             if self.use_notifier and notifications is not None:
-                self._sink = NotifierAlertSink(Notifier(db, notifications))
+                self._sink = NotifierAlertSink(Notifier(SqlNotificationStore(db), notifications))
             else:
                 self._sink = LogAlertSink()
         return self._sink
