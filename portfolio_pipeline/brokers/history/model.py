@@ -64,7 +64,7 @@ def sha256_hex(content: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ImportBatch:
-    """The parsed content of one history file, ready for :meth:`HistoryStore.import_history <portfolio_pipeline.brokers.history.store.HistoryStore.import_history>`.
+    """The parsed content of one history file, ready for ``HistoryStore.import_history``.
 
     ``skipped`` lists rows deliberately not imported (e.g. IBKR FX conversions), each
     named, so a user can see what was left out.
