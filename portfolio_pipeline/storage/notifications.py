@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from portfolio_pipeline.clock import Clock, system_clock
 from portfolio_pipeline.notify.store import (
+    DROPPED,
     FAILED,
     HELD,
     PENDING,
@@ -313,7 +314,7 @@ class SqlNotificationStore:
         claimable = [PENDING]
         values: dict[str, Any] = {"status": SENDING, "claim_token": token, "updated_at": now}
         if reclaim:
-            claimable += [HELD, "dropped", RETRYING, FAILED]
+            claimable += [HELD, DROPPED, RETRYING, FAILED]
             if expires_at is not None:
                 values["expires_at"] = expires_at
         with write_transaction(self._db) as conn:
