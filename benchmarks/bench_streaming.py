@@ -41,12 +41,12 @@ from pathlib import Path
 import numpy as np
 
 from portfolio_pipeline.config import load_platform_config
+from portfolio_pipeline.config.streaming import BreachSettings, FeedSettings, StreamingConfig
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.storage import Database
 from streaming_service.breach import BreachDetector
 from streaming_service.buffer import DatabaseEventStore, DiskBuffer, EventWriter, StreamEvent
-from streaming_service.config import BreachSettings, FeedSettings, StreamingConfig
 from streaming_service.engine import Engine, EngineInputs, Tick
 from streaming_service.feeds.base import StartingBook
 from streaming_service.health import ServiceMetrics

@@ -104,13 +104,14 @@ def import_() -> None:
 
 
 def _store_batch(batch: object) -> None:
-    from portfolio_pipeline.brokers.history import ImportBatch, import_history
+    from portfolio_pipeline.brokers.history import ImportBatch
     from portfolio_pipeline.storage import Database
+    from portfolio_pipeline.storage.history import SqlHistoryStore
 
     assert isinstance(batch, ImportBatch)
     with Database() as database:
         database.migrate()
-        summary = import_history(database, batch)
+        summary = SqlHistoryStore(database).import_history(batch)
     state = "already imported, nothing changed" if summary.already_imported else "imported"
     click.echo(
         f"{summary.source_name}: {state}: executions {summary.executions_new}/"
@@ -121,14 +122,14 @@ def _store_batch(batch: object) -> None:
 
 def _known_file(path: Path) -> bool:
     """True (and says so) when a file with the same content was imported before."""
-    from portfolio_pipeline.brokers.history import imported_batch_id
     from portfolio_pipeline.brokers.history.model import read_source, sha256_hex
     from portfolio_pipeline.storage import Database
+    from portfolio_pipeline.storage.history import SqlHistoryStore
 
     content, name = read_source(path)
     with Database() as database:
         database.migrate()
-        batch_id = imported_batch_id(database, sha256_hex(content))
+        batch_id = SqlHistoryStore(database).imported_batch_id(sha256_hex(content))
     if batch_id is not None:
         click.echo(f"{name}: already imported, nothing changed (identical file, batch {batch_id})")
     return batch_id is not None

@@ -38,8 +38,8 @@ def list_cmd(limit: int, unacked: bool) -> None:
     """Recent alerts, newest first: time (New York), short id, key, type, severity, ack,
     deliveries."""
     from portfolio_pipeline.exchange_calendar import NEW_YORK
-    from portfolio_pipeline.notify import list_alerts
     from portfolio_pipeline.notify.store import short_id
+    from portfolio_pipeline.storage.notifications import list_alerts
 
     with _database() as db:
         found = list_alerts(db, limit=limit, unacknowledged_only=unacked)
@@ -68,8 +68,7 @@ def ack_cmd(ctx: click.Context, alert_id: str, who: str | None) -> None:
     """Acknowledge alert ALERT_ID: its key or short id, as `portfolio alerts list` and
     every alert message show it."""
     from portfolio_pipeline.exchange_calendar import NEW_YORK
-    from portfolio_pipeline.notify import acknowledge
-    from portfolio_pipeline.notify.store import get_alert
+    from portfolio_pipeline.storage.notifications import acknowledge, get_alert
 
     by = who or cli_actor()
     with _database() as db:
@@ -98,13 +97,12 @@ def test_cmd(only: str | None) -> None:
     from portfolio_pipeline.config import ConfigError, load_platform_config
     from portfolio_pipeline.exchange_calendar import NEW_YORK
     from portfolio_pipeline.notify.channels import DeliveryError, OutgoingMessage, build_channel
-    from portfolio_pipeline.notify.config import NotificationsFile
     from portfolio_pipeline.notify.secrets import MissingSecretError
     from portfolio_pipeline.paths import config_dir
 
     config = load_platform_config(config_dir())
-    notifications = config.get("notifications.yaml")
-    if not isinstance(notifications, NotificationsFile) or not notifications.channels:
+    notifications = config.notifications
+    if notifications is None or not notifications.channels:
         raise CliError(f"{config.directory / 'notifications.yaml'}: no notification channel configured")
     names = list(notifications.channels)
     if only is not None and only not in names:

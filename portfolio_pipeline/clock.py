@@ -8,6 +8,23 @@ from datetime import UTC, datetime
 Clock = Callable[[], datetime]
 
 
+def to_utc(value: object, column: str) -> datetime:
+    """Return ``value`` as an aware UTC datetime; naive or non-datetime values raise.
+
+    ``column`` names where the value was headed, for the error message.
+    """
+    if not isinstance(value, datetime):
+        raise ValueError(
+            f"column {column!r} needs a timezone-aware datetime, got {type(value).__name__}"
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"column {column!r} got a naive datetime {value.isoformat()}; "
+            "use an aware UTC datetime, e.g. datetime.now(UTC)"
+        )
+    return value.astimezone(UTC)
+
+
 def system_clock() -> datetime:
     """The real time, aware UTC."""
     return datetime.now(UTC)

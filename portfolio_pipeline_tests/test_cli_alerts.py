@@ -9,13 +9,14 @@ from portfolio_pipeline.cli import main
 from portfolio_pipeline.defs.notifications.resources import log_only_config
 from portfolio_pipeline.notify import Alert, AlertType, Notifier
 from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.notifications import SqlNotificationStore
 
 
 def test_list_and_ack(db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORTFOLIO_DB_URL", db_url)
     runner = CliRunner()
     assert runner.invoke(main, ["alerts", "list"]).output.strip() == "no alerts"
-    Notifier(db, log_only_config()).dispatch(
+    Notifier(SqlNotificationStore(db), log_only_config()).dispatch(
         Alert(key="breach:2018-02-05:vega", type=AlertType.BREACH, title="Vega limit", text="x"))
 
     listed = runner.invoke(main, ["alerts", "list"])
@@ -40,7 +41,7 @@ def test_ack_by_the_short_id_of_the_message(db: Database, db_url: str, monkeypat
     monkeypatch.setenv("PORTFOLIO_DB_URL", db_url)
     runner = CliRunner()
     key = "breach:limit_breach:DEMO-001:vega:2018-02-05T15:31:00+00:00"
-    Notifier(db, log_only_config()).dispatch(Alert(key=key, type=AlertType.BREACH, title="Vega", text="x"))
+    Notifier(SqlNotificationStore(db), log_only_config()).dispatch(Alert(key=key, type=AlertType.BREACH, title="Vega", text="x"))
     sid = short_id(key)
     assert f"  {sid}  {key}  " in runner.invoke(main, ["alerts", "list"]).output
     # the command the message prints, run as printed

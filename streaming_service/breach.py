@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
+from portfolio_pipeline.config.streaming import BreachSettings
 from portfolio_pipeline.domain.limits import LimitCheck
 from portfolio_pipeline.domain.regime import RegimeService
-from streaming_service.config import BreachSettings
 
 __all__ = ["BREACH_CLEARED", "LIMIT_BREACH", "BreachDetector", "BreachSignal"]
 

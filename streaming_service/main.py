@@ -29,7 +29,6 @@ from typing import Any
 
 import click
 
-from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
 from portfolio_pipeline.brokers.base import BrokerAdapter, BrokerDataError, BrokerError, OrderBroker
 from portfolio_pipeline.cli_errors import ReportingCommand
 from portfolio_pipeline.cli_types import FiniteFloat, SafePath, SessionDate
@@ -47,7 +46,6 @@ from streaming_service.buffer import (
     EventWriter,
     is_connectivity_error,
 )
-from streaming_service.config import DEFAULT_STREAMING, StreamingConfig
 from streaming_service.feeds.base import Feed
 from streaming_service.feeds.broker import BrokerFeed
 from streaming_service.health import HealthServer
@@ -83,16 +81,6 @@ def _setup_logging(level: int) -> None:
     root.setLevel(level)
 
 
-def streaming_settings(config: PlatformConfig) -> StreamingConfig:
-    found = config.get("streaming.yaml")
-    return found if isinstance(found, StreamingConfig) else DEFAULT_STREAMING
-
-
-def pricing_settings(config: PlatformConfig) -> PricingConfig:
-    found = config.get("pricing.yaml")
-    return found if isinstance(found, PricingConfig) else DEFAULT_PRICING
-
-
 def _account(config: PlatformConfig, broker: str) -> AccountConfig:
     for a in config.accounts.accounts:
         if a.broker == broker:
@@ -113,8 +101,8 @@ def build_service(
     migrate_first: bool = False,
 ) -> tuple[StreamingService, BrokerAdapter]:
     """Wire feed, engine, writer, hedge desk for one broker account."""
-    settings = streaming_settings(config)
-    pricing = pricing_settings(config)
+    settings = config.streaming
+    pricing = config.pricing
     account = _account(config, broker_name)
     live: BrokerFeed | None = None
     broker: BrokerAdapter
@@ -258,7 +246,7 @@ def main(broker_name: str, health_port: int, speed: float | None, session: date 
     previous_umask = make_state_private()  # PORTFOLIO_HOME 0700, files 0600, children too
     click.get_current_context().call_on_close(lambda: os.umask(previous_umask))
     config = load_platform_config(config_dir_opt or config_dir())
-    settings = streaming_settings(config)
+    settings = config.streaming
     with Database() as db:
         migrated = _migrate_or_defer(db)
         service, broker = build_service(

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 
+from portfolio_pipeline.config.streaming import HedgeSettings
 from portfolio_pipeline.domain.greeks import position_greeks
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.limits import LimitCheck, RiskSnapshot
@@ -33,7 +34,6 @@ from portfolio_pipeline.domain.positions import Contract, Right
 from portfolio_pipeline.domain.settlement import SessionHours, years_to_settlement
 from portfolio_pipeline.quant import pricing
 from portfolio_pipeline.quant._typing import Model
-from streaming_service.config import HedgeSettings
 
 __all__ = ["HedgeCandidate", "MarketView", "proposal_order_id", "propose_hedge", "snap_strike"]
 

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from portfolio_pipeline.config.streaming import StreamingConfig
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.regime import RegimeService
 from streaming_service.breach import LIMIT_BREACH, BreachDetector, BreachSignal
 from streaming_service.buffer import EventWriter, StreamEvent
-from streaming_service.config import StreamingConfig
 from streaming_service.engine import (
     BadTickError,
     Engine,

@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
 from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.config.streaming import HedgeSettings, StagingSettings
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.limits import RiskSnapshot
 from portfolio_pipeline.domain.orders import Order, OrderStatus
@@ -28,7 +29,6 @@ from portfolio_pipeline.orders import OrderCommands, OrderStore
 from portfolio_pipeline.orders.store import whatif_to_json
 from streaming_service.breach import BreachSignal
 from streaming_service.buffer import StreamEvent
-from streaming_service.config import HedgeSettings, StagingSettings
 from streaming_service.engine import Engine
 from streaming_service.proposer import MarketView, proposal_order_id, propose_hedge
 

@@ -2,5 +2,5 @@
 
 Nothing here does I/O: functions take frames (rows read by the Dagster layer) and return
 frames or row dicts to store.  The schema of ``config/pricing.yaml`` lives in
-:mod:`portfolio_pipeline.analytics.settings`.
+:mod:`portfolio_pipeline.config.pricing`.
 """

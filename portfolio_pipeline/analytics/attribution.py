@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from portfolio_pipeline.analytics.settings import AttributionSettings
+from portfolio_pipeline.config.pricing import AttributionSettings
 from portfolio_pipeline.quant.attribution import attribute, large_unexplained
 
 ALL = "*"

@@ -15,7 +15,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from portfolio_pipeline.analytics.settings import BetaSettings
+from portfolio_pipeline.config.pricing import BetaSettings
 
 HISTORY_ROOTS: dict[str, str] = {"SPX": "spx_close", "NDX": "ndx_proxy_close", "VIX": "vix"}
 """Underlying root -> MarketHistory accessor used to complete stored closes."""

@@ -34,7 +34,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from portfolio_pipeline.analytics.settings import PricingConfig
+from portfolio_pipeline.config.pricing import PricingConfig
 from portfolio_pipeline.domain.errors import UnknownInstrumentError
 from portfolio_pipeline.domain.greeks import position_greeks
 from portfolio_pipeline.domain.instruments import InstrumentTable, SecType

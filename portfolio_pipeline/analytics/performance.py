@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from portfolio_pipeline.analytics.settings import RiskSettings
+from portfolio_pipeline.config.pricing import RiskSettings
 from portfolio_pipeline.domain.activity import CashFlow
 from portfolio_pipeline.quant import returns as qret
 from portfolio_pipeline.quant import risk_metrics as rm

@@ -15,16 +15,16 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from portfolio_pipeline.analytics.settings import PricingConfig
+from portfolio_pipeline.config.notifications import NotificationsFile
+from portfolio_pipeline.config.pricing import DEFAULT_PRICING, PricingConfig
 from portfolio_pipeline.config.safe_yaml import YamlProblem, load_yaml_file
+from portfolio_pipeline.config.streaming import DEFAULT_STREAMING, StreamingConfig
 from portfolio_pipeline.domain.accounts import AccountsFile
 from portfolio_pipeline.domain.instruments import InstrumentsFile, InstrumentTable
 from portfolio_pipeline.domain.lifecycle import ExitRulesFile
 from portfolio_pipeline.domain.regime import RiskMatrix
 from portfolio_pipeline.domain.strategies.settings import StrategiesFile
-from portfolio_pipeline.notify.config import NotificationsFile
 from portfolio_pipeline.quant.scenario_config import StressScenariosFile
-from streaming_service.config import StreamingConfig
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -110,17 +110,25 @@ def load_config_file(path: Path, model: type[M]) -> M:
 
 @dataclass(frozen=True)
 class PlatformConfig:
-    """The validated configuration directory."""
+    """The validated configuration directory: one typed attribute per file.
+
+    Loaded and validated once (:func:`load_platform_config`).  An optional file that is
+    absent takes its documented default (``pricing``, ``stress_scenarios``,
+    ``streaming``) or is None where "not configured" means something different from
+    any default (``notifications``: alerts go to the log; ``exit_rules``: no exit
+    signals; ``strategies``: no manual overrides).
+    """
 
     directory: Path
     instruments: InstrumentTable
     risk_matrix: RiskMatrix
     accounts: AccountsFile
-    extra: dict[str, BaseModel] = field(default_factory=dict)
-
-    def get(self, file_name: str) -> BaseModel | None:
-        """An optional file's validated model (None when the file is absent)."""
-        return self.extra.get(file_name)
+    pricing: PricingConfig = field(default_factory=lambda: DEFAULT_PRICING)
+    notifications: NotificationsFile | None = None
+    stress_scenarios: StressScenariosFile = field(default_factory=StressScenariosFile)
+    exit_rules: ExitRulesFile | None = None
+    strategies: StrategiesFile | None = None
+    streaming: StreamingConfig = field(default_factory=lambda: DEFAULT_STREAMING)
 
 
 def _load_all(directory: Path) -> tuple[dict[str, BaseModel], list[ConfigProblem]]:
@@ -165,12 +173,9 @@ def check_config_dir(directory: Path) -> tuple[list[ConfigProblem], str]:
     loaded, problems = _load_all(directory)
     if problems:
         return problems, f"{len(problems)} problem(s) in {directory}"
-    instruments = loaded["instruments.yaml"]
-    accounts = loaded["accounts.yaml"]
-    matrix = loaded["risk_matrix.yaml"]
-    assert isinstance(instruments, InstrumentsFile)
-    assert isinstance(accounts, AccountsFile)
-    assert isinstance(matrix, RiskMatrix)
+    instruments = _required(loaded, "instruments.yaml", InstrumentsFile)
+    accounts = _required(loaded, "accounts.yaml", AccountsFile)
+    matrix = _required(loaded, "risk_matrix.yaml", RiskMatrix)
     summary = (
         f"ok: {directory}: {len(loaded)} files, {len(instruments.instruments)} instruments, "
         f"{len(matrix.regimes)} regimes, {len(accounts.accounts)} account(s) "
@@ -179,21 +184,35 @@ def check_config_dir(directory: Path) -> tuple[list[ConfigProblem], str]:
     return [], summary
 
 
+def _optional(loaded: Mapping[str, BaseModel], file_name: str, model: type[M]) -> M | None:
+    found = loaded.get(file_name)
+    if found is not None and not isinstance(found, model):  # pragma: no cover - CONFIG_FILES
+        raise TypeError(f"{file_name}: loaded as {type(found).__name__}, expected {model.__name__}")
+    return found
+
+
+def _required(loaded: Mapping[str, BaseModel], file_name: str, model: type[M]) -> M:
+    found = _optional(loaded, file_name, model)
+    if found is None:  # pragma: no cover - _load_all reports a missing required file
+        raise KeyError(file_name)
+    return found
+
+
 def load_platform_config(directory: Path) -> PlatformConfig:
     """Load a configuration directory; raise :class:`ConfigError` listing every problem."""
     loaded, problems = _load_all(directory)
     if problems:
         raise ConfigError(problems)
-    instruments = loaded.pop("instruments.yaml")
-    matrix = loaded.pop("risk_matrix.yaml")
-    accounts = loaded.pop("accounts.yaml")
-    assert isinstance(instruments, InstrumentsFile)
-    assert isinstance(matrix, RiskMatrix)
-    assert isinstance(accounts, AccountsFile)
+    instruments = _required(loaded, "instruments.yaml", InstrumentsFile)
     return PlatformConfig(
         directory=directory,
         instruments=InstrumentTable.from_file_model(instruments, source=str(directory / "instruments.yaml")),
-        risk_matrix=matrix,
-        accounts=accounts,
-        extra=loaded,
+        risk_matrix=_required(loaded, "risk_matrix.yaml", RiskMatrix),
+        accounts=_required(loaded, "accounts.yaml", AccountsFile),
+        pricing=_optional(loaded, "pricing.yaml", PricingConfig) or DEFAULT_PRICING,
+        notifications=_optional(loaded, "notifications.yaml", NotificationsFile),
+        stress_scenarios=_optional(loaded, "stress_scenarios.yaml", StressScenariosFile) or StressScenariosFile(),
+        exit_rules=_optional(loaded, "exit_rules.yaml", ExitRulesFile),
+        strategies=_optional(loaded, "strategies.yaml", StrategiesFile),
+        streaming=_optional(loaded, "streaming.yaml", StreamingConfig) or DEFAULT_STREAMING,
     )

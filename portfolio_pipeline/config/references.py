@@ -7,7 +7,9 @@ Each file validates on its own (its schema); these checks need two files at once
   roots to trading classes those roots define;
 - ``strategies.yaml`` overrides name configured accounts and instruments;
 - ``pricing.yaml`` (beta reference, dividend yields, beta overrides) and
-  ``stress_scenarios.yaml`` (``underlyings``) name instruments of ``instruments.yaml``.
+  ``stress_scenarios.yaml`` (``underlyings``) name instruments of ``instruments.yaml``;
+- ``stress_scenarios.yaml`` ``monte_carlo.regime_vol_multiplier`` names exactly the
+  regimes of ``risk_matrix.yaml`` (the defaults apply when the file is absent).
 
 Names are compared case-insensitively, like every instrument lookup.
 """
@@ -22,6 +24,8 @@ from pydantic import BaseModel
 from portfolio_pipeline.config.loader import ConfigProblem
 from portfolio_pipeline.domain.accounts import AccountsFile
 from portfolio_pipeline.domain.instruments import InstrumentsFile
+from portfolio_pipeline.domain.regime import RiskMatrix
+from portfolio_pipeline.quant.scenario_config import StressScenariosFile
 
 __all__ = ["reference_problems"]
 
@@ -107,4 +111,16 @@ def reference_problems(directory: Path, loaded: Mapping[str, BaseModel]) -> list
     for name in _unknown(getattr(stress, "underlyings", None) or {}, roots):
         add("stress_scenarios.yaml", f"underlyings.{name}",
             f"unknown instrument {name!r} (instruments.yaml defines {known})")
+    matrix = loaded.get("risk_matrix.yaml")
+    if isinstance(matrix, RiskMatrix):
+        multipliers = (
+            stress if isinstance(stress, StressScenariosFile) else StressScenariosFile()
+        ).monte_carlo.regime_vol_multiplier
+        regimes = {r.name for r in matrix.regimes}
+        unknown, missing = sorted(set(multipliers) - regimes), sorted(regimes - set(multipliers))
+        if unknown or missing:
+            absent = "" if stress is not None else " (file absent: its defaults apply)"
+            add("stress_scenarios.yaml", "monte_carlo.regime_vol_multiplier",
+                f"unknown regimes {unknown}, missing regimes {missing} (risk_matrix.yaml has "
+                f"{sorted(regimes)}){absent}")
     return problems

@@ -9,7 +9,6 @@ from datetime import date, timedelta
 
 from portfolio_pipeline.brokers.base import BrokerError
 from portfolio_pipeline.brokers.history.merge import merge_activity
-from portfolio_pipeline.brokers.history.store import load_cash_flows, load_executions
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.domain.activity import CashFlow, Execution
 
@@ -35,8 +34,8 @@ def read_activity(
         logger.warning("broker activity unavailable, using imported history only: %s", exc)
         live_flows, live_fills = [], []
     until = platform.calendar.session_close(end) + timedelta(minutes=1)
-    flows, fills = merge_activity(live_flows, live_fills, load_cash_flows(db.database),
-                                  load_executions(db.database), start=start, until=until)
+    flows, fills = merge_activity(live_flows, live_fills, db.history.load_cash_flows(),
+                                  db.history.load_executions(), start=start, until=until)
     logger.info("activity %s..%s: %d cash flows, %d executions (live %d/%d)", start, end,
                 len(flows), len(fills), len(live_flows), len(live_fills))
     return flows, fills

@@ -15,6 +15,7 @@ from pydantic import PrivateAttr
 
 from portfolio_pipeline.brokers.base import BrokerAdapter
 from portfolio_pipeline.brokers.factory import AS_OF_CAPABLE, adapters_for
+from portfolio_pipeline.brokers.history.store import HistoryStore
 from portfolio_pipeline.brokers.snapshot import BookSnapshot, collect_snapshot
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
@@ -23,6 +24,7 @@ from portfolio_pipeline.domain.activity import CashFlow, Execution
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.paths import config_dir
 from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.history import SqlHistoryStore
 
 
 class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -39,6 +41,11 @@ class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             self._db = Database(self.url)
             self._db.migrate()
         return self._db
+
+    @property
+    def history(self) -> HistoryStore:
+        """Imported trade history (the store ``brokers.history`` declares) on this database."""
+        return SqlHistoryStore(self.database)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._db is not None:

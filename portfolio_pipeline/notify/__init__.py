@@ -3,8 +3,9 @@ hours on the exchange calendar, exactly-once delivery per alert per channel, esc
 
 Configured by ``config/notifications.yaml`` (:class:`NotificationsFile`).  Entry points:
 :class:`Notifier` (``dispatch``, ``retry_due`` (the outbox), ``flush_due``,
-``escalate_due``), :func:`acknowledge`,
-:func:`recent_failures`, and the renderers :func:`render_daily_summary` /
+``escalate_due``) over a :class:`NotificationStore` (the interface this package declares;
+``portfolio_pipeline.storage.notifications`` implements it and holds ``acknowledge``,
+``list_alerts`` and ``recent_failures``), and the renderers :func:`render_daily_summary` /
 :func:`render_weekly_digest`.
 """
 
@@ -14,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from portfolio_pipeline.config.notifications import AlertType, NotificationsFile, Severity
     from portfolio_pipeline.notify.channels import (
         Channel,
         EmailChannel,
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
         TransientDeliveryError,
         build_channels,
     )
-    from portfolio_pipeline.notify.config import AlertType, NotificationsFile, Severity
     from portfolio_pipeline.notify.dispatcher import (
         Alert,
         DeliveryOutcome,
@@ -47,19 +48,14 @@ if TYPE_CHECKING:
         render_weekly_digest,
         weekly_digest_alert,
     )
-    from portfolio_pipeline.notify.store import (
-        DeliveryFailure,
-        StoredAlert,
-        acknowledge,
-        list_alerts,
-        recent_failures,
-    )
+    from portfolio_pipeline.notify.store import DeliveryFailure, NotificationStore, StoredAlert
 
-# Submodules are imported on first use, so loading the config schema (the config
-# loader imports notify.config) does not pull in SQLAlchemy and the exchange calendar.
+# Submodules are imported on first use, so importing the package (e.g. for the schema
+# re-exported from ``portfolio_pipeline.config.notifications``) does not pull in
+# SQLAlchemy and the exchange calendar.
 _EXPORTS = {
     "Alert": "portfolio_pipeline.notify.dispatcher",
-    "AlertType": "portfolio_pipeline.notify.config",
+    "AlertType": "portfolio_pipeline.config.notifications",
     "Channel": "portfolio_pipeline.notify.channels",
     "DailySummaryData": "portfolio_pipeline.notify.render",
     "DeliveryFailure": "portfolio_pipeline.notify.store",
@@ -71,24 +67,22 @@ _EXPORTS = {
     "GreeksSnapshot": "portfolio_pipeline.notify.render",
     "LogChannel": "portfolio_pipeline.notify.channels",
     "NamedPnl": "portfolio_pipeline.notify.render",
-    "NotificationsFile": "portfolio_pipeline.notify.config",
+    "NotificationsFile": "portfolio_pipeline.config.notifications",
+    "NotificationStore": "portfolio_pipeline.notify.store",
     "Notifier": "portfolio_pipeline.notify.dispatcher",
     "OutgoingMessage": "portfolio_pipeline.notify.channels",
     "PermanentDeliveryError": "portfolio_pipeline.notify.channels",
     "QuietHours": "portfolio_pipeline.notify.quiet",
     "Rendered": "portfolio_pipeline.notify.render",
-    "Severity": "portfolio_pipeline.notify.config",
+    "Severity": "portfolio_pipeline.config.notifications",
     "SlackChannel": "portfolio_pipeline.notify.channels",
     "StagedOrderSummary": "portfolio_pipeline.notify.render",
     "StoredAlert": "portfolio_pipeline.notify.store",
     "TelegramChannel": "portfolio_pipeline.notify.channels",
     "TransientDeliveryError": "portfolio_pipeline.notify.channels",
     "WeeklyDigestData": "portfolio_pipeline.notify.render",
-    "acknowledge": "portfolio_pipeline.notify.store",
     "build_channels": "portfolio_pipeline.notify.channels",
     "daily_summary_alert": "portfolio_pipeline.notify.render",
-    "list_alerts": "portfolio_pipeline.notify.store",
-    "recent_failures": "portfolio_pipeline.notify.store",
     "render_daily_summary": "portfolio_pipeline.notify.render",
     "render_weekly_digest": "portfolio_pipeline.notify.render",
     "weekly_digest_alert": "portfolio_pipeline.notify.render",
@@ -109,6 +103,7 @@ __all__ = [
     "GreeksSnapshot",
     "LogChannel",
     "NamedPnl",
+    "NotificationStore",
     "NotificationsFile",
     "Notifier",
     "OutgoingMessage",
@@ -122,11 +117,8 @@ __all__ = [
     "TelegramChannel",
     "TransientDeliveryError",
     "WeeklyDigestData",
-    "acknowledge",
     "build_channels",
     "daily_summary_alert",
-    "list_alerts",
-    "recent_failures",
     "render_daily_summary",
     "render_weekly_digest",
     "weekly_digest_alert",

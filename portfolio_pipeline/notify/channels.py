@@ -28,7 +28,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import httpx2
 
-from portfolio_pipeline.notify.config import (
+from portfolio_pipeline.config.notifications import (
     ChannelConfig,
     EmailChannelConfig,
     LogChannelConfig,

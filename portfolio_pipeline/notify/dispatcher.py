@@ -1,22 +1,23 @@
 """Routing, quiet hours, exactly-once delivery, retries, held digests and escalation.
 
-Typical use (one :class:`Notifier` per process, next to the one ``Database``)::
+Typical use (one :class:`Notifier` per process, over the process's one store, e.g.
+``portfolio_pipeline.storage.notifications.SqlNotificationStore(db)``)::
 
-    notifier = Notifier(db, config)              # channels built from config + env vars
+    notifier = Notifier(store, config)           # channels built from config + env vars
     notifier.dispatch(Alert(key="breach:2026-03-09:delta", type=AlertType.BREACH,
                             title="Delta limit breached", text="...", regime="crisis"))
     notifier.flush_due()                         # e.g. every few minutes: held digests
     notifier.escalate_due()                      # unacknowledged crisis breaches climb
-    acknowledge(db, "breach:2026-03-09:delta", "alice")
+    acknowledge(db, "breach:2026-03-09:delta", "alice")   # storage.notifications
 
 Guarantees:
 
-- one delivery per alert per channel: a ``notification_deliveries`` row keyed
-  ``(alert_key, channel)`` is claimed in a write transaction before anything is sent,
+- one delivery per alert per channel: a delivery row keyed ``(alert_key, channel)`` is
+  claimed in the store (:class:`~.store.NotificationStore`) before anything is sent,
   so a duplicate or concurrent ``dispatch`` of the same alert sends nothing more;
 - transient errors (HTTP 5xx/429, connection errors, SMTP 4xx) are retried with
   exponential backoff, or after the wait the server asked for; the injected ``sleep``
-  does the waiting; permanent errors are recorded at once (:func:`recent_failures`);
+  does the waiting; permanent errors are recorded at once;
 - durable outbox: a delivery still failing after ``retry.max_attempts`` is parked as
   ``retrying`` with ``next_attempt_at`` = now + ``retry.backoff(stored attempts)``;
   :meth:`Notifier.retry_due` (the housekeeping sensor) claims and tries it again, one
@@ -29,7 +30,7 @@ Guarantees:
 
 The delivery guarantee is at most once per (alert, channel): a sender that dies
 between claiming and recording leaves the row in ``sending``, reported by
-:func:`~portfolio_pipeline.notify.store.recent_failures` as stuck, never re-sent blindly.
+``portfolio_pipeline.storage.notifications.recent_failures`` as stuck, never re-sent blindly.
 """
 
 from __future__ import annotations
@@ -44,9 +45,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, update
-
-from portfolio_pipeline.clock import Clock, system_clock
+from portfolio_pipeline.clock import Clock, system_clock, to_utc
+from portfolio_pipeline.config.notifications import (
+    AlertType,
+    NotificationsFile,
+    QuietBehaviour,
+    Severity,
+)
 from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
 from portfolio_pipeline.notify.channels import (
     Channel,
@@ -55,31 +60,19 @@ from portfolio_pipeline.notify.channels import (
     TransientDeliveryError,
     build_channels,
 )
-from portfolio_pipeline.notify.config import (
-    AlertType,
-    NotificationsFile,
-    QuietBehaviour,
-    Severity,
-)
 from portfolio_pipeline.notify.quiet import QuietHours
 from portfolio_pipeline.notify.store import (
     DELIVERED,
     DROPPED,
     FAILED,
     HELD,
-    PENDING,
     RETRYING,
-    SENDING,
+    NewAlert,
+    NotificationStore,
     StoredAlert,
     ack_footer,
     clip_error,
-    insert_ignore,
-    load_alerts,
-    stored_alert,
-    write_transaction,
 )
-from portfolio_pipeline.storage.engine import Database
-from portfolio_pipeline.storage.tables import alerts, notification_deliveries, to_utc
 
 __all__ = [
     "DELIVERY_FAILED_PREFIX",
@@ -95,14 +88,10 @@ logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], None]
 
-_D = notification_deliveries
-
 DELIVERY_FAILED_PREFIX = "delivery_failed:"
 """Key prefix of the data-quality alert raised when a delivery fails for good."""
 RETRY_BATCH = 200
 """Most outbox rows one :meth:`Notifier.retry_due` call tries."""
-REACHED = (DELIVERED, SENDING)
-"""Statuses that count as "this channel reached the person" for escalation."""
 NO_ACK_FOOTER = frozenset({AlertType.DAILY_SUMMARY.value, AlertType.WEEKLY_DIGEST.value})
 
 
@@ -169,8 +158,8 @@ class Notifier:
 
     Parameters
     ----------
-    db:
-        The process's :class:`~portfolio_pipeline.storage.Database` (migrated).
+    store:
+        The alerts and the delivery outbox (:class:`~.store.NotificationStore`).
     config:
         The validated ``notifications.yaml``.
     channels:
@@ -184,7 +173,7 @@ class Notifier:
 
     def __init__(
         self,
-        db: Database,
+        store: NotificationStore,
         config: NotificationsFile,
         channels: Mapping[str, Channel] | None = None,
         *,
@@ -193,7 +182,7 @@ class Notifier:
         sleep: Sleep = time.sleep,
         calendar: ExchangeCalendar | None = None,
     ) -> None:
-        self._db = db
+        self._store = store
         self._config = config
         built = dict(channels) if channels is not None else build_channels(config, environ=environ)
         missing = sorted(set(config.channels) - set(built))
@@ -205,7 +194,7 @@ class Notifier:
         self._quiet = QuietHours(config.quiet_hours, calendar)
 
     def __repr__(self) -> str:
-        return f"Notifier(db={self._db!r}, channels={sorted(self._channels)})"
+        return f"Notifier(store={self._store!r}, channels={sorted(self._channels)})"
 
     @property
     def quiet_hours(self) -> QuietHours:
@@ -234,25 +223,16 @@ class Notifier:
             quiet_until = None
         behaviour = route.quiet_hours if quiet_until is not None else QuietBehaviour.DELIVER
 
-        with write_transaction(self._db) as conn:
-            new = insert_ignore(
-                conn,
-                alerts,
-                {
-                    "alert_key": alert.key,
-                    "type": alert.type.value,
-                    "severity": severity.value,
-                    "regime": alert.regime,
-                    "title": _title(alert.title),
-                    "body": alert.text,
-                    "body_html": alert.html,
-                    "created_at": created_at,
-                    "acknowledged_at": None,
-                    "acknowledged_by": None,
-                    "escalated_at": None,
-                    "escalation_level": 0,
-                },
-            )
+        new = self._store.record_alert(NewAlert(
+            alert_key=alert.key,
+            type=alert.type.value,
+            severity=severity.value,
+            regime=alert.regime,
+            title=_title(alert.title),
+            body=alert.text,
+            body_html=alert.html,
+            created_at=created_at,
+        ))
         logger.info(
             "alert dispatch alert_key=%s type=%s severity=%s new=%s quiet=%s behaviour=%s",
             alert.key,
@@ -292,19 +272,7 @@ class Notifier:
         hold_until: datetime | None,
         expires_at: datetime,
     ) -> DeliveryResult:
-        with write_transaction(self._db) as conn:
-            inserted = insert_ignore(
-                conn,
-                _D,
-                self._new_row(
-                    alert_key,
-                    channel,
-                    status,
-                    now,
-                    hold_until if status == HELD else None,
-                    expires_at,
-                ),
-            )
+        inserted = self._store.park(alert_key, channel, status, now, hold_until, expires_at)
         if not inserted:
             return DeliveryResult(channel, DeliveryOutcome.DUPLICATE, (alert_key,))
         logger.info(
@@ -316,30 +284,6 @@ class Notifier:
         )
         outcome = DeliveryOutcome.HELD if status == HELD else DeliveryOutcome.DROPPED
         return DeliveryResult(channel, outcome, (alert_key,))
-
-    @staticmethod
-    def _new_row(
-        alert_key: str,
-        channel: str,
-        status: str,
-        now: datetime,
-        hold_until: datetime | None,
-        expires_at: datetime | None,
-    ) -> dict[str, Any]:
-        return {
-            "alert_key": alert_key,
-            "channel": channel,
-            "status": status,
-            "attempts": 0,
-            "last_error": None,
-            "claim_token": None,
-            "created_at": now,
-            "updated_at": now,
-            "hold_until": hold_until,
-            "delivered_at": None,
-            "next_attempt_at": None,
-            "expires_at": expires_at,
-        }
 
     def _deliver_one(
         self,
@@ -357,25 +301,8 @@ class Notifier:
         is never claimed twice.
         """
         token = secrets.token_hex(16)
-        now = self._now()
-        claimable = [PENDING]
-        values: dict[str, Any] = {"status": SENDING, "claim_token": token, "updated_at": now}
-        if reclaim:
-            claimable += [HELD, DROPPED, RETRYING, FAILED]
-            if expires_at is not None:
-                values["expires_at"] = expires_at
-        with write_transaction(self._db) as conn:
-            insert_ignore(conn, _D, self._new_row(alert_key, channel, PENDING, now, None, expires_at))
-            claimed = conn.execute(
-                update(_D)
-                .where(
-                    _D.c.alert_key == alert_key,
-                    _D.c.channel == channel,
-                    _D.c.status.in_(claimable),
-                )
-                .values(**values)
-            ).rowcount
-        if claimed != 1:
+        claimed = self._store.claim(alert_key, channel, token, self._now(), expires_at, reclaim=reclaim)
+        if not claimed:
             logger.info("notification already claimed alert_key=%s channel=%s", alert_key, channel)
             return DeliveryResult(channel, DeliveryOutcome.DUPLICATE, (alert_key,))
         return self._send_claimed(channel, token, (alert_key,), message)
@@ -383,12 +310,7 @@ class Notifier:
     # ------------------------------------------------------------------ sending
 
     def _update_claimed(self, channel: str, token: str, **values: Any) -> None:
-        with write_transaction(self._db) as conn:
-            conn.execute(
-                update(_D)
-                .where(_D.c.channel == channel, _D.c.claim_token == token, _D.c.status == SENDING)
-                .values(updated_at=self._now(), **values)
-            )
+        self._store.update_claimed(channel, token, self._now(), values)
 
     def _send_claimed(
         self,
@@ -411,7 +333,7 @@ class Notifier:
         attempt = 0
         while True:
             attempt += 1
-            self._update_claimed(channel, token, attempts=_D.c.attempts + 1)
+            self._store.count_attempt(channel, token, self._now())
             try:
                 target.send(message)
             except TransientDeliveryError as exc:
@@ -480,14 +402,8 @@ class Notifier:
         one message again.
         """
         now = self._now()
-        with self._db.connect() as conn:
-            stored = conn.execute(
-                select(func.max(_D.c.attempts), func.min(_D.c.expires_at)).where(
-                    _D.c.channel == channel, _D.c.claim_token == token
-                )
-            ).one()
-        total = int(stored[0] or attempts)
-        expires_at = None if stored[1] is None else to_utc(stored[1], "expires_at")
+        stored_attempts, expires_at = self._store.claimed_attempts(channel, token)
+        total = stored_attempts or attempts
         wait = max(self._config.retry.backoff(total), retry_after or 0.0)
         due = now + timedelta(seconds=wait)
         if expires_at is not None and due > expires_at:
@@ -548,8 +464,7 @@ class Notifier:
         if not others:
             logger.error("no other channel to report a failed delivery on channel=%s", channel)
             return
-        with self._db.connect() as conn:
-            stored = load_alerts(conn, keys)
+        stored = self._store.load_alerts(keys)
         for key in keys:
             original = stored.get(key)
             title = original.title if original is not None else key
@@ -581,37 +496,13 @@ class Notifier:
         """Try again every outbox delivery whose ``next_attempt_at`` has come (one attempt
         each); an expired one fails for good without another attempt."""
         at = to_utc(now, "now") if now is not None else self._now()
-        with self._db.connect() as conn:
-            due = conn.execute(
-                select(_D.c.alert_key, _D.c.channel)
-                .where(_D.c.status == RETRYING, _D.c.next_attempt_at <= at)
-                .order_by(_D.c.next_attempt_at, _D.c.alert_key, _D.c.channel)
-                .limit(RETRY_BATCH)
-            ).all()
         results: list[DeliveryResult] = []
-        for alert_key, channel in due:
+        for alert_key, channel in self._store.retries_due(at, RETRY_BATCH):
             token = secrets.token_hex(16)
-            with write_transaction(self._db) as conn:
-                claimed = conn.execute(
-                    update(_D)
-                    .where(
-                        _D.c.alert_key == alert_key,
-                        _D.c.channel == channel,
-                        _D.c.status == RETRYING,
-                        _D.c.next_attempt_at <= at,
-                    )
-                    .values(status=SENDING, claim_token=token, updated_at=self._now())
-                ).rowcount
-                row = conn.execute(
-                    select(_D.c.attempts, _D.c.expires_at, _D.c.last_error).where(
-                        _D.c.alert_key == alert_key, _D.c.channel == channel
-                    )
-                ).one()
-                stored = load_alerts(conn, [alert_key]).get(alert_key)
-            if claimed != 1 or stored is None:  # another sender claimed it first
+            claimed = self._store.claim_retry(alert_key, channel, token, at, self._now())
+            if claimed is None:  # another sender claimed it first
                 continue
-            expires_at = None if row.expires_at is None else to_utc(row.expires_at, "expires_at")
-            if expires_at is not None and expires_at <= at:
+            if claimed.expires_at is not None and claimed.expires_at <= at:
                 results.append(
                     self._fail(
                         channel,
@@ -619,14 +510,15 @@ class Notifier:
                         (alert_key,),
                         0,
                         clip_error(
-                            f"gave up after {row.attempts} attempts (expired): {row.last_error}"
+                            f"gave up after {claimed.attempts} attempts (expired): {claimed.last_error}"
                         ),
                     )
                 )
                 continue
             results.append(
                 self._send_claimed(
-                    channel, token, (alert_key,), self._stored_message(stored, channel), max_attempts=1
+                    channel, token, (alert_key,), self._stored_message(claimed.alert, channel),
+                    max_attempts=1,
                 )
             )
         return results
@@ -645,34 +537,13 @@ class Notifier:
     def flush_due(self, now: datetime | None = None) -> list[DeliveryResult]:
         """Send everything held whose quiet period has ended: ONE digest per channel."""
         at = to_utc(now, "now") if now is not None else self._now()
-        with self._db.connect() as conn:
-            channels = sorted(
-                conn.execute(
-                    select(_D.c.channel)
-                    .where(_D.c.status == HELD, _D.c.hold_until <= at)
-                    .distinct()
-                ).scalars()
-            )
         results: list[DeliveryResult] = []
-        for channel in channels:
+        for channel in self._store.held_channels_due(at):
             token = secrets.token_hex(16)
-            with write_transaction(self._db) as conn:
-                conn.execute(
-                    update(_D)
-                    .where(_D.c.channel == channel, _D.c.status == HELD, _D.c.hold_until <= at)
-                    .values(status=SENDING, claim_token=token, updated_at=self._now())
-                )
-                keys = list(
-                    conn.execute(
-                        select(_D.c.alert_key).where(
-                            _D.c.channel == channel, _D.c.claim_token == token
-                        )
-                    ).scalars()
-                )
-                stored = load_alerts(conn, keys)
-            if not keys:  # another dispatcher flushed first
+            claimed = self._store.claim_held(channel, token, at, self._now())
+            if not claimed:  # another dispatcher flushed first
                 continue
-            held = sorted(stored.values(), key=lambda a: (a.created_at, a.alert_key))
+            held = sorted(claimed, key=lambda a: (a.created_at, a.alert_key))
             results.append(
                 self._send_claimed(
                     channel, token, tuple(a.alert_key for a in held), _digest(held), digest=True
@@ -703,19 +574,12 @@ class Notifier:
             return []
         regimes = {r.lower() for r in esc.regimes}
         step = timedelta(minutes=esc.after_minutes)
-        with self._db.connect() as conn:
-            rows = conn.execute(
-                select(alerts)
-                .where(
-                    alerts.c.acknowledged_at.is_(None),
-                    alerts.c.type.in_(sorted(t.value for t in esc.alert_types)),
-                    alerts.c.escalation_level < len(esc.channels),
-                )
-                .order_by(alerts.c.created_at, alerts.c.alert_key)
-            ).all()
+        candidates = self._store.unacknowledged(
+            [t.value for t in esc.alert_types], below_level=len(esc.channels)
+        )
         return [
             alert
-            for alert in map(stored_alert, rows)
+            for alert in candidates
             if (alert.regime or "").lower() in regimes
             and (alert.escalated_at or alert.created_at) + step <= at
         ]
@@ -730,46 +594,16 @@ class Notifier:
         :meth:`escalate_due` / :meth:`retry_due` have anything to do.
         """
         at = to_utc(now, "now") if now is not None else self._now()
-        with self._db.connect() as conn:
-            held = conn.execute(
-                select(func.count())
-                .select_from(_D)
-                .where(_D.c.status == HELD, _D.c.hold_until <= at)
-            ).scalar_one()
-            retries = conn.execute(
-                select(func.count())
-                .select_from(_D)
-                .where(_D.c.status == RETRYING, _D.c.next_attempt_at <= at)
-            ).scalar_one()
-        return DueWork(int(held), len(self._escalation_due(at)), int(retries))
+        held, retries = self._store.due_counts(at)
+        return DueWork(held, len(self._escalation_due(at)), retries)
 
     def _escalate(
         self, alert: StoredAlert, ladder: Sequence[str], at: datetime
     ) -> list[DeliveryResult]:
-        with write_transaction(self._db) as conn:
-            used = set(
-                conn.execute(
-                    select(_D.c.channel).where(
-                        _D.c.alert_key == alert.alert_key, _D.c.status.in_(REACHED)
-                    )
-                ).scalars()
-            )
-            index = next(
-                (i for i in range(alert.escalation_level, len(ladder)) if ladder[i] not in used),
-                None,
-            )
-            new_level = len(ladder) if index is None else index + 1
-            won = conn.execute(
-                update(alerts)
-                .where(
-                    alerts.c.alert_key == alert.alert_key,
-                    alerts.c.escalation_level == alert.escalation_level,
-                    alerts.c.acknowledged_at.is_(None),
-                )
-                .values(escalation_level=new_level, escalated_at=at)
-            ).rowcount
-        if won != 1 or index is None:
+        index = self._store.advance_escalation(alert, ladder, at)
+        if index is None:
             return []
+        new_level = index + 1
         channel = ladder[index]
         minutes = int((at - alert.created_at).total_seconds() // 60)
         logger.warning(

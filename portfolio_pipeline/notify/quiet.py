@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+from portfolio_pipeline.config.notifications import QuietHoursConfig
 from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
-from portfolio_pipeline.notify.config import QuietHoursConfig
 
 __all__ = ["QuietHours"]
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import NamedTuple
 
+from portfolio_pipeline.config.notifications import AlertType
 from portfolio_pipeline.exchange_calendar import NEW_YORK
 from portfolio_pipeline.notify.channels import TELEGRAM_MAX_CHARS, truncate_text
-from portfolio_pipeline.notify.config import AlertType
 from portfolio_pipeline.notify.dispatcher import Alert
 
 __all__ = [

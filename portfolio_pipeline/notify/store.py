@@ -1,44 +1,45 @@
-"""Database side of notifications: the ``alerts`` and ``notification_deliveries`` tables.
+"""What notifications need from a database: the :class:`NotificationStore` interface.
 
-Every delivery row is keyed ``(alert_key, channel)``.  A sender first *claims* a row in
-a write transaction (``status`` ``pending``/``held`` -> ``sending`` with its own
-``claim_token``); only the claimer may then record attempts and the outcome.  Two
-dispatchers racing on one alert therefore cannot both send it.  All statements use
-bound parameters; column names come from the table metadata.
+The dispatcher (:mod:`.dispatcher`) keeps its alerts and its outbox through this
+Protocol; the package does not import ``storage``.
+:class:`portfolio_pipeline.storage.notifications.SqlNotificationStore` implements it on
+the ``alerts`` and ``notification_deliveries`` tables, and the composition root (the
+Dagster resources, the CLI) passes one in.
+
+Every delivery row is keyed ``(alert_key, channel)``.  A sender first *claims* a row
+(status ``pending``/``held``/... -> ``sending`` with its own ``claim_token``) in one
+atomic step; only the claimer then records attempts and the outcome
+(:meth:`NotificationStore.update_claimed`).  Two dispatchers racing on one alert
+therefore cannot both send it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Final
-
-from sqlalchemy import Connection, Table, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-
-from portfolio_pipeline.clock import Clock, system_clock
-from portfolio_pipeline.storage.engine import Database
-from portfolio_pipeline.storage.tables import alerts, notification_deliveries, to_utc
+from datetime import datetime
+from typing import Any, Final, Protocol
 
 __all__ = [
+    "DELIVERED",
+    "DROPPED",
+    "FAILED",
+    "HELD",
+    "PENDING",
+    "REACHED",
+    "RETRYING",
+    "SENDING",
+    "ClaimedRetry",
     "DeliveryFailure",
+    "NewAlert",
+    "NotificationStore",
     "StoredAlert",
     "ack_command",
     "ack_footer",
-    "acknowledge",
-    "delivery_rows",
-    "list_alerts",
-    "recent_failures",
-    "resolve_alert_key",
+    "clip_error",
     "short_id",
-    "write_transaction",
 ]
-
-logger = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS: Final = 1000
 
@@ -50,6 +51,8 @@ FAILED: Final = "failed"
 DROPPED: Final = "dropped"
 RETRYING: Final = "retrying"
 """In the outbox: failed for now, tried again at ``next_attempt_at`` until ``expires_at``."""
+REACHED: Final = (DELIVERED, SENDING)
+"""Statuses that count as "this channel reached the person" for escalation."""
 
 SHORT_ID_CHARS: Final = 8
 
@@ -69,27 +72,27 @@ def ack_footer(alert_key: str) -> str:
     return f"alert {short_id(alert_key)} | acknowledge (stops escalation): {ack_command(alert_key)}"
 
 
-def resolve_alert_key(conn: Connection, ident: str) -> str | None:
-    """The alert key ``ident`` names: the key itself, or an alert's short id."""
-    ident = ident.strip()
-    if not ident:
-        return None
-    found = conn.execute(select(alerts.c.alert_key).where(alerts.c.alert_key == ident)).first()
-    if found is not None:
-        return str(found[0])
-    if len(ident) != SHORT_ID_CHARS or any(c not in "0123456789abcdef" for c in ident.lower()):
-        return None
-    matches = [
-        key
-        for key in conn.execute(select(alerts.c.alert_key)).scalars()
-        if short_id(key) == ident.lower()
-    ]
-    return matches[0] if len(matches) == 1 else None
+def clip_error(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    """An alert to record (its delivery rows are created per channel)."""
+
+    alert_key: str
+    type: str
+    severity: str
+    regime: str | None
+    title: str
+    body: str
+    body_html: str | None
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class StoredAlert:
-    """One row of ``alerts``."""
+    """One stored alert."""
 
     alert_key: str
     type: str
@@ -119,177 +122,88 @@ class DeliveryFailure:
     updated_at: datetime
 
 
-@contextmanager
-def write_transaction(db: Database) -> Iterator[Connection]:
-    """A transaction that takes the write lock up front on SQLite (no lock upgrades)."""
-    with db.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            yield conn
+@dataclass(frozen=True, slots=True)
+class ClaimedRetry:
+    """An outbox delivery claimed for one more attempt (:meth:`NotificationStore.claim_retry`)."""
+
+    alert: StoredAlert
+    attempts: int
+    expires_at: datetime | None
+    last_error: str | None
 
 
-def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
-    """``INSERT ... ON CONFLICT DO NOTHING`` on the primary key; True when a row was inserted."""
-    pk = [c.name for c in table.primary_key.columns]
-    returning = table.primary_key.columns[pk[0]]
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        pg = postgresql.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=pk)
-        result = conn.execute(pg.returning(returning))
-    elif dialect == "sqlite":
-        lite = sqlite.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=pk)
-        result = conn.execute(lite.returning(returning))
-    else:  # pragma: no cover - engine.py only builds the two dialects
-        raise ValueError(f"unsupported database dialect {dialect!r}")
-    return result.scalar_one_or_none() is not None
+class NotificationStore(Protocol):
+    """The alerts and the delivery outbox (see the module docstring).
 
-
-def clip_error(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
-
-
-def stored_alert(row: Any) -> StoredAlert:
-    return StoredAlert(
-        alert_key=row.alert_key,
-        type=row.type,
-        severity=row.severity,
-        regime=row.regime,
-        title=row.title,
-        body=row.body,
-        body_html=row.body_html,
-        created_at=row.created_at,
-        acknowledged_at=row.acknowledged_at,
-        acknowledged_by=row.acknowledged_by,
-        escalated_at=row.escalated_at,
-        escalation_level=int(row.escalation_level),
-    )
-
-
-def load_alerts(conn: Connection, keys: Sequence[str]) -> dict[str, StoredAlert]:
-    if not keys:
-        return {}
-    rows = conn.execute(select(alerts).where(alerts.c.alert_key.in_(sorted(set(keys)))))
-    return {row.alert_key: stored_alert(row) for row in rows}
-
-
-def get_alert(db: Database, alert_key: str) -> StoredAlert | None:
-    """The stored alert (by key or short id), or None."""
-    with db.connect() as conn:
-        key = resolve_alert_key(conn, alert_key) or alert_key
-        return load_alerts(conn, [key]).get(key)
-
-
-def delivery_rows(db: Database, alert_key: str | None = None) -> list[dict[str, Any]]:
-    """Delivery rows (all, or of one alert) as dicts, ordered by alert and channel."""
-    stmt = select(notification_deliveries)
-    if alert_key is not None:
-        stmt = stmt.where(notification_deliveries.c.alert_key == alert_key)
-    stmt = stmt.order_by(notification_deliveries.c.alert_key, notification_deliveries.c.channel)
-    with db.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(stmt)]
-
-
-def acknowledge(db: Database, alert_key: str, who: str, *, clock: Clock = system_clock) -> bool:
-    """Mark an alert acknowledged (stops its escalation); ``alert_key`` may be the
-    alert's short id (:func:`short_id`).
-
-    Returns True when this call acknowledged it, False when it already was; raises
-    ``KeyError`` for an unknown ``alert_key``.
+    Times are aware UTC.  ``update_claimed`` values name delivery columns:
+    ``status``, ``last_error``, ``delivered_at``, ``next_attempt_at``, ``hold_until``,
+    ``expires_at``.
     """
-    if not who.strip():
-        raise ValueError("acknowledge: 'who' must name a person")
-    now = to_utc(clock(), "alerts.acknowledged_at")
-    with write_transaction(db) as conn:
-        alert_key = resolve_alert_key(conn, alert_key) or alert_key
-        result = conn.execute(
-            update(alerts)
-            .where(alerts.c.alert_key == alert_key, alerts.c.acknowledged_at.is_(None))
-            .values(acknowledged_at=now, acknowledged_by=who.strip()[:64])
-        )
-        if result.rowcount == 1:
-            logger.info("alert acknowledged alert_key=%s by=%s", alert_key, who)
-            return True
-        exists = conn.execute(
-            select(alerts.c.alert_key).where(alerts.c.alert_key == alert_key)
-        ).first()
-    if exists is None:
-        raise KeyError(f"no alert with key {alert_key!r}")
-    return False
 
+    def record_alert(self, alert: NewAlert) -> bool:
+        """Store ``alert`` unless its key is stored already; True when it was new."""
+        ...
 
-def recent_failures(
-    db: Database,
-    since: datetime,
-    *,
-    now: datetime | None = None,
-    stuck_after: timedelta = timedelta(minutes=15),
-    limit: int = 100,
-) -> list[DeliveryFailure]:
-    """Failed deliveries updated at or after ``since``, plus sends stuck longer than ``stuck_after``.
+    def load_alerts(self, keys: Sequence[str]) -> dict[str, StoredAlert]:
+        """The stored alerts of ``keys`` (absent keys are left out)."""
+        ...
 
-    Newest first.  Meant for an asset check ("no notification failed in the last day").
-    """
-    since = to_utc(since, "since")
-    now = to_utc(now if now is not None else system_clock(), "now")
-    d = notification_deliveries
-    stmt = (
-        select(
-            d.c.alert_key,
-            d.c.channel,
-            d.c.status,
-            d.c.attempts,
-            d.c.last_error,
-            d.c.updated_at,
-            alerts.c.type,
-            alerts.c.severity,
-        )
-        .join(alerts, alerts.c.alert_key == d.c.alert_key)
-        .where(
-            or_(
-                and_(d.c.status == FAILED, d.c.updated_at >= since),
-                and_(d.c.status == SENDING, d.c.updated_at <= now - stuck_after),
-            )
-        )
-        .order_by(d.c.updated_at.desc(), d.c.alert_key, d.c.channel)
-        .limit(limit)
-    )
-    with db.connect() as conn:
-        return [
-            DeliveryFailure(
-                alert_key=row.alert_key,
-                channel=row.channel,
-                alert_type=row.type,
-                severity=row.severity,
-                status=row.status,
-                attempts=int(row.attempts),
-                last_error=row.last_error,
-                updated_at=row.updated_at,
-            )
-            for row in conn.execute(stmt)
-        ]
+    def park(self, alert_key: str, channel: str, status: str, now: datetime,
+             hold_until: datetime | None, expires_at: datetime) -> bool:
+        """Create the (alert, channel) row as ``held`` or ``dropped`` unless it exists;
+        True when it was created."""
+        ...
 
+    def claim(self, alert_key: str, channel: str, token: str, now: datetime,
+              expires_at: datetime | None, *, reclaim: bool) -> bool:
+        """Create the (alert, channel) row as ``pending`` if absent, then claim it for
+        ``token`` if it is pending (``reclaim``: also held, dropped, retrying or failed,
+        with ``expires_at`` renewed); True when this call claimed it."""
+        ...
 
-def list_alerts(
-    db: Database, *, limit: int = 50, unacknowledged_only: bool = False
-) -> list[tuple[StoredAlert, dict[str, str]]]:
-    """The newest alerts with their delivery status per channel (``{channel: status}``)."""
-    if limit <= 0:
-        raise ValueError(f"limit must be positive, got {limit}")
-    stmt = select(alerts)
-    if unacknowledged_only:
-        stmt = stmt.where(alerts.c.acknowledged_at.is_(None))
-    stmt = stmt.order_by(alerts.c.created_at.desc(), alerts.c.alert_key).limit(limit)
-    d = notification_deliveries
-    with db.connect() as conn:
-        found = [stored_alert(row) for row in conn.execute(stmt)]
-        statuses: dict[str, dict[str, str]] = {a.alert_key: {} for a in found}
-        if found:
-            rows = conn.execute(
-                select(d.c.alert_key, d.c.channel, d.c.status)
-                .where(d.c.alert_key.in_(sorted(statuses)))
-                .order_by(d.c.alert_key, d.c.channel)
-            )
-            for row in rows:
-                statuses[row.alert_key][row.channel] = row.status
-    return [(a, statuses[a.alert_key]) for a in found]
+    def count_attempt(self, channel: str, token: str, now: datetime) -> None:
+        """One more attempt on the rows claimed by ``token``."""
+        ...
+
+    def update_claimed(self, channel: str, token: str, now: datetime,
+                       values: Mapping[str, Any]) -> None:
+        """Set ``values`` on the rows ``token`` claimed that are still ``sending``."""
+        ...
+
+    def claimed_attempts(self, channel: str, token: str) -> tuple[int | None, datetime | None]:
+        """Stored attempts (the most) and expiry (the earliest) of the rows ``token`` claimed."""
+        ...
+
+    def retries_due(self, at: datetime, limit: int) -> list[tuple[str, str]]:
+        """(alert_key, channel) of outbox rows due at ``at``, the earliest first."""
+        ...
+
+    def claim_retry(self, alert_key: str, channel: str, token: str, at: datetime,
+                    now: datetime) -> ClaimedRetry | None:
+        """Claim one due outbox row for ``token``; None when another sender was first."""
+        ...
+
+    def held_channels_due(self, at: datetime) -> list[str]:
+        """Channels with held deliveries whose quiet period ended by ``at``, sorted."""
+        ...
+
+    def claim_held(self, channel: str, token: str, at: datetime, now: datetime) -> list[StoredAlert]:
+        """Claim every held delivery of ``channel`` due at ``at``; their alerts."""
+        ...
+
+    def unacknowledged(self, alert_types: Sequence[str], below_level: int) -> list[StoredAlert]:
+        """Unacknowledged alerts of ``alert_types`` below escalation level ``below_level``,
+        oldest first."""
+        ...
+
+    def due_counts(self, at: datetime) -> tuple[int, int]:
+        """(held deliveries due, outbox deliveries due) at ``at``."""
+        ...
+
+    def advance_escalation(self, alert: StoredAlert, ladder: Sequence[str], at: datetime) -> int | None:
+        """In one step: the first rung of ``ladder`` at or after the alert's level whose
+        channel has not reached the person (:data:`REACHED`), and the alert's level moved
+        past it (or to the ladder's end), if the alert is still unacknowledged at the
+        level it was read with.  The rung's index when this call moved it and a rung
+        exists, else None."""
+        ...

@@ -43,6 +43,8 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
+from portfolio_pipeline.clock import to_utc
+
 __all__ = [
     "NAMING_CONVENTION",
     "SEC_TYPES",
@@ -72,23 +74,6 @@ SEC_TYPES: Final = ("STK", "OPT", "FUT", "FOP", "IND")
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 """The one schema registry; every platform table (and every later analytics table) lives here."""
-
-
-def to_utc(value: object, column: str) -> datetime:
-    """Return ``value`` as an aware UTC datetime; naive or non-datetime values raise.
-
-    ``column`` names where the value was headed, for the error message.
-    """
-    if not isinstance(value, datetime):
-        raise ValueError(
-            f"column {column!r} needs a timezone-aware datetime, got {type(value).__name__}"
-        )
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(
-            f"column {column!r} got a naive datetime {value.isoformat()}; "
-            "use an aware UTC datetime, e.g. datetime.now(UTC)"
-        )
-    return value.astimezone(UTC)
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -220,7 +220,11 @@ def run_config_case(case: ConfigCase, directory: Path) -> Result:
                 config = load_platform_config(directory)
             except ConfigError as exc:
                 return Result("traceback", f"config check passed but loading failed: {exc}")
-            models: list[Any] = [config.risk_matrix, config.accounts, *config.extra.values()]
+            models: list[Any] = [
+                config.risk_matrix, config.accounts, config.pricing, config.notifications,
+                config.stress_scenarios, config.exit_rules, config.strategies, config.streaming,
+            ]
+            models = [m for m in models if m is not None]
             models += [config.instruments[root] for root in config.instruments]
             for model in models:
                 for path in non_finite_paths(model):

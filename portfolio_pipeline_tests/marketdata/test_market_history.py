@@ -525,7 +525,7 @@ def test_beta_of_a_live_book_is_estimated_on_stored_closes_up_to_the_session(
     import yaml
 
     from portfolio_pipeline.analytics.beta import estimate_betas
-    from portfolio_pipeline.analytics.settings import BetaSettings
+    from portfolio_pipeline.config.pricing import BetaSettings
     from portfolio_pipeline.defs.greeks.frames import beta_history
 
     cfg_dir = Path(str(tmp_path)) / "config"

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from portfolio_pipeline.clock import SettableClock
+from portfolio_pipeline.config.notifications import NotificationsFile
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
-from portfolio_pipeline.notify.config import NotificationsFile
 
 TELEGRAM_TOKEN = "123456:SECRET-telegram-token-ABCdef"
 SLACK_PATH = "/services/T000/B000/SECRETslackwebhookXYZ"

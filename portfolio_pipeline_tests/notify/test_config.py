@@ -7,8 +7,13 @@ from pathlib import Path
 import pytest
 
 from portfolio_pipeline.config.loader import CONFIG_FILES, ConfigError, load_config_file
+from portfolio_pipeline.config.notifications import (
+    AlertType,
+    NotificationsFile,
+    QuietBehaviour,
+    Severity,
+)
 from portfolio_pipeline.notify.channels import LogChannel, build_channels
-from portfolio_pipeline.notify.config import AlertType, NotificationsFile, QuietBehaviour, Severity
 from portfolio_pipeline.notify.secrets import MissingSecretError, Redactor, Secret
 from portfolio_pipeline.paths import repo_root
 

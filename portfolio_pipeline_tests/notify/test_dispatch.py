@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from portfolio_pipeline.clock import SettableClock
+from portfolio_pipeline.config.notifications import NotificationsFile
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.notify import (
     Alert,
@@ -17,12 +18,15 @@ from portfolio_pipeline.notify import (
     DeliveryOutcome,
     Notifier,
     Severity,
+)
+from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.notifications import (
+    SqlNotificationStore,
     acknowledge,
+    delivery_rows,
+    get_alert,
     recent_failures,
 )
-from portfolio_pipeline.notify.config import NotificationsFile
-from portfolio_pipeline.notify.store import delivery_rows, get_alert
-from portfolio_pipeline.storage import Database
 from portfolio_pipeline_tests.notify.conftest import (
     SLACK_PATH,
     TELEGRAM_TOKEN,
@@ -47,7 +51,7 @@ def notifier_factory(
     def make(config: NotificationsFile | None = None, **kwargs: Any) -> Notifier:
         cfg = config if config is not None else make_config(fake_http.telegram_base, **kwargs)
         return Notifier(
-            db, cfg, environ=secret_env, clock=clock, sleep=sleeps.append, calendar=calendar
+            SqlNotificationStore(db), cfg, environ=secret_env, clock=clock, sleep=sleeps.append, calendar=calendar
         )
 
     return make
@@ -248,7 +252,7 @@ def test_connection_refused_is_retried_then_failed(
         routes={"breach": {"channels": ["telegram"]}},
         retry={"max_attempts": 2},
     )
-    n = Notifier(db, cfg, environ=secret_env, clock=clock, sleep=sleeps.append, calendar=calendar)
+    n = Notifier(SqlNotificationStore(db), cfg, environ=secret_env, clock=clock, sleep=sleeps.append, calendar=calendar)
     [result] = n.dispatch(breach())
     assert result.outcome is DeliveryOutcome.RETRYING and result.attempts == 2
     assert result.error is not None and "ConnectError" in result.error

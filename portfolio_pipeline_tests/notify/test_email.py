@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from portfolio_pipeline.clock import SettableClock
+from portfolio_pipeline.config.notifications import EmailChannelConfig
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.notify import Alert, AlertType, DeliveryOutcome, Notifier, Severity
 from portfolio_pipeline.notify.channels import (
@@ -34,10 +35,9 @@ from portfolio_pipeline.notify.channels import (
     OutgoingMessage,
     PermanentDeliveryError,
 )
-from portfolio_pipeline.notify.config import EmailChannelConfig
 from portfolio_pipeline.notify.secrets import Secret
-from portfolio_pipeline.notify.store import delivery_rows
 from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.notifications import SqlNotificationStore, delivery_rows
 from portfolio_pipeline_tests.notify.conftest import SMTP_PASSWORD, make_config
 
 USER = "alerts@example.test"
@@ -167,7 +167,7 @@ def test_starttls_with_verification_delivers_once(
         routes={"staged_order": {"channels": ["email"]}},
     )
     caplog.set_level(logging.DEBUG)
-    n = Notifier(db, cfg, environ=secret_env, clock=clock, sleep=sleeps.append, calendar=calendar)
+    n = Notifier(SqlNotificationStore(db), cfg, environ=secret_env, clock=clock, sleep=sleeps.append, calendar=calendar)
     alert = Alert(
         "order:1",
         AlertType.STAGED_ORDER,

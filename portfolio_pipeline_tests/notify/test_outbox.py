@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from portfolio_pipeline.clock import SettableClock
+from portfolio_pipeline.config.notifications import NotificationsFile
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.notify import (
     Alert,
@@ -22,12 +23,16 @@ from portfolio_pipeline.notify import (
     DeliveryOutcome,
     Notifier,
     Severity,
+)
+from portfolio_pipeline.notify.store import short_id
+from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.notifications import (
+    SqlNotificationStore,
     acknowledge,
+    delivery_rows,
+    get_alert,
     recent_failures,
 )
-from portfolio_pipeline.notify.config import NotificationsFile
-from portfolio_pipeline.notify.store import delivery_rows, get_alert, short_id
-from portfolio_pipeline.storage import Database
 from portfolio_pipeline_tests.notify.conftest import (
     OPEN_TIME,
     SLACK_PATH,
@@ -51,7 +56,7 @@ def make(
 ) -> Any:
     def build(**kwargs: Any) -> Notifier:
         cfg: NotificationsFile = make_config(fake_http.telegram_base, **kwargs)
-        return Notifier(db, cfg, environ=secret_env, clock=clock, sleep=sleeps.append, calendar=calendar)
+        return Notifier(SqlNotificationStore(db), cfg, environ=secret_env, clock=clock, sleep=sleeps.append, calendar=calendar)
 
     return build
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from portfolio_pipeline.config.notifications import QuietHoursConfig
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
-from portfolio_pipeline.notify.config import QuietHoursConfig
 from portfolio_pipeline.notify.quiet import QuietHours
 
 

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from portfolio_pipeline.config.streaming import BreachSettings, FeedSettings, StreamingConfig
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.storage import Database
 from portfolio_pipeline_tests.streaming.helpers import T0, engine, inputs
 from portfolio_pipeline_tests.stubs import platform_config
 from streaming_service import engine as engine_module
 from streaming_service.buffer import DatabaseEventStore, DiskBuffer, EventWriter, StreamEvent
-from streaming_service.config import BreachSettings, FeedSettings, StreamingConfig
 from streaming_service.engine import BadTickError, Tick
 from streaming_service.feeds.base import StartingBook
 from streaming_service.service import StreamingService

@@ -16,6 +16,7 @@ import pytest
 from portfolio_pipeline.brokers.ibkr import IbkrBroker
 from portfolio_pipeline.brokers.tastytrade import RetryPolicy, TastytradeAdapter
 from portfolio_pipeline.clock import SettableClock
+from portfolio_pipeline.config.streaming import FeedSettings, StreamingConfig
 from portfolio_pipeline.domain.accounts import TastytradeConnection
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline_tests.brokers.ibkr.book import (
@@ -43,7 +44,6 @@ from portfolio_pipeline_tests.brokers.tastytrade.fake_tasty import (
 )
 from portfolio_pipeline_tests.stubs import instruments, platform_config
 from streaming_service.buffer import DiskBuffer, EventWriter, StreamEvent
-from streaming_service.config import FeedSettings, StreamingConfig
 from streaming_service.engine import Tick
 from streaming_service.feeds import BrokerFeed
 from streaming_service.service import StreamingService

@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from portfolio_pipeline.config.streaming import StreamingConfig
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.paths import buffer_dir
 from portfolio_pipeline.storage import Database
@@ -19,7 +20,6 @@ from portfolio_pipeline.storage.tables import events
 from portfolio_pipeline_tests.streaming.helpers import T0, inputs
 from portfolio_pipeline_tests.stubs import platform_config
 from streaming_service.buffer import DatabaseEventStore, DiskBuffer, EventWriter, StreamEvent
-from streaming_service.config import StreamingConfig
 from streaming_service.engine import Tick
 from streaming_service.feeds.base import StartingBook
 from streaming_service.health import HealthServer

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from portfolio_pipeline.brokers.demo import DemoBroker
 from portfolio_pipeline.clock import SettableClock
+from portfolio_pipeline.config.streaming import HedgeSettings, StreamingConfig
 from portfolio_pipeline.defs.alerts.jobs import breach_response_job
 from portfolio_pipeline.defs.alerts.sensors import breach_sensor
 from portfolio_pipeline.defs.alerts.sinks import AlertMessage, AlertsResource
@@ -25,7 +26,6 @@ from portfolio_pipeline.storage import Database
 from portfolio_pipeline.storage.tables import events
 from portfolio_pipeline_tests.stubs import CONFIG_DIR, platform_config
 from streaming_service.buffer import DatabaseEventStore, DiskBuffer, EventWriter
-from streaming_service.config import HedgeSettings, StreamingConfig
 from streaming_service.feeds.demo import DemoFeed
 from streaming_service.service import StreamingService
 from streaming_service.staging import HedgeDesk

@@ -8,10 +8,10 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from portfolio_pipeline.config.streaming import BreachSettings
 from portfolio_pipeline.domain.limits import LimitCheck
 from portfolio_pipeline_tests.streaming.helpers import T0, engine
 from streaming_service.breach import BREACH_CLEARED, LIMIT_BREACH, BreachDetector
-from streaming_service.config import BreachSettings
 from streaming_service.engine import BadTickError, Tick, UnknownContractError
 
 

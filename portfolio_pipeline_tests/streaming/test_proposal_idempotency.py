@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from portfolio_pipeline.config.streaming import StreamingConfig
 from portfolio_pipeline.domain.limits import LimitCheck
 from portfolio_pipeline.domain.orders import OrderStatus
 from portfolio_pipeline.orders import OrderCommands, OrderStore
@@ -14,7 +15,6 @@ from portfolio_pipeline.storage import Database
 from portfolio_pipeline_tests.orders.fakes import T0, RecordingBroker, make_order
 from portfolio_pipeline_tests.stubs import platform_config
 from streaming_service.breach import BreachSignal
-from streaming_service.config import StreamingConfig
 from streaming_service.staging import HedgeDesk, Moment, idempotency_key
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
 
 from portfolio_pipeline.brokers.base import OptionChain
+from portfolio_pipeline.config.streaming import HedgeSettings, StreamingConfig
 from portfolio_pipeline.defs.alerts.sensors import hedge_failure_sensor
 from portfolio_pipeline.defs.alerts.sinks import AlertMessage, AlertsResource
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -35,7 +36,6 @@ from portfolio_pipeline_tests.streaming.helpers import T0
 from portfolio_pipeline_tests.streaming.test_buffer_service import ListFeed
 from portfolio_pipeline_tests.stubs import CONFIG_DIR, platform_config
 from streaming_service.buffer import DiskBuffer, EventWriter, StreamEvent
-from streaming_service.config import HedgeSettings, StreamingConfig
 from streaming_service.engine import Tick
 from streaming_service.pending import PendingProposals, moment_from_json, moment_to_json
 from streaming_service.service import StreamingService

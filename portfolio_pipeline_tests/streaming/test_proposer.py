@@ -6,10 +6,10 @@ from datetime import date, timedelta
 
 import pytest
 
+from portfolio_pipeline.config.streaming import HedgeSettings
 from portfolio_pipeline.domain.limits import LimitCheck, RiskSnapshot
 from portfolio_pipeline_tests.streaming.helpers import T0
 from portfolio_pipeline_tests.stubs import instruments
-from streaming_service.config import HedgeSettings
 from streaming_service.proposer import MarketView, propose_hedge
 
 

@@ -4,11 +4,12 @@ Neither live broker API gives a full trade history, so users import the files th
 download.  Parsers turn a file into an :class:`ImportBatch` of broker-faithful
 :class:`~portfolio_pipeline.domain.activity.Execution` and
 :class:`~portfolio_pipeline.domain.activity.CashFlow` records (validated, multipliers
-checked against ``config/instruments.yaml``); :func:`import_history` stores a batch in
-one transaction, idempotently::
+checked against ``config/instruments.yaml``); a :class:`HistoryStore` (the interface
+declared here; ``portfolio_pipeline.storage.history.SqlHistoryStore`` implements it)
+stores a batch in one transaction, idempotently::
 
     batch = parse_ibkr_flex("flex_2018.xml", config.instruments)
-    summary = import_history(db, batch)      # re-running: summary.new_rows == 0
+    summary = store.import_history(batch)    # re-running: summary.new_rows == 0
 
 Semantics (assignments, expiries, premium, costs): see :mod:`.model`.
 """
@@ -24,12 +25,7 @@ from portfolio_pipeline.brokers.history.model import (
     positions_from_executions,
     stock_basis_with_premium,
 )
-from portfolio_pipeline.brokers.history.store import (
-    import_history,
-    imported_batch_id,
-    load_cash_flows,
-    load_executions,
-)
+from portfolio_pipeline.brokers.history.store import HistoryStore
 from portfolio_pipeline.brokers.history.tastytrade_csv import parse_tastytrade_csv
 from portfolio_pipeline.brokers.history.tastytrade_types import (
     CashFlowType,
@@ -40,15 +36,12 @@ from portfolio_pipeline.brokers.history.tastytrade_types import (
 __all__ = [
     "CashFlowType",
     "ExecutionType",
+    "HistoryStore",
     "ImportBatch",
     "ImportFormatError",
     "ImportSummary",
     "UnknownTransactionTypeError",
     "classify_tastytrade_transaction",
-    "import_history",
-    "imported_batch_id",
-    "load_cash_flows",
-    "load_executions",
     "parse_flex_datetime",
     "parse_ibkr_flex",
     "parse_tastytrade_csv",

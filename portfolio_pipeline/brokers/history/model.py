@@ -64,7 +64,7 @@ def sha256_hex(content: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ImportBatch:
-    """The parsed content of one history file, ready for :func:`import_history`.
+    """The parsed content of one history file, ready for ``HistoryStore.import_history``.
 
     ``skipped`` lists rows deliberately not imported (e.g. IBKR FX conversions), each
     named, so a user can see what was left out.
@@ -111,7 +111,7 @@ class ImportBatch:
 
 @dataclass(frozen=True, slots=True)
 class ImportSummary:
-    """What :func:`import_history` did; ``*_new`` are rows not stored before."""
+    """What ``HistoryStore.import_history`` did; ``*_new`` are rows not stored before."""
 
     source_name: str
     sha256: str

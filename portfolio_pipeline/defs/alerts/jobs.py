@@ -103,7 +103,7 @@ def _broker_of(platform: PlatformResource, account_id: str | None) -> str | None
 def breach_alert(context: dg.OpExecutionContext, record: dict[str, Any], db: DatabaseResource,
                  platform: PlatformResource, alerts: AlertsResource) -> None:
     b = record["breach"]
-    sink = alerts.sink(db.database, platform.config.get("notifications.yaml"))
+    sink = alerts.sink(db.database, platform.config.notifications)
     severity: Literal["info", "warning", "critical"] = (
         "critical" if record["severity"] == "critical" else "info" if record["severity"] == "info" else "warning"
     )
@@ -130,7 +130,7 @@ def staged_order_reminder(context: dg.OpExecutionContext, config: ReminderConfig
     if order.status not in (OrderStatus.STAGED, OrderStatus.SHOWN):
         context.log.info("order %s is %s; no reminder", order.order_id, order.status.value)
         return
-    sink = alerts.sink(db.database, platform.config.get("notifications.yaml"))
+    sink = alerts.sink(db.database, platform.config.notifications)
     results = sink.send(AlertMessage(
         key=f"staged_reminder:{order.order_id}:{config.reminder}", kind="staged_order",
         title=f"Staged order {order.order_id} awaits confirmation",

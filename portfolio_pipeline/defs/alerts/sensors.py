@@ -22,7 +22,6 @@ LIMIT_BREACH: Final = "limit_breach"
 HEDGE_FAILED: Final = "hedge_failed"
 LOOKBACK_IDS: Final = 200
 """Ids re-read behind the cursor: concurrent PostgreSQL writers may commit ids out of order."""
-DEFAULT_REMIND_MINUTES: Final = 10.0
 
 
 def _load_cursor(raw: str | None) -> tuple[int, set[int]]:
@@ -92,11 +91,7 @@ def breach_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource,
            description="Reminds about staged orders awaiting a person's confirmation.")
 def staged_order_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource,
                         platform: PlatformResource) -> Iterator[dg.RunRequest]:
-    from streaming_service.config import StreamingConfig
-
-    settings = platform.config.get("streaming.yaml")
-    minutes = settings.staging.remind_after_minutes if isinstance(settings, StreamingConfig) else DEFAULT_REMIND_MINUTES
-    every = timedelta(minutes=minutes)
+    every = timedelta(minutes=platform.config.streaming.staging.remind_after_minutes)
     now = datetime.now(UTC)
     with db.database.connect() as conn:
         rows = conn.execute(
@@ -120,7 +115,7 @@ def run_failure_alert(context: dg.RunFailureSensorContext, db: DatabaseResource,
                       alerts: AlertsResource) -> None:
     run = context.dagster_run
     message = context.failure_event.message or "run failed"
-    sink = alerts.sink(db.database, platform.config.get("notifications.yaml"))
+    sink = alerts.sink(db.database, platform.config.notifications)
     sink.send(AlertMessage(
         key=f"run_failure:{run.run_id}", kind="run_failure",
         title=f"Dagster run failed: {run.job_name}", text=f"run {run.run_id}\n{message}",
@@ -141,7 +136,7 @@ def hedge_failure_sensor(context: dg.SensorEvaluationContext, db: DatabaseResour
             continue
         seen.add(event.id)
         p = event.payload or {}
-        sink = alerts.sink(db.database, platform.config.get("notifications.yaml"))
+        sink = alerts.sink(db.database, platform.config.notifications)
         sink.send(AlertMessage(
             key=f"{HEDGE_FAILED}:{event.event_key}"[:255], kind="breach", severity="warning",
             regime=p.get("regime"),

@@ -13,6 +13,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from portfolio_pipeline.clock import system_clock
+from portfolio_pipeline.config.notifications import NotificationsFile
 from portfolio_pipeline.storage import Database
 
 __all__ = ["AlertMessage", "AlertSink", "AlertsResource", "LogAlertSink", "NotifierAlertSink"]
@@ -80,12 +81,15 @@ class AlertsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def breach_first_start_max_age(self) -> timedelta:
         return timedelta(minutes=self.breach_first_start_max_age_minutes)
 
-    def sink(self, db: Database, notifications: object | None) -> AlertSink:
+    def sink(self, db: Database, notifications: NotificationsFile | None) -> AlertSink:
+        """The dispatcher of ``notifications`` (``notifications.yaml``); the log when it is
+        not configured or ``use_notifier`` is off."""
         if self._sink is None:
-            from portfolio_pipeline.notify import NotificationsFile, Notifier
+            from portfolio_pipeline.notify import Notifier
+            from portfolio_pipeline.storage.notifications import SqlNotificationStore
 
-            if self.use_notifier and isinstance(notifications, NotificationsFile):
-                self._sink = NotifierAlertSink(Notifier(db, notifications))
+            if self.use_notifier and notifications is not None:
+                self._sink = NotifierAlertSink(Notifier(SqlNotificationStore(db), notifications))
             else:
                 self._sink = LogAlertSink()
         return self._sink

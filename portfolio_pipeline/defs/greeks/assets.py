@@ -28,7 +28,6 @@ from portfolio_pipeline.defs.greeks.frames import (
     beta_history,
     check_result,
     on,
-    pricing_config,
     read_frame,
     settlement_hour,
 )
@@ -85,7 +84,7 @@ def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
-        cfg = pricing_config(platform)
+        cfg = platform.config.pricing
         calendar = platform.calendar
         positions = read_frame(db, positions_snapshot, days)
         market = read_frame(db, market_snapshot, days)

@@ -10,7 +10,6 @@ import pandas as pd
 from sqlalchemy import Table, and_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from portfolio_pipeline.analytics.settings import DEFAULT_PRICING, PricingConfig
 from portfolio_pipeline.defs.quality import suite_check_result
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.domain.settlement import settlement_instant
@@ -49,12 +48,6 @@ def on(frame: pd.DataFrame, day: date) -> pd.DataFrame:
     if frame.empty:
         return frame
     return frame[frame["session_date"] == day]
-
-
-def pricing_config(platform: PlatformResource) -> PricingConfig:
-    """``config/pricing.yaml`` (the documented defaults when the file is absent)."""
-    cfg = platform.config.get("pricing.yaml")
-    return cfg if isinstance(cfg, PricingConfig) else DEFAULT_PRICING
 
 
 def settlement_hour(calendar: ExchangeCalendar) -> Callable[[date, bool], float]:

@@ -29,7 +29,6 @@ from portfolio_pipeline.clock import system_clock
 from portfolio_pipeline.defs.marketdata import checks
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
-from portfolio_pipeline.defs.stress.book import stress_config
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.marketdata.bars import (
     INDEX_SYMBOLS,
@@ -136,7 +135,7 @@ def make_market_history_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsD
         meta = SessionMetadata(context)
         days = meta.days
         end = fetch_end(days[-1], platform.calendar.last_completed_session(system_clock()))
-        symbols = book_symbols(db, days, stress_config(platform.config))
+        symbols = book_symbols(db, days, platform.config.stress_scenarios)
         adapters = platform._brokers()
         live = [a for a, _ in adapters if a.name != "demo"]
         adapter = live[0] if live else None

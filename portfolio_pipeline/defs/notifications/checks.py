@@ -7,8 +7,8 @@ from typing import Final
 
 import dagster as dg
 
-from portfolio_pipeline.notify import recent_failures
 from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.notifications import recent_failures
 
 __all__ = ["DAILY_SUMMARY", "DELIVERY_CHECK", "WEEKLY_DIGEST", "delivery_check_result"]
 

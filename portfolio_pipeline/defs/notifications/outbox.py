@@ -17,7 +17,8 @@ import dagster as dg
 
 from portfolio_pipeline.defs.notifications.resources import NotificationsResource
 from portfolio_pipeline.defs.resources import DatabaseResource
-from portfolio_pipeline.notify import DeliveryOutcome, DeliveryResult, recent_failures
+from portfolio_pipeline.notify import DeliveryOutcome, DeliveryResult
+from portfolio_pipeline.storage.notifications import recent_failures
 
 __all__ = [
     "NOTIFICATION_OUTBOX",

@@ -13,6 +13,7 @@ from portfolio_pipeline.clock import system_clock
 from portfolio_pipeline.defs.resources import PlatformResource
 from portfolio_pipeline.notify import AlertType, NotificationsFile, Notifier
 from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.notifications import SqlNotificationStore
 
 __all__ = ["NotificationsResource", "log_only_config"]
 
@@ -59,8 +60,6 @@ class NotificationsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def notifier(self, db: Database, platform: PlatformResource) -> Notifier:
         if self._notifier is None:
-            config = platform.config.get("notifications.yaml")
-            if not isinstance(config, NotificationsFile):
-                config = log_only_config()
-            self._notifier = Notifier(db, config, clock=self.now, calendar=platform.calendar)
+            config = platform.config.notifications or log_only_config()
+            self._notifier = Notifier(SqlNotificationStore(db), config, clock=self.now, calendar=platform.calendar)
         return self._notifier

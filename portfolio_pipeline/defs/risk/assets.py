@@ -22,7 +22,6 @@ from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS, POSITION_GRE
 from portfolio_pipeline.defs.greeks.frames import (
     check_result,
     on,
-    pricing_config,
     read_frame,
 )
 from portfolio_pipeline.defs.metadata import SessionMetadata, pct, usd
@@ -133,7 +132,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
                 replace_partition(conn, portfolio_returns, {"session_date": day}, rows)
             carry = pd.DataFrame(rows, columns=list(portfolio_returns.c.keys()))
         stored = read_frame(db, portfolio_returns, days)
-        cfg = pricing_config(platform)
+        cfg = platform.config.pricing
         rec = reconciliation_frame(stored, cfg.reconciliation)
         meta = SessionMetadata(context, days)
         for day in days:
@@ -172,7 +171,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
         calendar = platform.calendar
-        cfg = pricing_config(platform)
+        cfg = platform.config.pricing
         first_prev = calendar.previous_session(days[0])
         greeks = read_frame(db, position_greeks, start=first_prev, end=days[-1])
         positions = read_frame(db, positions_snapshot, days)
@@ -238,7 +237,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
         context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
     ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
-        cfg = pricing_config(platform)
+        cfg = platform.config.pricing
         history = read_frame(db, portfolio_returns, end=days[-1])
         rows: list[dict[str, Any]] = []
         if not history.empty:

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from portfolio_pipeline.analytics.attribution import identity_error
-from portfolio_pipeline.analytics.settings import ReconciliationSettings
+from portfolio_pipeline.config.pricing import ReconciliationSettings
 from portfolio_pipeline.defs.quality import (
     SuiteOutcome,
     between,

@@ -42,8 +42,6 @@ from portfolio_pipeline.defs.strategies.checks import (
     suite_result,
 )
 from portfolio_pipeline.domain.activity import Execution
-from portfolio_pipeline.domain.lifecycle import ExitRulesFile
-from portfolio_pipeline.domain.strategies.settings import StrategiesFile
 from portfolio_pipeline.storage import append_event, replace_partition
 from portfolio_pipeline.storage.tables import (
     kelly_sizing,
@@ -67,16 +65,6 @@ PNL_ATTRIBUTION = dg.AssetKey("pnl_attribution")
 RETURNS = dg.AssetKey("portfolio_returns")
 EXIT_SIGNAL = "exit_signal"
 ACTIVITY_LOOKBACK = timedelta(days=400)
-
-
-def strategies_config(platform: PlatformResource) -> StrategiesFile | None:
-    cfg = platform.config.get("strategies.yaml")
-    return cfg if isinstance(cfg, StrategiesFile) else None
-
-
-def exit_rules(platform: PlatformResource) -> ExitRulesFile | None:
-    cfg = platform.config.get("exit_rules.yaml")
-    return cfg if isinstance(cfg, ExitRulesFile) else None
 
 
 def load_executions(db: DatabaseResource, platform: PlatformResource, days: Sequence[date]
@@ -128,7 +116,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
     def strategy_groups_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
                               platform: PlatformResource) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
-        cfg = strategies_config(platform)
+        cfg = platform.config.strategies
         execs = load_executions(db, platform, days)
         meta = SessionMetadata(context, days)
         for day in tracked("strategy_groups", days, context.log):
@@ -204,7 +192,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
     def position_lifecycle_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
                                  platform: PlatformResource) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         days = partition_dates(context)
-        rules = exit_rules(platform)
+        rules = platform.config.exit_rules
         if rules is None:
             context.log.warning("config/exit_rules.yaml is absent: every strategy is green")
         meta = SessionMetadata(context, days)
@@ -237,7 +225,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
     def kelly_sizing_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
                            platform: PlatformResource) -> dg.MaterializeResult[Any]:
         days = partition_dates(context)
-        cfg = strategies_config(platform)
+        cfg = platform.config.strategies
         meta = SessionMetadata(context, days)
         for day in days:
             with db.database.begin() as conn:
@@ -258,7 +246,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
     def liquidity_flags_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
                               platform: PlatformResource) -> dg.MaterializeResult[Any]:
         days = partition_dates(context)
-        cfg = strategies_config(platform)
+        cfg = platform.config.strategies
         meta = SessionMetadata(context, days)
         for day in days:
             with db.database.begin() as conn:
@@ -281,7 +269,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
     def theta_vega_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
                          platform: PlatformResource) -> dg.MaterializeResult[Any]:
         days = partition_dates(context)
-        cfg = strategies_config(platform)
+        cfg = platform.config.strategies
         for day in days:
             with db.database.begin() as conn:
                 rows = book.theta_vega_rows(conn, day, cfg)

@@ -42,7 +42,6 @@ from portfolio_pipeline.defs.stress.book import (
     mc_scenarios,
     mc_setup,
     replay_paths,
-    stress_config,
 )
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.quant.correlation import (
@@ -261,7 +260,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         meta = SessionMetadata(context)
         all_pnl: list[np.ndarray] = []
         zero_pnl = 0.0
-        cfg = stress_config(platform.config)  # once per run
+        cfg = platform.config.stress_scenarios  # once per run
         for day in tracked("stress_shock_grid", meta.days, context.log):
             sb = _load(context, db, platform, day, stress_shock_grid, cfg)
             if sb is None:
@@ -336,7 +335,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         meta = SessionMetadata(context)
         totals: list[np.ndarray] = []
         checked: list[dict[str, Any]] = []  # replayed days the book lived through
-        cfg = stress_config(platform.config)  # once per run
+        cfg = platform.config.stress_scenarios  # once per run
         for day in tracked("stress_historical", meta.days, context.log):
             sb = _load(context, db, platform, day, stress_historical, cfg)
             if sb is None:
@@ -414,7 +413,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         fits: McFits | None = None  # the run's GARCH fits, correlations and shocks
         meta = SessionMetadata(context)
         check_rows: list[dict[str, object]] = []  # every session of the run is checked
-        cfg = stress_config(platform.config)  # once per run
+        cfg = platform.config.stress_scenarios  # once per run
         pool = ThreadPoolExecutor(WORKERS)  # the horizons of a session side by side
         for day in tracked("monte_carlo_var", meta.days, context.log):
             sb = _load(context, db, platform, day, monte_carlo_var, cfg)
@@ -497,7 +496,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
         days = meta.days
         stored = _portfolio_var(db, days)
         reused = 0
-        cfg = stress_config(platform.config)  # once per run
+        cfg = platform.config.stress_scenarios  # once per run
         pool = ThreadPoolExecutor(WORKERS)
         for day in tracked("correlation_stress", days, context.log):
             sb = _load(context, db, platform, day, correlation_stress, cfg)

@@ -83,25 +83,6 @@ TRADING_DAYS = 252.0
 ALL = "*"
 
 
-def stress_config(config: PlatformConfig) -> StressScenariosFile:
-    """The validated stress configuration (defaults when the file is absent), with the
-    regime names of its multipliers checked against ``risk_matrix.yaml``."""
-    cfg = config.get(CONFIG_FILE)
-    if cfg is None:
-        cfg = StressScenariosFile()
-    assert isinstance(cfg, StressScenariosFile)
-    regimes = set(RegimeService(config.risk_matrix).regime_names)
-    unknown = sorted(set(cfg.monte_carlo.regime_vol_multiplier) - regimes)
-    missing = sorted(regimes - set(cfg.monte_carlo.regime_vol_multiplier))
-    if unknown or missing:
-        raise InvalidDataError(
-            f"{config.directory / CONFIG_FILE}: monte_carlo.regime_vol_multiplier: "
-            f"unknown regimes {unknown}, missing regimes {missing} (risk_matrix.yaml has "
-            f"{sorted(regimes)})"
-        )
-    return cfg
-
-
 # --------------------------------------------------------------------------- the book
 
 

@@ -10,15 +10,13 @@ from sqlalchemy import func, select
 
 from portfolio_pipeline.brokers.history import (
     ImportFormatError,
-    import_history,
-    load_cash_flows,
-    load_executions,
     parse_ibkr_flex,
     parse_tastytrade_csv,
     positions_from_executions,
 )
 from portfolio_pipeline.domain.errors import MultiplierMismatchError
 from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.history import SqlHistoryStore
 from portfolio_pipeline.storage.tables import cash_flows, executions, import_batches
 from portfolio_pipeline_tests.stubs import instruments
 
@@ -36,33 +34,33 @@ def _counts(db: Database) -> tuple[int, int, int]:
 
 
 def test_import_both_files_and_end_positions(db: Database) -> None:
-    ibkr = import_history(db, parse_ibkr_flex(IBKR_FILE, instruments()))
-    tasty = import_history(db, parse_tastytrade_csv(TT_FILE, instruments()))
+    ibkr = SqlHistoryStore(db).import_history(parse_ibkr_flex(IBKR_FILE, instruments()))
+    tasty = SqlHistoryStore(db).import_history(parse_tastytrade_csv(TT_FILE, instruments()))
     assert (ibkr.executions_new, ibkr.cash_flows_new, ibkr.already_imported) == (9, 4, False)
     assert (tasty.executions_new, tasty.cash_flows_new) == (9, 1)
     assert ibkr.batch_id is not None and tasty.batch_id is not None
     assert _counts(db) == (18, 5, 2)
 
-    stored = load_executions(db, broker="ibkr")
+    stored = SqlHistoryStore(db).load_executions(broker="ibkr")
     assert positions_from_executions(stored) == {"SPY|STK": 100.0}
-    assert positions_from_executions(load_executions(db, broker="tastytrade")) == {"IWM|STK": 100.0}
+    assert positions_from_executions(SqlHistoryStore(db).load_executions(broker="tastytrade")) == {"IWM|STK": 100.0}
     assert {ex.ts.tzinfo for ex in stored} == {UTC}
     parsed = {ex.exec_id: ex for ex in parse_ibkr_flex(IBKR_FILE, instruments()).executions}
     assert {ex.exec_id: ex for ex in stored} == parsed  # round trip is exact
-    flows = {cf.flow_id: cf for cf in load_cash_flows(db, broker="ibkr")}
+    flows = {cf.flow_id: cf for cf in SqlHistoryStore(db).load_cash_flows(broker="ibkr")}
     assert flows["7004"].amount == -2500 and flows["7004"].kind == "withdrawal"
     assert sum(ex.commission for ex in stored) == pytest.approx(7.76)
 
 
 def test_reimport_changes_nothing(db: Database) -> None:
-    first = import_history(db, parse_ibkr_flex(IBKR_FILE, instruments()))
+    first = SqlHistoryStore(db).import_history(parse_ibkr_flex(IBKR_FILE, instruments()))
     before = _counts(db)
-    again = import_history(db, parse_ibkr_flex(IBKR_FILE, instruments()))
+    again = SqlHistoryStore(db).import_history(parse_ibkr_flex(IBKR_FILE, instruments()))
     assert again.already_imported and again.new_rows == 0
     assert _counts(db) == before
     # same ids, different bytes (e.g. re-downloaded with another header): 0 new, no batch row
     content = IBKR_FILE.read_bytes().replace(b'queryName="history"', b'queryName="history2"')
-    other = import_history(db, parse_ibkr_flex(content, instruments(), source_name="copy.xml"))
+    other = SqlHistoryStore(db).import_history(parse_ibkr_flex(content, instruments(), source_name="copy.xml"))
     assert (other.already_imported, other.new_rows, other.batch_id) == (False, 0, None)
     assert _counts(db) == before
     with db.connect() as conn:
@@ -75,18 +73,18 @@ def test_reimport_changes_nothing(db: Database) -> None:
 def test_overlapping_tastytrade_export_adds_only_new_rows(db: Database) -> None:
     header, *rows = TT_FILE.read_text().splitlines()
     older = "\n".join([header, *rows[3:]]).encode()  # without the last 3 rows
-    first = import_history(db, parse_tastytrade_csv(older, instruments(), account_id="5WX12345"))
-    full = import_history(db, parse_tastytrade_csv(TT_FILE, instruments()))
+    first = SqlHistoryStore(db).import_history(parse_tastytrade_csv(older, instruments(), account_id="5WX12345"))
+    full = SqlHistoryStore(db).import_history(parse_tastytrade_csv(TT_FILE, instruments()))
     assert first.executions_new == 6 and full.executions_new == 3
-    assert positions_from_executions(load_executions(db)) == {"IWM|STK": 100.0}
+    assert positions_from_executions(SqlHistoryStore(db).load_executions()) == {"IWM|STK": 100.0}
 
 
 def test_bad_layout_leaves_db_unchanged(db: Database) -> None:
-    import_history(db, parse_ibkr_flex(IBKR_FILE, instruments()))
+    SqlHistoryStore(db).import_history(parse_ibkr_flex(IBKR_FILE, instruments()))
     before = _counts(db)
     content = TT_FILE.read_text().replace("Call or Put", "Put/Call", 1).encode()
     with pytest.raises(ImportFormatError, match="unknown column 'Put/Call'"):
-        import_history(db, parse_tastytrade_csv(content, instruments(), account_id="A"))
+        SqlHistoryStore(db).import_history(parse_tastytrade_csv(content, instruments(), account_id="A"))
     assert _counts(db) == before
 
 
@@ -97,13 +95,13 @@ def test_multiplier_mismatch_leaves_db_unchanged(db: Database) -> None:
         b'multiplier="5" strike="2500" expiry="20180316" putCall="P" tradeID="1006"',
     )
     with pytest.raises(MultiplierMismatchError, match=r"ibkr-flex:bad\.xml:1006"):
-        import_history(db, parse_ibkr_flex(content, instruments(), source_name="bad.xml"))
+        SqlHistoryStore(db).import_history(parse_ibkr_flex(content, instruments(), source_name="bad.xml"))
     assert _counts(db) == before
 
 
 def test_failed_insert_rolls_back_everything(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """A database error after some rows went in leaves nothing half-imported."""
-    from portfolio_pipeline.brokers.history import store
+    from portfolio_pipeline.storage import history as store
 
     real = store._insert_new
     calls: list[str] = []
@@ -116,6 +114,6 @@ def test_failed_insert_rolls_back_everything(db: Database, monkeypatch: pytest.M
 
     monkeypatch.setattr(store, "_insert_new", failing)
     with pytest.raises(RuntimeError, match="disk full"):
-        import_history(db, parse_ibkr_flex(IBKR_FILE, instruments()))
+        SqlHistoryStore(db).import_history(parse_ibkr_flex(IBKR_FILE, instruments()))
     assert calls == ["executions", "cash_flows"]
     assert _counts(db) == (0, 0, 0)

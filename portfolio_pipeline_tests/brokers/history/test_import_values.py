@@ -14,12 +14,11 @@ from click.testing import CliRunner
 
 from portfolio_pipeline.brokers.history import (
     ImportFormatError,
-    import_history,
-    imported_batch_id,
     parse_ibkr_flex,
     parse_tastytrade_csv,
 )
 from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.history import SqlHistoryStore
 from portfolio_pipeline_tests.stubs import instruments
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -84,9 +83,9 @@ def test_empty_tastytrade_account_is_refused() -> None:
 
 def test_identical_file_is_skipped_before_parsing(db: Database) -> None:
     batch = parse_tastytrade_csv(TT_FILE, instruments())
-    assert imported_batch_id(db, batch.sha256) is None
-    summary = import_history(db, batch)
-    assert imported_batch_id(db, batch.sha256) == summary.batch_id is not None
+    assert SqlHistoryStore(db).imported_batch_id(batch.sha256) is None
+    summary = SqlHistoryStore(db).import_history(batch)
+    assert SqlHistoryStore(db).imported_batch_id(batch.sha256) == summary.batch_id is not None
 
 
 def test_cli_does_not_parse_a_known_file(portfolio_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,7 +107,7 @@ def test_cli_does_not_parse_a_known_file(portfolio_env: Path, monkeypatch: pytes
 def test_edited_description_is_not_a_new_row(db: Database) -> None:
     """REGRESSION: a deposit (and a fill) whose free-text description changed between two
     exports is the same row: identified by Order # and structured fields, not the text."""
-    first = import_history(db, parse_tastytrade_csv(TT_FILE, instruments()))
+    first = SqlHistoryStore(db).import_history(parse_tastytrade_csv(TT_FILE, instruments()))
     raw = TT_FILE.read_text(encoding="utf-8")
     edited = raw.replace("Bought 1 SPY 03/16/18 Call 285.00 @ 0.55", "Bought 1 SPY 03/16/18 Call 285 @ 0.55")
     deposit_line = next(line for line in raw.splitlines() if "Deposit" in line)
@@ -116,7 +115,7 @@ def test_edited_description_is_not_a_new_row(db: Database) -> None:
     fields[6] = fields[6] + " (edited)"
     edited = edited.replace(deposit_line, ",".join(fields))
     assert edited != raw
-    again = import_history(db, parse_tastytrade_csv(edited.encode(), instruments(), source_name=TT_FILE.name))
+    again = SqlHistoryStore(db).import_history(parse_tastytrade_csv(edited.encode(), instruments(), source_name=TT_FILE.name))
     assert first.new_rows > 0 and again.new_rows == 0 and not again.already_imported
 
 
@@ -133,7 +132,7 @@ def test_rows_stored_under_the_old_ids_are_not_stored_twice(db: Database) -> Non
         cash_flows=tuple(replace(cf, flow_id=batch.aliases[cf.flow_id]) for cf in batch.cash_flows),
         aliases={},
     )
-    stored = import_history(db, old_style)
+    stored = SqlHistoryStore(db).import_history(old_style)
     assert stored.new_rows == len(batch.executions) + len(batch.cash_flows)
     overlapping = replace(batch, sha256="0" * 64)  # a different file holding the same rows
-    assert import_history(db, overlapping).new_rows == 0
+    assert SqlHistoryStore(db).import_history(overlapping).new_rows == 0

@@ -36,9 +36,9 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from portfolio_pipeline.notify.store import delivery_rows, get_alert
 from portfolio_pipeline.paths import config_dir
 from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.notifications import delivery_rows, get_alert
 from portfolio_pipeline.storage.tables import events
 from portfolio_pipeline_tests.notify.conftest import (
     SLACK_PATH,

@@ -19,8 +19,8 @@ from portfolio_pipeline.defs.notifications.sensors import (
     notification_housekeeping,
 )
 from portfolio_pipeline.notify import Alert, AlertType
-from portfolio_pipeline.notify.store import delivery_rows
 from portfolio_pipeline.storage import Database, append_event
+from portfolio_pipeline.storage.notifications import delivery_rows
 from portfolio_pipeline_tests.defs.notifications.conftest import AFTER_THURSDAY_CLOSE, resources
 from portfolio_pipeline_tests.notify.conftest import FakeHttp
 

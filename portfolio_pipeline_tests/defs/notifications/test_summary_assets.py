@@ -16,9 +16,9 @@ from portfolio_pipeline.defs.notifications.summary import is_week_end
 from portfolio_pipeline.defs.partitions import session_partitions
 from portfolio_pipeline.domain.orders import Order, OrderLeg, OrderStatus
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
-from portfolio_pipeline.notify.store import delivery_rows
 from portfolio_pipeline.orders import OrderStore
 from portfolio_pipeline.storage import Database, append_event
+from portfolio_pipeline.storage.notifications import delivery_rows
 from portfolio_pipeline_tests.defs.notifications.conftest import (
     AFTER_THURSDAY_CLOSE,
     THURSDAY,

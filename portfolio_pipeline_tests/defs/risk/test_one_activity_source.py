@@ -16,9 +16,9 @@ import pytest
 
 from portfolio_pipeline.brokers.history.merge import merge_activity
 from portfolio_pipeline.brokers.history.model import ImportBatch
-from portfolio_pipeline.brokers.history.store import import_history
 from portfolio_pipeline.domain.activity import CashFlow, Execution
 from portfolio_pipeline.storage import Database
+from portfolio_pipeline.storage.history import SqlHistoryStore
 from portfolio_pipeline_tests.defs.risk.book import (
     CALL,
     DAY1,
@@ -47,7 +47,7 @@ def test_imported_flows_reach_returns_once(db_url: str, instance: dg.DagsterInst
                                            portfolio_env: Path) -> None:
     database = Database(db_url)
     try:
-        import_history(database, _imported())
+        SqlHistoryStore(database).import_history(_imported())
     finally:
         database.dispose()
     assert materialize(db_url, instance, DAY1).success

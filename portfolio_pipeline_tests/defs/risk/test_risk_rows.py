@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from portfolio_pipeline.analytics import performance
-from portfolio_pipeline.analytics.settings import RiskSettings
+from portfolio_pipeline.config.pricing import RiskSettings
 from portfolio_pipeline.quant import risk_metrics as rm
 
 N = 300

@@ -29,7 +29,6 @@ from portfolio_pipeline.defs.stress.book import (
     load_book,
     mc_setup,
     replay_paths,
-    stress_config,
 )
 from portfolio_pipeline.domain.positions import Contract, Quote
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
@@ -218,7 +217,7 @@ def test_stress_assets_materialise_and_rerun_idempotently(db_url: str, tmp_path:
 def test_load_book_prices_equity_options_american_and_index_options_european(db_url: str) -> None:
     _seed(db_url)
     config = load_platform_config(CONFIG_DIR)
-    cfg = stress_config(config)
+    cfg = config.stress_scenarios
     db = Database(db_url)
     try:
         with db.connect() as conn:
@@ -374,7 +373,7 @@ def _stress_book(day: date, cfg: StressScenariosFile) -> StressBook:
 
 def test_mc_fits_refit_every_block_reuse_fits_and_match_a_direct_fit_on_block_ends() -> None:
     cfg_dir_config = load_platform_config(CONFIG_DIR)
-    shipped = stress_config(cfg_dir_config)  # NDX follows the ndx proxy
+    shipped = cfg_dir_config.stress_scenarios  # NDX follows the ndx proxy
     cfg = shipped.model_copy(update={"monte_carlo": shipped.monte_carlo.model_copy(update={"n_scenarios": 300})})
     cal = ExchangeCalendar()
     history = MarketHistory()

@@ -1,8 +1,9 @@
 """Schema of ``config/streaming.yaml``: the streaming service's knobs.
 
-Pure pydantic (no I/O, no service imports), so ``portfolio_pipeline.config.loader``
-can register it in ``CONFIG_FILES`` and ``streaming.example.yaml`` shares the schema.
-The file is optional: without it :data:`DEFAULT_STREAMING` applies.
+Pure pydantic in the pipeline's configuration layer: the loader registers it in
+``CONFIG_FILES`` (``streaming.example.yaml`` shares the schema), the pipeline's sensors
+read it, and ``streaming_service`` imports it from here (the pipeline never imports the
+service).  The file is optional: without it :data:`DEFAULT_STREAMING` applies.
 """
 
 from __future__ import annotations
