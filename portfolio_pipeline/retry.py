@@ -112,9 +112,6 @@ class BackoffPolicy:
 
     # ---------------------------------------------------------------- tenacity plumbing
 
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        return self.delay(state.attempt_number)
-
     def _stop(self) -> tenacity.stop.stop_base:
         if self.max_attempts is None:
             return tenacity.stop_never
@@ -133,9 +130,8 @@ class BackoffPolicy:
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         outcome = state.outcome
-        # the error's type only: messages can carry URLs or payloads (the caller logs those)
-        failed = outcome is not None and outcome.failed
-        reason = type(outcome.exception()).__name__ if failed and outcome else "transient result"
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        reason = "transient result" if error is None else f"{type(error).__name__}: {error}"
         wait = state.next_action.sleep if state.next_action is not None else 0.0
         logger.warning(
             "%s failed (attempt %d of %s): %s; retrying in %.2fs",
@@ -153,8 +149,8 @@ class BackoffPolicy:
             return outcome.result()  # a transient *result* is handed back as it is
         error = outcome.exception()
         assert error is not None
-        logger.error("%s: gave up after %d attempt(s): %s", self.operation, state.attempt_number,
-                     type(error).__name__)
+        logger.error("%s: gave up after %d attempt(s): %s: %s", self.operation, state.attempt_number,
+                     type(error).__name__, error)
         if reraise:
             raise error
         raise RetryGaveUpError(self.operation, state.attempt_number, error) from error
@@ -166,11 +162,23 @@ class BackoffPolicy:
         retry_on: RetryOn,
         sleep: SyncSleep = time.sleep,
         reraise: bool = False,
+        wait_hint: Callable[[BaseException], float | None] | None = None,
     ) -> T:
-        """``fn()`` retried on ``retry_on`` errors per this policy (blocking)."""
+        """``fn()`` retried on ``retry_on`` errors per this policy (blocking).
+
+        ``wait_hint(error)``: a wait the other side asked for (HTTP ``Retry-After``),
+        used instead of the schedule's when it is not None.
+        """
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None and outcome.failed else None
+            hinted = wait_hint(error) if wait_hint is not None and error is not None else None
+            return self.delay(state.attempt_number) if hinted is None else float(hinted)
+
         retrying = tenacity.Retrying(
             stop=self._stop(),
-            wait=self._wait,
+            wait=wait,
             retry=self._retry(retry_on, None),
             sleep=sleep,
             before_sleep=self._log_retry,
@@ -187,10 +195,19 @@ class BackoffPolicy:
         on_retry_result: Callable[[T], Awaitable[None]] | None = None,
         sleep: AsyncSleep = asyncio.sleep,
         reraise: bool = False,
+        wait_first: bool = False,
     ) -> T:
         """``await fn()`` retried on ``retry_on`` errors (and on results for which
         ``retry_result`` is true; ``on_retry_result`` releases such a result before the
-        next try, and the last one is returned as it is)."""
+        next try, and the last one is returned as it is).
+
+        ``wait_first``: wait ``delay(1)`` before the first try too, and ``delay(n + 1)``
+        after failed try ``n`` (a reconnect: the peer has just gone away).
+        """
+        shift = 1 if wait_first else 0
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            return self.delay(state.attempt_number + shift)
 
         async def before_sleep(state: tenacity.RetryCallState) -> None:
             self._log_retry(state)
@@ -200,12 +217,14 @@ class BackoffPolicy:
 
         retrying = tenacity.AsyncRetrying(
             stop=self._stop(),
-            wait=self._wait,
+            wait=wait,
             retry=self._retry(retry_on, retry_result),  # type: ignore[arg-type]
             sleep=sleep,
             before_sleep=before_sleep,
             retry_error_callback=lambda s: self._give_up(s, reraise=reraise),
         )
+        if wait_first:
+            await sleep(self.delay(1))
         result: T = await retrying(fn)
         return result
 

@@ -60,6 +60,28 @@ def test_transient_error_retried_with_the_stated_waits() -> None:
     assert waits == [0.5, 1.5, 4.0]
 
 
+def test_wait_hint_overrides_the_schedule() -> None:
+    class Throttled(Transient):
+        def __init__(self, after: float | None) -> None:
+            super().__init__("429")
+            self.after = after
+
+    hints = iter([7.0, None, 30.0])
+    waits: list[float] = []
+    calls: list[int] = []
+
+    def fn() -> str:
+        calls.append(1)
+        if len(calls) <= 3:
+            raise Throttled(next(hints))
+        return "sent"
+
+    got = POLICY.call(fn, retry_on=Transient, sleep=waits.append,
+                      wait_hint=lambda e: getattr(e, "after", None))
+    assert got == "sent"
+    assert waits == [7.0, 1.5, 30.0]  # the server's wait where given, else the schedule
+
+
 def test_permanent_error_is_not_retried() -> None:
     waits: list[float] = []
     calls: list[int] = []
@@ -140,6 +162,26 @@ def test_async_transient_result_retried_then_returned() -> None:
     results = iter([503, 503, 503])
     assert asyncio.run(policy.acall(fn, retry_on=Transient, retry_result=lambda s: s >= 500,
                                     sleep=sleep)) == 503
+
+
+def test_wait_first_reconnect_schedule() -> None:
+    """A reconnect waits before its first try; the schedule is the policy's, unshifted."""
+    waits: list[float] = []
+    calls: list[int] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def connect() -> str:
+        calls.append(1)
+        if len(calls) < 4:
+            raise Transient("gateway down")
+        return "connected"
+
+    assert asyncio.run(IBKR_RECONNECT.acall(connect, retry_on=Transient, sleep=sleep,
+                                            wait_first=True)) == "connected"
+    assert waits == [1.0, 2.0, 4.0, 8.0]  # before tries 1..4
+    assert len(calls) == 4
 
 
 @pytest.mark.parametrize(

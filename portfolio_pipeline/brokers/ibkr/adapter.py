@@ -55,7 +55,7 @@ from portfolio_pipeline.brokers.history.errors import ImportFormatError
 from portfolio_pipeline.brokers.history.ibkr_flex import parse_ibkr_flex
 from portfolio_pipeline.brokers.history.model import ImportBatch
 from portfolio_pipeline.brokers.ibkr.flex_web import FlexWebConfig, fetch_flex_statement
-from portfolio_pipeline.brokers.ibkr.pacing import Backoff, RateLimiter, Sleep
+from portfolio_pipeline.brokers.ibkr.pacing import RateLimiter, Sleep
 from portfolio_pipeline.brokers.ibkr.parsing import (
     BROKER,
     UNSET_DOUBLE,
@@ -84,6 +84,7 @@ from portfolio_pipeline.domain.orders import (
     require_confirmed,
 )
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
+from portfolio_pipeline.retry import IBKR_RECONNECT, BackoffPolicy, RetryGaveUpError
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class IbkrBroker(ConnectionLifecycle):
         ib_factory: Callable[[], IB] | None = None,
         clock: Clock = system_clock,
         limiter: RateLimiter | None = None,
-        backoff: Backoff | None = None,
+        backoff: BackoffPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         client_id_attempts: int = 10,
         pnl_wait_seconds: float = 1.0,
@@ -175,7 +176,7 @@ class IbkrBroker(ConnectionLifecycle):
         self._ib_factory = ib_factory or _default_ib
         self._clock = clock
         self._limiter = limiter or RateLimiter()
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or IBKR_RECONNECT
         self._sleep = sleep
         self._client_id_attempts = max(1, client_id_attempts) if fallback_client_ids else 1
         self._fallback = fallback_client_ids
@@ -408,27 +409,18 @@ class IbkrBroker(ConnectionLifecycle):
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
-        attempt = 0
-        for delay in self._backoff.delays():
-            attempt += 1
-            await self._sleep(delay)
+        async def reconnect() -> None:
             if self._closing:
                 return
-            try:
-                await self._connect_with_client_ids()
-                self.upstream_lost = False
-                await self._after_connect(resubscribe=True)
-            except BrokerError as exc:
-                logger.warning("ibkr: reconnect attempt %d failed: %s", attempt, exc)
-                continue
+            await self._connect_with_client_ids()
+            self.upstream_lost = False
+            await self._after_connect(resubscribe=True)
             self.reconnect_count += 1
-            return
-        logger.error(
-            "ibkr: gave up reconnecting to %s:%s after %d attempts",
-            self._conn.host,
-            self._conn.port,
-            attempt,
-        )
+
+        try:
+            await self._backoff.acall(reconnect, retry_on=BrokerError, sleep=self._sleep, wait_first=True)
+        except RetryGaveUpError as exc:
+            logger.error("ibkr: gave up reconnecting to %s:%s: %s", self._conn.host, self._conn.port, exc)
 
     def _on_error(self, req_id: int, code: int, message: str, contract: object) -> None:
         if code == CLIENT_ID_IN_USE and self._client_id_in_use is not None:
