@@ -74,13 +74,13 @@ from portfolio_pipeline.notify.store import (
     StoredAlert,
     ack_footer,
     clip_error,
-    insert_ignore,
     load_alerts,
     stored_alert,
     write_transaction,
 )
 from portfolio_pipeline.retry import RetryGaveUpError
 from portfolio_pipeline.storage.engine import Database
+from portfolio_pipeline.storage.insert_ignore import insert_ignore
 from portfolio_pipeline.storage.tables import alerts, notification_deliveries, to_utc
 
 __all__ = [
@@ -237,10 +237,10 @@ class Notifier:
         behaviour = route.quiet_hours if quiet_until is not None else QuietBehaviour.DELIVER
 
         with write_transaction(self._db) as conn:
-            new = insert_ignore(
+            new = bool(insert_ignore(
                 conn,
                 alerts,
-                {
+                [{
                     "alert_key": alert.key,
                     "type": alert.type.value,
                     "severity": severity.value,
@@ -253,8 +253,8 @@ class Notifier:
                     "acknowledged_by": None,
                     "escalated_at": None,
                     "escalation_level": 0,
-                },
-            )
+                }],
+            ))
         logger.info(
             "alert dispatch alert_key=%s type=%s severity=%s new=%s quiet=%s behaviour=%s",
             alert.key,
@@ -295,18 +295,18 @@ class Notifier:
         expires_at: datetime,
     ) -> DeliveryResult:
         with write_transaction(self._db) as conn:
-            inserted = insert_ignore(
+            inserted = bool(insert_ignore(
                 conn,
                 _D,
-                self._new_row(
+                [self._new_row(
                     alert_key,
                     channel,
                     status,
                     now,
                     hold_until if status == HELD else None,
                     expires_at,
-                ),
-            )
+                )],
+            ))
         if not inserted:
             return DeliveryResult(channel, DeliveryOutcome.DUPLICATE, (alert_key,))
         logger.info(
@@ -367,7 +367,7 @@ class Notifier:
             if expires_at is not None:
                 values["expires_at"] = expires_at
         with write_transaction(self._db) as conn:
-            insert_ignore(conn, _D, self._new_row(alert_key, channel, PENDING, now, None, expires_at))
+            insert_ignore(conn, _D, [self._new_row(alert_key, channel, PENDING, now, None, expires_at)])
             claimed = conn.execute(
                 update(_D)
                 .where(

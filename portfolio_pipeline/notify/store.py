@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, Table, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, or_, select, update
 
 from portfolio_pipeline.clock import Clock, system_clock
 from portfolio_pipeline.storage.engine import Database
@@ -127,22 +126,6 @@ def write_transaction(db: Database) -> Iterator[Connection]:
             conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             yield conn
-
-
-def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
-    """``INSERT ... ON CONFLICT DO NOTHING`` on the primary key; True when a row was inserted."""
-    pk = [c.name for c in table.primary_key.columns]
-    returning = table.primary_key.columns[pk[0]]
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        pg = postgresql.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=pk)
-        result = conn.execute(pg.returning(returning))
-    elif dialect == "sqlite":
-        lite = sqlite.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=pk)
-        result = conn.execute(lite.returning(returning))
-    else:  # pragma: no cover - engine.py only builds the two dialects
-        raise ValueError(f"unsupported database dialect {dialect!r}")
-    return result.scalar_one_or_none() is not None
 
 
 def clip_error(text: str) -> str:
