@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Table, delete, select, update
 
 from portfolio_pipeline.brokers.history.model import ImportBatch, ImportSummary
 from portfolio_pipeline.domain.activity import CashFlow, Execution
-from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.domain.positions import contract_from_row
 from portfolio_pipeline.storage.engine import Database
 from portfolio_pipeline.storage.insert_ignore import insert_ignore
 from portfolio_pipeline.storage.tables import cash_flows, executions, import_batches
@@ -228,16 +228,7 @@ def load_executions(
             broker=r["broker"],
             account_id=r["account_id"],
             exec_id=r["exec_id"],
-            contract=Contract(
-                underlying=r["underlying"],
-                sec_type=r["sec_type"],
-                expiry=r["expiry"],
-                strike=r["strike"],
-                right=r["right"],
-                trading_class=r["trading_class"],
-                currency=r["currency"],
-                underlying_expiry=r["underlying_expiry"],
-            ),
+            contract=contract_from_row(r, source=f"executions {r['exec_id']}"),
             ts=r["ts"],
             quantity=r["quantity"],
             price=r["price"],
