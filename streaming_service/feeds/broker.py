@@ -156,9 +156,11 @@ class BrokerFeed:
     positions_seconds:
         Wall seconds between position reloads (fills -> ``on_book_change``).
     retry_seconds, max_retry_seconds:
-        Backoff after a failed poll: doubles from ``retry_seconds`` up to the maximum.
+        Backoff after a failed poll or starting-book attempt: doubles from
+        ``retry_seconds`` up to the maximum (defaults: :data:`portfolio_pipeline.retry.FEED_POLL`).
     start_attempts:
-        Attempts at loading the starting book before :meth:`starting_book` raises.
+        Attempts at loading the starting book before :meth:`starting_book` raises
+        (default: :data:`portfolio_pipeline.retry.FEED_START`).
     on_book_change:
         Awaited when the positions changed (e.g. ``service.start_engine``).
     """
@@ -171,9 +173,9 @@ class BrokerFeed:
         *,
         poll_seconds: float = 1.0,
         positions_seconds: float = 60.0,
-        retry_seconds: float = 1.0,
-        max_retry_seconds: float = 30.0,
-        start_attempts: int = 5,
+        retry_seconds: float = FEED_POLL.initial,
+        max_retry_seconds: float = FEED_POLL.maximum,
+        start_attempts: int | None = None,
         on_book_change: BookChangeHook | None = None,
     ) -> None:
         if not account_ids:
@@ -186,7 +188,8 @@ class BrokerFeed:
         self._poll = poll_seconds
         self._positions_every = positions_seconds
         self._start_retry = replace(FEED_START, operation=f"{adapter.name} feed start",
-                                    max_attempts=max(1, start_attempts), initial=retry_seconds,
+                                    max_attempts=FEED_START.max_attempts if start_attempts is None
+                                    else max(1, start_attempts), initial=retry_seconds,
                                     maximum=max_retry_seconds)
         self._poll_retry = replace(FEED_POLL, initial=retry_seconds, maximum=max_retry_seconds)
         self.on_book_change = on_book_change
