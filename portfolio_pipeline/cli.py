@@ -13,7 +13,6 @@ import click
 
 from portfolio_pipeline.cli_errors import ReportingGroup
 from portfolio_pipeline.cli_types import SafePath, SessionDate, existing_file
-from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.paths import config_dir, make_state_private, portfolio_home, repo_root
 
 logger = logging.getLogger("portfolio")
@@ -243,6 +242,7 @@ def _summary(first: date, last: date) -> list[str]:
     """What the run recorded, read back from the stored tables (consolidated book)."""
     from sqlalchemy import and_, func, select
 
+    from portfolio_pipeline.domain.symbols import AGGREGATE
     from portfolio_pipeline.paths import reports_dir
     from portfolio_pipeline.storage import Database
     from portfolio_pipeline.storage.tables import (

@@ -15,7 +15,6 @@ from typing import Any
 import click
 
 from portfolio_pipeline.cli_errors import CliError
-from portfolio_pipeline.domain.symbols import AGGREGATE
 
 __all__ = ["report", "status"]
 
@@ -52,6 +51,7 @@ def status(when: datetime | None) -> None:
         var_breaches,
     )
     from portfolio_pipeline.domain.orders import OrderStatus
+    from portfolio_pipeline.domain.symbols import AGGREGATE
     from portfolio_pipeline.orders.store import OrderStore
     from portfolio_pipeline.storage import Database
 
