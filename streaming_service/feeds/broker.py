@@ -187,7 +187,7 @@ class BrokerFeed:
         self._instruments = instruments
         self._poll = poll_seconds
         self._positions_every = positions_seconds
-        self._start_retry = replace(FEED_START, operation=f"{adapter.name} feed start",
+        self._start_retry = replace(FEED_START, operation=f"{adapter.name} feed: starting book",
                                     max_attempts=FEED_START.max_attempts if start_attempts is None
                                     else max(1, start_attempts), initial=retry_seconds,
                                     maximum=max_retry_seconds)
