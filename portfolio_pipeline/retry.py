@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -102,13 +102,6 @@ class BackoffPolicy:
         except OverflowError:
             grown = self.maximum
         return float(min(grown, self.maximum))
-
-    def delays(self) -> Iterator[float]:
-        """The waits between tries: ``max_attempts - 1`` of them (endless when None)."""
-        attempt = 1
-        while self.max_attempts is None or attempt < self.max_attempts:
-            yield self.delay(attempt)
-            attempt += 1
 
     # ---------------------------------------------------------------- tenacity plumbing
 
