@@ -243,6 +243,7 @@ def _summary(first: date, last: date) -> list[str]:
     """What the run recorded, read back from the stored tables (consolidated book)."""
     from sqlalchemy import and_, func, select
 
+    from portfolio_pipeline.domain.symbols import AGGREGATE
     from portfolio_pipeline.paths import reports_dir
     from portfolio_pipeline.storage import Database
     from portfolio_pipeline.storage.tables import (
@@ -253,7 +254,7 @@ def _summary(first: date, last: date) -> list[str]:
         risk_metrics,
     )
 
-    book = and_(portfolio_returns.c.broker == "*", portfolio_returns.c.account_id == "*")
+    book = and_(portfolio_returns.c.broker == AGGREGATE, portfolio_returns.c.account_id == AGGREGATE)
     in_window = portfolio_returns.c.session_date.between(first, last)
     with Database() as database, database.connect() as conn:
         returns = conn.execute(
@@ -268,21 +269,21 @@ def _summary(first: date, last: date) -> list[str]:
         ).scalar_one()
         var99 = conn.execute(
             select(risk_metrics.c.value, risk_metrics.c.value_usd).where(
-                risk_metrics.c.session_date == end, risk_metrics.c.broker == "*",
-                risk_metrics.c.account_id == "*", risk_metrics.c.window == "full",
+                risk_metrics.c.session_date == end, risk_metrics.c.broker == AGGREGATE,
+                risk_metrics.c.account_id == AGGREGATE, risk_metrics.c.window == "full",
                 risk_metrics.c.metric == "var_99_historical",
             )
         ).first()
         mc = conn.execute(
             select(monte_carlo_var.c.horizon_days, monte_carlo_var.c.var_99).where(
-                monte_carlo_var.c.session_date == end, monte_carlo_var.c.broker == "*",
-                monte_carlo_var.c.account_id == "*", monte_carlo_var.c.group_key == "*",
+                monte_carlo_var.c.session_date == end, monte_carlo_var.c.broker == AGGREGATE,
+                monte_carlo_var.c.account_id == AGGREGATE, monte_carlo_var.c.group_key == AGGREGATE,
             ).order_by(monte_carlo_var.c.horizon_days)
         ).all()
         breach_days = conn.execute(
             select(margin_history.c.session_date, margin_history.c.regime,
                    margin_history.c.vix, margin_history.c.breached_metrics).where(
-                margin_history.c.broker == "*", margin_history.c.account_id == "*",
+                margin_history.c.broker == AGGREGATE, margin_history.c.account_id == AGGREGATE,
                 margin_history.c.session_date.between(first, last), margin_history.c.breaches > 0,
             ).order_by(margin_history.c.session_date)
         ).all()

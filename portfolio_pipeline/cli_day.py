@@ -51,6 +51,7 @@ def status(when: datetime | None) -> None:
         var_breaches,
     )
     from portfolio_pipeline.domain.orders import OrderStatus
+    from portfolio_pipeline.domain.symbols import AGGREGATE
     from portfolio_pipeline.orders.store import OrderStore
     from portfolio_pipeline.storage import Database
 
@@ -74,8 +75,8 @@ def status(when: datetime | None) -> None:
                    f"(day ${_money(vb.day_pnl, True)} vs prior VaR ${_money(vb.prior_var)})")
     click.echo("Greeks by underlying ($):")
     click.echo(f"  {'underlying':<10} {'beta-wtd delta':>15} {'gamma/1%':>12} {'theta/day':>11} {'vega/pt':>10}")
-    for r in sorted(pack.by_underlying, key=lambda r: (r["underlying"] == "*", r["underlying"])):
-        name = "book" if r["underlying"] == "*" else r["underlying"]
+    for r in sorted(pack.by_underlying, key=lambda r: (r["underlying"] == AGGREGATE, r["underlying"])):
+        name = "book" if r["underlying"] == AGGREGATE else r["underlying"]
         click.echo(f"  {name:<10} {_money(r['beta_weighted_dollar_delta']):>15} {_money(r['dollar_gamma_1pct']):>12} "
                    f"{_money(r['theta_per_day']):>11} {_money(r['vega_per_point']):>10}")
     click.echo("Limits (book):")

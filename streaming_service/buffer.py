@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from portfolio_pipeline.storage.engine import Database, json_dumps
 from portfolio_pipeline.storage.events import EVENTS_CHANNEL, append_event, notify
+from portfolio_pipeline.storage.insert_ignore import insert_ignore
 from portfolio_pipeline.storage.tables import events as events_table
 from portfolio_pipeline.storage.tables import to_utc
 
@@ -144,16 +144,9 @@ def _bulk_append(conn: Connection, events: Sequence[StreamEvent]) -> list[int | 
          "account_id": e.account_id, "payload": e.payload}
         for e in events
     ]
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        pg = postgresql.insert(events_table).on_conflict_do_nothing(index_elements=[events_table.c.event_key])
-        stmt = pg.returning(events_table.c.id, events_table.c.event_key)
-    elif dialect == "sqlite":
-        lite = sqlite.insert(events_table).on_conflict_do_nothing(index_elements=[events_table.c.event_key])
-        stmt = lite.returning(events_table.c.id, events_table.c.event_key)
-    else:  # pragma: no cover - storage.engine only builds the two dialects
-        raise ValueError(f"unsupported database dialect {dialect!r}")
-    new = {key: int(i) for i, key in conn.execute(stmt, rows)}
+    inserted = insert_ignore(conn, events_table, rows, conflict=[events_table.c.event_key],
+                             returning=[events_table.c.id, events_table.c.event_key])
+    new = {str(r.event_key): int(r.id) for r in inserted}
     ids: list[int | None] = []
     for e in events:
         ids.append(new.pop(e.event_key, None))  # a repeated key: the first occurrence got the id

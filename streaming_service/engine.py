@@ -51,6 +51,7 @@ from portfolio_pipeline.domain.limits import LimitCheck, RiskSnapshot, evaluate_
 from portfolio_pipeline.domain.positions import AccountSnapshot, Position, Quote
 from portfolio_pipeline.domain.regime import RegimeService, RegimeState
 from portfolio_pipeline.domain.settlement import SessionHours, settlement_instant
+from portfolio_pipeline.domain.symbols import VIX, VIX3M
 from portfolio_pipeline.marketdata.valuation import market_mark
 from portfolio_pipeline.quant import pricing
 from portfolio_pipeline.quant._typing import Model
@@ -73,8 +74,8 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
 
-VOL_INDEX: Final = "VIX"
-VOL_INDEX_3M: Final = "VIX3M"
+VOL_INDEX: Final = VIX
+VOL_INDEX_3M: Final = VIX3M
 _YEAR_SECONDS: Final = 365.0 * 86400.0
 _N_TOTALS: Final = 5  # bw dollar delta, dollar gamma 1%, vega, theta, value change
 

@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 
 from portfolio_pipeline.config.pricing import AttributionSettings
+from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.quant.attribution import attribute, large_unexplained
 
-ALL = "*"
+ALL = AGGREGATE
 PNL_COLUMNS: tuple[str, ...] = (
     "delta_pnl", "gamma_pnl", "theta_pnl", "vega_pnl", "vanna_pnl", "volga_pnl",
 )

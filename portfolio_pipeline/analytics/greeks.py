@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from portfolio_pipeline.config.pricing import PricingConfig
 from portfolio_pipeline.domain.errors import UnknownInstrumentError
 from portfolio_pipeline.domain.greeks import position_greeks
 from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
-from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.domain.positions import Contract, contract_from_row
 from portfolio_pipeline.marketdata.valuation import market_mark
 from portfolio_pipeline.quant import pricing
 
@@ -63,23 +63,6 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-def _contract(row: Mapping[str, Any]) -> Contract:
-    sec_type = str(row["sec_type"])
-    und_expiry = None
-    if sec_type == "FOP":
-        parts = str(row["position_key"]).split("|")
-        und_expiry = date.fromisoformat(parts[6]) if len(parts) > 6 and parts[6] else None
-    return Contract(
-        underlying=str(row["underlying"]),
-        sec_type=cast(SecType, sec_type),  # validated by the snapshot table's CHECK
-        expiry=row["expiry"] if isinstance(row["expiry"], date) else None,
-        strike=_finite(row["strike"]),
-        right=row["right"] or None,
-        trading_class=row.get("trading_class") or None,
-        underlying_expiry=und_expiry,
-    )
 
 
 class _Quotes:
@@ -180,7 +163,7 @@ def position_greek_rows(
     broker = {k: np.full(n, np.nan) for k in ("iv", "delta", "gamma", "vega", "theta")}
     r_day = pricing_config.rate_on(session)
     for i, row in enumerate(records):
-        contract = _contract(row)
+        contract = contract_from_row(row, source="positions_snapshot")
         sec_type = contract.sec_type
         if sec_type in _LINEAR:
             spot[i] = float(row["mark"])
@@ -253,7 +236,7 @@ def position_greek_rows(
     at_mark, value_source = marks.copy(), ["mark"] * n
     for i, r in enumerate(records):
         if is_option[i]:
-            q = quotes.get(str(r["broker"]), _contract(r).key)
+            q = quotes.get(str(r["broker"]), contract_from_row(r, source="positions_snapshot").key)
             at, source = market_mark(*(q.get(k) for k in ("bid", "ask", "last"))) if q else (None, "model")
             at_mark[i] = at if at is not None else out["price"][i]
             value_source[i] = source

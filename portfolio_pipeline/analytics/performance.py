@@ -30,7 +30,6 @@ backfill costs ~12 fits instead of ~250.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
@@ -42,11 +41,12 @@ import pandas as pd
 
 from portfolio_pipeline.config.pricing import RiskSettings
 from portfolio_pipeline.domain.activity import CashFlow
+from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.quant import returns as qret
 from portfolio_pipeline.quant import risk_metrics as rm
 from portfolio_pipeline.quant.vol import MIN_GARCH_OBSERVATIONS, GarchFit, GarchFitError, fit_garch
 
-ALL = "*"
+ALL = AGGREGATE
 
 
 def flow_sessions(
@@ -165,17 +165,6 @@ def _row(
 # --------------------------------------------------------------------------- risk metrics
 
 
-def _filter_forward(fit: GarchFit, newer: np.ndarray) -> GarchFit:
-    """The fit's state rolled through ``newer`` returns with fixed parameters."""
-    var = float(fit.forecast(1)[0])
-    resid, sigma2 = fit.last_resid, fit.last_sigma**2
-    for r in newer:
-        resid = float(r) - fit.mu
-        sigma2 = var
-        var = fit.omega + fit.alpha * resid * resid + fit.beta * sigma2
-    return dataclasses.replace(fit, last_sigma=math.sqrt(sigma2), last_resid=resid)
-
-
 def garch_state_at(
     returns: np.ndarray, n: int, refit_every: int, cache: dict[int, GarchFit | None]
 ) -> GarchFit | None:
@@ -198,7 +187,7 @@ def garch_state_at(
     fit = cache[m]
     if fit is None:
         return None
-    return _filter_forward(fit, returns[m:n]) if n > m else fit
+    return fit.roll_forward(returns[m:n])
 
 
 _USD_PREFIXES = ("var_", "cvar_")

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, select
 
 from portfolio_pipeline.analytics.report import line_chart
+from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.storage.tables import (
     limit_checks,
     margin_history,
@@ -41,7 +42,7 @@ from portfolio_pipeline.storage.tables import (
 )
 from portfolio_pipeline.storage.var_backtest import read_var_exceedances
 
-ALL = "*"
+ALL = AGGREGATE
 PACK_PREFIX = "risk_pack_"
 INDEX_NAME = "index.html"
 DEFAULT_PORT = 8800

@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.quant.backtest import backtest
 
 __all__ = ["WINDOW", "exceedance_rows", "summary_rows", "var_forecasts"]
@@ -33,7 +34,7 @@ __all__ = ["WINDOW", "exceedance_rows", "summary_rows", "var_forecasts"]
 WINDOW = 250
 """Trailing exceedance rows per backtest (Basel's 250 trading days)."""
 
-ALL = "*"
+ALL = AGGREGATE
 _VAR_METRIC = re.compile(r"^var_(\d+)_(.+)$")
 
 

@@ -10,13 +10,13 @@ from datetime import datetime
 from portfolio_pipeline.brokers.base import BrokerAdapter, BrokerDataError, BrokerError
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
+from portfolio_pipeline.domain.symbols import VOLATILITY_INDEX_SYMBOLS
 
 logger = logging.getLogger(__name__)
 
 #: Index quotes every snapshot carries: the regime needs the live VIX and VIX3M.
-VOLATILITY_INDICES: tuple[Contract, ...] = (
-    Contract(underlying="VIX", sec_type="IND"),
-    Contract(underlying="VIX3M", sec_type="IND"),
+VOLATILITY_INDICES: tuple[Contract, ...] = tuple(
+    Contract(underlying=symbol, sec_type="IND") for symbol in VOLATILITY_INDEX_SYMBOLS
 )
 
 

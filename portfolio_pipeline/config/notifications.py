@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, HttpUrl, model_validator
 
 from portfolio_pipeline.domain.schema import StrictModel
+from portfolio_pipeline.retry import NOTIFICATION_SEND, BackoffPolicy
 
 __all__ = [
     "AlertType",
@@ -25,7 +26,7 @@ __all__ = [
     "NotificationsFile",
     "QuietBehaviour",
     "QuietHoursConfig",
-    "RetryPolicy",
+    "RetrySettings",
     "RouteConfig",
     "Severity",
     "SlackChannelConfig",
@@ -153,24 +154,28 @@ class EscalationConfig(_Strict):
         return self
 
 
-class RetryPolicy(_Strict):
-    max_attempts: int = Field(default=5, ge=1, le=20)
-    initial_backoff_seconds: float = Field(default=1.0, ge=0, le=600)
-    multiplier: float = Field(default=2.0, ge=1, le=10)
-    max_backoff_seconds: float = Field(default=60.0, ge=0, le=3600)
+class RetrySettings(_Strict):
+    """``retry:``: the schedule of :data:`portfolio_pipeline.retry.NOTIFICATION_SEND`, tunable."""
+
+    max_attempts: int = Field(default=NOTIFICATION_SEND.max_attempts or 1, ge=1, le=20)
+    initial_backoff_seconds: float = Field(default=NOTIFICATION_SEND.initial, ge=0, le=600)
+    multiplier: float = Field(default=NOTIFICATION_SEND.multiplier, ge=1, le=10)
+    max_backoff_seconds: float = Field(default=NOTIFICATION_SEND.maximum, ge=0, le=3600)
     max_retry_after_seconds: float = Field(
         default=300.0, ge=0, le=3600, description="longest server-requested wait honoured"
     )
 
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based).
-
-        The same schedule drives the durable outbox: a delivery still failing after
-        ``max_attempts`` in one run waits ``backoff(stored attempts)`` before the
-        housekeeping sensor tries it again (capped at ``max_backoff_seconds``).
-        """
-        delay = self.initial_backoff_seconds * self.multiplier ** (attempt - 1)
-        return float(min(delay, self.max_backoff_seconds))
+    def policy(self) -> BackoffPolicy:
+        """The send policy.  The same schedule drives the durable outbox: a delivery still
+        failing after ``max_attempts`` in one run waits ``delay(stored attempts)`` before
+        the housekeeping sensor tries it again (capped at ``max_backoff_seconds``)."""
+        return BackoffPolicy(
+            NOTIFICATION_SEND.operation,
+            max_attempts=self.max_attempts,
+            initial=self.initial_backoff_seconds,
+            multiplier=self.multiplier,
+            maximum=self.max_backoff_seconds,
+        )
 
 
 class NotificationsFile(_Strict):
@@ -180,7 +185,7 @@ class NotificationsFile(_Strict):
     routes: dict[AlertType, RouteConfig]
     quiet_hours: QuietHoursConfig = QuietHoursConfig()
     escalation: EscalationConfig = EscalationConfig()
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetrySettings = RetrySettings()
 
     @model_validator(mode="after")
     def _references(self) -> Self:

@@ -8,9 +8,10 @@ quoted; a value in account currency is ``price * quantity * multiplier``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal, cast, get_args
 
 from portfolio_pipeline.domain.errors import InvalidDataError
 from portfolio_pipeline.domain.instruments import SecType
@@ -104,6 +105,69 @@ class Contract:
         expiry_dt = expiry_dt.astimezone(as_of.tzinfo) + timedelta(hours=settlement_hour_utc)
         seconds = (expiry_dt - as_of).total_seconds()
         return max(seconds, 0.0) / (365.0 * 86400.0)
+
+
+_SEC_TYPES: tuple[str, ...] = get_args(SecType)
+
+
+def _missing(value: object) -> bool:
+    # None, "", and NaN / NaT (the only values not equal to themselves)
+    return value is None or value == "" or value != value
+
+
+def _row_date(value: object, name: str, source: str) -> date | None:
+    if _missing(value):
+        return None
+    if isinstance(value, datetime):  # a pandas Timestamp is one too
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise InvalidDataError(f"{source}: {name} {value!r} is not an ISO date") from None
+    raise InvalidDataError(f"{source}: {name} must be a date, got {type(value).__name__}")
+
+
+def _row_text(value: object) -> str | None:
+    return None if _missing(value) else str(value)
+
+
+def contract_from_row(row: Mapping[Any, Any], *, source: str = "stored row") -> Contract:
+    """The :class:`Contract` of a stored row: the one conversion for every reader.
+
+    ``row`` has the contract columns of the storage tables (``underlying``, ``sec_type``,
+    ``expiry``, ``strike``, ``right``, ``trading_class``, optionally ``currency``,
+    ``underlying_expiry`` and ``position_key``), from a result mapping, a DataFrame
+    record or a JSON document: dates may be ``date``, ``datetime``/``Timestamp`` or ISO
+    text; a missing value may be None, NaN or NaT.
+
+    A futures option's ``underlying_expiry`` comes from the row's own column where the
+    table has one (``executions``), otherwise from ``position_key``: :attr:`Contract.key`
+    carries the future's expiry when it differs from the option's, so a position read
+    back keeps the future it is written on.
+    """
+    sec_type = str(row["sec_type"])
+    if sec_type not in _SEC_TYPES:
+        raise InvalidDataError(f"{source}: unknown sec_type {sec_type!r}")
+    underlying_expiry = _row_date(row.get("underlying_expiry"), "underlying_expiry", source)
+    if underlying_expiry is None and sec_type == "FOP":
+        parts = str(row.get("position_key") or "").split("|")
+        if len(parts) > 6 and parts[6]:
+            underlying_expiry = _row_date(parts[6], "underlying expiry in position_key", source)
+    strike = row.get("strike")
+    right = _row_text(row.get("right"))
+    return Contract(
+        underlying=str(row["underlying"]),
+        sec_type=cast(SecType, sec_type),
+        expiry=_row_date(row.get("expiry"), "expiry", source),
+        strike=None if _missing(strike) else float(strike),  # type: ignore[arg-type]
+        right=cast(Right | None, right),
+        trading_class=_row_text(row.get("trading_class")),
+        currency=_row_text(row.get("currency")) or "USD",
+        underlying_expiry=underlying_expiry,
+    )
 
 
 @dataclass(frozen=True, slots=True)

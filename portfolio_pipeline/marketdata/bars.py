@@ -20,8 +20,9 @@ from datetime import date
 from typing import Protocol, runtime_checkable
 
 from portfolio_pipeline.domain.errors import InvalidDataError
+from portfolio_pipeline.domain.symbols import VOLATILITY_INDEX_SYMBOLS
 
-INDEX_SYMBOLS: tuple[str, ...] = ("SPX", "VIX", "VIX3M")
+INDEX_SYMBOLS: tuple[str, ...] = ("SPX", *VOLATILITY_INDEX_SYMBOLS)
 """Symbols the market history always holds besides the book's underlyings."""
 
 

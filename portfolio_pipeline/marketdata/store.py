@@ -30,13 +30,14 @@ import pandas as pd
 from sqlalchemy import Connection, and_, delete, func, select
 
 from portfolio_pipeline.domain.errors import InvalidDataError
+from portfolio_pipeline.domain.symbols import VIX, VIX3M
 from portfolio_pipeline.marketdata.bars import DailyBar
 from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.storage.tables import market_history
 
 logger = logging.getLogger(__name__)
 
-PROXY_SYMBOLS: dict[str, str] = {"spx": "SPX", "ndx": "NDX", "vix": "VIX", "vix3m": "VIX3M"}
+PROXY_SYMBOLS: dict[str, str] = {"spx": "SPX", "ndx": "NDX", "vix": VIX, "vix3m": VIX3M}
 """Monte Carlo factor proxy -> stored symbol."""
 
 
@@ -189,10 +190,10 @@ class StoredHistory:
         return self.closes("NDX").rename("ndx_close")
 
     def vix(self) -> pd.Series:
-        return self.closes("VIX").rename("vix")
+        return self.closes(VIX).rename("vix")
 
     def vix3m(self) -> pd.Series:
-        return self.closes("VIX3M").rename("vix3m")
+        return self.closes(VIX3M).rename("vix3m")
 
 
 # --------------------------------------------------------------------------- checks
@@ -268,4 +269,4 @@ class PublishedThenStored(MarketHistory):
         return self._continued(super().spx_close(), "SPX")
 
     def vix(self) -> pd.Series:
-        return self._continued(super().vix(), "VIX")
+        return self._continued(super().vix(), VIX)

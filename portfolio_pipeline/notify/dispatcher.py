@@ -16,10 +16,11 @@ Guarantees:
   claimed in the store (:class:`~.store.NotificationStore`) before anything is sent,
   so a duplicate or concurrent ``dispatch`` of the same alert sends nothing more;
 - transient errors (HTTP 5xx/429, connection errors, SMTP 4xx) are retried with
-  exponential backoff, or after the wait the server asked for; the injected ``sleep``
+  exponential backoff (:mod:`portfolio_pipeline.retry`), or after the wait the server
+  asked for; the injected ``sleep``
   does the waiting; permanent errors are recorded at once;
 - durable outbox: a delivery still failing after ``retry.max_attempts`` is parked as
-  ``retrying`` with ``next_attempt_at`` = now + ``retry.backoff(stored attempts)``;
+  ``retrying`` with ``next_attempt_at`` = now + the retry delay after the stored attempts;
   :meth:`Notifier.retry_due` (the housekeeping sensor) claims and tries it again, one
   attempt per due row, until it is delivered or its route's ``expire_after_minutes``
   have passed since the alert.  A delivery that fails for good (permanent error or
@@ -40,7 +41,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -73,6 +74,7 @@ from portfolio_pipeline.notify.store import (
     ack_footer,
     clip_error,
 )
+from portfolio_pipeline.retry import RetryGaveUpError
 
 __all__ = [
     "DELIVERY_FAILED_PREFIX",
@@ -324,65 +326,73 @@ class Notifier:
     ) -> DeliveryResult:
         """Send a claimed message; at most ``max_attempts`` here (default: the policy's),
         then the outbox takes over (:meth:`_reschedule`)."""
-        policy = self._config.retry
-        limit = policy.max_attempts if max_attempts is None else max_attempts
+        settings = self._config.retry
+        policy = replace(
+            settings.policy(),
+            operation=f"notification send to {channel} (alerts {', '.join(keys)})",
+            max_attempts=settings.max_attempts if max_attempts is None else max_attempts,
+        )
         target = self._channels.get(channel)
         if target is None:
             error = f"channel {channel!r} is no longer configured"
             return self._fail(channel, token, keys, 0, error)
         attempt = 0
-        while True:
+
+        def wait_for(exc: BaseException) -> float:
+            hinted = getattr(exc, "retry_after", None)
+            return float(hinted) if hinted is not None else policy.delay(attempt)
+
+        def transient(exc: BaseException) -> bool:
+            # a server asking for a longer wait than allowed: the outbox takes over
+            return (isinstance(exc, TransientDeliveryError)
+                    and wait_for(exc) <= settings.max_retry_after_seconds)
+
+        def send() -> None:
+            nonlocal attempt
             attempt += 1
             self._store.count_attempt(channel, token, self._now())
             try:
                 target.send(message)
             except TransientDeliveryError as exc:
-                error = clip_error(str(exc))
-                wait = exc.retry_after if exc.retry_after is not None else policy.backoff(attempt)
-                too_long = wait > policy.max_retry_after_seconds
-                if attempt >= limit or too_long:
-                    if too_long:
-                        error = clip_error(
-                            f"{error} (server asked to wait {wait:g}s; limit "
-                            f"{policy.max_retry_after_seconds:g}s in one run)"
-                        )
-                    return self._reschedule(
-                        channel, token, keys, attempt, error, exc.retry_after, digest=digest
-                    )
-                self._update_claimed(channel, token, last_error=error)
-                logger.warning(
-                    "notification attempt failed, retrying alert_keys=%s channel=%s attempt=%s "
-                    "wait_s=%s error=%s",
-                    keys,
-                    channel,
-                    attempt,
-                    wait,
-                    error,
+                self._update_claimed(channel, token, last_error=clip_error(str(exc)))
+                raise
+
+        try:
+            policy.call(send, retry_on=transient, sleep=self._sleep, wait_hint=wait_for)
+        except (RetryGaveUpError, TransientDeliveryError) as exc:
+            last = exc.last if isinstance(exc, RetryGaveUpError) else exc
+            assert isinstance(last, TransientDeliveryError)
+            error = clip_error(str(last))
+            if not transient(last):
+                error = clip_error(
+                    f"{error} (server asked to wait {wait_for(last):g}s; limit "
+                    f"{settings.max_retry_after_seconds:g}s in one run)"
                 )
-                self._sleep(wait)
-            except PermanentDeliveryError as exc:
-                return self._fail(channel, token, keys, attempt, clip_error(str(exc)))
-            except Exception as exc:  # a bug in a channel must not leave the row 'sending'
-                return self._fail(
-                    channel, token, keys, attempt, clip_error(f"unexpected {type(exc).__name__}")
-                )
-            else:
-                now = self._now()
-                self._update_claimed(
-                    channel,
-                    token,
-                    status=DELIVERED,
-                    delivered_at=now,
-                    last_error=None,
-                    next_attempt_at=None,
-                )
-                logger.info(
-                    "notification delivered alert_keys=%s channel=%s attempts=%s",
-                    keys,
-                    channel,
-                    attempt,
-                )
-                return DeliveryResult(channel, DeliveryOutcome.DELIVERED, keys, attempt)
+            return self._reschedule(
+                channel, token, keys, attempt, error, last.retry_after, digest=digest
+            )
+        except PermanentDeliveryError as exc:
+            return self._fail(channel, token, keys, attempt, clip_error(str(exc)))
+        except Exception as exc:  # a bug in a channel must not leave the row 'sending'
+            return self._fail(
+                channel, token, keys, attempt, clip_error(f"unexpected {type(exc).__name__}")
+            )
+        now = self._now()
+        self._update_claimed(
+            channel,
+            token,
+            status=DELIVERED,
+            delivered_at=now,
+            last_error=None,
+            next_attempt_at=None,
+        )
+        logger.info(
+            "notification delivered alert_keys=%s channel=%s attempts=%s",
+            keys,
+            channel,
+            attempt,
+        )
+        return DeliveryResult(channel, DeliveryOutcome.DELIVERED, keys, attempt)
 
     def _reschedule(
         self,
@@ -397,14 +407,14 @@ class Notifier:
     ) -> DeliveryResult:
         """Park a claimed delivery in the outbox, or fail it for good once it has expired.
 
-        The wait is ``retry.backoff(stored attempts)`` (the server's ``retry_after`` when
+        The wait is ``retry.policy().delay(stored attempts)`` (the server's ``retry_after`` when
         longer); a digest goes back to ``held`` until then, so it is rebuilt and sent as
         one message again.
         """
         now = self._now()
         stored_attempts, expires_at = self._store.claimed_attempts(channel, token)
         total = stored_attempts or attempts
-        wait = max(self._config.retry.backoff(total), retry_after or 0.0)
+        wait = max(self._config.retry.policy().delay(total), retry_after or 0.0)
         due = now + timedelta(seconds=wait)
         if expires_at is not None and due > expires_at:
             when = expires_at.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M %Z")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -27,7 +27,7 @@ from portfolio_pipeline.domain.orders import (
     OrderStatus,
     WhatIfResult,
 )
-from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.domain.positions import Contract, contract_from_row
 from portfolio_pipeline.storage.engine import Database
 from portfolio_pipeline.storage.tables import order_audit, order_broker_refs, orders
 
@@ -69,16 +69,7 @@ def contract_to_json(c: Contract) -> dict[str, Any]:
 
 
 def contract_from_json(d: Mapping[str, Any]) -> Contract:
-    return Contract(
-        underlying=str(d["underlying"]),
-        sec_type=d["sec_type"],
-        expiry=date.fromisoformat(d["expiry"]) if d.get("expiry") else None,
-        strike=None if d.get("strike") is None else float(d["strike"]),
-        right=d.get("right"),
-        trading_class=d.get("trading_class"),
-        currency=str(d.get("currency") or "USD"),
-        underlying_expiry=date.fromisoformat(d["underlying_expiry"]) if d.get("underlying_expiry") else None,
-    )
+    return contract_from_row(d, source="stored order leg")
 
 
 def whatif_to_json(w: WhatIfResult | None) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypeAlias
 
 import numpy as np
@@ -209,6 +209,30 @@ class GarchFit:
             out[k] = s2
             s2 = self.omega + p * s2
         return out
+
+    def roll_forward(self, newer: npt.ArrayLike) -> GarchFit:
+        """The state after filtering ``newer`` returns through the fitted parameters.
+
+        Between refits the parameters stay fixed and only the state moves: for each new
+        return :math:`r_t`, :math:`\\varepsilon_t = r_t - \\mu` and
+        :math:`\\sigma^2_t = \\omega + \\alpha\\varepsilon_{t-1}^2 + \\beta\\sigma^2_{t-1}`.
+        The result has ``last_sigma`` = :math:`\\sigma_T` and ``last_resid`` =
+        :math:`\\varepsilon_T` of the last new return, so :meth:`forecast` and
+        :meth:`simulate` start after it; the in-sample arrays, ``loglikelihood`` and
+        ``nobs`` still describe the fit.  No new returns: the fit itself.
+        """
+        arr = np.asarray(newer, dtype=np.float64).ravel()
+        if arr.size == 0:
+            return self
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("GARCH roll-forward: newer returns contain non-finite values")
+        var = float(self.forecast(1)[0])
+        resid, sigma2 = self.last_resid, self.last_sigma**2
+        for r in arr:
+            resid = float(r) - self.mu
+            sigma2 = var
+            var = self.omega + self.alpha * resid * resid + self.beta * sigma2
+        return replace(self, last_sigma=math.sqrt(sigma2), last_resid=resid)
 
     def innovations(self, rng: np.random.Generator, size: tuple[int, ...]) -> Float64Array:
         """Draw i.i.d. unit-variance innovations ``z`` of the fitted distribution."""

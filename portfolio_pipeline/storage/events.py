@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import Connection, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 
 from portfolio_pipeline.storage.engine import json_dumps
+from portfolio_pipeline.storage.insert_ignore import insert_ignore
 from portfolio_pipeline.storage.tables import events, to_utc
 
 __all__ = [
@@ -99,18 +99,9 @@ def append_event(
         json_dumps(payload)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"payload of event {event_key!r} is not JSON: {exc}") from None
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        stmt = postgresql.insert(events).values(values)
-        stmt = stmt.on_conflict_do_nothing(index_elements=[events.c.event_key])
-        result = conn.execute(stmt.returning(events.c.id))
-    elif dialect == "sqlite":
-        lite = sqlite.insert(events).values(values)
-        lite = lite.on_conflict_do_nothing(index_elements=[events.c.event_key])
-        result = conn.execute(lite.returning(events.c.id))
-    else:  # pragma: no cover - engine.py only builds the two dialects
-        raise ValueError(f"unsupported database dialect {dialect!r}")
-    new_id = result.scalar_one_or_none()
+    inserted = insert_ignore(conn, events, [values], conflict=[events.c.event_key],
+                             returning=[events.c.id])
+    new_id = inserted[0].id if inserted else None
     if new_id is None:
         logger.info("event already recorded event_key=%s kind=%s", event_key, kind)
         return None

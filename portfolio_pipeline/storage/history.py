@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from portfolio_pipeline.brokers.history.model import ImportBatch, ImportSummary
 from portfolio_pipeline.domain.activity import CashFlow, Execution
-from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.domain.positions import contract_from_row
 from portfolio_pipeline.storage.engine import Database
+from portfolio_pipeline.storage.insert_ignore import insert_ignore
 from portfolio_pipeline.storage.tables import cash_flows, executions, import_batches
 
 __all__ = ["SqlHistoryStore", "import_history", "imported_batch_id", "load_cash_flows", "load_executions"]
@@ -113,18 +113,7 @@ def _stored_aliases(conn: Connection, id_column: Any, table: Table, aliases: Map
 
 def _insert_new(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
     """Insert ``rows``, skipping primary keys already stored; the number inserted."""
-    if not rows:
-        return 0
-    dialect = conn.dialect.name
-    pk = list(table.primary_key.columns)
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=pk)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=pk)
-    else:
-        raise NotImplementedError(f"history import supports postgresql and sqlite, not {dialect}")
-    result = conn.execute(stmt.returning(*pk), list(rows))
-    return len(result.all())
+    return len(insert_ignore(conn, table, rows))
 
 
 def imported_batch_id(database: Database, sha256: str) -> int | None:
@@ -242,16 +231,7 @@ def load_executions(
             broker=r["broker"],
             account_id=r["account_id"],
             exec_id=r["exec_id"],
-            contract=Contract(
-                underlying=r["underlying"],
-                sec_type=r["sec_type"],
-                expiry=r["expiry"],
-                strike=r["strike"],
-                right=r["right"],
-                trading_class=r["trading_class"],
-                currency=r["currency"],
-                underlying_expiry=r["underlying_expiry"],
-            ),
+            contract=contract_from_row(r, source=f"executions {r['exec_id']}"),
             ts=r["ts"],
             quantity=r["quantity"],
             price=r["price"],

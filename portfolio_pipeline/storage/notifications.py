@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from portfolio_pipeline.clock import Clock, system_clock
 from portfolio_pipeline.notify.store import (
@@ -39,6 +38,7 @@ from portfolio_pipeline.notify.store import (
     short_id,
 )
 from portfolio_pipeline.storage.engine import Database
+from portfolio_pipeline.storage.insert_ignore import insert_ignore
 from portfolio_pipeline.storage.tables import alerts, notification_deliveries, to_utc
 
 __all__ = [
@@ -88,21 +88,6 @@ def write_transaction(db: Database) -> Iterator[Connection]:
         with conn.begin():
             yield conn
 
-
-def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
-    """``INSERT ... ON CONFLICT DO NOTHING`` on the primary key; True when a row was inserted."""
-    pk = [c.name for c in table.primary_key.columns]
-    returning = table.primary_key.columns[pk[0]]
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        pg = postgresql.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=pk)
-        result = conn.execute(pg.returning(returning))
-    elif dialect == "sqlite":
-        lite = sqlite.insert(table).values(dict(values)).on_conflict_do_nothing(index_elements=pk)
-        result = conn.execute(lite.returning(returning))
-    else:  # pragma: no cover - engine.py only builds the two dialects
-        raise ValueError(f"unsupported database dialect {dialect!r}")
-    return result.scalar_one_or_none() is not None
 
 
 def stored_alert(row: Any) -> StoredAlert:
@@ -284,7 +269,7 @@ class SqlNotificationStore:
 
     def record_alert(self, alert: NewAlert) -> bool:
         with write_transaction(self._db) as conn:
-            return insert_ignore(conn, alerts, {
+            return bool(insert_ignore(conn, alerts, [{
                 "alert_key": alert.alert_key,
                 "type": alert.type,
                 "severity": alert.severity,
@@ -297,7 +282,7 @@ class SqlNotificationStore:
                 "acknowledged_by": None,
                 "escalated_at": None,
                 "escalation_level": 0,
-            })
+            }]))
 
     def load_alerts(self, keys: Sequence[str]) -> dict[str, StoredAlert]:
         with self._db.connect() as conn:
@@ -306,8 +291,8 @@ class SqlNotificationStore:
     def park(self, alert_key: str, channel: str, status: str, now: datetime,
              hold_until: datetime | None, expires_at: datetime) -> bool:
         with write_transaction(self._db) as conn:
-            return insert_ignore(conn, _D, _new_row(
-                alert_key, channel, status, now, hold_until if status == HELD else None, expires_at))
+            return bool(insert_ignore(conn, _D, [_new_row(
+                alert_key, channel, status, now, hold_until if status == HELD else None, expires_at)]))
 
     def claim(self, alert_key: str, channel: str, token: str, now: datetime,
               expires_at: datetime | None, *, reclaim: bool) -> bool:
@@ -318,7 +303,7 @@ class SqlNotificationStore:
             if expires_at is not None:
                 values["expires_at"] = expires_at
         with write_transaction(self._db) as conn:
-            insert_ignore(conn, _D, _new_row(alert_key, channel, PENDING, now, None, expires_at))
+            insert_ignore(conn, _D, [_new_row(alert_key, channel, PENDING, now, None, expires_at)])
             claimed = conn.execute(
                 update(_D)
                 .where(_D.c.alert_key == alert_key, _D.c.channel == channel, _D.c.status.in_(claimable))

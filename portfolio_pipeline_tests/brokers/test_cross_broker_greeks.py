@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import numpy as np
@@ -38,7 +39,7 @@ from ib_async import Contract as IbContract
 
 from portfolio_pipeline.brokers.base import BrokerDataError
 from portfolio_pipeline.brokers.demo import DemoBroker
-from portfolio_pipeline.brokers.tastytrade import RetryPolicy, TastytradeAdapter
+from portfolio_pipeline.brokers.tastytrade import TastytradeAdapter
 from portfolio_pipeline.clock import SettableClock
 from portfolio_pipeline.domain.accounts import TastytradeConnection
 from portfolio_pipeline.domain.errors import MultiplierMismatchError
@@ -46,6 +47,7 @@ from portfolio_pipeline.domain.greeks import PositionGreeks, position_greeks
 from portfolio_pipeline.domain.orders import Order, OrderLeg, OrderStatus
 from portfolio_pipeline.domain.positions import Contract, Position, Quote
 from portfolio_pipeline.marketdata import MarketHistory
+from portfolio_pipeline.retry import BROKER_HTTP
 from portfolio_pipeline_tests.brokers.ibkr import book
 from portfolio_pipeline_tests.brokers.ibkr.fake_ib import (
     FakeGateway,
@@ -255,7 +257,7 @@ def dx_greeks(g: dict[str, float], key: str) -> dict[str, str]:
 def tasty_adapter(fake: FakeTasty) -> TastytradeAdapter:
     return TastytradeAdapter(
         TastytradeConnection(), instruments(), [ACCOUNT], clock=SettableClock(T0),
-        transport=fake.transport(), environ=ENV, retry=RetryPolicy(backoff_initial=0.0),
+        transport=fake.transport(), environ=ENV, retry=replace(BROKER_HTTP, initial=0.0),
         quote_wait=3.0, watchdog_interval=0.05,
     )
 

@@ -3,7 +3,7 @@ expired; a final failure reported on another channel; escalation past failed cha
 short alert ids and the ack command in every actionable message.
 
 Both database backends, against the local Telegram/Slack server of ``conftest.py``.
-The expected retry times are hand-computed from ``RetryPolicy.backoff``:
+The expected retry times are hand-computed from ``RetrySettings.policy().delay``:
 ``initial * multiplier ** (attempt - 1)`` capped at ``max_backoff_seconds``.
 """
 

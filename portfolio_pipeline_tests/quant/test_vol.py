@@ -193,3 +193,23 @@ def test_non_convergence_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(arch, "arch_model", lambda *a, **k: _Model())
     with pytest.raises(V.GarchFitError, match=r"did not converge.*Iteration limit"):
         V.fit_garch(np.random.default_rng(0).normal(0, 0.01, 300))
+
+
+def test_roll_forward_matches_arch_filtering_with_fixed_params(returns: np.ndarray) -> None:
+    """Reference: arch's own filter (``model.fix(params)``) over all returns with the
+    parameters of a fit on the first 1500; the backcast (first 75 observations) is the
+    same for both, so the states must agree to rounding."""
+    head = V.fit_garch(returns[:1500])
+    rolled = head.roll_forward(returns[1500:])
+    m = arch_model(100 * returns, mean="Constant", vol="GARCH", p=1, q=1, dist="t")
+    fixed = m.fix([head.mu * 100, head.omega * 1e4, head.alpha, head.beta, head.nu])
+    assert rolled.last_sigma == pytest.approx(fixed.conditional_volatility[-1] / 100, rel=1e-9)
+    assert rolled.last_resid == pytest.approx(returns[-1] - head.mu, rel=1e-12)
+    assert rolled.forecast(1)[0] == pytest.approx(
+        fixed.forecast(horizon=1, reindex=False).variance.iloc[-1, 0] / 1e4, rel=1e-9
+    )
+    # parameters and the in-sample description are the fit's
+    assert (rolled.omega, rolled.alpha, rolled.beta, rolled.nobs) == (head.omega, head.alpha, head.beta, 1500)
+    assert head.roll_forward([]) is head
+    with pytest.raises(ValueError, match="non-finite"):
+        head.roll_forward([0.01, float("nan")])

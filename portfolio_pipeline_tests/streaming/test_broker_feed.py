@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,12 @@ from typing import Any
 import pytest
 
 from portfolio_pipeline.brokers.ibkr import IbkrBroker
-from portfolio_pipeline.brokers.tastytrade import RetryPolicy, TastytradeAdapter
+from portfolio_pipeline.brokers.tastytrade import TastytradeAdapter
 from portfolio_pipeline.clock import SettableClock
 from portfolio_pipeline.config.streaming import FeedSettings, StreamingConfig
 from portfolio_pipeline.domain.accounts import TastytradeConnection
 from portfolio_pipeline.domain.regime import RegimeService
+from portfolio_pipeline.retry import BROKER_HTTP
 from portfolio_pipeline_tests.brokers.ibkr.book import (
     SPX_AM,
     SPX_PM,
@@ -392,7 +394,7 @@ def test_tastytrade_ticks_for_the_held_positions_and_stale_greeks_flag_the_optio
             fake = FakeTasty(dxlink_url=dx.url)
             broker = TastytradeAdapter(
                 TastytradeConnection(), instruments(), [ACCOUNT], clock=clock, transport=fake.transport(),
-                environ=ENV, retry=RetryPolicy(backoff_initial=0.0), stale_after=5.0, quote_wait=0.3,
+                environ=ENV, retry=replace(BROKER_HTTP, initial=0.0), stale_after=5.0, quote_wait=0.3,
                 watchdog_interval=0.05,
             )
             feed = BrokerFeed(broker, [ACCOUNT], instruments(), poll_seconds=0.02)

@@ -53,7 +53,7 @@ def test_sigterm_stops_the_service_while_the_gateway_is_down(ibkr_env: tuple[dic
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line)
-            if "starting book attempt" in line:
+            if "feed: starting book failed (attempt" in line:
                 retrying.set()
 
     reader = threading.Thread(target=read, daemon=True)

@@ -65,6 +65,7 @@ from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
 from portfolio_pipeline.brokers.snapshot import VOLATILITY_INDICES, underlying_contracts
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
+from portfolio_pipeline.retry import FEED_POLL, FEED_START, RetryGaveUpError
 from streaming_service.engine import VOL_INDEX, VOL_INDEX_3M, Tick
 from streaming_service.feeds.base import StartingBook
 
@@ -155,9 +156,11 @@ class BrokerFeed:
     positions_seconds:
         Wall seconds between position reloads (fills -> ``on_book_change``).
     retry_seconds, max_retry_seconds:
-        Backoff after a failed poll: doubles from ``retry_seconds`` up to the maximum.
+        Backoff after a failed poll or starting-book attempt: doubles from
+        ``retry_seconds`` up to the maximum (defaults: :data:`portfolio_pipeline.retry.FEED_POLL`).
     start_attempts:
-        Attempts at loading the starting book before :meth:`starting_book` raises.
+        Attempts at loading the starting book before :meth:`starting_book` raises
+        (default: :data:`portfolio_pipeline.retry.FEED_START`).
     on_book_change:
         Awaited when the positions changed (e.g. ``service.start_engine``).
     """
@@ -170,9 +173,9 @@ class BrokerFeed:
         *,
         poll_seconds: float = 1.0,
         positions_seconds: float = 60.0,
-        retry_seconds: float = 1.0,
-        max_retry_seconds: float = 30.0,
-        start_attempts: int = 5,
+        retry_seconds: float = FEED_POLL.initial,
+        max_retry_seconds: float = FEED_POLL.maximum,
+        start_attempts: int | None = None,
         on_book_change: BookChangeHook | None = None,
     ) -> None:
         if not account_ids:
@@ -184,9 +187,11 @@ class BrokerFeed:
         self._instruments = instruments
         self._poll = poll_seconds
         self._positions_every = positions_seconds
-        self._retry = retry_seconds
-        self._max_retry = max_retry_seconds
-        self._start_attempts = max(1, start_attempts)
+        self._start_retry = replace(FEED_START, operation=f"{adapter.name} feed: starting book",
+                                    max_attempts=FEED_START.max_attempts if start_attempts is None
+                                    else max(1, start_attempts), initial=retry_seconds,
+                                    maximum=max_retry_seconds)
+        self._poll_retry = replace(FEED_POLL, initial=retry_seconds, maximum=max_retry_seconds)
         self.on_book_change = on_book_change
         self.name = adapter.name
         self._connected = False
@@ -321,21 +326,16 @@ class BrokerFeed:
 
     async def starting_book(self) -> StartingBook:
         """Connect (first call), load positions, balances and quotes; retried with backoff."""
-        delay = self._retry
-        for attempt in range(1, self._start_attempts + 1):
-            try:
-                await self.connect()  # a Gateway that is down at start is retried like the rest
-                return await self._load_book()
-            except RETRYABLE as exc:
-                if attempt == self._start_attempts:
-                    raise BrokerError(
-                        f"{self.name} feed: starting book failed after {attempt} attempt(s): {exc}"
-                    ) from exc
-                logger.warning("%s feed: starting book attempt %d failed (%s); retrying in %.2fs",
-                               self.name, attempt, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_retry)
-        raise AssertionError("unreachable")
+        async def load() -> StartingBook:
+            await self.connect()  # a Gateway that is down at start is retried like the rest
+            return await self._load_book()
+
+        try:
+            return await self._start_retry.acall(load, retry_on=RETRYABLE)
+        except RetryGaveUpError as exc:
+            raise BrokerError(
+                f"{self.name} feed: starting book failed after {exc.attempts} attempt(s): {exc.last}"
+            ) from exc.last
 
     # ------------------------------------------------------------------ quotes
 
@@ -509,7 +509,7 @@ class BrokerFeed:
                 self.failed_polls += 1
                 if outage_since is None:
                     outage_since = started
-                delay = min(self._retry * 2 ** (failures - 1), self._max_retry)
+                delay = self._poll_retry.delay(failures)
                 logger.warning("%s feed: poll failed (%d in a row): %s; retrying in %.2fs",
                                self.name, failures, exc, delay)
                 await asyncio.sleep(delay)

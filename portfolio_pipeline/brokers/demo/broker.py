@@ -52,6 +52,7 @@ from portfolio_pipeline.domain.positions import (
     Quote,
     require_aware,
 )
+from portfolio_pipeline.domain.symbols import VIX, VOLATILITY_INDEX_SYMBOLS
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.marketdata.history import MarketHistory
 
@@ -60,7 +61,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_START: Final[date] = date(2017, 7, 3)
 MARGIN_WARNING_UTILISATION: Final[float] = 0.50
 """The demo venue's own warning threshold (not the platform's regime limit)."""
-VOLATILITY_INDICES: Final[frozenset[str]] = frozenset({"VIX", "VIX3M"})
+VOLATILITY_INDICES: Final[frozenset[str]] = frozenset(VOLATILITY_INDEX_SYMBOLS)
 
 
 class DemoBroker(ConnectionLifecycle):
@@ -263,7 +264,7 @@ class DemoBroker(ConnectionLifecycle):
         for c in contracts:
             root = c.underlying.upper()
             if c.sec_type == "IND" and root in VOLATILITY_INDICES:
-                level = float(m.vix[i] if root == "VIX" else m.vix3m[i])
+                level = float(m.vix[i] if root == VIX else m.vix3m[i])
                 out.append(Quote(BROKER, c, as_of, bid=level, ask=level, mark=level, last=level))
             elif c.sec_type == "IND" and root in ("SPX", "NDX"):
                 level = float(m.spot(root, i))

@@ -81,22 +81,15 @@ class ImportBatch:
     under its old id is not stored again."""
 
     def __post_init__(self) -> None:
+        self._require_unique("execution", ((e.broker, e.account_id, e.exec_id) for e in self.executions))
+        self._require_unique("cash flow", ((f.broker, f.account_id, f.flow_id) for f in self.cash_flows))
+
+    def _require_unique(self, noun: str, keys: Iterable[tuple[str, str, str]]) -> None:
         seen: set[tuple[str, str, str]] = set()
-        for ex in self.executions:
-            key = (ex.broker, ex.account_id, ex.exec_id)
+        for key in keys:
             if key in seen:
                 raise ImportFormatError(
-                    f"{self.source_name}: execution id {ex.exec_id!r} of account "
-                    f"{ex.account_id} appears twice"
-                )
-            seen.add(key)
-        seen.clear()
-        for cf in self.cash_flows:
-            key = (cf.broker, cf.account_id, cf.flow_id)
-            if key in seen:
-                raise ImportFormatError(
-                    f"{self.source_name}: cash flow id {cf.flow_id!r} of account "
-                    f"{cf.account_id} appears twice"
+                    f"{self.source_name}: {noun} id {key[2]!r} of account {key[1]} appears twice"
                 )
             seen.add(key)
 

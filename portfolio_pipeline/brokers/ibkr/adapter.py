@@ -38,7 +38,7 @@ from portfolio_pipeline.brokers.ibkr.contracts import IbkrContracts
 from portfolio_pipeline.brokers.ibkr.flex_web import FlexWebConfig
 from portfolio_pipeline.brokers.ibkr.market_data import IbkrMarketData
 from portfolio_pipeline.brokers.ibkr.orders import IbkrOrders
-from portfolio_pipeline.brokers.ibkr.pacing import Backoff, RateLimiter, Sleep
+from portfolio_pipeline.brokers.ibkr.pacing import RateLimiter, Sleep
 from portfolio_pipeline.brokers.ibkr.parsing import BROKER
 from portfolio_pipeline.brokers.ibkr.session import IbkrSession
 from portfolio_pipeline.clock import Clock, system_clock
@@ -47,6 +47,7 @@ from portfolio_pipeline.domain.activity import CashFlow, Execution
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.orders import Order, WhatIfResult
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
+from portfolio_pipeline.retry import IBKR_RECONNECT, BackoffPolicy
 
 __all__ = ["IbkrBroker"]
 
@@ -79,7 +80,7 @@ class IbkrBroker(ConnectionLifecycle):
         ib_factory: Callable[[], IB] | None = None,
         clock: Clock = system_clock,
         limiter: RateLimiter | None = None,
-        backoff: Backoff | None = None,
+        backoff: BackoffPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         client_id_attempts: int = 10,
         pnl_wait_seconds: float = 1.0,
@@ -96,7 +97,7 @@ class IbkrBroker(ConnectionLifecycle):
             ib_factory=ib_factory or _default_ib,
             clock=clock,
             limiter=limiter or RateLimiter(),
-            backoff=backoff or Backoff(),
+            backoff=backoff or IBKR_RECONNECT,
             sleep=sleep,
             client_id_attempts=client_id_attempts,
             fallback_client_ids=fallback_client_ids,

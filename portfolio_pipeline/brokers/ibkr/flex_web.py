@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx2
 
 from portfolio_pipeline.brokers.base import BrokerError
+from portfolio_pipeline.retry import BackoffPolicy, RetryGaveUpError
 
 __all__ = ["DEFAULT_URL", "FlexWebConfig", "fetch_flex_statement"]
 
@@ -88,6 +89,10 @@ def _status(content: bytes, what: str) -> ET.Element | None:
     return root if root.tag == "FlexStatementResponse" else None
 
 
+class _StatementInProgress(Exception):
+    """GetStatement answered "generation in progress": poll again."""
+
+
 async def fetch_flex_statement(
     config: FlexWebConfig,
     *,
@@ -118,7 +123,8 @@ async def fetch_flex_statement(
         url = (sent.findtext("Url") or "").strip()
         if not ref or not url.startswith("https://"):
             raise BrokerError("ibkr flex web service: SendRequest gave no reference code or https URL")
-        for attempt in range(1, config.attempts + 1):
+
+        async def statement() -> bytes:
             content = await get(client, url, ref, "GetStatement")
             status = _status(content, "GetStatement")
             if status is None:
@@ -129,7 +135,15 @@ async def fetch_flex_statement(
             if code not in IN_PROGRESS:
                 raise BrokerError(f"ibkr flex web service: GetStatement refused (code {code}): "
                                   f"{status.findtext('ErrorMessage')}")
-            logger.info("ibkr flex web service: statement in progress (attempt %d of %d)", attempt,
-                        config.attempts)
-            await sleep(config.retry_seconds)
-    raise BrokerError(f"ibkr flex web service: statement not ready after {config.attempts} attempts")
+            raise _StatementInProgress(f"statement in progress (code {code})")
+
+        # the service asks for a steady poll: a constant wait between tries
+        policy = BackoffPolicy("ibkr flex web service: GetStatement", max_attempts=config.attempts,
+                               initial=config.retry_seconds, multiplier=1.0,
+                               maximum=config.retry_seconds)
+        try:
+            return await policy.acall(statement, retry_on=_StatementInProgress, sleep=sleep)
+        except RetryGaveUpError:
+            raise BrokerError(
+                f"ibkr flex web service: statement not ready after {config.attempts} attempts"
+            ) from None

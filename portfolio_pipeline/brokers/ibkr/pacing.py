@@ -1,12 +1,14 @@
-"""Request pacing and reconnect backoff for the IBKR adapter (clock and sleep injectable)."""
+"""Request pacing for the IBKR adapter (clock and sleep injectable).
+
+Reconnects retry under :data:`portfolio_pipeline.retry.IBKR_RECONNECT`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 
 MonotonicClock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -57,21 +59,3 @@ class RateLimiter:
                 self._sent.append(now)
                 return
             await self._sleep(max(self._sent[0] + self.window - now, 1e-6))
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential reconnect delays: ``initial * factor**n`` capped at ``maximum``."""
-
-    initial: float = 1.0
-    factor: float = 2.0
-    maximum: float = 60.0
-    attempts: int | None = None  # None: keep trying until closed
-
-    def delays(self) -> Iterator[float]:
-        delay = self.initial
-        n = 0
-        while self.attempts is None or n < self.attempts:
-            yield min(delay, self.maximum)
-            delay *= self.factor
-            n += 1

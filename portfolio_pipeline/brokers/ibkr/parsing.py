@@ -36,6 +36,7 @@ from portfolio_pipeline.domain.errors import DomainError
 from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
 from portfolio_pipeline.domain.orders import WhatIfResult
 from portfolio_pipeline.domain.positions import Contract, Right
+from portfolio_pipeline.domain.symbols import VIX, VIX3M
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ SUMMARY_TAGS: Final[Mapping[str, str]] = {
 
 #: Listing exchange of index underlyings (IBKR needs it for IND contracts).
 INDEX_EXCHANGES: Final[Mapping[str, str]] = MappingProxyType(
-    {"SPX": "CBOE", "XSP": "CBOE", "VIX": "CBOE", "VIX3M": "CBOE", "NDX": "NASDAQ", "RUT": "RUSSELL"}
+    {"SPX": "CBOE", "XSP": "CBOE", VIX: "CBOE", VIX3M: "CBOE", "NDX": "NASDAQ", "RUT": "RUSSELL"}
 )
 DEFAULT_INDEX_EXCHANGE: Final = "CBOE"
 

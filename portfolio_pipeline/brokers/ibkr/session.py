@@ -34,10 +34,11 @@ from ib_async import Contract as IbContract
 from ib_async.wrapper import RequestError
 
 from portfolio_pipeline.brokers.base import BrokerError
-from portfolio_pipeline.brokers.ibkr.pacing import Backoff, RateLimiter, Sleep
+from portfolio_pipeline.brokers.ibkr.pacing import RateLimiter, Sleep
 from portfolio_pipeline.clock import Clock
 from portfolio_pipeline.domain.accounts import IbkrConnection
 from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.retry import BackoffPolicy, RetryGaveUpError
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class IbkrSession:
         ib_factory: Callable[[], IB],
         clock: Clock,
         limiter: RateLimiter,
-        backoff: Backoff,
+        backoff: BackoffPolicy,
         sleep: Sleep,
         client_id_attempts: int,
         fallback_client_ids: bool,
@@ -326,27 +327,18 @@ class IbkrSession:
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
-        attempt = 0
-        for delay in self._backoff.delays():
-            attempt += 1
-            await self._sleep(delay)
+        async def reconnect() -> None:
             if self._closing:
                 return
-            try:
-                await self._connect_with_client_ids()
-                self.upstream_lost = False
-                await self._after_connect(resubscribe=True)
-            except BrokerError as exc:
-                logger.warning("ibkr: reconnect attempt %d failed: %s", attempt, exc)
-                continue
+            await self._connect_with_client_ids()
+            self.upstream_lost = False
+            await self._after_connect(resubscribe=True)
             self.reconnect_count += 1
-            return
-        logger.error(
-            "ibkr: gave up reconnecting to %s:%s after %d attempts",
-            self.conn.host,
-            self.conn.port,
-            attempt,
-        )
+
+        try:
+            await self._backoff.acall(reconnect, retry_on=BrokerError, sleep=self._sleep, wait_first=True)
+        except RetryGaveUpError as exc:
+            logger.error("ibkr: gave up reconnecting to %s:%s: %s", self.conn.host, self.conn.port, exc)
 
     def _on_error(self, req_id: int, code: int, message: str, contract: object) -> None:
         if code == CLIENT_ID_IN_USE and self._client_id_in_use is not None:

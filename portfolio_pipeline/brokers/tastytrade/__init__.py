@@ -2,6 +2,6 @@
 
 from portfolio_pipeline.brokers.tastytrade.adapter import TastytradeAdapter
 from portfolio_pipeline.brokers.tastytrade.streaming import FeedState
-from portfolio_pipeline.brokers.tastytrade.transport import RetryingTransport, RetryPolicy
+from portfolio_pipeline.brokers.tastytrade.transport import RetryingTransport
 
-__all__ = ["FeedState", "RetryPolicy", "RetryingTransport", "TastytradeAdapter"]
+__all__ = ["FeedState", "RetryingTransport", "TastytradeAdapter"]

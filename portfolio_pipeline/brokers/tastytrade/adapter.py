@@ -60,7 +60,7 @@ from portfolio_pipeline.brokers.tastytrade.symbols import (
     parse_symbol,
     to_contract,
 )
-from portfolio_pipeline.brokers.tastytrade.transport import RetryingTransport, RetryPolicy
+from portfolio_pipeline.brokers.tastytrade.transport import RetryingTransport
 from portfolio_pipeline.clock import Clock, system_clock
 from portfolio_pipeline.domain.accounts import TastytradeConnection
 from portfolio_pipeline.domain.activity import CashFlow, Execution
@@ -68,6 +68,7 @@ from portfolio_pipeline.domain.errors import DomainError
 from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
 from portfolio_pipeline.domain.orders import Order, WhatIfResult, require_confirmed
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
+from portfolio_pipeline.retry import BROKER_HTTP, BackoffPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class TastytradeAdapter(ConnectionLifecycle):
         session_factory: SessionFactory | None = None,
         environ: Mapping[str, str] | None = None,
         request_timeout: float = 15.0,
-        retry: RetryPolicy | None = None,
+        retry: BackoffPolicy | None = None,
         stale_after: float = 30.0,
         quote_wait: float = 2.0,
         watchdog_interval: float = 1.0,
@@ -150,7 +151,7 @@ class TastytradeAdapter(ConnectionLifecycle):
         self._session_factory: SessionFactory = session_factory or Session
         self._environ = environ
         self._request_timeout = request_timeout
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or BROKER_HTTP
         self._quote_wait = quote_wait
         self._watchdog_interval = watchdog_interval
         self._feed = FeedState(clock, stale_after)
@@ -251,7 +252,7 @@ class TastytradeAdapter(ConnectionLifecycle):
 
     async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one SDK call under a deadline; map failures to Broker(Data)Error naming it."""
-        deadline = self._retry.max_attempts * (self._request_timeout + self._retry.backoff_max)
+        deadline = (self._retry.max_attempts or 1) * (self._request_timeout + self._retry.maximum)
         try:
             async with asyncio.timeout(deadline):
                 return await fn()

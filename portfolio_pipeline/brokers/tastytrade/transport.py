@@ -8,8 +8,9 @@ request it makes.  Policy:
 - 5xx responses and read/protocol errors are retried only where repeating the request
   cannot do harm: GET/HEAD/OPTIONS/DELETE, the OAuth token refresh and order dry runs.
   A live order POST is never repeated (its outcome would be unknown);
-- at most ``max_attempts`` tries, exponential backoff from ``backoff_initial`` capped
-  at ``backoff_max``.
+- the schedule is a :class:`~portfolio_pipeline.retry.BackoffPolicy` (default
+  :data:`~portfolio_pipeline.retry.BROKER_HTTP`: 3 tries, 0.25 s doubling, capped at 2 s);
+  the last failure propagates unchanged (the adapter maps it to a ``BrokerError``).
 
 The transport is shared by the session's client and the streamer's client, so entering
 or leaving either client must not close it: the adapter closes it in ``close()``.
@@ -20,31 +21,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from types import TracebackType
 
 import httpx2
+
+from portfolio_pipeline.retry import BackoffPolicy
 
 logger = logging.getLogger(__name__)
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_attempts: int = 3
-    backoff_initial: float = 0.25
-    backoff_max: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("RetryPolicy.max_attempts must be >= 1")
-        if self.backoff_initial < 0 or self.backoff_max < 0:
-            raise ValueError("RetryPolicy backoff must be >= 0")
-
-    def delay(self, attempt: int) -> float:
-        """Pause after failed try number ``attempt`` (1-based)."""
-        return float(min(self.backoff_initial * 2.0 ** (attempt - 1), self.backoff_max))
+#: Failures where nothing reached the server: every request may be retried.
+_NOTHING_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+#: Failures after the request may have been sent: retried only where repeating is harmless.
+_MAYBE_SENT = (httpx2.ReadError, httpx2.ReadTimeout, httpx2.RemoteProtocolError, httpx2.WriteError)
 
 
 def _safe_to_repeat(request: httpx2.Request) -> bool:
@@ -60,12 +52,12 @@ def _describe(request: httpx2.Request) -> str:
 
 
 class RetryingTransport(httpx2.AsyncBaseTransport):
-    """Retries transient failures of ``inner`` per :class:`RetryPolicy`."""
+    """Retries transient failures of ``inner`` per its :class:`BackoffPolicy`."""
 
     def __init__(
         self,
         inner: httpx2.AsyncBaseTransport,
-        policy: RetryPolicy,
+        policy: BackoffPolicy,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -78,32 +70,27 @@ class RetryingTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         repeatable = _safe_to_repeat(request)
-        attempt = 0
-        while True:
-            attempt += 1
-            last = attempt >= self._policy.max_attempts
-            try:
-                response = await self._inner.handle_async_request(request)
-            except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout) as exc:
-                if last:
-                    raise
-                reason = type(exc).__name__
-            except (httpx2.ReadError, httpx2.ReadTimeout, httpx2.RemoteProtocolError,
-                    httpx2.WriteError) as exc:
-                if last or not repeatable:
-                    raise
-                reason = type(exc).__name__
-            else:
-                if response.status_code < 500 or last or not repeatable:
-                    return response
-                reason = f"HTTP {response.status_code}"
-                await response.aclose()
-            delay = self._policy.delay(attempt)
-            logger.warning(
-                "tastytrade: %s failed (%s), retry %d/%d in %.2fs",
-                _describe(request), reason, attempt, self._policy.max_attempts - 1, delay,
-            )
-            await self._sleep(delay)
+
+        def transient(exc: BaseException) -> bool:
+            if isinstance(exc, _NOTHING_SENT):
+                return True
+            return repeatable and isinstance(exc, _MAYBE_SENT)
+
+        async def release(response: httpx2.Response) -> None:
+            await response.aclose()
+
+        async def attempt() -> httpx2.Response:
+            return await self._inner.handle_async_request(request)
+
+        policy = replace(self._policy, operation=f"tastytrade {_describe(request)}")
+        return await policy.acall(
+            attempt,
+            retry_on=transient,
+            retry_result=lambda response: repeatable and response.status_code >= 500,
+            on_retry_result=release,
+            sleep=self._sleep,
+            reraise=True,
+        )
 
     async def __aenter__(self) -> RetryingTransport:
         return self

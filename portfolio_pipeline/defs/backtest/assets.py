@@ -15,6 +15,7 @@ from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.risk.checks import RETURNS, RISK
 from portfolio_pipeline.defs.stress.checks import MONTE_CARLO
+from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.storage import replace_partition
 from portfolio_pipeline.storage.tables import (
     monte_carlo_var,
@@ -59,7 +60,7 @@ def make_backtest_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         days = partition_dates(context)
         calendar = platform.calendar
         prev = {day: calendar.previous_session(day) for day in days}
-        book = {"broker": "*", "account_id": "*"}
+        book = {"broker": AGGREGATE, "account_id": AGGREGATE}
         risk = read_frame(db, risk_metrics, list(prev.values()), where=book)
         mc = read_frame(db, monte_carlo_var, list(prev.values()), where={**book, "horizon_days": 1})
         returns = read_frame(db, portfolio_returns, days, where=book)

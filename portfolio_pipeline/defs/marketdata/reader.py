@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date
 
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
+from portfolio_pipeline.domain.symbols import VIX
 from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.marketdata.store import PublishedThenStored, StoredHistory
 from portfolio_pipeline.quant.scenario_config import StressScenariosFile
@@ -35,7 +36,7 @@ def replay_history(db: DatabaseResource, platform: PlatformResource, as_of: date
     if not uses_stored_history(platform):
         return MarketHistory()
     with db.database.connect() as conn:
-        return PublishedThenStored(StoredHistory(conn, as_of, ["SPX", "VIX"]))
+        return PublishedThenStored(StoredHistory(conn, as_of, ["SPX", VIX]))
 
 
 def ended_windows(cfg: StressScenariosFile, last: date) -> StressScenariosFile:

@@ -17,6 +17,7 @@ from typing import Any, Final, Generic, TypeVar
 from sqlalchemy import Connection, Table, and_, func, select
 
 from portfolio_pipeline.domain.orders import Order, OrderStatus
+from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
 from portfolio_pipeline.notify import (
     DailySummaryData,
@@ -49,8 +50,7 @@ __all__ = [
     "weekly_digest_data",
 ]
 
-ALL: Final = "*"
-BOOK: Final = {"broker": ALL, "account_id": ALL}
+BOOK: Final = {"broker": AGGREGATE, "account_id": AGGREGATE}
 EXIT_SIGNAL_KIND: Final = "exit_signal"
 AWAITING: Final = (OrderStatus.STAGED, OrderStatus.SHOWN)
 TOP_POSITIONS: Final = 3
@@ -85,13 +85,13 @@ def _greeks(row: Mapping[str, Any]) -> GreeksSnapshot:
 
 def _previous_greeks(conn: Connection, day: date) -> GreeksSnapshot | None:
     g = portfolio_greeks
-    book = and_(g.c.broker == ALL, g.c.account_id == ALL, g.c.underlying == ALL)
+    book = and_(g.c.broker == AGGREGATE, g.c.account_id == AGGREGATE, g.c.underlying == AGGREGATE)
     prev = conn.execute(
         select(func.max(g.c.session_date)).where(book, g.c.session_date < day)
     ).scalar_one_or_none()
     if prev is None:
         return None
-    row = _book_row(conn, g, prev, underlying=ALL)
+    row = _book_row(conn, g, prev, underlying=AGGREGATE)
     return None if row is None else _greeks(row)
 
 
@@ -101,8 +101,8 @@ def _var(conn: Connection, day: date) -> tuple[float, float, str | None]:
     rows = conn.execute(
         select(r.c.metric, r.c.value_usd).where(
             r.c.session_date == day,
-            r.c.broker == ALL,
-            r.c.account_id == ALL,
+            r.c.broker == AGGREGATE,
+            r.c.account_id == AGGREGATE,
             r.c.window == "full",
             r.c.metric.in_(["var_95_historical", "var_99_historical"]),
         )
@@ -111,7 +111,7 @@ def _var(conn: Connection, day: date) -> tuple[float, float, str | None]:
     v95, v99 = found.get("var_95_historical", NAN), found.get("var_99_historical", NAN)
     if math.isfinite(v95) and math.isfinite(v99):
         return v95, v99, None
-    mc = _book_row(conn, monte_carlo_var, day, horizon_days=1, group_key=ALL)
+    mc = _book_row(conn, monte_carlo_var, day, horizon_days=1, group_key=AGGREGATE)
     if mc is not None:
         return _float(mc["var_95"]), _float(mc["var_99"]), None
     return v95, v99, "risk_metrics"
@@ -157,8 +157,8 @@ def daily_summary_data(db: Database, day: date) -> Gathered[DailySummaryData]:
     missing: list[str] = []
     with db.connect() as conn:
         ret = _book_row(conn, portfolio_returns, day)
-        att = _book_row(conn, pnl_attribution, day, position_key=ALL)
-        greeks = _book_row(conn, portfolio_greeks, day, underlying=ALL)
+        att = _book_row(conn, pnl_attribution, day, position_key=AGGREGATE)
+        greeks = _book_row(conn, portfolio_greeks, day, underlying=AGGREGATE)
         margin = _book_row(conn, margin_history, day)
         prev = _previous_greeks(conn, day)
         var_95, var_99, var_missing = _var(conn, day)
@@ -223,8 +223,8 @@ def _metric(conn: Connection, day: date, metric: str) -> float | None:
     value = conn.execute(
         select(r.c.value).where(
             r.c.session_date == day,
-            r.c.broker == ALL,
-            r.c.account_id == ALL,
+            r.c.broker == AGGREGATE,
+            r.c.account_id == AGGREGATE,
             r.c.window == "full",
             r.c.metric == metric,
         )
@@ -249,7 +249,7 @@ def weekly_digest_data(db: Database, calendar: ExchangeCalendar, day: date) -> G
     with db.connect() as conn:
         pnl_rows = conn.execute(
             select(ret.c.session_date, ret.c.pnl, ret.c.nlv).where(
-                ret.c.broker == ALL, ret.c.account_id == ALL, ret.c.session_date.between(first, day)
+                ret.c.broker == AGGREGATE, ret.c.account_id == AGGREGATE, ret.c.session_date.between(first, day)
             )
         ).all()
         sharpe = _metric(conn, day, "sharpe")
@@ -259,8 +259,8 @@ def weekly_digest_data(db: Database, calendar: ExchangeCalendar, day: date) -> G
             select(perf.c.strategy_type, func.sum(perf.c.daily_pnl))
             .where(
                 perf.c.session_date.between(first, day),
-                perf.c.broker != ALL,
-                perf.c.account_id != ALL,
+                perf.c.broker != AGGREGATE,
+                perf.c.account_id != AGGREGATE,
             )
             .group_by(perf.c.strategy_type)
         ).all()
@@ -268,9 +268,9 @@ def weekly_digest_data(db: Database, calendar: ExchangeCalendar, day: date) -> G
             select(att.c.position_key, func.sum(att.c.actual))
             .where(
                 att.c.session_date.between(first, day),
-                att.c.broker != ALL,
-                att.c.account_id != ALL,
-                att.c.position_key != ALL,
+                att.c.broker != AGGREGATE,
+                att.c.account_id != AGGREGATE,
+                att.c.position_key != AGGREGATE,
             )
             .group_by(att.c.position_key)
         ).all()

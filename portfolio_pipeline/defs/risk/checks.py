@@ -15,6 +15,7 @@ from portfolio_pipeline.defs.quality import (
     unique_compound,
     validate_frame,
 )
+from portfolio_pipeline.domain.symbols import AGGREGATE
 
 RETURNS = dg.AssetKey("portfolio_returns")
 ATTRIBUTION = dg.AssetKey("pnl_attribution")
@@ -105,7 +106,7 @@ def attribution_suite(frame: pd.DataFrame) -> SuiteOutcome:
 
 
 def unexplained_suite(frame: pd.DataFrame) -> SuiteOutcome:
-    book = frame[(frame["broker"] == "*") & (frame["position_key"] == "*")]
+    book = frame[(frame["broker"] == AGGREGATE) & (frame["position_key"] == AGGREGATE)]
     return validate_frame("pnl_unexplained", book, [in_set("large_unexplained", [False])])
 
 
@@ -159,7 +160,7 @@ def breach_lines(limits: pd.DataFrame, margin: pd.DataFrame) -> list[str]:
         scale = nlv.get((r["session_date"], r["broker"], r["account_id"]))
         value, limit = float(r["value"]), float(r["limit_value"])
         dollars = "" if scale is None else f" (${value * scale:,.0f} vs ${limit * scale:,.0f})"
-        scope = "book" if r["account_id"] == "*" else f"{r['broker']}:{r['account_id']}"
+        scope = "book" if r["account_id"] == AGGREGATE else f"{r['broker']}:{r['account_id']}"
         out.append(f"{r['session_date']} {scope} {r['metric']}: {100 * value:+.2f}% of NLV, limit "
                    f"{100 * limit:+.2f}%{dollars}, {100 * float(r['utilisation']):.0f}% used, {r['regime']}")
     return out

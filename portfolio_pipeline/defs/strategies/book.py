@@ -29,7 +29,7 @@ from portfolio_pipeline.domain.lifecycle import (
     evaluate_exit_rules,
     lifecycle_metrics,
 )
-from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.domain.positions import Contract, contract_from_row
 from portfolio_pipeline.domain.strategies.identity import (
     ExecutionFact,
     ManualStrategy,
@@ -86,10 +86,7 @@ def execution_session(ex: Execution) -> date:
 
 
 def leg_from_row(row: Mapping[str, Any]) -> Leg:
-    contract = Contract(
-        underlying=row["underlying"], sec_type=row["sec_type"], expiry=row.get("expiry"),
-        strike=row.get("strike"), right=row.get("right"), trading_class=row.get("trading_class"),
-    )
+    contract = contract_from_row(row, source=f"strategy leg {row.get('position_key')}")
     return Leg(str(row["position_key"]), contract, float(row["quantity"]), float(row["multiplier"]))
 
 
@@ -104,8 +101,7 @@ def leg_json(leg: Leg) -> dict[str, Any]:
 
 
 def leg_from_json(data: Mapping[str, Any]) -> Leg:
-    expiry = data.get("expiry")
-    return leg_from_row({**data, "expiry": date.fromisoformat(expiry) if expiry else None})
+    return leg_from_row(data)
 
 
 def state_from_row(row: Mapping[str, Any]) -> StrategyState:

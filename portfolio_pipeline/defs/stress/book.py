@@ -34,7 +34,6 @@ Replay paths (the rule for every filled day is stated in ``vix_source``/``spx_so
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import threading
@@ -51,9 +50,10 @@ from sqlalchemy import Connection
 from portfolio_pipeline.config.loader import PlatformConfig
 from portfolio_pipeline.defs.partitions import PARTITIONS_START
 from portfolio_pipeline.domain.errors import InvalidDataError, UnknownInstrumentError
-from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.domain.positions import contract_from_row
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.domain.settlement import SessionHours, years_to_settlement
+from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.marketdata.history import MarketHistory, realised_vol
 from portfolio_pipeline.marketdata.store import StoredHistory
@@ -80,7 +80,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "stress_scenarios.yaml"
 TRADING_DAYS = 252.0
-ALL = "*"
+ALL = AGGREGATE
 
 
 # --------------------------------------------------------------------------- the book
@@ -231,14 +231,7 @@ def _append_contract(
     spot = p.get("underlying_price") or (quote or {}).get("underlying_price") or index_px.get(root)
     if spot is None or not float(spot) > 0:  # type: ignore[arg-type]
         raise InvalidDataError(f"{where}: no underlying price in the snapshot")
-    contract = Contract(
-        underlying=root,
-        sec_type=sec_type,  # type: ignore[arg-type]
-        expiry=p["expiry"],  # type: ignore[arg-type]
-        strike=float(p["strike"]),  # type: ignore[arg-type]
-        right=p["right"],  # type: ignore[arg-type]
-        trading_class=p.get("trading_class"),  # type: ignore[arg-type]
-    )
+    contract = contract_from_row(p, source=where)
     try:
         settlement = config.instruments.trading_class(root, contract.trading_class).settlement_time
     except UnknownInstrumentError:
@@ -461,18 +454,6 @@ def _log_returns(series: pd.Series) -> pd.Series:
     return np.log(series.astype("float64")).diff().dropna()
 
 
-def _roll_forward(fit: GarchFit, newer: np.ndarray) -> GarchFit:
-    """The fit's state filtered through ``newer`` returns with fixed parameters (the rule
-    of :mod:`portfolio_pipeline.analytics.performance` between GARCH refits)."""
-    var = float(fit.forecast(1)[0])
-    resid, sigma2 = fit.last_resid, fit.last_sigma**2
-    for r in newer:
-        resid = float(r) - fit.mu
-        sigma2 = var
-        var = fit.omega + fit.alpha * resid * resid + fit.beta * sigma2
-    return dataclasses.replace(fit, last_sigma=math.sqrt(sigma2), last_resid=resid)
-
-
 class _Returns(dict[str, pd.Series]):
     """Daily log returns per proxy, loaded on first use (a stored history holds only the
     symbols its book needs, e.g. no NDX for an SPX-only book)."""
@@ -611,7 +592,7 @@ class McFits:
             r = self.returns[name]
             a = int(r.index.searchsorted(pf.window.index[-1], side="right"))
             b = int(r.index.searchsorted(end, side="right"))
-            rolled.append(_roll_forward(pf.fit, r.to_numpy(np.float64)[a:b]) if b > a else pf.fit)
+            rolled.append(pf.fit.roll_forward(r.to_numpy(np.float64)[a:b]))
         model = FactorModel.from_fits(proxies, rolled)
         if regime is None:  # no stored session regime given: classify without hysteresis
             regime = RegimeService(config.risk_matrix).classify(sb.vix, sb.vix3m).name

@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 
 from portfolio_pipeline.defs.quality import problems_check_result
-from portfolio_pipeline.defs.stress.book import ALL
+from portfolio_pipeline.domain.symbols import AGGREGATE as ALL
 from portfolio_pipeline.quant.correlation import is_correlation
 
 GRID = dg.AssetKey("stress_shock_grid")

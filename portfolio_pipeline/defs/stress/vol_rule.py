@@ -21,6 +21,7 @@ import pandas as pd
 from sqlalchemy import Connection, and_, select
 
 from portfolio_pipeline.defs.stress.book import ReplayPath, StressBook
+from portfolio_pipeline.domain.symbols import VIX
 from portfolio_pipeline.quant.scenario_config import StressScenariosFile
 from portfolio_pipeline.quant.scenario_set import ScenarioSet
 from portfolio_pipeline.quant.vol_beta import VolBetaRule, fit_vol_beta
@@ -46,7 +47,7 @@ def surface_changes(conn: Connection, end: date, cfg: StressScenariosFile) -> pd
         ["session_date", "position_key"])
     vix = pd.DataFrame(
         [tuple(r) for r in conn.execute(
-            select(m.c.session_date, m.c.mark).where(m.c.underlying == "VIX", m.c.sec_type == "IND",
+            select(m.c.session_date, m.c.mark).where(m.c.underlying == VIX, m.c.sec_type == "IND",
                                                      m.c.session_date <= end))],
         columns=["session_date", "vix"]).drop_duplicates("session_date")
     out_cols = ["d_vol", "d_index", "dte", "log_moneyness"]

@@ -7,10 +7,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
-from portfolio_pipeline.brokers.ibkr import Backoff, IbkrBroker
+from portfolio_pipeline.brokers.ibkr import IbkrBroker
 from portfolio_pipeline.domain.accounts import AccountConfig, IbkrConnection
 from portfolio_pipeline.domain.orders import Order, OrderLeg
 from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.retry import BackoffPolicy
 from portfolio_pipeline_tests.brokers.ibkr.fake_ib import (
     FakeGateway,
     Greeks,
@@ -89,7 +90,7 @@ def connection(timeout: float = 0.5, **changes: Any) -> IbkrConnection:
 
 def adapter(gw: FakeGateway, *, timeout: float = 0.5, **kwargs: Any) -> IbkrBroker:
     account = AccountConfig(name="ib main", broker="ibkr", account_id="U1", ibkr=connection(timeout))
-    kwargs.setdefault("backoff", Backoff(initial=0.01, factor=2.0, maximum=0.04, attempts=100))
+    kwargs.setdefault("backoff", BackoffPolicy("ibkr reconnect", max_attempts=100, initial=0.01, multiplier=2.0, maximum=0.04))
     kwargs.setdefault("stage_settle_seconds", 0.02)
     kwargs.setdefault("pnl_wait_seconds", 0.2)
     return IbkrBroker(account, instruments(), ib_factory=gw.make_ib, **kwargs)

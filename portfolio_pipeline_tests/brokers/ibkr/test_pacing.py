@@ -7,7 +7,7 @@ from bisect import bisect_left
 
 import pytest
 
-from portfolio_pipeline.brokers.ibkr import Backoff, RateLimiter
+from portfolio_pipeline.brokers.ibkr import RateLimiter
 from portfolio_pipeline.brokers.ibkr.pacing import DEFAULT_MAX_PER_SECOND
 
 
@@ -72,7 +72,3 @@ def test_limiter_does_not_wait_below_the_limit() -> None:
 def test_limiter_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="max_events"):
         RateLimiter(0)
-
-
-def test_backoff_is_exponential_and_capped() -> None:
-    assert list(Backoff(initial=1.0, factor=2.0, maximum=5.0, attempts=5).delays()) == [1, 2, 4, 5, 5]

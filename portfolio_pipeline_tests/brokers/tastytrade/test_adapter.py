@@ -13,12 +13,13 @@ from typing import Any, TypeVar
 import pytest
 
 from portfolio_pipeline.brokers.base import BrokerAdapter, BrokerDataError, BrokerError
-from portfolio_pipeline.brokers.tastytrade import RetryPolicy, TastytradeAdapter
+from portfolio_pipeline.brokers.tastytrade import TastytradeAdapter
 from portfolio_pipeline.clock import SettableClock
 from portfolio_pipeline.domain.accounts import TastytradeConnection
 from portfolio_pipeline.domain.errors import IllegalTransitionError
 from portfolio_pipeline.domain.orders import Order, OrderLeg, OrderStatus
 from portfolio_pipeline.domain.positions import Contract
+from portfolio_pipeline.retry import BROKER_HTTP
 from portfolio_pipeline_tests.brokers.tastytrade.fake_tasty import (
     ACCOUNT,
     CLIENT_SECRET,
@@ -48,7 +49,7 @@ NAN_GREEKS = dict.fromkeys(GOOD_GREEKS, "NaN")
 
 def adapter(fake: FakeTasty, clock: SettableClock | None = None, **kwargs: Any) -> TastytradeAdapter:
     kwargs.setdefault("environ", ENV)
-    kwargs.setdefault("retry", RetryPolicy(backoff_initial=0.0))
+    kwargs.setdefault("retry", replace(BROKER_HTTP, initial=0.0))
     return TastytradeAdapter(
         TastytradeConnection(), instruments(), [ACCOUNT], clock=clock or SettableClock(T0),
         transport=fake.transport(), **kwargs,
