@@ -23,15 +23,17 @@ Conventions
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from datetime import date
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from portfolio_pipeline.analytics.settings import AttributionSettings
+from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.quant.attribution import attribute, large_unexplained
+from portfolio_pipeline.storage.frames import MarketFrame, PositionsFrame
 
 ALL = "*"
 PNL_COLUMNS: tuple[str, ...] = (
@@ -178,3 +180,28 @@ def identity_error(frame: pd.DataFrame) -> pd.Series:
         total = total + frame[k].astype("float64")
     scale = np.maximum(1.0, frame["actual"].astype("float64").abs())
     return ((frame["actual"].astype("float64") - total) / scale).abs()
+
+
+def execution_cash_by_session(
+    fills: Iterable[Execution], session_after: Callable[[datetime], date]
+) -> dict[date, dict[tuple[str, str, str], float]]:
+    """session -> (broker, account_id, position_key) -> summed cash effect of the
+    executions booked to that session (``session_after`` of the execution time)."""
+    cash: dict[date, dict[tuple[str, str, str], float]] = {}
+    for f in fills:
+        per_day = cash.setdefault(session_after(f.ts), {})
+        key = (f.broker, f.account_id, f.contract.key)
+        per_day[key] = per_day.get(key, 0.0) + f.cash_effect
+    return cash
+
+
+def average_prices(positions: PositionsFrame) -> dict[tuple[str, str, str], float]:
+    """(broker, account_id, position_key) -> average price of the positions."""
+    return {(str(b), str(a), str(k)): float(p) for b, a, k, p in zip(
+        positions.broker, positions.account_id, positions.position_key, positions.avg_price, strict=True)}
+
+
+def underlying_closes(market: MarketFrame) -> dict[str, float]:
+    """Underlying root -> mark of its index or stock quote (the last one of a root wins)."""
+    spot = np.isin(market.sec_type, ["IND", "STK"])
+    return {str(u): float(m) for u, m in zip(market.underlying[spot], market.mark[spot], strict=True)}

@@ -284,3 +284,21 @@ def risk_metric_rows(
                     "value_usd": usd, "observations": int(x.size),
                 })
     return rows
+
+
+def risk_metrics_by_session(
+    sessions: Sequence[date], history: pd.DataFrame, settings: RiskSettings
+) -> dict[date, list[dict[str, Any]]]:
+    """``risk_metrics`` rows of every scope (broker, account) for each of ``sessions``.
+
+    ``history`` holds the ``portfolio_returns`` rows up to the last session; a scope
+    gets rows on the sessions it has a return for."""
+    out: dict[date, list[dict[str, Any]]] = {day: [] for day in sessions}
+    if history.empty:
+        return out
+    for (broker, account), series in history.groupby(["broker", "account_id"], sort=True):
+        have = set(series["session_date"])
+        for row in risk_metric_rows([d for d in sessions if d in have], series, settings,
+                                    (str(broker), str(account))):
+            out[row["session_date"]].append(row)
+    return out
