@@ -32,6 +32,7 @@ import pandas as pd
 
 from portfolio_pipeline.analytics.settings import AttributionSettings
 from portfolio_pipeline.domain.activity import Execution
+from portfolio_pipeline.quant._typing import Float64Array
 from portfolio_pipeline.quant.attribution import attribute, large_unexplained
 from portfolio_pipeline.storage.frames import MarketFrame, PositionsFrame
 
@@ -84,39 +85,7 @@ def attribution_rows(
     keys = sorted(set(prev) | set(cur))
     if not keys:
         return []
-    n = len(keys)
-    actual = np.zeros(n)
-    ds = np.full(n, np.nan)
-    dsig = np.full(n, np.nan)
-    greeks = {g: np.zeros(n) for g in ("share_delta", "gamma_shares", "theta_per_day",
-                                       "vega_per_point", "vanna_per_point", "volga_per_point")}
-    buckets: list[str] = []
-    for i, key in enumerate(keys):
-        p, c = prev.get(key), cur.get(key)
-        v_prev = float(p["market_value"]) if p is not None else 0.0
-        v_cur = float(c["market_value"]) if c is not None else 0.0
-        cash = execution_cash.get(key)
-        if cash is None:
-            if p is None and c is not None:
-                cash = -float(avg_price.get(key, c["mark"])) * float(c["quantity"]) * float(c["multiplier"])
-            elif c is None and p is not None:
-                settle = _intrinsic(key[2], spot_close.get(str(p["underlying"])))
-                if _expired(key[2], session) and settle is not None:
-                    cash = settle * float(p["quantity"]) * float(p["multiplier"])
-                else:
-                    cash = v_prev
-            elif p is not None and c is not None:
-                cash = -(float(c["quantity"]) - float(p["quantity"])) * float(c["multiplier"]) * float(c["mark"])
-        actual[i] = v_cur - v_prev + float(cash or 0.0)
-        if p is not None and c is not None:
-            buckets.append("held")
-            ds[i] = float(c["spot"]) - float(p["spot"])
-            both_iv = p["vol_source"] in _IV_SOURCES and c["vol_source"] in _IV_SOURCES
-            dsig[i] = (float(c["vol"]) - float(p["vol"])) * 100.0 if both_iv else 0.0
-            for g in greeks:
-                greeks[g][i] = float(p[g])
-        else:
-            buckets.append("new" if p is None else "closed")
+    actual, ds, dsig, greeks, buckets = _changes(session, keys, prev, cur, execution_cash, avg_price, spot_close)
     terms_ds = np.nan_to_num(ds)
     terms_dsig = np.nan_to_num(dsig)
     att = attribute(
@@ -138,14 +107,82 @@ def attribution_rows(
             "dS": ds[i], "dsigma_points": dsig[i], "dt_days": float(dt_days),
             "actual": float(actual[i]), **{k: float(v[i]) for k, v in comps.items()},
         })
-    frame = pd.DataFrame(rows)
-    totals: list[dict[str, Any]] = []
-    for (broker, account), group in frame.groupby(["broker", "account_id"], sort=True):
-        totals.append(_total(session, str(broker), str(account), group, dt_days))
-    totals.append(_total(session, ALL, ALL, frame, dt_days))
-    out = rows + totals
+    out = rows + _totals(session, pd.DataFrame(rows), dt_days)
     _finish(out, settings)
     return out
+
+
+def _changes(
+    session: date,
+    keys: list[tuple[str, str, str]],
+    prev: Mapping[tuple[str, str, str], Mapping[str, Any]],
+    cur: Mapping[tuple[str, str, str], Mapping[str, Any]],
+    execution_cash: Mapping[tuple[str, str, str], float],
+    avg_price: Mapping[tuple[str, str, str], float],
+    spot_close: Mapping[str, float],
+) -> tuple[Float64Array, Float64Array, Float64Array, dict[str, Float64Array], list[str]]:
+    """Per position: actual P&L, spot move, vol move (points; 0 unless both vols are
+    market vols), the prior close's Greeks (held positions) and the bucket
+    (held / new / closed)."""
+    n = len(keys)
+    actual = np.zeros(n)
+    ds = np.full(n, np.nan)
+    dsig = np.full(n, np.nan)
+    greeks = {g: np.zeros(n) for g in ("share_delta", "gamma_shares", "theta_per_day",
+                                       "vega_per_point", "vanna_per_point", "volga_per_point")}
+    buckets: list[str] = []
+    for i, key in enumerate(keys):
+        p, c = prev.get(key), cur.get(key)
+        v_prev = float(p["market_value"]) if p is not None else 0.0
+        v_cur = float(c["market_value"]) if c is not None else 0.0
+        cash = execution_cash.get(key)
+        if cash is None:
+            cash = implied_cash(session, key[2], p, c, avg_price.get(key), spot_close)
+        actual[i] = v_cur - v_prev + cash
+        if p is not None and c is not None:
+            buckets.append("held")
+            ds[i] = float(c["spot"]) - float(p["spot"])
+            both_iv = p["vol_source"] in _IV_SOURCES and c["vol_source"] in _IV_SOURCES
+            dsig[i] = (float(c["vol"]) - float(p["vol"])) * 100.0 if both_iv else 0.0
+            for g in greeks:
+                greeks[g][i] = float(p[g])
+        else:
+            buckets.append("new" if p is None else "closed")
+    return actual, ds, dsig, greeks, buckets
+
+
+def implied_cash(
+    session: date,
+    position_key: str,
+    previous: Mapping[str, Any] | None,
+    current: Mapping[str, Any] | None,
+    avg_price: float | None,
+    spot_close: Mapping[str, float],
+) -> float:
+    """Cash of a position's change between two closes when no execution is known.
+
+    New: bought at today's average price (else the mark); gone: an expired option
+    settles at intrinsic value on the underlying's close, anything else is taken as sold
+    at the prior value; held with a changed quantity: the difference traded at the mark."""
+    p, c = previous, current
+    if p is None and c is not None:
+        price = float(c["mark"]) if avg_price is None else avg_price
+        return -price * float(c["quantity"]) * float(c["multiplier"])
+    if c is None and p is not None:
+        settle = _intrinsic(position_key, spot_close.get(str(p["underlying"])))
+        if _expired(position_key, session) and settle is not None:
+            return settle * float(p["quantity"]) * float(p["multiplier"])
+        return float(p["market_value"])
+    if p is not None and c is not None:
+        return -(float(c["quantity"]) - float(p["quantity"])) * float(c["multiplier"]) * float(c["mark"])
+    return 0.0
+
+
+def _totals(session: date, frame: pd.DataFrame, dt_days: float) -> list[dict[str, Any]]:
+    """One total row per account and one for the book."""
+    totals = [_total(session, str(broker), str(account), group, dt_days)
+              for (broker, account), group in frame.groupby(["broker", "account_id"], sort=True)]
+    return [*totals, _total(session, ALL, ALL, frame, dt_days)]
 
 
 def _total(session: date, broker: str, account: str, group: pd.DataFrame, dt_days: float) -> dict[str, Any]:

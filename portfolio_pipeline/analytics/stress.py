@@ -13,8 +13,8 @@ from datetime import date
 from typing import Any, Protocol
 
 import numpy as np
-import numpy.typing as npt
 
+from portfolio_pipeline.quant._typing import Float64Array
 from portfolio_pipeline.quant.correlation import (
     NearestCorrelation,
     crisis_correlation,
@@ -36,7 +36,6 @@ __all__ = [
 ALL = "*"
 Entity = tuple[str, str, str]
 """(broker, account_id, group_key); '*' for "all"."""
-Float64Array = npt.NDArray[np.float64]
 
 
 class _Path(Protocol):

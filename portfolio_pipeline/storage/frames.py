@@ -28,6 +28,7 @@ from sqlalchemy import Boolean, Date, Float, Integer, Numeric, Table, and_, sele
 from sqlalchemy.sql.elements import ColumnElement
 
 from portfolio_pipeline.domain.errors import InvalidDataError
+from portfolio_pipeline.quant._typing import BoolArray
 from portfolio_pipeline.storage.engine import Database
 from portfolio_pipeline.storage.tables import (
     account_snapshot,
@@ -51,9 +52,7 @@ __all__ = [
     "validate_frame",
 ]
 
-Float64Array = npt.NDArray[np.float64]
 ObjectArray = npt.NDArray[np.object_]
-BoolArray = npt.NDArray[np.bool_]
 
 
 class StoredDataError(InvalidDataError):

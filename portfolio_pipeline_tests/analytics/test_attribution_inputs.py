@@ -3,6 +3,7 @@ risk metrics per session and scope."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -12,13 +13,15 @@ import pytest
 from portfolio_pipeline.analytics.attribution import (
     average_prices,
     execution_cash_by_session,
+    implied_cash,
     underlying_closes,
 )
+from portfolio_pipeline.analytics.beta import reference_close
 from portfolio_pipeline.analytics.performance import risk_metric_rows, risk_metrics_by_session
 from portfolio_pipeline.analytics.settings import RiskSettings
 from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.positions import Contract
-from portfolio_pipeline.storage.frames import MarketFrame, PositionsFrame
+from portfolio_pipeline.storage.frames import MarketFrame, PositionsFrame, ReturnsFrame
 from portfolio_pipeline_tests.storage.builders import AS_OF, DAY, position_row, stock_row
 
 SPY = Contract(underlying="SPY", sec_type="STK")
@@ -66,7 +69,9 @@ def test_risk_metrics_by_session_groups_scopes_like_one_scope_calls() -> None:
         nlv = 1e6 * np.cumprod(1 + twr)
         frames.append(pd.DataFrame({"session_date": days, "broker": broker, "account_id": account, "twr": twr,
                                     "nlv": nlv, "prev_nlv": [None, *nlv[:-1]]}))
-    history = pd.concat(frames[::-1], ignore_index=True)  # any order
+    zeros = dict.fromkeys(("external_flow", "income", "pnl", "growth_index", "high_water_mark", "drawdown"), 0.0)
+    history = ReturnsFrame.from_frame(  # any order
+        pd.concat(frames[::-1], ignore_index=True).assign(**zeros, broker_daily_pnl=None))
     settings = RiskSettings(min_observations=20)
     sessions = days[-3:]
     out = risk_metrics_by_session(sessions, history, settings)
@@ -79,4 +84,31 @@ def test_risk_metrics_by_session_groups_scopes_like_one_scope_calls() -> None:
             (r["broker"], r["window"], r["metric"]) for r in expected]
         for got, want in zip(out[day], expected, strict=True):
             assert got["value"] == pytest.approx(want["value"], nan_ok=True)
-    assert risk_metrics_by_session(sessions, history.iloc[:0], settings) == {d: [] for d in sessions}
+    assert risk_metrics_by_session(sessions, ReturnsFrame.from_rows([]), settings) == {d: [] for d in sessions}
+
+
+PUT = "SPX|OPT|SPXW|2018-02-02|2600|P"
+
+
+def test_implied_cash_without_executions() -> None:
+    friday, monday = date(2018, 2, 2), date(2018, 2, 5)
+    short_put = {"underlying": "SPX", "quantity": -2.0, "multiplier": 100.0, "mark": 5.0, "market_value": -1_000.0}
+    # expired on Friday, SPX closed at 2,581: the short put pays (2,600 - 2,581) x 2 x 100 = 3,800
+    assert implied_cash(monday, PUT, short_put, None, None, {"SPX": 2_581.0}) == pytest.approx(-3_800.0)
+    # expired out of the money: settles at 0
+    assert implied_cash(monday, PUT, short_put, None, None, {"SPX": 2_700.0}) == 0.0
+    # gone before expiry: taken as closed at the prior value
+    assert implied_cash(date(2018, 2, 1), PUT, short_put, None, None, {"SPX": 2_581.0}) == -1_000.0
+    # new: sold at the average price 6 (else the mark 5)
+    assert implied_cash(friday, PUT, None, short_put, 6.0, {}) == pytest.approx(1_200.0)
+    assert implied_cash(friday, PUT, None, short_put, None, {}) == pytest.approx(1_000.0)
+    # held, one more sold at today's mark 5: +500
+    held = {**short_put, "quantity": -1.0}
+    assert implied_cash(friday, PUT, held, short_put, None, {}) == pytest.approx(500.0)
+
+
+def test_reference_close() -> None:
+    closes = pd.DataFrame({"SPX": [2_762.13, 2_648.94]}, index=pd.to_datetime(["2018-02-02", "2018-02-05"]))
+    assert reference_close(closes, "spx", date(2018, 2, 5)) == 2_648.94
+    assert math.isnan(reference_close(closes, "SPX", date(2018, 2, 6)))
+    assert math.isnan(reference_close(closes, "NDX", date(2018, 2, 5)))

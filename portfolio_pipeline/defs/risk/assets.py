@@ -127,13 +127,12 @@ def portfolio_returns_asset(
     accounts = read_frame(db, AccountsFrame, start=first_prev, end=days[-1])
     flows, _ = read_activity(db, platform, first_prev, days[-1])
     flow_frame = flow_sessions(flows, session_after(calendar))
-    carry = read_frame(db, portfolio_returns, [first_prev])
+    carry = read_frame(db, ReturnsFrame, [first_prev])
     for day in tracked("portfolio_returns", days, context.log):
-        prev = calendar.previous_session(day)
-        rows = return_rows(day, accounts.on(day).frame, accounts.on(prev).frame, flow_frame, carry)
+        rows = return_rows(day, accounts.on(day), accounts.on(calendar.previous_session(day)), flow_frame, carry)
         with db.database.begin() as conn:
             replace_partition(conn, portfolio_returns, {"session_date": day}, rows)
-        carry = pd.DataFrame(rows, columns=list(portfolio_returns.c.keys()))
+        carry = ReturnsFrame.from_rows(rows)
     stored = read_frame(db, ReturnsFrame, days)
     cfg = pricing_config(platform)
     meta = SessionMetadata(context, days)
@@ -232,7 +231,7 @@ def risk_metrics_asset(
 ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
     days = partition_dates(context)
     history = read_frame(db, ReturnsFrame, end=days[-1])
-    by_session = risk_metrics_by_session(days, history.frame, pricing_config(platform).risk)
+    by_session = risk_metrics_by_session(days, history, pricing_config(platform).risk)
     for day in tracked("risk_metrics", days, context.log):
         with db.database.begin() as conn:
             replace_partition(conn, risk_metrics, {"session_date": day}, by_session[day])
