@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -34,7 +35,12 @@ from portfolio_pipeline.analytics.settings import AttributionSettings
 from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.quant._typing import Float64Array
 from portfolio_pipeline.quant.attribution import attribute, large_unexplained
-from portfolio_pipeline.storage.frames import MarketFrame, PositionsFrame
+from portfolio_pipeline.storage.frames import (
+    MarketFrame,
+    PositionClose,
+    PositionGreeksFrame,
+    PositionsFrame,
+)
 
 ALL = "*"
 PNL_COLUMNS: tuple[str, ...] = (
@@ -58,8 +64,8 @@ def _expired(position_key: str, session: date) -> bool:
 
 def attribution_rows(
     session: date,
-    previous: pd.DataFrame,
-    current: pd.DataFrame,
+    previous: PositionGreeksFrame,
+    current: PositionGreeksFrame,
     *,
     dt_days: float,
     execution_cash: Mapping[tuple[str, str, str], float],
@@ -80,82 +86,89 @@ def attribution_rows(
     spot_close
         Underlying root -> today's close (settlement of expired options).
     """
-    prev = {(r["broker"], r["account_id"], r["position_key"]): r for r in previous.to_dict("records")}
-    cur = {(r["broker"], r["account_id"], r["position_key"]): r for r in current.to_dict("records")}
+    prev, cur = previous.keys(), current.keys()
     keys = sorted(set(prev) | set(cur))
     if not keys:
         return []
-    actual, ds, dsig, greeks, buckets = _changes(session, keys, prev, cur, execution_cash, avg_price, spot_close)
-    terms_ds = np.nan_to_num(ds)
-    terms_dsig = np.nan_to_num(dsig)
+    changes = _changes(session, keys, previous, current, execution_cash, avg_price, spot_close)
+    greeks = changes.greeks
     att = attribute(
-        terms_ds, terms_dsig, dt_days, greeks["share_delta"], greeks["gamma_shares"],
-        greeks["theta_per_day"], greeks["vega_per_point"], greeks["vanna_per_point"],
-        greeks["volga_per_point"], actual=actual,
+        np.nan_to_num(changes.ds), np.nan_to_num(changes.dsig), dt_days, greeks["share_delta"],
+        greeks["gamma_shares"], greeks["theta_per_day"], greeks["vega_per_point"], greeks["vanna_per_point"],
+        greeks["volga_per_point"], actual=changes.actual,
     )
-    held = np.array([b == "held" for b in buckets])
+    held = np.array([b == "held" for b in changes.buckets])
     comps = {
         "delta_pnl": att.delta, "gamma_pnl": att.gamma, "theta_pnl": np.where(held, att.theta, 0.0),
         "vega_pnl": att.vega, "vanna_pnl": att.vanna, "volga_pnl": att.volga,
     }
-    rows: list[dict[str, Any]] = []
-    for i, key in enumerate(keys):
-        src = cur.get(key) or prev[key]
-        rows.append({
-            "session_date": session, "broker": key[0], "account_id": key[1], "position_key": key[2],
-            "underlying": src["underlying"], "bucket": buckets[i],
-            "dS": ds[i], "dsigma_points": dsig[i], "dt_days": float(dt_days),
-            "actual": float(actual[i]), **{k: float(v[i]) for k, v in comps.items()},
-        })
+    rows = [{
+        "session_date": session, "broker": key[0], "account_id": key[1], "position_key": key[2],
+        "underlying": changes.underlying[i], "bucket": changes.buckets[i],
+        "dS": changes.ds[i], "dsigma_points": changes.dsig[i], "dt_days": float(dt_days),
+        "actual": float(changes.actual[i]), **{k: float(v[i]) for k, v in comps.items()},
+    } for i, key in enumerate(keys)]
     out = rows + _totals(session, pd.DataFrame(rows), dt_days)
     _finish(out, settings)
     return out
 
 
+_GREEK_TERMS = ("share_delta", "gamma_shares", "theta_per_day", "vega_per_point", "vanna_per_point", "volga_per_point")
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """Per position (sorted keys): actual P&L, spot move, vol move in points (0 unless both
+    vols are market vols), the prior close's Greeks (held positions only), the bucket
+    (held / new / closed) and the underlying."""
+
+    actual: Float64Array
+    ds: Float64Array
+    dsig: Float64Array
+    greeks: dict[str, Float64Array]
+    buckets: list[str]
+    underlying: list[str]
+
+
 def _changes(
     session: date,
     keys: list[tuple[str, str, str]],
-    prev: Mapping[tuple[str, str, str], Mapping[str, Any]],
-    cur: Mapping[tuple[str, str, str], Mapping[str, Any]],
+    previous: PositionGreeksFrame,
+    current: PositionGreeksFrame,
     execution_cash: Mapping[tuple[str, str, str], float],
     avg_price: Mapping[tuple[str, str, str], float],
     spot_close: Mapping[str, float],
-) -> tuple[Float64Array, Float64Array, Float64Array, dict[str, Float64Array], list[str]]:
-    """Per position: actual P&L, spot move, vol move (points; 0 unless both vols are
-    market vols), the prior close's Greeks (held positions) and the bucket
-    (held / new / closed)."""
+) -> _Changes:
+    prev, cur = previous.keys(), current.keys()
     n = len(keys)
-    actual = np.zeros(n)
-    ds = np.full(n, np.nan)
-    dsig = np.full(n, np.nan)
-    greeks = {g: np.zeros(n) for g in ("share_delta", "gamma_shares", "theta_per_day",
-                                       "vega_per_point", "vanna_per_point", "volga_per_point")}
-    buckets: list[str] = []
+    out = _Changes(np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), {g: np.zeros(n) for g in _GREEK_TERMS},
+                   [], [])
     for i, key in enumerate(keys):
-        p, c = prev.get(key), cur.get(key)
-        v_prev = float(p["market_value"]) if p is not None else 0.0
-        v_cur = float(c["market_value"]) if c is not None else 0.0
+        pi, ci = prev.get(key), cur.get(key)
+        p = previous.close(pi) if pi is not None else None
+        c = current.close(ci) if ci is not None else None
         cash = execution_cash.get(key)
         if cash is None:
             cash = implied_cash(session, key[2], p, c, avg_price.get(key), spot_close)
-        actual[i] = v_cur - v_prev + cash
-        if p is not None and c is not None:
-            buckets.append("held")
-            ds[i] = float(c["spot"]) - float(p["spot"])
-            both_iv = p["vol_source"] in _IV_SOURCES and c["vol_source"] in _IV_SOURCES
-            dsig[i] = (float(c["vol"]) - float(p["vol"])) * 100.0 if both_iv else 0.0
-            for g in greeks:
-                greeks[g][i] = float(p[g])
+        out.actual[i] = (c.market_value if c else 0.0) - (p.market_value if p else 0.0) + cash
+        out.underlying.append(c.underlying if c else p.underlying if p else "")
+        if pi is not None and ci is not None:
+            out.buckets.append("held")
+            out.ds[i] = float(current.spot[ci]) - float(previous.spot[pi])
+            both_iv = previous.vol_source[pi] in _IV_SOURCES and current.vol_source[ci] in _IV_SOURCES
+            out.dsig[i] = (float(current.vol[ci]) - float(previous.vol[pi])) * 100.0 if both_iv else 0.0
+            for g in _GREEK_TERMS:
+                out.greeks[g][i] = float(getattr(previous, g)[pi])
         else:
-            buckets.append("new" if p is None else "closed")
-    return actual, ds, dsig, greeks, buckets
+            out.buckets.append("new" if pi is None else "closed")
+    return out
 
 
 def implied_cash(
     session: date,
     position_key: str,
-    previous: Mapping[str, Any] | None,
-    current: Mapping[str, Any] | None,
+    previous: PositionClose | None,
+    current: PositionClose | None,
     avg_price: float | None,
     spot_close: Mapping[str, float],
 ) -> float:
@@ -166,15 +179,15 @@ def implied_cash(
     at the prior value; held with a changed quantity: the difference traded at the mark."""
     p, c = previous, current
     if p is None and c is not None:
-        price = float(c["mark"]) if avg_price is None else avg_price
-        return -price * float(c["quantity"]) * float(c["multiplier"])
+        price = c.mark if avg_price is None else avg_price
+        return -price * c.quantity * c.multiplier
     if c is None and p is not None:
-        settle = _intrinsic(position_key, spot_close.get(str(p["underlying"])))
+        settle = _intrinsic(position_key, spot_close.get(p.underlying))
         if _expired(position_key, session) and settle is not None:
-            return settle * float(p["quantity"]) * float(p["multiplier"])
-        return float(p["market_value"])
+            return settle * p.quantity * p.multiplier
+        return p.market_value
     if p is not None and c is not None:
-        return -(float(c["quantity"]) - float(p["quantity"])) * float(c["multiplier"]) * float(c["mark"])
+        return -(c.quantity - p.quantity) * c.multiplier * c.mark
     return 0.0
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "AccountsFrame",
     "MarketFrame",
     "PortfolioGreeksFrame",
+    "PositionClose",
     "PositionGreeksFrame",
     "PositionsFrame",
     "ReturnsFrame",
@@ -275,6 +276,17 @@ class MarketFrame(TableFrame):
         return value if np.isfinite(value) and value > 0 else None
 
 
+@dataclass(frozen=True, slots=True)
+class PositionClose:
+    """One position at a close (a position_greeks row): what its cash and P&L need."""
+
+    underlying: str
+    quantity: float
+    multiplier: float
+    mark: float
+    market_value: float
+
+
 class PositionGreeksFrame(TableFrame):
     table = position_greeks
     session_date = DateColumn()
@@ -284,6 +296,26 @@ class PositionGreeksFrame(TableFrame):
     underlying = TextColumn()
     quantity = FloatColumn()
     multiplier = FloatColumn()
+    mark = FloatColumn()
+    market_value = FloatColumn()
+    spot = FloatColumn()
+    vol = FloatColumn()
+    vol_source = TextColumn()
+    share_delta = FloatColumn()
+    gamma_shares = FloatColumn()
+    theta_per_day = FloatColumn()
+    vega_per_point = FloatColumn()
+    vanna_per_point = FloatColumn()
+    volga_per_point = FloatColumn()
+
+    def keys(self) -> dict[tuple[str, str, str], int]:
+        """(broker, account_id, position_key) -> row index."""
+        return {(str(b), str(a), str(k)): i for i, (b, a, k) in enumerate(
+            zip(self.broker, self.account_id, self.position_key, strict=True))}
+
+    def close(self, i: int) -> PositionClose:
+        return PositionClose(str(self.underlying[i]), float(self.quantity[i]), float(self.multiplier[i]),
+                             float(self.mark[i]), float(self.market_value[i]))
 
 
 class PortfolioGreeksFrame(TableFrame):

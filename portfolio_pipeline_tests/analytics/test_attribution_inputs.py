@@ -3,6 +3,7 @@ risk metrics per session and scope."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, date, datetime, timedelta
 
@@ -21,7 +22,12 @@ from portfolio_pipeline.analytics.performance import risk_metric_rows, risk_metr
 from portfolio_pipeline.analytics.settings import RiskSettings
 from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.positions import Contract
-from portfolio_pipeline.storage.frames import MarketFrame, PositionsFrame, ReturnsFrame
+from portfolio_pipeline.storage.frames import (
+    MarketFrame,
+    PositionClose,
+    PositionsFrame,
+    ReturnsFrame,
+)
 from portfolio_pipeline_tests.storage.builders import AS_OF, DAY, position_row, stock_row
 
 SPY = Contract(underlying="SPY", sec_type="STK")
@@ -92,7 +98,7 @@ PUT = "SPX|OPT|SPXW|2018-02-02|2600|P"
 
 def test_implied_cash_without_executions() -> None:
     friday, monday = date(2018, 2, 2), date(2018, 2, 5)
-    short_put = {"underlying": "SPX", "quantity": -2.0, "multiplier": 100.0, "mark": 5.0, "market_value": -1_000.0}
+    short_put = PositionClose("SPX", quantity=-2.0, multiplier=100.0, mark=5.0, market_value=-1_000.0)
     # expired on Friday, SPX closed at 2,581: the short put pays (2,600 - 2,581) x 2 x 100 = 3,800
     assert implied_cash(monday, PUT, short_put, None, None, {"SPX": 2_581.0}) == pytest.approx(-3_800.0)
     # expired out of the money: settles at 0
@@ -103,7 +109,7 @@ def test_implied_cash_without_executions() -> None:
     assert implied_cash(friday, PUT, None, short_put, 6.0, {}) == pytest.approx(1_200.0)
     assert implied_cash(friday, PUT, None, short_put, None, {}) == pytest.approx(1_000.0)
     # held, one more sold at today's mark 5: +500
-    held = {**short_put, "quantity": -1.0}
+    held = dataclasses.replace(short_put, quantity=-1.0)
     assert implied_cash(friday, PUT, held, short_put, None, {}) == pytest.approx(500.0)
 
 

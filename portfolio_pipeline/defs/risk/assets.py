@@ -66,6 +66,7 @@ from portfolio_pipeline.storage.frames import (
     AccountsFrame,
     MarketFrame,
     PortfolioGreeksFrame,
+    PositionGreeksFrame,
     PositionsFrame,
     ReturnsFrame,
 )
@@ -75,7 +76,6 @@ from portfolio_pipeline.storage.tables import (
     margin_history,
     pnl_attribution,
     portfolio_returns,
-    position_greeks,
     risk_metrics,
 )
 
@@ -173,20 +173,20 @@ def pnl_attribution_asset(
     calendar = platform.calendar
     cfg = pricing_config(platform)
     first_prev = calendar.previous_session(days[0])
-    greeks = read_frame(db, position_greeks, start=first_prev, end=days[-1])
+    greeks = read_frame(db, PositionGreeksFrame, start=first_prev, end=days[-1])
     positions = read_frame(db, PositionsFrame, days)
     market = read_frame(db, MarketFrame, days)
     _, fills = read_activity(db, platform, first_prev, days[-1])
     cash = execution_cash_by_session(fills, session_after(calendar))
     for day in tracked("pnl_attribution", days, context.log):
         prev = calendar.previous_session(day)
-        previous = on(greeks, prev)
+        previous = greeks.on(prev)
         rows: list[dict[str, Any]] = []
         if previous.empty:
             context.log.info("session=%s: no position Greeks at %s; attribution starts later", day, prev)
         else:
             rows = attribution_rows(
-                day, previous, on(greeks, day), dt_days=float((day - prev).days),
+                day, previous, greeks.on(day), dt_days=float((day - prev).days),
                 execution_cash=cash.get(day, {}), avg_price=average_prices(positions.on(day)),
                 spot_close=underlying_closes(market.on(day)), settings=cfg.attribution,
             )
