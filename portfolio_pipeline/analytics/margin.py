@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from portfolio_pipeline.analytics.performance import ALL
 from portfolio_pipeline.domain.limits import RiskSnapshot, evaluate_limits
 from portfolio_pipeline.domain.regime import LimitOverrides, RegimeService, RegimeState
 from portfolio_pipeline.storage.frames import AccountsFrame, PortfolioGreeksFrame
 
 __all__ = ["ACCOUNT_AMOUNTS", "MarginRows", "margin_rows", "regime_label"]
 
-ALL = "*"
 ACCOUNT_AMOUNTS = ("nlv", "maint_margin", "init_margin", "excess_liquidity")
 """account_snapshot amounts carried into margin_history (summed for the book)."""
 _GREEKS = ("beta_weighted_dollar_delta", "dollar_gamma_1pct", "vega_per_point", "theta_per_day")

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from portfolio_pipeline.analytics.performance import ALL
 from portfolio_pipeline.quant._typing import Float64Array
 from portfolio_pipeline.quant.correlation import (
     NearestCorrelation,
@@ -33,7 +34,6 @@ __all__ = [
     "var_cvar",
 ]
 
-ALL = "*"
 Entity = tuple[str, str, str]
 """(broker, account_id, group_key); '*' for "all"."""
 
