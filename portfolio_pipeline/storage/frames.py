@@ -7,11 +7,13 @@ it returns that typed wrapper, whose columns are numpy arrays of the declared dt
 
     returns = read_frame(db, ReturnsFrame, days)
     returns.nlv            # Float64Array (NaN where the row has NULL)
-    returns.on(day).broker  # ObjectArray of str
+    returns.on(day).broker  # object array of str
 
 The wrappers stay vectorised (one array per column, no per-row objects).  Every check
 names the table and the column, and the row when one value is bad, so a malformed
-row stops the read instead of flowing into analytics as NaN or a string.
+row stops the read instead of flowing into analytics as NaN or a string.  (This is the
+schema of the stored rows; the data-quality expectations of the asset checks are
+``defs.quality``'s suites.)
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ __all__ = [
     "ReturnsFrame",
     "StoredDataError",
     "TableFrame",
+    "check_schema",
     "read_frame",
-    "validate_frame",
 ]
 
 ObjectArray = npt.NDArray[np.object_]
@@ -83,7 +85,7 @@ def _bad_row(frame: pd.DataFrame, mask: pd.Series) -> str:
     return ", ".join(f"{k}={row[k]}" for k in keys) or f"row {int(np.flatnonzero(mask.to_numpy())[0])}"
 
 
-def validate_frame(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
+def check_schema(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` checked against ``table``: every column present, no NULL in a NOT NULL
     column, numbers where the column is numeric and dates where it is a date.
 
@@ -177,7 +179,7 @@ class TableFrame:
 
     Subclasses set ``table`` and declare the columns analytics read as
     :class:`Column` attributes; :meth:`from_frame` checks the whole row set against
-    the table (:func:`validate_frame`) and converts the declared columns."""
+    the table (:func:`check_schema`) and converts the declared columns."""
 
     table: ClassVar[Table]
     frame: pd.DataFrame
@@ -203,7 +205,7 @@ class TableFrame:
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> Self:
         """Validate ``frame`` against :attr:`table` and convert the declared columns."""
-        validate_frame(cls.table, frame)
+        check_schema(cls.table, frame)
         frame = frame[list(cls.table.c.keys())].reset_index(drop=True)
         cols = {name: col.convert(cls.table, frame[name]) for name, col in cls.declared().items()}
         return cls(frame, cols)
@@ -394,5 +396,5 @@ def read_frame(
         rows = conn.execute(stmt).mappings().all()
     frame = pd.DataFrame([dict(r) for r in rows], columns=list(table.c.keys()))
     if isinstance(source, Table):
-        return validate_frame(table, frame)
+        return check_schema(table, frame)
     return source.from_frame(frame)

@@ -18,8 +18,8 @@ from portfolio_pipeline.storage.frames import (
     ReturnsFrame,
     StoredDataError,
     TableFrame,
+    check_schema,
     read_frame,
-    validate_frame,
 )
 from portfolio_pipeline.storage.tables import portfolio_returns
 from portfolio_pipeline_tests.storage.builders import AS_OF, DAY, NEXT_DAY, position_row, stock_row
@@ -102,7 +102,7 @@ def test_missing_column_and_null_are_named() -> None:
                        "session_date=2018-02-05, broker=demo, account_id=DU123, position_key=SPY"):
         PositionsFrame.from_frame(good.assign(mark=[None]))
     with pytest.raises(StoredDataError, match="column 'session_date' holds '2018-02-05', not a date"):
-        validate_frame(positions_snapshot, good.assign(session_date=["2018-02-05"]))
+        check_schema(positions_snapshot, good.assign(session_date=["2018-02-05"]))
     # a nullable column may be NULL; an empty frame with the columns is valid
     assert len(PositionsFrame.from_frame(good.assign(underlying_price=[None]))) == 1
     assert PositionsFrame.from_frame(good.iloc[:0]).empty
