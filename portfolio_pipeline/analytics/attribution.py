@@ -23,16 +23,25 @@ Conventions
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from datetime import date
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from portfolio_pipeline.config.pricing import AttributionSettings
+from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.symbols import AGGREGATE
+from portfolio_pipeline.quant._typing import Float64Array
 from portfolio_pipeline.quant.attribution import attribute, large_unexplained
+from portfolio_pipeline.storage.frames import (
+    MarketFrame,
+    PositionClose,
+    PositionGreeksFrame,
+    PositionsFrame,
+)
 
 ALL = AGGREGATE
 PNL_COLUMNS: tuple[str, ...] = (
@@ -56,8 +65,8 @@ def _expired(position_key: str, session: date) -> bool:
 
 def attribution_rows(
     session: date,
-    previous: pd.DataFrame,
-    current: pd.DataFrame,
+    previous: PositionGreeksFrame,
+    current: PositionGreeksFrame,
     *,
     dt_days: float,
     execution_cash: Mapping[tuple[str, str, str], float],
@@ -78,73 +87,116 @@ def attribution_rows(
     spot_close
         Underlying root -> today's close (settlement of expired options).
     """
-    prev = {(r["broker"], r["account_id"], r["position_key"]): r for r in previous.to_dict("records")}
-    cur = {(r["broker"], r["account_id"], r["position_key"]): r for r in current.to_dict("records")}
+    prev, cur = previous.keys(), current.keys()
     keys = sorted(set(prev) | set(cur))
     if not keys:
         return []
-    n = len(keys)
-    actual = np.zeros(n)
-    ds = np.full(n, np.nan)
-    dsig = np.full(n, np.nan)
-    greeks = {g: np.zeros(n) for g in ("share_delta", "gamma_shares", "theta_per_day",
-                                       "vega_per_point", "vanna_per_point", "volga_per_point")}
-    buckets: list[str] = []
-    for i, key in enumerate(keys):
-        p, c = prev.get(key), cur.get(key)
-        v_prev = float(p["market_value"]) if p is not None else 0.0
-        v_cur = float(c["market_value"]) if c is not None else 0.0
-        cash = execution_cash.get(key)
-        if cash is None:
-            if p is None and c is not None:
-                cash = -float(avg_price.get(key, c["mark"])) * float(c["quantity"]) * float(c["multiplier"])
-            elif c is None and p is not None:
-                settle = _intrinsic(key[2], spot_close.get(str(p["underlying"])))
-                if _expired(key[2], session) and settle is not None:
-                    cash = settle * float(p["quantity"]) * float(p["multiplier"])
-                else:
-                    cash = v_prev
-            elif p is not None and c is not None:
-                cash = -(float(c["quantity"]) - float(p["quantity"])) * float(c["multiplier"]) * float(c["mark"])
-        actual[i] = v_cur - v_prev + float(cash or 0.0)
-        if p is not None and c is not None:
-            buckets.append("held")
-            ds[i] = float(c["spot"]) - float(p["spot"])
-            both_iv = p["vol_source"] in _IV_SOURCES and c["vol_source"] in _IV_SOURCES
-            dsig[i] = (float(c["vol"]) - float(p["vol"])) * 100.0 if both_iv else 0.0
-            for g in greeks:
-                greeks[g][i] = float(p[g])
-        else:
-            buckets.append("new" if p is None else "closed")
-    terms_ds = np.nan_to_num(ds)
-    terms_dsig = np.nan_to_num(dsig)
+    changes = _changes(session, keys, previous, current, execution_cash, avg_price, spot_close)
+    greeks = changes.greeks
     att = attribute(
-        terms_ds, terms_dsig, dt_days, greeks["share_delta"], greeks["gamma_shares"],
-        greeks["theta_per_day"], greeks["vega_per_point"], greeks["vanna_per_point"],
-        greeks["volga_per_point"], actual=actual,
+        np.nan_to_num(changes.ds), np.nan_to_num(changes.dsig), dt_days, greeks["share_delta"],
+        greeks["gamma_shares"], greeks["theta_per_day"], greeks["vega_per_point"], greeks["vanna_per_point"],
+        greeks["volga_per_point"], actual=changes.actual,
     )
-    held = np.array([b == "held" for b in buckets])
+    held = np.array([b == "held" for b in changes.buckets])
     comps = {
         "delta_pnl": att.delta, "gamma_pnl": att.gamma, "theta_pnl": np.where(held, att.theta, 0.0),
         "vega_pnl": att.vega, "vanna_pnl": att.vanna, "volga_pnl": att.volga,
     }
-    rows: list[dict[str, Any]] = []
-    for i, key in enumerate(keys):
-        src = cur.get(key) or prev[key]
-        rows.append({
-            "session_date": session, "broker": key[0], "account_id": key[1], "position_key": key[2],
-            "underlying": src["underlying"], "bucket": buckets[i],
-            "dS": ds[i], "dsigma_points": dsig[i], "dt_days": float(dt_days),
-            "actual": float(actual[i]), **{k: float(v[i]) for k, v in comps.items()},
-        })
-    frame = pd.DataFrame(rows)
-    totals: list[dict[str, Any]] = []
-    for (broker, account), group in frame.groupby(["broker", "account_id"], sort=True):
-        totals.append(_total(session, str(broker), str(account), group, dt_days))
-    totals.append(_total(session, ALL, ALL, frame, dt_days))
-    out = rows + totals
+    rows = [{
+        "session_date": session, "broker": key[0], "account_id": key[1], "position_key": key[2],
+        "underlying": changes.underlying[i], "bucket": changes.buckets[i],
+        "dS": changes.ds[i], "dsigma_points": changes.dsig[i], "dt_days": float(dt_days),
+        "actual": float(changes.actual[i]), **{k: float(v[i]) for k, v in comps.items()},
+    } for i, key in enumerate(keys)]
+    out = rows + _totals(session, pd.DataFrame(rows), dt_days)
     _finish(out, settings)
     return out
+
+
+_GREEK_TERMS = ("share_delta", "gamma_shares", "theta_per_day", "vega_per_point", "vanna_per_point", "volga_per_point")
+
+
+@dataclass(frozen=True)
+class _Changes:
+    """Per position (sorted keys): actual P&L, spot move, vol move in points (0 unless both
+    vols are market vols), the prior close's Greeks (held positions only), the bucket
+    (held / new / closed) and the underlying."""
+
+    actual: Float64Array
+    ds: Float64Array
+    dsig: Float64Array
+    greeks: dict[str, Float64Array]
+    buckets: list[str]
+    underlying: list[str]
+
+
+def _changes(
+    session: date,
+    keys: list[tuple[str, str, str]],
+    previous: PositionGreeksFrame,
+    current: PositionGreeksFrame,
+    execution_cash: Mapping[tuple[str, str, str], float],
+    avg_price: Mapping[tuple[str, str, str], float],
+    spot_close: Mapping[str, float],
+) -> _Changes:
+    prev, cur = previous.keys(), current.keys()
+    n = len(keys)
+    out = _Changes(np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), {g: np.zeros(n) for g in _GREEK_TERMS},
+                   [], [])
+    for i, key in enumerate(keys):
+        pi, ci = prev.get(key), cur.get(key)
+        p = previous.close(pi) if pi is not None else None
+        c = current.close(ci) if ci is not None else None
+        cash = execution_cash.get(key)
+        if cash is None:
+            cash = implied_cash(session, key[2], p, c, avg_price.get(key), spot_close)
+        out.actual[i] = (c.market_value if c else 0.0) - (p.market_value if p else 0.0) + cash
+        out.underlying.append(c.underlying if c else p.underlying if p else "")
+        if pi is not None and ci is not None:
+            out.buckets.append("held")
+            out.ds[i] = float(current.spot[ci]) - float(previous.spot[pi])
+            both_iv = previous.vol_source[pi] in _IV_SOURCES and current.vol_source[ci] in _IV_SOURCES
+            out.dsig[i] = (float(current.vol[ci]) - float(previous.vol[pi])) * 100.0 if both_iv else 0.0
+            for g in _GREEK_TERMS:
+                out.greeks[g][i] = float(getattr(previous, g)[pi])
+        else:
+            out.buckets.append("new" if pi is None else "closed")
+    return out
+
+
+def implied_cash(
+    session: date,
+    position_key: str,
+    previous: PositionClose | None,
+    current: PositionClose | None,
+    avg_price: float | None,
+    spot_close: Mapping[str, float],
+) -> float:
+    """Cash of a position's change between two closes when no execution is known.
+
+    New: bought at today's average price (else the mark); gone: an expired option
+    settles at intrinsic value on the underlying's close, anything else is taken as sold
+    at the prior value; held with a changed quantity: the difference traded at the mark."""
+    p, c = previous, current
+    if p is None and c is not None:
+        price = c.mark if avg_price is None else avg_price
+        return -price * c.quantity * c.multiplier
+    if c is None and p is not None:
+        settle = _intrinsic(position_key, spot_close.get(p.underlying))
+        if _expired(position_key, session) and settle is not None:
+            return settle * p.quantity * p.multiplier
+        return p.market_value
+    if p is not None and c is not None:
+        return -(c.quantity - p.quantity) * c.multiplier * c.mark
+    return 0.0
+
+
+def _totals(session: date, frame: pd.DataFrame, dt_days: float) -> list[dict[str, Any]]:
+    """One total row per account and one for the book."""
+    totals = [_total(session, str(broker), str(account), group, dt_days)
+              for (broker, account), group in frame.groupby(["broker", "account_id"], sort=True)]
+    return [*totals, _total(session, ALL, ALL, frame, dt_days)]
 
 
 def _total(session: date, broker: str, account: str, group: pd.DataFrame, dt_days: float) -> dict[str, Any]:
@@ -179,3 +231,28 @@ def identity_error(frame: pd.DataFrame) -> pd.Series:
         total = total + frame[k].astype("float64")
     scale = np.maximum(1.0, frame["actual"].astype("float64").abs())
     return ((frame["actual"].astype("float64") - total) / scale).abs()
+
+
+def execution_cash_by_session(
+    fills: Iterable[Execution], session_after: Callable[[datetime], date]
+) -> dict[date, dict[tuple[str, str, str], float]]:
+    """session -> (broker, account_id, position_key) -> summed cash effect of the
+    executions booked to that session (``session_after`` of the execution time)."""
+    cash: dict[date, dict[tuple[str, str, str], float]] = {}
+    for f in fills:
+        per_day = cash.setdefault(session_after(f.ts), {})
+        key = (f.broker, f.account_id, f.contract.key)
+        per_day[key] = per_day.get(key, 0.0) + f.cash_effect
+    return cash
+
+
+def average_prices(positions: PositionsFrame) -> dict[tuple[str, str, str], float]:
+    """(broker, account_id, position_key) -> average price of the positions."""
+    return {(str(b), str(a), str(k)): float(p) for b, a, k, p in zip(
+        positions.broker, positions.account_id, positions.position_key, positions.avg_price, strict=True)}
+
+
+def underlying_closes(market: MarketFrame) -> dict[str, float]:
+    """Underlying root -> mark of its index or stock quote (the last one of a root wins)."""
+    spot = np.isin(market.sec_type, ["IND", "STK"])
+    return {str(u): float(m) for u, m in zip(market.underlying[spot], market.mark[spot], strict=True)}

@@ -105,3 +105,12 @@ def estimate_betas(
         var = float(x @ x)
         out[root] = float(x @ y / var) if var > 0 else settings.fallback
     return out
+
+
+def reference_close(closes: pd.DataFrame, reference: str, session: date) -> float:
+    """The reference index's close on ``session`` (NaN when it has none): the price that
+    converts beta-weighted share deltas into reference-index units."""
+    root = reference.upper()
+    if root not in closes.columns:
+        return float("nan")
+    return float(closes[root].get(pd.Timestamp(session), np.nan))

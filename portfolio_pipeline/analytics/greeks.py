@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -36,11 +37,12 @@ import pandas as pd
 
 from portfolio_pipeline.config.pricing import PricingConfig
 from portfolio_pipeline.domain.errors import UnknownInstrumentError
-from portfolio_pipeline.domain.greeks import position_greeks
+from portfolio_pipeline.domain.greeks import PositionGreeks, position_greeks
 from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
 from portfolio_pipeline.domain.positions import Contract, contract_from_row
 from portfolio_pipeline.marketdata.valuation import market_mark
 from portfolio_pipeline.quant import pricing
+from portfolio_pipeline.quant._typing import BoolArray, Float64Array
 
 SettlementHour = Callable[[date, bool], float]
 """(expiry, am_settled) -> UTC hour of settlement on the expiry date."""
@@ -117,6 +119,149 @@ def _settlement_hour(contract: Contract, instruments: InstrumentTable, hour: Set
     return hour(contract.expiry, am)
 
 
+@dataclass
+class _Inputs:
+    """Model inputs of one session's positions, one array entry per position (sorted)."""
+
+    spot: Float64Array
+    strike: Float64Array
+    t_years: Float64Array
+    rate: Float64Array
+    div: Float64Array
+    vol: Float64Array
+    kinds: list[str]
+    models: list[str]
+    exercises: list[str]
+    vol_source: list[str]
+    broker: dict[str, Float64Array]
+    """The broker's iv, delta, gamma, vega and theta (NaN where it has none)."""
+
+    @property
+    def is_option(self) -> BoolArray:
+        return np.array([m != "linear" for m in self.models], dtype=bool)
+
+
+def _inputs(records: list[dict[str, Any]], quotes: _Quotes, *, session: date, as_of: datetime,
+            instruments: InstrumentTable, pricing_config: PricingConfig,
+            settlement_hour: SettlementHour) -> _Inputs:
+    """Spot, strike, time, rate, dividend yield, model and exercise per position; the
+    broker's IV as the vol where it has a positive one."""
+    n = len(records)
+    inp = _Inputs(spot=np.empty(n), strike=np.full(n, np.nan), t_years=np.full(n, np.nan),
+                  rate=np.full(n, np.nan), div=np.full(n, np.nan), vol=np.full(n, np.nan),
+                  kinds=["C"] * n, models=["linear"] * n, exercises=["none"] * n, vol_source=["none"] * n,
+                  broker={k: np.full(n, np.nan) for k in ("iv", "delta", "gamma", "vega", "theta")})
+    r_day = pricing_config.rate_on(session)
+    for i, row in enumerate(records):
+        contract = contract_from_row(row, source="positions_snapshot")
+        sec_type = contract.sec_type
+        if sec_type in _LINEAR:
+            inp.spot[i] = float(row["mark"])
+            continue
+        root = contract.underlying
+        inp.spot[i] = _spot(row, contract, instruments, quotes)
+        inp.strike[i] = float(contract.strike or np.nan)
+        inp.kinds[i] = contract.right or "C"
+        model = instruments.pricing_model(root)
+        inp.models[i] = model
+        inp.exercises[i] = "american" if (instruments.exercise_style(root) == "american" and model == "bsm") else "european"
+        inp.t_years[i] = contract.year_fraction(as_of, settlement_hour_utc=_settlement_hour(contract, instruments, settlement_hour))
+        inp.rate[i] = r_day
+        inp.div[i] = pricing_config.dividend_yield(root) if model == "bsm" else 0.0
+        quote = quotes.get(str(row["broker"]), contract.key)
+        if quote is not None:
+            for k in inp.broker:
+                value = _finite(quote.get(k))
+                inp.broker[k][i] = np.nan if value is None else value
+        if np.isfinite(inp.broker["iv"][i]) and inp.broker["iv"][i] > 0:
+            inp.vol[i] = inp.broker["iv"][i]
+            inp.vol_source[i] = "broker"
+    return inp
+
+
+def _imply_missing_vols(inp: _Inputs, marks: Float64Array) -> None:
+    """Options without a broker IV: the vol implied from the mark ('implied'), else 0
+    ('intrinsic': the mark is at or below intrinsic value)."""
+    need_iv = inp.is_option & ~np.isfinite(inp.vol)
+    for model in ("bsm", "black76"):
+        sel = need_iv & (np.array(inp.models) == model)
+        if sel.any():
+            iv = np.asarray(pricing.implied_vol(
+                marks[sel], [inp.kinds[j] for j in np.flatnonzero(sel)], inp.spot[sel], inp.strike[sel],
+                inp.t_years[sel], inp.rate[sel], inp.div[sel], model=model,
+            ), dtype=np.float64)
+            ok = np.isfinite(iv) & (iv > 0)
+            idx = np.flatnonzero(sel)
+            inp.vol[idx[ok]] = iv[ok]
+            inp.vol[idx[~ok]] = 0.0
+            for j, good in zip(idx, ok, strict=True):
+                inp.vol_source[j] = "implied" if good else "intrinsic"
+
+
+_MODEL_OUTPUTS = ("price", "delta", "gamma", "vega", "theta", "rho", "vanna", "volga")
+
+
+def _model_greeks(inp: _Inputs, marks: Float64Array) -> dict[str, Float64Array]:
+    """Model price and Greeks per unit (a linear position: price = mark, delta 1)."""
+    n = len(marks)
+    is_option = inp.is_option
+    out = {k: np.zeros(n) for k in _MODEL_OUTPUTS}
+    out["price"][:] = np.nan
+    out["delta"][~is_option] = 1.0
+    out["price"][~is_option] = marks[~is_option]
+    for model in ("bsm", "black76"):
+        for exercise in ("european", "american"):
+            sel = is_option & (np.array(inp.models) == model) & (np.array(inp.exercises) == exercise)
+            if not sel.any():
+                continue
+            g = pricing.greeks(
+                [inp.kinds[j] for j in np.flatnonzero(sel)], inp.spot[sel], inp.strike[sel], inp.t_years[sel],
+                inp.rate[sel], inp.div[sel], inp.vol[sel], model=model, exercise=exercise,
+            )
+            for k in _MODEL_OUTPUTS:
+                out[k][sel] = getattr(g, k)
+    return out
+
+
+def _values_at_mark(records: list[dict[str, Any]], quotes: _Quotes, is_option: BoolArray,
+                    marks: Float64Array, model_price: Float64Array) -> tuple[Float64Array, list[str]]:
+    """Value per share and its source: an option's market mark (bid/ask/last), else its model price."""
+    at_mark, value_source = marks.copy(), ["mark"] * len(records)
+    for i, r in enumerate(records):
+        if is_option[i]:
+            q = quotes.get(str(r["broker"]), contract_from_row(r, source="positions_snapshot").key)
+            at, source = market_mark(*(q.get(k) for k in ("bid", "ask", "last"))) if q else (None, "model")
+            at_mark[i] = at if at is not None else model_price[i]
+            value_source[i] = source
+    return at_mark, value_source
+
+
+_DOLLAR_GREEKS = ("share_delta", "dollar_delta", "gamma_shares", "dollar_gamma_1pct", "theta_per_day",
+                  "vega_per_point", "vanna_per_point", "volga_per_point", "rho_per_pct", "beta_weighted_delta",
+                  "beta_weighted_dollar_delta")
+
+
+def _row(session: date, r: Mapping[str, Any], i: int, inp: _Inputs, marks: Float64Array, qty: Float64Array,
+         mult: Float64Array, beta: Float64Array, reference_price: float, out: Mapping[str, Float64Array],
+         pg: PositionGreeks, brk: PositionGreeks, at_mark: Float64Array, value_source: list[str]) -> dict[str, Any]:
+    """The position_greeks row of position ``i`` (model, broker and dollar Greeks side by side)."""
+    return {
+        "session_date": session, "broker": r["broker"], "account_id": r["account_id"],
+        "position_key": r["position_key"], "underlying": r["underlying"], "sec_type": r["sec_type"],
+        "quantity": qty[i], "multiplier": mult[i], "mark": marks[i], "market_value": float(r["market_value"]),
+        "spot": inp.spot[i], "model_price": out["price"][i], "model": inp.models[i],
+        "exercise": inp.exercises[i], "time_to_expiry": inp.t_years[i], "rate": inp.rate[i],
+        "dividend_yield": inp.div[i], "vol": inp.vol[i], "vol_source": inp.vol_source[i],
+        **{k: out[k][i] for k in _MODEL_OUTPUTS[1:]},
+        **{f"broker_{k}": inp.broker[k][i] for k in ("iv", "delta", "gamma", "vega", "theta")},
+        "broker_share_delta": brk.share_delta[i], "broker_theta_per_day": brk.theta_per_day[i],
+        "broker_vega_per_point": brk.vega_per_point[i],
+        "beta": beta[i], "reference_price": reference_price,
+        **{k: getattr(pg, k)[i] for k in _DOLLAR_GREEKS},
+        "value_per_share": at_mark[i], "value_source": value_source[i],
+    }
+
+
 def position_greek_rows(
     positions: pd.DataFrame,
     market: pd.DataFrame,
@@ -149,145 +294,27 @@ def position_greek_rows(
         return []
     quotes = _Quotes(market)
     records = positions.sort_values(["broker", "account_id", "position_key"]).to_dict("records")
-    n = len(records)
-    spot = np.empty(n)
-    strike = np.full(n, np.nan)
-    t_years = np.full(n, np.nan)
-    rate = np.full(n, np.nan)
-    div = np.full(n, np.nan)
-    vol = np.full(n, np.nan)
-    kinds: list[str] = ["C"] * n
-    models: list[str] = ["linear"] * n
-    exercises: list[str] = ["none"] * n
-    vol_source: list[str] = ["none"] * n
-    broker = {k: np.full(n, np.nan) for k in ("iv", "delta", "gamma", "vega", "theta")}
-    r_day = pricing_config.rate_on(session)
-    for i, row in enumerate(records):
-        contract = contract_from_row(row, source="positions_snapshot")
-        sec_type = contract.sec_type
-        if sec_type in _LINEAR:
-            spot[i] = float(row["mark"])
-            continue
-        root = contract.underlying
-        spot[i] = _spot(row, contract, instruments, quotes)
-        strike[i] = float(contract.strike or np.nan)
-        kinds[i] = contract.right or "C"
-        model = instruments.pricing_model(root)
-        models[i] = model
-        exercises[i] = "american" if (instruments.exercise_style(root) == "american" and model == "bsm") else "european"
-        t_years[i] = contract.year_fraction(as_of, settlement_hour_utc=_settlement_hour(contract, instruments, settlement_hour))
-        rate[i] = r_day
-        div[i] = pricing_config.dividend_yield(root) if model == "bsm" else 0.0
-        quote = quotes.get(str(row["broker"]), contract.key)
-        if quote is not None:
-            for k in broker:
-                value = _finite(quote.get(k))
-                broker[k][i] = np.nan if value is None else value
-        if np.isfinite(broker["iv"][i]) and broker["iv"][i] > 0:
-            vol[i] = broker["iv"][i]
-            vol_source[i] = "broker"
-
-    is_option = np.array([m != "linear" for m in models])
+    inp = _inputs(records, quotes, session=session, as_of=as_of, instruments=instruments,
+                  pricing_config=pricing_config, settlement_hour=settlement_hour)
     marks = np.array([float(r["mark"]) for r in records])
-    need_iv = is_option & ~np.isfinite(vol)
-    for model in ("bsm", "black76"):
-        sel = need_iv & (np.array(models) == model)
-        if sel.any():
-            iv = np.asarray(pricing.implied_vol(
-                marks[sel], [kinds[j] for j in np.flatnonzero(sel)], spot[sel], strike[sel],
-                t_years[sel], rate[sel], div[sel], model=model,
-            ), dtype=np.float64)
-            ok = np.isfinite(iv) & (iv > 0)
-            idx = np.flatnonzero(sel)
-            vol[idx[ok]] = iv[ok]
-            vol[idx[~ok]] = 0.0
-            for j, good in zip(idx, ok, strict=True):
-                vol_source[j] = "implied" if good else "intrinsic"
-
-    names = ("price", "delta", "gamma", "vega", "theta", "rho", "vanna", "volga")
-    out = {k: np.zeros(n) for k in names}
-    out["price"][:] = np.nan
-    out["delta"][~is_option] = 1.0
-    out["price"][~is_option] = marks[~is_option]
-    for model in ("bsm", "black76"):
-        for exercise in ("european", "american"):
-            sel = is_option & (np.array(models) == model) & (np.array(exercises) == exercise)
-            if not sel.any():
-                continue
-            g = pricing.greeks(
-                [kinds[j] for j in np.flatnonzero(sel)], spot[sel], strike[sel], t_years[sel],
-                rate[sel], div[sel], vol[sel], model=model, exercise=exercise,
-            )
-            for k in names:
-                out[k][sel] = getattr(g, k)
-
+    _imply_missing_vols(inp, marks)
+    out = _model_greeks(inp, marks)
     qty = np.array([float(r["quantity"]) for r in records])
     mult = np.array([float(r["multiplier"]) for r in records])
     beta = np.array([float(betas.get(str(r["underlying"]).upper(), 1.0)) for r in records])
     pg = position_greeks(
         delta=out["delta"], gamma=out["gamma"], vega=out["vega"], theta=out["theta"],
         rho=out["rho"], vanna=out["vanna"], volga=out["volga"], quantity=qty, multiplier=mult,
-        spot=spot, beta=beta, reference_price=reference_price,
+        spot=inp.spot, beta=beta, reference_price=reference_price,
     )
+    broker = inp.broker
     brk = position_greeks(
         delta=broker["delta"], gamma=broker["gamma"], vega=broker["vega"], theta=broker["theta"],
-        quantity=qty, multiplier=mult, spot=spot,
+        quantity=qty, multiplier=mult, spot=inp.spot,
     )
-    at_mark, value_source = marks.copy(), ["mark"] * n
-    for i, r in enumerate(records):
-        if is_option[i]:
-            q = quotes.get(str(r["broker"]), contract_from_row(r, source="positions_snapshot").key)
-            at, source = market_mark(*(q.get(k) for k in ("bid", "ask", "last"))) if q else (None, "model")
-            at_mark[i] = at if at is not None else out["price"][i]
-            value_source[i] = source
-    rows: list[dict[str, Any]] = []
-    for i, r in enumerate(records):
-        rows.append({
-            "session_date": session,
-            "broker": r["broker"],
-            "account_id": r["account_id"],
-            "position_key": r["position_key"],
-            "underlying": r["underlying"],
-            "sec_type": r["sec_type"],
-            "quantity": qty[i],
-            "multiplier": mult[i],
-            "mark": marks[i],
-            "market_value": float(r["market_value"]),
-            "spot": spot[i],
-            "model_price": out["price"][i],
-            "model": models[i],
-            "exercise": exercises[i],
-            "time_to_expiry": t_years[i],
-            "rate": rate[i],
-            "dividend_yield": div[i],
-            "vol": vol[i],
-            "vol_source": vol_source[i],
-            **{k: out[k][i] for k in names[1:]},
-            "broker_iv": broker["iv"][i],
-            "broker_delta": broker["delta"][i],
-            "broker_gamma": broker["gamma"][i],
-            "broker_vega": broker["vega"][i],
-            "broker_theta": broker["theta"][i],
-            "broker_share_delta": brk.share_delta[i],
-            "broker_theta_per_day": brk.theta_per_day[i],
-            "broker_vega_per_point": brk.vega_per_point[i],
-            "beta": beta[i],
-            "reference_price": reference_price,
-            "share_delta": pg.share_delta[i],
-            "dollar_delta": pg.dollar_delta[i],
-            "gamma_shares": pg.gamma_shares[i],
-            "dollar_gamma_1pct": pg.dollar_gamma_1pct[i],
-            "theta_per_day": pg.theta_per_day[i],
-            "vega_per_point": pg.vega_per_point[i],
-            "vanna_per_point": pg.vanna_per_point[i],
-            "volga_per_point": pg.volga_per_point[i],
-            "rho_per_pct": pg.rho_per_pct[i],
-            "beta_weighted_delta": pg.beta_weighted_delta[i],
-            "beta_weighted_dollar_delta": pg.beta_weighted_dollar_delta[i],
-            "value_per_share": at_mark[i],
-            "value_source": value_source[i],
-        })
-    return rows
+    at_mark, value_source = _values_at_mark(records, quotes, inp.is_option, marks, out["price"])
+    return [_row(session, r, i, inp, marks, qty, mult, beta, reference_price, out, pg, brk, at_mark, value_source)
+            for i, r in enumerate(records)]
 
 
 def portfolio_greek_rows(position_rows: pd.DataFrame, session: date) -> list[dict[str, Any]]:

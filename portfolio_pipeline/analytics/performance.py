@@ -45,6 +45,7 @@ from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.quant import returns as qret
 from portfolio_pipeline.quant import risk_metrics as rm
 from portfolio_pipeline.quant.vol import MIN_GARCH_OBSERVATIONS, GarchFit, GarchFitError, fit_garch
+from portfolio_pipeline.storage.frames import AccountsFrame, ReturnsFrame
 
 ALL = AGGREGATE
 
@@ -68,10 +69,10 @@ def flow_sessions(
 
 def return_rows(
     session: date,
-    accounts: pd.DataFrame,
-    previous: pd.DataFrame,
+    accounts: AccountsFrame,
+    previous: AccountsFrame,
     flows: pd.DataFrame,
-    previous_returns: pd.DataFrame,
+    previous_returns: ReturnsFrame,
 ) -> list[dict[str, Any]]:
     """``portfolio_returns`` rows of one session.
 
@@ -85,21 +86,23 @@ def return_rows(
         ``portfolio_returns`` rows of the previous session (growth index carry-over).
     """
     today = flows[flows["session_date"] == session] if not flows.empty else flows
-    prev_by = {(r["broker"], r["account_id"]): r for r in previous.to_dict("records")}
-    carry = {(r["broker"], r["account_id"]): r for r in previous_returns.to_dict("records")}
+    prev_by = {(str(b), str(a)): float(n) for b, a, n in zip(previous.broker, previous.account_id, previous.nlv,
+                                                               strict=True)}
+    carry = {(str(b), str(a)): (float(g), float(h)) for b, a, g, h in zip(
+        previous_returns.broker, previous_returns.account_id, previous_returns.growth_index,
+        previous_returns.high_water_mark, strict=True)}
     rows: list[dict[str, Any]] = []
     tot = {"nlv": 0.0, "prev": 0.0, "flow": 0.0, "income": 0.0, "broker": 0.0}
     broker_complete = True
-    for acct in accounts.sort_values(["broker", "account_id"]).to_dict("records"):
-        key = (acct["broker"], acct["account_id"])
+    for i in sorted(range(len(accounts)), key=lambda j: (accounts.broker[j], accounts.account_id[j])):
+        key = (str(accounts.broker[i]), str(accounts.account_id[i]))
         mine = today[(today["broker"] == key[0]) & (today["account_id"] == key[1])] if not today.empty else today
         external = float(mine.loc[mine["external"], "amount"].sum()) if not mine.empty else 0.0
         income = float(mine.loc[~mine["external"], "amount"].sum()) if not mine.empty else 0.0
-        nlv = float(acct["nlv"])
-        prev = prev_by.get(key)
-        prev_nlv = float(prev["nlv"]) if prev is not None else None
-        rows.append(_row(session, key, nlv, prev_nlv, external, income, carry.get(key),
-                         acct.get("broker_daily_pnl")))
+        nlv = float(accounts.nlv[i])
+        prev_nlv = prev_by.get(key)
+        bpnl = float(accounts.broker_daily_pnl[i])  # NaN: the broker reported none
+        rows.append(_row(session, key, nlv, prev_nlv, external, income, carry.get(key), bpnl))
         tot["nlv"] += nlv
         tot["income"] += income
         if prev_nlv is None:
@@ -107,15 +110,13 @@ def return_rows(
         else:
             tot["prev"] += prev_nlv
             tot["flow"] += external
-        bpnl = acct.get("broker_daily_pnl")
-        if bpnl is None or (isinstance(bpnl, float) and math.isnan(bpnl)):
+        if math.isnan(bpnl):
             broker_complete = False
         else:
-            tot["broker"] += float(bpnl)
+            tot["broker"] += bpnl
     if rows:
         # an account that disappeared: its previous NLV counts in the base and left as a flow
-        gone = sum(float(p["nlv"]) for k, p in prev_by.items()
-                   if not any((r["broker"], r["account_id"]) == k for r in rows))
+        gone = sum(v for k, v in prev_by.items() if not any((r["broker"], r["account_id"]) == k for r in rows))
         tot["flow"] -= gone
         tot["prev"] += gone
         prev_total = tot["prev"] if tot["prev"] > 0 else None
@@ -132,16 +133,16 @@ def _row(
     prev_nlv: float | None,
     external: float,
     income: float,
-    carry: dict[str, Any] | None,
-    broker_daily_pnl: Any,
+    carry: tuple[float, float] | None,
+    broker_daily_pnl: float | None,
 ) -> dict[str, Any]:
+    """One portfolio_returns row; ``carry`` is the previous (growth index, high-water mark)."""
     if prev_nlv is None:
         pnl, twr = 0.0, 0.0
     else:
         pnl = float(qret.daily_pnl([nlv], [external], prev_nlv=prev_nlv)[0])
         twr = float(qret.time_weighted_returns([nlv], [external], prev_nlv=prev_nlv)[0])
-    growth_prev = float(carry["growth_index"]) if carry is not None else 1.0
-    hwm_prev = float(carry["high_water_mark"]) if carry is not None else 1.0
+    growth_prev, hwm_prev = carry if carry is not None else (1.0, 1.0)
     growth = float(qret.growth_index([twr], start=growth_prev)[0])
     hwm = max(hwm_prev, growth)
     bpnl = broker_daily_pnl
@@ -158,7 +159,7 @@ def _row(
         "growth_index": growth,
         "high_water_mark": hwm,
         "drawdown": growth / hwm - 1.0,
-        "broker_daily_pnl": None if bpnl is None or (isinstance(bpnl, float) and math.isnan(bpnl)) else float(bpnl),
+        "broker_daily_pnl": None if bpnl is None or math.isnan(bpnl) else float(bpnl),
     }
 
 
@@ -273,3 +274,21 @@ def risk_metric_rows(
                     "value_usd": usd, "observations": int(x.size),
                 })
     return rows
+
+
+def risk_metrics_by_session(
+    sessions: Sequence[date], history: ReturnsFrame, settings: RiskSettings
+) -> dict[date, list[dict[str, Any]]]:
+    """``risk_metrics`` rows of every scope (broker, account) for each of ``sessions``.
+
+    ``history`` holds the ``portfolio_returns`` rows up to the last session; a scope
+    gets rows on the sessions it has a return for."""
+    out: dict[date, list[dict[str, Any]]] = {day: [] for day in sessions}
+    if history.empty:
+        return out
+    for (broker, account), series in history.frame.groupby(["broker", "account_id"], sort=True):
+        have = set(series["session_date"])
+        for row in risk_metric_rows([d for d in sessions if d in have], series, settings,
+                                    (str(broker), str(account))):
+            out[row["session_date"]].append(row)
+    return out

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from portfolio_pipeline.clock import Clock, system_clock
 from portfolio_pipeline.notify.store import (

@@ -1,7 +1,6 @@
 """Position Greeks (model and broker, side by side) and their totals per account and underlying."""
 
 
-import math
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
@@ -13,6 +12,7 @@ from portfolio_pipeline.analytics.beta import (
     beta_window,
     combine_closes,
     estimate_betas,
+    reference_close,
     stored_closes,
 )
 from portfolio_pipeline.analytics.greeks import portfolio_greek_rows, position_greek_rows
@@ -67,87 +67,79 @@ def _book(totals: pd.DataFrame) -> pd.DataFrame:
     return totals[(totals["account_id"] == "*") & (totals["underlying"] == "*")]
 
 
+def _position_metadata(session: pd.DataFrame, day: date, beta_window: str) -> dict[str, Any]:
+    """Per-session metadata of position_greeks: counts, the model-valued options, book totals."""
+    implied = int((session["vol_source"] == "implied").sum()) if not session.empty else 0
+    at_model = session[session["value_source"] == "model"] if not session.empty else session
+    return {
+        "positions": len(session), "implied_vols": implied,
+        "options_valued_at_model": len(at_model),
+        "beta_window": beta_window,
+        "valued_at_model": ", ".join(at_model["position_key"]) if len(at_model) else "none",
+        **_totals(_book(pd.DataFrame(portfolio_greek_rows(session, day)))),
+    }
+
+
+def position_greeks_asset(
+    context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+    days = partition_dates(context)
+    cfg = platform.config.pricing
+    calendar = platform.calendar
+    positions = read_frame(db, positions_snapshot, days)
+    market = read_frame(db, market_snapshot, days)
+    spot_rows = read_frame(db, market_snapshot, start=days[0] - BETA_LOOKBACK, end=days[-1])
+    closes = combine_closes(stored_closes(spot_rows), beta_history(db, platform, days[-1]))
+    hour = settlement_hour(calendar)
+    windows: dict[date, str] = {}
+    for day in tracked("position_greeks", days, context.log):
+        pos = on(positions, day)
+        windows[day] = beta_window(closes, day, cfg.beta.window, cfg.beta.reference)
+        rows = position_greek_rows(
+            pos, on(market, day), session=day, as_of=calendar.session_close(day),
+            instruments=platform.config.instruments, pricing_config=cfg,
+            betas=estimate_betas(closes, day, set(pos["underlying"]), cfg.beta),
+            reference_price=reference_close(closes, cfg.beta.reference, day), settlement_hour=hour,
+        )
+        with db.database.begin() as conn:
+            replace_partition(conn, position_greeks, {"session_date": day}, rows)
+        context.log.info("session=%s position greeks=%d", day, len(rows))
+    stored = read_frame(db, position_greeks, days)
+    meta = SessionMetadata(context, days)
+    for day in days:
+        meta.record(day, POSITION_GREEKS, _position_metadata(on(stored, day), day, windows.get(day, "none")))
+    yield dg.MaterializeResult(asset_key=POSITION_GREEKS, metadata=meta.output_metadata(POSITION_GREEKS))
+    yield check_result(GREEKS_CHECK, position_greeks_suite(stored))
+
+
+def portfolio_greeks_asset(
+    context: dg.AssetExecutionContext, db: DatabaseResource
+) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+    days = partition_dates(context)
+    positions = read_frame(db, position_greeks, days)
+    for day in tracked("portfolio_greeks", days, context.log):
+        rows = portfolio_greek_rows(on(positions, day), day)
+        with db.database.begin() as conn:
+            replace_partition(conn, portfolio_greeks, {"session_date": day}, rows)
+    stored = read_frame(db, portfolio_greeks, days)
+    meta = SessionMetadata(context, days)
+    for day in days:
+        meta.record(day, PORTFOLIO_GREEKS, _totals(_book(on(stored, day))))
+    yield dg.MaterializeResult(asset_key=PORTFOLIO_GREEKS, metadata=meta.output_metadata(PORTFOLIO_GREEKS))
+    yield check_result(PORTFOLIO_CHECK, portfolio_greeks_suite(stored))
+
+
 def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        key=POSITION_GREEKS,
-        deps=[POSITIONS, MARKET],
-        description="Per position: model Greeks (broker IV or IV implied from the mark; model, "
-        "exercise and multiplier from config/instruments.yaml; r, q, beta from "
-        "config/pricing.yaml) beside the broker's Greeks; dollar and beta-weighted Greeks.",
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        check_specs=[GREEKS_CHECK],
-        group_name="greeks",
-        kinds={"sql"},
-    )
-    def position_greeks_asset(
-        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
-    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        days = partition_dates(context)
-        cfg = platform.config.pricing
-        calendar = platform.calendar
-        positions = read_frame(db, positions_snapshot, days)
-        market = read_frame(db, market_snapshot, days)
-        spot_rows = read_frame(db, market_snapshot, start=days[0] - BETA_LOOKBACK, end=days[-1])
-        closes = combine_closes(stored_closes(spot_rows), beta_history(db, platform, days[-1]))
-        ref_root = cfg.beta.reference.upper()
-        hour = settlement_hour(calendar)
-        windows: dict[date, str] = {}
-        for day in tracked("position_greeks", days, context.log):
-            pos = on(positions, day)
-            betas = estimate_betas(closes, day, set(pos["underlying"]), cfg.beta)
-            windows[day] = beta_window(closes, day, cfg.beta.window, cfg.beta.reference)
-            ts = pd.Timestamp(day)
-            ref = closes[ref_root].get(ts, math.nan) if ref_root in closes.columns else math.nan
-            rows = position_greek_rows(
-                pos, on(market, day), session=day, as_of=calendar.session_close(day),
-                instruments=platform.config.instruments, pricing_config=cfg, betas=betas,
-                reference_price=float(ref), settlement_hour=hour,
-            )
-            with db.database.begin() as conn:
-                replace_partition(conn, position_greeks, {"session_date": day}, rows)
-            context.log.info("session=%s position greeks=%d", day, len(rows))
-        stored = read_frame(db, position_greeks, days)
-        meta = SessionMetadata(context, days)
-        for day in days:
-            session = on(stored, day)
-            implied = int((session["vol_source"] == "implied").sum()) if not session.empty else 0
-            at_model = session[session["value_source"] == "model"] if not session.empty else session
-            meta.record(day, POSITION_GREEKS, {
-                "positions": len(session), "implied_vols": implied,
-                "options_valued_at_model": len(at_model),
-                "beta_window": windows.get(day, "none"),
-                "valued_at_model": ", ".join(at_model["position_key"]) if len(at_model) else "none",
-                **_totals(_book(pd.DataFrame(portfolio_greek_rows(session, day)))),
-            })
-        yield dg.MaterializeResult(asset_key=POSITION_GREEKS, metadata=meta.output_metadata(POSITION_GREEKS))
-        yield check_result(GREEKS_CHECK, position_greeks_suite(stored))
-
-    @dg.asset(
-        key=PORTFOLIO_GREEKS,
-        deps=[POSITION_GREEKS],
-        description="Position Greeks summed per account, per account and underlying, per "
-        "underlying across accounts and for the whole book ('*').",
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        check_specs=[PORTFOLIO_CHECK],
-        group_name="greeks",
-        kinds={"sql"},
-    )
-    def portfolio_greeks_asset(
-        context: dg.AssetExecutionContext, db: DatabaseResource
-    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        days = partition_dates(context)
-        positions = read_frame(db, position_greeks, days)
-        for day in tracked("portfolio_greeks", days, context.log):
-            rows = portfolio_greek_rows(on(positions, day), day)
-            with db.database.begin() as conn:
-                replace_partition(conn, portfolio_greeks, {"session_date": day}, rows)
-        stored = read_frame(db, portfolio_greeks, days)
-        meta = SessionMetadata(context, days)
-        for day in days:
-            meta.record(day, PORTFOLIO_GREEKS, _totals(_book(on(stored, day))))
-        yield dg.MaterializeResult(asset_key=PORTFOLIO_GREEKS, metadata=meta.output_metadata(PORTFOLIO_GREEKS))
-        yield check_result(PORTFOLIO_CHECK, portfolio_greeks_suite(stored))
-
-    return [position_greeks_asset, portfolio_greeks_asset]
+    """The two Greeks assets on ``partitions`` (session partitions; tests pass a short range)."""
+    common: dict[str, Any] = {"partitions_def": partitions, "backfill_policy": dg.BackfillPolicy.single_run(),
+                              "group_name": "greeks", "kinds": {"sql"}}
+    return [
+        dg.asset(key=POSITION_GREEKS, deps=[POSITIONS, MARKET], check_specs=[GREEKS_CHECK],
+                 description="Per position: model Greeks (broker IV or IV implied from the mark; model, "
+                 "exercise and multiplier from config/instruments.yaml; r, q, beta from "
+                 "config/pricing.yaml) beside the broker's Greeks; dollar and beta-weighted Greeks.",
+                 **common)(position_greeks_asset),
+        dg.asset(key=PORTFOLIO_GREEKS, deps=[POSITION_GREEKS], check_specs=[PORTFOLIO_CHECK],
+                 description="Position Greeks summed per account, per account and underlying, per "
+                 "underlying across accounts and for the whole book ('*').", **common)(portfolio_greeks_asset),
+    ]

@@ -4,43 +4,42 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import pandas as pd
-from sqlalchemy import Table, and_, select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Table
 
 from portfolio_pipeline.defs.quality import suite_check_result
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.domain.settlement import settlement_instant
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+from portfolio_pipeline.storage import frames as storage_frames
+from portfolio_pipeline.storage.frames import TableFrame
+
+F = TypeVar("F", bound=TableFrame)
 
 
+@overload
+def read_frame(db: DatabaseResource, source: Table, days: Sequence[date] | None = None, *,
+               start: date | None = None, end: date | None = None,
+               where: dict[str, Any] | None = None) -> pd.DataFrame: ...
+@overload
+def read_frame(db: DatabaseResource, source: type[F], days: Sequence[date] | None = None, *,
+               start: date | None = None, end: date | None = None,
+               where: dict[str, Any] | None = None) -> F: ...
 def read_frame(
     db: DatabaseResource,
-    table: Table,
+    source: Table | type[TableFrame],
     days: Sequence[date] | None = None,
     *,
     start: date | None = None,
     end: date | None = None,
     where: dict[str, Any] | None = None,
-) -> pd.DataFrame:
-    """Rows of ``table`` for ``days`` (or ``start <= session_date <= end``) as a frame."""
-    clauses: list[ColumnElement[bool]] = []
-    if days is not None:
-        clauses.append(table.c.session_date.in_(list(days)))
-    if start is not None:
-        clauses.append(table.c.session_date >= start)
-    if end is not None:
-        clauses.append(table.c.session_date <= end)
-    for name, value in (where or {}).items():
-        clauses.append(table.c[name] == value)
-    stmt = select(table).order_by(*table.primary_key.columns)
-    if clauses:
-        stmt = stmt.where(and_(*clauses))
-    with db.database.connect() as conn:
-        rows = conn.execute(stmt).mappings().all()
-    return pd.DataFrame([dict(r) for r in rows], columns=list(table.c.keys()))
+) -> pd.DataFrame | TableFrame:
+    """:func:`portfolio_pipeline.storage.frames.read_frame` on the resource's database."""
+    if isinstance(source, Table):
+        return storage_frames.read_frame(db.database, source, days, start=start, end=end, where=where)
+    return storage_frames.read_frame(db.database, source, days, start=start, end=end, where=where)
 
 
 def on(frame: pd.DataFrame, day: date) -> pd.DataFrame:

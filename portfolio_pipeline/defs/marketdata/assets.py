@@ -114,8 +114,77 @@ async def fetch_all(
     return answers, unavailable
 
 
+def _fetch_history(db: DatabaseResource, platform: PlatformResource, config: MarketHistoryConfig,
+                   symbols: list[str], end: date) -> tuple[str, float, dict[str, HistoryAnswer], dict[str, str]]:
+    """Source name, depth (years), answers and unavailable symbols of the configured broker's
+    history (the first live broker; the demo's shipped data when there is none)."""
+    live = [a for a, _ in platform._brokers() if a.name != "demo"]
+    adapter = live[0] if live else None
+    instruments = platform.config.instruments
+
+    def wanted(depth: float) -> dict[str, tuple[date, date]]:
+        with db.database.connect() as conn:
+            ranges = {s: plan(stored_span(conn, s), end, depth) for s in symbols}
+        return {s: r for s, r in ranges.items() if r is not None}
+
+    async def run() -> tuple[str, float, dict[str, HistoryAnswer], dict[str, str]]:
+        if adapter is None:
+            source = history_source(None, instruments)
+            depth = min(config.depth_years, source.max_years())
+            return source.name, depth, *await fetch_all(source, wanted(depth))
+        async with adapter:
+            source = history_source(adapter, instruments)
+            depth = min(config.depth_years, source.max_years())
+            return source.name, depth, *await fetch_all(source, wanted(depth))
+
+    return asyncio.run(run())
+
+
+def market_history(
+    context: dg.AssetExecutionContext, config: MarketHistoryConfig, db: DatabaseResource,
+    platform: PlatformResource,
+) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+    meta = SessionMetadata(context)
+    days = meta.days
+    end = fetch_end(days[-1], platform.calendar.last_completed_session(system_clock()))
+    symbols = book_symbols(db, days, platform.config.stress_scenarios)
+    instruments = platform.config.instruments
+    name, depth, answers, unavailable = _fetch_history(db, platform, config, symbols, end)
+    fetched_at = datetime.now(UTC)
+    with db.database.begin() as conn:
+        stored = {s: store_bars(conn, s, a.start, a.end, a.bars, fetched_at) for s, a in answers.items()}
+    notes = [n for a in answers.values() for n in a.notes] + list(unavailable.values())
+    for note in notes:
+        context.log.warning("market_history: %s", note)
+    with db.database.connect() as conn:
+        frame = read_bars(conn, symbols, end)
+    sessions = platform.calendar.sessions(min(frame["session_date"]), end) if not frame.empty else []
+    for day in days:
+        upto = frame[frame["session_date"] <= day]
+        meta.record(day, checks.MARKET_HISTORY, {
+            "symbols": len(symbols),
+            "source": name,
+            **{f"sessions_{s}": int((upto["symbol"] == s).sum()) for s in symbols},
+        })
+    yield dg.MaterializeResult(
+        asset_key=checks.MARKET_HISTORY,
+        metadata={**meta.output_metadata(checks.MARKET_HISTORY),
+                  "depth_years": dg.MetadataValue.float(depth),
+                  "bars_stored": dg.MetadataValue.int(sum(stored.values())),
+                  "unavailable": dg.MetadataValue.text(", ".join(sorted(unavailable)) or "none"),
+                  "notes": dg.MetadataValue.text("; ".join(notes) or "none")},
+    )
+    yield from checks.history_check_results(
+        frame, symbols, sessions, days[-1],
+        jump_threshold=config.jump_threshold, stale_repeats=config.stale_repeats,
+        jump_exempt=frozenset(s for s in symbols if s in set(instruments)
+                              and instruments.spec(s).underlying_type == "volatility_index"),
+    )
+
+
 def make_market_history_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
+    """The market_history asset on ``partitions`` (session partitions; tests pass a short range)."""
+    return dg.asset(
         name="market_history",
         description="Daily bars (OHLC/close) of every underlying in the book plus SPX, VIX, "
         "VIX3M from the configured broker (demo: its shipped data), backfilled once then "
@@ -127,65 +196,4 @@ def make_market_history_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsD
         check_specs=checks.HISTORY_CHECKS,
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
         kinds={"sql"},
-    )
-    def market_history(
-        context: dg.AssetExecutionContext, config: MarketHistoryConfig, db: DatabaseResource,
-        platform: PlatformResource,
-    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        meta = SessionMetadata(context)
-        days = meta.days
-        end = fetch_end(days[-1], platform.calendar.last_completed_session(system_clock()))
-        symbols = book_symbols(db, days, platform.config.stress_scenarios)
-        adapters = platform._brokers()
-        live = [a for a, _ in adapters if a.name != "demo"]
-        adapter = live[0] if live else None
-        instruments = platform.config.instruments
-
-        async def run() -> tuple[str, float, dict[str, HistoryAnswer], dict[str, str]]:
-            if adapter is None:
-                source = history_source(None, instruments)
-                depth = min(config.depth_years, source.max_years())
-                return source.name, depth, *await fetch_all(source, _wanted(depth))
-            async with adapter:
-                source = history_source(adapter, instruments)
-                depth = min(config.depth_years, source.max_years())
-                return source.name, depth, *await fetch_all(source, _wanted(depth))
-
-        def _wanted(depth: float) -> dict[str, tuple[date, date]]:
-            with db.database.connect() as conn:
-                ranges = {s: plan(stored_span(conn, s), end, depth) for s in symbols}
-            return {s: r for s, r in ranges.items() if r is not None}
-
-        name, depth, answers, unavailable = asyncio.run(run())
-        fetched_at = datetime.now(UTC)
-        with db.database.begin() as conn:
-            stored = {s: store_bars(conn, s, a.start, a.end, a.bars, fetched_at) for s, a in answers.items()}
-        notes = [n for a in answers.values() for n in a.notes] + list(unavailable.values())
-        for note in notes:
-            context.log.warning("market_history: %s", note)
-        with db.database.connect() as conn:
-            frame = read_bars(conn, symbols, end)
-        sessions = platform.calendar.sessions(min(frame["session_date"]), end) if not frame.empty else []
-        for day in days:
-            upto = frame[frame["session_date"] <= day]
-            meta.record(day, checks.MARKET_HISTORY, {
-                "symbols": len(symbols),
-                "source": name,
-                **{f"sessions_{s}": int((upto["symbol"] == s).sum()) for s in symbols},
-            })
-        yield dg.MaterializeResult(
-            asset_key=checks.MARKET_HISTORY,
-            metadata={**meta.output_metadata(checks.MARKET_HISTORY),
-                      "depth_years": dg.MetadataValue.float(depth),
-                      "bars_stored": dg.MetadataValue.int(sum(stored.values())),
-                      "unavailable": dg.MetadataValue.text(", ".join(sorted(unavailable)) or "none"),
-                      "notes": dg.MetadataValue.text("; ".join(notes) or "none")},
-        )
-        yield from checks.history_check_results(
-            frame, symbols, sessions, days[-1],
-            jump_threshold=config.jump_threshold, stale_repeats=config.stale_repeats,
-            jump_exempt=frozenset(s for s in symbols if s in set(instruments)
-                                  and instruments.spec(s).underlying_type == "volatility_index"),
-        )
-
-    return market_history
+    )(market_history)

@@ -111,93 +111,97 @@ def _send(
     return meta
 
 
-def make_notification_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        key=DAILY_SUMMARY,
-        deps=[RETURNS, ATTRIBUTION, PORTFOLIO_GREEKS, RISK, MARGIN, MONTE_CARLO, POSITION_LIFECYCLE],
-        check_specs=[DELIVERY_CHECK],
-        description="End-of-day summary (P&L and its Greek attribution, Greeks vs the prior "
-        "session, regime/VIX, VaR, exit signals, staged orders) sent once per channel for the "
-        "latest completed session; backfilled sessions are recorded, not sent.",
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=GROUP,
-        kinds={"python"},
-    )
-    def daily_summary(
-        context: dg.AssetExecutionContext,
-        db: DatabaseResource,
-        platform: PlatformResource,
-        notifications: NotificationsResource,
-    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        meta = SessionMetadata(context)
-        sent = 0
-        for day in meta.days:
-            gathered = daily_summary_data(db.database, day)
-            outcome = _send(
-                context,
-                daily_summary_alert(gathered.data),
-                day,
-                db=db,
-                platform=platform,
-                notifications=notifications,
-            )
-            sent += outcome["sent"].value is True
-            if gathered.missing:
-                # Expected on a book's first sessions (no prior close to attribute against);
-                # worth a warning only when the summary actually went out with gaps.
-                log = context.log.warning if outcome["sent"].value is True else context.log.info
-                log("daily_summary %s: not stored: %s", day, ", ".join(gathered.missing))
-            meta.record(day, DAILY_SUMMARY, {
-                **outcome, "missing": dg.MetadataValue.json(list(gathered.missing)),
-                "pnl": gathered.data.pnl, "var_95": gathered.data.var_95, "var_99": gathered.data.var_99,
-            })
-        yield dg.MaterializeResult(asset_key=DAILY_SUMMARY,
-                                   metadata=meta.output_metadata(DAILY_SUMMARY, {"sessions_sent": sent}))
-        yield delivery_check_result(
-            db.database,
-            now=notifications.now(),
-            window=notifications.failure_window,
-            stuck_after=notifications.stuck_after,
+def daily_summary(
+    context: dg.AssetExecutionContext,
+    db: DatabaseResource,
+    platform: PlatformResource,
+    notifications: NotificationsResource,
+) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+    meta = SessionMetadata(context)
+    sent = 0
+    for day in meta.days:
+        gathered = daily_summary_data(db.database, day)
+        outcome = _send(
+            context,
+            daily_summary_alert(gathered.data),
+            day,
+            db=db,
+            platform=platform,
+            notifications=notifications,
         )
-
-    @dg.asset(
-        key=WEEKLY_DIGEST,
-        deps=[RETURNS, ATTRIBUTION, RISK, STRATEGY_PERFORMANCE, DAILY_SUMMARY],
-        description="Weekly digest (P&L, Sharpe, drawdown, strategy attribution, best/worst "
-        "positions) on the last session of each exchange week; other sessions send nothing.",
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=GROUP,
-        kinds={"python"},
+        sent += outcome["sent"].value is True
+        if gathered.missing:
+            # Expected on a book's first sessions (no prior close to attribute against);
+            # worth a warning only when the summary actually went out with gaps.
+            log = context.log.warning if outcome["sent"].value is True else context.log.info
+            log("daily_summary %s: not stored: %s", day, ", ".join(gathered.missing))
+        meta.record(day, DAILY_SUMMARY, {
+            **outcome, "missing": dg.MetadataValue.json(list(gathered.missing)),
+            "pnl": gathered.data.pnl, "var_95": gathered.data.var_95, "var_99": gathered.data.var_99,
+        })
+    yield dg.MaterializeResult(asset_key=DAILY_SUMMARY,
+                               metadata=meta.output_metadata(DAILY_SUMMARY, {"sessions_sent": sent}))
+    yield delivery_check_result(
+        db.database,
+        now=notifications.now(),
+        window=notifications.failure_window,
+        stuck_after=notifications.stuck_after,
     )
-    def weekly_digest(
-        context: dg.AssetExecutionContext,
-        db: DatabaseResource,
-        platform: PlatformResource,
-        notifications: NotificationsResource,
-    ) -> dg.MaterializeResult[Any]:
-        meta = SessionMetadata(context)
-        sent = 0
-        for day in meta.days:
-            if not is_week_end(platform.calendar, day):
-                meta.record(day, WEEKLY_DIGEST, {"week_end": False, "status": "not a week end", "sent": False})
-                continue
-            gathered = weekly_digest_data(db.database, platform.calendar, day)
-            outcome = _send(
-                context,
-                weekly_digest_alert(gathered.data),
-                day,
-                db=db,
-                platform=platform,
-                notifications=notifications,
-            )
-            sent += outcome["sent"].value is True
-            meta.record(day, WEEKLY_DIGEST, {
-                **outcome, "week_end": True, "missing": dg.MetadataValue.json(list(gathered.missing)),
-                "pnl": gathered.data.pnl,
-            })
-        return dg.MaterializeResult(asset_key=WEEKLY_DIGEST,
-                                    metadata=meta.output_metadata(WEEKLY_DIGEST, {"sessions_sent": sent}))
 
-    return [daily_summary, weekly_digest]
+
+def weekly_digest(
+    context: dg.AssetExecutionContext,
+    db: DatabaseResource,
+    platform: PlatformResource,
+    notifications: NotificationsResource,
+) -> dg.MaterializeResult[Any]:
+    meta = SessionMetadata(context)
+    sent = 0
+    for day in meta.days:
+        if not is_week_end(platform.calendar, day):
+            meta.record(day, WEEKLY_DIGEST, {"week_end": False, "status": "not a week end", "sent": False})
+            continue
+        gathered = weekly_digest_data(db.database, platform.calendar, day)
+        outcome = _send(
+            context,
+            weekly_digest_alert(gathered.data),
+            day,
+            db=db,
+            platform=platform,
+            notifications=notifications,
+        )
+        sent += outcome["sent"].value is True
+        meta.record(day, WEEKLY_DIGEST, {
+            **outcome, "week_end": True, "missing": dg.MetadataValue.json(list(gathered.missing)),
+            "pnl": gathered.data.pnl,
+        })
+    return dg.MaterializeResult(asset_key=WEEKLY_DIGEST,
+                                metadata=meta.output_metadata(WEEKLY_DIGEST, {"sessions_sent": sent}))
+
+
+def make_notification_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The assets on ``partitions`` (session partitions; tests pass a short range)."""
+    return [
+        dg.asset(
+            key=DAILY_SUMMARY,
+            deps=[RETURNS, ATTRIBUTION, PORTFOLIO_GREEKS, RISK, MARGIN, MONTE_CARLO, POSITION_LIFECYCLE],
+            check_specs=[DELIVERY_CHECK],
+            description="End-of-day summary (P&L and its Greek attribution, Greeks vs the prior "
+            "session, regime/VIX, VaR, exit signals, staged orders) sent once per channel for the "
+            "latest completed session; backfilled sessions are recorded, not sent.",
+            partitions_def=partitions,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            group_name=GROUP,
+            kinds={"python"},
+        )(daily_summary),
+        dg.asset(
+            key=WEEKLY_DIGEST,
+            deps=[RETURNS, ATTRIBUTION, RISK, STRATEGY_PERFORMANCE, DAILY_SUMMARY],
+            description="Weekly digest (P&L, Sharpe, drawdown, strategy attribution, best/worst "
+            "positions) on the last session of each exchange week; other sessions send nothing.",
+            partitions_def=partitions,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            group_name=GROUP,
+            kinds={"python"},
+        )(weekly_digest),
+    ]

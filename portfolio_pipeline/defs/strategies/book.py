@@ -15,21 +15,26 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, Table, and_, func, select
 
+from portfolio_pipeline.analytics.strategy_performance import (
+    UNALLOCATED,
+    PerformanceResult,
+    StrategySession,
+    performance_rows,
+)
 from portfolio_pipeline.domain.activity import Execution
-from portfolio_pipeline.domain.greeks import position_greeks as scale_greeks
 from portfolio_pipeline.domain.lifecycle import (
     ExitRulesFile,
     evaluate_exit_rules,
     lifecycle_metrics,
 )
-from portfolio_pipeline.domain.positions import Contract, contract_from_row
+from portfolio_pipeline.domain.positions import contract_from_row
 from portfolio_pipeline.domain.strategies.identity import (
     ExecutionFact,
     ManualStrategy,
@@ -37,7 +42,6 @@ from portfolio_pipeline.domain.strategies.identity import (
     assign_strategies,
 )
 from portfolio_pipeline.domain.strategies.legs import Leg
-from portfolio_pipeline.domain.strategies.pnl import Trade, allocate_pnl
 from portfolio_pipeline.domain.strategies.settings import (
     LiquiditySettings,
     StrategiesFile,
@@ -62,11 +66,6 @@ from portfolio_pipeline.storage.tables import (
 logger = logging.getLogger(__name__)
 
 Account = tuple[str, str]
-UNALLOCATED = "_unallocated"
-GREEK_COLUMNS = ("share_delta", "dollar_delta", "dollar_gamma_1pct", "theta_per_day", "vega_per_point")
-ATTRIBUTION = {"delta_pnl": ("delta_pnl",), "gamma_pnl": ("gamma_pnl",), "theta_pnl": ("theta_pnl",),
-               "vega_pnl": ("vega_pnl",), "other_pnl": ("vanna_pnl", "volga_pnl"),
-               "unexplained_pnl": ("unexplained",)}
 
 
 # ------------------------------------------------------------------------------ reads
@@ -183,211 +182,37 @@ def tag_session(
 # ------------------------------------------------------------------------------ performance
 
 
-@dataclass(slots=True)
-class PerformanceResult:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    account_pnl: dict[Account, float] = field(default_factory=dict)
-    """Each account's position P&L computed directly (not through the allocation)."""
-
-
-def _holdings(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for r in rows:
-        if r["status"] != "open":
-            continue
-        held: dict[str, float] = defaultdict(float)
-        for leg in r["legs"] or []:
-            held[leg["position_key"]] += float(leg["quantity"])
-        out[r["strategy_id"]] = dict(held)
-    return out
-
-
-def _quote_greeks(quotes: Mapping[str, Mapping[str, Any]], key: str, leg: Mapping[str, Any],
-                  qty: float, spot_fallback: float | None) -> dict[str, float] | None:
-    if leg["sec_type"] in ("STK", "FUT"):
-        spot = (quotes.get(key) or {}).get("mark") or spot_fallback
-        if spot is None:
-            return None
-        units = qty * float(leg["multiplier"])
-        return {"share_delta": units, "dollar_delta": units * float(spot), "dollar_gamma_1pct": 0.0,
-                "theta_per_day": 0.0, "vega_per_point": 0.0}
-    q = quotes.get(key)
-    if q is None or any(q.get(g) is None for g in ("delta", "gamma", "vega", "theta")):
-        return None
-    spot = q.get("underlying_price") or spot_fallback
-    if spot is None:
-        return None
-    g = scale_greeks(delta=q["delta"], gamma=q["gamma"], vega=q["vega"], theta=q["theta"],
-                        quantity=qty, multiplier=float(leg["multiplier"]), spot=float(spot))
-    return {"share_delta": float(g.share_delta), "dollar_delta": float(g.dollar_delta),
-            "dollar_gamma_1pct": float(g.dollar_gamma_1pct), "theta_per_day": float(g.theta_per_day),
-            "vega_per_point": float(g.vega_per_point)}
-
-
-def _opened_by_fills(after: Mapping[str, Mapping[str, float]], trades: Mapping[str, Sequence[Trade]]) -> bool:
-    """True when every held quantity is exactly what today's executions opened."""
-    held: dict[str, float] = defaultdict(float)
-    for h in after.values():
-        for k, q in h.items():
-            held[k] += q
-    return all(abs(q - sum(t.quantity for t in trades.get(k, ()))) <= 1e-9 for k, q in held.items())
-
-
 def performance_session(
     conn: Connection, day: date, executions: Mapping[Account, Sequence[Execution]]
 ) -> PerformanceResult:
     """The ``strategy_performance`` rows of one session (after ``strategy_groups``)."""
-    groups = by_account(rows_on(conn, strategy_groups, day))
+    return performance_rows(read_strategy_session(conn, day), executions, execution_session)
+
+
+def read_strategy_session(conn: Connection, day: date) -> StrategySession:
+    """The stored rows of ``day`` and of the previous stored session that
+    :func:`analytics.strategy_performance.performance_rows` needs."""
     prev_day = previous_session(conn, strategy_groups, day)
-    prev_groups = by_account(rows_on(conn, strategy_groups, prev_day, status="open")) if prev_day else {}
-    prev_perf = {(r["broker"], r["account_id"], r["strategy_id"]): r
-                 for r in (rows_on(conn, strategy_performance, prev_day) if prev_day else [])}
-    positions = {(r["broker"], r["account_id"], r["position_key"]): r
-                 for r in rows_on(conn, positions_snapshot, day)}
-    prev_positions = {(r["broker"], r["account_id"], r["position_key"]): r
-                      for r in (rows_on(conn, positions_snapshot, prev_day) if prev_day else [])}
-    greeks = {(r["broker"], r["account_id"], r["position_key"]): r
-              for r in rows_on(conn, position_greeks, day)}
-    attribution = {(r["broker"], r["account_id"], r["position_key"]): r
-                   for r in rows_on(conn, pnl_attribution, day)
-                   if r["position_key"] != "*" and r["account_id"] != "*"}
+
+    def keyed(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+        return {(r["broker"], r["account_id"], r["position_key"]): dict(r) for r in rows}
+
     quotes: dict[str, dict[str, Any]] = {}
     for r in rows_on(conn, market_snapshot, day):
         quotes.setdefault(r["instrument_key"], r)
-    result = PerformanceResult()
-    for account in sorted(set(groups) | set(prev_groups)):
-        broker, account_id = account
-        today_rows = groups.get(account, [])
-        after = _holdings(today_rows)
-        before = _holdings(prev_groups.get(account, [])) if prev_day else {}
-        legs_info: dict[str, dict[str, Any]] = {}
-        for r in [*today_rows, *prev_groups.get(account, [])]:
-            for leg in r["legs"] or []:
-                legs_info.setdefault(leg["position_key"], leg)
-        marks = {k[2]: float(r["mark"]) for k, r in positions.items() if k[:2] == account}
-        prev_marks = {k[2]: float(r["mark"]) for k, r in prev_positions.items() if k[:2] == account}
-        trades: dict[str, list[Trade]] = defaultdict(list)
-        for e in executions.get(account, ()):
-            if execution_session(e) == day and e.contract.key in legs_info:
-                trades[e.contract.key].append(Trade(e.quantity, e.price, e.commission + e.fees))
-        fallback = {}
-        for key in legs_info:
-            now = positions.get((broker, account_id, key))
-            was = prev_positions.get((broker, account_id, key))
-            q_now = float(now["quantity"]) if now else 0.0
-            q_was = float(was["quantity"]) if was else 0.0
-            if now is not None and (was is None or (q_now * q_was > 0 and abs(q_now) > abs(q_was))):
-                opened = q_now - q_was
-                basis = float(now["avg_price"]) * q_now - (float(was["avg_price"]) * q_was if was else 0.0)
-                fallback[key] = basis / opened
-            else:
-                fallback[key] = marks.get(key, prev_marks.get(key, 0.0))
-        multipliers = {k: float(v["multiplier"]) for k, v in legs_info.items()}
-        entries = {sid: dict(prev_perf[(broker, account_id, sid)]["entry_prices"] or {})
-                   for sid in before if (broker, account_id, sid) in prev_perf}
-        cold = prev_day is None and not _opened_by_fills(after, trades)
-        if prev_day is None and not cold:
-            # the book's first session, every position opened by today's fills: a normal day
-            # from an empty book (opening commissions and the fill-to-close move included)
-            before, prev_marks, entries = {}, {}, {}
-        if cold:  # positions of unknown origin: entry at the broker's average cost, no daily P&L
-            before = {sid: dict(h) for sid, h in after.items()}
-            prev_marks = {k[2]: float(r["avg_price"]) for k, r in positions.items() if k[:2] == account}
-            trades = defaultdict(list)
-            entries = {sid: {k: prev_marks[k] for k in h} for sid, h in after.items()}
-        shares = allocate_pnl(before, after, prev_marks, marks, multipliers, trades, entries,
-                              fallback_prices=fallback, unallocated=UNALLOCATED)
-        direct = 0.0
-        keys = {k for h in (*before.values(), *after.values()) for k in h} | set(trades)
-        for k in keys:
-            q_now = sum(h.get(k, 0.0) for h in after.values())
-            q_was = sum(h.get(k, 0.0) for h in before.values())
-            direct += multipliers[k] * (q_now * marks.get(k, 0.0) - q_was * prev_marks.get(k, 0.0))
-            direct -= sum(multipliers[k] * t.quantity * t.price + t.costs for t in trades.get(k, ()))
-        if cold:
-            direct = 0.0
-        result.account_pnl[account] = direct
-        meta = {r["strategy_id"]: r for r in today_rows}
-        for sid in sorted(set(meta) | set(shares)):
-            share = shares.get(sid)
-            pnl = share.pnl if share else 0.0
-            if cold and share is not None:
-                pnl = 0.0
-            prev = prev_perf.get((broker, account_id, sid))
-            g = meta.get(sid)
-            opened_on = g["opened_on"] if g else day
-            held = after.get(sid, {})
-            cum0 = float(prev["cumulative_pnl"]) if prev else 0.0
-            cumulative = cum0 + pnl
-            if cold:
-                cumulative = sum(multipliers[k] * q * (marks.get(k, 0.0) - prev_marks.get(k, 0.0))
-                                 for k, q in held.items())
-            realized = (float(prev["realized_pnl"]) if prev else 0.0) + (share.realized if share else 0.0)
-            costs = (float(prev["commissions"]) if prev else 0.0) + (share.costs if share else 0.0)
-            mae0 = float(prev["max_adverse_excursion"]) if prev else 0.0
-            status = "open" if held else "closed"
-            if not held:
-                realized = cumulative
-            row: dict[str, Any] = {
-                "session_date": day, "broker": broker, "account_id": account_id, "strategy_id": sid,
-                "underlying": g["underlying"] if g else "*", "strategy_type": g["strategy_type"] if g else "custom",
-                "status": status, "opened_on": opened_on, "daily_pnl": pnl, "cumulative_pnl": cumulative,
-                "realized_pnl": realized, "unrealized_pnl": cumulative - realized, "commissions": costs,
-                "max_adverse_excursion": min(mae0, cumulative, 0.0),
-                "market_value": sum(multipliers[k] * q * marks.get(k, 0.0) for k, q in held.items()),
-                "entry_prices": {k: v for k, v in (share.entry_prices if share else {}).items() if k in held},
-            }
-            row.update(_strategy_greeks(account, held, legs_info, greeks, quotes, positions))
-            row.update(_strategy_attribution(account, sid, before, after, attribution))
-            result.rows.append(row)
-    return result
-
-
-def _strategy_greeks(account: Account, held: Mapping[str, float], legs: Mapping[str, Mapping[str, Any]],
-                     greeks: Mapping[tuple[str, str, str], Mapping[str, Any]],
-                     quotes: Mapping[str, Mapping[str, Any]],
-                     positions: Mapping[tuple[str, str, str], Mapping[str, Any]]) -> dict[str, Any]:
-    totals = dict.fromkeys(GREEK_COLUMNS, 0.0)
-    sources: set[str] = set()
-    for key, qty in held.items():
-        g = greeks.get((*account, key))
-        if g is not None and g["quantity"]:
-            frac = qty / float(g["quantity"])
-            for c in GREEK_COLUMNS:
-                totals[c] += float(g[c] or 0.0) * frac
-            sources.add("position_greeks")
-            continue
-        pos = positions.get((*account, key))
-        spot = float(pos["underlying_price"]) if pos and pos.get("underlying_price") else None
-        q = _quote_greeks(quotes, key, legs[key], qty, spot)
-        if q is None:
-            sources.add("none")
-            continue
-        for c in GREEK_COLUMNS:
-            totals[c] += q[c]
-        sources.add("market")
-    source = "none" if not sources else sorted(sources)[0] if len(sources) == 1 else "mixed"
-    return {**totals, "greeks_source": source[:16]}
-
-
-def _strategy_attribution(account: Account, sid: str, before: Mapping[str, Mapping[str, float]],
-                          after: Mapping[str, Mapping[str, float]],
-                          attribution: Mapping[tuple[str, str, str], Mapping[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = dict.fromkeys(ATTRIBUTION, None)
-    for basis in (before, after):
-        for key, qty in basis.get(sid, {}).items():
-            a = attribution.get((*account, key))
-            if a is None:
-                continue
-            total = sum(h.get(key, 0.0) for h in basis.values())
-            if total == 0:
-                continue
-            frac = qty / total
-            for name, cols in ATTRIBUTION.items():
-                out[name] = (out[name] or 0.0) + sum(float(a[c] or 0.0) for c in cols) * frac
-        if any(v is not None for v in out.values()):
-            break  # prior-close holdings when the strategy held anything yesterday
-    return out
+    return StrategySession(
+        day=day, prev_day=prev_day,
+        groups=by_account(rows_on(conn, strategy_groups, day)),
+        prev_groups=by_account(rows_on(conn, strategy_groups, prev_day, status="open")) if prev_day else {},
+        prev_perf={(r["broker"], r["account_id"], r["strategy_id"]): r
+                   for r in (rows_on(conn, strategy_performance, prev_day) if prev_day else [])},
+        positions=keyed(rows_on(conn, positions_snapshot, day)),
+        prev_positions=keyed(rows_on(conn, positions_snapshot, prev_day) if prev_day else []),
+        greeks=keyed(rows_on(conn, position_greeks, day)),
+        attribution=keyed(r for r in rows_on(conn, pnl_attribution, day)
+                          if r["position_key"] != "*" and r["account_id"] != "*"),
+        quotes=quotes,
+    )
 
 
 def stats_rows(day: date, closed: Sequence[Mapping[str, Any]], today: Sequence[Mapping[str, Any]]

@@ -18,6 +18,15 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Table, select
 
+from portfolio_pipeline.analytics.stress import (
+    crisis_matrix,
+    entity_matrix,
+    grid_rows,
+    grid_zero_cell,
+    historical_rows,
+    monte_carlo_rows,
+    var_cvar,
+)
 from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.marketdata.reader import (
     ended_windows,
@@ -44,14 +53,10 @@ from portfolio_pipeline.defs.stress.book import (
     replay_paths,
 )
 from portfolio_pipeline.domain.regime import RegimeService
-from portfolio_pipeline.quant.correlation import (
-    NearestCorrelation,
-    crisis_correlation,
-    nearest_correlation,
-)
+from portfolio_pipeline.quant.correlation import NearestCorrelation
 from portfolio_pipeline.quant.revaluation import greeks_pnl, revalue
 from portfolio_pipeline.quant.scenario_config import MonteCarloConfig, StressScenariosFile
-from portfolio_pipeline.quant.scenario_risk import scenario_var_cvar_levels, tail_contributions
+from portfolio_pipeline.quant.scenario_risk import tail_contributions
 from portfolio_pipeline.storage import positions_snapshot, replace_partition
 from portfolio_pipeline.storage.regimes import session_regime_state
 from portfolio_pipeline.storage.tables import (
@@ -105,17 +110,8 @@ def _replay_md(rows: list[dict[str, Any]]) -> str:
 
 
 def entities(sb: StressBook) -> tuple[list[tuple[str, str, str]], np.ndarray]:
-    """Reporting entities -- every group, every account ('*' group), the portfolio -- and
-    the (n_groups, n_entities) 0/1 matrix that sums group P&L into them."""
-    accounts = sb.accounts()
-    ents = [*sb.group_keys, *((b, a, ALL) for b, a in accounts), (ALL, ALL, ALL)]
-    agg = np.zeros((len(sb.group_keys), len(ents)))
-    n = len(sb.group_keys)
-    for g, (b, a, _) in enumerate(sb.group_keys):
-        agg[g, g] = 1.0
-        agg[g, n + accounts.index((b, a))] = 1.0
-        agg[g, -1] = 1.0
-    return ents, agg
+    """Reporting entities of the session's book (:func:`analytics.stress.entity_matrix`)."""
+    return entity_matrix(sb.group_keys, sb.accounts())
 
 
 def _load(context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource,
@@ -162,16 +158,7 @@ def _simulator(
 def _portfolio_risk(groups: np.ndarray, agg: np.ndarray) -> dict[str, float]:
     """VaR/CVaR of the portfolio column of ``groups @ agg`` -- the very expression
     ``monte_carlo_var`` stores in its ``('*', '*', '*')`` row, so the two agree bit for bit."""
-    return _var_cvar((groups @ agg)[:, -1])
-
-
-def _var_cvar(pnl: np.ndarray) -> dict[str, float]:
-    """VaR and CVaR at 95 % and 99 % (``quant.scenario_risk.scenario_var_cvar`` conventions)."""
-    out: dict[str, float] = {}
-    pairs = scenario_var_cvar_levels(pnl, (0.95, 0.99))  # one sort for both levels
-    for pct, (var, cvar) in zip(("95", "99"), pairs, strict=True):
-        out[f"var_{pct}"], out[f"cvar_{pct}"] = var, cvar
-    return out
+    return var_cvar((groups @ agg)[:, -1])
 
 
 def _portfolio_var(db: DatabaseResource, days: list[date]) -> dict[tuple[date, int], dict[str, Any]]:
@@ -229,341 +216,322 @@ def _matrix_md(names: list[str], m: np.ndarray) -> str:
     return head + "\n" + body
 
 
-# --------------------------------------------------------------------------- assets
+# --------------------------------------------------------------------------- stress_shock_grid
+
+
+def _grid_md(grid: Any, total: np.ndarray, approx: np.ndarray) -> str:
+    """Portfolio P&L at 0 days, spot x vol, full revaluation (Greeks approximation)."""
+    cube = total.reshape(grid.shape)[:, :, 0]
+    cube_g = approx.reshape(grid.shape)[:, :, 0]
+    lines = ["| spot \\ vol | " + " | ".join(grid.vol_labels) + " |", "|---" * (len(grid.vol_labels) + 1) + "|"]
+    for r, shock in enumerate(grid.spot_shocks):
+        lines.append(f"| {shock:+.0%} | " + " | ".join(
+            f"{_money(cube[r, c])} ({_money(cube_g[r, c])})" for c in range(cube.shape[1])) + " |")
+    return "Portfolio P&L at 0 days: full revaluation (Greeks approximation)\n\n" + "\n".join(lines)
+
+
+def _grid_metadata(grid: Any, full: np.ndarray, approx: np.ndarray, sb: StressBook,
+                   cfg: StressScenariosFile, rows: int) -> dict[str, Any]:
+    total = full[:, -1]
+    worst = int(np.argmin(total))
+    i, j, k = grid.cells[worst]
+    return {
+        "worst_cell": dg.MetadataValue.text(
+            f"spot {grid.spot_shocks[i]:+.0%}, {grid.vol_labels[j]}, {grid.horizons_days[k]:g}d"),
+        "worst grid P&L ($)": usd(float(total[worst])),
+        "worst grid P&L, Greeks approximation ($)": usd(float(approx[worst, -1])),
+        "max Greeks approximation error ($)": usd(float(np.abs(approx[:, -1] - total).max())),
+        "vix": dg.MetadataValue.float(sb.vix),
+        "skew_rule": dg.MetadataValue.text(cfg.grid.skew_rule),
+        "rows": dg.MetadataValue.int(rows),
+        "grid_0d": dg.MetadataValue.md(_grid_md(grid, total, approx[:, -1])),
+    }
+
+
+def stress_shock_grid_asset(
+    context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+    meta = SessionMetadata(context)
+    all_pnl: list[np.ndarray] = []
+    zero_pnl = 0.0
+    cfg = platform.config.stress_scenarios  # once per run
+    for day in tracked("stress_shock_grid", meta.days, context.log):
+        sb = _load(context, db, platform, day, stress_shock_grid, cfg)
+        if sb is None:
+            continue
+        grid = grid_scenarios(sb, cfg)
+        kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
+              "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid)}
+        ents, agg = entities(sb)
+        full = revalue(sb.book, grid.scenarios, **kw) @ agg  # type: ignore[arg-type]
+        approx = greeks_pnl(sb.book, grid.scenarios, **kw) @ agg  # type: ignore[arg-type]
+        all_pnl.append(full)
+        rows = grid_rows(day, grid, ents, full, approx)
+        with db.database.begin() as conn:
+            replace_partition(conn, stress_shock_grid, {"session_date": day}, rows)
+        zero_pnl = float(full[grid_zero_cell(grid), -1])
+        meta.record(day, checks.GRID, _grid_metadata(grid, full, approx, sb, cfg, len(rows)))
+    yield dg.MaterializeResult(asset_key=checks.GRID, metadata=meta.output_metadata(checks.GRID))
+    yield checks.grid_check(np.concatenate([p.ravel() for p in all_pnl] or [np.zeros(0)]), zero_pnl)
+
+
+# --------------------------------------------------------------------------- stress_historical
+
+
+def _replay_book(day: date, sb: StressBook, replay: list[ReplayPath], kw: dict[str, Any], live: bool,
+                 totals: list[np.ndarray]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows and metadata of today's book replayed through each window (``totals`` gets
+    each window's portfolio path)."""
+    ents, agg = entities(sb)
+    rows: list[dict[str, Any]] = []
+    values: dict[str, Any] = {}
+    lines = ["| window | worst day | worst P&L | Greeks approx | end P&L | filled days |",
+             "|---|---|---:|---:|---:|---:|"]
+    for path in replay:
+        if live and path.dates[-1] > day:  # no look-ahead on broker history
+            values[f"{path.name}_skipped"] = dg.MetadataValue.text(f"window ends {path.dates[-1]}, after the session")
+            continue
+        sc = path.scenarios(sb)
+        full = revalue(sb.book, sc, **kw) @ agg
+        approx = greeks_pnl(sb.book, sc, **kw) @ agg
+        totals.append(full[:, -1])
+        rows += historical_rows(day, path, ents, full, approx)
+        w = int(np.argmin(full[:, -1]))
+        filled = sum(s != "published" for s in (*path.spx_source, *path.vix_source))
+        lines.append(f"| {path.name} | {path.dates[w]} | {_money(full[w, -1])} | "
+                     f"{_money(approx[w, -1])} | {_money(full[-1, -1])} | {filled} |")
+        values[f"{path.name} worst P&L ($)"] = usd(float(full[w, -1]))
+        values[f"{path.name}_worst_date"] = dg.MetadataValue.text(path.dates[w].isoformat())
+    values["summary"] = dg.MetadataValue.md(
+        "Portfolio P&L of today's book replayed through each window (filled = "
+        "interpolated or realised-vol proxy closes, never published data)\n\n" + "\n".join(lines))
+    return rows, values
+
+
+def stress_historical_asset(
+    context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+    history = replay_history(db, platform, partition_dates(context)[-1])  # once per run
+    live = uses_stored_history(platform)  # the demo replays its 2018 spike on 2018 books
+    replay: list[ReplayPath] | None = None
+    meta = SessionMetadata(context)
+    totals: list[np.ndarray] = []
+    checked: list[dict[str, Any]] = []  # replayed days the book lived through
+    cfg = platform.config.stress_scenarios  # once per run
+    for day in tracked("stress_historical", meta.days, context.log):
+        sb = _load(context, db, platform, day, stress_historical, cfg)
+        if sb is None:
+            continue
+        if replay is None:  # the windows do not depend on the session
+            replay = replay_paths(history, platform.calendar, ended_windows(cfg, meta.days[-1]) if live else cfg)
+        with db.database.connect() as conn:  # vol rule fitted on the surface history to today
+            rule = vol_rule.fit_rule(conn, day, cfg)
+        kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
+              "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid),
+              "vol_beta": vol_rule.contract_betas(sb, rule)}
+        checked.extend(_replay_vs_actual(db, sb, day, replay, kw, entities(sb)[1]))
+        rows, values = _replay_book(day, sb, replay, kw, live, totals)
+        with db.database.begin() as conn:
+            replace_partition(conn, stress_historical, {"session_date": day}, rows)
+        values = {"vol_rule": dg.MetadataValue.md(
+            f"historical.vol_rule = {cfg.historical.vol_rule}: option vol change = beta x "
+            "VIX beta x VIX change / 100, beta (fitted days) by days to expiry and "
+            "ln(K/S):\n\n" + rule.describe()), **values}
+        meta.record(day, checks.HISTORICAL, values)
+    run_facts: dict[str, Any] = {}
+    if checked:
+        run_facts["replay_vs_actual"] = dg.MetadataValue.md(_replay_md(checked))
+    yield dg.MaterializeResult(asset_key=checks.HISTORICAL,
+                               metadata=meta.output_metadata(checks.HISTORICAL, run_facts))
+    yield checks.historical_check(totals)
+
+
+# --------------------------------------------------------------------------- monte_carlo_var
+
+
+def _mc_horizon_md(h: int, mc: MonteCarloConfig, setup: McSetup, pnl: np.ndarray, var99: float,
+                   ents: list[tuple[str, str, str]], n_groups: int, contrib99: np.ndarray) -> str:
+    lines = ["| account | group | contribution to CVaR99 |", "|---|---|---:|"]
+    for e, (b, a, g) in enumerate(ents[:n_groups]):
+        lines.append(f"| {b}:{a} | {g} | {_money(contrib99[e])} |")
+    return (f"Portfolio P&L over {h} trading day(s), {mc.n_scenarios} scenarios, seed "
+            f"{mc.seed}, regime {setup.regime} (x{setup.multiplier:g})\n\n"
+            + _histogram_md(pnl, mc.histogram_bins, var99) + "\n\n" + "\n".join(lines))
+
+
+def _mc_session(day: date, sb: StressBook, setup: McSetup, mc: MonteCarloConfig, results: list[np.ndarray]
+                ) -> tuple[list[dict[str, Any]], list[dict[str, object]], dict[str, Any]]:
+    """monte_carlo_var rows, monte_carlo_distribution rows and metadata of one session."""
+    ents, agg = entities(sb)
+    run = {"n_scenarios": mc.n_scenarios, "seed": mc.seed, "regime": setup.regime,
+           "vol_multiplier": setup.multiplier}
+    rows: list[dict[str, Any]] = []
+    hist_rows: list[dict[str, object]] = []
+    values: dict[str, Any] = {}
+    for h, groups in zip(mc.horizons_days, results, strict=True):
+        pnl = groups @ agg
+        hist_rows += distribution_rows(day, h, pnl[:, -1], mc.histogram_bins)
+        contrib = {lv: tail_contributions(groups, lv)[0] @ agg for lv in (0.95, 0.99)}
+        rows += monte_carlo_rows(day, h, ents, pnl, contrib, run)
+        tot = rows[-1]
+        for key in _VAR_KEYS:
+            kind, level = key.split("_")
+            values[f"MC {'CVaR' if kind == 'cvar' else 'VaR'} {level}% {h}d ($)"] = usd(float(tot[key]))
+        values[f"distribution_{h}d"] = dg.MetadataValue.md(_mc_horizon_md(
+            h, mc, setup, pnl[:, -1], float(tot["var_99"]), ents, len(sb.group_keys), contrib[0.99]))
+    values["regime"] = dg.MetadataValue.text(setup.regime)
+    values["vol_multiplier"] = dg.MetadataValue.float(setup.multiplier)
+    values["fit_notes"] = dg.MetadataValue.text("; ".join(setup.notes))
+    return rows, hist_rows, values
+
+
+def monte_carlo_var_asset(
+    context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+    history = model_history(db, platform, partition_dates(context)[-1])
+    fits: McFits | None = None  # the run's GARCH fits, correlations and shocks
+    meta = SessionMetadata(context)
+    check_rows: list[dict[str, object]] = []  # every session of the run is checked
+    cfg = platform.config.stress_scenarios  # once per run
+    pool = ThreadPoolExecutor(WORKERS)  # the horizons of a session side by side
+    for day in tracked("monte_carlo_var", meta.days, context.log):
+        sb = _load(context, db, platform, day, monte_carlo_var, cfg)
+        if sb is None:
+            continue
+        fits = fits or McFits(history, platform.calendar, cfg)
+        with db.database.begin() as conn:  # THE session regime (stored by margin_history)
+            regime = session_regime_state(conn, RegimeService(platform.config.risk_matrix), day,
+                                          platform.calendar.previous_session(day), sb.vix, sb.vix3m)
+        setup = mc_setup(sb, history, platform.config, cfg, fits, regime.name)
+        kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
+              "min_vol": cfg.grid.min_vol}
+        run = _simulator(fits, sb, setup, kw)
+        results = list(pool.map(lambda h: run(setup.corr, h), cfg.monte_carlo.horizons_days))  # noqa: B023
+        rows, hist_rows, values = _mc_session(day, sb, setup, cfg.monte_carlo, results)
+        with db.database.begin() as conn:
+            replace_partition(conn, monte_carlo_var, {"session_date": day}, rows)
+            replace_partition(conn, monte_carlo_distribution, {"session_date": day}, hist_rows)
+        check_rows.extend(rows)
+        meta.record(day, checks.MONTE_CARLO, values)
+    pool.shutdown()
+    if fits is not None:
+        context.log.info("monte_carlo_var: %s GARCH fits", fits.garch_fits)
+    yield dg.MaterializeResult(asset_key=checks.MONTE_CARLO, metadata=meta.output_metadata(checks.MONTE_CARLO))
+    yield checks.mc_check(check_rows)
+
+
+# --------------------------------------------------------------------------- correlation_stress
+
+
+def _correlation_md(names: list[str], corr: np.ndarray, cfg: StressScenariosFile,
+                    repaired: NearestCorrelation) -> str:
+    return (f"Historical (estimated)\n\n{_matrix_md(names, corr)}\n\nCrisis (weight "
+            f"{cfg.correlation.crisis_weight:g}, overrides, Higham repair in "
+            f"{repaired.iterations} iterations, distance {repaired.distance:.3g})\n\n"
+            f"{_matrix_md(names, repaired.matrix)}")
+
+
+def _correlation_rows(day: date, names: list[str], matrices: dict[str, np.ndarray], repaired: NearestCorrelation,
+                      tasks: list[tuple[str, int]], risks: list[dict[str, float] | None]
+                      ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    values: dict[str, Any] = {}
+    for (name, h), risk in zip(tasks, risks, strict=True):
+        assert risk is not None
+        rows.append({
+            "session_date": day, "matrix_name": name, "horizon_days": h, **risk,
+            "min_eigenvalue": float(np.linalg.eigvalsh(matrices[name]).min()),
+            "repair_iterations": repaired.iterations if name == "crisis" else None,
+            "factors": names, "matrix": np.round(matrices[name], 10).tolist(),
+        })
+        values[f"{name} correlation VaR 99% {h}d ($)"] = usd(float(risk["var_99"]))
+    return rows, values
+
+
+def correlation_stress_asset(
+    context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
+) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+    history = model_history(db, platform, partition_dates(context)[-1])
+    fits: McFits | None = None  # the same fits, correlations and shocks as monte_carlo_var
+    crisis: dict[tuple[tuple[str, ...], bytes], NearestCorrelation] = {}
+    meta = SessionMetadata(context)
+    matrices: dict[str, np.ndarray] = {}
+    stored = _portfolio_var(db, meta.days)
+    reused = 0
+    cfg = platform.config.stress_scenarios  # once per run
+    pool = ThreadPoolExecutor(WORKERS)
+    for day in tracked("correlation_stress", meta.days, context.log):
+        sb = _load(context, db, platform, day, correlation_stress, cfg)
+        if sb is None:
+            continue
+        mc = cfg.monte_carlo
+        fits = fits or McFits(history, platform.calendar, cfg)
+        setup = mc_setup(sb, history, platform.config, cfg, fits)
+        names = list(setup.model.names)
+        ckey = (setup.model.names, setup.corr.tobytes())
+        if ckey not in crisis:  # changes with the fit date only
+            crisis[ckey] = crisis_matrix(setup.corr, names, cfg.correlation.crisis_weight, cfg.correlation.overrides)
+        repaired = crisis[ckey]
+        matrices = {"historical": setup.corr, "crisis": repaired.matrix}
+        kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
+              "min_vol": cfg.grid.min_vol}
+        agg = entities(sb)[1]
+        run = _simulator(fits, sb, setup, kw)
+        tasks = [(name, h) for name in matrices for h in mc.horizons_days]
+        # the historical matrix is exactly monte_carlo_var's simulation: take its stored
+        # portfolio row when it was made with this session's setup
+        risks = [_stored_var(stored.get((day, h)), mc, setup) if name == "historical" else None
+                 for name, h in tasks]
+        reused += sum(r is not None for r in risks)
+        todo = [k for k, v in enumerate(risks) if v is None]
+        computed = pool.map(lambda k: _portfolio_risk(run(matrices[tasks[k][0]], tasks[k][1]), agg), todo)  # noqa: B023
+        for k, v in zip(todo, computed, strict=True):
+            risks[k] = v
+        rows, values = _correlation_rows(day, names, matrices, repaired, tasks, risks)
+        with db.database.begin() as conn:
+            replace_partition(conn, correlation_stress, {"session_date": day}, rows)
+        values["fit_notes"] = dg.MetadataValue.text("; ".join(setup.notes))
+        values["matrices"] = dg.MetadataValue.md(_correlation_md(names, setup.corr, cfg, repaired))
+        meta.record(day, checks.CORRELATION, values)
+    pool.shutdown()
+    context.log.info("correlation_stress: %s GARCH fits, %s historical rows from monte_carlo_var",
+                     fits.garch_fits if fits else 0, reused)
+    yield dg.MaterializeResult(asset_key=checks.CORRELATION, metadata=meta.output_metadata(checks.CORRELATION))
+    yield checks.correlation_check(matrices)
+
+
+# --------------------------------------------------------------------------- definitions
+
+_DESCRIPTIONS = {
+    "stress_shock_grid": "Spot (-30%..+20%) x implied vol (points and VIX targets, sticky-strike or "
+    "sticky-moneyness) x horizon (days of decay) P&L per group, account and portfolio, by "
+    "full revaluation with the Greeks approximation beside it.",
+    "stress_historical": "Replay of Feb 2018, Oct 2008, Mar 2020 and the configured windows against "
+    "the session's book: the path P&L and its worst point (filled days labelled).  Each "
+    "option's vol moves by beta(expiry, moneyness) x the VIX change (historical.vol_rule, "
+    "fitted on the stored surface history); replayed days the book lived through are "
+    "shown beside its actual P&L.",
+    "monte_carlo_var": "Monte Carlo VaR/CVaR 95/99 at 1 and 10 days: correlated GARCH(1,1)-t "
+    "scenarios of the underlyings and the VIX, regime-scaled, full revaluation of every "
+    "position, tail contributions per group; seeded.  Regime: the session's stored "
+    "regime (session_regime, with hysteresis, as the limits use).",
+    "correlation_stress": "Monte Carlo VaR under the correlation estimated from history and under a "
+    "crisis matrix (|rho| pushed toward 1, repaired to the nearest correlation matrix). "
+    "The historical matrix is monte_carlo_var's simulation (its portfolio rows are reused).",
+}
 
 
 def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    def stress_asset(
-        name: str, description: str, check: dg.AssetCheckSpec, deps: tuple[dg.AssetKey, ...] = ()
-    ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
-        return dg.asset(
-            name=name,
-            description=description,
-            check_specs=[check],
-            partitions_def=partitions,
-            backfill_policy=dg.BackfillPolicy.single_run(),
-            group_name=GROUP,
-            deps=[*UPSTREAM, *deps],
-            kinds={"sql"},
-        )
-
-    @stress_asset(
-        "stress_shock_grid",
-        "Spot (-30%..+20%) x implied vol (points and VIX targets, sticky-strike or "
-        "sticky-moneyness) x horizon (days of decay) P&L per group, account and portfolio, by "
-        "full revaluation with the Greeks approximation beside it.",
-        checks.GRID_CHECK,
-    )
-    def stress_shock_grid_asset(
-        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
-    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        meta = SessionMetadata(context)
-        all_pnl: list[np.ndarray] = []
-        zero_pnl = 0.0
-        cfg = platform.config.stress_scenarios  # once per run
-        for day in tracked("stress_shock_grid", meta.days, context.log):
-            sb = _load(context, db, platform, day, stress_shock_grid, cfg)
-            if sb is None:
-                continue
-            grid = grid_scenarios(sb, cfg)
-            kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
-                  "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid)}
-            ents, agg = entities(sb)
-            full = revalue(sb.book, grid.scenarios, **kw) @ agg  # type: ignore[arg-type]
-            approx = greeks_pnl(sb.book, grid.scenarios, **kw) @ agg  # type: ignore[arg-type]
-            all_pnl.append(full)
-            rows = []
-            for s, (i, j, k) in enumerate(grid.cells):
-                for e, (b, a, g) in enumerate(ents):
-                    rows.append({
-                        "session_date": day, "broker": b, "account_id": a, "group_key": g,
-                        "spot_shock": float(grid.spot_shocks[i]), "vol_scenario": grid.vol_labels[j],
-                        "horizon_days": int(grid.horizons_days[k]), "strategy_id": None,
-                        "pnl": float(full[s, e]), "pnl_greeks": float(approx[s, e]),
-                    })
-            with db.database.begin() as conn:
-                replace_partition(conn, stress_shock_grid, {"session_date": day}, rows)
-            total = full[:, -1]
-            worst = int(np.argmin(total))
-            i, j, k = grid.cells[worst]
-            zero = grid.cells.index((
-                int(np.flatnonzero(grid.spot_shocks == 0.0)[0]),
-                grid.vol_labels.index("+0pt"),
-                int(np.flatnonzero(grid.horizons_days == 0.0)[0]),
-            ))
-            zero_pnl = float(total[zero])
-            worst_name = (f"spot {grid.spot_shocks[i]:+.0%}, {grid.vol_labels[j]}, "
-                          f"{grid.horizons_days[k]:g}d")
-            cube = total.reshape(grid.shape)[:, :, 0]
-            cube_g = approx[:, -1].reshape(grid.shape)[:, :, 0]
-            head = "| spot \\ vol | " + " | ".join(grid.vol_labels) + " |"
-            lines = [head, "|---" * (len(grid.vol_labels) + 1) + "|"]
-            for r, shock in enumerate(grid.spot_shocks):
-                lines.append(f"| {shock:+.0%} | " + " | ".join(
-                    f"{_money(cube[r, c])} ({_money(cube_g[r, c])})" for c in range(cube.shape[1])) + " |")
-            meta.record(day, checks.GRID, {
-                "worst_cell": dg.MetadataValue.text(worst_name),
-                "worst grid P&L ($)": usd(float(total[worst])),
-                "worst grid P&L, Greeks approximation ($)": usd(float(approx[worst, -1])),
-                "max Greeks approximation error ($)": usd(float(np.abs(approx[:, -1] - total).max())),
-                "vix": dg.MetadataValue.float(sb.vix),
-                "skew_rule": dg.MetadataValue.text(cfg.grid.skew_rule),
-                "rows": dg.MetadataValue.int(len(rows)),
-                "grid_0d": dg.MetadataValue.md(
-                    "Portfolio P&L at 0 days: full revaluation (Greeks approximation)\n\n"
-                    + "\n".join(lines)),
-            })
-        yield dg.MaterializeResult(asset_key=checks.GRID, metadata=meta.output_metadata(checks.GRID))
-        yield checks.grid_check(np.concatenate([p.ravel() for p in all_pnl] or [np.zeros(0)]), zero_pnl)
-
-    @stress_asset(
-        "stress_historical",
-        "Replay of Feb 2018, Oct 2008, Mar 2020 and the configured windows against "
-        "the session's book: the path P&L and its worst point (filled days labelled).  Each "
-        "option's vol moves by beta(expiry, moneyness) x the VIX change (historical.vol_rule, "
-        "fitted on the stored surface history); replayed days the book lived through are "
-        "shown beside its actual P&L.",
-        checks.HISTORICAL_CHECK,
-        (dg.AssetKey("portfolio_returns"),),
-    )
-    def stress_historical_asset(
-        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
-    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        history = replay_history(db, platform, partition_dates(context)[-1])  # once per run
-        live = uses_stored_history(platform)  # the demo replays its 2018 spike on 2018 books
-        replay: list[ReplayPath] | None = None
-        meta = SessionMetadata(context)
-        totals: list[np.ndarray] = []
-        checked: list[dict[str, Any]] = []  # replayed days the book lived through
-        cfg = platform.config.stress_scenarios  # once per run
-        for day in tracked("stress_historical", meta.days, context.log):
-            sb = _load(context, db, platform, day, stress_historical, cfg)
-            if sb is None:
-                continue
-            values: dict[str, dg.MetadataValue | None] = {}
-            if replay is None:  # the windows do not depend on the session
-                replay = replay_paths(history, platform.calendar, ended_windows(cfg, meta.days[-1]) if live else cfg)
-            ents, agg = entities(sb)
-            accounts = [e for e in range(len(ents)) if ents[e][2] == ALL]
-            with db.database.connect() as conn:  # vol rule fitted on the surface history to today
-                rule = vol_rule.fit_rule(conn, day, cfg)
-            kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
-                  "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid),
-                  "vol_beta": vol_rule.contract_betas(sb, rule)}
-            values["vol_rule"] = dg.MetadataValue.md(
-                f"historical.vol_rule = {cfg.historical.vol_rule}: option vol change = beta x "
-                "VIX beta x VIX change / 100, beta (fitted days) by days to expiry and "
-                "ln(K/S):\n\n" + rule.describe())
-            checked.extend(_replay_vs_actual(db, sb, day, replay, kw, agg))
-            rows = []
-            lines = ["| window | worst day | worst P&L | Greeks approx | end P&L | filled days |",
-                     "|---|---|---:|---:|---:|---:|"]
-            for path in replay:
-                if live and path.dates[-1] > day:  # no look-ahead on broker history
-                    values[f"{path.name}_skipped"] = dg.MetadataValue.text(
-                        f"window ends {path.dates[-1]}, after the session")
-                    continue
-                sc = path.scenarios(sb)
-                full = revalue(sb.book, sc, **kw) @ agg  # type: ignore[arg-type]
-                approx = greeks_pnl(sb.book, sc, **kw) @ agg  # type: ignore[arg-type]
-                totals.append(full[:, -1])
-                for t, d in enumerate(path.dates):
-                    for e in accounts:
-                        b, a, _ = ents[e]
-                        rows.append({
-                            "session_date": day, "scenario": path.name, "step": t, "broker": b,
-                            "account_id": a, "step_date": d, "spx": float(path.spx[t]),
-                            "vix": float(path.vix[t]), "spx_source": path.spx_source[t],
-                            "vix_source": path.vix_source[t], "pnl": float(full[t, e]),
-                            "pnl_greeks": float(approx[t, e]),
-                        })
-                w = int(np.argmin(full[:, -1]))
-                filled = sum(s != "published" for s in (*path.spx_source, *path.vix_source))
-                lines.append(f"| {path.name} | {path.dates[w]} | {_money(full[w, -1])} | "
-                             f"{_money(approx[w, -1])} | {_money(full[-1, -1])} | {filled} |")
-                values[f"{path.name} worst P&L ($)"] = usd(float(full[w, -1]))
-                values[f"{path.name}_worst_date"] = dg.MetadataValue.text(path.dates[w].isoformat())
-            with db.database.begin() as conn:
-                replace_partition(conn, stress_historical, {"session_date": day}, rows)
-            values["summary"] = dg.MetadataValue.md(
-                "Portfolio P&L of today's book replayed through each window (filled = "
-                "interpolated or realised-vol proxy closes, never published data)\n\n"
-                + "\n".join(lines))
-            meta.record(day, checks.HISTORICAL, values)
-        run_facts: dict[str, Any] = {}
-        if checked:
-            run_facts["replay_vs_actual"] = dg.MetadataValue.md(_replay_md(checked))
-        yield dg.MaterializeResult(asset_key=checks.HISTORICAL,
-                                   metadata=meta.output_metadata(checks.HISTORICAL, run_facts))
-        yield checks.historical_check(totals)
-
-    @stress_asset(
-        "monte_carlo_var",
-        "Monte Carlo VaR/CVaR 95/99 at 1 and 10 days: correlated GARCH(1,1)-t "
-        "scenarios of the underlyings and the VIX, regime-scaled, full revaluation of every "
-        "position, tail contributions per group; seeded.  Regime: the session's stored "
-        "regime (session_regime, with hysteresis, as the limits use).",
-        checks.MC_CHECK,
-        (dg.AssetKey("margin_history"),),
-    )
-    def monte_carlo_var_asset(
-        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
-    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        history = model_history(db, platform, partition_dates(context)[-1])
-        fits: McFits | None = None  # the run's GARCH fits, correlations and shocks
-        meta = SessionMetadata(context)
-        check_rows: list[dict[str, object]] = []  # every session of the run is checked
-        cfg = platform.config.stress_scenarios  # once per run
-        pool = ThreadPoolExecutor(WORKERS)  # the horizons of a session side by side
-        for day in tracked("monte_carlo_var", meta.days, context.log):
-            sb = _load(context, db, platform, day, monte_carlo_var, cfg)
-            if sb is None:
-                continue
-            mc = cfg.monte_carlo
-            fits = fits or McFits(history, platform.calendar, cfg)
-            with db.database.begin() as conn:  # THE session regime (stored by margin_history)
-                regime = session_regime_state(conn, RegimeService(platform.config.risk_matrix), day,
-                                              platform.calendar.previous_session(day), sb.vix, sb.vix3m)
-            setup = mc_setup(sb, history, platform.config, cfg, fits, regime.name)
-            ents, agg = entities(sb)
-            kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
-                  "min_vol": cfg.grid.min_vol}
-            rows: list[dict[str, object]] = []
-            values: dict[str, dg.MetadataValue | None] = {}
-            run = _simulator(fits, sb, setup, kw)
-            results = list(pool.map(lambda h: run(setup.corr, h), mc.horizons_days))  # noqa: B023
-            hist_rows: list[dict[str, object]] = []
-            for h, groups in zip(mc.horizons_days, results, strict=True):
-                pnl = groups @ agg
-                hist_rows += distribution_rows(day, h, pnl[:, -1], mc.histogram_bins)
-                tails = {lv: tail_contributions(groups, lv) for lv in (0.95, 0.99)}
-                contrib = {lv: c @ agg for lv, (c, _) in tails.items()}
-                for e, (b, a, g) in enumerate(ents):
-                    col = pnl[:, e]
-                    rows.append({
-                        "session_date": day, "horizon_days": h, "broker": b, "account_id": a,
-                        "group_key": g, "strategy_id": None,
-                        **_var_cvar(col),
-                        "contribution_95": float(contrib[0.95][e]),
-                        "contribution_99": float(contrib[0.99][e]),
-                        "mean_pnl": float(col.mean()), "std_pnl": float(col.std(ddof=1)),
-                        "n_scenarios": mc.n_scenarios, "seed": mc.seed, "regime": setup.regime,
-                        "vol_multiplier": setup.multiplier,
-                    })
-                tot = rows[-1]
-                for key in ("var_95", "cvar_95", "var_99", "cvar_99"):
-                    kind, level = key.split("_")
-                    label = f"MC {'CVaR' if kind == 'cvar' else 'VaR'} {level}% {h}d ($)"
-                    values[label] = usd(float(tot[key]))  # type: ignore[arg-type]
-                contrib_lines = ["| account | group | contribution to CVaR99 |", "|---|---|---:|"]
-                for e, (b, a, g) in enumerate(ents[: len(sb.group_keys)]):
-                    contrib_lines.append(f"| {b}:{a} | {g} | {_money(contrib[0.99][e])} |")
-                values[f"distribution_{h}d"] = dg.MetadataValue.md(
-                    f"Portfolio P&L over {h} trading day(s), {mc.n_scenarios} scenarios, seed "
-                    f"{mc.seed}, regime {setup.regime} (x{setup.multiplier:g})\n\n"
-                    + _histogram_md(pnl[:, -1], mc.histogram_bins, float(tot["var_99"]))  # type: ignore[arg-type]
-                    + "\n\n" + "\n".join(contrib_lines))
-            with db.database.begin() as conn:
-                replace_partition(conn, monte_carlo_var, {"session_date": day}, rows)
-                replace_partition(conn, monte_carlo_distribution, {"session_date": day}, hist_rows)
-            check_rows.extend(rows)
-            values["regime"] = dg.MetadataValue.text(setup.regime)
-            values["vol_multiplier"] = dg.MetadataValue.float(setup.multiplier)
-            values["fit_notes"] = dg.MetadataValue.text("; ".join(setup.notes))
-            meta.record(day, checks.MONTE_CARLO, values)
-        pool.shutdown()
-        if fits is not None:
-            context.log.info("monte_carlo_var: %s GARCH fits", fits.garch_fits)
-        yield dg.MaterializeResult(asset_key=checks.MONTE_CARLO, metadata=meta.output_metadata(checks.MONTE_CARLO))
-        yield checks.mc_check(check_rows)
-
-    @stress_asset(
-        "correlation_stress",
-        "Monte Carlo VaR under the correlation estimated from history and under a "
-        "crisis matrix (|rho| pushed toward 1, repaired to the nearest correlation matrix). "
-        "The historical matrix is monte_carlo_var's simulation (its portfolio rows are reused).",
-        checks.CORRELATION_CHECK,
-        deps=(checks.MONTE_CARLO,),
-    )
-    def correlation_stress_asset(
-        context: dg.AssetExecutionContext, db: DatabaseResource, platform: PlatformResource
-    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
-        history = model_history(db, platform, partition_dates(context)[-1])
-        fits: McFits | None = None  # the same fits, correlations and shocks as monte_carlo_var
-        crisis: dict[tuple[tuple[str, ...], bytes], NearestCorrelation] = {}
-        meta = SessionMetadata(context)
-        matrices: dict[str, np.ndarray] = {}
-        days = meta.days
-        stored = _portfolio_var(db, days)
-        reused = 0
-        cfg = platform.config.stress_scenarios  # once per run
-        pool = ThreadPoolExecutor(WORKERS)
-        for day in tracked("correlation_stress", days, context.log):
-            sb = _load(context, db, platform, day, correlation_stress, cfg)
-            if sb is None:
-                continue
-            mc = cfg.monte_carlo
-            fits = fits or McFits(history, platform.calendar, cfg)
-            setup = mc_setup(sb, history, platform.config, cfg, fits)
-            names = list(setup.model.names)
-            ckey = (setup.model.names, setup.corr.tobytes())
-            if ckey not in crisis:  # changes with the fit date only
-                stressed = crisis_correlation(setup.corr, cfg.correlation.crisis_weight)
-                for o in cfg.correlation.overrides:
-                    if o.a in names and o.b in names and o.a != o.b:
-                        i, j = names.index(o.a), names.index(o.b)
-                        stressed[i, j] = stressed[j, i] = o.rho
-                crisis[ckey] = nearest_correlation(stressed)
-            repaired = crisis[ckey]
-            matrices = {"historical": setup.corr, "crisis": repaired.matrix}
-            min_eig = {name: float(np.linalg.eigvalsh(m).min()) for name, m in matrices.items()}
-            kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
-                  "min_vol": cfg.grid.min_vol}
-            _, agg = entities(sb)
-            run = _simulator(fits, sb, setup, kw)
-            tasks = [(name, h) for name in matrices for h in mc.horizons_days]
-            values: list[dict[str, float] | None] = [None] * len(tasks)
-            for k, (name, h) in enumerate(tasks):
-                # the historical matrix is exactly monte_carlo_var's simulation: take its
-                # stored portfolio row when it was made with this session's setup
-                if name == "historical":
-                    values[k] = _stored_var(stored.get((day, h)), mc, setup)
-                    reused += values[k] is not None
-            todo = [k for k, v in enumerate(values) if v is None]
-            computed = pool.map(
-                lambda k: _portfolio_risk(run(matrices[tasks[k][0]], tasks[k][1]), agg), todo  # noqa: B023
-            )
-            for k, v in zip(todo, computed, strict=True):
-                values[k] = v
-            rows = []
-            session_meta: dict[str, dg.MetadataValue | None] = {}
-            for (name, h), risk in zip(tasks, values, strict=True):
-                assert risk is not None
-                row = {
-                    "session_date": day, "matrix_name": name, "horizon_days": h, **risk,
-                    "min_eigenvalue": min_eig[name],
-                    "repair_iterations": repaired.iterations if name == "crisis" else None,
-                    "factors": names, "matrix": np.round(matrices[name], 10).tolist(),
-                }
-                rows.append(row)
-                session_meta[f"{name} correlation VaR 99% {h}d ($)"] = usd(float(row["var_99"]))
-            with db.database.begin() as conn:
-                replace_partition(conn, correlation_stress, {"session_date": day}, rows)
-
-            session_meta["fit_notes"] = dg.MetadataValue.text("; ".join(setup.notes))
-            session_meta["matrices"] = dg.MetadataValue.md(
-                f"Historical (estimated)\n\n{_matrix_md(names, setup.corr)}\n\nCrisis (weight "
-                f"{cfg.correlation.crisis_weight:g}, overrides, Higham repair in "
-                f"{repaired.iterations} iterations, distance {repaired.distance:.3g})\n\n"
-                f"{_matrix_md(names, repaired.matrix)}")
-            meta.record(day, checks.CORRELATION, session_meta)
-        pool.shutdown()
-        context.log.info("correlation_stress: %s GARCH fits, %s historical rows from monte_carlo_var",
-                         fits.garch_fits if fits else 0, reused)
-        yield dg.MaterializeResult(asset_key=checks.CORRELATION, metadata=meta.output_metadata(checks.CORRELATION))
-        yield checks.correlation_check(matrices)
-
-    return [stress_shock_grid_asset, stress_historical_asset, monte_carlo_var_asset,
-            correlation_stress_asset]
-
-
+    """The four stress assets on ``partitions`` (session partitions; tests pass a short range)."""
+    specs: list[tuple[Callable[..., Any], str, dg.AssetCheckSpec, tuple[dg.AssetKey, ...]]] = [
+        (stress_shock_grid_asset, "stress_shock_grid", checks.GRID_CHECK, ()),
+        (stress_historical_asset, "stress_historical", checks.HISTORICAL_CHECK, (dg.AssetKey("portfolio_returns"),)),
+        (monte_carlo_var_asset, "monte_carlo_var", checks.MC_CHECK, (dg.AssetKey("margin_history"),)),
+        (correlation_stress_asset, "correlation_stress", checks.CORRELATION_CHECK, (checks.MONTE_CARLO,)),
+    ]
+    return [
+        dg.asset(name=name, description=_DESCRIPTIONS[name], check_specs=[check], partitions_def=partitions,
+                 backfill_policy=dg.BackfillPolicy.single_run(), group_name=GROUP, deps=[*UPSTREAM, *deps],
+                 kinds={"sql"})(body)
+        for body, name, check, deps in specs
+    ]

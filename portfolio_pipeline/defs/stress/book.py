@@ -41,7 +41,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -111,18 +111,14 @@ class StressBook:
         return sorted({(b, a) for b, a, _ in self.group_keys})
 
 
-def load_book(
-    conn: Connection, day: date, as_of: datetime, config: PlatformConfig, cfg: StressScenariosFile,
-    calendar: SessionHours | None = None,
-) -> StressBook:
-    """Read ``positions_snapshot`` and ``market_snapshot`` of ``day`` into a :class:`StressBook`.
+_Rows = list[dict[str, Any]]
 
-    Raises
-    ------
-    InvalidDataError
-        No positions, no VIX quote, or a position without an underlying price or an
-        implied vol, naming the position.
-    """
+
+def _session_rows(conn: Connection, day: date) -> tuple[
+    _Rows, dict[str, dict[str, Any]], dict[str, float], dict[tuple[str, str, str], dict[str, Any]]
+]:
+    """The session's positions, quotes by instrument key, index closes by root and position
+    Greeks by (broker, account, position key); an error without positions or a VIX quote."""
     positions = read_partition(conn, positions_snapshot, {"session_date": day})
     quotes = read_partition(conn, market_snapshot, {"session_date": day})
     greeks_table = positions_snapshot.metadata.tables.get("position_greeks")
@@ -140,6 +136,22 @@ def load_book(
     }
     if "VIX" not in index_px:
         raise InvalidDataError(f"market_snapshot of {day} has no VIX index quote")
+    return positions, by_key, index_px, greeks
+
+
+def load_book(
+    conn: Connection, day: date, as_of: datetime, config: PlatformConfig, cfg: StressScenariosFile,
+    calendar: SessionHours | None = None,
+) -> StressBook:
+    """Read ``positions_snapshot`` and ``market_snapshot`` of ``day`` into a :class:`StressBook`.
+
+    Raises
+    ------
+    InvalidDataError
+        No positions, no VIX quote, or a position without an underlying price or an
+        implied vol, naming the position.
+    """
+    positions, by_key, index_px, greeks = _session_rows(conn, day)
     factors = tuple(sorted({str(p["underlying"]).upper() for p in positions}))
     fidx = {f: i for i, f in enumerate(factors)}
     contract_ix: dict[str, int] = {}

@@ -1,0 +1,88 @@
+"""margin_rows on a hand-checked two-account book (every utilisation worked out below)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from portfolio_pipeline.analytics.margin import margin_rows, regime_label
+from portfolio_pipeline.domain.regime import (
+    LimitOverrides,
+    LimitSet,
+    RegimeDef,
+    RegimeService,
+    RegimeState,
+    RiskMatrix,
+    TermStructure,
+)
+from portfolio_pipeline.storage.frames import AccountsFrame, PortfolioGreeksFrame
+
+DAY = date(2018, 2, 5)
+AS_OF = datetime(2018, 2, 5, 21, tzinfo=UTC)
+LIMITS = LimitSet(max_abs_beta_weighted_delta=0.5, max_short_gamma=0.02, max_abs_vega=0.01,
+                  min_theta=-0.001, max_margin_utilisation=0.5)
+SERVICE = RegimeService(RiskMatrix(regimes=[RegimeDef(name="calm", limit_scale=1.0)], hysteresis_vix_points=1.0,
+                                   term_structure=TermStructure(backwardation_ratio=1.0), base_limits=LIMITS))
+STATE = RegimeState(name="calm", index=0, vix=14.0, vix3m=15.0, term_ratio=14.0 / 15.0, backwardation=False,
+                    limits=SERVICE.limits_for("calm"))
+
+
+def _account(account: str, nlv: float, maint: float) -> dict[str, object]:
+    return {"session_date": DAY, "broker": "demo", "account_id": account, "currency": "USD", "nlv": nlv,
+            "cash": 0.0, "init_margin": maint * 1.25, "maint_margin": maint, "excess_liquidity": nlv - maint,
+            "buying_power": 0.0, "broker_daily_pnl": None, "as_of": AS_OF}
+
+
+def _greeks(broker: str, account: str, bwd: float, gamma: float, vega: float, theta: float) -> dict[str, object]:
+    zero = dict.fromkeys(("market_value", "share_delta", "dollar_delta", "gamma_shares", "vanna_per_point",
+                          "volga_per_point", "rho_per_pct", "beta_weighted_delta"), 0.0)
+    return {"session_date": DAY, "broker": broker, "account_id": account, "underlying": "*", "positions": 1,
+            **zero, "beta_weighted_dollar_delta": bwd, "dollar_gamma_1pct": gamma, "vega_per_point": vega,
+            "theta_per_day": theta}
+
+
+def test_margin_rows_hand_checked() -> None:
+    accounts = AccountsFrame.from_rows([
+        _account("DU2", 50_000.0, 10_000.0), _account("DU1", 100_000.0, 20_000.0), _account("DU3", 0.0, 0.0)])
+    greeks = PortfolioGreeksFrame.from_rows([
+        _greeks("demo", "DU1", 30_000.0, -1_000.0, 500.0, -50.0),
+        _greeks("*", "*", -90_000.0, -1_000.0, 500.0, -50.0),
+    ])
+    overrides = {"DU2": LimitOverrides(max_margin_utilisation=0.1)}
+
+    margin, checks = margin_rows(DAY, accounts, greeks, SERVICE, STATE, overrides)
+
+    # DU3 (NLV 0) has no row; accounts sorted, then the book
+    assert [(r["broker"], r["account_id"]) for r in margin] == [("demo", "DU1"), ("demo", "DU2"), ("*", "*")]
+    du1, du2, book = margin
+    assert du1["margin_utilisation"] == pytest.approx(0.2)  # 20k / 100k
+    assert book["nlv"] == 150_000.0 and book["maint_margin"] == 30_000.0
+    assert book["init_margin"] == pytest.approx(37_500.0)
+    util = {(c["account_id"], c["metric"]): c["utilisation"] for c in checks}
+    # DU1: |30k| / 100k / 0.5 = 0.6; short gamma 1k / 100k / 0.02 = 0.5; vega 500 / 100k / 0.01 = 0.5;
+    # theta -50 / 100k = -0.0005 against -0.001 -> 0.5; margin 0.2 / 0.5 = 0.4
+    assert util[("DU1", "beta_weighted_delta")] == pytest.approx(0.6)
+    assert util[("DU1", "short_gamma")] == pytest.approx(0.5)
+    assert util[("DU1", "vega")] == pytest.approx(0.5)
+    assert util[("DU1", "theta")] == pytest.approx(0.5)
+    assert util[("DU1", "margin_utilisation")] == pytest.approx(0.4)
+    # DU2: no Greeks row -> 0 Greeks; its override caps margin at 0.1: 0.2 / 0.1 = 2 (breach)
+    assert util[("DU2", "beta_weighted_delta")] == 0.0
+    assert util[("DU2", "margin_utilisation")] == pytest.approx(2.0)
+    assert du2["breaches"] == 1 and du2["breached_metrics"] == "margin_utilisation"
+    # the book: |-90k| / 150k / 0.5 = 1.2 (breach), margin 30k / 150k / 0.5 = 0.4 (base limits)
+    assert util[("*", "beta_weighted_delta")] == pytest.approx(1.2)
+    assert util[("*", "margin_utilisation")] == pytest.approx(0.4)
+    assert book["breached_metrics"] == "beta_weighted_delta"
+    assert book["regime"] == "calm" and book["vix3m"] == 15.0
+    assert len(checks) == 3 * 5
+
+
+def test_no_account_no_rows() -> None:
+    empty_accounts = AccountsFrame.from_rows([])
+    assert margin_rows(DAY, empty_accounts, PortfolioGreeksFrame.from_rows([]), SERVICE, STATE, {}) == ([], [])
+
+
+def test_regime_label() -> None:
+    assert regime_label(("calm", "elevated", "crisis")) == "regime level (0=calm, 1=elevated, 2=crisis)"
