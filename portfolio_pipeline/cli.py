@@ -407,11 +407,13 @@ def ui(port: int, host: str) -> None:
 def _attach_subcommands() -> None:
     from portfolio_pipeline.cli_alerts import alerts
     from portfolio_pipeline.cli_day import report, status
+    from portfolio_pipeline.cli_health import health
     from portfolio_pipeline.cli_orders import orders
     from portfolio_pipeline.cli_strategies import strategies
 
     main.add_command(report)
     main.add_command(status)
+    main.add_command(health)
     main.add_command(alerts)
     main.add_command(orders)
     main.add_command(strategies)
