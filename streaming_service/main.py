@@ -10,7 +10,7 @@ second, positions every minute; fills rebuild the engine).
 Configuration comes from the platform config directory (``PORTFOLIO_CONFIG_DIR`` or the
 checkout's ``config/``; ``streaming.yaml`` optional) and the database from
 ``PORTFOLIO_DB_URL`` / ``PORTFOLIO_HOME`` exactly as for the pipeline.  Logs are JSON
-lines on stderr.  SIGTERM/SIGINT stop the feed, flush the event queue (to the database
+lines on stderr (``PORTFOLIO_LOG_FORMAT=text``: plain lines).  SIGTERM/SIGINT stop the feed, flush the event queue (to the database
 or the on-disk buffer) and exit 0.
 """
 
