@@ -136,8 +136,10 @@ def test_cli_writes_json_lines_to_stderr(tmp_path: Path) -> None:
         _assert_record_shape(doc)
 
 
-def test_cli_refuses_an_unknown_format_in_one_line(tmp_path: Path) -> None:
-    done = subprocess.run([*PORTFOLIO, "db", "migrate"], env=_env(tmp_path, PORTFOLIO_LOG_FORMAT="xml"),
+@pytest.mark.parametrize("command", [[*PORTFOLIO, "db", "migrate"], [*STREAM, "--health-port", "0"]],
+                         ids=["portfolio", "portfolio-stream"])
+def test_an_unknown_format_is_refused_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    done = subprocess.run(command, env=_env(tmp_path, PORTFOLIO_LOG_FORMAT="xml"),
                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
