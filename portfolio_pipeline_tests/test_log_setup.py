@@ -193,3 +193,26 @@ def test_streaming_service_writes_json_lines_until_it_stops(tmp_path: Path) -> N
     assert any(d["message"].startswith("shutdown requested") for d in docs)
     for doc in docs:
         _assert_record_shape(doc)
+
+
+def test_run_progress_lines_follow_the_format(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                              restore_logging: None) -> None:
+    """``portfolio demo``/``run`` progress (defs/progress.py) is JSON too when asked for."""
+    from portfolio_pipeline.cli import _show_progress
+    from portfolio_pipeline.defs.progress import PROGRESS_LOGGER
+
+    progress = logging.getLogger(PROGRESS_LOGGER)
+    saved = progress.handlers[:], progress.level, progress.propagate
+    try:
+        monkeypatch.setenv(LOG_FORMAT_ENV, "json")
+        _show_progress()
+        progress.info("broker_snapshots: session %d/%d", 4, 4)
+        (doc,) = _parse_lines(capsys.readouterr().err)
+        _assert_record_shape(doc)
+        assert (doc["logger"], doc["message"]) == (PROGRESS_LOGGER, "broker_snapshots: session 4/4")
+        monkeypatch.setenv(LOG_FORMAT_ENV, "text")
+        _show_progress()
+        progress.info("broker_snapshots: session %d/%d", 1, 4)
+        assert capsys.readouterr().err == "  broker_snapshots: session 1/4\n"
+    finally:
+        progress.handlers[:], progress.level, progress.propagate = saved
