@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 
-from portfolio_pipeline.cli_errors import ReportingGroup
+from portfolio_pipeline.cli_errors import CliError, ReportingGroup
 from portfolio_pipeline.cli_types import SafePath, SessionDate, existing_file
+from portfolio_pipeline.log_setup import PLATFORM_LOGGERS, LogFormatError, configure_logging
 from portfolio_pipeline.paths import config_dir, make_state_private, portfolio_home, repo_root
 
 logger = logging.getLogger("portfolio")
@@ -30,26 +31,27 @@ def main(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
     # -v: the platform's own steps at INFO; third-party libraries (dagster, alembic, arch,
     # httpx ...) stay at WARNING either way.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # PORTFOLIO_LOG_FORMAT=json: one JSON object per line (portfolio_pipeline/log_setup.py)
+    try:
+        configure_logging(logging.WARNING)
+    except LogFormatError as exc:
+        raise CliError(str(exc)) from None
     for name in PLATFORM_LOGGERS:  # NOTSET: inherit the root's WARNING
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.NOTSET)
     previous_umask = make_state_private()  # PORTFOLIO_HOME 0700, files 0600, children too
     click.get_current_context().call_on_close(lambda: os.umask(previous_umask))
 
 
-PLATFORM_LOGGERS = ("portfolio", "portfolio_pipeline", "streaming_service")
-"""Logger namespaces of this project (what ``-v`` turns to INFO)."""
-
-
 def _show_progress() -> None:
     """Per-session progress with an ETA (defs/progress.py) on stderr, for long runs."""
     from portfolio_pipeline.defs.progress import PROGRESS_LOGGER
+    from portfolio_pipeline.log_setup import formatter, log_format
 
     progress = logging.getLogger(PROGRESS_LOGGER)
     for old in [h for h in progress.handlers if getattr(h, "portfolio_progress", False)]:
         progress.removeHandler(old)  # an earlier command's stream
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("  %(message)s"))
+    handler.setFormatter(formatter(log_format(), "  %(message)s"))
     handler.portfolio_progress = True  # type: ignore[attr-defined]
     progress.addHandler(handler)
     progress.setLevel(logging.INFO)
@@ -407,11 +409,13 @@ def ui(port: int, host: str) -> None:
 def _attach_subcommands() -> None:
     from portfolio_pipeline.cli_alerts import alerts
     from portfolio_pipeline.cli_day import report, status
+    from portfolio_pipeline.cli_health import health
     from portfolio_pipeline.cli_orders import orders
     from portfolio_pipeline.cli_strategies import strategies
 
     main.add_command(report)
     main.add_command(status)
+    main.add_command(health)
     main.add_command(alerts)
     main.add_command(orders)
     main.add_command(strategies)

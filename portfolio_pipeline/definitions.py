@@ -24,6 +24,7 @@ from portfolio_pipeline.defs.partitions import history_start, session_partitions
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.demo_window import demo_partitions_end
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+from portfolio_pipeline.log_setup import configure_code_location_logging
 
 
 def build_definitions(config_directory: Path | None = None) -> dg.Definitions:
@@ -53,4 +54,5 @@ def build_definitions(config_directory: Path | None = None) -> dg.Definitions:
     )
 
 
+configure_code_location_logging()  # PORTFOLIO_LOG_FORMAT=json: JSON lines from our loggers
 defs = build_definitions()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("README.md", "docs", "config", "portfolio_pipeline", "streaming_service",
-           "portfolio_pipeline_tests", "benchmarks", "pyproject.toml", "dagster.yaml", "workspace.yaml")
+           "portfolio_pipeline_tests", "benchmarks", "deploy", "pyproject.toml", "dagster.yaml", "workspace.yaml")
 SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml"}
 MD_REF = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.md)\b")
 OUTSIDE = re.compile(r"\.\./shared|/work/shared|/work/main")

@@ -10,14 +10,13 @@ second, positions every minute; fills rebuild the engine).
 Configuration comes from the platform config directory (``PORTFOLIO_CONFIG_DIR`` or the
 checkout's ``config/``; ``streaming.yaml`` optional) and the database from
 ``PORTFOLIO_DB_URL`` / ``PORTFOLIO_HOME`` exactly as for the pipeline.  Logs are JSON
-lines on stderr.  SIGTERM/SIGINT stop the feed, flush the event queue (to the database
+lines on stderr (``PORTFOLIO_LOG_FORMAT=text``: plain lines).  SIGTERM/SIGINT stop the feed, flush the event queue (to the database
 or the on-disk buffer) and exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -30,13 +29,14 @@ from typing import Any
 import click
 
 from portfolio_pipeline.brokers.base import BrokerAdapter, BrokerDataError, BrokerError, OrderBroker
-from portfolio_pipeline.cli_errors import ReportingCommand
+from portfolio_pipeline.cli_errors import CliError, ReportingCommand
 from portfolio_pipeline.cli_types import FiniteFloat, SafePath, SessionDate
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
 from portfolio_pipeline.domain.accounts import AccountConfig
 from portfolio_pipeline.domain.orders import Order
 from portfolio_pipeline.domain.regime import RegimeService
+from portfolio_pipeline.log_setup import LogFormatError, configure_logging
 from portfolio_pipeline.orders import OrderCommands, OrderStore
 from portfolio_pipeline.paths import buffer_dir, config_dir, make_state_private
 from portfolio_pipeline.storage import Database
@@ -53,32 +53,17 @@ from streaming_service.pending import PendingProposals
 from streaming_service.service import StreamingService
 from streaming_service.staging import HedgeDesk
 
-__all__ = ["JsonFormatter", "build_service", "main"]
+__all__ = ["build_service", "main"]
 
 logger = logging.getLogger("streaming_service")
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per log line (ts, level, logger, message, exception)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
-
-
 def _setup_logging(level: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    """JSON lines on stderr unless ``PORTFOLIO_LOG_FORMAT=text`` (portfolio_pipeline/log_setup.py)."""
+    try:
+        configure_logging(level, default="json")
+    except LogFormatError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _account(config: PlatformConfig, broker: str) -> AccountConfig:

@@ -65,7 +65,7 @@ def test_duplicate_key_is_an_error(cfg: Path) -> None:
 def test_secrets_are_env_var_names_only(cfg: Path) -> None:
     (cfg / "accounts.yaml").write_text(
         "accounts:\n  - name: t\n    broker: tastytrade\n    account_id: 5WX1\n"
-        "    tastytrade:\n      client_secret_env: 'my-actual-secret'\n"
+        "    tastytrade:\n      client_secret_env: 'my-actual-secret'\n"  # pragma: allowlist secret (a test's fake)
     )
     [line] = _problems(cfg)
     assert "accounts[0].tastytrade.client_secret_env: String should match pattern" in line

@@ -23,7 +23,7 @@ from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
 TELEGRAM_TOKEN = "123456:SECRET-telegram-token-ABCdef"
 SLACK_PATH = "/services/T000/B000/SECRETslackwebhookXYZ"
-SMTP_PASSWORD = "SECRET-smtp-password-42"
+SMTP_PASSWORD = "SECRET-smtp-password-42"  # pragma: allowlist secret (a test's fake)
 
 # A Tuesday session in regular hours (11:00 New York, EDT).
 OPEN_TIME = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from portfolio_pipeline.storage import Database, dagster_postgres_url, database_url, events
 from portfolio_pipeline.storage.engine import DB_URL_ENV, libpq_conninfo
 
-SECRET = "s3cr3t-P@ss"
+SECRET = "s3cr3t-P@ss"  # pragma: allowlist secret (a test's fake)
 PG_WITH_PASSWORD = f"postgresql://trader:{SECRET.replace('@', '%40')}@db.example:5432/book"
 
 

@@ -29,7 +29,7 @@ import httpx2
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 ACCOUNT = "5WT00001"
-CLIENT_SECRET = "cs-very-secret-4711"
+CLIENT_SECRET = "cs-very-secret-4711"  # pragma: allowlist secret (a test's fake)
 REFRESH_TOKEN = "rt-also-secret-0815"
 ACCESS_TOKEN = "access-token-abc"
 DX_TOKEN = "dxlink-token-xyz"

@@ -385,7 +385,7 @@ def test_secrets_never_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixture)
 
     text = run_with(fake, body)
     # a wrong secret: the OAuth refresh is rejected
-    wrong = {**ENV, "TASTYTRADE_CLIENT_SECRET": "wrong-secret-123456"}
+    wrong = {**ENV, "TASTYTRADE_CLIENT_SECRET": "wrong-secret-123456"}  # pragma: allowlist secret (a test's fake)
     with pytest.raises(BrokerError, match=r"POST /oauth/token rejected") as rejected:
         run_with(FakeTasty(), lambda b: b.account_ids(), environ=wrong)
     # a missing variable is named, its value (there is none) is not invented
