@@ -27,6 +27,7 @@ import resource
 import tempfile
 import time
 from datetime import date
+from pathlib import Path
 
 
 def _cpu_seconds() -> float:
@@ -34,12 +35,17 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run(first: date, last: date, dagster_home: str | None = None) -> tuple[float, float, dict[str, float]]:
+def _run(first: date, last: date, dagster_home: str | None = None, tuned: bool = True
+         ) -> tuple[float, float, dict[str, float]]:
     """Wall seconds, CPU seconds and per-step wall seconds of one run of ``eod_job``: on an
     in-memory Dagster instance, or on Dagster's default SQLite storage in ``dagster_home``
-    (what `portfolio demo` uses)."""
+    (what `portfolio demo` uses, with its ``SqliteRunStorageTuning`` unless ``tuned`` is
+    false)."""
+    import contextlib
+
     import dagster as dg
 
+    from portfolio_pipeline.dagster_home import SqliteRunStorageTuning
     from portfolio_pipeline.definitions import build_definitions
     from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
     from portfolio_pipeline.exchange_calendar import ExchangeCalendar
@@ -48,7 +54,10 @@ def _run(first: date, last: date, dagster_home: str | None = None) -> tuple[floa
     job = build_definitions().resolve_job_def("eod_job")
     instance = (dg.DagsterInstance.local_temp(dagster_home) if dagster_home
                 else dg.DagsterInstance.ephemeral())
+    tuning = (SqliteRunStorageTuning(Path(dagster_home)) if dagster_home and tuned
+              else contextlib.nullcontext())
     try:
+        tuning.__enter__()
         started, cpu_started = time.perf_counter(), _cpu_seconds()
         result = job.execute_in_process(
             instance=instance,
@@ -67,6 +76,7 @@ def _run(first: date, last: date, dagster_home: str | None = None) -> tuple[floa
         }
     finally:
         instance.dispose()
+        tuning.__exit__(None, None, None)
     return elapsed, cpu, steps
 
 
@@ -77,6 +87,9 @@ def main() -> None:
     parser.add_argument("--instance", choices=("memory", "sqlite"), default="memory",
                         help="Dagster's own storage: in memory, or SQLite files as `portfolio demo` "
                         "keeps them (every event a commit)")
+    parser.add_argument("--untuned", action="store_true",
+                        help="with --instance sqlite: Dagster's SQLite files as Dagster leaves them "
+                        "(an fsync per stored event), without portfolio's SqliteRunStorageTuning")
     args = parser.parse_args()
     first, last = date.fromisoformat(args.start), date.fromisoformat(args.end)
     with tempfile.TemporaryDirectory() as home:
@@ -88,10 +101,13 @@ def main() -> None:
         dagster_home = os.path.join(home, "dagster") if args.instance == "sqlite" else None
         if dagster_home:
             os.makedirs(dagster_home)
-        one_t, one_cpu, one_steps = _run(last, last, dagster_home)  # cold: pays the imports done in a run
-        year_t, year_cpu, year_steps = _run(first, last, dagster_home)
-        warm_t, warm_cpu, _ = _run(last, last, dagster_home) if n > 1 else (one_t, one_cpu, one_steps)
-    print(f"Dagster instance: {args.instance}")
+        tuned = not args.untuned
+        one_t, one_cpu, one_steps = _run(last, last, dagster_home, tuned)  # cold: pays the imports
+        year_t, year_cpu, year_steps = _run(first, last, dagster_home, tuned)
+        warm_t, warm_cpu, _ = (_run(last, last, dagster_home, tuned) if n > 1
+                               else (one_t, one_cpu, one_steps))
+    print(f"Dagster instance: {args.instance}"
+          + (f" ({'untuned' if args.untuned else 'SqliteRunStorageTuning'})" if dagster_home else ""))
     print(f"one session ({last}): {one_t:.1f} s wall, {one_cpu:.1f} s CPU (first run of the process); "
           f"again after the backfill: {warm_t:.1f} s wall, {warm_cpu:.1f} s CPU")
     print(f"single-run backfill of {n} sessions ({first} .. {last}): {year_t:.1f} s wall, "

@@ -176,13 +176,13 @@ def _run_sessions(
 
     ``causes`` (if given) receives the root cause of each failed step, one line each."""
     from portfolio_pipeline.config import load_platform_config
-    from portfolio_pipeline.dagster_home import prepare_dagster_home
+    from portfolio_pipeline.dagster_home import SqliteRunStorageTuning, prepare_dagster_home
     from portfolio_pipeline.storage import Database
 
     load_platform_config(config_dir())  # a broken config fails here, before any Dagster run
     with Database() as database:  # ... and so does an unreachable database
         database.migrate()
-    prepare_dagster_home()
+    home = prepare_dagster_home()
     import dagster as dg
 
     from portfolio_pipeline.definitions import build_definitions
@@ -204,7 +204,7 @@ def _run_sessions(
         raise click.BadParameter(f"{sessions[-1]} is after the demo record's last session {RECORD_END}")
     definitions = build_definitions()
     job = definitions.resolve_job_def(job_name)
-    with dg.DagsterInstance.get() as instance:
+    with SqliteRunStorageTuning(home), dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
