@@ -15,7 +15,9 @@ arrival to its batch's events being queued, so waiting in the queue counts.
 The batch work is synchronous only (engine, detector, ``EventWriter.submit``); the
 database is written by the writer task in a thread, proposals run as their own tasks,
 the watchdog and the health endpoint are tasks too, and the loop yields to them after
-every batch.  Bad input never stops the loop: malformed ticks and unknown contracts are
+every batch.  Once the book is loaded the objects of start-up are frozen out of the
+garbage collector (``gc.freeze``), so a full collection does not walk them mid-session.
+Bad input never stops the loop: malformed ticks and unknown contracts are
 logged and skipped (the rest of their batch goes on); NaN Greeks raise a ``stale_data``
 event and the affected group keeps its last good numbers (the batch is still
 evaluated with them).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -352,6 +355,11 @@ class StreamingService:
             logger.info("service stopped before the book was loaded")
             return
         last_ts: list[datetime] = [engine.evaluate().ts]
+        # Start-up objects (modules, config, the book) never die: move them out of the
+        # collector's generations, so a full collection during the session scans only
+        # what the session allocated (it otherwise walks every imported module's objects).
+        gc.collect()
+        gc.freeze()
         watchdog = asyncio.create_task(self._watchdog(lambda: last_ts[0]), name="stale-watchdog")
         queue: asyncio.Queue[_Queued | None] = asyncio.Queue()
         reader = asyncio.create_task(self._read_feed(queue), name="feed-reader")
