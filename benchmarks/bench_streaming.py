@@ -58,7 +58,7 @@ from portfolio_pipeline.storage import Database
 from streaming_service.breach import BreachDetector
 from streaming_service.buffer import DatabaseEventStore, DiskBuffer, EventWriter, StreamEvent
 from streaming_service.config import BreachSettings, FeedSettings, StreamingConfig
-from streaming_service.engine import Engine, EngineInputs, Tick
+from streaming_service.engine import Engine, EngineInputs, Expansion, Tick
 from streaming_service.feeds.base import StartingBook
 from streaming_service.health import ServiceMetrics
 from streaming_service.service import StreamingService
@@ -84,13 +84,24 @@ def book(n: int = 500) -> EngineInputs:
     return EngineInputs(acct, positions, [], vix=17.0, vix3m=18.0, rate=0.014)
 
 
-def ticks(n: int, spacing: timedelta = timedelta(milliseconds=200)) -> list[Tick]:
+def ticks(n: int, spacing: timedelta = timedelta(milliseconds=200), tape: str = "walk") -> list[Tick]:
+    """``walk``: each symbol a random walk (1 bp per tick for the indexes, 0.5 % for VIX)
+    plus a +-3 % swing of the indexes over 5,000 ticks, so limits fire and clear (what
+    a live feed looks like, only faster); ``jumps``: every tick 1 % (s.d.) from a fixed
+    base, so consecutive ticks of a symbol are ~1.4 % apart (every move leaves the
+    expansion range: the worst case for the incremental engine)."""
     rng = np.random.default_rng(5)
+    level = {**SPOTS, "VIX": 17.0}
     out = []
     for k in range(n):
         sym = "VIX" if k % 10 == 9 else list(SPOTS)[k % 5]
-        base = 17.0 if sym == "VIX" else SPOTS[sym]
-        out.append(Tick(sym, T0 + spacing * k, base * float(np.exp(rng.normal(0, 0.01)))))
+        if tape == "jumps":
+            base = 17.0 if sym == "VIX" else SPOTS[sym]
+            out.append(Tick(sym, T0 + spacing * k, base * float(np.exp(rng.normal(0, 0.01)))))
+            continue
+        level[sym] *= float(np.exp(rng.normal(0, 0.005 if sym == "VIX" else 0.0001)))
+        swing = 1.0 if sym == "VIX" else float(np.exp(0.03 * np.sin(2 * np.pi * k / 5000)))
+        out.append(Tick(sym, T0 + spacing * k, level[sym] * swing))
     return out
 
 
@@ -139,7 +150,8 @@ class GcPauses:
             self.longest = max(self.longest, pause)
 
 
-def _paced_row(label: str, rate: float, batch_max: int, n_ticks: int, goal: float = 0.005) -> None:
+def _paced_row(label: str, rate: float, batch_max: int, n_ticks: int, goal: float = 0.005,
+               tape: str = "walk") -> None:
     spacing = timedelta(seconds=1.0 / rate)  # market time follows the arrivals
     pauses = GcPauses()
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,7 +160,7 @@ def _paced_row(label: str, rate: float, batch_max: int, n_ticks: int, goal: floa
         gc.callbacks.append(pauses)
         wall0, delay0 = time.perf_counter(), _run_delay_ns()
         try:
-            r = asyncio.run(paced(ticks(n_ticks, spacing), rate, batch_max, db, Path(tmp), pauses))
+            r = asyncio.run(paced(ticks(n_ticks, spacing, tape), rate, batch_max, db, Path(tmp), pauses))
         finally:
             gc.callbacks.remove(pauses)
         wall, delay = time.perf_counter() - wall0, (_run_delay_ns() - delay0) / 1e9
@@ -252,16 +264,18 @@ async def paced(tape: list[Tick], rate: float, batch_max: int, db: Database, buf
     }
 
 
-async def run(incremental: bool, tape: list[Tick], db: Database, buf: Path) -> tuple[float, np.ndarray, int]:
+async def run(incremental: bool, tape: list[Tick], db: Database, buf: Path) -> tuple[float, np.ndarray, int, float]:
+    """Ticks/s, per-tick latencies, events and process CPU seconds per tick (writer threads included)."""
     cfg = load_platform_config(ROOT / "config")
     regimes = RegimeService(cfg.risk_matrix)
-    engine = Engine(book(), cfg.instruments, regimes, incremental=incremental)
+    engine = Engine(book(), cfg.instruments, regimes, incremental=incremental,
+                    expansion=Expansion() if incremental else None)  # levels: hysteresis 0 below
     det = BreachDetector(BreachSettings(debounce_ticks=1, hysteresis=0.0, cooldown_seconds=0), regimes)
     writer = EventWriter(DatabaseEventStore(db), DiskBuffer(buf, max_events=10**6), batch_size=500)
     writer.start()
     lat = np.empty(len(tape))
     events = 0
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     for k, tick in enumerate(tape):
         t0 = time.perf_counter()
         state = engine.on_tick(tick)
@@ -277,7 +291,7 @@ async def run(incremental: bool, tape: list[Tick], db: Database, buf: Path) -> t
             await asyncio.sleep(0)  # let the writer task run its batches
     elapsed = time.perf_counter() - t_start
     await writer.close()
-    return len(tape) / elapsed, lat, events
+    return len(tape) / elapsed, lat, events, (time.process_time() - cpu_start) / len(tape)
 
 
 def reprice_split(tape: list[Tick]) -> None:
@@ -286,7 +300,8 @@ def reprice_split(tape: list[Tick]) -> None:
     cfg = load_platform_config(ROOT / "config")
     spent = {}
     for inc in (True, False):
-        engine = Engine(book(), cfg.instruments, RegimeService(cfg.risk_matrix), incremental=inc)
+        engine = Engine(book(), cfg.instruments, RegimeService(cfg.risk_matrix), incremental=inc,
+                        expansion=Expansion() if inc else None)
         for tick in tape[:200]:
             engine.on_tick(tick)  # warm up
         reprice = evaluate = 0.0
@@ -323,30 +338,36 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=5_000.0, help="paced arrival rate, ticks/s")
     ap.add_argument("--load", type=int, nargs="*", default=[],
                     help="extra rows under synthetic load: how many CPU-bound processes run beside the service")
+    ap.add_argument("--tape", choices=("walk", "jumps"), default="walk", help="tick tape of the paced rows")
     ap.add_argument("--no-eod", action="store_true", help="skip the rows with a real EOD run in progress")
     ap.add_argument("--hog-nice", type=int, default=10,
                     help="also run the load rows with the CPU-bound processes at this niceness (0: only as is)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the synthetic book has no quotes: vol fallbacks warn
-    tape = ticks(args.ticks)
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Database(f"sqlite:///{tmp}/bench.db")
-        db.migrate()
-        rows = {}
-        for name, inc, n in (("incremental", True, args.ticks), ("naive full revaluation", False, args.ticks // 4)):
-            rate, lat, ev = asyncio.run(run(inc, tape[:n], db, Path(tmp)))
-            rows[name] = rate
-            print(f"{name:<24} {rate:>10,.0f} ticks/s   latency p50 {np.quantile(lat, .5) * 1e3:6.3f} ms"
-                  f"   p99 {np.quantile(lat, .99) * 1e3:6.3f} ms   events {ev}")
-        db.dispose()
-    print(f"ratio incremental / naive: {rows['incremental'] / rows['naive full revaluation']:.1f}x "
-          "(500 positions, 5 underlyings, DB writes batched in a thread)")
+    tape = ticks(args.ticks, tape=args.tape)
+    n_flat = max(args.ticks // 2, 1000)
+    for kind in ("walk", "jumps"):
+        flat = ticks(n_flat, tape=kind)
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Database(f"sqlite:///{tmp}/bench.db")
+            db.migrate()
+            rows = {}
+            for name, inc in (("incremental", True), ("full revaluation", False)):
+                rate, lat, ev, cpu = asyncio.run(run(inc, flat, db, Path(tmp)))
+                rows[name] = (rate, cpu)
+                print(f"{kind:<6} {name:<17} {rate:>8,.0f} ticks/s   CPU {cpu * 1e6:6.0f} us/tick"
+                      f"   latency p50 {np.quantile(lat, .5) * 1e3:6.3f} ms   p99 {np.quantile(lat, .99) * 1e3:6.3f} ms"
+                      f"   events {ev}")
+            db.dispose()
+        (ri, ci), (rf, cf) = rows["incremental"], rows["full revaluation"]
+        print(f"{kind:<6} ratio incremental / full revaluation: {ri / rf:.1f}x ticks/s, {cf / ci:.1f}x CPU per tick "
+              f"({n_flat:,} ticks, 500 positions, 5 underlyings, DB writes batched in a thread)")
     reprice_split(tape[:5000])
     print(f"paced StreamingService, {args.ticks:,} ticks, latency = scheduled arrival -> batch events queued:")
     for name, rate, batch_max in (("per-tick (batch_max=1)", args.rate, 1),
                                   ("micro-batched", args.rate, 256),
                                   ("micro-batched", 2 * args.rate, 256)):
-        _paced_row(name, rate, batch_max, args.ticks)
+        _paced_row(name, rate, batch_max, args.ticks, tape=args.tape)
     if not args.no_eod:
         for label, eod_nice, own_nice in (("EOD run at nice 0 (as before)", 0, None),
                                           ("EOD run, launcher default nice", None, None),
@@ -355,12 +376,12 @@ def main() -> None:
                 if own_nice is not None and not stack.enter_context(service_niceness(own_nice)):
                     print(f"  (skipped '{label}': no permission to raise this process's priority)")
                     continue
-                _paced_row(label, args.rate, 256, args.ticks, goal=0.020)
+                _paced_row(label, args.rate, 256, args.ticks, goal=0.020, tape=args.tape)
     for nice in sorted({0, args.hog_nice}) if args.load else ():
         for n in args.load:
             with cpu_hogs(n, nice):
                 label = f"micro-batched, {n} hog{'s' if n > 1 else ''}" + (f" nice {nice}" if nice else "")
-                _paced_row(label, args.rate, 256, args.ticks, goal=0.020)
+                _paced_row(label, args.rate, 256, args.ticks, goal=0.020, tape=args.tape)
     print("goal: p99 < 5 ms at 5,000 ticks/s sustained, SQLite writes included; < 20 ms with a CPU-bound "
           "EOD run in progress on the same machine (the 'EOD run' rows)")
 

@@ -6,8 +6,9 @@ queue into micro-batches -- every tick that queued up while the previous batch w
 processed, at most ``feed.batch_max_ticks`` and spanning at most
 ``feed.batch_window_seconds`` of market time (so a fast replay still gets one
 evaluation per market instant) -- and runs each batch through the engine once (each
-touched underlying repriced once, one VIX repricing however many VIX ticks) and the
-breach detector once, at the batch's last market time.  An idle feed gives batches of
+touched underlying interpolated on its expansion grid or repriced once, one VIX
+update however many VIX ticks; see ``streaming_service.engine``: the breach decisions
+are those of full revaluation) and the breach detector once, at the batch's last market time.  An idle feed gives batches of
 one tick (no waiting for more); a busy one gives bigger batches at about the cost of
 one, which is what keeps the latency bounded.  Each tick's latency runs from its
 arrival to its batch's events being queued, so waiting in the queue counts.
@@ -44,6 +45,7 @@ from streaming_service.engine import (
     BadTickError,
     Engine,
     EngineInputs,
+    Expansion,
     RiskState,
     Tick,
     UnknownContractError,
@@ -185,6 +187,7 @@ class StreamingService:
                 dividend_yields=self._pricing.dividend_yields, betas=self._pricing.betas,
             ),
             self._instruments, self._regimes, scope=self._account,
+            expansion=Expansion(levels=(1.0, 1.0 - self._settings.breach.hysteresis)),  # fire / clear
         )
         logger.info("engine ready positions=%s roots=%s", self._engine.position_count, list(self._engine.roots))
         return self._engine
