@@ -177,8 +177,14 @@ def _run_sessions(
     ``causes`` (if given) receives the root cause of each failed step, one line each."""
     from portfolio_pipeline.config import load_platform_config
     from portfolio_pipeline.dagster_home import SqliteRunStorageTuning, prepare_dagster_home
+    from portfolio_pipeline.priority import eod_niceness, lower_priority
     from portfolio_pipeline.storage import Database
 
+    try:
+        niceness = eod_niceness(os.environ)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    lower_priority(niceness)  # the live monitor keeps the CPU it needs while the run computes
     load_platform_config(config_dir())  # a broken config fails here, before any Dagster run
     with Database() as database:  # ... and so does an unreachable database
         database.migrate()

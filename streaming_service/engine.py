@@ -23,6 +23,27 @@ only for its hysteresis) and evaluates the limits with
 ``domain.limits.evaluate_limits``.  Maintenance margin is held at the broker's last
 reported value (an intraday margin model is out of scope).
 
+Expansion (``Engine(..., expansion=Expansion(...))``, what the streaming service runs):
+between exact revaluations a group's five totals come from a quadratic in spot and
+vol fitted on a 3 x 3 grid of exact revaluations around the last one (spot
+``S_a * (1 + {-h, 0, h})``, vol scale ``x_a * (1 + {-k, 0, k})``; biquadratic Lagrange
+interpolation, the cross term included; plus theta x elapsed days on the P&L).  The
+grid comes from ONE pricing call over 9 x rows, built when a group is repriced after two
+moves in a row inside the grid's range (a calm market); a tick whose group has moved more than
+``h`` in spot or ``k`` in vol from the grid's centre, or more than ``max_age_seconds``
+of market time since, is repriced exactly (and without a grid while the market jumps,
+so a jumpy tape costs what the exact incremental engine costs).  Stated bound: within
+those ranges the interpolated utilisations are within ``guard / 2`` of full
+revaluation (tested against the twin); the engine checks it on itself -- whenever an
+interpolated group is repriced exactly, the error is measured and a group over the
+bound gets half the range (logged).  Breach decisions never rest on the estimate: when
+any utilisation lies within ``guard`` of a decision level (``levels``: 1.0, and
+``1 - hysteresis`` where a breach clears), the whole book is repriced exactly at the
+batch's instant before the checks are returned (untouched groups included, which
+otherwise stay at the time of their last tick), so the breach detector sees what full
+revaluation gives at every decision boundary.  Other numbers (risk snapshots, event
+payloads away from a boundary) carry the interpolation error, within the bound.
+
 ``Engine(..., incremental=False)`` is the plain reference twin: it reprices the whole
 book on every call; a test asserts both give the same numbers.
 
@@ -40,7 +61,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +83,7 @@ __all__ = [
     "BadTickError",
     "Engine",
     "EngineInputs",
+    "Expansion",
     "NonFiniteGreeksError",
     "RiskState",
     "Tick",
@@ -78,6 +100,34 @@ VOL_INDEX: Final = VIX
 VOL_INDEX_3M: Final = VIX3M
 _YEAR_SECONDS: Final = 365.0 * 86400.0
 _N_TOTALS: Final = 5  # bw dollar delta, dollar gamma 1%, vega, theta, value change
+
+
+#: grid offsets (spot, vol) of the 9 expansion points, spot-major; index 4 is the centre
+_DU: Final = np.repeat(np.array([-1.0, 0.0, 1.0]), 3)
+_DV: Final = np.tile(np.array([-1.0, 0.0, 1.0]), 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """Interpolated revaluation between exact ones (see the module docstring).
+
+    ``spot_step`` / ``vol_step``: half-width of the grid as a fraction of spot / of the
+    VIX level; ``max_age_seconds``: market seconds a grid is used for; ``guard``:
+    utilisation band around each of ``levels`` inside which the totals are made exact
+    (the stated error bound is ``guard / 2``).
+    """
+
+    spot_step: float = 0.002
+    vol_step: float = 0.02
+    max_age_seconds: float = 30.0
+    guard: float = 0.02
+    levels: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        for name in ("spot_step", "vol_step", "max_age_seconds", "guard"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"engine expansion: {name} must be positive and finite, got {value!r}")
 
 
 class BadTickError(ValueError):
@@ -213,6 +263,7 @@ class Engine:
         scope: str | None = None,
         incremental: bool = True,
         calendar: SessionHours | None = None,
+        expansion: Expansion | None = None,
     ) -> None:
         if calendar is None:
             from portfolio_pipeline.exchange_calendar import ExchangeCalendar
@@ -245,6 +296,24 @@ class Engine:
         self._option_roots = tuple(r for r, g in self._groups.items() if g.opt_idx.size)
         self._bad: set[str] = set()
         self._dirty: set[str] = set()
+        n_groups = len(self._groups)
+        self._exp = expansion if incremental else None
+        self._grid: FloatArray = np.zeros((n_groups, 9, _N_TOTALS))
+        self._has_grid: BoolArray = np.zeros(n_groups, dtype=np.bool_)
+        self._grid_spot: FloatArray = np.ones(n_groups)
+        self._grid_x: FloatArray = np.ones(n_groups)
+        self._grid_t: FloatArray = np.zeros(n_groups)
+        self._exact_spot: FloatArray = self._spot_g.copy()
+        self._exact_x: FloatArray = np.ones(n_groups)
+        step_s = expansion.spot_step if expansion else 0.0
+        step_v = expansion.vol_step if expansion else 0.0
+        self._h: FloatArray = np.full(n_groups, step_s)
+        self._k: FloatArray = np.full(n_groups, step_v)
+        self._calm: IntArray = np.zeros(n_groups, dtype=np.intp)  # exact reprices in a row after calm moves
+        self._approx: set[str] = set()
+        self._limits: tuple[float, float, float, float] | None = None
+        self._stats = {"interpolated": 0, "exact": 0, "grids": 0, "guarded": 0, "narrowed": 0}
+        self._max_error = 0.0
         errors = self._reprice(tuple(self._groups), self._last_ts)
         if errors:
             raise errors[0]
@@ -437,6 +506,13 @@ class Engine:
         return frozenset(self._bad)
 
     @property
+    def expansion_stats(self) -> dict[str, float]:
+        """Group updates interpolated / repriced exactly, grids built, exact re-checks near
+        a decision level, ranges narrowed, and the largest interpolation error measured
+        (utilisation units)."""
+        return {**self._stats, "max_error": self._max_error}
+
+    @property
     def pending(self) -> frozenset[str]:
         """Groups dirtied by applied ticks and not repriced yet."""
         return frozenset(self._dirty)
@@ -494,7 +570,108 @@ class Engine:
             else:
                 self._bad.discard(g.root)
                 self._totals[g.index] = sums[:, g.index]
+                self._approx.discard(g.root)
+                self._exact_spot[g.index] = self._spot_g[g.index]
+                self._exact_x[g.index] = vol_scale
         return errors
+
+    # ------------------------------------------------------------------ expansion
+
+    def _build_grids(self, roots: Sequence[str], now: float) -> None:
+        """Exact revaluation of ``roots`` on their 3 x 3 (spot, vol) grids, one pricing call per model."""
+        groups = [self._groups[r] for r in roots]
+        sizes = np.array([len(g.keys) for g in groups], dtype=np.intp)
+        rows = np.concatenate([np.arange(g.start, g.start + len(g.keys), dtype=np.intp) for g in groups])
+        bounds = (np.cumsum(sizes) - sizes).astype(np.intp)
+        index = np.array([g.index for g in groups], dtype=np.intp)
+        x = self._vix / self._vix0
+        spot = self._spot_g[self._gid[rows]]
+        s_grid = spot[None, :] * (1.0 + np.repeat(self._h[index], sizes)[None, :] * _DU[:, None])
+        v_grid = (self._vol0[rows] * x)[None, :] * (1.0 + np.repeat(self._k[index], sizes)[None, :] * _DV[:, None])
+        t = np.maximum(self._settle[rows] - now, 0.0) / _YEAR_SECONDS
+        shape = s_grid.shape
+        price = s_grid.copy()  # stock rows: value = spot, delta 1
+        delta, gamma, vega, theta = np.ones(shape), np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        models = np.repeat(np.array([g.model for g in groups], dtype=object), sizes)
+        option = self._is_option[rows]
+        for model in {g.model for g in groups if g.opt_rows.size}:
+            cols = np.flatnonzero(option & (models == model))
+            m = (9, cols.size)
+
+            def flat(a: FloatArray | BoolArray, c: IntArray = cols, m: tuple[int, int] = m) -> npt.NDArray[Any]:
+                return np.broadcast_to(a[c], m).ravel()
+
+            res = pricing.greeks(
+                flat(self._is_call[rows]), s_grid[:, cols].ravel(), flat(self._strike[rows]), flat(t), self._rate,
+                flat(self._q_row[rows]), v_grid[:, cols].ravel(), model,
+            )
+            price[:, cols] = res.price.reshape(m) + self._anchor[rows][cols]
+            delta[:, cols] = res.delta.reshape(m)
+            gamma[:, cols] = res.gamma.reshape(m)
+            vega[:, cols] = res.vega.reshape(m)
+            theta[:, cols] = res.theta.reshape(m)
+        units = self._units[rows]
+        pg = position_greeks(
+            delta=delta, gamma=gamma, vega=vega, theta=theta, quantity=units, multiplier=self._mult[rows],
+            spot=s_grid, beta=self._beta_row[rows],
+        )
+        pnl = (price - self._value0[rows]) * units * self._mult[rows]
+        stacked = np.stack((
+            pg.beta_weighted_dollar_delta, pg.dollar_gamma_1pct, pg.vega_per_point, pg.theta_per_day, pnl,
+        ))
+        sums = np.add.reduceat(stacked, bounds, axis=2)  # (totals, 9 points, groups)
+        for j, g in enumerate(groups):
+            grid = sums[:, :, j].T
+            ok = bool(np.isfinite(grid).all())
+            self._has_grid[g.index] = ok
+            if ok:
+                self._grid[g.index] = grid
+                self._grid_spot[g.index] = self._spot_g[g.index]
+                self._grid_x[g.index] = x
+                self._grid_t[g.index] = now
+        self._stats["grids"] += len(groups)
+
+    def _interpolate(self, i: int, u: float, v: float, age: float) -> FloatArray:
+        """Group ``i``'s totals at grid coordinates (u, v) in [-1, 1]^2, ``age`` seconds on."""
+        lu = (0.5 * u * (u - 1.0), 1.0 - u * u, 0.5 * u * (u + 1.0))
+        lv = (0.5 * v * (v - 1.0), 1.0 - v * v, 0.5 * v * (v + 1.0))
+        w = np.array([a * b for a in lu for b in lv])
+        totals: FloatArray = w @ self._grid[i]
+        totals[4] += totals[3] * age / 86400.0  # theta is per calendar day
+        return totals
+
+    def _coordinates(self, i: int, x: float, now: float) -> tuple[float, float, float] | None:
+        """Grid coordinates of group ``i`` now, None when outside its range (or no grid)."""
+        exp = self._exp
+        if exp is None or not self._has_grid[i]:
+            return None
+        u = (self._spot_g[i] / self._grid_spot[i] - 1.0) / self._h[i]
+        v = (x / self._grid_x[i] - 1.0) / self._k[i]
+        age = now - self._grid_t[i]
+        if abs(u) <= 1.0 and abs(v) <= 1.0 and 0.0 <= age <= exp.max_age_seconds:
+            return float(u), float(v), float(age)
+        return None
+
+    def _measure(self, estimates: Mapping[int, FloatArray]) -> None:
+        """Interpolated vs exact totals of repriced groups; a group over the bound gets half the range."""
+        exp = self._exp
+        if exp is None or self._limits is None or not estimates:
+            return
+        lim = np.array(self._limits)
+        nlv = self._nlv0 + float(self._totals[:, 4].sum())
+        for i, est in estimates.items():
+            if not np.isfinite(self._totals[i]).all():
+                continue
+            diff = np.abs(est - self._totals[i]) / abs(nlv)
+            err = float(np.max(np.divide(diff[:4], lim, out=np.zeros(4), where=lim > 0)) + diff[4])
+            self._max_error = max(self._max_error, err)
+            if err > exp.guard / 2.0:
+                self._h[i] /= 2.0
+                self._k[i] /= 2.0
+                self._has_grid[i] = False
+                self._stats["narrowed"] += 1
+                logger.warning("engine: interpolation error %.4f over the bound %.4f for %s; range halved",
+                               err, exp.guard / 2.0, list(self._groups)[i])
 
     def apply(self, tick: Tick) -> None:
         """Validate one tick and apply it (prices/levels and dirty groups; no repricing).
@@ -533,7 +710,42 @@ class Engine:
         else:
             roots = tuple(self._groups)
         self._dirty.clear()
-        return self._reprice(roots, self._last_ts)
+        exp = self._exp
+        if exp is None:
+            return self._reprice(roots, self._last_ts)
+        x = self._vix / self._vix0
+        now = self._last_ts.timestamp()
+        exact: list[str] = []
+        calm: list[str] = []
+        estimates: dict[int, FloatArray] = {}
+        for root in roots:
+            i = self._groups[root].index
+            at = self._coordinates(i, x, now)
+            if at is not None:
+                self._totals[i] = self._interpolate(i, *at)
+                self._approx.add(root)
+                self._stats["interpolated"] += 1
+                continue
+            if self._has_grid[i]:  # out of range: was the estimate still good at the range's edge?
+                u = (self._spot_g[i] / self._grid_spot[i] - 1.0) / self._h[i]
+                v = (x / self._grid_x[i] - 1.0) / self._k[i]
+                if abs(u) <= 1.0 and abs(v) <= 1.0:  # only the age ran out: measurable
+                    estimates[i] = self._interpolate(i, float(u), float(v), now - self._grid_t[i])
+            exact.append(root)
+            if (abs(self._spot_g[i] / self._exact_spot[i] - 1.0) <= self._h[i]
+                    and abs(x / self._exact_x[i] - 1.0) <= self._k[i]):
+                self._calm[i] += 1
+                if self._calm[i] >= 2:  # two calm moves in a row: the grid will be used
+                    calm.append(root)
+            else:
+                self._calm[i] = 0
+        self._stats["exact"] += len(exact)
+        errors = self._reprice(tuple(exact), self._last_ts)
+        self._measure(estimates)
+        good = [r for r in calm if r not in self._bad]
+        if good:
+            self._build_grids(good, now)
+        return errors
 
     def on_ticks(self, ticks: Iterable[Tick]) -> RiskState:
         """Apply ticks, reprice each touched group once, and evaluate once.
@@ -571,11 +783,26 @@ class Engine:
         """Regime from the live VIX / VIX3M and every limit check, at the last tick."""
         regime = self._regimes.classify(self._vix, self._vix3m, previous=self._regime_name)
         self._regime_name = regime.name
+        lim = regime.limits
+        self._limits = (lim.max_abs_beta_weighted_delta, lim.max_short_gamma, lim.max_abs_vega, abs(lim.min_theta))
         risk = self.risk_snapshot()
+        checks = evaluate_limits(risk, regime)
+        exp = self._exp
+        if exp is not None and any(
+            not math.isfinite(c.utilisation) or abs(c.utilisation - level) <= exp.guard
+            for c in checks for level in exp.levels
+        ):  # a decision rests on these numbers: what full revaluation gives, every group at this instant
+            estimates = {self._groups[r].index: self._totals[self._groups[r].index].copy() for r in self._approx}
+            self._reprice(tuple(self._groups), self._last_ts)  # a non-finite group keeps its last good sums
+            self._approx.clear()
+            self._stats["guarded"] += 1
+            self._measure(estimates)
+            risk = self.risk_snapshot()
+            checks = evaluate_limits(risk, regime)
         return RiskState(
             ts=self._last_ts,
             risk=risk,
             regime=regime,
-            checks=tuple(evaluate_limits(risk, regime)),
+            checks=tuple(checks),
             spots=MappingProxyType(dict(self._spot)),
         )

@@ -6,8 +6,9 @@ queue into micro-batches -- every tick that queued up while the previous batch w
 processed, at most ``feed.batch_max_ticks`` and spanning at most
 ``feed.batch_window_seconds`` of market time (so a fast replay still gets one
 evaluation per market instant) -- and runs each batch through the engine once (each
-touched underlying repriced once, one VIX repricing however many VIX ticks) and the
-breach detector once, at the batch's last market time.  An idle feed gives batches of
+touched underlying interpolated on its expansion grid or repriced once, one VIX
+update however many VIX ticks; see ``streaming_service.engine``: the breach decisions
+are those of full revaluation) and the breach detector once, at the batch's last market time.  An idle feed gives batches of
 one tick (no waiting for more); a busy one gives bigger batches at about the cost of
 one, which is what keeps the latency bounded.  Each tick's latency runs from its
 arrival to its batch's events being queued, so waiting in the queue counts.
@@ -15,7 +16,9 @@ arrival to its batch's events being queued, so waiting in the queue counts.
 The batch work is synchronous only (engine, detector, ``EventWriter.submit``); the
 database is written by the writer task in a thread, proposals run as their own tasks,
 the watchdog and the health endpoint are tasks too, and the loop yields to them after
-every batch.  Bad input never stops the loop: malformed ticks and unknown contracts are
+every batch.  Once the book is loaded the objects of start-up are frozen out of the
+garbage collector (``gc.freeze``), so a full collection does not walk them mid-session.
+Bad input never stops the loop: malformed ticks and unknown contracts are
 logged and skipped (the rest of their batch goes on); NaN Greeks raise a ``stale_data``
 event and the affected group keeps its last good numbers (the batch is still
 evaluated with them).
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +45,7 @@ from streaming_service.engine import (
     BadTickError,
     Engine,
     EngineInputs,
+    Expansion,
     RiskState,
     Tick,
     UnknownContractError,
@@ -182,6 +187,7 @@ class StreamingService:
                 dividend_yields=self._pricing.dividend_yields, betas=self._pricing.betas,
             ),
             self._instruments, self._regimes, scope=self._account,
+            expansion=Expansion(levels=(1.0, 1.0 - self._settings.breach.hysteresis)),  # fire / clear
         )
         logger.info("engine ready positions=%s roots=%s", self._engine.position_count, list(self._engine.roots))
         return self._engine
@@ -352,6 +358,11 @@ class StreamingService:
             logger.info("service stopped before the book was loaded")
             return
         last_ts: list[datetime] = [engine.evaluate().ts]
+        # Start-up objects (modules, config, the book) never die: move them out of the
+        # collector's generations, so a full collection during the session scans only
+        # what the session allocated (it otherwise walks every imported module's objects).
+        gc.collect()
+        gc.freeze()
         watchdog = asyncio.create_task(self._watchdog(lambda: last_ts[0]), name="stale-watchdog")
         queue: asyncio.Queue[_Queued | None] = asyncio.Queue()
         reader = asyncio.create_task(self._read_feed(queue), name="feed-reader")
