@@ -14,11 +14,11 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from portfolio_pipeline.config.streaming import BreachSettings
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline_tests.streaming.helpers import T0, inputs
 from portfolio_pipeline_tests.stubs import platform_config
 from streaming_service.breach import BreachDetector
-from streaming_service.config import BreachSettings
 from streaming_service.engine import Engine, Expansion, Tick
 
 HYSTERESIS = 0.05

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from portfolio_pipeline.config.streaming import StreamingConfig
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline_tests.streaming.helpers import T0, inputs
 from portfolio_pipeline_tests.stubs import platform_config
 from streaming_service.buffer import DiskBuffer, EventWriter, StreamEvent
-from streaming_service.config import StreamingConfig
 from streaming_service.engine import Tick
 from streaming_service.feeds.base import StartingBook
 from streaming_service.service import StreamingService
