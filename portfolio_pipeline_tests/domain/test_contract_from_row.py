@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 from portfolio_pipeline.brokers.history.model import ImportBatch
-from portfolio_pipeline.brokers.history.store import import_history, load_executions
 from portfolio_pipeline.defs.strategies.book import leg_from_json, leg_from_row, leg_json
 from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.errors import InvalidDataError
@@ -28,6 +27,7 @@ from portfolio_pipeline.storage import (
     read_partition,
     replace_partition,
 )
+from portfolio_pipeline.storage.history import import_history, load_executions
 from portfolio_pipeline_tests.storage.builders import position_row
 
 DAY = date(2026, 3, 10)
