@@ -5,7 +5,8 @@ Rules (README "Architecture", docs/ARCHITECTURE.md):
 - ``portfolio_pipeline`` never imports ``streaming_service`` (the service builds on the
   pipeline, not the other way round);
 - ``domain`` imports only ``domain``; ``quant`` only ``domain`` and ``quant``;
-  ``config`` only ``config``, ``domain`` and ``quant`` (schemas and pure kernels);
+  ``config`` only ``config``, ``domain``, ``quant`` (schemas and pure kernels) and
+  ``retry`` (the one retry policy, a leaf module the notification schema builds on);
 - ``domain``, ``quant`` and ``config`` import no Dagster, SQLAlchemy, broker SDK or
   network library;
 - ``notify`` and ``brokers.history`` do not import ``storage``: they declare the store
@@ -26,6 +27,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = "portfolio_pipeline"
+#: the one retry policy: a leaf module (stdlib and tenacity only) that config may build on
+RETRY = "portfolio_pipeline.retry"
 
 #: packages whose modules may import only the project packages listed (plus outside libraries)
 ALLOWED_PROJECT_IMPORTS: dict[str, tuple[str, ...]] = {
@@ -33,6 +36,7 @@ ALLOWED_PROJECT_IMPORTS: dict[str, tuple[str, ...]] = {
     "portfolio_pipeline.quant": ("portfolio_pipeline.domain", "portfolio_pipeline.quant"),
     "portfolio_pipeline.config": (
         "portfolio_pipeline.config", "portfolio_pipeline.domain", "portfolio_pipeline.quant",
+        RETRY,
     ),
 }
 
@@ -121,6 +125,12 @@ def violations(root: Path, package: str = PIPELINE) -> list[Violation]:
 def test_the_tree_keeps_the_layering() -> None:
     broken = violations(ROOT)
     assert not broken, "layering broken:\n" + "\n".join(map(str, broken))
+
+
+def test_the_retry_policy_is_a_leaf() -> None:
+    path = ROOT / (RETRY.replace(".", "/") + ".py")
+    project = [name for _, name in _imports(path, RETRY) if _within(name, PIPELINE)]
+    assert project == [], f"{RETRY} imports {project}: config builds on it, so it must stay a leaf"
 
 
 def test_the_rules_cover_the_packages_they_name() -> None:
