@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +39,7 @@ from portfolio_pipeline.storage.events import EVENTS_CHANNEL, append_event, noti
 from portfolio_pipeline.storage.insert_ignore import insert_ignore
 from portfolio_pipeline.storage.tables import events as events_table
 from portfolio_pipeline.storage.tables import to_utc
+from streaming_service.durable import append_lines, rewrite_lines
 
 __all__ = [
     "BUFFER_FILE",
@@ -181,11 +181,7 @@ class DiskBuffer:
         room = max(self._max - self._depth, 0)
         keep, dropped = events[:room], len(events) - min(room, len(events))
         if keep:
-            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as fh:
-                fh.write("".join(e.to_json() + "\n" for e in keep))
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_lines(self._path, "".join(e.to_json() + "\n" for e in keep))
             self._path.chmod(0o600)
             self._depth += len(keep)
         if dropped:
@@ -213,19 +209,13 @@ class DiskBuffer:
         """Remove the first ``n`` lines (atomically: temp file + rename)."""
         if n <= 0 or not self._path.exists():
             return
-        tmp = self._path.with_suffix(".tmp")
         with self._path.open("r", encoding="utf-8") as src:
             lines = [line for line in src if line.strip()][n:]
         if not lines:
             self._path.unlink()
             self._depth = 0
             return
-        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.writelines(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._path)
+        rewrite_lines(self._path, lines)
         self._depth = len(lines)
 
 

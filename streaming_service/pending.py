@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Final
 
 from portfolio_pipeline.domain.limits import LimitCheck, RiskSnapshot
 from streaming_service.breach import BreachSignal
+from streaming_service.durable import append_lines, rewrite_lines
 from streaming_service.staging import Moment
 
 __all__ = ["PENDING_FILE", "PendingProposals", "moment_from_json", "moment_to_json"]
@@ -90,11 +90,7 @@ class PendingProposals:
         key = moment.signal.event_key
         if any(m.signal.event_key == key for m in self.load()):
             return False
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as fh:
-            fh.write(moment_to_json(moment) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_lines(self._path, moment_to_json(moment) + "\n")
         return True
 
     def remove(self, event_key: str) -> None:
@@ -103,13 +99,7 @@ class PendingProposals:
         if not keep:
             self._path.unlink(missing_ok=True)
             return
-        tmp = self._path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.writelines(keep)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._path)
+        rewrite_lines(self._path, keep)
 
 
 def _key(line: str) -> str | None:

@@ -39,6 +39,7 @@ from portfolio_pipeline.config.pricing import PricingConfig
 from portfolio_pipeline.domain.errors import UnknownInstrumentError
 from portfolio_pipeline.domain.greeks import PositionGreeks, position_greeks
 from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
+from portfolio_pipeline.domain.numbers import finite_or_none
 from portfolio_pipeline.domain.positions import Contract, contract_from_row
 from portfolio_pipeline.marketdata.valuation import market_mark
 from portfolio_pipeline.quant import pricing
@@ -57,16 +58,6 @@ GREEK_SUM_COLUMNS: tuple[str, ...] = (
 """Position-level columns that add up across positions."""
 
 
-def _finite(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 class _Quotes:
     """market_snapshot rows of one session, by (source, instrument_key) and by key."""
 
@@ -82,7 +73,7 @@ class _Quotes:
 
     def value(self, source: str, key: str, column: str) -> float | None:
         row = self.get(source, key)
-        return None if row is None else _finite(row.get(column))
+        return None if row is None else finite_or_none(row.get(column))
 
 
 def _spot(
@@ -90,7 +81,7 @@ def _spot(
 ) -> float:
     source, root = str(row["broker"]), contract.underlying
     option_quote_und = quotes.value(source, contract.key, "underlying_price")
-    position_und = _finite(row.get("underlying_price"))
+    position_und = finite_or_none(row.get("underlying_price"))
     spec = instruments.spec(root)
     if spec.option_underlying == "future" or contract.sec_type == "FOP":
         fut = Contract(root, "FUT", expiry=contract.underlying_expiry or contract.expiry)
@@ -171,7 +162,7 @@ def _inputs(records: list[dict[str, Any]], quotes: _Quotes, *, session: date, as
         quote = quotes.get(str(row["broker"]), contract.key)
         if quote is not None:
             for k in inp.broker:
-                value = _finite(quote.get(k))
+                value = finite_or_none(quote.get(k))
                 inp.broker[k][i] = np.nan if value is None else value
         if np.isfinite(inp.broker["iv"][i]) and inp.broker["iv"][i] > 0:
             inp.vol[i] = inp.broker["iv"][i]

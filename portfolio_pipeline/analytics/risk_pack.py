@@ -15,7 +15,6 @@ Pages use inline CSS and SVG only, so they work offline and behind ``portfolio r
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -25,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, select
 
 from portfolio_pipeline.analytics.report import line_chart
+from portfolio_pipeline.domain.numbers import finite_or_none
 from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.storage.tables import (
     limit_checks,
@@ -162,17 +162,9 @@ def load_pack(conn: Connection, day: date) -> PackData:
 # ------------------------------------------------------------------------ numbers
 
 
-def _num(value: Any) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def usd(value: Any, *, signed: bool = False) -> str:
     """Whole dollars with thousands separators ('–' when missing)."""
-    x = _num(value)
+    x = finite_or_none(value)
     if x is None:
         return "–"
     return f"{x:+,.0f}" if signed else f"{x:,.0f}"
@@ -180,7 +172,7 @@ def usd(value: Any, *, signed: bool = False) -> str:
 
 def pct(ratio: Any, digits: int = 1, *, signed: bool = False) -> str:
     """A ratio as a percentage ('–' when missing)."""
-    x = _num(ratio)
+    x = finite_or_none(ratio)
     if x is None:
         return "–"
     return f"{100 * x:+.{digits}f}%" if signed else f"{100 * x:.{digits}f}%"
@@ -213,7 +205,7 @@ def var_breaches(pack: PackData) -> list[VarBreach]:
         row = rows.get((model, round(level, 6)))
         if row is None:
             continue
-        pnl, var = _num(row["pnl_usd"]), _num(row["var_usd"])
+        pnl, var = finite_or_none(row["pnl_usd"]), finite_or_none(row["var_usd"])
         if pnl is not None and var is not None:
             out.append(VarBreach(model, level, row["var_session_date"], pnl, var, bool(row["exceeded"])))
     return out
@@ -221,20 +213,20 @@ def var_breaches(pack: PackData) -> list[VarBreach]:
 
 def limit_rows(pack: PackData) -> list[Row]:
     """The session's limit checks with $ values (fraction x the scope's NLV), book first."""
-    nlv = {(r["broker"], r["account_id"]): _num(r["nlv"]) for r in pack.scopes}
+    nlv = {(r["broker"], r["account_id"]): finite_or_none(r["nlv"]) for r in pack.scopes}
     out = []
     for r in sorted(pack.limits, key=lambda x: (x["broker"] != ALL, x["broker"], x["account_id"], x["metric"])):
         scale = nlv.get((r["broker"], r["account_id"]))
         if scale is None and r["broker"] == ALL and pack.today is not None:
-            scale = _num(pack.today["nlv"])
+            scale = finite_or_none(pack.today["nlv"])
         name, unit = LIMIT_LABELS.get(str(r["metric"]), (str(r["metric"]), "$"))
-        value, limit = _num(r["value"]), _num(r["limit_value"])
+        value, limit = finite_or_none(r["value"]), finite_or_none(r["limit_value"])
         out.append({
             "scope": "book" if r["broker"] == ALL else f"{r['broker']}:{r['account_id']}",
             "metric": name, "unit": unit, "value_pct": value, "limit_pct": limit,
             "value_usd": None if scale is None or value is None else value * scale,
             "limit_usd": None if scale is None or limit is None else limit * scale,
-            "utilisation": _num(r["utilisation"]), "breached": bool(r["breached"]), "regime": r["regime"],
+            "utilisation": finite_or_none(r["utilisation"]), "breached": bool(r["breached"]), "regime": r["regime"],
         })
     return out
 
@@ -285,7 +277,7 @@ def _headline(pack: PackData) -> str:
         f"drawdown {pct(today['drawdown'], 1)}",
     ]
     if margin is not None:
-        parts += [f"regime <b>{_e(margin['regime'])}</b>", f"VIX {_num(margin['vix']) or 0:.2f}",
+        parts += [f"regime <b>{_e(margin['regime'])}</b>", f"VIX {finite_or_none(margin['vix']) or 0:.2f}",
                   f"margin {pct(margin['margin_utilisation'])} of NLV"]
     var99 = pack.risk.get("var_99_historical")
     if var99 is not None:
@@ -320,8 +312,8 @@ def _positions_html(pack: PackData) -> str:
     rows = sorted(pack.positions, key=lambda r: (r["underlying"], r["position_key"]))
     return _table(
         ["position", "account", "qty", "mark", "IV", *_GREEK_HEAD, "market value ($)"],
-        [[_e(r["position_key"]), _e(r["account_id"]), f"{_num(r['quantity']) or 0:g}",
-          f"{_num(r['mark']) or 0:,.2f}", pct(r["vol"], 1) if _num(r["vol"]) else "–",
+        [[_e(r["position_key"]), _e(r["account_id"]), f"{finite_or_none(r['quantity']) or 0:g}",
+          f"{finite_or_none(r['mark']) or 0:,.2f}", pct(r["vol"], 1) if finite_or_none(r["vol"]) else "–",
           *[usd(r[c]) for c in _GREEK_COLS], usd(r["market_value"])] for r in rows],
         left=2,
     )
@@ -347,7 +339,7 @@ def _by_strategy_html(pack: PackData) -> str:
         acc = totals.setdefault(key, [0.0] * len(cols))
         counts[key] = counts.get(key, 0) + 1
         for i, c in enumerate(cols):
-            acc[i] += _num(r[c]) or 0.0
+            acc[i] += finite_or_none(r[c]) or 0.0
     return _table(["strategy type", "open", "dollar delta ($)", "gamma per 1% ($)", "theta ($/day)", "vega ($/vol pt)"],
                   [[_e(k), str(counts[k]), *[usd(v) for v in vals]] for k, vals in sorted(totals.items())])
 
@@ -385,7 +377,7 @@ def _grid_html(pack: PackData) -> str:
         return "<p><em>no stress grid stored</em></p>"
     shocks = sorted({float(r["spot_shock"]) for r in cells})
     vols = list(dict.fromkeys(str(r["vol_scenario"]) for r in sorted(cells, key=_vol_order)))
-    pnl = {(float(r["spot_shock"]), str(r["vol_scenario"])): _num(r["pnl"]) for r in cells}
+    pnl = {(float(r["spot_shock"]), str(r["vol_scenario"])): finite_or_none(r["pnl"]) for r in cells}
     top = max((abs(v) for v in pnl.values() if v is not None), default=0.0)
     head = '<tr><th class="l">spot \\ vol</th>' + "".join(f"<th>{_e(v)}</th>" for v in vols) + "</tr>"
     body = []
@@ -540,11 +532,11 @@ def index_rows(conn: Connection) -> list[Row]:
         day = row["session_date"]
         mg = margin.get(day, {})
         hit = tested.get(day)
-        out.append({"session_date": day, "nlv": row["nlv"], "pnl": _num(row["pnl"]), "twr": row["twr"],
+        out.append({"session_date": day, "nlv": row["nlv"], "pnl": finite_or_none(row["pnl"]), "twr": row["twr"],
                     "regime": mg.get("regime", "–"), "breaches": mg.get("breaches", 0),
                     "breached_metrics": mg.get("breached_metrics", ""),
                     "var_breach": None if hit is None else bool(hit["exceeded"]),
-                    "prior_var": None if hit is None else _num(hit["var_usd"])})
+                    "prior_var": None if hit is None else finite_or_none(hit["var_usd"])})
     return out
 
 

@@ -19,13 +19,13 @@ session in a report).
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import date
 from typing import Any
 
 import pandas as pd
 
+from portfolio_pipeline.domain.numbers import finite_or_none
 from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.quant.backtest import backtest
 
@@ -38,14 +38,6 @@ ALL = AGGREGATE
 _VAR_METRIC = re.compile(r"^var_(\d+)_(.+)$")
 
 
-def _finite(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def var_forecasts(risk: pd.DataFrame, monte_carlo: pd.DataFrame) -> list[tuple[str, float, float]]:
     """(model, level, VaR $) of one session from its ``risk_metrics`` book rows and its
     ``monte_carlo_var`` rows (other scopes and horizons are ignored)."""
@@ -54,7 +46,7 @@ def var_forecasts(risk: pd.DataFrame, monte_carlo: pd.DataFrame) -> list[tuple[s
         book = risk[(risk["broker"] == ALL) & (risk["account_id"] == ALL)]
         for r in book.to_dict("records"):
             m = _VAR_METRIC.match(str(r["metric"]))
-            usd = _finite(r["value_usd"])
+            usd = finite_or_none(r["value_usd"])
             if m is None or usd is None:
                 continue
             out.append((f"{m.group(2)}_{r['window']}", int(m.group(1)) / 100.0, usd))
@@ -63,7 +55,7 @@ def var_forecasts(risk: pd.DataFrame, monte_carlo: pd.DataFrame) -> list[tuple[s
                             & (monte_carlo["group_key"] == ALL) & (monte_carlo["horizon_days"] == 1)]
         for r in total.to_dict("records"):
             for pct in (95, 99):
-                usd = _finite(r[f"var_{pct}"])
+                usd = finite_or_none(r[f"var_{pct}"])
                 if usd is not None:
                     out.append(("monte_carlo_1d", pct / 100.0, usd))
     return sorted(out)
@@ -77,9 +69,9 @@ def exceedance_rows(
     ``risk_metrics`` and ``monte_carlo_var`` rows) against ``session``'s book P&L (its
     ``portfolio_returns`` rows).  None when the P&L is unknown (no previous NLV)."""
     book = returns[(returns["broker"] == ALL) & (returns["account_id"] == ALL)] if not returns.empty else returns
-    if book.empty or _finite(book.iloc[0]["prev_nlv"]) is None:
+    if book.empty or finite_or_none(book.iloc[0]["prev_nlv"]) is None:
         return []
-    pnl = _finite(book.iloc[0]["pnl"])
+    pnl = finite_or_none(book.iloc[0]["pnl"])
     if pnl is None:
         return []
     return [{"session_date": session, "model": model, "level": level, "var_session_date": var_session,
@@ -100,8 +92,8 @@ def summary_rows(session: date, history: pd.DataFrame, window: int = WINDOW) -> 
         rows.append({
             "session_date": session, "model": str(model), "level": float(level),
             "observations": res.observations, "exceedances": res.exceedances, "expected": res.expected,
-            "kupiec_lr": _finite(res.kupiec_lr), "kupiec_p": _finite(res.kupiec_p),
-            "christoffersen_lr": _finite(res.christoffersen_lr),
-            "christoffersen_p": _finite(res.christoffersen_p), "zone": res.zone,
+            "kupiec_lr": finite_or_none(res.kupiec_lr), "kupiec_p": finite_or_none(res.kupiec_p),
+            "christoffersen_lr": finite_or_none(res.christoffersen_lr),
+            "christoffersen_p": finite_or_none(res.christoffersen_p), "zone": res.zone,
         })
     return rows

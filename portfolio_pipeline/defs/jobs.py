@@ -32,10 +32,10 @@ def eod_schedule(job: dg.UnresolvedAssetJobDefinition, calendar: ExchangeCalenda
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
     def _eod(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        tick = context.scheduled_execution_time or datetime.now(NEW_YORK)
-        day = tick.astimezone(NEW_YORK).date()
-        if not calendar.is_session(day):
-            return dg.SkipReason(f"{day} is not an XNYS session")
+        at = session_tick(context, calendar)
+        if isinstance(at, dg.SkipReason):
+            return at
+        tick, day = at
         if calendar.session_close(day) > tick:
             return dg.SkipReason(f"{day}: the session has not closed yet")
         reason = demo_skip(day)
@@ -44,6 +44,18 @@ def eod_schedule(job: dg.UnresolvedAssetJobDefinition, calendar: ExchangeCalenda
         return dg.RunRequest(run_key=f"eod-{day.isoformat()}", partition_key=day.isoformat())
 
     return _eod
+
+
+def session_tick(
+    context: dg.ScheduleEvaluationContext, calendar: ExchangeCalendar
+) -> tuple[datetime, date] | dg.SkipReason:
+    """A schedule tick (now when evaluated by hand) and its New York day; a skip when
+    that day is not an XNYS session."""
+    tick = context.scheduled_execution_time or datetime.now(NEW_YORK)
+    day = tick.astimezone(NEW_YORK).date()
+    if not calendar.is_session(day):
+        return dg.SkipReason(f"{day} is not an XNYS session")
+    return tick, day
 
 
 def demo_skip(day: date) -> str | None:

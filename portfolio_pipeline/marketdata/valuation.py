@@ -24,19 +24,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from portfolio_pipeline.domain.numbers import finite_or_none
 from portfolio_pipeline.quant import pricing
 
 MarkSource = Literal["mid", "last", "model"]
-
-
-def _finite(x: Any) -> float | None:
-    if x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def market_mark(bid: Any, ask: Any, last: Any = None) -> tuple[float | None, MarkSource]:
@@ -44,7 +35,7 @@ def market_mark(bid: Any, ask: Any, last: Any = None) -> tuple[float | None, Mar
 
     Returns ``(None, "model")`` when the quote is not good enough: value at model.
     """
-    b, a, la = _finite(bid), _finite(ask), _finite(last)
+    b, a, la = finite_or_none(bid), finite_or_none(ask), finite_or_none(last)
     if b is not None and a is not None and 0.0 < b <= a:
         return (b + a) / 2.0, "mid"
     if la is not None and la > 0 and a is not None and a > 0 and (b or 0.0) <= la <= a:
@@ -82,9 +73,9 @@ def mark_problems(
             continue
         key = g["position_key"]
         q = by_key.get((g.get("broker"), key))
-        mark = _finite(g.get("mark"))
+        mark = finite_or_none(g.get("mark"))
         if q is not None:
-            b, a = _finite(q.get("bid")), _finite(q.get("ask"))
+            b, a = finite_or_none(q.get("bid")), finite_or_none(q.get("ask"))
             if b is not None and a is not None and b > a:
                 out.append(f"{key}: crossed quote bid {b:g} > ask {a:g}")
             as_of = q.get("as_of")
@@ -94,16 +85,16 @@ def mark_problems(
             market, _src = market_mark(q.get("bid"), q.get("ask"), q.get("last"))
             if market is not None:
                 mark = market
-        model_price = _finite(g.get("model_price"))
+        model_price = finite_or_none(g.get("model_price"))
         if mark is None or model_price is None or mark <= 0:
             continue
         gap = abs(model_price - mark)
         if gap > max(tol.price_tolerance * mark, tol.min_price_gap):
             out.append(f"{key}: model {model_price:.4g} vs mark {mark:.4g} ({gap / mark:+.0%} gap)")
-        vol = _finite(g.get("vol"))
-        strike = _finite(q.get("strike")) if q is not None else None
+        vol = finite_or_none(g.get("vol"))
+        strike = finite_or_none(q.get("strike")) if q is not None else None
         right = q.get("right") if q is not None else None
-        inputs = [_finite(g.get(k)) for k in ("spot", "time_to_expiry", "rate", "dividend_yield")]
+        inputs = [finite_or_none(g.get(k)) for k in ("spot", "time_to_expiry", "rate", "dividend_yield")]
         if vol is None or strike is None or right not in ("C", "P") or any(x is None for x in inputs):
             continue
         s, t, r, dq = (float(x) for x in inputs)  # type: ignore[arg-type]

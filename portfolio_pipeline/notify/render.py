@@ -310,24 +310,17 @@ def render_weekly_digest(data: WeeklyDigestData) -> Rendered:
 
 def daily_summary_alert(data: DailySummaryData) -> Alert:
     """The daily summary as an alert keyed by session (re-running the asset sends nothing new)."""
-    text, body_html = render_daily_summary(data)
-    return Alert(
-        key=f"daily_summary:{data.session_date.isoformat()}",
-        type=AlertType.DAILY_SUMMARY,
-        title=text.splitlines()[0],
-        text=text,
-        html=body_html,
-        regime=data.regime,
-    )
+    return _rendered_alert(f"daily_summary:{data.session_date.isoformat()}", AlertType.DAILY_SUMMARY,
+                           render_daily_summary(data), regime=data.regime)
 
 
 def weekly_digest_alert(data: WeeklyDigestData) -> Alert:
     """The weekly digest as an alert keyed by week."""
-    text, body_html = render_weekly_digest(data)
-    return Alert(
-        key=f"weekly_digest:{data.week_ending.isoformat()}",
-        type=AlertType.WEEKLY_DIGEST,
-        title=text.splitlines()[0],
-        text=text,
-        html=body_html,
-    )
+    return _rendered_alert(f"weekly_digest:{data.week_ending.isoformat()}", AlertType.WEEKLY_DIGEST,
+                           render_weekly_digest(data))
+
+
+def _rendered_alert(key: str, kind: AlertType, rendered: Rendered, *, regime: str | None = None) -> Alert:
+    """An alert of a rendered text: its first line is the title."""
+    text, body_html = rendered
+    return Alert(key=key, type=kind, title=text.splitlines()[0], text=text, html=body_html, regime=regime)

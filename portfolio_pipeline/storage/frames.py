@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, ClassVar, Generic, Self, TypeVar, overload
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -357,16 +357,23 @@ class ReturnsFrame(TableFrame):
 F = TypeVar("F", bound=TableFrame)
 
 
+class HasDatabase(Protocol):
+    """Anything that holds a :class:`Database` (the Dagster ``DatabaseResource``)."""
+
+    @property
+    def database(self) -> Database: ...
+
+
 @overload
-def read_frame(database: Database, source: Table, days: Sequence[date] | None = None, *,
+def read_frame(database: Database | HasDatabase, source: Table, days: Sequence[date] | None = None, *,
                start: date | None = None, end: date | None = None,
                where: dict[str, Any] | None = None) -> pd.DataFrame: ...
 @overload
-def read_frame(database: Database, source: type[F], days: Sequence[date] | None = None, *,
+def read_frame(database: Database | HasDatabase, source: type[F], days: Sequence[date] | None = None, *,
                start: date | None = None, end: date | None = None,
                where: dict[str, Any] | None = None) -> F: ...
 def read_frame(
-    database: Database,
+    database: Database | HasDatabase,
     source: Table | type[TableFrame],
     days: Sequence[date] | None = None,
     *,
@@ -378,7 +385,10 @@ def read_frame(
     column equalities), in primary-key order, checked against the table's schema.
 
     ``source`` a :class:`~sqlalchemy.Table`: a validated DataFrame with every column;
-    a :class:`TableFrame` subclass: that typed frame."""
+    a :class:`TableFrame` subclass: that typed frame.  ``database`` may also be
+    anything holding one (the ``DatabaseResource`` of the assets)."""
+    if not isinstance(database, Database):
+        database = database.database
     table = source if isinstance(source, Table) else source.table
     clauses: list[ColumnElement[bool]] = []
     if days is not None:

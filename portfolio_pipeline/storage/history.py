@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, select, update
+from sqlalchemy import Connection, RowMapping, Table, delete, select, update
 
 from portfolio_pipeline.brokers.history.model import ImportBatch, ImportSummary
 from portfolio_pipeline.domain.activity import CashFlow, Execution
@@ -218,14 +218,20 @@ def _filters(table: Table, broker: str | None, account_id: str | None) -> Iterab
         yield table.c.account_id == account_id
 
 
+def _stored_rows(
+    database: Database, table: Table, key: str, broker: str | None, account_id: str | None
+) -> Sequence[RowMapping]:
+    """Rows of ``table`` (optionally of one broker/account) in ``(ts, key)`` order."""
+    query = select(table).where(*_filters(table, broker, account_id)).order_by(table.c.ts, table.c[key])
+    with database.connect() as conn:
+        return conn.execute(query).mappings().all()
+
+
 def load_executions(
     database: Database, *, broker: str | None = None, account_id: str | None = None
 ) -> list[Execution]:
     """Stored executions (optionally of one broker/account), in time order."""
-    t = executions
-    query = select(t).where(*_filters(t, broker, account_id)).order_by(t.c.ts, t.c.exec_id)
-    with database.connect() as conn:
-        rows = conn.execute(query).mappings().all()
+    rows = _stored_rows(database, executions, "exec_id", broker, account_id)
     return [
         Execution(
             broker=r["broker"],
@@ -249,10 +255,7 @@ def load_cash_flows(
     database: Database, *, broker: str | None = None, account_id: str | None = None
 ) -> list[CashFlow]:
     """Stored cash flows (optionally of one broker/account), in time order."""
-    t = cash_flows
-    query = select(t).where(*_filters(t, broker, account_id)).order_by(t.c.ts, t.c.flow_id)
-    with database.connect() as conn:
-        rows = conn.execute(query).mappings().all()
+    rows = _stored_rows(database, cash_flows, "flow_id", broker, account_id)
     return [
         CashFlow(
             broker=r["broker"],

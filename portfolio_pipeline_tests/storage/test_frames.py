@@ -75,6 +75,22 @@ def test_table_read_stays_a_validated_dataframe(db: Database) -> None:
     assert read_frame(db, positions_snapshot, [NEXT_DAY]).empty
 
 
+def test_a_holder_of_the_database_reads_the_same_rows(db: Database) -> None:
+    """The assets pass their ``DatabaseResource`` (anything with ``.database``)."""
+    db.replace_partition(positions_snapshot, {"session_date": DAY},
+                         [position_row("SPX P2500"), stock_row("SPY")])
+
+    class Holder:
+        @property
+        def database(self) -> Database:
+            return db
+
+    direct = read_frame(db, positions_snapshot, [DAY])
+    held = read_frame(Holder(), positions_snapshot, [DAY])
+    pd.testing.assert_frame_equal(held, direct)
+    assert list(read_frame(Holder(), PositionsFrame, [DAY]).position_key) == ["SPX P2500", "SPY"]
+
+
 def test_malformed_stored_value_names_table_column_and_row(tmp_path: object) -> None:
     # SQLite stores what it is given: text in a REAL column is read back as text
     database = Database(f"sqlite:///{tmp_path}/bad.db")

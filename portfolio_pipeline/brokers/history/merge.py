@@ -10,12 +10,15 @@ kept.  Imported rows outside ``[start, until]`` are left out (no look-ahead).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
+from typing import TypeVar
 
 from portfolio_pipeline.domain.activity import CashFlow, Execution
 
 __all__ = ["merge_activity"]
+
+A = TypeVar("A", CashFlow, Execution)
 
 
 def merge_activity(
@@ -28,17 +31,19 @@ def merge_activity(
     until: datetime,
 ) -> tuple[list[CashFlow], list[Execution]]:
     """Cash flows and executions, deduplicated by broker id, each in time order."""
-    flows: dict[tuple[str, str, str], CashFlow] = {}
-    for f in live_flows:
-        flows[(f.broker, f.account_id, f.flow_id)] = f
-    for f in imported_flows:
-        if start <= f.ts.date() and f.ts <= until:
-            flows.setdefault((f.broker, f.account_id, f.flow_id), f)
-    fills: dict[tuple[str, str, str], Execution] = {}
-    for e in live_fills:
-        fills[(e.broker, e.account_id, e.exec_id)] = e
-    for e in imported_fills:
-        if start <= e.ts.date() and e.ts <= until:
-            fills.setdefault((e.broker, e.account_id, e.exec_id), e)
-    return (sorted(flows.values(), key=lambda f: (f.ts, f.flow_id)),
-            sorted(fills.values(), key=lambda e: (e.ts, e.exec_id)))
+    return (_merged(live_flows, imported_flows, lambda f: f.flow_id, start, until),
+            _merged(live_fills, imported_fills, lambda e: e.exec_id, start, until))
+
+
+def _merged(
+    live: Iterable[A], imported: Iterable[A], broker_id: Callable[[A], str], start: date, until: datetime
+) -> list[A]:
+    """``live`` and the ``imported`` events within ``[start, until]`` keyed by
+    ``(broker, account_id, broker_id)`` (the live one kept), in ``(ts, broker_id)`` order."""
+    merged: dict[tuple[str, str, str], A] = {}
+    for a in live:
+        merged[(a.broker, a.account_id, broker_id(a))] = a
+    for a in imported:
+        if start <= a.ts.date() and a.ts <= until:
+            merged.setdefault((a.broker, a.account_id, broker_id(a)), a)
+    return sorted(merged.values(), key=lambda a: (a.ts, broker_id(a)))

@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar, overload
+from typing import Any
 
 import pandas as pd
-from sqlalchemy import Table
 
 from portfolio_pipeline.defs.quality import suite_check_result
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.domain.settlement import settlement_instant
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
-from portfolio_pipeline.storage import frames as storage_frames
-from portfolio_pipeline.storage.frames import TableFrame
-
-F = TypeVar("F", bound=TableFrame)
-
-
-@overload
-def read_frame(db: DatabaseResource, source: Table, days: Sequence[date] | None = None, *,
-               start: date | None = None, end: date | None = None,
-               where: dict[str, Any] | None = None) -> pd.DataFrame: ...
-@overload
-def read_frame(db: DatabaseResource, source: type[F], days: Sequence[date] | None = None, *,
-               start: date | None = None, end: date | None = None,
-               where: dict[str, Any] | None = None) -> F: ...
-def read_frame(
-    db: DatabaseResource,
-    source: Table | type[TableFrame],
-    days: Sequence[date] | None = None,
-    *,
-    start: date | None = None,
-    end: date | None = None,
-    where: dict[str, Any] | None = None,
-) -> pd.DataFrame | TableFrame:
-    """:func:`portfolio_pipeline.storage.frames.read_frame` on the resource's database."""
-    if isinstance(source, Table):
-        return storage_frames.read_frame(db.database, source, days, start=start, end=end, where=where)
-    return storage_frames.read_frame(db.database, source, days, start=start, end=end, where=where)
+from portfolio_pipeline.storage.frames import read_frame as read_frame  # the assets' reader
 
 
 def on(frame: pd.DataFrame, day: date) -> pd.DataFrame:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import dagster as dg
 
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS, POSITION_GREEKS
+from portfolio_pipeline.defs.jobs import demo_skip, session_tick
 from portfolio_pipeline.defs.positions.checks import ACCOUNTS, MARKET, POSITIONS
 from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
 
@@ -39,15 +38,13 @@ def intraday_schedule(job: dg.UnresolvedAssetJobDefinition, calendar: ExchangeCa
         default_status=dg.DefaultScheduleStatus.STOPPED,
     )
     def _intraday(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        tick = context.scheduled_execution_time or datetime.now(NEW_YORK)
-        day = tick.astimezone(NEW_YORK).date()
-        if not calendar.is_session(day):
-            return dg.SkipReason(f"{day} is not an XNYS session")
+        at = session_tick(context, calendar)
+        if isinstance(at, dg.SkipReason):
+            return at
+        tick, day = at
         if not calendar.is_open(tick):
             return dg.SkipReason(f"{tick.astimezone(NEW_YORK):%Y-%m-%d %H:%M} is outside market hours")
         stamp = tick.astimezone(NEW_YORK).strftime("%Y-%m-%dT%H%M")
-        from portfolio_pipeline.defs.jobs import demo_skip
-
         reason = demo_skip(day)
         if reason is not None:
             return dg.SkipReason(reason)

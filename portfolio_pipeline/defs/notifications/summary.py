@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Final, Generic, TypeVar
 
-from sqlalchemy import Connection, Table, and_, func, select
+from sqlalchemy import Connection, Row, Table, and_, func, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from portfolio_pipeline.domain.orders import Order, OrderStatus
 from portfolio_pipeline.domain.symbols import AGGREGATE
@@ -218,6 +219,24 @@ def week_sessions(calendar: ExchangeCalendar, day: date) -> list[date]:
     return calendar.sessions(day - timedelta(days=day.weekday()), day)
 
 
+def _account_sums(
+    conn: Connection, table: Table, key: str, value: str, first: date, day: date,
+    *where: ColumnElement[bool],
+) -> Sequence[Row[Any, Any]]:
+    """``(key, sum(value))`` over the per-account rows (no aggregate broker or account,
+    and ``where``) of the sessions ``first..day``."""
+    return conn.execute(
+        select(table.c[key], func.sum(table.c[value]))
+        .where(
+            table.c.session_date.between(first, day),
+            table.c.broker != AGGREGATE,
+            table.c.account_id != AGGREGATE,
+            *where,
+        )
+        .group_by(table.c[key])
+    ).all()
+
+
 def _metric(conn: Connection, day: date, metric: str) -> float | None:
     r = risk_metrics
     value = conn.execute(
@@ -255,25 +274,9 @@ def weekly_digest_data(db: Database, calendar: ExchangeCalendar, day: date) -> G
         sharpe = _metric(conn, day, "sharpe")
         max_dd = _metric(conn, day, "max_drawdown")
         current_dd = _metric(conn, day, "current_drawdown")
-        strategies = conn.execute(
-            select(perf.c.strategy_type, func.sum(perf.c.daily_pnl))
-            .where(
-                perf.c.session_date.between(first, day),
-                perf.c.broker != AGGREGATE,
-                perf.c.account_id != AGGREGATE,
-            )
-            .group_by(perf.c.strategy_type)
-        ).all()
-        positions = conn.execute(
-            select(att.c.position_key, func.sum(att.c.actual))
-            .where(
-                att.c.session_date.between(first, day),
-                att.c.broker != AGGREGATE,
-                att.c.account_id != AGGREGATE,
-                att.c.position_key != AGGREGATE,
-            )
-            .group_by(att.c.position_key)
-        ).all()
+        strategies = _account_sums(conn, perf, "strategy_type", "daily_pnl", first, day)
+        positions = _account_sums(conn, att, "position_key", "actual", first, day,
+                                  att.c.position_key != AGGREGATE)
     if not pnl_rows:
         missing.append("portfolio_returns")
     if max_dd is None:

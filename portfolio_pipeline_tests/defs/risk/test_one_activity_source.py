@@ -71,3 +71,18 @@ def test_merge_keeps_live_and_drops_duplicates_and_future_rows() -> None:
                                   until=datetime(2018, 2, 5, 21, 1, tzinfo=UTC))
     assert [(f.flow_id, f.amount) for f in flows] == [("7001", 50_000.0), ("7003", 3.21)]
     assert fills == []
+
+
+def test_merge_of_executions_keeps_live_and_orders_by_time_then_id() -> None:
+    def fill(exec_id: str, ts: datetime, price: float) -> Execution:
+        return Execution("ibkr", "U1", exec_id, CALL, ts, 1.0, price, 100.0)
+
+    live = [fill("e2", datetime(2018, 2, 5, 15, 0, tzinfo=UTC), 5.0)]
+    imported = [fill("e2", datetime(2018, 2, 5, 15, 0, tzinfo=UTC), 4.0),   # live kept
+                fill("e1", datetime(2018, 2, 5, 15, 0, tzinfo=UTC), 6.0),   # same time: id order
+                fill("e0", datetime(2018, 2, 6, 15, 0, tzinfo=UTC), 7.0),   # after ``until``
+                fill("e9", datetime(2017, 12, 29, 15, 0, tzinfo=UTC), 8.0)]  # before ``start``
+    flows, fills = merge_activity([], live, [], imported, start=date(2018, 1, 1),
+                                  until=datetime(2018, 2, 5, 21, 0, tzinfo=UTC))
+    assert flows == []
+    assert [(e.exec_id, e.price) for e in fills] == [("e1", 6.0), ("e2", 5.0)]
