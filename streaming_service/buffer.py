@@ -34,11 +34,11 @@ from typing import Any, Final, Protocol
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
+from portfolio_pipeline.clock import to_utc
 from portfolio_pipeline.storage.engine import Database, json_dumps
 from portfolio_pipeline.storage.events import EVENTS_CHANNEL, append_event, notify
 from portfolio_pipeline.storage.insert_ignore import insert_ignore
 from portfolio_pipeline.storage.tables import events as events_table
-from portfolio_pipeline.storage.tables import to_utc
 from streaming_service.durable import append_lines, rewrite_lines
 
 __all__ = [

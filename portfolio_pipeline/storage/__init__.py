@@ -35,7 +35,6 @@ from portfolio_pipeline.storage.tables import (
     order_audit,
     orders,
     positions_snapshot,
-    to_utc,
 )
 from portfolio_pipeline.storage.writes import read_partition, replace_partition
 
@@ -62,5 +61,4 @@ __all__ = [
     "positions_snapshot",
     "read_partition",
     "replace_partition",
-    "to_utc",
 ]

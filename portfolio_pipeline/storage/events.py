@@ -15,9 +15,10 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, select, text
 
+from portfolio_pipeline.clock import to_utc
 from portfolio_pipeline.storage.engine import json_dumps
 from portfolio_pipeline.storage.insert_ignore import insert_ignore
-from portfolio_pipeline.storage.tables import events, to_utc
+from portfolio_pipeline.storage.tables import events
 
 __all__ = [
     "DEFAULT_EVENTS_LIMIT",

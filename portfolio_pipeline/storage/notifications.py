@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
-from portfolio_pipeline.clock import Clock, system_clock
+from portfolio_pipeline.clock import Clock, system_clock, to_utc
 from portfolio_pipeline.notify.store import (
     DROPPED,
     FAILED,
@@ -39,7 +39,7 @@ from portfolio_pipeline.notify.store import (
 )
 from portfolio_pipeline.storage.engine import Database
 from portfolio_pipeline.storage.insert_ignore import insert_ignore
-from portfolio_pipeline.storage.tables import alerts, notification_deliveries, to_utc
+from portfolio_pipeline.storage.tables import alerts, notification_deliveries
 
 __all__ = [
     "SqlNotificationStore",

@@ -56,7 +56,6 @@ __all__ = [
     "order_audit",
     "orders",
     "positions_snapshot",
-    "to_utc",
 ]
 
 NAMING_CONVENTION: Final = MappingProxyType(

@@ -18,8 +18,9 @@ import numpy as np
 from sqlalchemy import JSON, Column, Connection, Date, Float, Table, and_, delete, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from portfolio_pipeline.clock import to_utc
 from portfolio_pipeline.storage.engine import json_dumps
-from portfolio_pipeline.storage.tables import UtcDateTime, to_utc
+from portfolio_pipeline.storage.tables import UtcDateTime
 
 __all__ = ["read_partition", "replace_partition"]
 

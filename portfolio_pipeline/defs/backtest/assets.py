@@ -9,7 +9,6 @@ import pandas as pd
 
 from portfolio_pipeline.analytics.var_backtest import exceedance_rows, summary_rows
 from portfolio_pipeline.defs.backtest.checks import RED_CHECK, VAR_BACKTEST, red_check
-from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -17,6 +16,7 @@ from portfolio_pipeline.defs.risk.checks import RETURNS, RISK
 from portfolio_pipeline.defs.stress.checks import MONTE_CARLO
 from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.storage import replace_partition
+from portfolio_pipeline.storage.frames import read_frame
 from portfolio_pipeline.storage.tables import (
     monte_carlo_var,
     portfolio_returns,

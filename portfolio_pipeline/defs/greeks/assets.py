@@ -28,7 +28,6 @@ from portfolio_pipeline.defs.greeks.frames import (
     beta_history,
     check_result,
     on,
-    read_frame,
     settlement_hour,
 )
 from portfolio_pipeline.defs.metadata import SessionMetadata, usd
@@ -37,6 +36,7 @@ from portfolio_pipeline.defs.positions.checks import MARKET, POSITIONS
 from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.storage import market_snapshot, positions_snapshot, replace_partition
+from portfolio_pipeline.storage.frames import read_frame
 from portfolio_pipeline.storage.tables import portfolio_greeks, position_greeks
 
 BETA_LOOKBACK = timedelta(days=400)

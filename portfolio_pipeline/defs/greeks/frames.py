@@ -12,7 +12,6 @@ from portfolio_pipeline.defs.quality import suite_check_result
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.domain.settlement import settlement_instant
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
-from portfolio_pipeline.storage.frames import read_frame as read_frame  # the assets' reader
 
 
 def on(frame: pd.DataFrame, day: date) -> pd.DataFrame:

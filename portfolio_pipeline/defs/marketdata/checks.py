@@ -93,8 +93,8 @@ def make_mark_checks() -> list[dg.AssetChecksDefinition]:
         context: dg.AssetCheckExecutionContext, config: MarkCheckConfig, db: DatabaseResource,
         platform: PlatformResource,
     ) -> dg.AssetCheckResult:
-        from portfolio_pipeline.defs.greeks.frames import read_frame
         from portfolio_pipeline.storage import market_snapshot
+        from portfolio_pipeline.storage.frames import read_frame
         from portfolio_pipeline.storage.tables import position_greeks
 
         greeks = read_frame(db, position_greeks)

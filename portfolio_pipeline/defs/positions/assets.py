@@ -9,7 +9,6 @@ import dagster as dg
 from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
 from portfolio_pipeline.brokers.snapshot import BookSnapshot
 from portfolio_pipeline.config import ConfigError
-from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata, usd
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import (
@@ -30,6 +29,7 @@ from portfolio_pipeline.storage import (
     positions_snapshot,
     replace_partition,
 )
+from portfolio_pipeline.storage.frames import read_frame
 from portfolio_pipeline.storage.records import account_row, position_row, quote_row
 
 BROKER_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL)

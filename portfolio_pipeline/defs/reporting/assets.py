@@ -10,13 +10,13 @@ from portfolio_pipeline.analytics.performance import ALL
 from portfolio_pipeline.analytics.report import render_report
 from portfolio_pipeline.defs.backtest.checks import VAR_BACKTEST
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS
-from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource
 from portfolio_pipeline.defs.risk.checks import ATTRIBUTION, MARGIN, RETURNS, RISK
 from portfolio_pipeline.paths import reports_dir, write_private_text
+from portfolio_pipeline.storage.frames import read_frame
 from portfolio_pipeline.storage.tables import (
     limit_checks,
     margin_history,

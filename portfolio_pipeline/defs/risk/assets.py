@@ -28,7 +28,6 @@ from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS, POSITION_GRE
 from portfolio_pipeline.defs.greeks.frames import (
     check_result,
     on,
-    read_frame,
 )
 from portfolio_pipeline.defs.metadata import SessionMetadata, pct, usd
 from portfolio_pipeline.defs.partitions import partition_dates
@@ -68,6 +67,7 @@ from portfolio_pipeline.storage.frames import (
     PositionGreeksFrame,
     PositionsFrame,
     ReturnsFrame,
+    read_frame,
 )
 from portfolio_pipeline.storage.regimes import session_regime_state
 from portfolio_pipeline.storage.tables import (

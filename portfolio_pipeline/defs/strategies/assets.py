@@ -17,7 +17,6 @@ import dagster as dg
 from sqlalchemy import select
 
 from portfolio_pipeline.defs.activity import read_activity
-from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.progress import tracked
@@ -43,6 +42,7 @@ from portfolio_pipeline.defs.strategies.checks import (
 )
 from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.storage import append_event, replace_partition
+from portfolio_pipeline.storage.frames import read_frame
 from portfolio_pipeline.storage.tables import (
     kelly_sizing,
     liquidity_flags,

@@ -27,7 +27,6 @@ from portfolio_pipeline.analytics.stress import (
     monte_carlo_rows,
     var_cvar,
 )
-from portfolio_pipeline.defs.greeks.frames import read_frame
 from portfolio_pipeline.defs.marketdata.reader import (
     ended_windows,
     model_history,
@@ -58,6 +57,7 @@ from portfolio_pipeline.quant.revaluation import greeks_pnl, revalue
 from portfolio_pipeline.quant.scenario_config import MonteCarloConfig, StressScenariosFile
 from portfolio_pipeline.quant.scenario_risk import tail_contributions
 from portfolio_pipeline.storage import positions_snapshot, replace_partition
+from portfolio_pipeline.storage.frames import read_frame
 from portfolio_pipeline.storage.regimes import session_regime_state
 from portfolio_pipeline.storage.tables import (
     correlation_stress,
