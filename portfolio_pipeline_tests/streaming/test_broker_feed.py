@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -409,9 +410,20 @@ def test_tastytrade_ticks_for_the_held_positions_and_stale_greeks_flag_the_optio
                 # the SPX tick waits for the SPXW put's Greeks, so the first poll may be partial
                 more = await take(stream, lambda got: "SPX" in {t.symbol for t in got})
                 dx.greeks[SPXW_PUT_DX] = NAN_GREEKS  # dxfeed sends NaN; the SDK drops the events
-                clock.set(T0 + timedelta(seconds=6))  # ... until the adapter's watchdog calls it stale
-                later = await take(stream, lambda got: SPXW_KEY in feed.flagged_options
-                                   and "SPX" in {t.symbol for t in got[-4:]} and len(got) >= 8)
+                # ... until the adapter's watchdog calls it stale. A good Greeks event still in
+                # flight when the clock moves is stamped with the new time, so on a busy machine
+                # the clock moves on again (6 s per real second) until the watchdog flags it.
+                clock.set(T0 + timedelta(seconds=6))
+                moved = [time.monotonic()]
+
+                def flagged(got: list[Tick]) -> bool:
+                    if SPXW_KEY not in feed.flagged_options and time.monotonic() - moved[0] > 1.0:
+                        clock.set(clock() + timedelta(seconds=6))
+                        moved[0] = time.monotonic()
+                    return (SPXW_KEY in feed.flagged_options
+                            and "SPX" in {t.symbol for t in got[-4:]} and len(got) >= 8)
+
+                later = await take(stream, flagged)
                 await stream.aclose()
             finally:
                 await feed.aclose()
