@@ -188,7 +188,7 @@ def pnl_at(
 
 
 def summarize(
-    moves: npt.ArrayLike, pnl: npt.ArrayLike, refine: Callable[[float], float] | None = None, *, xtol: float = 1e-10
+    moves: npt.ArrayLike, pnl: npt.ArrayLike, refine: Callable[[float], float] | None = None, *, xtol: float = 1e-7
 ) -> CurveSummary:
     """Breakevens, max profit and max loss of one curve.
 
