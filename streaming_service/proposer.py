@@ -20,9 +20,9 @@ import hashlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +32,8 @@ from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.limits import LimitCheck, RiskSnapshot
 from portfolio_pipeline.domain.orders import Action, Order, OrderLeg
 from portfolio_pipeline.domain.positions import Contract, Right
-from portfolio_pipeline.domain.whatif import RiskChange
 from portfolio_pipeline.domain.settlement import SessionHours, years_to_settlement
+from portfolio_pipeline.domain.whatif import RiskChange
 from portfolio_pipeline.quant import pricing
 from portfolio_pipeline.quant._typing import Model
 
@@ -109,7 +109,7 @@ class HedgeCandidate:
     metric_after: float
     """Expected metric (fraction of NLV) after the hedge."""
     rationale: str
-    change: RiskChange = RiskChange()
+    change: RiskChange = field(default_factory=RiskChange)
     """What the whole hedge (``quantity`` units) does to the book's dollar Greeks (the
     what-if of ``domain.whatif``; the margin change comes from the broker's WhatIf)."""
 

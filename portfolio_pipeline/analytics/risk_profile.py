@@ -165,7 +165,7 @@ def _underlying_profile(inputs: ProfileInputs, f: int, kw_base: dict[str, Any]) 
     c = book.contracts
     idx = np.flatnonzero(c.factor == f)
     name = book.factors[f]
-    keys = [inputs.contract_keys[i] for i in idx]
+    keys = [inputs.contract_keys[int(i)] for i in idx]
     total = book.units[idx].sum(axis=1)
     cols = [total]
     gkeys: list[tuple[str, str, str, str | None]] = [(ALL, ALL, ALL, None)]

@@ -39,8 +39,8 @@ from portfolio_pipeline.quant.scenario_book import Book, ContractSet
 from portfolio_pipeline.quant.scenario_set import DAYS_PER_YEAR, GridScenarios, shock_grid
 
 __all__ = [
-    "Curves",
     "CurveSummary",
+    "Curves",
     "Horizon",
     "atm_vol",
     "expected_move",

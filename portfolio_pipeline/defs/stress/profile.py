@@ -38,8 +38,18 @@ from portfolio_pipeline.domain.symbols import AGGREGATE as ALL
 from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
 from portfolio_pipeline.quant.risk_profile import Horizon
 from portfolio_pipeline.quant.scenario_config import StressScenariosFile
-from portfolio_pipeline.storage import market_snapshot, positions_snapshot, read_partition, replace_partition
-from portfolio_pipeline.storage.tables import risk_profile, risk_profile_summary, strategy_groups, stress_shock_grid
+from portfolio_pipeline.storage import (
+    market_snapshot,
+    positions_snapshot,
+    read_partition,
+    replace_partition,
+)
+from portfolio_pipeline.storage.tables import (
+    risk_profile,
+    risk_profile_summary,
+    strategy_groups,
+    stress_shock_grid,
+)
 
 __all__ = ["PROFILE", "PROFILE_CHECK", "make_profile_asset", "profile_inputs", "session_horizons"]
 

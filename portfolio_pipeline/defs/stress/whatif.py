@@ -38,7 +38,12 @@ from portfolio_pipeline.analytics.risk_profile import ProfileCurves, build_profi
 from portfolio_pipeline.analytics.stress import var_cvar
 from portfolio_pipeline.brokers.demo.margin import MarginLeg, account_margin
 from portfolio_pipeline.config.loader import PlatformConfig
-from portfolio_pipeline.defs.stress.book import StressBook, american_kwargs, grid_scenarios, load_book
+from portfolio_pipeline.defs.stress.book import (
+    StressBook,
+    american_kwargs,
+    grid_scenarios,
+    load_book,
+)
 from portfolio_pipeline.defs.stress.profile import profile_inputs, spx_level
 from portfolio_pipeline.domain.errors import InvalidDataError
 from portfolio_pipeline.domain.greeks import position_greeks
@@ -56,7 +61,8 @@ from portfolio_pipeline.quant.scenario_book import Book, ContractSet
 from portfolio_pipeline.quant.scenario_set import ScenarioSet
 from portfolio_pipeline.storage import market_snapshot, positions_snapshot, read_partition
 from portfolio_pipeline.storage.regimes import session_regime_state
-from portfolio_pipeline.storage.tables import margin_history, portfolio_greeks, position_greeks as pg_table
+from portfolio_pipeline.storage.tables import margin_history, portfolio_greeks
+from portfolio_pipeline.storage.tables import position_greeks as pg_table
 
 __all__ = ["WhatIf", "extend_book", "what_if"]
 
@@ -266,7 +272,7 @@ def _history_scenarios(sb: StressBook, history: Any, day: date, days: int) -> Sc
     spx = history.spx_close().astype("float64")
     vix = history.vix().astype("float64")
     joint = spx.to_frame("spx").join(vix.rename("vix"), how="inner")
-    joint = joint[joint.index.date <= day].tail(days + 1)  # type: ignore[attr-defined]
+    joint = joint[joint.index.date <= day].tail(days + 1)
     if len(joint) < 30:
         raise InvalidDataError(f"only {len(joint)} SPX/VIX closes up to {day} for the historical VaR")
     r = np.diff(np.log(joint["spx"].to_numpy()))
