@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
 
 from portfolio_pipeline.cli_errors import CliError
 
-__all__ = ["whatif"]
+__all__ = ["scenario", "whatif"]
 
 DATE = click.DateTime(["%Y-%m-%d"])
 PROFILE_MOVES = (-0.10, -0.05, 0.0, 0.05, 0.10)
@@ -167,3 +168,57 @@ def _print_profile(before: Any, after: Any) -> None:
         click.echo(f"  {hz.label:<16} " + " ".join(f"{_usd(cb[i]):>11}->{_usd(ca[i]):>10}" for i in idx)
                    + f"   {be} | {ae}")
         click.echo(f"  {'':<16} max loss in range {_usd(sb.max_loss)} -> {_usd(sa.max_loss)}")
+
+
+@click.group("scenario")
+def scenario() -> None:
+    """Named what-if scenarios (the same as the Dagster scenario_job)."""
+
+
+@scenario.command("run")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--keep-last", default=20, show_default=True, type=click.IntRange(1, 1000),
+              help="Scenarios kept (newest names).")
+def scenario_run(path: Path, keep_last: int) -> None:
+    """Run the scenario of FILE.yaml on the stored book and store it under its name."""
+    from datetime import UTC
+
+    from portfolio_pipeline.config import load_platform_config
+    from portfolio_pipeline.config.loader import load_config_file
+    from portfolio_pipeline.config.scenario import ScenarioSpec
+    from portfolio_pipeline.defs.stress.scenario import run_scenario, store_scenario
+    from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+    from portfolio_pipeline.paths import config_dir
+    from portfolio_pipeline.storage import Database
+
+    spec = load_config_file(path, ScenarioSpec)
+    config = load_platform_config(config_dir())
+    with Database() as database:
+        database.migrate()
+        with database.begin() as conn:
+            result = run_scenario(conn, spec, config, ExchangeCalendar())
+            store_scenario(conn, result, keep_last, datetime.now(UTC))
+    click.echo(f"scenario {spec.name} on the {result.session} book (stored)")
+    click.echo(f"  {'underlying':<10} {'price':>10} {'scenario':>10} {'P&L ($)':>12} {'with trades ($)':>16}")
+    for r in result.rows:
+        name = "book" if r["underlying"] == "*" else r["underlying"]
+        click.echo(f"  {name:<10} {r['spot']:>10,.2f} {r['spot_after']:>10,.2f} {_usd(r['pnl'], True):>12} "
+                   f"{_usd(r['pnl_with_trades'], True):>16}")
+
+
+@scenario.command("list")
+def scenario_list() -> None:
+    """The stored scenarios, newest first."""
+    from portfolio_pipeline.defs.stress.scenario import list_scenarios
+    from portfolio_pipeline.storage import Database
+
+    with Database() as database:
+        database.migrate()
+        with database.connect() as conn:
+            rows = list_scenarios(conn)
+    if not rows:
+        click.echo("no scenario stored yet: `portfolio scenario run FILE.yaml` or the scenario_job in the UI")
+        return
+    for r in rows:
+        click.echo(f"  {r['name']:<24} session {r['session_date']}  run {r['created_at']:%Y-%m-%d %H:%M} UTC  "
+                   f"book P&L {_usd(r['pnl'], True)}  with trades {_usd(r['pnl_with_trades'], True)}")

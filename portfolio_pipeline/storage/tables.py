@@ -986,3 +986,18 @@ risk_profile_summary = Table(
     _json("breakevens"),
     comment="Breakevens (driver prices), max profit/loss and expected move of each risk profile curve.",
 )
+
+scenario_results = Table(
+    "scenario_results",
+    metadata,
+    _key("name", 64, comment="the scenario's name (the last run of a name replaces it)"),
+    _key("underlying", 32, comment="'*' for the whole book"),
+    _utc("created_at"),
+    Column("session_date", Date, nullable=False, comment="the stored session whose book was shocked"),
+    _json("spec"),
+    _money("spot", comment="price today (SPX for '*')"),
+    _money("spot_after", comment="price in the scenario"),
+    _money("pnl", comment="the book's P&L in the scenario (full revaluation)"),
+    _money("pnl_with_trades", comment="the book plus the scenario's extra trades"),
+    comment="Named what-if scenarios (scenario_job, portfolio scenario run); the last N names are kept.",
+)

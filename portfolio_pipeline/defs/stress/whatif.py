@@ -64,7 +64,7 @@ from portfolio_pipeline.storage.regimes import session_regime_state
 from portfolio_pipeline.storage.tables import margin_history, portfolio_greeks
 from portfolio_pipeline.storage.tables import position_greeks as pg_table
 
-__all__ = ["WhatIf", "extend_book", "what_if"]
+__all__ = ["WhatIf", "extend_book", "model_values", "what_if"]
 
 VAR_DAYS = 500
 TRADING_DAYS = 252.0
@@ -195,21 +195,23 @@ def extend_book(
     for i, u in trade_units.items():
         after[i] += u
     two = Book(contracts, np.stack([before, after], axis=1), ("before", "after"), tuple(factors))
-    values = _values(contracts, config)
+    values = model_values(contracts, config)
     priced = [dataclasses.replace(p, value=float(values[p.contract_index])) for p in priced]
     ext_sb = dataclasses.replace(sb, book=Book(contracts, two.units[:, 1:], ("after",), tuple(factors)),
                                  settings=tuple(settings), contract_keys=tuple(keys))
     return ext_sb, two, priced
 
 
-def _values(c: ContractSet, config: PlatformConfig) -> np.ndarray:
-    """Per-unit model value today of every contract (the revaluation's own kernel)."""
+def model_values(c: ContractSet, config: PlatformConfig) -> np.ndarray:
+    """Per-unit model value today of every contract (the revaluation's own kernels: the
+    closed form, the grid's American pricer)."""
     kw = american_kwargs(config.stress_scenarios.grid)
+    method = "bs2002" if kw["american_method"] == "bs2002" else "lr"
     out = np.where(c.is_option, 0.0, c.spot)
     for i in np.flatnonzero(c.is_option):
         if c.american[i]:
             v = pricing.american_price(bool(c.is_call[i]), c.spot[i], c.strike[i], c.T[i], c.r[i], c.q[i], c.vol[i],
-                                       method="lr", steps=int(kw["american_steps"]))  # type: ignore[call-overload]
+                                       method=method, steps=int(kw["american_steps"]))  # type: ignore[call-overload, arg-type]
         else:
             v = pricing.price(bool(c.is_call[i]), c.spot[i], c.strike[i], c.T[i], c.r[i], c.q[i], c.vol[i])
         out[i] = float(np.asarray(v))

@@ -1,4 +1,4 @@
-"""add risk_profile and risk_profile_summary
+"""add risk_profile, risk_profile_summary and scenario_results
 
 Revision ID: 0015
 Revises: '0013'
@@ -67,9 +67,26 @@ def upgrade() -> None:
                                 name=op.f("pk_risk_profile_summary")),
         comment="Breakevens (driver prices), max profit/loss and expected move of each risk profile curve.",
     )
+    op.create_table(
+        "scenario_results",
+        sa.Column("name", sa.String(64), nullable=False,
+                  comment="the scenario's name (the last run of a name replaces it)"),
+        sa.Column("underlying", sa.String(32), nullable=False, comment="'*' for the whole book"),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("session_date", sa.Date(), nullable=False, comment="the stored session whose book was shocked"),
+        sa.Column("spec", sa.JSON(none_as_null=True), nullable=False),
+        sa.Column("spot", sa.Double(), nullable=False, comment="price today (SPX for '*')"),
+        sa.Column("spot_after", sa.Double(), nullable=False, comment="price in the scenario"),
+        sa.Column("pnl", sa.Double(), nullable=False, comment="the book's P&L in the scenario (full revaluation)"),
+        sa.Column("pnl_with_trades", sa.Double(), nullable=False,
+                  comment="the book plus the scenario's extra trades"),
+        sa.PrimaryKeyConstraint("name", "underlying", name=op.f("pk_scenario_results")),
+        comment="Named what-if scenarios (scenario_job, portfolio scenario run); the last N names are kept.",
+    )
 
 
 def downgrade() -> None:
     """Downgrade the schema."""
+    op.drop_table("scenario_results")
     op.drop_table("risk_profile_summary")
     op.drop_table("risk_profile")
