@@ -136,7 +136,9 @@ def default_moves(range_pct: float, points: int, grid_shocks_pct: Sequence[float
     return spot_moves(-r, r, points, include=[s / 100.0 for s in grid_shocks_pct])
 
 
-def _horizons(inputs: ProfileInputs, decays: Sequence[float], extra: Sequence[float] = ()) -> list[Horizon]:
+def _horizons(
+    inputs: ProfileInputs, decays: Sequence[float], extra: Sequence[float] = ()
+) -> list[Horizon]:
     out = list(inputs.session_horizons)
     seen = {h.decay for h in out}
     chosen = sorted(set(list(decays)[: inputs.max_expiries]) | set(extra))
@@ -147,17 +149,24 @@ def _horizons(inputs: ProfileInputs, decays: Sequence[float], extra: Sequence[fl
     return out
 
 
-def _refiner(book: Book, horizon: Horizon, group: int, kw: dict[str, Any]) -> Callable[[float], float]:
+def _refiner(
+    book: Book, horizon: Horizon, group: int, kw: dict[str, Any]
+) -> Callable[[float], float]:
     def f(move: float) -> float:
         return float(pnl_at(book, move, horizon, **kw)[group])
 
     return f
 
 
-def _summaries(book: Book, curves: Curves, stored: Sequence[tuple[int, int]],
-               kw: dict[str, Any]) -> dict[tuple[int, int], CurveSummary]:
-    return {(g, h): summarize(curves.moves, curves.curve(h, g), _refiner(book, curves.horizons[h], g, kw))
-            for g, h in stored}
+def _summaries(
+    book: Book, curves: Curves, stored: Sequence[tuple[int, int]], kw: dict[str, Any]
+) -> dict[tuple[int, int], CurveSummary]:
+    return {
+        (g, h): summarize(
+            curves.moves, curves.curve(h, g), _refiner(book, curves.horizons[h], g, kw)
+        )
+        for g, h in stored
+    }
 
 
 def _underlying_profile(inputs: ProfileInputs, f: int, kw_base: dict[str, Any]) -> ProfileCurves:
@@ -176,19 +185,30 @@ def _underlying_profile(inputs: ProfileInputs, f: int, kw_base: dict[str, Any]) 
             continue
         missing = [k for k in s.units if k not in keys]
         if missing:
-            logger.warning("strategy=%s legs=%s not in the session's book: skipped", s.strategy_id, missing)
+            logger.warning(
+                "strategy=%s legs=%s not in the session's book: skipped", s.strategy_id, missing
+            )
             continue
         cols.append(np.array([s.units.get(k, 0.0) for k in keys]))
         gkeys.append((s.broker, s.account_id, s.strategy_id, s.strategy_type))
-        t = [float(c.T[i]) for i, k in zip(idx, keys, strict=True)
-             if k in s.units and c.is_option[i] and c.T[i] > 0]
+        t = [
+            float(c.T[i])
+            for i, k in zip(idx, keys, strict=True)
+            if k in s.units and c.is_option[i] and c.T[i] > 0
+        ]
         front = min(t) if t else None
         fronts.append(next((d for d in decays if front is not None and d >= front), math.nan))
-    sb = sub_book(book, idx, np.stack(cols, axis=1), tuple("|".join(str(x) for x in k[:3]) for k in gkeys))
+    sb = sub_book(
+        book, idx, np.stack(cols, axis=1), tuple("|".join(str(x) for x in k[:3]) for k in gkeys)
+    )
     volf = bool(np.asarray(inputs.is_vol_factor)[f])
     d_atm = 0.0 if volf else inputs.vol_shift_points / 100.0
-    kw = {**kw_base, "skew_slope": [float(np.asarray(kw_base["skew_slope"])[f])],
-          "spot_beta": [1.0], "d_atm": d_atm}
+    kw = {
+        **kw_base,
+        "skew_slope": [float(np.asarray(kw_base["skew_slope"])[f])],
+        "spot_beta": [1.0],
+        "d_atm": d_atm,
+    }
     horizons = _horizons(inputs, decays, [d for d in fronts if math.isfinite(d)])
     curves = risk_profile(sb, inputs.moves, horizons, **kw)
     stored = [(0, h) for h in range(len(horizons))]
@@ -197,8 +217,17 @@ def _underlying_profile(inputs: ProfileInputs, f: int, kw_base: dict[str, Any]) 
         if math.isfinite(d):
             stored.append((g, next(i for i, h in enumerate(horizons) if h.decay == d)))
     front_spot = float(c.spot[idx[np.argmin(np.where(c.is_option[idx], c.T[idx], np.inf))]])
-    return ProfileCurves(name, name, front_spot, curves, tuple(gkeys), tuple(stored),
-                         _summaries(sb, curves, stored, kw), atm_vol(c, f), inputs.vol_shift_points)
+    return ProfileCurves(
+        name,
+        name,
+        front_spot,
+        curves,
+        tuple(gkeys),
+        tuple(stored),
+        _summaries(sb, curves, stored, kw),
+        atm_vol(c, f),
+        inputs.vol_shift_points,
+    )
 
 
 def book_profile(inputs: ProfileInputs, kw_base: dict[str, Any]) -> ProfileCurves:
@@ -211,13 +240,26 @@ def book_profile(inputs: ProfileInputs, kw_base: dict[str, Any]) -> ProfileCurve
     # the vol column as the shock grid builds it: a volatility-index underlying moves to
     # VIX + points, the others take the points as their ATM vol change
     extra = np.where(volf, math.log(max(inputs.vix + pts, 1.0) / inputs.vix), 0.0)
-    kw = {**kw_base, "spot_beta": np.where(volf, 0.0, inputs.beta), "d_atm": np.where(volf, 0.0, pts / 100.0),
-          "extra_log_ret": extra}
+    kw = {
+        **kw_base,
+        "spot_beta": np.where(volf, 0.0, inputs.beta),
+        "d_atm": np.where(volf, 0.0, pts / 100.0),
+        "extra_log_ret": extra,
+    }
     horizons = _horizons(inputs, expiry_decays(book.contracts))
     curves = risk_profile(whole, inputs.moves, horizons, **kw)
     stored = [(0, h) for h in range(len(horizons))]
-    return ProfileCurves(BOOK_PROFILE, SPX, inputs.spx, curves, ((ALL, ALL, ALL, None),), tuple(stored),
-                         _summaries(whole, curves, stored, kw), inputs.vix / 100.0, pts)
+    return ProfileCurves(
+        BOOK_PROFILE,
+        SPX,
+        inputs.spx,
+        curves,
+        ((ALL, ALL, ALL, None),),
+        tuple(stored),
+        _summaries(whole, curves, stored, kw),
+        inputs.vix / 100.0,
+        pts,
+    )
 
 
 def build_profiles(inputs: ProfileInputs) -> ProfileSet:
@@ -244,9 +286,19 @@ def profile_rows(day: date, profiles: ProfileSet) -> list[dict[str, Any]]:
             hz = p.curves.horizons[h]
             y = p.curves.curve(h, g)
             rows.extend(
-                {"session_date": day, "profile": p.profile, "broker": broker, "account_id": account,
-                 "strategy_id": sid, "horizon": hz.label, "point": i, "horizon_days": hz.days,
-                 "spot_move": float(m), "price": float(px), "pnl": float(v)}
+                {
+                    "session_date": day,
+                    "profile": p.profile,
+                    "broker": broker,
+                    "account_id": account,
+                    "strategy_id": sid,
+                    "horizon": hz.label,
+                    "point": i,
+                    "horizon_days": hz.days,
+                    "spot_move": float(m),
+                    "price": float(px),
+                    "pnl": float(v),
+                }
                 for i, (m, px, v) in enumerate(zip(p.curves.moves, prices, y, strict=True))
             )
     return rows
@@ -260,15 +312,28 @@ def summary_rows(day: date, profiles: ProfileSet) -> list[dict[str, Any]]:
             broker, account, sid, stype = p.group_keys[g]
             hz = p.curves.horizons[h]
             em = expected_move(p.spot, p.atm_vol, hz.decay) if p.atm_vol and hz.decay > 0 else None
-            rows.append({
-                "session_date": day, "profile": p.profile, "broker": broker, "account_id": account,
-                "strategy_id": sid, "horizon": hz.label, "strategy_type": stype, "driver": p.driver,
-                "spot": p.spot, "horizon_days": hz.days, "vol_shift_points": p.vol_shift_points,
-                "atm_vol": p.atm_vol, "expected_move": em,
-                "max_profit": s.max_profit, "max_profit_price": p.spot * (1 + s.max_profit_move),
-                "max_loss": s.max_loss, "max_loss_price": p.spot * (1 + s.max_loss_move),
-                "breakevens": [round(p.spot * (1 + b), 6) for b in s.breakevens],
-            })
+            rows.append(
+                {
+                    "session_date": day,
+                    "profile": p.profile,
+                    "broker": broker,
+                    "account_id": account,
+                    "strategy_id": sid,
+                    "horizon": hz.label,
+                    "strategy_type": stype,
+                    "driver": p.driver,
+                    "spot": p.spot,
+                    "horizon_days": hz.days,
+                    "vol_shift_points": p.vol_shift_points,
+                    "atm_vol": p.atm_vol,
+                    "expected_move": em,
+                    "max_profit": s.max_profit,
+                    "max_profit_price": p.spot * (1 + s.max_profit_move),
+                    "max_loss": s.max_loss,
+                    "max_loss_price": p.spot * (1 + s.max_loss_move),
+                    "breakevens": [round(p.spot * (1 + b), 6) for b in s.breakevens],
+                }
+            )
     return rows
 
 
@@ -278,8 +343,11 @@ def _money(x: float) -> str:
 
 def profile_markdown(summaries: Sequence[Mapping[str, Any]]) -> str:
     """The totals (strategy '*') of every profile as a markdown table."""
-    lines = ["| profile | horizon | driver | max loss ($) | at | max profit ($) | at | breakevens | "
-             "expected move (±) |", "|---|---|---|---:|---:|---:|---:|---|---:|"]
+    lines = [
+        "| profile | horizon | driver | max loss ($) | at | max profit ($) | at | breakevens | "
+        "expected move (±) |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|",
+    ]
     for r in summaries:
         if r["strategy_id"] != ALL:
             continue
@@ -288,5 +356,6 @@ def profile_markdown(summaries: Sequence[Mapping[str, Any]]) -> str:
         lines.append(
             f"| {'book (beta-weighted)' if r['profile'] == ALL else r['profile']} | {r['horizon']} | "
             f"{r['driver']} {r['spot']:,.2f} | {_money(r['max_loss'])} | {r['max_loss_price']:,.2f} | "
-            f"{_money(r['max_profit'])} | {r['max_profit_price']:,.2f} | {be} | {em} |")
+            f"{_money(r['max_profit'])} | {r['max_profit_price']:,.2f} | {be} | {em} |"
+        )
     return "\n".join(lines)

@@ -63,8 +63,15 @@ def _roots(instruments: InstrumentTable) -> set[str]:
     return {str(k).upper() for k in instruments}
 
 
-def _option(root_token: str, expiry: date, strike: float, right: str, instruments: InstrumentTable,
-            fail: type[TradeParseError], where: str) -> tuple[Contract, float]:
+def _option(
+    root_token: str,
+    expiry: date,
+    strike: float,
+    right: str,
+    instruments: InstrumentTable,
+    fail: type[TradeParseError],
+    where: str,
+) -> tuple[Contract, float]:
     token = root_token.upper()
     if token in _roots(instruments):
         root = token
@@ -77,16 +84,26 @@ def _option(root_token: str, expiry: date, strike: float, right: str, instrument
         try:
             root = instruments.root_for_trading_class(token)
         except UnknownInstrumentError:
-            raise fail(f"{where}: unknown root or trading class {root_token!r} (not in instruments.yaml)") from None
+            raise fail(
+                f"{where}: unknown root or trading class {root_token!r} (not in instruments.yaml)"
+            ) from None
         tclass = token
     spec = instruments.spec(root)
     if spec.option_underlying == "future":
-        raise fail(f"{where}: {root} options are futures options, which trade text does not describe "
-                   "(no future expiry)")
+        raise fail(
+            f"{where}: {root} options are futures options, which trade text does not describe "
+            "(no future expiry)"
+        )
     if not math.isfinite(strike) or strike <= 0:
         raise fail(f"{where}: strike must be a positive number")
-    contract = Contract(underlying=root, sec_type="OPT", expiry=expiry, strike=strike, right=right,  # type: ignore[arg-type]
-                        trading_class=tclass)
+    contract = Contract(
+        underlying=root,
+        sec_type="OPT",
+        expiry=expiry,
+        strike=strike,
+        right=right,  # type: ignore[arg-type]
+        trading_class=tclass,
+    )
     return contract, instruments.multiplier(root, "OPT", tclass)
 
 
@@ -97,8 +114,10 @@ def parse_leg(text: str, instruments: InstrumentTable, index: int = 1) -> TradeL
     body, _, price_text = text.strip().partition("@")
     tokens = body.split()
     if len(tokens) < 3:
-        raise fail(f"{where}: expected 'buy|sell QUANTITY INSTRUMENT [@ PRICE]', "
-                   "e.g. 'sell 1 SPX 2018-03-16 2600P'")
+        raise fail(
+            f"{where}: expected 'buy|sell QUANTITY INSTRUMENT [@ PRICE]', "
+            "e.g. 'sell 1 SPX 2018-03-16 2600P'"
+        )
     action, qty_text, rest = tokens[0].lower(), tokens[1], " ".join(tokens[2:]).upper()
     if action not in ("buy", "sell"):
         raise fail(f"{where}: the action must be 'buy' or 'sell', got {tokens[0]!r}")
@@ -117,11 +136,15 @@ def parse_leg(text: str, instruments: InstrumentTable, index: int = 1) -> TradeL
             expiry = date(2000 + int(ymd[:2]), int(ymd[2:4]), int(ymd[4:]))
         except ValueError:
             raise fail(f"{where}: OCC symbol has an impossible date {ymd!r} (YYMMDD)") from None
-        contract, mult = _option(m["root"], expiry, int(m["strike"]) / 1000.0, m["right"], instruments, fail, where)
+        contract, mult = _option(
+            m["root"], expiry, int(m["strike"]) / 1000.0, m["right"], instruments, fail, where
+        )
         return TradeLeg(contract, quantity, mult, price, text.strip())
     if m := _TEXT.match(rest):
         if m["right"] not in ("C", "P"):
-            raise fail(f"{where}: the strike must end in C or P (e.g. 2600P), got {m['strike'] + m['right']!r}")
+            raise fail(
+                f"{where}: the strike must end in C or P (e.g. 2600P), got {m['strike'] + m['right']!r}"
+            )
         try:
             expiry = date.fromisoformat(m["expiry"])
         except ValueError:
@@ -138,12 +161,21 @@ def parse_leg(text: str, instruments: InstrumentTable, index: int = 1) -> TradeL
             raise fail(f"{where}: unknown instrument {tokens[2]!r} (not in instruments.yaml)")
         kind = instruments.spec(root).underlying_type
         if kind not in ("etf", "equity"):
-            raise fail(f"{where}: {root} is an {kind.replace('_', ' ')}, not shares; give an option "
-                       "('ROOT YYYY-MM-DD STRIKE{C|P}' or an OCC symbol)")
-        return TradeLeg(Contract(underlying=root, sec_type="STK"), quantity,
-                        instruments.multiplier(root, "STK"), price, text.strip())
-    raise fail(f"{where}: instrument not understood: give an OCC symbol (SPXW  180316P02600000), "
-               "'ROOT YYYY-MM-DD STRIKE{C|P}' or a stock/ETF root")
+            raise fail(
+                f"{where}: {root} is an {kind.replace('_', ' ')}, not shares; give an option "
+                "('ROOT YYYY-MM-DD STRIKE{C|P}' or an OCC symbol)"
+            )
+        return TradeLeg(
+            Contract(underlying=root, sec_type="STK"),
+            quantity,
+            instruments.multiplier(root, "STK"),
+            price,
+            text.strip(),
+        )
+    raise fail(
+        f"{where}: instrument not understood: give an OCC symbol (SPXW  180316P02600000), "
+        "'ROOT YYYY-MM-DD STRIKE{C|P}' or a stock/ETF root"
+    )
 
 
 def parse_legs(texts: Sequence[str], instruments: InstrumentTable) -> list[TradeLeg]:

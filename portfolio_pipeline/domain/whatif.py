@@ -43,14 +43,21 @@ class RiskChange:
 
 
 def _values(c: RiskChange) -> tuple[float, float, float, float, float]:
-    return (c.beta_weighted_dollar_delta, c.dollar_gamma_1pct, c.vega_per_point, c.theta_per_day, c.maint_margin)
+    return (
+        c.beta_weighted_dollar_delta,
+        c.dollar_gamma_1pct,
+        c.vega_per_point,
+        c.theta_per_day,
+        c.maint_margin,
+    )
 
 
 def apply_change(risk: RiskSnapshot, change: RiskChange) -> RiskSnapshot:
     """The snapshot after the trade (NLV unchanged: a trade at its value moves no equity)."""
     return replace(
         risk,
-        beta_weighted_dollar_delta=risk.beta_weighted_dollar_delta + change.beta_weighted_dollar_delta,
+        beta_weighted_dollar_delta=risk.beta_weighted_dollar_delta
+        + change.beta_weighted_dollar_delta,
         dollar_gamma_1pct=risk.dollar_gamma_1pct + change.dollar_gamma_1pct,
         vega_per_point=risk.vega_per_point + change.vega_per_point,
         theta_per_day=risk.theta_per_day + change.theta_per_day,
@@ -70,11 +77,17 @@ class LimitChange:
         return "cures breach" if self.before.breached else "within"
 
 
-def limit_changes(before: RiskSnapshot, change: RiskChange, regime: RegimeState) -> list[LimitChange]:
+def limit_changes(
+    before: RiskSnapshot, change: RiskChange, regime: RegimeState
+) -> list[LimitChange]:
     """Every limit of ``regime`` before and after ``change``."""
     after = apply_change(before, change)
-    return [LimitChange(b, a) for b, a in zip(evaluate_limits(before, regime), evaluate_limits(after, regime),
-                                              strict=True)]
+    return [
+        LimitChange(b, a)
+        for b, a in zip(
+            evaluate_limits(before, regime), evaluate_limits(after, regime), strict=True
+        )
+    ]
 
 
 def describe_changes(changes: Sequence[LimitChange]) -> str:

@@ -66,7 +66,9 @@ class Horizon:
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.decay) or self.decay < 0:
-            raise ValueError(f"horizon {self.label!r}: decay must be finite and >= 0, got {self.decay!r}")
+            raise ValueError(
+                f"horizon {self.label!r}: decay must be finite and >= 0, got {self.decay!r}"
+            )
 
     @property
     def days(self) -> float:
@@ -105,7 +107,9 @@ def spot_moves(low: float, high: float, n: int, include: Sequence[float] = ()) -
     0 is always a point."""
     if not (-1.0 < low < 0.0 < high) or not math.isfinite(high) or n < 3:
         raise ValueError(f"spot moves need -1 < low < 0 < high and n >= 3, got {low}, {high}, {n}")
-    pts = np.concatenate([np.linspace(low, high, n), np.asarray(list(include), dtype=np.float64), [0.0]])
+    pts = np.concatenate(
+        [np.linspace(low, high, n), np.asarray(list(include), dtype=np.float64), [0.0]]
+    )
     out: Float64Array = np.unique(np.round(pts, 12))
     if np.any(out <= -1.0):
         raise ValueError("a spot move of -100% or less gives a non-positive price")
@@ -113,7 +117,11 @@ def spot_moves(low: float, high: float, n: int, include: Sequence[float] = ()) -
 
 
 def profile_scenarios(
-    moves: npt.ArrayLike, horizons: Sequence[Horizon], *, spot_beta: npt.ArrayLike, d_atm: npt.ArrayLike = 0.0,
+    moves: npt.ArrayLike,
+    horizons: Sequence[Horizon],
+    *,
+    spot_beta: npt.ArrayLike,
+    d_atm: npt.ArrayLike = 0.0,
     extra_log_ret: npt.ArrayLike = 0.0,
 ) -> GridScenarios:
     """The shock grid (one vol column) of a profile: every move x every horizon.
@@ -125,7 +133,13 @@ def profile_scenarios(
     beta = as_float64(spot_beta, "spot_beta", 1)
     return shock_grid(
         list(as_float64(moves, "moves", 1)),
-        [("profile", d_atm, np.broadcast_to(as_float64(extra_log_ret, "extra_log_ret"), beta.shape))],
+        [
+            (
+                "profile",
+                d_atm,
+                np.broadcast_to(as_float64(extra_log_ret, "extra_log_ret"), beta.shape),
+            )
+        ],
         [h.days for h in horizons],
         spot_beta=beta,
     )
@@ -170,7 +184,9 @@ def risk_profile(
     """
     if not horizons:
         raise ValueError("a risk profile needs at least one horizon")
-    grid = profile_scenarios(moves, horizons, spot_beta=spot_beta, d_atm=d_atm, extra_log_ret=extra_log_ret)
+    grid = profile_scenarios(
+        moves, horizons, spot_beta=spot_beta, d_atm=d_atm, extra_log_ret=extra_log_ret
+    )
     flat = revalue(book, grid.scenarios, **revalue_kw)
     ns, nh = len(grid.spot_shocks), len(horizons)
     cube = np.ascontiguousarray(flat.reshape(ns, nh, len(book.groups)).transpose(1, 0, 2))
@@ -178,17 +194,34 @@ def risk_profile(
 
 
 def pnl_at(
-    book: Book, move: float, horizon: Horizon, *, spot_beta: npt.ArrayLike, d_atm: npt.ArrayLike = 0.0,
-    extra_log_ret: npt.ArrayLike = 0.0, **revalue_kw: Any,
+    book: Book,
+    move: float,
+    horizon: Horizon,
+    *,
+    spot_beta: npt.ArrayLike,
+    d_atm: npt.ArrayLike = 0.0,
+    extra_log_ret: npt.ArrayLike = 0.0,
+    **revalue_kw: Any,
 ) -> Float64Array:
     """P&L of every group at one move and horizon (the same revaluation as :func:`risk_profile`)."""
-    out: Float64Array = risk_profile(book, [move], [horizon], spot_beta=spot_beta, d_atm=d_atm,
-                                     extra_log_ret=extra_log_ret, **revalue_kw).pnl[0, 0]
+    out: Float64Array = risk_profile(
+        book,
+        [move],
+        [horizon],
+        spot_beta=spot_beta,
+        d_atm=d_atm,
+        extra_log_ret=extra_log_ret,
+        **revalue_kw,
+    ).pnl[0, 0]
     return out
 
 
 def summarize(
-    moves: npt.ArrayLike, pnl: npt.ArrayLike, refine: Callable[[float], float] | None = None, *, xtol: float = 1e-7
+    moves: npt.ArrayLike,
+    pnl: npt.ArrayLike,
+    refine: Callable[[float], float] | None = None,
+    *,
+    xtol: float = 1e-7,
 ) -> CurveSummary:
     """Breakevens, max profit and max loss of one curve.
 
@@ -237,8 +270,9 @@ def expiry_decays(contracts: ContractSet, factor: int | None = None) -> list[flo
 def atm_vol(contracts: ContractSet, factor: int) -> float | None:
     """Implied vol of the factor's held option nearest the money (smallest ``|ln K/S|``,
     then the nearest expiry); None when it holds no live option."""
-    sel = np.flatnonzero(contracts.is_option & (contracts.factor == factor) & (contracts.T > 0)
-                         & (contracts.vol > 0))
+    sel = np.flatnonzero(
+        contracts.is_option & (contracts.factor == factor) & (contracts.T > 0) & (contracts.vol > 0)
+    )
     if sel.size == 0:
         return None
     m = np.abs(np.log(contracts.strike[sel] / contracts.spot[sel]))
@@ -253,7 +287,9 @@ def expected_move(spot: float, vol: float, years: float) -> float:
     return spot * vol * math.sqrt(years)
 
 
-def sub_book(book: Book, contracts: npt.ArrayLike, units: npt.ArrayLike, groups: Sequence[str]) -> Book:
+def sub_book(
+    book: Book, contracts: npt.ArrayLike, units: npt.ArrayLike, groups: Sequence[str]
+) -> Book:
     """The contracts ``contracts`` (indices into ``book.contracts``, all of one factor) as a
     one-factor book with ``units`` (shape ``(len(contracts), len(groups))``)."""
     idx = np.asarray(contracts, dtype=np.intp)
@@ -266,4 +302,6 @@ def sub_book(book: Book, contracts: npt.ArrayLike, units: npt.ArrayLike, groups:
     values = {fl.name: getattr(c, fl.name)[idx] for fl in fields(ContractSet)}
     values["factor"] = np.zeros(idx.size, dtype=np.intp)
     u = np.asarray(units, dtype=np.float64).reshape(idx.size, len(groups))
-    return Book(ContractSet(**values), np.ascontiguousarray(u), tuple(groups), (book.factors[int(f[0])],))
+    return Book(
+        ContractSet(**values), np.ascontiguousarray(u), tuple(groups), (book.factors[int(f[0])],)
+    )

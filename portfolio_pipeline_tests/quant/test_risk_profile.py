@@ -58,8 +58,16 @@ def _bsm(key: str, s: np.ndarray | float, t: float) -> np.ndarray:
 def _book() -> Book:
     cols = [LEGS[k] for k in KEYS]
     contracts = ContractSet.build(
-        factor=[0] * len(KEYS), is_option=True, is_call=[c[0] for c in cols], black76=False, spot=S0,
-        strike=[c[1] for c in cols], T=[c[2] for c in cols], r=R, q=Q, vol=[c[3] for c in cols],
+        factor=[0] * len(KEYS),
+        is_option=True,
+        is_call=[c[0] for c in cols],
+        black76=False,
+        spot=S0,
+        strike=[c[1] for c in cols],
+        T=[c[2] for c in cols],
+        r=R,
+        q=Q,
+        vol=[c[3] for c in cols],
     )
     units = np.zeros((len(KEYS), len(STRATEGIES)))
     for g, legs in enumerate(STRATEGIES.values()):
@@ -79,7 +87,10 @@ def test_t0_at_the_current_price_is_todays_value() -> None:
     # and today's value is the textbook BSM value: a 1% move is priced from it
     i1 = int(np.flatnonzero(np.isclose(MOVES, 0.01))[0])
     for g, legs in enumerate(STRATEGIES.values()):
-        want = sum(n * MULT * (_bsm(k, S0 * 1.01, LEGS[k][2]) - _bsm(k, S0, LEGS[k][2])) for k, n in legs.items())
+        want = sum(
+            n * MULT * (_bsm(k, S0 * 1.01, LEGS[k][2]) - _bsm(k, S0, LEGS[k][2]))
+            for k, n in legs.items()
+        )
         assert curves.pnl[0, i1, g] == pytest.approx(float(want), rel=1e-9, abs=1e-6)
 
 
@@ -104,8 +115,9 @@ def test_vertical_breakeven_and_max_loss_by_hand() -> None:
     g = list(STRATEGIES).index("vertical")
     curves = risk_profile(book, MOVES, HORIZONS, spot_beta=[1.0])
     credit = float(_bsm("P2600", S0, T1) - _bsm("P2550", S0, T1))
-    summary = summarize(MOVES, curves.curve(2, g),
-                        lambda x: float(pnl_at(book, x, HORIZONS[2], spot_beta=[1.0])[g]))
+    summary = summarize(
+        MOVES, curves.curve(2, g), lambda x: float(pnl_at(book, x, HORIZONS[2], spot_beta=[1.0])[g])
+    )
     assert len(summary.breakevens) == 1
     assert S0 * (1 + summary.breakevens[0]) == pytest.approx(2600.0 - credit, abs=1e-6)
     assert summary.max_loss == pytest.approx(-(50.0 - credit) * MULT, abs=1e-6)
@@ -121,11 +133,17 @@ def test_linear_breakevens_without_refinement() -> None:
 def _two_factor_book() -> Book:
     """SPX index options (European) and SPY options (American), plus SPY shares."""
     contracts = ContractSet.build(
-        factor=[0, 0, 1, 1, 1], is_option=[True, True, True, True, False],
-        is_call=[False, True, False, True, False], black76=False,
-        spot=[S0, S0, 270.0, 270.0, 270.0], strike=[2600.0, 2800.0, 280.0, 265.0, 0.0],
-        T=[T1, T2, T1, T2, 0.0], r=R, q=[Q, Q, 0.018, 0.018, 0.0],
-        vol=[0.2, 0.13, 0.19, 0.15, 0.0], american=[False, False, True, True, False],
+        factor=[0, 0, 1, 1, 1],
+        is_option=[True, True, True, True, False],
+        is_call=[False, True, False, True, False],
+        black76=False,
+        spot=[S0, S0, 270.0, 270.0, 270.0],
+        strike=[2600.0, 2800.0, 280.0, 265.0, 0.0],
+        T=[T1, T2, T1, T2, 0.0],
+        r=R,
+        q=[Q, Q, 0.018, 0.018, 0.0],
+        vol=[0.2, 0.13, 0.19, 0.15, 0.0],
+        american=[False, False, True, True, False],
     )
     units = np.array([[-100.0, 0.0], [100.0, 0.0], [0.0, -300.0], [0.0, 200.0], [0.0, -50.0]])
     return Book(contracts, units, ("SPX", "SPY"), ("SPX", "SPY"))
@@ -134,16 +152,27 @@ def _two_factor_book() -> Book:
 @pytest.mark.parametrize("skew_rule", ["sticky_strike", "sticky_moneyness"])
 def test_equals_the_shock_grid_on_shared_points(skew_rule: str) -> None:
     book = _two_factor_book()
-    kw = {"skew_slope": [-0.9, -1.1], "skew_rule": skew_rule, "min_vol": 0.01,
-          "american_method": "lr", "american_steps": 41}
+    kw = {
+        "skew_slope": [-0.9, -1.1],
+        "skew_rule": skew_rule,
+        "min_vol": 0.01,
+        "american_method": "lr",
+        "american_steps": 41,
+    }
     beta = np.array([1.0, 1.2])
     shocks = [-0.2, -0.05, 0.0, 0.05]
     grid = shock_grid(shocks, [("+0pt", 0.0, 0.0), ("+5pt", 0.05, 0.0)], [0, 5], spot_beta=beta)
     full = revalue(book, grid.scenarios, **kw).reshape(4, 2, 2, 2)  # spot, vol, horizon, group
     moves = spot_moves(-0.25, 0.25, 11, include=shocks)
     for j, d_atm in enumerate((0.0, 0.05)):
-        curves = risk_profile(book, moves, [Horizon("T+0", 0.0), Horizon("5d", 5 / 365)],
-                              spot_beta=beta, d_atm=d_atm, **kw)
+        curves = risk_profile(
+            book,
+            moves,
+            [Horizon("T+0", 0.0), Horizon("5d", 5 / 365)],
+            spot_beta=beta,
+            d_atm=d_atm,
+            **kw,
+        )
         for i, s in enumerate(shocks):
             p = int(np.flatnonzero(curves.moves == s)[0])
             np.testing.assert_allclose(curves.pnl[:, p, :], full[i, j], rtol=1e-12, atol=1e-9)
@@ -154,20 +183,42 @@ def test_american_t0_is_zero_and_expiry_is_intrinsic() -> None:
     spy = sub_book(book, [2, 3, 4], book.units[2:, 1:], ("SPY",))
     assert spy.factors == ("SPY",)
     moves = spot_moves(-0.2, 0.2, 9)
-    curves = risk_profile(spy, moves, [Horizon("T+0", 0.0), Horizon("exp", T2)], spot_beta=[1.0],
-                          american_method="lr", american_steps=41)
+    curves = risk_profile(
+        spy,
+        moves,
+        [Horizon("T+0", 0.0), Horizon("exp", T2)],
+        spot_beta=[1.0],
+        american_method="lr",
+        american_steps=41,
+    )
     assert curves.pnl[0, int(np.flatnonzero(moves == 0.0)[0]), 0] == 0.0
     s = 270.0 * (1 + moves)
-    base = revalue(spy, shock_grid([0.0], [("0", 0.0, 0.0)], [0], spot_beta=[1.0]).scenarios,
-                   american_method="lr", american_steps=41)
+    base = revalue(
+        spy,
+        shock_grid([0.0], [("0", 0.0, 0.0)], [0], spot_beta=[1.0]).scenarios,
+        american_method="lr",
+        american_steps=41,
+    )
     assert base[0, 0] == 0.0
     # at the last expiry everything is intrinsic: -300 short 280P, +200 long 265C, -50 shares
     from portfolio_pipeline.quant.pricing import american_price
 
-    v0 = american_price([False, True], 270.0, [280.0, 265.0], [T1, T2], R, 0.018, [0.19, 0.15],
-                        method="lr", steps=41)
-    want = (-300 * (np.maximum(280 - s, 0) - v0[0]) + 200 * (np.maximum(s - 265, 0) - v0[1])
-            - 50 * (s - 270.0))
+    v0 = american_price(
+        [False, True],
+        270.0,
+        [280.0, 265.0],
+        [T1, T2],
+        R,
+        0.018,
+        [0.19, 0.15],
+        method="lr",
+        steps=41,
+    )
+    want = (
+        -300 * (np.maximum(280 - s, 0) - v0[0])
+        + 200 * (np.maximum(s - 265, 0) - v0[1])
+        - 50 * (s - 270.0)
+    )
     np.testing.assert_allclose(curves.pnl[1, :, 0], want, rtol=1e-9, atol=1e-6)
 
 

@@ -24,12 +24,20 @@ def test_risk_profile_asset_stores_curves_and_matches_the_grid(db_url: str, tmp_
     resources = _resources(db_url, _small_config(tmp_path))
 
     def run(assets: list[dg.AssetsDefinition]) -> dg.ExecuteInProcessResult:
-        return dg.materialize(assets, resources=resources, partition_key=DAY.isoformat(),
-                              instance=dg.DagsterInstance.ephemeral())
+        return dg.materialize(
+            assets,
+            resources=resources,
+            partition_key=DAY.isoformat(),
+            instance=dg.DagsterInstance.ephemeral(),
+        )
 
     result = run([grid_asset, make_profile_asset(parts)])
     assert result.success
-    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "risk_profile_matches_grid")
+    check = next(
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "risk_profile_matches_grid"
+    )
     assert check.passed, check.description
     assert check.metadata["points_compared"].value >= 10  # every grid spot shock of the axis
     db = Database(db_url)
@@ -38,12 +46,22 @@ def test_risk_profile_asset_stores_curves_and_matches_the_grid(db_url: str, tmp_
             t, s = risk_profile, risk_profile_summary
             profiles = {r[0] for r in conn.execute(select(t.c.profile).distinct())}
             assert profiles == {"*", "SPX", "NDX", "SPY"}
-            zero = conn.execute(select(t.c.pnl).where(t.c.profile == "*", t.c.horizon == "T+0",
-                                                      t.c.spot_move == 0.0)).scalar_one()
+            zero = conn.execute(
+                select(t.c.pnl).where(
+                    t.c.profile == "*", t.c.horizon == "T+0", t.c.spot_move == 0.0
+                )
+            ).scalar_one()
             assert zero == 0.0
-            horizons = {r[0] for r in conn.execute(select(t.c.horizon).where(t.c.profile == "SPX").distinct())}
+            horizons = {
+                r[0]
+                for r in conn.execute(select(t.c.horizon).where(t.c.profile == "SPX").distinct())
+            }
             assert horizons == {"T+0", "T+5", "exp 2018-03-16"}
-            spx = conn.execute(select(s).where(s.c.profile == "SPX", s.c.horizon == "exp 2018-03-16")).mappings().one()
+            spx = (
+                conn.execute(select(s).where(s.c.profile == "SPX", s.c.horizon == "exp 2018-03-16"))
+                .mappings()
+                .one()
+            )
             # short 3 SPX 2600P (net of the other account's +2) and short 3 2900C at expiry:
             # the loss grows without bound on both sides of the range
             assert spx["max_loss_price"] in (min_price(conn, "SPX"), max_price(conn, "SPX"))
@@ -52,17 +70,26 @@ def test_risk_profile_asset_stores_curves_and_matches_the_grid(db_url: str, tmp_
             n_rows = conn.execute(select(func.count()).select_from(t)).scalar_one()
         # a grid that disagrees with the profile fails the check
         with db.begin() as conn:
-            conn.execute(update(stress_shock_grid).where(stress_shock_grid.c.spot_shock == -0.1)
-                         .values(pnl=stress_shock_grid.c.pnl + 1.0))
+            conn.execute(
+                update(stress_shock_grid)
+                .where(stress_shock_grid.c.spot_shock == -0.1)
+                .values(pnl=stress_shock_grid.c.pnl + 1.0)
+            )
     finally:
         db.dispose()
     again = run([make_profile_asset(parts)])
-    check = next(e for e in again.get_asset_check_evaluations() if e.check_name == "risk_profile_matches_grid")
+    check = next(
+        e
+        for e in again.get_asset_check_evaluations()
+        if e.check_name == "risk_profile_matches_grid"
+    )
     assert not check.passed and "-10%" in (check.description or "")
     db = Database(db_url)
     try:
         with db.connect() as conn:  # the re-run replaced the session's rows
-            assert conn.execute(select(func.count()).select_from(risk_profile)).scalar_one() == n_rows
+            assert (
+                conn.execute(select(func.count()).select_from(risk_profile)).scalar_one() == n_rows
+            )
     finally:
         db.dispose()
 
@@ -72,10 +99,16 @@ def stress_shock_grid_key() -> dg.AssetKey:
 
 
 def min_price(conn, profile: str) -> float:  # type: ignore[no-untyped-def]
-    return float(conn.execute(select(func.min(risk_profile.c.price)).where(risk_profile.c.profile == profile))
-                 .scalar_one())
+    return float(
+        conn.execute(
+            select(func.min(risk_profile.c.price)).where(risk_profile.c.profile == profile)
+        ).scalar_one()
+    )
 
 
 def max_price(conn, profile: str) -> float:  # type: ignore[no-untyped-def]
-    return float(conn.execute(select(func.max(risk_profile.c.price)).where(risk_profile.c.profile == profile))
-                 .scalar_one())
+    return float(
+        conn.execute(
+            select(func.max(risk_profile.c.price)).where(risk_profile.c.profile == profile)
+        ).scalar_one()
+    )
