@@ -258,7 +258,7 @@ def _append_contract(
     if not math.isfinite(vol):
         vol = float(
             pricing.implied_vol(
-                is_call, mark, float(spot), contract.strike, t, r, q,  # type: ignore[arg-type]
+                mark, is_call, float(spot), contract.strike, t, r, q,  # type: ignore[arg-type]
                 model="black76" if black76 else "bsm",
             )
         )

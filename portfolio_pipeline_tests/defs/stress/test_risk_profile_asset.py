@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from sqlalchemy import func, select, update
 
 from portfolio_pipeline.defs.partitions import session_partitions
@@ -112,3 +113,43 @@ def max_price(conn, profile: str) -> float:  # type: ignore[no-untyped-def]
             select(func.max(risk_profile.c.price)).where(risk_profile.c.profile == profile)
         ).scalar_one()
     )
+
+
+def test_load_book_implies_the_vol_from_the_mark_when_the_quote_has_none(db_url: str) -> None:
+    """REGRESSION: the fallback passed (is_call, mark) as (price, kind) to implied_vol, so a
+    quote without an IV (and no position_greeks row) made the session's book fail to load."""
+    from portfolio_pipeline.config import load_platform_config
+    from portfolio_pipeline.defs.stress.book import load_book
+    from portfolio_pipeline.domain.settlement import years_to_settlement
+    from portfolio_pipeline.storage.tables import market_snapshot
+    from portfolio_pipeline_tests.quant._reference import reference_greeks
+    from portfolio_pipeline_tests.stubs import CONFIG_DIR
+
+    _seed(db_url)
+    db = Database(db_url)
+    try:
+        with db.begin() as conn:
+            conn.execute(
+                update(market_snapshot)
+                .where(market_snapshot.c.instrument_key.like("SPX|OPT|%2600|P"))
+                .values(iv=None)
+            )
+        config = load_platform_config(CONFIG_DIR)
+        cal = ExchangeCalendar()
+        with db.connect() as conn:
+            sb = load_book(conn, DAY, cal.session_close(DAY), config, config.stress_scenarios, cal)
+    finally:
+        db.dispose()
+    i = sb.contract_keys.index(
+        next(k for k in sb.contract_keys if k.startswith("SPX|OPT|") and k.endswith("2600|P"))
+    )
+    c = sb.book.contracts
+    tc = config.instruments.trading_class("SPX", None)
+    T = years_to_settlement(
+        cal.session_close(DAY), DAY.replace(month=3, day=16), tc.settlement_time, cal
+    )
+    assert float(c.T[i]) == pytest.approx(T)
+    price = reference_greeks(
+        False, 2762.13, 2600.0, T, float(c.r[i]), float(c.q[i]), float(c.vol[i])
+    )["price"]
+    assert float(price) == pytest.approx(12.0, abs=1e-6)  # the vol reprices the seeded mark
