@@ -418,6 +418,7 @@ def _attach_subcommands() -> None:
     from portfolio_pipeline.cli_health import health
     from portfolio_pipeline.cli_orders import orders
     from portfolio_pipeline.cli_strategies import strategies
+    from portfolio_pipeline.cli_whatif import scenario, whatif
 
     main.add_command(report)
     main.add_command(status)
@@ -425,6 +426,8 @@ def _attach_subcommands() -> None:
     main.add_command(alerts)
     main.add_command(orders)
     main.add_command(strategies)
+    main.add_command(whatif)
+    main.add_command(scenario)
 
 
 _attach_subcommands()

@@ -138,7 +138,7 @@ def build_service(
     desk = HedgeDesk(
         broker=broker, account_id=account.account_id, store=store, commands=commands,
         instruments=config.instruments, hedge=settings.hedge, staging=settings.staging, submit=writer.submit,
-        pending=PendingProposals(buffer_directory),
+        pending=PendingProposals(buffer_directory), regimes=RegimeService(config.risk_matrix),
     )
     roots = ("SPX", "NDX", "SPY", "QQQ", "RUT", "IWM", "XSP")
     betas = {r: pricing.beta_override(r) or pricing.beta.fallback for r in roots}

@@ -20,8 +20,9 @@ import hashlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from portfolio_pipeline.domain.limits import LimitCheck, RiskSnapshot
 from portfolio_pipeline.domain.orders import Action, Order, OrderLeg
 from portfolio_pipeline.domain.positions import Contract, Right
 from portfolio_pipeline.domain.settlement import SessionHours, years_to_settlement
+from portfolio_pipeline.domain.whatif import RiskChange
 from portfolio_pipeline.quant import pricing
 from portfolio_pipeline.quant._typing import Model
 
@@ -107,6 +109,9 @@ class HedgeCandidate:
     metric_after: float
     """Expected metric (fraction of NLV) after the hedge."""
     rationale: str
+    change: RiskChange = field(default_factory=RiskChange)
+    """What the whole hedge (``quantity`` units) does to the book's dollar Greeks (the
+    what-if of ``domain.whatif``; the margin change comes from the broker's WhatIf)."""
 
     def to_order(self, *, order_id: str, broker: str, account_id: str, created_at: datetime,
                  proposal_id: str) -> Order:
@@ -153,6 +158,16 @@ def _contract(view: MarketView, expiry: date, strike: float, right: Right) -> Co
 
 def _round_price(value: float, tick: float) -> float:
     return float(round(value / tick) * tick)
+
+
+def _change(pg: Any, n: int) -> RiskChange:
+    """The dollar Greeks of ``n`` units of a structure (its legs' position Greeks summed)."""
+    return RiskChange(
+        beta_weighted_dollar_delta=float(pg.beta_weighted_dollar_delta.sum()),
+        dollar_gamma_1pct=float(pg.dollar_gamma_1pct.sum()),
+        vega_per_point=float(pg.vega_per_point.sum()),
+        theta_per_day=float(pg.theta_per_day.sum()),
+    ).scaled(n)
 
 
 def _size(excess: float, unit: float, cap: int) -> int:
@@ -202,7 +217,7 @@ def _delta_hedge(check: LimitCheck, risk: RiskSnapshot, view: MarketView, s: Hed
     kind = "put" if right == "P" else "call"
     return HedgeCandidate(
         metric=check.metric, structure=f"{kind}_vertical", legs=legs, quantity=n, limit_price=debit,
-        unit_effect=unit, metric_before=check.value, metric_after=after,
+        unit_effect=unit, metric_before=check.value, metric_after=after, change=_change(pg, n),
         rationale=(
             f"beta-weighted delta {check.value:+.1%} of NLV vs limit {check.limit:.1%} ({check.regime}, "
             f"VIX {check.vix:.2f}): buy {n} {view.root} {expiry} {long_k:g}/{short_k:g} {kind} vertical "
@@ -224,8 +239,9 @@ def _vega_hedge(check: LimitCheck, risk: RiskSnapshot, view: MarketView, s: Hedg
     if short_vega and s.vega_structure == "long_options":
         k = snap_strike(view.spot * (1.0 - s.wing_otm_pct), view.strike_increment, view.strikes)
         g = _leg_greeks(view, ["P"], [k], [near])
-        unit = float(position_greeks(delta=g.delta, gamma=g.gamma, vega=g.vega, theta=g.theta,
-                                     quantity=[1.0], multiplier=view.multiplier, spot=view.spot).vega_per_point.sum())
+        pg = position_greeks(delta=g.delta, gamma=g.gamma, vega=g.vega, theta=g.theta, quantity=[1.0],
+                             multiplier=view.multiplier, spot=view.spot, beta=view.beta)
+        unit = float(pg.vega_per_point.sum())
         legs = (OrderLeg(_contract(view, near, k, "P"), "BUY"),)
         price = float(g.price[0])
         structure = "long_put"
@@ -235,8 +251,9 @@ def _vega_hedge(check: LimitCheck, risk: RiskSnapshot, view: MarketView, s: Hedg
             return None
         g = _leg_greeks(view, ["P", "P"], [atm, atm], [far, near])
         qty = [1.0, -1.0] if short_vega else [-1.0, 1.0]
-        unit = float(position_greeks(delta=g.delta, gamma=g.gamma, vega=g.vega, theta=g.theta,
-                                     quantity=qty, multiplier=view.multiplier, spot=view.spot).vega_per_point.sum())
+        pg = position_greeks(delta=g.delta, gamma=g.gamma, vega=g.vega, theta=g.theta, quantity=qty,
+                             multiplier=view.multiplier, spot=view.spot, beta=view.beta)
+        unit = float(pg.vega_per_point.sum())
         far_action: Action = "BUY" if short_vega else "SELL"
         near_action: Action = "SELL" if short_vega else "BUY"
         legs = (OrderLeg(_contract(view, far, atm, "P"), far_action),
@@ -250,7 +267,7 @@ def _vega_hedge(check: LimitCheck, risk: RiskSnapshot, view: MarketView, s: Hedg
     return HedgeCandidate(
         metric=check.metric, structure=structure, legs=legs, quantity=n,
         limit_price=_round_price(price, view.tick_size), unit_effect=unit,
-        metric_before=check.value, metric_after=after,
+        metric_before=check.value, metric_after=after, change=_change(pg, n),
         rationale=(
             f"vega {check.value:+.2%} of NLV per vol point vs limit {check.limit:.2%} ({check.regime}, "
             f"VIX {check.vix:.2f}): {structure} x{n} on {view.root} -> {after:+.2%}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,7 +25,9 @@ from portfolio_pipeline.config.streaming import HedgeSettings, StagingSettings
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.limits import RiskSnapshot
 from portfolio_pipeline.domain.orders import Order, OrderStatus
+from portfolio_pipeline.domain.regime import RegimeService, RegimeState
 from portfolio_pipeline.domain.settlement import SessionHours
+from portfolio_pipeline.domain.whatif import RiskChange, describe_changes, limit_changes
 from portfolio_pipeline.orders import OrderCommands, OrderStore
 from portfolio_pipeline.orders.store import whatif_to_json
 from streaming_service.breach import BreachSignal
@@ -108,12 +111,15 @@ class HedgeDesk:
         submit: Callable[[StreamEvent], None],
         calendar: SessionHours | None = None,
         pending: PendingProposals | None = None,
+        regimes: RegimeService | None = None,
     ) -> None:
         if calendar is None:
             from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
             calendar = ExchangeCalendar()
         self._calendar: SessionHours = calendar
+        self._regimes = regimes
+        """The limits of each regime: a proposal carries what it does to every limit."""
         self._broker = broker
         self._account = account_id
         self._store = store
@@ -226,6 +232,25 @@ class HedgeDesk:
             await self.retry_pending()
             await asyncio.sleep(interval)
 
+    def effect(self, moment: Moment, change: RiskChange) -> dict[str, object]:
+        """What the proposal does (``domain.whatif``, as ``portfolio whatif`` reports it): its
+        dollar Greeks and margin, and every limit's utilisation before and after under the
+        breach's regime (the limits only when the desk knows the regimes)."""
+        out: dict[str, object] = {"greeks": dataclasses.asdict(change)}
+        if self._regimes is None:
+            return out
+        check = moment.signal.check
+        names = [r.name for r in self._regimes.matrix.regimes]
+        regime = RegimeState(name=check.regime, index=names.index(check.regime) if check.regime in names else -1,
+                             vix=check.vix, vix3m=check.vix3m, term_ratio=None, backwardation=False,
+                             limits=self._regimes.limits_for(check.regime))
+        changes = limit_changes(moment.risk, change, regime)
+        out["limits"] = [{"metric": c.after.metric, "before": c.before.value, "after": c.after.value,
+                          "utilisation_before": c.before.utilisation, "utilisation_after": c.after.utilisation,
+                          "effect": c.effect} for c in changes]
+        out["summary"] = describe_changes(changes)
+        return out
+
     async def _handle(self, moment: Moment) -> Order | None:
         signal = moment.signal
         order_id = proposal_order_id(signal.event_key)
@@ -252,10 +277,11 @@ class HedgeDesk:
         )
         whatif = await self._broker.what_if(order)
         order = replace(order, whatif=whatif)
+        effect = self.effect(moment, candidate.change + RiskChange(maint_margin=whatif.maint_margin_change))
         await asyncio.to_thread(self._store.insert, order, actor="streaming:proposer", detail={
             "rationale": candidate.rationale, "structure": candidate.structure,
             "metric_before": candidate.metric_before, "metric_after": candidate.metric_after,
-            "whatif": whatif_to_json(whatif),
+            "whatif": whatif_to_json(whatif), "effect": effect,
         })
         self.proposed += 1
         self._submit(StreamEvent(
@@ -272,6 +298,7 @@ class HedgeDesk:
                 "spot": view.spot, "metric_before": candidate.metric_before,
                 "metric_after": candidate.metric_after, "rationale": candidate.rationale,
                 "whatif": whatif_to_json(whatif), "regime": signal.check.regime, "vix": signal.check.vix,
+                "effect": effect,
             },
         ))
         logger.info("hedge proposed order_id=%s %s", order_id, candidate.rationale)

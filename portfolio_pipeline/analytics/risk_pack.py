@@ -5,7 +5,8 @@ Everything comes from the stored tables of the session (no recomputation): the h
 highlighted; the VaR breach flag (the day's loss exceeded the PRIOR session's VaR: the
 stored ``var_exceedances`` rows of the ``var_backtest`` asset, the one place that tests it);
 positions with their Greeks; Greeks by underlying and by strategy; the stress grid as a
-heat map; the Monte Carlo P&L distribution with VaR/CVaR marked; the historical replays;
+heat map; the Monte Carlo P&L distribution with VaR/CVaR marked; the risk profile (P&L vs price at
+T+0, T+n and the expiries, breakevens and expected move marked); the historical replays;
 strategies with their traffic light and exit signal; margin and regime history.
 
 Pages use inline CSS and SVG only, so they work offline and behind ``portfolio report
@@ -36,6 +37,8 @@ from portfolio_pipeline.storage.tables import (
     position_greeks,
     position_lifecycle,
     risk_metrics,
+    risk_profile,
+    risk_profile_summary,
     strategy_performance,
     stress_historical,
     stress_shock_grid,
@@ -103,6 +106,10 @@ class PackData:
     mc_hist: list[Row] = field(default_factory=list)
     scopes: list[Row] = field(default_factory=list)
     """margin_history rows of the session, every scope (the NLV that scales each limit)."""
+    profile: list[Row] = field(default_factory=list)
+    """risk_profile rows of the session's totals (strategy '*'), by profile, horizon and point."""
+    profile_summary: list[Row] = field(default_factory=list)
+    """risk_profile_summary rows of the session's totals (strategy '*')."""
 
     @property
     def today(self) -> Row | None:
@@ -156,6 +163,10 @@ def load_pack(conn: Connection, day: date) -> PackData:
                  order=["horizon_days"]),
         mc_hist=_rows(conn, dist, dist.c.session_date == day, order=["horizon_days", "bin"]),
         scopes=_rows(conn, m, m.c.session_date == day),
+        profile=_rows(conn, risk_profile, risk_profile.c.session_date == day, risk_profile.c.strategy_id == ALL,
+                      order=["profile", "horizon_days", "point"]),
+        profile_summary=_rows(conn, risk_profile_summary, risk_profile_summary.c.session_date == day,
+                              risk_profile_summary.c.strategy_id == ALL, order=["profile", "horizon_days"]),
     )
 
 
@@ -451,6 +462,88 @@ def histogram_svg(bins: Sequence[Row], marks: Mapping[str, float], *, title: str
     return "".join(parts)
 
 
+PROFILE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def profile_svg(curves: Mapping[str, Sequence[tuple[float, float]]], *, spot: float, title: str,
+                expected_move: float | None = None, breakevens: Sequence[float] = ()) -> str:
+    """P&L (y) against price (x), one line per horizon; today's price, the expected move band
+    (± one sigma) and ``breakevens`` (of the last curve) marked; the zero line dashed."""
+    w, h, pad, legend_h = 720, 260, 46, 16
+    pts = [p for c in curves.values() for p in c]
+    if not pts:
+        return f"<p><em>{_e(title)}: no curve stored</em></p>"
+    x_lo, x_hi = min(p[0] for p in pts), max(p[0] for p in pts)
+    y_lo, y_hi = min(0.0, *(p[1] for p in pts)), max(0.0, *(p[1] for p in pts))
+    xs, ys = (x_hi - x_lo) or 1.0, (y_hi - y_lo) or 1.0
+    top = pad + legend_h * ((len(curves) + 3) // 4)
+
+    def x(v: float) -> float:
+        return pad + (v - x_lo) / xs * (w - 2 * pad)
+
+    def y(v: float) -> float:
+        return h - pad - (v - y_lo) / ys * (h - pad - top)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{_e(title)}">'
+             f'<title>{_e(title)}</title><text x="{pad}" y="14" font-size="12">{_e(title)}</text>']
+    if expected_move:
+        a, b = x(max(spot - expected_move, x_lo)), x(min(spot + expected_move, x_hi))
+        parts.append(f'<rect x="{a:.1f}" y="{top}" width="{max(b - a, 0):.1f}" height="{h - pad - top}" '
+                     f'fill="#9ecae1" opacity="0.25"><title>expected move ±{expected_move:,.2f}</title></rect>')
+    parts.append(f'<line x1="{pad}" y1="{y(0):.1f}" x2="{w - pad}" y2="{y(0):.1f}" stroke="#999" '
+                 f'stroke-dasharray="4 3"/>')
+    parts.append(f'<line x1="{x(spot):.1f}" y1="{top}" x2="{x(spot):.1f}" y2="{h - pad}" stroke="#000"/>'
+                 f'<text x="{x(spot) + 3:.1f}" y="{h - pad - 4}" font-size="10">today {spot:,.2f}</text>')
+    for be in breakevens:
+        parts.append(f'<line x1="{x(be):.1f}" y1="{top}" x2="{x(be):.1f}" y2="{h - pad}" stroke="#d62728" '
+                     f'stroke-dasharray="2 2"><title>breakeven {be:,.2f}</title></line>')
+    for k, (label, c) in enumerate(curves.items()):
+        color = PROFILE_COLORS[k % len(PROFILE_COLORS)]
+        coords = " ".join(f"{x(px):.1f},{y(v):.1f}" for px, v in c)
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{coords}"/>'
+                     f'<text x="{pad + 160 * (k % 4)}" y="{30 + legend_h * (k // 4)}" font-size="11" '
+                     f'fill="{color}">■ {_e(label)}</text>')
+    parts.append(f'<text x="2" y="{top + 4}" font-size="10">{usd(y_hi)}</text>'
+                 f'<text x="2" y="{h - pad}" font-size="10">{usd(y_lo)}</text>'
+                 f'<text x="{pad}" y="{h - 10}" font-size="10">{x_lo:,.2f}</text>'
+                 f'<text x="{w - pad - 60}" y="{h - 10}" font-size="10">{x_hi:,.2f}</text></svg>')
+    return "".join(parts)
+
+
+def _profile_html(pack: PackData) -> str:
+    if not pack.profile:
+        return "<p><em>no risk profile stored</em></p>"
+    by: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for r in pack.profile:
+        by.setdefault(str(r["profile"]), {}).setdefault(str(r["horizon"]), []).append(
+            (float(r["price"]), float(r["pnl"])))
+    summaries: dict[str, list[Row]] = {}
+    for r in pack.profile_summary:
+        summaries.setdefault(str(r["profile"]), []).append(r)
+    rows, charts = [], []
+    for name in sorted(by, key=lambda n: (n != ALL, n)):
+        ss = summaries.get(name, [])
+        label = "book, beta-weighted to SPX" if name == ALL else name
+        for r in ss:
+            rows.append([_e(label), _e(r["horizon"]), usd(r["max_loss"], signed=True), f"{float(r['max_loss_price']):,.2f}",
+                         usd(r["max_profit"], signed=True), f"{float(r['max_profit_price']):,.2f}",
+                         _e(", ".join(f"{b:,.2f}" for b in r["breakevens"]) or "none"),
+                         "–" if r["expected_move"] is None else f"±{float(r['expected_move']):,.2f}"])
+        if not ss:
+            continue
+        em = next((float(r["expected_move"]) for r in ss if r["expected_move"] is not None), None)
+        last = ss[-1]
+        charts.append(profile_svg(
+            by[name], spot=float(ss[0]["spot"]), expected_move=em, breakevens=[float(b) for b in last["breakevens"]],
+            title=f"{label}: P&L ($) vs {ss[0]['driver']} price (vol shift {float(ss[0]['vol_shift_points']):+g} pt; "
+                  f"breakevens of {last['horizon']} dotted, band ±1 sigma to {next((r['horizon'] for r in ss if r['expected_move'] is not None), '–')})"))
+    table = _table(["profile", "horizon", "max loss ($)", "at", "max profit ($)", "at", "breakevens",
+                    "expected move"], rows, left=2)
+    return ("<p>P&amp;L of the book against the underlying's price (full revaluation, the stress grid's vol "
+            "rule), at today (T+0), T+n sessions and the nearest expiries; max profit and loss within the "
+            "range shown.</p>" + table + "".join(charts))
+
+
 def _replays_html(pack: PackData) -> str:
     by: dict[str, list[Row]] = {}
     for r in pack.replays:
@@ -509,6 +602,7 @@ def render_pack(pack: PackData, *, previous: date | None = None, following: date
         ("Strategies: traffic lights and exit signals", _strategies_html(pack)),
         ("Stress grid (heat map)", _grid_html(pack)),
         ("Monte Carlo P&amp;L distribution", _mc_html(pack)),
+        ("Risk profile: P&amp;L vs price", _profile_html(pack)),
         ("Historical replays", _replays_html(pack)),
         ("History: NLV, drawdown, margin and regime", _history_html(pack)),
     ]

@@ -27,6 +27,7 @@ __all__ = [
     "HistoricalWindow",
     "MonteCarloConfig",
     "Proxy",
+    "RiskProfileConfig",
     "StressScenariosFile",
     "UnderlyingStress",
 ]
@@ -213,6 +214,35 @@ class CorrelationConfig(_Strict):
     overrides: list[CorrelationOverride] = Field(default=[])
 
 
+class RiskProfileConfig(_Strict):
+    """The risk profile (P&L vs underlying price): the price axis, its dates and its vol."""
+
+    range_pct: float = Field(
+        default=20.0, gt=0, lt=100,
+        description="price axis from -range to +range % of today's price (the shock grid's spot "
+        "shocks are added as points, so the two share them)",
+    )
+    points: int = Field(default=41, ge=5, le=401, description="evenly spaced points on the axis")
+    sessions_forward: list[int] = Field(
+        default=[5], description="T+n curves, n exchange sessions after the session (T+0 always)"
+    )
+    max_expiries: int = Field(
+        default=4, ge=0, le=24, description="curves at the nearest this many expiries of the book"
+    )
+    vol_shift_points: float = Field(
+        default=0.0, gt=-100, le=1000,
+        description="ATM implied vol change applied to every curve (0: vol held, as the grid's skew_rule)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RiskProfileConfig:
+        if any(not 1 <= n <= 252 for n in self.sessions_forward):
+            raise ValueError("sessions_forward must be in [1, 252]")
+        if len(set(self.sessions_forward)) != len(self.sessions_forward):
+            raise ValueError("sessions_forward has duplicate values")
+        return self
+
+
 class StressScenariosFile(_Strict):
     """Schema of ``config/stress_scenarios.yaml``."""
 
@@ -223,6 +253,7 @@ class StressScenariosFile(_Strict):
     historical: HistoricalConfig = HistoricalConfig()
     monte_carlo: MonteCarloConfig = MonteCarloConfig()
     correlation: CorrelationConfig = CorrelationConfig()
+    risk_profile: RiskProfileConfig = RiskProfileConfig()
 
     def underlying(self, root: str) -> UnderlyingStress:
         """Settings of ``root`` (case-insensitive), else :attr:`default_underlying`."""

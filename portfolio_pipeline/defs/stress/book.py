@@ -99,6 +99,8 @@ class StressBook:
     vix: float
     vix3m: float | None
     positions: int
+    contract_keys: tuple[str, ...] = ()
+    """Instrument (position) key of every contract of ``book.contracts``."""
 
     def per_factor(self, name: str) -> np.ndarray:
         return np.array([getattr(s, name) for s in self.settings], dtype=np.float64)
@@ -189,6 +191,7 @@ def load_book(
         vix=index_px["VIX"],
         vix3m=index_px.get("VIX3M"),
         positions=len(positions),
+        contract_keys=tuple(contract_ix),
     )
 
 
@@ -255,7 +258,7 @@ def _append_contract(
     if not math.isfinite(vol):
         vol = float(
             pricing.implied_vol(
-                is_call, mark, float(spot), contract.strike, t, r, q,  # type: ignore[arg-type]
+                mark, is_call, float(spot), contract.strike, t, r, q,  # type: ignore[arg-type]
                 model="black76" if black76 else "bsm",
             )
         )
