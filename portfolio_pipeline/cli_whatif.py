@@ -28,8 +28,11 @@ def _usd(x: float, signed: bool = False) -> str:
     return usd(x, signed=signed)
 
 
-def _broker_whatif(account: str, legs: Any, trade_value: float) -> str:
-    """The connected broker's WhatIf of the trade as one combo order (adapters that have it)."""
+def _broker_whatif(account: str, legs: Any, trade_value: float, session_close: datetime) -> str:
+    """The connected broker's WhatIf of the trade as one combo order (adapters that have it).
+
+    The demo broker lives in replayed time: it is asked as of the what-if session's close;
+    a real broker is asked now."""
     from datetime import UTC
     from functools import reduce
 
@@ -53,7 +56,7 @@ def _broker_whatif(account: str, legs: Any, trade_value: float) -> str:
         ),
         quantity=n,
         limit_price=round(trade_value / (n * legs[0].leg.multiplier), 2),
-        created_at=datetime.now(UTC),
+        created_at=session_close if broker == "demo" else datetime.now(UTC),
     )
     adapter = order_broker_for(
         load_platform_config(config_dir()), lock_dir=portfolio_home() / "run"
@@ -110,7 +113,8 @@ def whatif(legs: tuple[str, ...], when: datetime | None, account: str | None) ->
             result = what_if(conn, day, parsed, config, calendar, history)
     _print(result)
     if account is not None:
-        click.echo(_broker_whatif(account, result.legs, result.trade_value))
+        close = calendar.session_close(result.session)
+        click.echo(_broker_whatif(account, result.legs, result.trade_value, close))
 
 
 def _history(conn: Any, config: Any, day: Any) -> Any:

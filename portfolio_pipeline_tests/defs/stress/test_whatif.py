@@ -171,3 +171,20 @@ def test_whatif_command(db_url: str, portfolio_env: Path, monkeypatch: pytest.Mo
     )
     assert bad.exit_code == 2
     assert "leg 2 'sell 1 SPX 2018-03-16 2600': the strike must end in C or P" in bad.output
+
+
+def test_whatif_asks_the_demo_broker_as_of_the_session(
+    db_url: str, portfolio_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo broker lives in replayed time: its WhatIf is asked at the session's close
+    (asked "now" it refused: outside the demo history)."""
+    _seed_book(db_url)
+    monkeypatch.setenv("PORTFOLIO_DB_URL", db_url)
+    monkeypatch.setenv("PORTFOLIO_CONFIG_DIR", str(CONFIG_DIR))
+    out = CliRunner().invoke(
+        main,
+        ["whatif", "sell 1 SPX 2018-03-16 2650P", "buy 1 SPX 2018-03-16 2600P",
+         "--broker-whatif", "demo:DEMO-001"],
+    )
+    assert out.exit_code == 0, out.output
+    assert "demo:DEMO-001 WhatIf: initial margin" in out.output
