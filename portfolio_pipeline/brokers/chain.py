@@ -9,6 +9,8 @@ adapters when they add it). :meth:`ChainSnapshot.flow_chain` hands the snapshot 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -16,11 +18,14 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from portfolio_pipeline.brokers.base import BrokerAdapter, BrokerDataError, BrokerError
 from portfolio_pipeline.domain.positions import require_aware
 from portfolio_pipeline.quant import flow
 from portfolio_pipeline.quant._typing import BoolArray, Float64Array, Model
 
-__all__ = ["ChainSnapshot", "ChainSnapshotSource", "ChainWindow"]
+__all__ = ["ChainSnapshot", "ChainSnapshotSource", "ChainWindow", "chain_source", "collect_chains"]
+
+logger = logging.getLogger(__name__)
 
 _ARRAYS = (
     "strike", "T", "bid", "ask", "last", "volume", "open_interest", "iv", "delta", "gamma", "vega",
@@ -117,3 +122,29 @@ class ChainSnapshotSource(Protocol):
     """A broker that snapshots option chains (as of its clock's "now")."""
 
     async def option_chain_snapshot(self, underlying: str, window: ChainWindow) -> ChainSnapshot: ...
+
+
+def chain_source(adapters: Sequence[BrokerAdapter]) -> BrokerAdapter | None:
+    """The adapter that snapshots chains: the first live broker that can, else the demo."""
+    able = [a for a in adapters if isinstance(a, ChainSnapshotSource)]
+    live = [a for a in able if a.name != "demo"]
+    return (live or able or [None])[0]
+
+
+async def collect_chains(
+    adapter: BrokerAdapter, underlyings: Sequence[str], window: ChainWindow
+) -> tuple[list[ChainSnapshot], list[str]]:
+    """One snapshot per underlying from ``adapter`` (connected for the duration); an
+    underlying the broker cannot serve is a note naming it, never a guessed chain."""
+    if not isinstance(adapter, ChainSnapshotSource):
+        raise TypeError(f"{adapter.name}: the broker cannot snapshot option chains")
+    snapshots: list[ChainSnapshot] = []
+    notes: list[str] = []
+    async with adapter:
+        for underlying in underlyings:
+            try:
+                snapshots.append(await adapter.option_chain_snapshot(underlying, window))
+            except (BrokerDataError, BrokerError) as exc:
+                logger.warning("option chain of %s unavailable: %s", underlying, exc)
+                notes.append(f"{underlying}: {exc}")
+    return snapshots, notes
