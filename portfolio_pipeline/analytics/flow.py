@@ -161,14 +161,22 @@ def _none(x: float | None) -> float | None:
 
 
 def _nan_list(values: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(v) else v for v in values.tolist()]
+    out = values.astype(object)
+    out[~np.isfinite(values)] = None
+    result: list[float | None] = out.tolist()
+    return result
 
 
 def chain_rows(day: date, snapshot: ChainSnapshot) -> list[Row]:
     """``option_chain_snapshots`` rows (NaN -> NULL)."""
     n = snapshot.size
-    quote_time = [None if not np.isfinite(e) else datetime.fromtimestamp(e, tz=UTC)
-                  for e in snapshot.quote_epoch.tolist()]
+    epochs = snapshot.quote_epoch
+    known = np.isfinite(epochs)
+    if known.all() and np.all(epochs == epochs[0]):
+        quote_time: list[datetime | None] = [datetime.fromtimestamp(float(epochs[0]), tz=UTC)] * n
+    else:
+        quote_time = [datetime.fromtimestamp(e, tz=UTC) if ok else None
+                      for e, ok in zip(epochs.tolist(), known.tolist(), strict=True)]
     cols: dict[str, list[Any]] = {
         "trading_class": snapshot.trading_class.tolist(),
         "expiry": _dates(snapshot.expiry),

@@ -38,8 +38,8 @@ class ChainWindow:
     """Which listed contracts a snapshot covers: expiries settling within ``max_days``
     calendar days after the snapshot, strikes within ``spot x (1 -/+ moneyness)``."""
 
-    max_days: int = 45
-    moneyness: float = 0.08
+    max_days: int = 35
+    moneyness: float = 0.06
 
     def __post_init__(self) -> None:
         if self.max_days < 0:

@@ -21,10 +21,10 @@ PositioningName = Literal["customers_sell_calls_buy_puts", "customers_buy_calls_
 
 class ChainWindowSettings(StrictModel):
     """Contracts snapshotted: expiries within ``max_days`` calendar days, strikes within
-    ``spot x (1 -/+ moneyness)`` (a fraction: 0.08 = 8 %)."""
+    ``spot x (1 -/+ moneyness)`` (a fraction: 0.06 = 6 %)."""
 
-    max_days: int = Field(default=45, ge=1, le=400)
-    moneyness: float = Field(default=0.08, gt=0, lt=1)
+    max_days: int = Field(default=35, ge=1, le=400)
+    moneyness: float = Field(default=0.06, gt=0, lt=1)
 
 
 class ZeroGammaSettings(StrictModel):
@@ -32,7 +32,7 @@ class ZeroGammaSettings(StrictModel):
 
     lower: float = Field(default=0.75, gt=0, lt=1)
     upper: float = Field(default=1.25, gt=1, le=3)
-    points: int = Field(default=61, ge=3, le=2001)
+    points: int = Field(default=25, ge=3, le=2001)
 
 
 class UnusualSettings(StrictModel):

@@ -305,18 +305,23 @@ def dealer_gamma_curve(chain: Chain, positioning: Positioning, spots: npt.ArrayL
     """
     s = np.asarray(spots, dtype=np.float64).reshape(-1, 1)
     pos = dealer_position(chain, positioning) * chain.multiplier
+    held = pos != 0  # contracts nobody holds add no gamma: skip their revaluation
+    pos = pos[held]
     g = pricing.greeks(
-        chain.is_call[None, :], s, chain.strike[None, :], chain.T[None, :], chain.rate,
-        chain.dividend_yield, chain.iv[None, :], model=chain.model,
+        chain.is_call[None, held], s, chain.strike[None, held], chain.T[None, held], chain.rate,
+        chain.dividend_yield, chain.iv[None, held], model=chain.model,
     )
     gamma = np.nan_to_num(np.asarray(g.gamma, dtype=np.float64))
     out: Float64Array = (gamma @ pos) * s[:, 0] ** 2 / 100.0
     return out
 
 
-def _share_gamma(chain: Chain, pos: Float64Array, spot: float) -> float:
-    g = _greeks(chain, spot)
-    return float(np.nan_to_num(np.asarray(g.gamma, dtype=np.float64)) @ pos)
+def _share_gamma(chain: Chain, pos: Float64Array, held: BoolArray, spot: float) -> float:
+    g = pricing.greeks(
+        chain.is_call[held], spot, chain.strike[held], chain.T[held], chain.rate, chain.dividend_yield,
+        chain.iv[held], model=chain.model,
+    )
+    return float(np.nan_to_num(np.asarray(g.gamma, dtype=np.float64)) @ pos[held])
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +341,7 @@ def zero_gamma(
     *,
     lower: float = 0.75,
     upper: float = 1.25,
-    points: int = 101,
+    points: int = 25,
     xtol: float = 1e-6,
 ) -> ZeroGamma:
     """Spot levels where the dealers' total gamma is zero, in ``[lower, upper] x spot``.
@@ -350,11 +355,12 @@ def zero_gamma(
     spots = chain.spot * np.geomspace(lower, upper, points)
     curve = dealer_gamma_curve(chain, positioning, spots)
     pos = dealer_position(chain, positioning) * chain.multiplier
+    held = pos != 0
     sign = np.sign(curve)
     roots: list[float] = [float(spots[i]) for i in np.flatnonzero(sign == 0)]
     for i in np.flatnonzero(sign[:-1] * sign[1:] < 0):
         root = brentq(
-            lambda x: _share_gamma(chain, pos, x), float(spots[i]), float(spots[i + 1]),
+            lambda x: _share_gamma(chain, pos, held, x), float(spots[i]), float(spots[i + 1]),
             xtol=xtol * chain.spot,
         )
         roots.append(float(root))

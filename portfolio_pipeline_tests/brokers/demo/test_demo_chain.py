@@ -55,8 +55,8 @@ def test_demo_broker_is_a_chain_snapshot_source(broker: tuple[DemoBroker, Settab
     chain = _snapshot(b, clock, date(2018, 2, 5))
     assert chain.simulated and "simulated" in chain.source
     assert chain.size > 0 and np.all(chain.T > 0) and np.all(chain.bid < chain.ask)
-    assert np.all(np.abs(chain.strike / chain.spot - 1) <= 0.08 + 1e-9)
-    assert np.all((chain.expiry - np.datetime64("2018-02-05")).astype(int) <= 45)
+    assert np.all(np.abs(chain.strike / chain.spot - 1) <= 0.06 + 1e-9)
+    assert np.all((chain.expiry - np.datetime64("2018-02-05")).astype(int) <= 35)
     assert set(chain.trading_class) == {"SPX", "SPXW"}
     assert np.all(chain.open_interest >= 0) and np.all(chain.volume >= 0)
 
@@ -103,6 +103,6 @@ def test_open_interest_concentrates_around_the_money_and_in_puts(broker: tuple[D
     b, clock = broker
     c = _snapshot(b, clock, date(2017, 9, 1))
     near = np.abs(c.strike / c.spot - 1) < 0.02
-    far = np.abs(c.strike / c.spot - 1) > 0.06
+    far = np.abs(c.strike / c.spot - 1) > 0.045
     assert c.open_interest[near].mean() > 2 * c.open_interest[far].mean()
     assert c.open_interest[~c.is_call].sum() > c.open_interest[c.is_call].sum()
