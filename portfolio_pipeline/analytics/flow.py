@@ -56,7 +56,13 @@ UNITS: Mapping[str, str] = {
 
 def _unit(metric: str) -> str:
     if metric.startswith("pin_"):
-        return "contracts" if metric.endswith("_oi") else "fraction of spot" if metric.endswith("_distance") else "strike"
+        return (
+            "contracts"
+            if metric.endswith("_oi")
+            else "fraction of spot"
+            if metric.endswith("_distance")
+            else "strike"
+        )
     return UNITS[metric]
 
 
@@ -67,8 +73,16 @@ def _dates(values: np.ndarray) -> list[date]:
 
 def contract_keys(snapshot: ChainSnapshot) -> list[ContractKey]:
     rights = np.where(snapshot.is_call, "C", "P").tolist()
-    return list(zip([snapshot.underlying] * snapshot.size, snapshot.trading_class.tolist(),
-                    _dates(snapshot.expiry), snapshot.strike.tolist(), rights, strict=True))
+    return list(
+        zip(
+            [snapshot.underlying] * snapshot.size,
+            snapshot.trading_class.tolist(),
+            _dates(snapshot.expiry),
+            snapshot.strike.tolist(),
+            rights,
+            strict=True,
+        )
+    )
 
 
 class VolumeHistory:
@@ -95,25 +109,46 @@ class VolumeHistory:
 
     def average(self, keys: Sequence[ContractKey]) -> Float64Array:
         """Average daily volume per key over the sessions it appeared in (NaN: none)."""
-        return np.array([self._sum[k] / self._count[k] if k in self._count else np.nan for k in keys])
+        return np.array(
+            [self._sum[k] / self._count[k] if k in self._count else np.nan for k in keys]
+        )
 
 
 def load_volume_history(conn: Connection, before: date, sessions: int) -> VolumeHistory:
     """The stored chain volumes of the ``sessions`` snapshots before ``before``."""
     t = option_chain_snapshots
-    days = [r[0] for r in conn.execute(
-        select(t.c.session_date).where(t.c.session_date < before).distinct()
-        .order_by(t.c.session_date.desc()).limit(sessions))]
+    days = [
+        r[0]
+        for r in conn.execute(
+            select(t.c.session_date)
+            .where(t.c.session_date < before)
+            .distinct()
+            .order_by(t.c.session_date.desc())
+            .limit(sessions)
+        )
+    ]
     history = VolumeHistory(sessions)
     if not days:
         return history
     rows = conn.execute(
-        select(t.c.session_date, t.c.underlying, t.c.trading_class, t.c.expiry, t.c.strike, t.c.right, t.c.volume)
-        .where(t.c.session_date.in_(days)).order_by(t.c.session_date))
+        select(
+            t.c.session_date,
+            t.c.underlying,
+            t.c.trading_class,
+            t.c.expiry,
+            t.c.strike,
+            t.c.right,
+            t.c.volume,
+        )
+        .where(t.c.session_date.in_(days))
+        .order_by(t.c.session_date)
+    )
     by_day: dict[date, dict[ContractKey, float]] = {d: {} for d in sorted(days)}
     for r in rows:
         if r.volume is not None:
-            by_day[r.session_date][(r.underlying, r.trading_class, r.expiry, r.strike, r.right)] = r.volume
+            by_day[r.session_date][(r.underlying, r.trading_class, r.expiry, r.strike, r.right)] = (
+                r.volume
+            )
     for d in sorted(by_day):
         history.push(by_day[d])
     return history
@@ -136,7 +171,9 @@ def chain_quality(snapshot: ChainSnapshot, stale_minutes: float) -> ChainQuality
     bid, ask = snapshot.bid, snapshot.ask
     both = np.isfinite(bid) & np.isfinite(ask)
     crossed = int(np.count_nonzero(both & (bid > np.where(both, ask, np.inf))))
-    zero_oi = int(np.count_nonzero((np.nan_to_num(snapshot.volume) > 0) & (snapshot.open_interest == 0)))
+    zero_oi = int(
+        np.count_nonzero((np.nan_to_num(snapshot.volume) > 0) & (snapshot.open_interest == 0))
+    )
     age = snapshot.as_of.timestamp() - snapshot.quote_epoch
     stale = int(np.count_nonzero(np.isfinite(age) & (age > stale_minutes * 60.0)))
     return ChainQuality(snapshot.size, crossed, zero_oi, stale)
@@ -175,21 +212,47 @@ def chain_rows(day: date, snapshot: ChainSnapshot) -> list[Row]:
     if known.all() and np.all(epochs == epochs[0]):
         quote_time: list[datetime | None] = [datetime.fromtimestamp(float(epochs[0]), tz=UTC)] * n
     else:
-        quote_time = [datetime.fromtimestamp(e, tz=UTC) if ok else None
-                      for e, ok in zip(epochs.tolist(), known.tolist(), strict=True)]
+        quote_time = [
+            datetime.fromtimestamp(e, tz=UTC) if ok else None
+            for e, ok in zip(epochs.tolist(), known.tolist(), strict=True)
+        ]
     cols: dict[str, list[Any]] = {
         "trading_class": snapshot.trading_class.tolist(),
         "expiry": _dates(snapshot.expiry),
         "strike": snapshot.strike.tolist(),
         "right": np.where(snapshot.is_call, "C", "P").tolist(),
-        **{name: _nan_list(getattr(snapshot, name)) for name in (
-            "bid", "ask", "last", "volume", "open_interest", "iv", "delta", "gamma", "vega", "theta")},
+        **{
+            name: _nan_list(getattr(snapshot, name))
+            for name in (
+                "bid",
+                "ask",
+                "last",
+                "volume",
+                "open_interest",
+                "iv",
+                "delta",
+                "gamma",
+                "vega",
+                "theta",
+            )
+        },
         "quote_time": quote_time,
     }
-    const = {"session_date": day, "underlying": snapshot.underlying, "as_of": snapshot.as_of,
-             "source": snapshot.source}
+    const = {
+        "session_date": day,
+        "underlying": snapshot.underlying,
+        "as_of": snapshot.as_of,
+        "source": snapshot.source,
+    }
     names = list(cols)
-    return [{**const, **dict(zip(names, vals, strict=True))} for vals in zip(*cols.values(), strict=True)] if n else []
+    return (
+        [
+            {**const, **dict(zip(names, vals, strict=True))}
+            for vals in zip(*cols.values(), strict=True)
+        ]
+        if n
+        else []
+    )
 
 
 def analyse(
@@ -199,8 +262,13 @@ def analyse(
     chain = snapshot.flow_chain()
     positioning = cfg.positioning
     exp = flow.exposures(chain, positioning)
-    zg = flow.zero_gamma(chain, positioning, lower=cfg.zero_gamma.lower, upper=cfg.zero_gamma.upper,
-                         points=cfg.zero_gamma.points)
+    zg = flow.zero_gamma(
+        chain,
+        positioning,
+        lower=cfg.zero_gamma.lower,
+        upper=cfg.zero_gamma.upper,
+        points=cfg.zero_gamma.points,
+    )
     by_strike = flow.gex_by_strike(chain, exp)
     by_expiry = flow.exposure_by_expiry(chain, exp)
     pcr = flow.put_call_ratios(chain, tuple(cfg.put_call_buckets_days))
@@ -227,36 +295,81 @@ def analyse(
     ]
     for e in by_expiry:
         scope = str(e.expiry)
-        values += [("gex", scope, e.gex), ("vanna", scope, e.vanna), ("charm", scope, e.charm),
-                   ("dealer_delta", scope, e.dollar_delta)]
+        values += [
+            ("gex", scope, e.gex),
+            ("vanna", scope, e.vanna),
+            ("charm", scope, e.charm),
+            ("dealer_delta", scope, e.dollar_delta),
+        ]
     for r in pcr:
-        values += [("put_call_volume", r.bucket, r.volume_ratio), ("put_call_oi", r.bucket, r.oi_ratio)]
+        values += [
+            ("put_call_volume", r.bucket, r.volume_ratio),
+            ("put_call_oi", r.bucket, r.oi_ratio),
+        ]
     if pin is not None:
         scope = str(pin.expiry)
-        values += [("max_pain", scope, pin.max_pain), ("max_pain_distance", scope, pin.max_pain_distance)]
-        for j, (k, oi, dist) in enumerate(zip(pin.strikes.tolist(), pin.open_interest.tolist(),
-                                              pin.distance.tolist(), strict=True), start=1):
-            values += [(f"pin_{j}", scope, k), (f"pin_{j}_oi", scope, oi), (f"pin_{j}_distance", scope, dist)]
-    base = {"session_date": day, "underlying": snapshot.underlying, "positioning": positioning,
-            "simulated": snapshot.simulated}
-    metrics = [{**base, "metric": m, "scope": s, "value": _none(v), "unit": _unit(m)} for m, s, v in values]
+        values += [
+            ("max_pain", scope, pin.max_pain),
+            ("max_pain_distance", scope, pin.max_pain_distance),
+        ]
+        for j, (k, oi, dist) in enumerate(
+            zip(
+                pin.strikes.tolist(), pin.open_interest.tolist(), pin.distance.tolist(), strict=True
+            ),
+            start=1,
+        ):
+            values += [
+                (f"pin_{j}", scope, k),
+                (f"pin_{j}_oi", scope, oi),
+                (f"pin_{j}_distance", scope, dist),
+            ]
+    base = {
+        "session_date": day,
+        "underlying": snapshot.underlying,
+        "positioning": positioning,
+        "simulated": snapshot.simulated,
+    }
+    metrics = [
+        {**base, "metric": m, "scope": s, "value": _none(v), "unit": _unit(m)} for m, s, v in values
+    ]
 
     strikes = [
-        {"session_date": day, "underlying": snapshot.underlying, "strike": k, "call_gex": cg, "put_gex": pg,
-         "call_oi": co, "put_oi": po}
-        for k, cg, pg, co, po in zip(by_strike.strike.tolist(), by_strike.call_gex.tolist(),
-                                     by_strike.put_gex.tolist(), by_strike.call_oi.tolist(),
-                                     by_strike.put_oi.tolist(), strict=True)
+        {
+            "session_date": day,
+            "underlying": snapshot.underlying,
+            "strike": k,
+            "call_gex": cg,
+            "put_gex": pg,
+            "call_oi": co,
+            "put_oi": po,
+        }
+        for k, cg, pg, co, po in zip(
+            by_strike.strike.tolist(),
+            by_strike.call_gex.tolist(),
+            by_strike.put_gex.tolist(),
+            by_strike.call_oi.tolist(),
+            by_strike.put_oi.tolist(),
+            strict=True,
+        )
     ]
     unusual_rows: list[Row] = []
     for j, i in enumerate(unusual.index.tolist()):
         und, tc, expiry, strike, right = live_keys[i]
         avg = None if average is None else _none(float(average[i]))
-        unusual_rows.append({
-            "session_date": day, "underlying": und, "trading_class": tc, "expiry": expiry, "strike": strike,
-            "right": right, "volume": float(chain.volume[i]), "open_interest": float(chain.open_interest[i]),
-            "average_volume": avg, "reasons": ",".join(unusual.reason_names(j)),
-        })
+        unusual_rows.append(
+            {
+                "session_date": day,
+                "underlying": und,
+                "trading_class": tc,
+                "expiry": expiry,
+                "strike": strike,
+                "right": right,
+                "volume": float(chain.volume[i]),
+                "open_interest": float(chain.open_interest[i]),
+                "average_volume": avg,
+                "reasons": ",".join(unusual.reason_names(j)),
+            }
+        )
     if history is not None:
         history.push(dict(zip(keys, np.nan_to_num(snapshot.volume).tolist(), strict=True)))
     pc_all = pcr[-1]
@@ -275,23 +388,33 @@ def analyse(
         "contracts": float(snapshot.size),
     }
     return FlowResult(
-        snapshot.underlying, snapshot.simulated, chain_rows(day, snapshot), metrics, strikes, unusual_rows,
-        chain_quality(snapshot, cfg.checks.stale_quote_minutes), headline,
+        snapshot.underlying,
+        snapshot.simulated,
+        chain_rows(day, snapshot),
+        metrics,
+        strikes,
+        unusual_rows,
+        chain_quality(snapshot, cfg.checks.stale_quote_minutes),
+        headline,
     )
 
 
 def read_flow_metrics(conn: Connection, day: date) -> list[Row]:
     """The stored ``option_flow_metrics`` rows of a session (for the risk pack)."""
     t = option_flow_metrics
-    rows = conn.execute(select(t).where(t.c.session_date == day).order_by(t.c.underlying, t.c.metric, t.c.scope))
+    rows = conn.execute(
+        select(t).where(t.c.session_date == day).order_by(t.c.underlying, t.c.metric, t.c.scope)
+    )
     return [dict(r) for r in rows.mappings()]
 
 
 def headline_table(results: Iterable[FlowResult]) -> str:
     """Markdown table of the headline numbers per underlying (labelled simulated)."""
-    lines = ["| underlying | spot | GEX ($ per 1%) | zero gamma | vanna ($/vol pt) | charm ($/day) | "
-             "P/C OI | P/C volume | max pain | next expiry | unusual |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    lines = [
+        "| underlying | spot | GEX ($ per 1%) | zero gamma | vanna ($/vol pt) | charm ($/day) | "
+        "P/C OI | P/C volume | max pain | next expiry | unusual |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
 
     def f(x: Any, fmt: str) -> str:
         return "n/a" if x is None else format(x, fmt) if not isinstance(x, str) else x
@@ -303,5 +426,6 @@ def headline_table(results: Iterable[FlowResult]) -> str:
             f"| {name} | {f(h['spot'], ',.2f')} | {f(h['total_gex'], ',.0f')} | {f(h['zero_gamma'], ',.1f')} | "
             f"{f(h['vanna'], ',.0f')} | {f(h['charm'], ',.0f')} | {f(h['put_call_oi'], '.2f')} | "
             f"{f(h['put_call_volume'], '.2f')} | {f(h['max_pain'], ',.0f')} | {f(h['next_expiry'], '')} | "
-            f"{f(h['unusual'], '.0f')} |")
+            f"{f(h['unusual'], '.0f')} |"
+        )
     return "\n".join(lines)

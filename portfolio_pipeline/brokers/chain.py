@@ -28,8 +28,19 @@ __all__ = ["ChainSnapshot", "ChainSnapshotSource", "ChainWindow", "chain_source"
 logger = logging.getLogger(__name__)
 
 _ARRAYS = (
-    "strike", "T", "bid", "ask", "last", "volume", "open_interest", "iv", "delta", "gamma", "vega",
-    "theta", "quote_epoch",
+    "strike",
+    "T",
+    "bid",
+    "ask",
+    "last",
+    "volume",
+    "open_interest",
+    "iv",
+    "delta",
+    "gamma",
+    "vega",
+    "theta",
+    "quote_epoch",
 )
 
 
@@ -91,7 +102,9 @@ class ChainSnapshot:
         for name in (*_ARRAYS, "trading_class", "expiry"):
             size = np.asarray(getattr(self, name)).size
             if size != n:
-                raise ValueError(f"chain snapshot {self.underlying}: {name} has {size} rows, expected {n}")
+                raise ValueError(
+                    f"chain snapshot {self.underlying}: {name} has {size} rows, expected {n}"
+                )
 
     @property
     def size(self) -> int:
@@ -121,14 +134,18 @@ class ChainSnapshot:
 class ChainSnapshotSource(Protocol):
     """A broker that snapshots option chains (as of its clock's "now")."""
 
-    async def option_chain_snapshot(self, underlying: str, window: ChainWindow) -> ChainSnapshot: ...
+    async def option_chain_snapshot(
+        self, underlying: str, window: ChainWindow
+    ) -> ChainSnapshot: ...
 
 
 def chain_source(adapters: Sequence[BrokerAdapter]) -> BrokerAdapter | None:
     """The adapter that snapshots chains: the first live broker that can, else the demo."""
     able = [a for a in adapters if isinstance(a, ChainSnapshotSource)]
     live = [a for a in able if a.name != "demo"]
-    return (live or able or [None])[0]
+    if live:
+        return live[0]
+    return able[0] if able else None
 
 
 async def collect_chains(

@@ -16,7 +16,9 @@ from portfolio_pipeline.quant.flow import FlowThresholds
 
 __all__ = ["DEFAULT_FLOW", "FlowConfig"]
 
-PositioningName = Literal["customers_sell_calls_buy_puts", "customers_buy_calls_buy_puts", "net_customer"]
+PositioningName = Literal[
+    "customers_sell_calls_buy_puts", "customers_buy_calls_buy_puts", "net_customer"
+]
 
 
 class ChainWindowSettings(StrictModel):
@@ -42,17 +44,25 @@ class UnusualSettings(StrictModel):
     volume_oi_ratio: float = Field(default=1.0, gt=0)
     size_multiple: float = Field(default=5.0, gt=1)
     far_otm: float = Field(default=0.10, gt=0, lt=1, description="fraction of spot")
-    average_sessions: int = Field(default=20, ge=1, le=250, description="sessions in the average volume")
+    average_sessions: int = Field(
+        default=20, ge=1, le=250, description="sessions in the average volume"
+    )
 
     def thresholds(self) -> FlowThresholds:
-        return FlowThresholds(self.min_volume, self.volume_oi_ratio, self.size_multiple, self.far_otm)
+        return FlowThresholds(
+            self.min_volume, self.volume_oi_ratio, self.size_multiple, self.far_otm
+        )
 
 
 class FlowChecks(StrictModel):
     """Data-quality checks of the chain snapshots."""
 
-    stale_quote_minutes: float = Field(default=30.0, gt=0, description="quote older than the snapshot by this")
-    max_bad_fraction: float = Field(default=0.01, ge=0, le=1, description="share of contracts a check tolerates")
+    stale_quote_minutes: float = Field(
+        default=30.0, gt=0, description="quote older than the snapshot by this"
+    )
+    max_bad_fraction: float = Field(
+        default=0.01, ge=0, le=1, description="share of contracts a check tolerates"
+    )
 
 
 class FlowConfig(StrictModel):

@@ -14,7 +14,12 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from portfolio_pipeline.brokers.base import BrokerAdapter
-from portfolio_pipeline.brokers.chain import ChainSnapshot, ChainWindow, chain_source, collect_chains
+from portfolio_pipeline.brokers.chain import (
+    ChainSnapshot,
+    ChainWindow,
+    chain_source,
+    collect_chains,
+)
 from portfolio_pipeline.brokers.factory import AS_OF_CAPABLE, adapters_for
 from portfolio_pipeline.brokers.history.store import HistoryStore
 from portfolio_pipeline.brokers.snapshot import BookSnapshot, collect_snapshot

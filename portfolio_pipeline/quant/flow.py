@@ -54,8 +54,8 @@ from portfolio_pipeline.quant._typing import BoolArray, Float64Array, Model
 __all__ = [
     "POSITIONING_MODES",
     "Chain",
-    "Exposures",
     "ExpiryExposure",
+    "Exposures",
     "FlowThresholds",
     "Pinning",
     "PutCallRow",
@@ -92,6 +92,11 @@ UNUSUAL_REASONS: Final[dict[int, str]] = {
     _UNUSUAL_SIZE: "volume_over_average",
     _UNUSUAL_FAR_OTM: "far_otm_size",
 }
+
+
+def _bincount(inv: npt.NDArray[np.intp], weights: Float64Array, n: int) -> Float64Array:
+    """Sums of ``weights`` per group index (float64)."""
+    return np.asarray(np.bincount(inv, weights, minlength=n), dtype=np.float64)
 
 
 def _f64(name: str, value: npt.ArrayLike, n: int | None) -> Float64Array:
@@ -192,7 +197,13 @@ def dealer_position(chain: Chain, positioning: Positioning) -> Float64Array:
 
 def _greeks(chain: Chain, spot: float | Float64Array) -> pricing.Greeks:
     return pricing.greeks(
-        chain.is_call, spot, chain.strike, chain.T, chain.rate, chain.dividend_yield, chain.iv,
+        chain.is_call,
+        spot,
+        chain.strike,
+        chain.T,
+        chain.rate,
+        chain.dividend_yield,
+        chain.iv,
         model=chain.model,
     )
 
@@ -256,10 +267,10 @@ def gex_by_strike(chain: Chain, exp: Exposures) -> StrikeGex:
     c = chain.is_call
     return StrikeGex(
         strike=strikes,
-        call_gex=np.bincount(inv, np.where(c, exp.gex, 0.0), minlength=n),
-        put_gex=np.bincount(inv, np.where(c, 0.0, exp.gex), minlength=n),
-        call_oi=np.bincount(inv, np.where(c, chain.open_interest, 0.0), minlength=n),
-        put_oi=np.bincount(inv, np.where(c, 0.0, chain.open_interest), minlength=n),
+        call_gex=_bincount(inv, np.where(c, exp.gex, 0.0), n),
+        put_gex=_bincount(inv, np.where(c, 0.0, exp.gex), n),
+        call_oi=_bincount(inv, np.where(c, chain.open_interest, 0.0), n),
+        put_oi=_bincount(inv, np.where(c, 0.0, chain.open_interest), n),
     )
 
 
@@ -282,14 +293,21 @@ def exposure_by_expiry(chain: Chain, exp: Exposures) -> list[ExpiryExposure]:
     n = expiries.size
 
     def s(x: Float64Array) -> Float64Array:
-        out: Float64Array = np.bincount(inv, x, minlength=n)
+        out: Float64Array = _bincount(inv, x, n)
         return out
 
     gex, vanna, charm, dd = s(exp.gex), s(exp.vanna), s(exp.charm), s(exp.dollar_delta)
     oi, vol = s(chain.open_interest), s(chain.volume)
     return [
-        ExpiryExposure(expiries[i], float(gex[i]), float(vanna[i]), float(charm[i]), float(dd[i]),
-                       float(oi[i]), float(vol[i]))
+        ExpiryExposure(
+            expiries[i],
+            float(gex[i]),
+            float(vanna[i]),
+            float(charm[i]),
+            float(dd[i]),
+            float(oi[i]),
+            float(vol[i]),
+        )
         for i in range(n)
     ]
 
@@ -297,7 +315,9 @@ def exposure_by_expiry(chain: Chain, exp: Exposures) -> list[ExpiryExposure]:
 # --------------------------------------------------------------------------- zero gamma
 
 
-def dealer_gamma_curve(chain: Chain, positioning: Positioning, spots: npt.ArrayLike) -> Float64Array:
+def dealer_gamma_curve(
+    chain: Chain, positioning: Positioning, spots: npt.ArrayLike
+) -> Float64Array:
     """Total dealer GEX ($ per 1 %) at each spot in ``spots``, by full BSM revaluation.
 
     Every contract is revalued at every spot in one kernel call (implied vols and times
@@ -308,8 +328,14 @@ def dealer_gamma_curve(chain: Chain, positioning: Positioning, spots: npt.ArrayL
     held = pos != 0  # contracts nobody holds add no gamma: skip their revaluation
     pos = pos[held]
     g = pricing.greeks(
-        chain.is_call[None, held], s, chain.strike[None, held], chain.T[None, held], chain.rate,
-        chain.dividend_yield, chain.iv[None, held], model=chain.model,
+        chain.is_call[None, held],
+        s,
+        chain.strike[None, held],
+        chain.T[None, held],
+        chain.rate,
+        chain.dividend_yield,
+        chain.iv[None, held],
+        model=chain.model,
     )
     gamma = np.nan_to_num(np.asarray(g.gamma, dtype=np.float64))
     out: Float64Array = (gamma @ pos) * s[:, 0] ** 2 / 100.0
@@ -318,8 +344,14 @@ def dealer_gamma_curve(chain: Chain, positioning: Positioning, spots: npt.ArrayL
 
 def _share_gamma(chain: Chain, pos: Float64Array, held: BoolArray, spot: float) -> float:
     g = pricing.greeks(
-        chain.is_call[held], spot, chain.strike[held], chain.T[held], chain.rate, chain.dividend_yield,
-        chain.iv[held], model=chain.model,
+        chain.is_call[held],
+        spot,
+        chain.strike[held],
+        chain.T[held],
+        chain.rate,
+        chain.dividend_yield,
+        chain.iv[held],
+        model=chain.model,
     )
     return float(np.nan_to_num(np.asarray(g.gamma, dtype=np.float64)) @ pos[held])
 
@@ -351,7 +383,9 @@ def zero_gamma(
     (absolute tolerance ``xtol`` x spot). Exact zeros on the grid count as roots.
     """
     if not (0 < lower < 1 < upper) or points < 3:
-        raise ValueError(f"zero_gamma: need 0 < lower < 1 < upper and points >= 3, got {lower}, {upper}, {points}")
+        raise ValueError(
+            f"zero_gamma: need 0 < lower < 1 < upper and points >= 3, got {lower}, {upper}, {points}"
+        )
     spots = chain.spot * np.geomspace(lower, upper, points)
     curve = dealer_gamma_curve(chain, positioning, spots)
     pos = dealer_position(chain, positioning) * chain.multiplier
@@ -360,7 +394,9 @@ def zero_gamma(
     roots: list[float] = [float(spots[i]) for i in np.flatnonzero(sign == 0)]
     for i in np.flatnonzero(sign[:-1] * sign[1:] < 0):
         root = brentq(
-            lambda x: _share_gamma(chain, pos, held, x), float(spots[i]), float(spots[i + 1]),
+            lambda x: _share_gamma(chain, pos, held, x),
+            float(spots[i]),
+            float(spots[i + 1]),
             xtol=xtol * chain.spot,
         )
         roots.append(float(root))
@@ -409,7 +445,9 @@ def put_call_ratios(chain: Chain, edges_days: tuple[int, ...] = (7, 30, 90)) -> 
     ``T x 365`` (0 days, expiring now, in the first bucket).
     """
     if list(edges_days) != sorted(set(edges_days)) or (edges_days and edges_days[0] <= 0):
-        raise ValueError(f"put_call_ratios: bucket edges must be positive and increasing, got {edges_days}")
+        raise ValueError(
+            f"put_call_ratios: bucket edges must be positive and increasing, got {edges_days}"
+        )
     days = chain.T * 365.0
     idx = np.searchsorted(np.asarray(edges_days, dtype=np.float64), days - 1e-9, side="left")
     rows: list[PutCallRow] = []
@@ -434,7 +472,9 @@ def _pc_row(label: str, puts: BoolArray, calls: BoolArray, chain: Chain) -> PutC
 # --------------------------------------------------------------------------- max pain, pinning
 
 
-def max_pain(strike: npt.ArrayLike, is_call: npt.ArrayLike, open_interest: npt.ArrayLike) -> tuple[float, Float64Array, Float64Array]:
+def max_pain(
+    strike: npt.ArrayLike, is_call: npt.ArrayLike, open_interest: npt.ArrayLike
+) -> tuple[float, Float64Array, Float64Array]:
     """Max-pain settlement of one expiry: the listed strike minimising the holders' payout.
 
     At settlement ``P`` the option holders receive
@@ -478,7 +518,7 @@ def pinning(chain: Chain, *, top: int = 3) -> Pinning | None:
     nxt = chain.expiry[live].min()
     m = chain.expiry == nxt
     strikes, inv = np.unique(chain.strike[m], return_inverse=True)
-    oi = np.bincount(inv, chain.open_interest[m], minlength=strikes.size)
+    oi = _bincount(inv, chain.open_interest[m], strikes.size)
     order = np.lexsort((strikes, -oi))[:top]
     mp, _, _ = max_pain(chain.strike[m], chain.is_call[m], chain.open_interest[m])
     return Pinning(

@@ -20,14 +20,29 @@ AS_OF = datetime(2024, 1, 2, 21, 0, tzinfo=UTC)
 def _snapshot(**over: object) -> ChainSnapshot:
     n = 4
     base: dict[str, object] = dict(
-        underlying="SPX", as_of=AS_OF, spot=100.0, multiplier=100.0, rate=0.0, dividend_yield=0.0,
-        source="test", simulated=False,
-        trading_class=np.array(["SPXW"] * n), expiry=np.full(n, np.datetime64("2024-01-19")),
-        is_call=np.array([False, False, True, True]), strike=np.array([90.0, 95.0, 105.0, 110.0]),
-        T=np.full(n, 17 / 365), bid=np.array([1.0, 2.0, 2.0, 1.0]), ask=np.array([1.1, 2.2, 2.2, 1.1]),
-        last=np.array([1.05, np.nan, 2.1, 1.05]), volume=np.array([600.0, 50.0, 100.0, 0.0]),
-        open_interest=np.array([400.0, 1000.0, 800.0, 300.0]), iv=np.full(n, 0.2),
-        delta=np.full(n, np.nan), gamma=np.full(n, np.nan), vega=np.full(n, np.nan), theta=np.full(n, np.nan),
+        underlying="SPX",
+        as_of=AS_OF,
+        spot=100.0,
+        multiplier=100.0,
+        rate=0.0,
+        dividend_yield=0.0,
+        source="test",
+        simulated=False,
+        trading_class=np.array(["SPXW"] * n),
+        expiry=np.full(n, np.datetime64("2024-01-19")),
+        is_call=np.array([False, False, True, True]),
+        strike=np.array([90.0, 95.0, 105.0, 110.0]),
+        T=np.full(n, 17 / 365),
+        bid=np.array([1.0, 2.0, 2.0, 1.0]),
+        ask=np.array([1.1, 2.2, 2.2, 1.1]),
+        last=np.array([1.05, np.nan, 2.1, 1.05]),
+        volume=np.array([600.0, 50.0, 100.0, 0.0]),
+        open_interest=np.array([400.0, 1000.0, 800.0, 300.0]),
+        iv=np.full(n, 0.2),
+        delta=np.full(n, np.nan),
+        gamma=np.full(n, np.nan),
+        vega=np.full(n, np.nan),
+        theta=np.full(n, np.nan),
         quote_epoch=np.full(n, AS_OF.timestamp()),
     )
     base.update(over)
@@ -59,8 +74,12 @@ def test_rows_carry_the_chain_and_the_figures() -> None:
 def test_quality_counts_crossed_zero_oi_and_stale() -> None:
     snap = _snapshot(
         bid=np.array([1.2, 2.0, 2.0, 1.0]),  # first crossed
-        open_interest=np.array([400.0, 0.0, 0.0, 300.0]),  # 95 put traded 50 on zero OI; 105 call 100
-        quote_epoch=np.array([AS_OF.timestamp(), AS_OF.timestamp() - 3600, np.nan, AS_OF.timestamp() - 60]),
+        open_interest=np.array(
+            [400.0, 0.0, 0.0, 300.0]
+        ),  # 95 put traded 50 on zero OI; 105 call 100
+        quote_epoch=np.array(
+            [AS_OF.timestamp(), AS_OF.timestamp() - 3600, np.nan, AS_OF.timestamp() - 60]
+        ),
     )
     q = chain_quality(snap, stale_minutes=30)
     assert (q.contracts, q.crossed, q.zero_oi_traded, q.stale) == (4, 1, 2, 1)
@@ -87,13 +106,27 @@ def test_size_test_uses_the_average_of_earlier_sessions() -> None:
     analyse(DAY, _snapshot(volume=np.array([100.0, 50.0, 10.0, 0.0])), cfg, h)
     result = analyse(DAY, _snapshot(volume=np.array([600.0, 50.0, 10.0, 0.0])), cfg, h)
     assert [(r["strike"], r["reasons"], r["average_volume"]) for r in result.unusual] == [
-        (90.0, "volume_over_average", 100.0)]
+        (90.0, "volume_over_average", 100.0)
+    ]
 
 
 def test_risk_pack_section_names_positioning_and_simulation() -> None:
     result = analyse(DAY, _snapshot(simulated=True), FlowConfig())
-    empty: dict[str, object] = {f: [] for f in ("returns", "exceedances", "limits", "margin", "positions",
-                                               "by_underlying", "strategies", "grid", "replays", "mc")}
+    empty: dict[str, object] = {
+        f: []
+        for f in (
+            "returns",
+            "exceedances",
+            "limits",
+            "margin",
+            "positions",
+            "by_underlying",
+            "strategies",
+            "grid",
+            "replays",
+            "mc",
+        )
+    }
     pack = PackData(session=DAY, risk={}, lifecycle={}, flow=result.metrics, **empty)  # type: ignore[arg-type]
     page = flow_html(pack)
     assert "SPX (simulated chain)" in page

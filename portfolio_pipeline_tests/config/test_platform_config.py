@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from portfolio_pipeline.config.flow import DEFAULT_FLOW
 from portfolio_pipeline.config import (
     CONFIG_FILES,
     ConfigError,
@@ -19,6 +18,7 @@ from portfolio_pipeline.config import (
     load_config_file,
     load_platform_config,
 )
+from portfolio_pipeline.config.flow import DEFAULT_FLOW
 from portfolio_pipeline.config.pricing import DEFAULT_PRICING
 from portfolio_pipeline.config.streaming import DEFAULT_STREAMING
 from portfolio_pipeline.domain.instruments import InstrumentTable

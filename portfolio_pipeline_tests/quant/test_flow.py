@@ -28,7 +28,9 @@ def _gamma(S: float, K: float, T: float, vol: float) -> float:
     return _npdf(d1) / (S * u)
 
 
-def _chain(rows: list[tuple[str, float, float]], *, T: float = T30, spot: float = SPOT, **kw: object) -> flow.Chain:
+def _chain(
+    rows: list[tuple[str, float, float]], *, T: float = T30, spot: float = SPOT, **kw: object
+) -> flow.Chain:
     """rows: (C/P, strike, open interest); one expiry, r = q = 0, vol 20 %."""
     n = len(rows)
     return flow.Chain(
@@ -105,10 +107,13 @@ def test_zero_gamma_none_when_dealers_long_everywhere() -> None:
 def test_gamma_curve_at_spot_equals_total_gex() -> None:
     chain = _chain(FOUR)
     curve = flow.dealer_gamma_curve(chain, "customers_sell_calls_buy_puts", [SPOT, 90.0])
-    assert curve[0] == pytest.approx(flow.exposures(chain, "customers_sell_calls_buy_puts").total_gex, rel=1e-12)
+    assert curve[0] == pytest.approx(
+        flow.exposures(chain, "customers_sell_calls_buy_puts").total_gex, rel=1e-12
+    )
     # at 90 by hand
     hand90 = sum(
-        (-1 if cp == "P" else 1) * oi * MULT * _gamma(90.0, k, T30, VOL) * 90.0**2 / 100 for cp, k, oi in FOUR
+        (-1 if cp == "P" else 1) * oi * MULT * _gamma(90.0, k, T30, VOL) * 90.0**2 / 100
+        for cp, k, oi in FOUR
     )
     assert curve[1] == pytest.approx(hand90, rel=1e-10)
 
@@ -132,7 +137,9 @@ def test_net_customer_uses_trade_side_volumes() -> None:
     buy = np.array([300.0, 0.0, 50.0])
     sell = np.array([100.0, 0.0, 250.0])
     chain = _chain(
-        [("P", 95.0, 1000.0), ("P", 90.0, 10.0), ("C", 105.0, 1000.0)], customer_buy=buy, customer_sell=sell
+        [("P", 95.0, 1000.0), ("P", 90.0, 10.0), ("C", 105.0, 1000.0)],
+        customer_buy=buy,
+        customer_sell=sell,
     )
     pos = flow.dealer_position(chain, "net_customer")
     np.testing.assert_array_equal(pos, [-200.0, 0.0, 200.0])
@@ -164,7 +171,10 @@ def test_put_call_ratios_by_bucket_by_hand() -> None:
         spot=SPOT,
         is_call=np.array([False, True, False, True, False, True]),
         strike=np.full(6, 100.0),
-        expiry=np.array(["2024-01-05", "2024-01-05", "2024-01-22", "2024-01-22", "2024-03-01", "2024-07-19"], "datetime64[D]"),
+        expiry=np.array(
+            ["2024-01-05", "2024-01-05", "2024-01-22", "2024-01-22", "2024-03-01", "2024-07-19"],
+            "datetime64[D]",
+        ),
         T=np.array(days) / 365.0,
         iv=np.full(6, VOL),
         open_interest=np.array([400.0, 200.0, 90.0, 30.0, 10.0, 50.0]),
@@ -200,7 +210,9 @@ def test_pinning_next_expiry_top_oi_and_distance() -> None:
         spot=100.0,
         is_call=np.array([True, False, True, False, True]),
         strike=np.array([100.0, 100.0, 105.0, 95.0, 100.0]),
-        expiry=np.array(["2024-01-05", "2024-01-05", "2024-01-05", "2024-01-05", "2024-01-19"], "datetime64[D]"),
+        expiry=np.array(
+            ["2024-01-05", "2024-01-05", "2024-01-05", "2024-01-05", "2024-01-19"], "datetime64[D]"
+        ),
         T=np.array([2, 2, 2, 2, 16]) / 365.0,
         iv=np.full(5, VOL),
         open_interest=np.array([300.0, 400.0, 500.0, 100.0, 9999.0]),
@@ -230,7 +242,11 @@ def test_unusual_activity_reasons() -> None:
         multiplier=MULT,
     )
     avg = np.array([np.nan, 100.0, 150.0, 0.0, 1.0])
-    out = flow.unusual_activity(chain, avg, flow.FlowThresholds(min_volume=100, volume_oi_ratio=1.0, size_multiple=5, far_otm=0.10))
+    out = flow.unusual_activity(
+        chain,
+        avg,
+        flow.FlowThresholds(min_volume=100, volume_oi_ratio=1.0, size_multiple=5, far_otm=0.10),
+    )
     got = {int(i): out.reason_names(j) for j, i in enumerate(out.index)}
     assert got == {
         0: ["volume_over_oi"],
@@ -245,7 +261,13 @@ def test_bad_chain_names_the_field() -> None:
         _chain([("C", 100.0, -1.0)])
     with pytest.raises(ValueError, match="strike has 1 rows, expected 2"):
         flow.Chain(
-            spot=100.0, is_call=np.array([True, False]), strike=np.array([100.0]),
-            expiry=np.full(2, np.datetime64("2024-01-19")), T=np.full(2, T30), iv=np.full(2, VOL),
-            open_interest=np.zeros(2), volume=np.zeros(2), multiplier=MULT,
+            spot=100.0,
+            is_call=np.array([True, False]),
+            strike=np.array([100.0]),
+            expiry=np.full(2, np.datetime64("2024-01-19")),
+            T=np.full(2, T30),
+            iv=np.full(2, VOL),
+            open_interest=np.zeros(2),
+            volume=np.zeros(2),
+            multiplier=MULT,
         )

@@ -51,7 +51,8 @@ SOURCE: Final[str] = "demo (simulated)"
 def _neg_binomial(rng: np.random.Generator, mean: np.ndarray, shape: float) -> np.ndarray:
     """Gamma-Poisson draws with ``mean`` and shape ``shape`` (variance ``m + m^2/shape``)."""
     lam = rng.gamma(shape, np.maximum(mean, 0.0) / shape)
-    return rng.poisson(lam).astype(np.float64)
+    out: np.ndarray = rng.poisson(lam).astype(np.float64)
+    return out
 
 
 def _round_boost(strike: np.ndarray) -> np.ndarray:
@@ -59,7 +60,9 @@ def _round_boost(strike: np.ndarray) -> np.ndarray:
     return np.where(k % 100 == 0, 3.0, np.where(k % 50 == 0, 2.0, np.where(k % 25 == 0, 1.5, 1.0)))
 
 
-def simulated_chain(market: DemoMarket, root: str, i: int, window: ChainWindow, *, seed: int) -> ChainSnapshot:
+def simulated_chain(
+    market: DemoMarket, root: str, i: int, window: ChainWindow, *, seed: int
+) -> ChainSnapshot:
     """The simulated chain of ``root`` at the close of session index ``i`` (module docstring)."""
     session: date = market.sessions[i]
     spot = float(market.spot(root, i))
@@ -89,9 +92,19 @@ def simulated_chain(market: DemoMarket, root: str, i: int, window: ChainWindow, 
     is_monthly = np.repeat(np.asarray([e in monthly for e in exps], dtype=bool), 2 * n_k)
     iv = market.implied_vol(root, i, strike, T)
     kinds = np.where(is_call, "call", "put")
-    mid = market.fair_values(root, kinds, strike, T, np.float64(spot), iv, np.float64(rate))
+    mid = market.fair_values(
+        root,
+        kinds,
+        strike,
+        T,
+        np.asarray(spot, dtype=np.float64),
+        iv,
+        np.asarray(rate, dtype=np.float64),
+    )
     bid, ask = market.option_bid_ask(root, i, mid)
-    g = pricing.greeks(is_call, spot, strike, T, rate, q, iv, model=market.instruments.pricing_model(root))
+    g = pricing.greeks(
+        is_call, spot, strike, T, rate, q, iv, model=market.instruments.pricing_model(root)
+    )
 
     rng = np.random.default_rng((int(seed), zlib.crc32(root.encode()), session.toordinal()))
     atm = market.atm_vol(root, i, T)
@@ -100,8 +113,11 @@ def simulated_chain(market: DemoMarket, root: str, i: int, window: ChainWindow, 
     otm = np.where(is_call, z >= 0, z <= 0)
     width = np.where(otm, OTM_WIDTH, ITM_WIDTH)
     mean_oi = (
-        OI_SCALE[root] * np.where(is_monthly, 1.0, WEEKLY_WEIGHT) * _round_boost(strike)
-        * np.where(is_call, 1.0, PUT_OI_SHARE) * np.exp(-(z**2) / (2.0 * width**2))
+        OI_SCALE[root]
+        * np.where(is_monthly, 1.0, WEEKLY_WEIGHT)
+        * _round_boost(strike)
+        * np.where(is_call, 1.0, PUT_OI_SHARE)
+        * np.exp(-(z**2) / (2.0 * width**2))
     )
     oi = _neg_binomial(rng, mean_oi, OI_SHAPE)
     days = T * 365.0
@@ -109,11 +125,29 @@ def simulated_chain(market: DemoMarket, root: str, i: int, window: ChainWindow, 
     volume = _neg_binomial(rng, mean_oi * turnover, VOLUME_SHAPE)
     as_of = market.close_time(session)
     return ChainSnapshot(
-        underlying=root, as_of=as_of, spot=spot, multiplier=float(spec.multiplier), rate=rate,
-        dividend_yield=q, source=SOURCE, simulated=True, trading_class=tclass, expiry=expiry,
-        is_call=is_call, strike=strike, T=T, bid=bid, ask=ask,
-        last=round_to_tick(mid, market.tick(root), "nearest"), volume=volume, open_interest=oi, iv=iv,
-        delta=np.asarray(g.delta), gamma=np.asarray(g.gamma), vega=np.asarray(g.vega),
-        theta=np.asarray(g.theta), quote_epoch=np.full(strike.size, as_of.timestamp()),
+        underlying=root,
+        as_of=as_of,
+        spot=spot,
+        multiplier=float(spec.multiplier),
+        rate=rate,
+        dividend_yield=q,
+        source=SOURCE,
+        simulated=True,
+        trading_class=tclass,
+        expiry=expiry,
+        is_call=is_call,
+        strike=strike,
+        T=T,
+        bid=bid,
+        ask=ask,
+        last=round_to_tick(mid, market.tick(root), "nearest"),
+        volume=volume,
+        open_interest=oi,
+        iv=iv,
+        delta=np.asarray(g.delta),
+        gamma=np.asarray(g.gamma),
+        vega=np.asarray(g.vega),
+        theta=np.asarray(g.theta),
+        quote_epoch=np.full(strike.size, as_of.timestamp()),
         model=market.instruments.pricing_model(root),
     )

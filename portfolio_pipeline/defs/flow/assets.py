@@ -10,7 +10,12 @@ from typing import Any
 
 import dagster as dg
 
-from portfolio_pipeline.analytics.flow import FlowResult, analyse, headline_table, load_volume_history
+from portfolio_pipeline.analytics.flow import (
+    FlowResult,
+    analyse,
+    headline_table,
+    load_volume_history,
+)
 from portfolio_pipeline.brokers.chain import ChainWindow
 from portfolio_pipeline.defs.flow.checks import FLOW_CHECKS, OPTIONS_FLOW, quality_results
 from portfolio_pipeline.defs.metadata import SessionMetadata
@@ -35,7 +40,9 @@ _TABLES = (
 def session_values(results: list[FlowResult], notes: list[str]) -> dict[str, Any]:
     """The per-partition metadata of one session: a markdown table and plottable numbers."""
     values: dict[str, Any] = {
-        "flow": dg.MetadataValue.md(headline_table(results) + ("\n\n" + "; ".join(notes) if notes else "")),
+        "flow": dg.MetadataValue.md(
+            headline_table(results) + ("\n\n" + "; ".join(notes) if notes else "")
+        ),
         "contracts": sum(len(r.chain) for r in results),
         "simulated": any(r.simulated for r in results),
     }
@@ -78,14 +85,19 @@ def options_flow(
             context.log.warning("options_flow %s: %s", day, note)
         found += [(day, r.underlying, r.quality) for r in results]
         meta.record(day, OPTIONS_FLOW, session_values(results, notes))
-    context.log.info("options_flow: %.1f ms CPU per session (analysis and writes)", 1e3 * cpu / len(meta.days))
+    context.log.info(
+        "options_flow: %.1f ms CPU per session (analysis and writes)", 1e3 * cpu / len(meta.days)
+    )
     yield dg.MaterializeResult(
         asset_key=OPTIONS_FLOW,
-        metadata=meta.output_metadata(OPTIONS_FLOW, {
-            "positioning": cfg.positioning,
-            "underlyings": ", ".join(cfg.underlyings),
-            "CPU per session (ms)": round(1e3 * cpu / len(meta.days), 1),
-        }),
+        metadata=meta.output_metadata(
+            OPTIONS_FLOW,
+            {
+                "positioning": cfg.positioning,
+                "underlyings": ", ".join(cfg.underlyings),
+                "CPU per session (ms)": round(1e3 * cpu / len(meta.days), 1),
+            },
+        ),
     )
     yield from quality_results(found, cfg.checks.max_bad_fraction)
 

@@ -17,16 +17,19 @@ from portfolio_pipeline.defs.quality import problems_check_result
 OPTIONS_FLOW = dg.AssetKey("options_flow")
 
 CROSSED_CHECK = dg.AssetCheckSpec(
-    "option_chain_no_crossed_quotes", asset=OPTIONS_FLOW,
+    "option_chain_no_crossed_quotes",
+    asset=OPTIONS_FLOW,
     description="No more than the tolerated share of contracts quoted with bid > ask.",
 )
 ZERO_OI_CHECK = dg.AssetCheckSpec(
-    "option_chain_oi_where_traded", asset=OPTIONS_FLOW,
+    "option_chain_oi_where_traded",
+    asset=OPTIONS_FLOW,
     description="No more than the tolerated share of contracts with volume but zero open "
     "interest (open interest is yesterday's: new strikes can show this; many is a feed fault).",
 )
 STALE_CHECK = dg.AssetCheckSpec(
-    "option_chain_fresh_quotes", asset=OPTIONS_FLOW,
+    "option_chain_fresh_quotes",
+    asset=OPTIONS_FLOW,
     description="No more than the tolerated share of quotes older than the snapshot by "
     "checks.stale_quote_minutes.",
 )
@@ -38,9 +41,11 @@ def quality_results(
 ) -> list[dg.AssetCheckResult]:
     """The three checks over every (session, underlying, counts) of the run."""
     out: list[dg.AssetCheckResult] = []
-    for spec, field, what in ((CROSSED_CHECK, "crossed", "crossed quotes"),
-                              (ZERO_OI_CHECK, "zero_oi_traded", "traded with zero OI"),
-                              (STALE_CHECK, "stale", "stale quotes")):
+    for spec, field, what in (
+        (CROSSED_CHECK, "crossed", "crossed quotes"),
+        (ZERO_OI_CHECK, "zero_oi_traded", "traded with zero OI"),
+        (STALE_CHECK, "stale", "stale quotes"),
+    ):
         problems = []
         worst = 0.0
         for day, underlying, q in found:

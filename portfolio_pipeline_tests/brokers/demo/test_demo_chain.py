@@ -18,7 +18,9 @@ from portfolio_pipeline_tests.brokers.demo.conftest import eod
 from portfolio_pipeline_tests.stubs import instruments
 
 
-def _snapshot(broker: DemoBroker, clock: SettableClock, day: date, window: ChainWindow | None = None) -> ChainSnapshot:
+def _snapshot(
+    broker: DemoBroker, clock: SettableClock, day: date, window: ChainWindow | None = None
+) -> ChainSnapshot:
     clock.set(eod(day))
     return asyncio.run(broker.option_chain_snapshot("SPX", window or ChainWindow()))
 
@@ -38,8 +40,13 @@ def _cboe_vix(chain: ChainSnapshot, trading_class: str = "SPXW") -> float:
         K = np.array(sorted(calls))
         F = chain.spot * math.exp((chain.rate - chain.dividend_yield) * T)
         K0 = float(K[K <= F].max())
-        Q = np.array([puts[k] if k < K0 else calls[k] if k > K0 else (puts[k] + calls[k]) / 2 for k in K])
-        var = 2 / T * float(np.sum(np.gradient(K) / K**2 * math.exp(chain.rate * T) * Q)) - (F / K0 - 1) ** 2 / T
+        Q = np.array(
+            [puts[k] if k < K0 else calls[k] if k > K0 else (puts[k] + calls[k]) / 2 for k in K]
+        )
+        var = (
+            2 / T * float(np.sum(np.gradient(K) / K**2 * math.exp(chain.rate * T) * Q))
+            - (F / K0 - 1) ** 2 / T
+        )
         points.append((T * 365, var))
     days = np.array([p[0] for p in points])
     var = np.array([p[1] for p in points])
@@ -62,7 +69,9 @@ def test_demo_broker_is_a_chain_snapshot_source(broker: tuple[DemoBroker, Settab
 
 
 @pytest.mark.parametrize("day", [date(2017, 11, 3), date(2018, 2, 5), date(2018, 4, 2)])
-def test_simulated_smile_reprices_the_published_vix(broker: tuple[DemoBroker, SettableClock], day: date) -> None:
+def test_simulated_smile_reprices_the_published_vix(
+    broker: tuple[DemoBroker, SettableClock], day: date
+) -> None:
     """VIX closes (arch.data.vix): 2017-11-03 9.14, 2018-02-05 37.32, 2018-04-02 23.62;
     a wide window (+/-50 %) so the strip covers the wings; within 5 % of the index."""
     b, clock = broker
@@ -73,7 +82,13 @@ def test_simulated_smile_reprices_the_published_vix(broker: tuple[DemoBroker, Se
 
 def test_atm_iv_tracks_vix(broker: tuple[DemoBroker, SettableClock]) -> None:
     b, clock = broker
-    days = [date(2017, 7, 3), date(2017, 11, 3), date(2018, 2, 5), date(2018, 2, 8), date(2018, 4, 2)]
+    days = [
+        date(2017, 7, 3),
+        date(2017, 11, 3),
+        date(2018, 2, 5),
+        date(2018, 2, 8),
+        date(2018, 4, 2),
+    ]
     vix = np.array([b.market.vix[b.market.index_of(d)] for d in days])
     atm = []
     for d in days:
@@ -89,7 +104,9 @@ def test_chain_is_reproducible_per_session(history: MarketHistory) -> None:
     chains = []
     for _ in range(2):
         clock = SettableClock(eod(day))
-        chains.append(_snapshot(DemoBroker(instruments(), clock=clock, history=history), clock, day))
+        chains.append(
+            _snapshot(DemoBroker(instruments(), clock=clock, history=history), clock, day)
+        )
     a, b = chains
     for name in ("strike", "open_interest", "volume", "bid", "ask", "iv"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
@@ -99,7 +116,9 @@ def test_chain_is_reproducible_per_session(history: MarketHistory) -> None:
     assert not np.array_equal(nxt.open_interest[: a.size], a.open_interest[: nxt.size])
 
 
-def test_open_interest_concentrates_around_the_money_and_in_puts(broker: tuple[DemoBroker, SettableClock]) -> None:
+def test_open_interest_concentrates_around_the_money_and_in_puts(
+    broker: tuple[DemoBroker, SettableClock],
+) -> None:
     b, clock = broker
     c = _snapshot(b, clock, date(2017, 9, 1))
     near = np.abs(c.strike / c.spot - 1) < 0.02

@@ -38,10 +38,16 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 def _run(db_url: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [FLOW], instance=instance,
-        resources={"db": DatabaseResource(url=db_url), "platform": PlatformResource(demo_only=True)},
-        tags={"dagster/asset_partition_range_start": SESSIONS[0].isoformat(),
-              "dagster/asset_partition_range_end": SESSIONS[-1].isoformat()},
+        [FLOW],
+        instance=instance,
+        resources={
+            "db": DatabaseResource(url=db_url),
+            "platform": PlatformResource(demo_only=True),
+        },
+        tags={
+            "dagster/asset_partition_range_start": SESSIONS[0].isoformat(),
+            "dagster/asset_partition_range_end": SESSIONS[-1].isoformat(),
+        },
     )
 
 
@@ -49,8 +55,19 @@ def _counts(db_url: str) -> dict[str, dict[date, int]]:
     db = Database(db_url)
     try:
         with db.connect() as conn:
-            return {t.name: dict(conn.execute(select(t.c.session_date, func.count()).group_by(t.c.session_date)).all())
-                    for t in (option_chain_snapshots, option_flow_metrics, option_flow_strikes, option_flow_unusual)}
+            return {
+                t.name: dict(
+                    conn.execute(
+                        select(t.c.session_date, func.count()).group_by(t.c.session_date)
+                    ).all()
+                )
+                for t in (
+                    option_chain_snapshots,
+                    option_flow_metrics,
+                    option_flow_strikes,
+                    option_flow_unusual,
+                )
+            }
     finally:
         db.dispose()
 
@@ -60,12 +77,17 @@ def _metrics(db_url: str, day: date) -> dict[tuple[str, str], Any]:
     try:
         with db.connect() as conn:
             t = option_flow_metrics
-            return {(r.metric, r.scope): r for r in conn.execute(select(t).where(t.c.session_date == day))}
+            return {
+                (r.metric, r.scope): r
+                for r in conn.execute(select(t).where(t.c.session_date == day))
+            }
     finally:
         db.dispose()
 
 
-def test_backfill_stores_simulated_chain_and_flow_per_session(db_url: str, instance: dg.DagsterInstance) -> None:
+def test_backfill_stores_simulated_chain_and_flow_per_session(
+    db_url: str, instance: dg.DagsterInstance
+) -> None:
     result = _run(db_url, instance)
     assert result.success
     counts = _counts(db_url)
@@ -83,13 +105,18 @@ def test_backfill_stores_simulated_chain_and_flow_per_session(db_url: str, insta
     assert ("put_call_oi", "all") in m and ("put_call_oi", "0-7d") in m
     assert any(metric == "max_pain" for metric, _ in m)
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"option_chain_no_crossed_quotes": True, "option_chain_oi_where_traded": True,
-                      "option_chain_fresh_quotes": True}
+    assert checks == {
+        "option_chain_no_crossed_quotes": True,
+        "option_chain_oi_where_traded": True,
+        "option_chain_fresh_quotes": True,
+    }
     # each partition carries its own session's numbers
     per_day = {}
     for day in SESSIONS:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=OPTIONS_FLOW, asset_partitions=[day.isoformat()]), limit=1).records
+            dg.AssetRecordsFilter(asset_key=OPTIONS_FLOW, asset_partitions=[day.isoformat()]),
+            limit=1,
+        ).records
         mat = records[0].asset_materialization
         assert mat is not None
         per_day[day] = mat.metadata
