@@ -7,6 +7,8 @@ The environment (demo / paper / live) is chosen in one place: ``config/accounts.
 from __future__ import annotations
 
 import asyncio
+import math
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -165,4 +167,8 @@ class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                 return [], [f"{source.name} serves only the current chain: none for past session {session}"]
         assert self._clock is not None
         self._clock.set(min(self.calendar.session_close(session) + timedelta(minutes=1), system_clock()))
-        return asyncio.run(collect_chains(source, underlyings, window))
+        snapshots, notes = asyncio.run(collect_chains(source, underlyings, window))
+        pricing = self.config.pricing
+        return [s if math.isfinite(s.rate) and math.isfinite(s.dividend_yield) else replace(
+            s, rate=pricing.rate_on(session), dividend_yield=pricing.dividend_yield(s.underlying))
+            for s in snapshots], notes

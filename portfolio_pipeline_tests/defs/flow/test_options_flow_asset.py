@@ -4,14 +4,20 @@ replace them, the checks run, and each partition carries its own numbers."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from portfolio_pipeline.brokers.base import BrokerDataError, ConnectionLifecycle
+from portfolio_pipeline.brokers.chain import ChainSnapshot, ChainWindow
+from portfolio_pipeline.clock import system_clock
+from portfolio_pipeline.defs import resources as resources_module
 from portfolio_pipeline.defs.flow.assets import make_options_flow_asset
 from portfolio_pipeline.defs.flow.checks import OPTIONS_FLOW
 from portfolio_pipeline.defs.partitions import session_partitions
@@ -126,3 +132,67 @@ def test_backfill_stores_simulated_chain_and_flow_per_session(
     # a re-run replaces each session exactly
     assert _run(db_url, instance).success
     assert _counts(db_url) == counts
+
+
+class _LiveChainBroker(ConnectionLifecycle):
+    """A live broker's chain (no rate or dividend yield from the source)."""
+
+    name = "stubchain"
+
+    def __init__(self, snapshot: ChainSnapshot) -> None:
+        self.snapshot = snapshot
+        self.asked: list[str] = []
+
+    async def connect(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def option_chain_snapshot(self, underlying: str, window: ChainWindow) -> ChainSnapshot:
+        self.asked.append(underlying)
+        if underlying != "SPX":
+            raise BrokerDataError(f"stubchain: no chain for {underlying}")
+        return self.snapshot
+
+
+def test_live_chain_takes_rates_from_pricing_and_only_the_current_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    one = np.ones(1)
+    snap = ChainSnapshot(
+        underlying="SPX",
+        as_of=datetime.now(UTC),
+        spot=100.0,
+        multiplier=100.0,
+        rate=math.nan,
+        dividend_yield=math.nan,
+        source="stubchain",
+        simulated=False,
+        trading_class=np.array(["SPXW"]),
+        expiry=np.array(["2030-01-18"], dtype="datetime64[D]"),
+        is_call=np.array([True]),
+        strike=one * 100,
+        T=one * 0.1,
+        bid=one,
+        ask=one * 1.1,
+        last=one,
+        volume=one,
+        open_interest=one,
+        iv=one * 0.2,
+        delta=one,
+        gamma=one,
+        vega=one,
+        theta=one,
+        quote_epoch=one * 0,
+    )
+    broker = _LiveChainBroker(snap)
+    monkeypatch.setattr(resources_module, "adapters_for", lambda *a, **k: [(broker, ["A1"])])
+    platform = PlatformResource(demo_only=True)
+    latest = platform.calendar.last_completed_session(system_clock())
+    got, notes = platform.chain_snapshots(latest, ["SPX", "NDX"], ChainWindow())
+    assert [s.rate for s in got] == [platform.config.pricing.rate_on(latest)]
+    assert got[0].dividend_yield == platform.config.pricing.dividend_yield("SPX")
+    assert notes == ["NDX: stubchain: no chain for NDX"]
+    past, notes = platform.chain_snapshots(date(2018, 2, 5), ["SPX"], ChainWindow())
+    assert past == [] and "only the current chain" in notes[0]
