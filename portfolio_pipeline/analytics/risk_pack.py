@@ -521,8 +521,9 @@ def flow_html(pack: PackData) -> str:
         headline = [
             ("spot", _num(by.get(("spot", "all")), 2)),
             ("dealer GEX ($ per 1% move)", _e(usd(by.get(("total_gex", "all")), signed=True))),
-            ("zero-gamma level", f"{_num(by.get(('zero_gamma', 'all')), 1)} "
-                                 f"({pct(by.get(('zero_gamma_distance', 'all')), signed=True)} from spot)"),
+            ("zero-gamma level", "no sign change in the spot sweep" if by.get(("zero_gamma", "all")) is None
+             else f"{_num(by.get(('zero_gamma', 'all')), 1)} "
+                  f"({pct(by.get(('zero_gamma_distance', 'all')), signed=True)} from spot)"),
             ("vanna ($ delta per vol point)", _e(usd(by.get(("vanna", "all")), signed=True))),
             ("charm ($ delta per day)", _e(usd(by.get(("charm", "all")), signed=True))),
             ("put/call OI, volume", f"{_num(by.get(('put_call_oi', 'all')), 2)}, "

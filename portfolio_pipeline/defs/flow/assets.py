@@ -19,6 +19,7 @@ from portfolio_pipeline.analytics.flow import (
 from portfolio_pipeline.brokers.chain import ChainWindow
 from portfolio_pipeline.defs.flow.checks import FLOW_CHECKS, OPTIONS_FLOW, quality_results
 from portfolio_pipeline.defs.metadata import SessionMetadata
+from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.storage.tables import (
     option_chain_snapshots,
@@ -72,7 +73,7 @@ def options_flow(
         history = load_volume_history(conn, meta.days[0], cfg.unusual.average_sessions)
     found = []
     cpu = 0.0
-    for day in meta.days:
+    for day in tracked("options_flow", meta.days, context.log):
         snapshots, notes = platform.chain_snapshots(day, cfg.underlyings, window)
         start = time.process_time()
         results = [analyse(day, s, cfg, history) for s in snapshots]
