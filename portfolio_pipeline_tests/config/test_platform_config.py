@@ -121,6 +121,8 @@ def test_configuration_is_frozen() -> None:
     ("put_call_buckets_days: [30, 7]\n", "put_call_buckets_days must be positive, increasing"),
     ("underlyings: [SPX, spx]\n", "underlyings repeat"),
     ("unusual: {min_volume: 10, typo: 1}\n", "flow.yaml: unusual.typo: unknown key"),
+    ("underlyings: [SPX, XYZ]\n", "flow.yaml: underlyings[1]: unknown instrument 'XYZ'"),
+    ("underlyings: [VIX3M]\n", "flow.yaml: underlyings[0]: instrument 'VIX3M' has no options"),
 ])
 def test_flow_yaml_errors_name_file_and_key(cfg: Path, text: str, where: str) -> None:
     (cfg / "flow.yaml").write_text(text)
