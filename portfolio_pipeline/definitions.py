@@ -8,6 +8,7 @@ import dagster as dg
 
 from portfolio_pipeline.defs import (
     backtest,
+    flow,
     greeks,
     jobs,
     marketdata,
@@ -45,6 +46,7 @@ def build_definitions(config_directory: Path | None = None) -> dg.Definitions:
         reporting.definitions(partitions),
         strategies.definitions(partitions),
         notifications.definitions(partitions),
+        flow.definitions(partitions),
         dg.Definitions(jobs=[intraday], schedules=[intraday_schedule(intraday, calendar)]),
         dg.Definitions(
             jobs=[eod],

@@ -32,6 +32,7 @@ from portfolio_pipeline.storage.tables import (
     margin_history,
     monte_carlo_distribution,
     monte_carlo_var,
+    option_flow_metrics,
     portfolio_greeks,
     portfolio_returns,
     position_greeks,
@@ -110,6 +111,8 @@ class PackData:
     """risk_profile rows of the session's totals (strategy '*'), by profile, horizon and point."""
     profile_summary: list[Row] = field(default_factory=list)
     """risk_profile_summary rows of the session's totals (strategy '*')."""
+    flow: list[Row] = field(default_factory=list)
+    """option_flow_metrics rows of the session (the options_flow asset), every underlying."""
 
     @property
     def today(self) -> Row | None:
@@ -167,6 +170,8 @@ def load_pack(conn: Connection, day: date) -> PackData:
                       order=["profile", "horizon_days", "point"]),
         profile_summary=_rows(conn, risk_profile_summary, risk_profile_summary.c.session_date == day,
                               risk_profile_summary.c.strategy_id == ALL, order=["profile", "horizon_days"]),
+        flow=_rows(conn, option_flow_metrics, option_flow_metrics.c.session_date == day,
+                   order=["underlying", "metric", "scope"]),
     )
 
 
@@ -587,6 +592,54 @@ def _history_html(pack: PackData) -> str:
     ])
 
 
+def _num(value: Any, digits: int = 0) -> str:
+    v = finite_or_none(value)
+    return "n/a" if v is None else f"{v:,.{digits}f}"
+
+
+def flow_html(pack: PackData) -> str:
+    """Options flow per underlying (``option_flow_metrics``): headline, exposures per expiry,
+    put/call per bucket; the positioning assumption and a simulated chain are named."""
+    if not pack.flow:
+        return "<p><em>no options flow stored for this session</em></p>"
+    out: list[str] = []
+    for underlying in sorted({str(r["underlying"]) for r in pack.flow}):
+        rows = [r for r in pack.flow if r["underlying"] == underlying]
+        by = {(str(r["metric"]), str(r["scope"])): r["value"] for r in rows}
+        first = rows[0]
+        label = f"{underlying} (simulated chain)" if first["simulated"] else underlying
+        pins = sorted((str(r["scope"]), str(r["metric"]), r["value"]) for r in rows
+                      if str(r["metric"]).startswith("pin_") and str(r["metric"]).count("_") == 1)
+        nxt = next((str(r["scope"]) for r in rows if r["metric"] == "max_pain"), None)
+        headline = [
+            ("spot", _num(by.get(("spot", "all")), 2)),
+            ("dealer GEX ($ per 1% move)", _e(usd(by.get(("total_gex", "all")), signed=True))),
+            ("zero-gamma level", "no sign change in the spot sweep" if by.get(("zero_gamma", "all")) is None
+             else f"{_num(by.get(('zero_gamma', 'all')), 1)} "
+                  f"({pct(by.get(('zero_gamma_distance', 'all')), signed=True)} from spot)"),
+            ("vanna ($ delta per vol point)", _e(usd(by.get(("vanna", "all")), signed=True))),
+            ("charm ($ delta per day)", _e(usd(by.get(("charm", "all")), signed=True))),
+            ("put/call OI, volume", f"{_num(by.get(('put_call_oi', 'all')), 2)}, "
+                                    f"{_num(by.get(('put_call_volume', 'all')), 2)}"),
+            (f"max pain, next expiry {nxt or 'n/a'}", _num(by.get(("max_pain", nxt or "")))),
+            ("highest-OI strikes, next expiry", ", ".join(_num(v) for _, _, v in pins) or "n/a"),
+            ("unusual contracts", _num(by.get(("unusual_contracts", "all")))),
+        ]
+        expiries = sorted({str(r["scope"]) for r in rows if r["metric"] == "gex"})
+        out.append(
+            f"<h3>{_e(label)}</h3><p>dealer positioning: <code>{_e(first['positioning'])}</code></p>"
+            + _table(["figure", "value"], [[_e(k), v] for k, v in headline])
+            + _table(["expiry", "GEX ($ per 1%)", "vanna ($ delta / vol pt)", "charm ($ delta / day)"],
+                     [[_e(e), _e(usd(by.get(("gex", e)), signed=True)), _e(usd(by.get(("vanna", e)), signed=True)),
+                       _e(usd(by.get(("charm", e)), signed=True))] for e in expiries])
+            + _table(["days to expiry", "put/call volume", "put/call OI"],
+                     [[_e(b), _num(by.get(("put_call_volume", b)), 2), _num(by.get(("put_call_oi", b)), 2)]
+                      for b in sorted({str(r["scope"]) for r in rows if r["metric"] == "put_call_oi"},
+                                      key=lambda x: (x == "all", x.startswith(">"), len(x), x))])
+        )
+    return "".join(out)
+
+
 def render_pack(pack: PackData, *, previous: date | None = None, following: date | None = None) -> str:
     """The pack of one session as a complete HTML page."""
     nav = [f'<a href="{INDEX_NAME}">all sessions</a>']
@@ -605,6 +658,7 @@ def render_pack(pack: PackData, *, previous: date | None = None, following: date
         ("Risk profile: P&amp;L vs price", _profile_html(pack)),
         ("Historical replays", _replays_html(pack)),
         ("History: NLV, drawdown, margin and regime", _history_html(pack)),
+        ("Options flow", flow_html(pack)),
     ]
     body = "".join(f"<h2>{title}</h2>{content}" for title, content in sections)
     return ("<!doctype html><html><head><meta charset='utf-8'>"

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from portfolio_pipeline.config.flow import DEFAULT_FLOW, FlowConfig
 from portfolio_pipeline.config.notifications import NotificationsFile
 from portfolio_pipeline.config.pricing import DEFAULT_PRICING, PricingConfig
 from portfolio_pipeline.config.safe_yaml import YamlProblem, load_yaml_file
@@ -40,6 +41,7 @@ CONFIG_FILES: Mapping[str, tuple[type[BaseModel], bool]] = {
     "exit_rules.yaml": (ExitRulesFile, False),
     "strategies.yaml": (StrategiesFile, False),
     "streaming.yaml": (StreamingConfig, False),
+    "flow.yaml": (FlowConfig, False),
 }
 
 
@@ -114,7 +116,7 @@ class PlatformConfig:
 
     Loaded and validated once (:func:`load_platform_config`).  An optional file that is
     absent takes its documented default (``pricing``, ``stress_scenarios``,
-    ``streaming``) or is None where "not configured" means something different from
+    ``streaming``, ``flow``) or is None where "not configured" means something different from
     any default (``notifications``: alerts go to the log; ``exit_rules``: no exit
     signals; ``strategies``: no manual overrides).
     """
@@ -129,6 +131,7 @@ class PlatformConfig:
     exit_rules: ExitRulesFile | None = None
     strategies: StrategiesFile | None = None
     streaming: StreamingConfig = field(default_factory=lambda: DEFAULT_STREAMING)
+    flow: FlowConfig = field(default_factory=lambda: DEFAULT_FLOW)
 
 
 def _load_all(directory: Path) -> tuple[dict[str, BaseModel], list[ConfigProblem]]:
@@ -215,4 +218,5 @@ def load_platform_config(directory: Path) -> PlatformConfig:
         exit_rules=_optional(loaded, "exit_rules.yaml", ExitRulesFile),
         strategies=_optional(loaded, "strategies.yaml", StrategiesFile),
         streaming=_optional(loaded, "streaming.yaml", StreamingConfig) or DEFAULT_STREAMING,
+        flow=_optional(loaded, "flow.yaml", FlowConfig) or DEFAULT_FLOW,
     )

@@ -8,6 +8,7 @@ Each file validates on its own (its schema); these checks need two files at once
 - ``strategies.yaml`` overrides name configured accounts and instruments;
 - ``pricing.yaml`` (beta reference, dividend yields, beta overrides) and
   ``stress_scenarios.yaml`` (``underlyings``) name instruments of ``instruments.yaml``;
+- ``flow.yaml`` ``underlyings`` are instruments with options;
 - ``stress_scenarios.yaml`` ``monte_carlo.regime_vol_multiplier`` names exactly the
   regimes of ``risk_matrix.yaml`` (the defaults apply when the file is absent).
 
@@ -111,6 +112,12 @@ def reference_problems(directory: Path, loaded: Mapping[str, BaseModel]) -> list
     for name in _unknown(getattr(stress, "underlyings", None) or {}, roots):
         add("stress_scenarios.yaml", f"underlyings.{name}",
             f"unknown instrument {name!r} (instruments.yaml defines {known})")
+    flow = loaded.get("flow.yaml")
+    for i, name in enumerate(getattr(flow, "underlyings", None) or []):
+        if name.upper() not in roots:
+            add("flow.yaml", f"underlyings[{i}]", f"unknown instrument {name!r} (instruments.yaml defines {known})")
+        elif not roots[name.upper()]:
+            add("flow.yaml", f"underlyings[{i}]", f"instrument {name!r} has no options in instruments.yaml")
     matrix = loaded.get("risk_matrix.yaml")
     if isinstance(matrix, RiskMatrix):
         multipliers = (

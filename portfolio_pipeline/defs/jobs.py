@@ -10,7 +10,7 @@ from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
 
 EOD_CRON = "30 16 * * 1-5"
 EOD_GROUPS: tuple[str, ...] = ("positions", "marketdata", "greeks", "risk", "stress", "strategies", "reporting",
-                               "notifications")
+                               "notifications", "flow")
 """Asset groups of the daily (session-partitioned) record the EOD job materializes."""
 
 

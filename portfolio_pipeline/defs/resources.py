@@ -7,6 +7,8 @@ The environment (demo / paper / live) is chosen in one place: ``config/accounts.
 from __future__ import annotations
 
 import asyncio
+import math
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -14,6 +16,12 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from portfolio_pipeline.brokers.base import BrokerAdapter
+from portfolio_pipeline.brokers.chain import (
+    ChainSnapshot,
+    ChainWindow,
+    chain_source,
+    collect_chains,
+)
 from portfolio_pipeline.brokers.factory import AS_OF_CAPABLE, adapters_for
 from portfolio_pipeline.brokers.history.store import HistoryStore
 from portfolio_pipeline.brokers.snapshot import BookSnapshot, collect_snapshot
@@ -143,3 +151,24 @@ class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         as_of = self.calendar.session_close(session) + timedelta(minutes=1)
         self._clock.set(min(as_of, system_clock()))
         return asyncio.run(collect_snapshot(adapters, self._clock(), self.config.instruments))
+
+    def chain_snapshots(
+        self, session: date, underlyings: list[str], window: ChainWindow
+    ) -> tuple[list[ChainSnapshot], list[str]]:
+        """Option chains at the close of ``session`` (the demo simulates any past session; a
+        live broker serves only the current chain) and notes on what is missing."""
+        adapters = [a for a, _ in self._brokers()]
+        source = chain_source(adapters)
+        if source is None:
+            return [], ["no configured broker snapshots option chains"]
+        if source.name not in AS_OF_CAPABLE:
+            latest = self.calendar.last_completed_session(system_clock())
+            if session not in (latest, self.calendar.session_on_or_before(system_clock().date())):
+                return [], [f"{source.name} serves only the current chain: none for past session {session}"]
+        assert self._clock is not None
+        self._clock.set(min(self.calendar.session_close(session) + timedelta(minutes=1), system_clock()))
+        snapshots, notes = asyncio.run(collect_chains(source, underlyings, window))
+        pricing = self.config.pricing
+        return [s if math.isfinite(s.rate) and math.isfinite(s.dividend_yield) else replace(
+            s, rate=pricing.rate_on(session), dividend_yield=pricing.dividend_yield(s.underlying))
+            for s in snapshots], notes

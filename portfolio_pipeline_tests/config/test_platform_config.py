@@ -18,6 +18,7 @@ from portfolio_pipeline.config import (
     load_config_file,
     load_platform_config,
 )
+from portfolio_pipeline.config.flow import DEFAULT_FLOW
 from portfolio_pipeline.config.pricing import DEFAULT_PRICING
 from portfolio_pipeline.config.streaming import DEFAULT_STREAMING
 from portfolio_pipeline.domain.instruments import InstrumentTable
@@ -73,6 +74,7 @@ def test_absent_optional_files_take_defaults_or_none(cfg: Path) -> None:
     config = load_platform_config(cfg)
     assert config.pricing is DEFAULT_PRICING
     assert config.streaming is DEFAULT_STREAMING
+    assert config.flow is DEFAULT_FLOW
     assert config.stress_scenarios == StressScenariosFile()
     assert config.notifications is None
     assert config.exit_rules is None
@@ -111,3 +113,19 @@ def test_configuration_is_frozen() -> None:
     config = load_platform_config(CONFIG_DIR)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.streaming = DEFAULT_STREAMING  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("positioning: dealers_long\n", "flow.yaml: positioning"),
+    ("window: {moneyness: 8}\n", "flow.yaml: window.moneyness"),
+    ("put_call_buckets_days: [30, 7]\n", "put_call_buckets_days must be positive, increasing"),
+    ("underlyings: [SPX, spx]\n", "underlyings repeat"),
+    ("unusual: {min_volume: 10, typo: 1}\n", "flow.yaml: unusual.typo: unknown key"),
+    ("underlyings: [SPX, XYZ]\n", "flow.yaml: underlyings[1]: unknown instrument 'XYZ'"),
+    ("underlyings: [VIX3M]\n", "flow.yaml: underlyings[0]: instrument 'VIX3M' has no options"),
+])
+def test_flow_yaml_errors_name_file_and_key(cfg: Path, text: str, where: str) -> None:
+    (cfg / "flow.yaml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_platform_config(cfg)
+    assert where in str(err.value)

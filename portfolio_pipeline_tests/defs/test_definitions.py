@@ -21,6 +21,9 @@ def test_definitions_snapshot() -> None:
     assert {"positions_snapshot", "account_snapshot", "market_snapshot"} <= keys
     checks = {k.name for k in graph.asset_check_keys}
     assert {"positions_quality", "account_quality", "market_quality"} <= checks
+    assert "options_flow" in keys and "option_chain_no_crossed_quotes" in checks
+    eod = defs.resolve_job_def("eod_job")
+    assert dg.AssetKey("options_flow") in eod.asset_layer.executable_asset_keys
     assert defs.resolve_job_def("eod_job") is not None
     assert defs.resolve_schedule_def("eod_schedule").execution_timezone == "America/New_York"
     assert set(defs.resources or {}) >= {"db", "platform"}

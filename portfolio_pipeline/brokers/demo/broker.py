@@ -39,7 +39,9 @@ from portfolio_pipeline.brokers.base import (
     OptionChain,
     StagedOrder,
 )
+from portfolio_pipeline.brokers.chain import ChainSnapshot, ChainWindow
 from portfolio_pipeline.brokers.demo.book import BROKER, DemoBook, ManualTrade, exchange_multiplier
+from portfolio_pipeline.brokers.demo.chain import simulated_chain
 from portfolio_pipeline.brokers.demo.margin import Margin, MarginLeg, account_margin, commission
 from portfolio_pipeline.brokers.demo.market import DEMO_ROOTS, DemoMarket, round_to_tick
 from portfolio_pipeline.domain.activity import CashFlow, Execution
@@ -312,6 +314,14 @@ class DemoBroker(ConnectionLifecycle):
             strikes=tuple(float(k) for k in strikes), exchange="CBOE" if root in ("SPX", "NDX") else "SMART",
         )
 
+    def get_option_chain_snapshot(self, underlying: str, window: ChainWindow) -> ChainSnapshot:
+        """The SIMULATED chain of ``underlying`` at the clock's session
+        (:mod:`portfolio_pipeline.brokers.demo.chain`; seeded with this broker's seed)."""
+        root = underlying.upper()
+        if root not in DEMO_ROOTS:
+            raise BrokerDataError(f"demo broker: no option chain for {underlying!r} (demo underlyings: {', '.join(DEMO_ROOTS)})")
+        return simulated_chain(self.market, root, self.session_index(), window, seed=self._seed)
+
     def get_executions(self, account_id: str, since: date) -> list[Execution]:
         """Executions of sessions ``since`` .. the clock's session (multipliers checked)."""
         self._check_account(account_id)
@@ -449,6 +459,9 @@ class DemoBroker(ConnectionLifecycle):
 
     async def option_chain(self, underlying: str, trading_class: str | None = None) -> OptionChain:
         return self.get_option_chain(underlying, trading_class)
+
+    async def option_chain_snapshot(self, underlying: str, window: ChainWindow) -> ChainSnapshot:
+        return self.get_option_chain_snapshot(underlying, window)
 
     async def executions(self, account_id: str, since: date) -> list[Execution]:
         return self.get_executions(account_id, since)

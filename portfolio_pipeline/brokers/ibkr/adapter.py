@@ -33,6 +33,7 @@ from portfolio_pipeline.brokers.base import (
     OptionChain,
     StagedOrder,
 )
+from portfolio_pipeline.brokers.chain import ChainSnapshot, ChainWindow
 from portfolio_pipeline.brokers.ibkr.accounts import IbkrAccounts
 from portfolio_pipeline.brokers.ibkr.contracts import IbkrContracts
 from portfolio_pipeline.brokers.ibkr.flex_web import FlexWebConfig
@@ -193,6 +194,9 @@ class IbkrBroker(ConnectionLifecycle):
 
     async def option_chain(self, underlying: str, trading_class: str | None = None) -> OptionChain:
         return await self.market_data.option_chain(underlying, trading_class)
+
+    async def option_chain_snapshot(self, underlying: str, window: ChainWindow) -> ChainSnapshot:
+        return await self.market_data.chain_snapshot(underlying, window)
 
     # ------------------------------------------------------------------ orders
 

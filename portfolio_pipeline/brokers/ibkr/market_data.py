@@ -9,14 +9,18 @@ sentinel values into NaN with a warning (once per episode), and reads option cha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Sequence
 from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
 from ib_async import Ticker
 
 from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError, OptionChain
+from portfolio_pipeline.brokers.chain import ChainSnapshot, ChainWindow
 from portfolio_pipeline.brokers.ibkr.contracts import IbkrContracts
 from portfolio_pipeline.brokers.ibkr.parsing import (
     BROKER,
@@ -29,14 +33,21 @@ from portfolio_pipeline.brokers.ibkr.session import IbkrSession, Subscription
 from portfolio_pipeline.domain.errors import UnknownInstrumentError
 from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
 from portfolio_pipeline.domain.positions import Contract, Quote
+from portfolio_pipeline.domain.settlement import years_to_settlement
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OPTION_GENERIC_TICKS", "IbkrMarketData"]
+__all__ = ["CHAIN_GENERIC_TICKS", "CHAIN_LINES", "OPTION_GENERIC_TICKS", "IbkrMarketData"]
 
 #: Generic ticks requested for options (106 = implied volatility); model Greeks
 #: (tick 13/83) arrive with every option subscription.
 OPTION_GENERIC_TICKS: Final = "106"
+
+#: Generic ticks of a chain snapshot: option volume (100: ticks 29/30), open interest
+#: (101: ticks 27/28, call or put) and implied volatility (106); volume is tick 8.
+CHAIN_GENERIC_TICKS: Final = "100,101,106"
+CHAIN_LINES: Final = 50
+"""Market data lines a chain snapshot holds at once (an IBKR account starts with 100)."""
 
 _Greeks = tuple[float | None, float | None, float | None, float | None, float | None, float | None]
 """(iv, delta, gamma, vega, theta, underlying price) of a quote."""
@@ -199,3 +210,99 @@ class IbkrMarketData:
         expiries = sorted({parse_ib_date(e, where=where, field="expiration") for e in chain.expirations})
         strikes = sorted({float(s) for s in chain.strikes})
         return OptionChain(root, tc, multiplier, tuple(expiries), tuple(strikes), exchange=chain.exchange)
+
+    async def chain_snapshot(self, underlying: str, window: ChainWindow) -> ChainSnapshot:
+        """Every listed contract of every trading class of ``underlying`` in ``window``: the
+        chain parameters (``reqSecDefOptParams``), then market data with open interest,
+        volume and implied vol (generic ticks 100/101/106) in batches of :data:`CHAIN_LINES`
+        lines, each cancelled once read. Combinations IBKR does not list (the chain's strikes
+        are the union over expiries) are skipped. ``rate``/``dividend_yield`` are NaN: the
+        broker does not say (the caller takes them from ``pricing.yaml``)."""
+        root = underlying.upper()
+        spec = self._instruments.spec(root)
+        if spec.options is None:
+            raise UnknownInstrumentError(f"ibkr: {root} has no options section in the instrument table")
+        if spec.underlying_type == "future":
+            raise BrokerDataError(f"ibkr: chain snapshots of futures options ({root}) are not supported")
+        sec: SecType = "IND" if spec.underlying_type in ("index", "volatility_index") else "STK"
+        (und,) = await self.quotes([Contract(underlying=root, sec_type=sec, currency=spec.currency)])
+        spot = und.mark
+        now = self._session.clock()
+        wanted: list[tuple[Contract, float]] = []
+        for tc in spec.options.trading_classes:
+            try:
+                chain = await self.option_chain(root, tc.name)
+            except BrokerDataError as exc:
+                logger.warning("ibkr: chain snapshot of %s: %s", root, exc)
+                continue
+            strikes = [k for k in chain.strikes if abs(k / spot - 1.0) <= window.moneyness]
+            for expiry in chain.expiries:
+                T = years_to_settlement(now, expiry, tc.settlement_time)
+                if T <= 0 or (expiry - now.date()).days > window.max_days:
+                    continue
+                wanted += [(Contract(root, "OPT", expiry, k, right, chain.trading_class), T)
+                           for k in strikes for right in ("C", "P")]
+        rows: list[tuple[Contract, float, Any]] = []
+        for start in range(0, len(wanted), CHAIN_LINES):
+            rows += await self._chain_batch(wanted[start:start + CHAIN_LINES])
+        return self._chain_snapshot(root, spot, float(spec.options.multiplier), rows)
+
+    async def _chain_batch(self, batch: list[tuple[Contract, float]]) -> list[tuple[Contract, float, Any]]:
+        ib = await self._session.ready_ib()
+        found = await asyncio.gather(*(self._contracts.qualify(c) for c, _ in batch), return_exceptions=True)
+        listed = [(c, T, q) for (c, T), q in zip(batch, found, strict=True) if not isinstance(q, BaseException)]
+        for (c, _), q in zip(batch, found, strict=True):
+            if isinstance(q, BaseException):
+                if not isinstance(q, BrokerError):
+                    raise q
+                logger.debug("ibkr: chain snapshot skips %s: %s", c.key, q)
+        tickers = []
+        for _, _, q in listed:
+            await self._session.limiter.acquire()
+            tickers.append(ib.reqMktData(q, CHAIN_GENERIC_TICKS))
+
+        def ready() -> bool:
+            return all(
+                not math.isnan(t.callOpenInterest if c.right == "C" else t.putOpenInterest)
+                and t.modelGreeks is not None
+                for (c, _, _), t in zip(listed, tickers, strict=True)
+            )
+
+        await self._session.wait_for(ready, self._session.timeout)
+        for _, _, q in listed:
+            await self._session.limiter.acquire()
+            ib.cancelMktData(q)
+        return [(c, T, t) for (c, T, _), t in zip(listed, tickers, strict=True)]
+
+    def _chain_snapshot(self, root: str, spot: float, multiplier: float,
+                        rows: list[tuple[Contract, float, Any]]) -> ChainSnapshot:
+        def col(values: list[float | None]) -> npt.NDArray[np.float64]:
+            return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+
+        greeks = [self._option_greeks(t, c.key) for c, _, t in rows]
+        oi = [clean_size(t.callOpenInterest if c.right == "C" else t.putOpenInterest) for c, _, t in rows]
+        times = [t.time.timestamp() if t.time is not None else math.nan for _, _, t in rows]
+        return ChainSnapshot(
+            underlying=root, as_of=self._session.clock(), spot=spot, multiplier=multiplier,
+            rate=math.nan, dividend_yield=math.nan, source=BROKER, simulated=False,
+            trading_class=np.array([c.trading_class or "" for c, _, _ in rows], dtype=np.str_),
+            expiry=np.array([c.expiry for c, _, _ in rows], dtype="datetime64[D]"),
+            is_call=np.array([c.right == "C" for c, _, _ in rows], dtype=bool),
+            strike=col([c.strike for c, _, _ in rows]),
+            T=col([T for _, T, _ in rows]),
+            bid=col([clean_price(t.bid) for _, _, t in rows]),
+            ask=col([clean_price(t.ask) for _, _, t in rows]),
+            last=col([clean_price(t.last) for _, _, t in rows]),
+            volume=col([clean_size(t.volume) for _, _, t in rows]),
+            open_interest=col(oi),
+            iv=col([g[0] for g in greeks]), delta=col([g[1] for g in greeks]), gamma=col([g[2] for g in greeks]),
+            vega=col([g[3] for g in greeks]), theta=col([g[4] for g in greeks]),
+            quote_epoch=np.array(times, dtype=np.float64),
+        )
+
+
+def clean_size(value: float | None) -> float | None:
+    """A size/count tick as a number of contracts (None when IBKR sent none)."""
+    if value is None or math.isnan(value) or value < 0:
+        return None
+    return float(value)

@@ -33,11 +33,14 @@ from decimal import Decimal
 from typing import TypeVar
 
 import httpx2
+import numpy as np
 from pydantic import ValidationError
 from tastytrade import DXLinkStreamer, Session
 from tastytrade.account import Account, CurrentPosition, Transaction
 from tastytrade.dxfeed import Greeks as DxGreeks
 from tastytrade.dxfeed import Quote as DxQuote
+from tastytrade.dxfeed import Summary as DxSummary
+from tastytrade.dxfeed import Trade as DxTrade
 from tastytrade.instruments import Future, NestedFutureOptionChain, NestedOptionChain
 from tastytrade.order import InstrumentType, Leg, LimitOrder, OrderAction, OrderTimeInForce
 from tastytrade.utils import TastytradeError
@@ -49,6 +52,7 @@ from portfolio_pipeline.brokers.base import (
     OptionChain,
     StagedOrder,
 )
+from portfolio_pipeline.brokers.chain import ChainSnapshot, ChainWindow
 from portfolio_pipeline.brokers.tastytrade import normalise as nz
 from portfolio_pipeline.brokers.tastytrade.streaming import FeedState
 from portfolio_pipeline.brokers.tastytrade.symbols import (
@@ -68,6 +72,7 @@ from portfolio_pipeline.domain.errors import DomainError
 from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
 from portfolio_pipeline.domain.orders import Order, WhatIfResult, require_confirmed
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
+from portfolio_pipeline.domain.settlement import years_to_settlement
 from portfolio_pipeline.retry import BROKER_HTTP, BackoffPolicy
 
 logger = logging.getLogger(__name__)
@@ -524,6 +529,94 @@ class TastytradeAdapter(ConnectionLifecycle):
             return nz.equity_chain(chains, self._instruments, root, tc)
         except DomainError as exc:
             raise BrokerDataError(f"tastytrade option chain {underlying!r}: {exc}") from exc
+
+    async def option_chain_snapshot(self, underlying: str, window: ChainWindow) -> ChainSnapshot:
+        """Every contract of the nested chain in ``window`` (trading classes of the instrument
+        table): quotes and model Greeks as :meth:`quotes` reads them (a contract without a
+        fresh quote is left out), open interest from DXLink ``Summary`` events and the day's
+        volume from ``Trade`` events (NaN when none came within the quote wait).
+        ``rate``/``dividend_yield`` are NaN: the caller takes them from ``pricing.yaml``."""
+        session = self._require_session()
+        root = underlying.upper()
+        try:
+            spec = self._instruments.spec(root)
+        except DomainError as exc:
+            raise BrokerDataError(f"tastytrade chain snapshot {underlying!r}: {exc}") from exc
+        if spec.options is None or spec.option_underlying == "future":
+            raise BrokerDataError(f"tastytrade: chain snapshots cover equity/index options only, not {root}")
+        sec: SecType = "IND" if spec.underlying_type in ("index", "volatility_index") else "STK"
+        und = await self.quotes([Contract(underlying=root, sec_type=sec)])
+        if not und:
+            raise BrokerDataError(f"tastytrade: no quote for {root}: no chain snapshot")
+        spot = und[0].mark
+        now = self._clock()
+        chains = await self._call(
+            f"GET /option-chains/{root}/nested", lambda: NestedOptionChain.get(session, root)
+        )
+        classes = {tc.name.upper(): tc for tc in spec.options.trading_classes}
+        wanted: dict[str, tuple[Contract, float]] = {}
+        for chain in chains:
+            tc = classes.get(chain.root_symbol.upper())
+            if tc is None:
+                continue
+            for exp in chain.expirations:
+                expiry = exp.expiration_date
+                T = years_to_settlement(now, expiry, tc.settlement_time)
+                if T <= 0 or (expiry - now.date()).days > window.max_days:
+                    continue
+                for strike in exp.strikes:
+                    k = float(strike.strike_price)
+                    if abs(k / spot - 1.0) <= window.moneyness:
+                        for right in ("C", "P"):
+                            c = Contract(root, "OPT", expiry, k, right, tc.name)
+                            wanted[c.key] = (c, T)
+        quotes = {q.contract.key: q for q in await self.quotes([c for c, _ in wanted.values()])}
+        rows = [(c, T, quotes[key]) for key, (c, T) in wanted.items() if key in quotes]
+        oi, volume = await self._summaries([self._streamer_symbol(c) for c, _, _ in rows])
+
+        def col(values: Sequence[float | None]) -> np.ndarray:
+            return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+
+        symbols = [self._streamer_symbol(c) for c, _, _ in rows]
+        return ChainSnapshot(
+            underlying=root, as_of=now, spot=spot, multiplier=float(spec.options.multiplier),
+            rate=math.nan, dividend_yield=math.nan, source=self.name, simulated=False,
+            trading_class=np.array([c.trading_class or "" for c, _, _ in rows], dtype=np.str_),
+            expiry=np.array([c.expiry for c, _, _ in rows], dtype="datetime64[D]"),
+            is_call=np.array([c.right == "C" for c, _, _ in rows], dtype=bool),
+            strike=col([c.strike for c, _, _ in rows]), T=col([T for _, T, _ in rows]),
+            bid=col([q.bid for _, _, q in rows]), ask=col([q.ask for _, _, q in rows]),
+            last=col([q.last for _, _, q in rows]),
+            volume=col([volume.get(s) for s in symbols]), open_interest=col([oi.get(s) for s in symbols]),
+            iv=col([q.iv for _, _, q in rows]), delta=col([q.delta for _, _, q in rows]),
+            gamma=col([q.gamma for _, _, q in rows]), vega=col([q.vega for _, _, q in rows]),
+            theta=col([q.theta for _, _, q in rows]), quote_epoch=np.full(len(rows), now.timestamp()),
+        )
+
+    async def _summaries(self, symbols: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+        """Open interest (``Summary``) and day volume (``Trade``) per dxfeed symbol, read
+        for up to the quote wait, then unsubscribed."""
+        if not symbols:
+            return {}, {}
+        streamer = await self._ensure_streamer()
+        await self._call("DXLink subscribe Summary", lambda: streamer.subscribe(DxSummary, symbols))
+        await self._call("DXLink subscribe Trade", lambda: streamer.subscribe(DxTrade, symbols))
+        wanted = set(symbols)
+        oi: dict[str, float] = {}
+        volume: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._quote_wait
+        while loop.time() < until and not (len(oi) == len(volume) == len(wanted)):
+            while (summary := streamer.get_event_nowait(DxSummary)) is not None:
+                if summary.event_symbol in wanted:
+                    oi[summary.event_symbol] = float(summary.open_interest)
+            while (trade := streamer.get_event_nowait(DxTrade)) is not None:
+                if trade.event_symbol in wanted and trade.day_volume is not None:
+                    volume[trade.event_symbol] = float(trade.day_volume)
+            await asyncio.sleep(0.02)
+        await self._call("DXLink unsubscribe Summary", lambda: streamer.unsubscribe(DxSummary, symbols))
+        await self._call("DXLink unsubscribe Trade", lambda: streamer.unsubscribe(DxTrade, symbols))
+        return oi, volume
 
     # ------------------------------------------------------------------ quotes
 

@@ -26,7 +26,7 @@ PACK = dg.AssetKey("risk_pack")
 UPSTREAM = [RETURNS, RISK, MARGIN, POSITION_GREEKS, PORTFOLIO_GREEKS, VAR_BACKTEST,
             *(dg.AssetKey(k) for k in ("stress_shock_grid", "stress_historical", "monte_carlo_var",
                                        "strategy_performance", "position_lifecycle",
-                                       "risk_profile"))]
+                                       "risk_profile", "options_flow"))]
 
 
 def make_pack_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -37,8 +37,8 @@ def make_pack_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         "var_exceedances rows of var_backtest), positions "
         "and Greeks (by underlying and strategy), stress heat map, Monte Carlo distribution, "
         "risk profile (P&L vs price), historical replays, strategies with traffic lights and exit "
-        "signals, margin and regime "
-        "history. PORTFOLIO_HOME/reports/risk_pack_<date>.html and index.html; open them with "
+        "signals, margin and regime history, options flow (GEX, zero gamma, vanna/charm, "
+        "put/call, pinning). PORTFOLIO_HOME/reports/risk_pack_<date>.html and index.html; open them with "
         f"`portfolio report --serve` (http://127.0.0.1:{DEFAULT_PORT}/).",
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),

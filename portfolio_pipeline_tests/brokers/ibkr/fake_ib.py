@@ -162,6 +162,9 @@ class MarketScript:
     close: float | None = None
     greeks: Greeks | None = None
     greeks_delay: float = 0.0  # > 0: Greeks arrive in a later packet ("late Greeks")
+    volume: float | None = None  # tick 8 (the session's volume)
+    call_open_interest: float | None = None  # tick 27 (generic tick 101), sent for a call
+    put_open_interest: float | None = None  # tick 28 (generic tick 101), sent for a put
 
 
 @dataclass
@@ -665,6 +668,12 @@ class FakeClient:
             calls.append(lambda: w.priceSizeTick(reqId, 4, script.last, 1))
         if script.close is not None:
             calls.append(lambda: w.priceSizeTick(reqId, 9, script.close, 0))
+        if script.volume is not None:
+            calls.append(lambda: w.tickSize(reqId, 8, script.volume))
+        if script.call_open_interest is not None:
+            calls.append(lambda: w.tickSize(reqId, 27, script.call_open_interest))
+        if script.put_open_interest is not None:
+            calls.append(lambda: w.tickSize(reqId, 28, script.put_open_interest))
         if with_greeks and script.greeks is not None:
             greeks = script.greeks
             calls.append(lambda: w.tickOptionComputation(reqId, 13, 0, *greeks.wire()))

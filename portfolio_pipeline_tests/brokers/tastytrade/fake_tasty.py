@@ -425,12 +425,27 @@ def _greeks_values(symbol: str, g: dict[str, Any]) -> dict[str, Any]:
             "sequence": 0, **g}
 
 
+def _summary_values(symbol: str, open_interest: Any) -> dict[str, Any]:
+    return {"eventSymbol": symbol, "eventTime": 0, "dayId": 0, "dayClosePriceType": "REGULAR",
+            "prevDayId": 0, "prevDayClosePriceType": "REGULAR", "openInterest": open_interest,
+            "dayOpenPrice": "NaN", "dayHighPrice": "NaN", "dayLowPrice": "NaN", "dayClosePrice": "NaN",
+            "prevDayClosePrice": "NaN", "prevDayVolume": "NaN"}
+
+
+def _trade_values(symbol: str, day_volume: Any) -> dict[str, Any]:
+    return {"eventSymbol": symbol, "eventTime": 0, "time": 0, "timeNanoPart": 0, "sequence": 0,
+            "exchangeCode": "Q", "dayId": 0, "tickDirection": "ZERO", "extendedTradingHours": False,
+            "price": 1.0, "change": "NaN", "size": 1, "dayVolume": day_volume, "dayTurnover": "NaN"}
+
+
 @dataclass
 class FakeDXLink:
     """DXLink websocket server on 127.0.0.1 streaming COMPACT Quote/Greeks every ``period``."""
 
     quotes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     greeks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    summaries: dict[str, Any] = field(default_factory=dict)  # symbol -> open interest (Summary)
+    trades: dict[str, Any] = field(default_factory=dict)  # symbol -> day volume (Trade)
     period: float = 0.02
     received: list[dict[str, Any]] = field(default_factory=list)
     _server: Server | None = None
@@ -529,4 +544,8 @@ class FakeDXLink:
             return _quote_values(symbol, bid, ask)
         if event_type == "Greeks" and symbol in self.greeks:
             return _greeks_values(symbol, self.greeks[symbol])
+        if event_type == "Summary" and symbol in self.summaries:
+            return _summary_values(symbol, self.summaries[symbol])
+        if event_type == "Trade" and symbol in self.trades:
+            return _trade_values(symbol, self.trades[symbol])
         return None

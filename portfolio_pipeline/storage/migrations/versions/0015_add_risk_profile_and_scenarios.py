@@ -1,7 +1,7 @@
 """add risk_profile, risk_profile_summary and scenario_results
 
 Revision ID: 0015
-Revises: '0013'
+Revises: 0014
 Create Date: 2026-12-05 11:50:00.000000+00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | Sequence[str] | None = "0013"
+down_revision: str | Sequence[str] | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
