@@ -85,7 +85,8 @@ class OrderGroup:
     broker_group_id: str | None = None
     """Tastytrade: the complex order's id once placed."""
 
-    def __post_init__(self) -> None:
+    def check_shape(self) -> None:
+        """Checked when a group is created; a stored group loads as it is (so it can always be cancelled)."""
         check_shape(self.kind, [(leg.role, leg.order) for leg in self.legs], where=f"order group {self.group_id}")
 
     @property

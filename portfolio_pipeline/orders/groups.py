@@ -50,6 +50,7 @@ from portfolio_pipeline.domain.order_groups import (
     LegRole,
     OrderGroup,
     bracket_child_quantity,
+    require_transmittable,
 )
 from portfolio_pipeline.domain.orders import ConfirmationBounds, Order, OrderStatus
 from portfolio_pipeline.orders.commands import (
@@ -120,7 +121,8 @@ class GroupStore:
         return self._orders
 
     def insert(self, group: OrderGroup, *, actor: str) -> None:
-        """Record the group and every leg (PROPOSED) in one transaction."""
+        """Record the group and every leg (PROPOSED) in one transaction (its shape checked first)."""
+        group.check_shape()
         with self.db.begin() as conn:
             for leg in group.legs:
                 self._orders.insert_in(conn, leg.order, actor=actor,
@@ -248,8 +250,10 @@ def build_group(
     group_legs = tuple(
         GroupLeg(role=role, order=replace(order, order_id=f"{gid}-{role}")) for role, order in legs
     )
-    return OrderGroup(group_id=gid, kind=kind, broker=first.broker, account_id=first.account_id,
-                      created_at=first.created_at, legs=group_legs)
+    group = OrderGroup(group_id=gid, kind=kind, broker=first.broker, account_id=first.account_id,
+                       created_at=first.created_at, legs=group_legs)
+    group.check_shape()
+    return group
 
 
 class GroupCommands:
@@ -365,6 +369,10 @@ class GroupCommands:
             await asyncio.to_thread(self._commands.store.save, old, new, detail={
                 "shown": text, "group_id": group_id, "whatif": whatif_to_json(w), "warnings": list(w.warnings),
             })
+        # what the person sees is what the token will confirm: each leg's bounds, from the shown terms
+        await asyncio.to_thread(self._groups.set_bounds, group_id, {
+            o.order_id: ConfirmationBounds.of(o, valid_until=o.expires_at) for o in shown
+        }, now)
         return GroupShowResult(group=await asyncio.to_thread(self._get, group_id), token=token, text=text)
 
     async def confirm(self, group_id: str, token: str, *, actor: str) -> OrderGroup:
@@ -393,13 +401,11 @@ class GroupCommands:
                                     reason=f"group {group_id}: {exc}")
             logger.warning("order group confirmation refused group_id=%s actor=%s", group_id, actor)
             raise
-        bounds = {
-            o.order_id: ConfirmationBounds.of(o, valid_until=o.expires_at) for o in confirmed
-        }
         group = await self._save_legs(group, confirmed, detail={"token": "matched", "group_id": group_id})
-        await asyncio.to_thread(self._groups.set_bounds, group_id, bounds, now)
-        group = await asyncio.to_thread(self._get, group_id)
         try:
+            # the legs as stored now against what was shown (the bounds recorded by 'show'),
+            # before the broker is asked; every adapter's transmit_group checks again
+            require_transmittable(group, at=self._clock())
             sent = await broker.transmit_group(group)
         except StaleOrderError as exc:
             return await self._all_to(group, OrderStatus.STALE, actor, str(exc), exc)
