@@ -14,17 +14,19 @@ import asyncio
 import functools
 import getpass
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from portfolio_pipeline.cli_types import FiniteFloat, LazyChoice
+from portfolio_pipeline.cli_types import FiniteFloat, LazyChoice, SessionDate
 
 if TYPE_CHECKING:  # imported in the command bodies: building the command tree stays light
     from portfolio_pipeline.brokers.base import OrderBroker
     from portfolio_pipeline.domain.orders import Order
     from portfolio_pipeline.orders import OrderCommands
+    from portfolio_pipeline.orders.groups import GroupCommands
     from portfolio_pipeline.storage import Database
 
 __all__ = ["cli_actor", "orders"]
@@ -80,6 +82,12 @@ def _commands() -> tuple[Database, OrderCommands]:
     db = Database()
     db.migrate()
     return db, OrderCommands(OrderStore(db), _broker_factory())
+
+
+def _groups(cmds: OrderCommands) -> GroupCommands:
+    from portfolio_pipeline.orders.groups import GroupCommands
+
+    return GroupCommands(cmds)
 
 
 def _status_values() -> list[str]:
@@ -146,8 +154,12 @@ def show_cmd(order_id: str) -> None:
     A proposed (or stale) order is staged at the broker first (never transmitted)."""
     db, cmds = _commands()
     with db:
+        groups = _groups(cmds)
         try:
-            res = asyncio.run(cmds.show(order_id, actor=cli_actor()))
+            if groups.store.exists(order_id):  # an order group: every leg, one token
+                res = asyncio.run(groups.show(order_id, actor=cli_actor()))
+            else:
+                res = asyncio.run(cmds.show(order_id, actor=cli_actor()))  # type: ignore[assignment]
         except _transition_errors() as exc:
             _fail(exc)
     _echo(res.text)
@@ -158,10 +170,18 @@ def show_cmd(order_id: str) -> None:
 @click.argument("order_id")
 @click.argument("token")
 def confirm_cmd(order_id: str, token: str) -> None:
-    """Transmit ORDER_ID after 'show' (TOKEN is the one 'show' printed)."""
+    """Transmit ORDER_ID (an order or an order group) after 'show' (TOKEN is the one 'show' printed)."""
     db, cmds = _commands()
     with db:
+        groups = _groups(cmds)
         try:
+            if groups.store.exists(order_id):
+                g = asyncio.run(groups.confirm(order_id, token, actor=cli_actor()))
+                for leg in g.legs:
+                    _echo(f"{leg.order.order_id} ({leg.role}): {leg.order.status.value} "
+                          f"(broker order {leg.order.broker_order_id})")
+                _echo(f"{g.group_id}: {g.status.value}")
+                return
             o = asyncio.run(cmds.confirm(order_id, token, actor=cli_actor()))
         except _transition_errors() as exc:
             _fail(exc)
@@ -190,7 +210,11 @@ def reconcile_cmd() -> None:
     db, cmds = _commands()
     with db:
         changed = asyncio.run(cmds.reconcile(actor=cli_actor()))
+        resized = asyncio.run(_groups(cmds).reconcile(actor=cli_actor()))  # bracket children follow the entry
         unknown = cmds.store.list_orders([OrderStatus.SENT_UNKNOWN])
+    for g in resized:
+        _echo(f"{g.group_id}: {g.status.value}  children working "
+              + ", ".join(f"{leg.role} {leg.quantity}" for leg in g.legs if leg.role != "entry"))
     for o in changed:
         _echo(f"{o.order_id}: {o.status.value}  {o.audit[-1].detail if o.audit else ''}")
     for o in unknown:  # the broker's record did not prove a transmission: the person decides
@@ -222,3 +246,164 @@ def audit_cmd(order_id: str) -> None:
         for row in trail:
             _echo(f"{row['ts']:%Y-%m-%d %H:%M:%S}  {row['actor']:<20} {row['from_status'] or '-':>11} -> "
                   f"{row['to_status']:<11} {row['detail'].get('detail', '')}")
+
+
+# ----------------------------------------------------------------------------- order groups and trailing stops
+
+_PRICE = FiniteFloat(0, 1e9, min_open=True)
+
+
+def _terms(account: str, contract: str, quantity: int, tif: str, session: date | None) -> dict[str, Any]:
+    """Common order terms from the options (``--account BROKER:ID``, ``--contract KEY``)."""
+    from portfolio_pipeline.demo_window import DEMO_END
+    from portfolio_pipeline.domain.positions import contract_from_key
+
+    broker, sep, account_id = account.partition(":")
+    if not sep or not broker or not account_id:
+        raise click.BadParameter(f"{account!r}: expected BROKER:ACCOUNT, e.g. ibkr:U1234567 or demo:DEMO-001",
+                                 param_hint="--account")
+    try:
+        parsed = contract_from_key(contract, source="--contract")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--contract") from None
+    if broker == "demo":  # the demo replays history: the order is placed at a replayed close
+        day = session or DEMO_END
+        created = datetime(day.year, day.month, day.day, 22, 0, tzinfo=UTC)
+    elif session is not None:
+        raise click.BadParameter("only for the demo broker", param_hint="--session")
+    else:
+        created = datetime.now(UTC)
+    return {"broker": broker, "account_id": account_id, "contract": parsed, "quantity": quantity,
+            "time_in_force": tif, "created_at": created}
+
+
+def _leg_order(terms: dict[str, Any], action: str, limit: float = 0.0, **changes: Any) -> Order:
+    from portfolio_pipeline.domain.orders import Order, OrderLeg
+
+    return Order(order_id="new", broker=terms["broker"], account_id=terms["account_id"],
+                 legs=(OrderLeg(terms["contract"], action),),  # type: ignore[arg-type]
+                 quantity=terms["quantity"], limit_price=limit, created_at=terms["created_at"],
+                 time_in_force=terms["time_in_force"], **changes)
+
+
+def _stop_changes(stop: float | None, trail_percent: float | None, trail_amount: float | None) -> dict[str, Any]:
+    given = [x is not None for x in (stop, trail_percent, trail_amount)]
+    if sum(given) != 1:
+        raise click.UsageError("give exactly one of --stop, --trail-percent, --trail-amount")
+    if stop is not None:
+        return {"order_type": "STP", "aux_price": stop}
+    if trail_percent is not None:
+        return {"order_type": "TRAIL", "trailing_percent": trail_percent}
+    return {"order_type": "TRAIL", "aux_price": trail_amount}
+
+
+def _order_options(fn: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed([
+        click.option("--account", required=True, help="BROKER:ACCOUNT as in accounts.yaml, e.g. demo:DEMO-001."),
+        click.option("--contract", required=True,
+                     help="Contract key as `orders list` prints it, e.g. 'SPX|OPT|SPXW|2018-03-16|2500|P'."),
+        click.option("--quantity", type=click.IntRange(1, 100_000), required=True),
+        click.option("--tif", type=click.Choice(["DAY", "GTC"]), default="GTC", show_default=True),
+        click.option("--session", type=SessionDate(), default=None,
+                     help="Demo broker only: the replayed session to place it in (default: the demo record's last)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _stop_options(fn: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed([
+        click.option("--stop", type=_PRICE, default=None, help="Stop-loss trigger price (STP)."),
+        click.option("--trail-percent", type=FiniteFloat(0, 100, min_open=True), default=None,
+                     help="Stop-loss as a trailing stop, trailing by this percent (TRAIL)."),
+        click.option("--trail-amount", type=_PRICE, default=None,
+                     help="Stop-loss as a trailing stop, trailing by this many dollars (TRAIL)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _record_group(kind: str, legs: list[tuple[str, Order]]) -> None:
+    from portfolio_pipeline.domain.errors import InvalidDataError
+    from portfolio_pipeline.orders.groups import build_group
+
+    db, cmds = _commands()
+    with db:
+        try:
+            group = build_group(kind, legs)  # type: ignore[arg-type]
+        except InvalidDataError as exc:
+            raise click.UsageError(str(exc)) from None
+        _groups(cmds).store.insert(group, actor=cli_actor())
+    _echo(f"{kind} {group.group_id} proposed: " + ", ".join(f"{leg.role} {leg.order.order_id}" for leg in group.legs))
+    _echo(f"next: portfolio orders show {group.group_id}   (stages every leg, WhatIf, one token)")
+
+
+@orders.command("bracket")
+@_order_options
+@click.option("--side", type=click.Choice(["BUY", "SELL"]), required=True, help="The entry's side.")
+@click.option("--entry", "entry_price", type=_PRICE, required=True, help="Entry limit price.")
+@click.option("--take-profit", type=_PRICE, required=True, help="Take-profit limit price.")
+@_stop_options
+def bracket_cmd(account: str, contract: str, quantity: int, tif: str, session: date | None, side: str,
+                entry_price: float, take_profit: float, stop: float | None, trail_percent: float | None,
+                trail_amount: float | None) -> None:
+    """Propose a bracket: entry + take-profit + stop-loss as one group (show, then confirm)."""
+    terms = _terms(account, contract, quantity, tif, session)
+    close = "SELL" if side == "BUY" else "BUY"
+    _record_group("bracket", [
+        ("entry", _leg_order(terms, side, entry_price)),
+        ("take_profit", _leg_order(terms, close, take_profit)),
+        ("stop_loss", _leg_order(terms, close, **_stop_changes(stop, trail_percent, trail_amount))),
+    ])
+
+
+@orders.command("oco")
+@_order_options
+@click.option("--side", type=click.Choice(["BUY", "SELL"]), required=True,
+              help="Side of both legs (SELL closes a long position).")
+@click.option("--take-profit", type=_PRICE, required=True, help="Take-profit limit price.")
+@_stop_options
+def oco_cmd(account: str, contract: str, quantity: int, tif: str, session: date | None, side: str,
+            take_profit: float, stop: float | None, trail_percent: float | None, trail_amount: float | None) -> None:
+    """Propose an OCO pair: a take-profit limit and a stop; a fill of one cancels the other."""
+    terms = _terms(account, contract, quantity, tif, session)
+    _record_group("oco", [
+        ("take_profit", _leg_order(terms, side, take_profit)),
+        ("stop_loss", _leg_order(terms, side, **_stop_changes(stop, trail_percent, trail_amount))),
+    ])
+
+
+@orders.command("trail")
+@_order_options
+@click.option("--side", type=click.Choice(["BUY", "SELL"]), required=True)
+@click.option("--percent", type=FiniteFloat(0, 100, min_open=True), default=None, help="Trail by this percent.")
+@click.option("--amount", type=_PRICE, default=None, help="Trail by this many dollars.")
+def trail_cmd(account: str, contract: str, quantity: int, tif: str, session: date | None, side: str,
+              percent: float | None, amount: float | None) -> None:
+    """Propose a trailing stop (IBKR TRAIL); then `show` and `confirm` it like any order."""
+    import secrets
+
+    terms = _terms(account, contract, quantity, tif, session)
+    changes = _stop_changes(None, percent, amount)
+    order = replace(_leg_order(terms, side, **changes), order_id=f"TRL-{secrets.token_hex(4)}")
+    db, cmds = _commands()
+    with db:
+        cmds.store.insert(order, actor=cli_actor())
+    _echo(f"trailing stop {order.order_id} proposed; next: portfolio orders show {order.order_id}")
+
+
+@orders.command("cancel")
+@click.argument("group_id")
+@click.option("--reason", default="", help="Recorded in the audit trail.")
+def cancel_cmd(group_id: str, reason: str) -> None:
+    """Cancel every leg of an order group that is staged or live at the broker."""
+    db, cmds = _commands()
+    with db:
+        groups = _groups(cmds)
+        try:
+            g = asyncio.run(groups.cancel(group_id, actor=cli_actor(), reason=reason))
+        except _transition_errors() as exc:
+            _fail(exc)
+    for leg in g.legs:
+        _echo(f"{leg.order.order_id} ({leg.role}): {leg.order.status.value}")
+    _echo(f"{g.group_id}: {g.status.value}")

@@ -158,6 +158,14 @@ class OrderCommands:
     def store(self) -> OrderStore:
         return self._store
 
+    @property
+    def broker_for(self) -> BrokerFor:
+        return self._broker_for
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     async def _standalone(self, order_id: str, what: str) -> None:
         """A leg of an order group is staged, shown and confirmed only with its group."""
         group_id = await asyncio.to_thread(self._store.group_of, order_id)

@@ -42,7 +42,7 @@ from portfolio_pipeline.brokers.base import (
     SentUnknownError,
     StaleOrderError,
 )
-from portfolio_pipeline.clock import Clock, system_clock
+from portfolio_pipeline.clock import Clock
 from portfolio_pipeline.domain.errors import IllegalTransitionError, InvalidDataError
 from portfolio_pipeline.domain.order_groups import (
     GroupKind,
@@ -262,15 +262,16 @@ class GroupCommands:
     def __init__(
         self,
         commands: OrderCommands,
-        broker_for: Callable[[Order], OrderBroker],
+        broker_for: Callable[[Order], OrderBroker] | None = None,
         *,
-        clock: Clock = system_clock,
+        clock: Clock | None = None,
         token_factory: Callable[[], str] = lambda: secrets.token_hex(8),
     ) -> None:
         self._commands = commands
         self._groups = GroupStore(commands.store)
-        self._broker_for = broker_for
-        self._clock = clock
+        # the same adapters as the single-order commands (one broker object per account)
+        self._broker_for = broker_for or commands.broker_for
+        self._clock = clock or commands.clock
         self._token = token_factory
 
     @property

@@ -85,7 +85,7 @@ def test_shape_is_checked_naming_the_leg() -> None:
     with pytest.raises(InvalidDataError, match="take-profit must be above and the stop below"):
         build_group("bracket", [("entry", _order("BUY", 10.0, 1)), ("take_profit", _order("SELL", 9.0, 1)),
                                 ("stop_loss", _order("SELL", 0.0, 1, order_type="STP", aux_price=7.0))])
-    with pytest.raises(InvalidDataError, match="stop_loss .* must be a STP or TRAIL order"):
+    with pytest.raises(InvalidDataError, match=r"stop_loss .* must be a STP or TRAIL order"):
         build_group("oco", [("take_profit", _order("SELL", 14.0, 1)), ("stop_loss", _order("SELL", 7.0, 1))])
     with pytest.raises(InvalidDataError, match="TRAIL order needs exactly one"):
         _order("SELL", 0.0, 1, order_type="TRAIL", trailing_percent=5.0, aux_price=1.0)

@@ -504,12 +504,16 @@ class DemoBroker(ConnectionLifecycle):
     async def cancel_group(self, group: OrderGroup) -> dict[str, BrokerError]:
         failures: dict[str, BrokerError] = {}
         for leg in reversed(group.legs):
-            status = leg.order.status
-            if status.is_live_at_broker or status.is_staged_at_broker:
-                try:
-                    self.cancel_order(leg.order)
-                except BrokerError as exc:
-                    failures[leg.order.order_id] = StaleOrderError(str(exc))
+            order = leg.order
+            if not (order.status.is_live_at_broker or order.status.is_staged_at_broker):
+                continue
+            if any(t.order_id == order.order_id for t in self._manual):
+                failures[order.order_id] = BrokerError(
+                    f"demo broker: order {order.order_id} was filled on transmit; nothing to cancel")
+            elif order.order_id in self._staged or order.order_id in self._resting:
+                self.cancel_order(order)
+            else:  # another process's demo broker held it (each process builds its own): a resting leg
+                logger.info("demo broker: resting order %s of another process cancelled", order.order_id)
         return failures
 
     async def resize(self, order: Order, quantity: int) -> None:
