@@ -7,7 +7,7 @@ fallback id); other brokers through their adapter, connected on first use.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.errors import InvalidDataError
 from portfolio_pipeline.domain.order_groups import OrderGroup
 from portfolio_pipeline.domain.orders import Order, WhatIfResult
+from portfolio_pipeline.domain.positions import Contract, Position, Quote
 
 __all__ = ["ConnectOnUse", "order_broker_for"]
 
@@ -64,6 +65,12 @@ class ConnectOnUse:
 
     async def executions(self, account_id: str, since: date) -> list[Execution]:
         return await (await self._ready()).executions(account_id, since)
+
+    async def quotes(self, contracts: Sequence[Contract]) -> list[Quote]:
+        return await (await self._ready()).quotes(contracts)
+
+    async def positions(self, account_id: str) -> list[Position]:
+        return await (await self._ready()).positions(account_id)
 
     async def _groups(self) -> GroupBroker:
         adapter = await self._ready()

@@ -960,6 +960,26 @@ order_group_legs = Table(
     comment="The legs of an order group and the confirmation bounds of each.",
 )
 
+order_schedules = Table(
+    "order_schedules",
+    metadata,
+    Column("schedule_id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False, comment="roll or trail (orders.schedules)"),
+    Column("broker", String(32), nullable=False),
+    Column("account_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False, comment="pending, staged, confirmed, done, cancelled, failed"),
+    _utc("run_at", nullable=True, comment="when it is due (UTC)"),
+    _json("spec"),
+    _json("standing", nullable=True),
+    Column("standing_by", String(64), nullable=True, comment="who gave the standing confirmation"),
+    Column("order_id", String(64), nullable=True, comment="the order it staged last"),
+    _utc("created_at"),
+    _utc("updated_at"),
+    _json("detail", nullable=True),
+    Index(None, "status"),
+    comment="Scheduled rolls and platform-side trailing stops; what they staged and why.",
+)
+
 monte_carlo_distribution = Table(
     "monte_carlo_distribution",
     metadata,

@@ -419,6 +419,10 @@ class DemoBroker(ConnectionLifecycle):
         require_confirmed(order)
         i = self.session_index()
         legs = self._order_legs(order, i)
+        if order.order_type != "LMT":  # a stop rests (the demo has closes only: it never triggers)
+            self._staged.pop(order.order_id, None)
+            self._resting[order.order_id] = order
+            return f"DEMO-ORD-{hashlib.sha256(order.order_id.encode()).hexdigest()[:16]}"
         # from the order id (the orders table's primary key): unique across processes,
         # where a per-process counter gave every CLI process the same first id
         broker_order_id = f"DEMO-ORD-{hashlib.sha256(order.order_id.encode()).hexdigest()[:16]}"

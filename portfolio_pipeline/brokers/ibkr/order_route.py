@@ -41,6 +41,7 @@ from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.order_groups import OrderGroup
 from portfolio_pipeline.domain.orders import Order, WhatIfResult
+from portfolio_pipeline.domain.positions import Contract, Position, Quote
 
 __all__ = ["IbkrOrderRoute", "order_lock"]
 
@@ -186,6 +187,14 @@ class IbkrOrderRoute:
     async def order_state(self, order: Order) -> BrokerOrderState:
         async with self.session() as broker:
             return await broker.order_state(order)
+
+    async def quotes(self, contracts: Sequence[Contract]) -> list[Quote]:
+        async with self.session() as broker:
+            return await broker.quotes(contracts)
+
+    async def positions(self, account_id: str) -> list[Position]:
+        async with self.session() as broker:
+            return await broker.positions(account_id)
 
     async def what_if_group(self, group: OrderGroup) -> list[WhatIfResult]:
         async with self.session() as broker:

@@ -692,11 +692,8 @@ class TastytradeAdapter(ConnectionLifecycle):
 
     # ------------------------------------------------------------------ orders
 
-    async def _sdk_order(self, order: Order) -> LimitOrder:
-        sdk = await self._sdk_any(order)
-        if not isinstance(sdk, LimitOrder):
-            raise BrokerError(f"order {order.order_id}: a {order.order_type} order is placed only in an order group")
-        return sdk
+    async def _sdk_order(self, order: Order) -> LimitOrder | StopOrder:
+        return await self._sdk_any(order)
 
     async def _sdk_any(self, order: Order, *, closing: bool | None = None) -> LimitOrder | StopOrder:
         """The SDK order; ``closing`` forces the legs' open/close (a bracket child closes its entry)."""

@@ -1,4 +1,4 @@
-"""add order groups (bracket, OCO) and their legs
+"""add order groups (bracket, OCO), their legs, and order schedules
 
 Revision ID: 0017
 Revises: '0013'
@@ -52,10 +52,34 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("order_group_legs") as batch:
         batch.create_index(batch.f("ix_order_group_legs_group_id"), ["group_id"], unique=False)
+    op.create_table(
+        "order_schedules",
+        sa.Column("schedule_id", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False, comment="roll or trail (orders.schedules)"),
+        sa.Column("broker", sa.String(length=32), nullable=False),
+        sa.Column("account_id", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False,
+                  comment="pending, staged, confirmed, done, cancelled, failed"),
+        sa.Column("run_at", sa.DateTime(timezone=True), nullable=True, comment="when it is due (UTC)"),
+        sa.Column("spec", sa.JSON(none_as_null=True), nullable=False),
+        sa.Column("standing", sa.JSON(none_as_null=True), nullable=True),
+        sa.Column("standing_by", sa.String(length=64), nullable=True, comment="who gave the standing confirmation"),
+        sa.Column("order_id", sa.String(length=64), nullable=True, comment="the order it staged last"),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("detail", sa.JSON(none_as_null=True), nullable=True),
+        sa.PrimaryKeyConstraint("schedule_id", name=op.f("pk_order_schedules")),
+        comment="Scheduled rolls and platform-side trailing stops; what they staged and why.",
+    )
+    with op.batch_alter_table("order_schedules") as batch:
+        batch.create_index(batch.f("ix_order_schedules_status"), ["status"], unique=False)
 
 
 def downgrade() -> None:
     """Downgrade the schema."""
+    with op.batch_alter_table("order_schedules") as batch:
+        batch.drop_index(batch.f("ix_order_schedules_status"))
+    op.drop_table("order_schedules")
     with op.batch_alter_table("order_group_legs") as batch:
         batch.drop_index(batch.f("ix_order_group_legs_group_id"))
     op.drop_table("order_group_legs")
