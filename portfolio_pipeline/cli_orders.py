@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # imported in the command bodies: building the command tree s
     from portfolio_pipeline.domain.orders import Order
     from portfolio_pipeline.orders import OrderCommands
     from portfolio_pipeline.orders.groups import GroupCommands
+    from portfolio_pipeline.orders.schedules import OrderSchedules
     from portfolio_pipeline.storage import Database
 
 __all__ = ["cli_actor", "orders"]
@@ -88,6 +89,13 @@ def _groups(cmds: OrderCommands) -> GroupCommands:
     from portfolio_pipeline.orders.groups import GroupCommands
 
     return GroupCommands(cmds)
+
+
+def _schedules(cmds: OrderCommands) -> OrderSchedules:
+    from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+    from portfolio_pipeline.orders.schedules import OrderSchedules
+
+    return OrderSchedules(cmds, calendar=ExchangeCalendar(), notify=lambda text: _echo(text))
 
 
 def _status_values() -> list[str]:
@@ -385,9 +393,17 @@ def trail_cmd(account: str, contract: str, quantity: int, tif: str, session: dat
 
     terms = _terms(account, contract, quantity, tif, session)
     changes = _stop_changes(None, percent, amount)
-    order = replace(_leg_order(terms, side, **changes), order_id=f"TRL-{secrets.token_hex(4)}")
     db, cmds = _commands()
     with db:
+        if terms["broker"] != "ibkr":  # no native trailing stop: the platform trails and asks again
+            s = _schedules(cmds).add_trail(
+                broker=terms["broker"], account_id=terms["account_id"], contract=terms["contract"], side=side,
+                quantity=quantity, percent=percent, amount=amount, by=cli_actor(), now=terms["created_at"])
+            _echo(f"platform-side trail {s.schedule_id}: {terms['broker']} has no native trailing stop here; "
+                  "each `portfolio orders run-schedules` may stage a new stop and ask you to confirm it "
+                  "(a live stop is never re-priced)")
+            return
+        order = replace(_leg_order(terms, side, **changes), order_id=f"TRL-{secrets.token_hex(4)}")
         cmds.store.insert(order, actor=cli_actor())
     _echo(f"trailing stop {order.order_id} proposed; next: portfolio orders show {order.order_id}")
 
@@ -396,10 +412,19 @@ def trail_cmd(account: str, contract: str, quantity: int, tif: str, session: dat
 @click.argument("group_id")
 @click.option("--reason", default="", help="Recorded in the audit trail.")
 def cancel_cmd(group_id: str, reason: str) -> None:
-    """Cancel every leg of an order group that is staged or live at the broker."""
+    """Cancel an order group (every leg staged or live at the broker) or an order schedule."""
     db, cmds = _commands()
     with db:
         groups = _groups(cmds)
+        schedules = _schedules(cmds)
+        if not groups.store.exists(group_id) and schedules.exists(group_id):
+            try:
+                sch = schedules.cancel(group_id, actor=cli_actor(), now=datetime.now(UTC))
+            except _transition_errors() as exc:
+                _fail(exc)
+            _echo(f"{sch.schedule_id}: {sch.status}" + (f" (its order {sch.order_id} is unchanged)"
+                                                        if sch.order_id else ""))
+            return
         try:
             g = asyncio.run(groups.cancel(group_id, actor=cli_actor(), reason=reason))
         except _transition_errors() as exc:
@@ -407,3 +432,78 @@ def cancel_cmd(group_id: str, reason: str) -> None:
     for leg in g.legs:
         _echo(f"{leg.order.order_id} ({leg.role}): {leg.order.status.value}")
     _echo(f"{g.group_id}: {g.status.value}")
+
+
+@orders.command("schedule-roll")
+@click.option("--account", required=True, help="BROKER:ACCOUNT as in accounts.yaml.")
+@click.option("--contract", required=True, help="The held option's key (as `orders list` prints it).")
+@click.option("--to-expiry", type=SessionDate(), required=True, help="Expiry of the option rolled into.")
+@click.option("--to-strike", type=_PRICE, default=None, help="Strike rolled into (default: the same).")
+@click.option("--quantity", type=click.IntRange(1, 100_000), required=True)
+@click.option("--at", "at_time", default="15:45", show_default=True, help="New York time (HH:MM) of the roll.")
+@click.option("--on", "on_day", type=SessionDate(), default=None,
+              help="Session to roll on (default: the held option's expiration session).")
+@click.option("--max-price", type=FiniteFloat(-1e9, 1e9), default=None,
+              help="Standing confirmation: the worst net price accepted (positive = net debit).")
+@click.option("--max-size", type=click.IntRange(1, 100_000), default=None, help="Standing confirmation: max size.")
+@click.option("--valid-until", default=None, help="Standing confirmation: ISO time it ends (with a UTC offset).")
+def schedule_roll_cmd(account: str, contract: str, to_expiry: date, to_strike: float | None, quantity: int,
+                      at_time: str, on_day: date | None, max_price: float | None, max_size: int | None,
+                      valid_until: str | None) -> None:
+    """Roll a position at a New York time on the exchange calendar (staged with a fresh WhatIf).
+
+    With --max-price, --max-size and --valid-until (all three) a standing confirmation is
+    given now: the roll is transmitted at its time only if it is inside those bounds (checked
+    then, recorded in the audit trail); otherwise it waits for `show` and `confirm`."""
+    from dataclasses import replace as dc_replace
+    from datetime import time
+
+    from portfolio_pipeline.domain.errors import InvalidDataError
+    from portfolio_pipeline.domain.orders import ConfirmationBounds
+
+    terms = _terms(account, contract, quantity, "DAY", None)
+    held = terms["contract"]
+    if not held.is_option:
+        raise click.BadParameter("a roll is of an option", param_hint="--contract")
+    try:
+        at = time.fromisoformat(at_time)
+    except ValueError:
+        raise click.BadParameter(f"{at_time!r} is not HH:MM", param_hint="--at") from None
+    standing = None
+    given = [x is not None for x in (max_price, max_size, valid_until)]
+    if any(given) and not all(given):
+        raise click.UsageError("a standing confirmation needs all of --max-price, --max-size and --valid-until")
+    if all(given):
+        try:
+            until = datetime.fromisoformat(str(valid_until))
+        except ValueError:
+            raise click.BadParameter(f"{valid_until!r} is not an ISO time", param_hint="--valid-until") from None
+        if until.tzinfo is None:
+            raise click.BadParameter("give a UTC offset, e.g. 2018-03-16T16:00-04:00", param_hint="--valid-until")
+        standing = ConfirmationBounds(max_quantity=int(max_size or 0), worst_price=max_price, valid_until=until)
+    new = dc_replace(held, expiry=to_expiry, strike=to_strike or held.strike,
+                     underlying_expiry=None if held.sec_type != "FOP" else held.underlying_expiry)
+    db, cmds = _commands()
+    with db:
+        try:
+            s = _schedules(cmds).add_roll(broker=terms["broker"], account_id=terms["account_id"], held=held, new=new,
+                                          quantity=quantity, day=on_day, at=at, standing=standing, by=cli_actor(),
+                                          now=datetime.now(UTC))
+        except InvalidDataError as exc:
+            raise click.UsageError(str(exc)) from None
+    assert s.run_at is not None
+    from portfolio_pipeline.exchange_calendar import NEW_YORK
+
+    _echo(f"roll {s.schedule_id} scheduled for {s.run_at.astimezone(NEW_YORK):%Y-%m-%d %H:%M} New York: "
+          f"{quantity} x {held.key} -> {new.key}"
+          + (f"; standing confirmation up to {max_price:+.2f} net, {max_size} lots, until {valid_until}"
+             if standing else "; it will wait for your confirmation"))
+
+
+@orders.command("run-schedules")
+def run_schedules_cmd() -> None:
+    """Run the due order schedules (rolls, platform-side trails); run it from cron or a scheduler."""
+    db, cmds = _commands()
+    with db:
+        lines = asyncio.run(_schedules(cmds).run_due(now=datetime.now(UTC), actor=cli_actor()))
+    click.echo(f"schedules run: {len(lines)}")

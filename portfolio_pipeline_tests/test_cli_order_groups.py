@@ -74,11 +74,28 @@ def test_bad_group_input_names_the_option(store: GroupStore) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-def test_trail_proposes_a_trailing_stop(store: GroupStore) -> None:
-    out = _ok(["orders", "trail", "--account", "demo:DEMO-001", "--contract", PUT, "--quantity", "1",
-               "--side", "SELL", "--percent", "15"])
+def test_trail_is_native_at_ibkr_and_platform_side_elsewhere(store: GroupStore) -> None:
+    out = _ok(["orders", "trail", "--account", "ibkr:U1", "--contract", "SPX|OPT|SPX|2030-12-20|5000|P",
+               "--quantity", "1", "--side", "SELL", "--percent", "15"])
     order_id = re.search(r"trailing stop (TRL-[0-9a-f]+) proposed", out)
-    assert order_id is not None
+    assert order_id is not None, out
     order = store.orders.get(order_id.group(1))
     assert (order.order_type, order.trailing_percent, order.aux_price) == ("TRAIL", 15.0, None)
-    assert "TRAIL by 15%" in _ok(["orders", "show", order.order_id])
+    out = _ok(["orders", "trail", "--account", "demo:DEMO-001", "--contract", PUT, "--quantity", "1",
+               "--side", "SELL", "--amount", "2.5"])
+    assert "platform-side trail TRAIL-" in out and "never re-priced" in out
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_schedule_roll_with_a_standing_confirmation_then_cancel(store: GroupStore) -> None:
+    far = "SPX|OPT|SPXW|2030-12-20|5000|P"  # expiration Friday 2030-12-20, 15:45 EST = 20:45 UTC
+    bad = CliRunner().invoke(main, ["orders", "schedule-roll", "--account", "ibkr:U1", "--contract", far,
+                                    "--to-expiry", "2030-12-27", "--quantity", "2", "--max-price", "1.5"])
+    assert bad.exit_code == 2 and "needs all of --max-price, --max-size and --valid-until" in bad.output
+    out = _ok(["orders", "schedule-roll", "--account", "ibkr:U1", "--contract", far, "--to-expiry", "2030-12-27",
+               "--quantity", "2", "--max-price", "1.5", "--max-size", "2", "--valid-until", "2030-12-20T16:00-05:00"])
+    match = re.search(r"roll (ROLL-[0-9a-f]+) scheduled for 2030-12-20 15:45 New York", out)
+    assert match is not None, out
+    assert "standing confirmation up to +1.50 net, 2 lots" in out
+    assert "schedules run: 0" in _ok(["orders", "run-schedules"])  # not due: nothing built, no broker asked
+    assert f"{match.group(1)}: cancelled" in _ok(["orders", "cancel", match.group(1)])

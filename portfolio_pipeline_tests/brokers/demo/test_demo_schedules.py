@@ -39,7 +39,7 @@ def _desk(db: Database, history: MarketHistory) -> tuple[OrderSchedules, DemoBro
 def test_roll_with_a_standing_confirmation_inside_and_outside_its_bounds(
     db: Database, history: MarketHistory
 ) -> None:
-    schedules, broker, clock, told = _desk(db, history)
+    schedules, _broker, clock, told = _desk(db, history)
     generous = schedules.add_roll(
         broker="demo", account_id="DEMO-001", held=OLD, new=NEW, quantity=5, day=None, at=time(15, 45),
         standing=ConfirmationBounds(max_quantity=5, worst_price=0.0, valid_until=RUN + timedelta(hours=1)),
@@ -83,6 +83,7 @@ def test_platform_trail_stages_a_new_stop_and_never_touches_the_live_one(
     trail = schedules.add_trail(broker="demo", account_id="DEMO-001", contract=long_put, side="SELL", quantity=1,
                                 percent=20.0, amount=None, by="cli:alice", now=day1)
     (first,) = asyncio.run(schedules.run_due(now=day1))
+    assert first == told[0] and "trail moved the stop" in first
     s1 = schedules.get(trail.schedule_id)
     stop1 = s1.spec["stop"]
     order1 = OrderStore(db).get(s1.order_id or "")
