@@ -174,6 +174,12 @@ class OrderCommands:
                 f"order {order_id} is a leg of order group {group_id}: {what} the group "
                 f"(`portfolio orders show {group_id}`), never one leg on its own"
             )
+        order = await asyncio.to_thread(self._store.get, order_id)
+        if (order.proposal_id or "").startswith("slicer:"):  # never placed whole: the slicer sends its children
+            raise IllegalTransitionError(
+                f"order {order_id} is a TWAP/VWAP parent: it is confirmed and worked by the slicer and never "
+                f"sent as one order ({what} refused)"
+            )
 
     async def stage(self, order_id: str, *, actor: str, ttl: timedelta, reason: str = "request") -> Order:
         """PROPOSED -> STAGED through ``broker.stage`` (never transmits)."""

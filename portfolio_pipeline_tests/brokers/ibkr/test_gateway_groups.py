@@ -189,3 +189,44 @@ def test_a_leg_is_never_shown_or_confirmed_on_its_own(sqlite_db: Database, tmp_p
 
 
 _ = Order
+
+
+def test_gateway_restart_in_the_middle_of_a_twap_stops_it_and_never_resends(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """Slice 1 is transmitted and partly filled; the Gateway restarts after slice 2 was staged:
+    slice 2 is never transmitted (STALE), the slicer stops, cancels what still works, reports."""
+    from datetime import UTC, datetime
+
+    from portfolio_pipeline.orders.slicer import Slicer
+
+    gw = gateway()
+    with GatewayServer(gw) as server:
+        groups = desk(sqlite_db, server.port, tmp_path)
+        tokens = iter(f"tsl{i:013d}" for i in range(1000))
+        slicer = Slicer(groups._commands, token_factory=lambda: next(tokens))
+        start = datetime.now(UTC)
+        parent = replace(order(OrderLeg(SPX_PUT, "BUY"), limit=12.6, quantity=6), order_id="TWAP-1",
+                         created_at=start)
+        # a 30-second window (the quotes are the Gateway's live ones, stamped now)
+        slicer.create(parent, start=start, end=start + timedelta(seconds=30), slices=3, style="TWAP", actor="alice")
+        shown = asyncio.run(slicer.show("TWAP-1", actor="cli:alice", now=start))
+        asyncio.run(slicer.confirm("TWAP-1", shown.token, actor="cli:alice", now=start))
+        first = asyncio.run(slicer.step("TWAP-1", now=start))
+        assert first.sent == (2,)
+        child1 = groups.store.orders.get("TWAP-1-1")
+        assert child1.limit_price == 12.5  # the touch (ask), inside the parent's 12.6
+        server.fill(18, int(child1.broker_order_id or 0), 1, 12.5, exec_id="T1")
+
+        async def restart(_: Order) -> None:
+            server.restart()  # the staged slice 2 is lost with the Gateway's untransmitted orders
+
+        report = asyncio.run(slicer.step("TWAP-1", now=start + timedelta(seconds=10), on_staged=restart))
+        transmissions, book = server.state()
+
+    assert report.status == "stopped" and "disconnect" in (report.reason or "")
+    assert report.sent == (2,) and report.filled == 1.0 and report.average_price == 12.5
+    assert [order_id for _, order_id, _ in transmissions] == [int(child1.broker_order_id or 0)]  # slice 2 never sent
+    assert groups.store.orders.get("TWAP-1-2").status == OrderStatus.STALE
+    assert book[(18, int(child1.broker_order_id or 0))].status == "Cancelled"  # the rest of slice 1 withdrawn
+    assert groups.store.orders.get("TWAP-1").status == OrderStatus.CONFIRMED  # the parent was never placed
