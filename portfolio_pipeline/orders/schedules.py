@@ -201,7 +201,7 @@ class OrderSchedules:
             return False
         return True
 
-    def list(self, statuses: Sequence[str] = ("pending", "staged")) -> list[Schedule]:
+    def list_schedules(self, statuses: Sequence[str] = ("pending", "staged")) -> list[Schedule]:
         with self.db.connect() as conn:
             rows = list(conn.execute(select(order_schedules).where(order_schedules.c.status.in_(list(statuses)))
                                      .order_by(order_schedules.c.created_at, order_schedules.c.schedule_id)
@@ -269,9 +269,10 @@ class OrderSchedules:
     async def run_due(self, *, now: datetime, actor: str = "scheduler") -> list[str]:
         """Run every due schedule; one line per schedule that did something."""
         lines: list[str] = []
-        for schedule in await asyncio.to_thread(self.list, ("pending",)):
+        for schedule in await asyncio.to_thread(self.list_schedules, ("pending",)):
             if schedule.kind == "roll" and schedule.run_at is not None and schedule.run_at > now:
                 continue
+            line: str | None
             try:
                 if schedule.kind == "roll":
                     line = await self._run_roll(schedule, now=now, actor=actor)

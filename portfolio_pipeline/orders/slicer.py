@@ -26,6 +26,7 @@ mids at the slice times; VWAP: the profile-weighted mean) with the slippage.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import secrets
@@ -48,6 +49,7 @@ from portfolio_pipeline.orders.commands import (
 )
 from portfolio_pipeline.orders.groups import bounds_from_json, bounds_to_json
 from portfolio_pipeline.orders.schedules import MAX_QUOTE_AGE
+from portfolio_pipeline.orders.store import OrderStore
 from portfolio_pipeline.storage.tables import order_schedules
 
 __all__ = ["PARENT_CONFIRMATION", "SliceReport", "Slicer", "VolumeSource", "slice_quantities", "vwap_weights"]
@@ -87,7 +89,7 @@ def vwap_weights(profile: Sequence[tuple[float, float]], edges: Sequence[float])
         raise InvalidDataError("slicer: a VWAP plan needs at least one slice")
     bars = sorted(profile)
     out = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         total = 0.0
         for j, (start, volume) in enumerate(bars):
             end = bars[j + 1][0] if j + 1 < len(bars) else start + (start - bars[j - 1][0] if j else 1.0)
@@ -133,7 +135,7 @@ class Slicer:
         self._max_age = max_quote_age
 
     @property
-    def _store(self) -> Any:
+    def _store(self) -> OrderStore:
         return self._commands.store
 
     # -------------------------------------------------------------- state
@@ -290,7 +292,7 @@ class Slicer:
             return wanted
         start = times[i - 1] if i > 0 else times[0] - (times[1] - times[0] if len(times) > 1 else timedelta(minutes=1))
         traded = await self._volume.traded_volume(contract, start, times[i])
-        return min(wanted, math.floor(cap * traded))
+        return min(wanted, math.floor(float(cap) * traded))
 
     async def _send_child(self, parent: Order, bounds: ConfirmationBounds, by: str, spec: dict[str, Any], i: int,
                           qty: int, price: float, *, now: datetime, actor: str,

@@ -120,3 +120,40 @@ def test_stale_quote_and_cancel(db: Database) -> None:
     assert stopped.status == "stopped" and "cancelled by bob" in (stopped.reason or "")
     assert stopped.sent == (2,)
 
+
+
+class Volume:
+    """Traded volume per slice interval, scripted."""
+
+    def __init__(self, volumes: list[float]) -> None:
+        self.volumes = volumes
+
+    async def traded_volume(self, contract: Contract, start: object, end: object) -> float:
+        return self.volumes.pop(0)
+
+
+def test_max_participation_caps_each_child_and_carries_the_rest(db: Database) -> None:
+    broker = QuotingBroker([(11.0, 11.2)] * 3)
+    tokens = (f"tok{i:013d}" for i in itertools.count())
+    cmds = OrderCommands(OrderStore(db), lambda o: broker, clock=lambda: broker.now,  # type: ignore[arg-type,return-value]
+                         token_factory=lambda: next(tokens))
+    # 9 in 3 slices (3 each); 20% of 10, 40 and 100 traded: 2, then 3 + 1 carried = 4 (cap 8), then 3
+    slicer = Slicer(cmds, token_factory=lambda: next(tokens), volume=Volume([10.0, 40.0, 100.0]))
+    slicer.create(_parent(quantity=9), start=T0, end=T0 + timedelta(minutes=30), slices=3, style="TWAP",
+                  max_participation=0.2, actor="alice")
+    shown = asyncio.run(slicer.show("SLC-1", actor="alice", now=T0))
+    asyncio.run(slicer.confirm("SLC-1", shown.token, actor="alice", now=T0))
+    for minute in (0, 10, 20):
+        broker.now = T0 + timedelta(minutes=minute)
+        report = asyncio.run(slicer.step("SLC-1", now=broker.now))
+    assert report.sent == (2, 4, 3) and sum(report.sent) == 9
+
+
+def test_vwap_plan_follows_the_profile(db: Database) -> None:
+    broker = QuotingBroker([])
+    slicer, _ = _slicer(db, broker)
+    # 60-minute window, 2 slices; bars at 0 and 30 minutes with 3:1 volume -> 6 and 2 of 8
+    slicer.create(_parent(quantity=8), start=T0, end=T0 + timedelta(minutes=60), slices=2, style="VWAP",
+                  profile=[(0.0, 300.0), (30.0, 100.0)], actor="alice")
+    shown = asyncio.run(slicer.show("SLC-1", actor="alice", now=T0))
+    assert "VWAP over 2 slices" in shown.text and " 6, " in shown.text and shown.text.count("Z 2") == 1

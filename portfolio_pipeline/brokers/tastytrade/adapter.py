@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx2
 from pydantic import ValidationError
@@ -47,6 +47,8 @@ from tastytrade.order import (
     OrderAction,
     OrderTimeInForce,
     OTOCOOrder,
+    PlacedComplexOrderResponse,
+    PlacedOrderResponse,
     StopOrder,
 )
 from tastytrade.utils import TastytradeError
@@ -782,7 +784,7 @@ class TastytradeAdapter(ConnectionLifecycle):
         sdk_order = await self._sdk_order(order)
         account = self._account(order.account_id)
         session = self._require_session()
-        response = await self._call(
+        response: PlacedOrderResponse[Any] = await self._call(
             f"POST /accounts/{order.account_id}/orders",
             lambda: account.place_order(session, sdk_order, dry_run=False),
         )
@@ -869,10 +871,10 @@ class TastytradeAdapter(ConnectionLifecycle):
         sdk = await self._sdk_group(group)
         account = self._account(group.account_id)
         session = self._require_session()
-        response = await self._call(
-            f"POST /accounts/{group.account_id}/complex-orders",
-            lambda: account.place_complex_order(session, sdk, dry_run=False),  # type: ignore[call-overload]
-        )
+        async def place() -> PlacedComplexOrderResponse[Any]:
+            return await account.place_complex_order(session, sdk, dry_run=False)
+
+        response = await self._call(f"POST /accounts/{group.account_id}/complex-orders", place)
         placed = response.complex_order
         legs = ([placed.trigger_order] if placed.trigger_order is not None else []) + list(placed.orders)
         if len(legs) != len(group.legs):

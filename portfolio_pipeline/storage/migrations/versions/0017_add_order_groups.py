@@ -55,11 +55,11 @@ def upgrade() -> None:
     op.create_table(
         "order_schedules",
         sa.Column("schedule_id", sa.String(length=64), nullable=False),
-        sa.Column("kind", sa.String(length=16), nullable=False, comment="roll or trail (orders.schedules)"),
+        sa.Column("kind", sa.String(length=16), nullable=False, comment="roll, trail (orders.schedules) or slicer (orders.slicer)"),
         sa.Column("broker", sa.String(length=32), nullable=False),
         sa.Column("account_id", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False,
-                  comment="pending, staged, confirmed, done, cancelled, failed"),
+                  comment="pending, staged, running, done, stopped, cancelled, failed"),
         sa.Column("run_at", sa.DateTime(timezone=True), nullable=True, comment="when it is due (UTC)"),
         sa.Column("spec", sa.JSON(none_as_null=True), nullable=False),
         sa.Column("standing", sa.JSON(none_as_null=True), nullable=True),
