@@ -70,7 +70,8 @@ def test_roll_with_a_standing_confirmation_inside_and_outside_its_bounds(
     refused = next(r for r in store.audit_trail(held.order_id)
                    if (r["detail"] or {}).get("event") == "standing_confirmation")
     assert not refused["detail"]["accepted"] and "above the confirmed worst price" in refused["detail"]["violations"][0]
-    assert "outside the standing confirmation" in lines[1]
+    (strict_line,) = [line for line in lines if line.startswith(strict.schedule_id)]
+    assert "outside the standing confirmation" in strict_line
 
 
 def test_platform_trail_stages_a_new_stop_and_never_touches_the_live_one(
