@@ -41,6 +41,7 @@ from portfolio_pipeline.brokers.base import BrokerError
 from portfolio_pipeline.domain.errors import IllegalTransitionError, InvalidDataError
 from portfolio_pipeline.domain.orders import ConfirmationBounds, Order, OrderStatus
 from portfolio_pipeline.domain.positions import Contract, Quote
+from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
 from portfolio_pipeline.orders.commands import (
     MIN_TOKEN_CHARS,
     OrderCommands,
@@ -52,7 +53,15 @@ from portfolio_pipeline.orders.schedules import MAX_QUOTE_AGE
 from portfolio_pipeline.orders.store import OrderStore
 from portfolio_pipeline.storage.tables import order_schedules
 
-__all__ = ["PARENT_CONFIRMATION", "SliceReport", "Slicer", "VolumeSource", "slice_quantities", "vwap_weights"]
+__all__ = [
+    "PARENT_CONFIRMATION",
+    "SliceReport",
+    "Slicer",
+    "VolumeSource",
+    "slice_quantities",
+    "volume_profile",
+    "vwap_weights",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +109,32 @@ def vwap_weights(profile: Sequence[tuple[float, float]], edges: Sequence[float])
     if sum(out) <= 0:
         raise InvalidDataError("slicer: the volume profile has no volume in the window")
     return out
+
+
+def volume_profile(
+    bars: Sequence[tuple[datetime, float]], calendar: ExchangeCalendar
+) -> list[tuple[float, float]]:
+    """The intraday volume profile of past sessions' bars: (minute after the open, mean volume).
+
+    ``bars`` are (bar start, volume) of intraday bars of several sessions (e.g. 30-minute
+    bars of the underlying); each bar is placed by its minutes after its session's open
+    (half days simply have no late bars) and the volumes are averaged per minute over
+    the sessions seen.  The result feeds :func:`vwap_weights`.
+    """
+    by_minute: dict[float, list[float]] = {}
+    sessions: set[date] = set()
+    for start, volume in bars:
+        day = start.astimezone(NEW_YORK).date()
+        if not calendar.is_session(day) or not math.isfinite(volume) or volume < 0:
+            continue
+        minute = (start - calendar.session_open(day)).total_seconds() / 60
+        if minute < 0 or start >= calendar.session_close(day):
+            continue
+        sessions.add(day)
+        by_minute.setdefault(minute, []).append(volume)
+    if not sessions:
+        raise InvalidDataError("slicer: no intraday bar inside a session to build a volume profile from")
+    return [(m, sum(v) / len(sessions)) for m, v in sorted(by_minute.items())]
 
 
 @dataclass(frozen=True, slots=True)

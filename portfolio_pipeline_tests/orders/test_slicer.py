@@ -157,3 +157,19 @@ def test_vwap_plan_follows_the_profile(db: Database) -> None:
                   profile=[(0.0, 300.0), (30.0, 100.0)], actor="alice")
     shown = asyncio.run(slicer.show("SLC-1", actor="alice", now=T0))
     assert "VWAP over 2 slices" in shown.text and " 6, " in shown.text and shown.text.count("Z 2") == 1
+
+
+def test_volume_profile_averages_past_sessions_by_minute_after_the_open() -> None:
+    from datetime import UTC, datetime
+
+    from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+    from portfolio_pipeline.orders.slicer import volume_profile
+
+    # 2018-02-05 and 2018-02-06 open at 14:30 UTC (09:30 EST); two 30-minute bars each,
+    # plus one bar on Saturday 2018-02-03 and one after the close, both ignored
+    bars = [
+        (datetime(2018, 2, 5, 14, 30, tzinfo=UTC), 1000.0), (datetime(2018, 2, 5, 15, 0, tzinfo=UTC), 400.0),
+        (datetime(2018, 2, 6, 14, 30, tzinfo=UTC), 3000.0), (datetime(2018, 2, 6, 15, 0, tzinfo=UTC), 600.0),
+        (datetime(2018, 2, 3, 14, 30, tzinfo=UTC), 9e9), (datetime(2018, 2, 6, 21, 30, tzinfo=UTC), 9e9),
+    ]
+    assert volume_profile(bars, ExchangeCalendar()) == [(0.0, 2000.0), (30.0, 500.0)]
