@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # imported in the command bodies: building the command tree s
     from portfolio_pipeline.orders import OrderCommands
     from portfolio_pipeline.orders.groups import GroupCommands
     from portfolio_pipeline.orders.schedules import OrderSchedules
+    from portfolio_pipeline.orders.slicer import Slicer
     from portfolio_pipeline.storage import Database
 
 __all__ = ["cli_actor", "orders"]
@@ -98,6 +99,12 @@ def _schedules(cmds: OrderCommands) -> OrderSchedules:
     return OrderSchedules(cmds, calendar=ExchangeCalendar(), notify=lambda text: _echo(text))
 
 
+def _slicer(cmds: OrderCommands) -> Slicer:
+    from portfolio_pipeline.orders.slicer import Slicer
+
+    return Slicer(cmds)
+
+
 def _status_values() -> list[str]:
     from portfolio_pipeline.domain.orders import OrderStatus
 
@@ -166,6 +173,8 @@ def show_cmd(order_id: str) -> None:
         try:
             if groups.store.exists(order_id):  # an order group: every leg, one token
                 res = asyncio.run(groups.show(order_id, actor=cli_actor()))
+            elif _slicer(cmds).is_parent(order_id):  # a TWAP parent: its WhatIf and plan, one token
+                res = asyncio.run(_slicer(cmds).show(order_id, actor=cli_actor(), now=datetime.now(UTC)))  # type: ignore[assignment]
             else:
                 res = asyncio.run(cmds.show(order_id, actor=cli_actor()))  # type: ignore[assignment]
         except _transition_errors() as exc:
@@ -189,6 +198,10 @@ def confirm_cmd(order_id: str, token: str) -> None:
                     _echo(f"{leg.order.order_id} ({leg.role}): {leg.order.status.value} "
                           f"(broker order {leg.order.broker_order_id})")
                 _echo(f"{g.group_id}: {g.status.value}")
+                return
+            if _slicer(cmds).is_parent(order_id):
+                asyncio.run(_slicer(cmds).confirm(order_id, token, actor=cli_actor(), now=datetime.now(UTC)))
+                _echo(f"{order_id}: confirmed; `portfolio orders run-schedules` sends each slice when it is due")
                 return
             o = asyncio.run(cmds.confirm(order_id, token, actor=cli_actor()))
         except _transition_errors() as exc:
@@ -417,6 +430,10 @@ def cancel_cmd(group_id: str, reason: str) -> None:
     with db:
         groups = _groups(cmds)
         schedules = _schedules(cmds)
+        if _slicer(cmds).is_parent(group_id):
+            report = asyncio.run(_slicer(cmds).cancel(group_id, actor=cli_actor(), now=datetime.now(UTC)))
+            _echo(report.text())
+            return
         if not groups.store.exists(group_id) and schedules.exists(group_id):
             try:
                 sch = schedules.cancel(group_id, actor=cli_actor(), now=datetime.now(UTC))
@@ -505,5 +522,41 @@ def run_schedules_cmd() -> None:
     """Run the due order schedules (rolls, platform-side trails); run it from cron or a scheduler."""
     db, cmds = _commands()
     with db:
-        lines = asyncio.run(_schedules(cmds).run_due(now=datetime.now(UTC), actor=cli_actor()))
+        now = datetime.now(UTC)
+        lines = asyncio.run(_schedules(cmds).run_due(now=now, actor=cli_actor()))
+        slicer = _slicer(cmds)
+        for parent_id in slicer.running():
+            _echo(asyncio.run(slicer.step(parent_id, now=now, actor=cli_actor())).text())
     click.echo(f"schedules run: {len(lines)}")
+
+
+@orders.command("twap")
+@click.option("--account", required=True, help="BROKER:ACCOUNT as in accounts.yaml.")
+@click.option("--contract", required=True, help="Contract key (as `orders list` prints it).")
+@click.option("--side", type=click.Choice(["BUY", "SELL"]), required=True)
+@click.option("--quantity", type=click.IntRange(1, 100_000), required=True)
+@click.option("--limit", "limit_price", type=_PRICE, required=True, help="The worst price accepted for any slice.")
+@click.option("--minutes", type=click.IntRange(1, 24 * 60), required=True, help="Window length from now.")
+@click.option("--slices", type=click.IntRange(1, 500), required=True)
+def twap_cmd(account: str, contract: str, side: str, quantity: int, limit_price: float, minutes: int,
+             slices: int) -> None:
+    """Propose a TWAP parent: `show` it, `confirm` it once; `run-schedules` sends each slice when due."""
+    import secrets
+    from datetime import timedelta as td
+
+    from portfolio_pipeline.domain.errors import InvalidDataError
+
+    terms = _terms(account, contract, quantity, "DAY", None)
+    if terms["broker"] == "demo":
+        raise click.BadParameter("the demo broker has closes only: a TWAP needs live quotes", param_hint="--account")
+    parent = replace(_leg_order(terms, side, limit_price), order_id=f"SLC-{secrets.token_hex(4)}")
+    start = terms["created_at"]
+    db, cmds = _commands()
+    with db:
+        try:
+            _slicer(cmds).create(parent, start=start, end=start + td(minutes=minutes), slices=slices, style="TWAP",
+                                 actor=cli_actor())
+        except InvalidDataError as exc:
+            raise click.UsageError(str(exc)) from None
+    _echo(f"TWAP {parent.order_id} proposed: {quantity} in {slices} slices over {minutes} min at {limit_price:.2f} "
+          f"or better; next: portfolio orders show {parent.order_id}")

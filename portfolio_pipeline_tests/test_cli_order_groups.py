@@ -99,3 +99,18 @@ def test_schedule_roll_with_a_standing_confirmation_then_cancel(store: GroupStor
     assert "standing confirmation up to +1.50 net, 2 lots" in out
     assert "schedules run: 0" in _ok(["orders", "run-schedules"])  # not due: nothing built, no broker asked
     assert f"{match.group(1)}: cancelled" in _ok(["orders", "cancel", match.group(1)])
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_twap_is_proposed_and_cancelled_from_the_command_line(store: GroupStore) -> None:
+    out = _ok(["orders", "twap", "--account", "ibkr:U1", "--contract", "SPX|OPT|SPX|2030-12-20|5000|P",
+               "--side", "BUY", "--quantity", "6", "--limit", "12.5", "--minutes", "30", "--slices", "3"])
+    parent = re.search(r"TWAP (SLC-[0-9a-f]+) proposed: 6 in 3 slices", out)
+    assert parent is not None, out
+    refused = CliRunner().invoke(main, ["orders", "stage", parent.group(1)])
+    assert refused.exit_code != 0 and "TWAP/VWAP parent" in refused.output  # never placed as one order
+    cancelled = _ok(["orders", "cancel", parent.group(1)])
+    assert f"slicer {parent.group(1)}: stopped" in cancelled
+    demo = CliRunner().invoke(main, ["orders", "twap", "--account", "demo:DEMO-001", "--contract", PUT, "--side",
+                                     "BUY", "--quantity", "2", "--limit", "20", "--minutes", "10", "--slices", "2"])
+    assert demo.exit_code == 2 and "closes only" in demo.output

@@ -188,6 +188,20 @@ class Slicer:
             conn.execute(update(order_schedules).where(order_schedules.c.schedule_id == parent_id)
                          .values(updated_at=now, **values))
 
+    def is_parent(self, parent_id: str) -> bool:
+        try:
+            return self._row(parent_id)["kind"] == "slicer"
+        except LookupError:
+            return False
+
+    def running(self) -> list[str]:
+        """Parents confirmed and being worked."""
+        with self._store.db.connect() as conn:
+            return [str(r[0]) for r in conn.execute(
+                select(order_schedules.c.schedule_id).where(order_schedules.c.kind == "slicer",
+                                                            order_schedules.c.status == "running")
+                .order_by(order_schedules.c.created_at, order_schedules.c.schedule_id))]
+
     # -------------------------------------------------------------- plan and confirm
 
     def create(self, parent: Order, *, start: datetime, end: datetime, slices: int, style: Style,
@@ -375,11 +389,11 @@ class Slicer:
         spec = row["spec"]
         parent = await asyncio.to_thread(self._store.get, parent_id)
         children = [await asyncio.to_thread(self._store.get, c) for c in spec["children"]]
-        broker = self._commands.broker_for(parent)
         refs = {c.broker_order_id for c in children if c.broker_order_id} | {c.order_id for c in children}
         fills = []
-        if children:
+        if children:  # the broker is asked only when something was sent
             since: date = (parent.created_at - timedelta(days=1)).date()
+            broker = self._commands.broker_for(parent)
             fills = [e for e in await broker.executions(parent.account_id, since) if e.order_ref in refs]
         filled = sum(abs(e.quantity) for e in fills)
         average = sum(abs(e.quantity) * e.price for e in fills) / filled if filled else None
