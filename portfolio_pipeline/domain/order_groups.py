@@ -87,7 +87,11 @@ class OrderGroup:
 
     def check_shape(self) -> None:
         """Checked when a group is created; a stored group loads as it is (so it can always be cancelled)."""
-        check_shape(self.kind, [(leg.role, leg.order) for leg in self.legs], where=f"order group {self.group_id}")
+        check_shape(
+            self.kind,
+            [(leg.role, leg.order) for leg in self.legs],
+            where=f"order group {self.group_id}",
+        )
 
     @property
     def status(self) -> OrderStatus:
@@ -144,7 +148,9 @@ def check_shape(kind: str, legs: Sequence[tuple[str, Order]], *, where: str) -> 
     orders = dict(legs)
     for role, order in legs:
         if len(order.legs) != 1:
-            raise InvalidDataError(f"{where}: leg {role} ({order.order_id}) must be a single contract")
+            raise InvalidDataError(
+                f"{where}: leg {role} ({order.order_id}) must be a single contract"
+            )
     first = legs[0][1]
     if len({(o.broker, o.account_id) for _, o in legs}) != 1:
         raise InvalidDataError(f"{where}: every leg must be for one broker account")
@@ -164,23 +170,31 @@ def check_shape(kind: str, legs: Sequence[tuple[str, Order]], *, where: str) -> 
         if entry.order_type != "LMT":
             raise InvalidDataError(f"{where}: entry ({entry.order_id}) must be a LMT order")
         if tp.side != _closing(entry.side):
-            raise InvalidDataError(f"{where}: take_profit and stop_loss must close the entry ({entry.side})")
+            raise InvalidDataError(
+                f"{where}: take_profit and stop_loss must close the entry ({entry.side})"
+            )
         if tp.quantity != entry.quantity:
-            raise InvalidDataError(f"{where}: the children must have the entry's quantity {entry.quantity}")
+            raise InvalidDataError(
+                f"{where}: the children must have the entry's quantity {entry.quantity}"
+            )
         # the take-profit is on the profitable side of the entry, the stop on the losing side
         if entry.side == "BUY":
-            ok = tp.limit_price > entry.limit_price and (sl.aux_price is None or sl.order_type == "TRAIL"
-                                                         or sl.aux_price < entry.limit_price)
+            ok = tp.limit_price > entry.limit_price and (
+                sl.aux_price is None or sl.order_type == "TRAIL" or sl.aux_price < entry.limit_price
+            )
         else:
-            ok = tp.limit_price < entry.limit_price and (sl.aux_price is None or sl.order_type == "TRAIL"
-                                                         or sl.aux_price > entry.limit_price)
+            ok = tp.limit_price < entry.limit_price and (
+                sl.aux_price is None or sl.order_type == "TRAIL" or sl.aux_price > entry.limit_price
+            )
         if not ok:
             raise InvalidDataError(
                 f"{where}: for a {entry.side} entry at {entry.limit_price:g} the take-profit must be "
                 f"{'above' if entry.side == 'BUY' else 'below'} and the stop "
                 f"{'below' if entry.side == 'BUY' else 'above'} it"
             )
-    elif tp.side == "SELL" and sl.order_type == "STP" and not tp.limit_price > (sl.aux_price or 0.0):
+    elif (
+        tp.side == "SELL" and sl.order_type == "STP" and not tp.limit_price > (sl.aux_price or 0.0)
+    ):
         raise InvalidDataError(f"{where}: a SELL take-profit must be above the stop")
     elif tp.side == "BUY" and sl.order_type == "STP" and not tp.limit_price < (sl.aux_price or 0.0):
         raise InvalidDataError(f"{where}: a BUY take-profit must be below the stop")

@@ -81,22 +81,37 @@ def roll_run_at(calendar: ExchangeCalendar, day: date, at: time) -> datetime:
     """
     before_close = datetime.combine(day, REGULAR_CLOSE) - datetime.combine(day, at)
     if before_close <= timedelta(0):
-        raise InvalidDataError(f"schedule: {at:%H:%M} New York is not before the {REGULAR_CLOSE:%H:%M} close")
+        raise InvalidDataError(
+            f"schedule: {at:%H:%M} New York is not before the {REGULAR_CLOSE:%H:%M} close"
+        )
     session = calendar.session_on_or_before(day)
     return calendar.session_close(session) - before_close
 
 
 def _mid(quote: Quote, *, now: datetime, where: str, max_age: timedelta = MAX_QUOTE_AGE) -> float:
     if now - quote.as_of > max_age:
-        raise InvalidDataError(f"{where}: quote of {quote.contract.key} is stale (as of {quote.as_of.isoformat()})")
+        raise InvalidDataError(
+            f"{where}: quote of {quote.contract.key} is stale (as of {quote.as_of.isoformat()})"
+        )
     if not (quote.bid >= 0 and quote.ask > 0):  # a worthless option is bid 0, offered at a tick
-        raise InvalidDataError(f"{where}: no offer for {quote.contract.key} (bid {quote.bid}, ask {quote.ask})")
+        raise InvalidDataError(
+            f"{where}: no offer for {quote.contract.key} (bid {quote.bid}, ask {quote.ask})"
+        )
     return (quote.bid + quote.ask) / 2.0
 
 
 def build_roll(
-    *, order_id: str, broker: str, account_id: str, held: Contract, held_quantity: float, new: Contract,
-    quantity: int, quotes: Mapping[str, Quote], now: datetime, proposal_id: str,
+    *,
+    order_id: str,
+    broker: str,
+    account_id: str,
+    held: Contract,
+    held_quantity: float,
+    new: Contract,
+    quantity: int,
+    quotes: Mapping[str, Quote],
+    now: datetime,
+    proposal_id: str,
     max_quote_age: timedelta = MAX_QUOTE_AGE,
 ) -> Order:
     """Close ``quantity`` of the held contract and open the same of ``new``, limit at the combo's mid.
@@ -117,9 +132,14 @@ def build_roll(
         mid = _mid(quote, now=now, where=where, max_age=max_quote_age)
         net += mid if action == "BUY" else -mid
     return Order(
-        order_id=order_id, broker=broker, account_id=account_id,
+        order_id=order_id,
+        broker=broker,
+        account_id=account_id,
         legs=(OrderLeg(held, closing), OrderLeg(new, opening)),  # type: ignore[arg-type]
-        quantity=quantity, limit_price=round(net, 2), created_at=now, proposal_id=proposal_id,
+        quantity=quantity,
+        limit_price=round(net, 2),
+        created_at=now,
+        proposal_id=proposal_id,
     )
 
 
@@ -168,28 +188,61 @@ class OrderSchedules:
 
     # -------------------------------------------------------------- storage
 
-    def _insert(self, *, kind: Kind, broker: str, account_id: str, run_at: datetime | None, spec: dict[str, Any],
-                standing: ConfirmationBounds | None, standing_by: str | None, now: datetime) -> str:
+    def _insert(
+        self,
+        *,
+        kind: Kind,
+        broker: str,
+        account_id: str,
+        run_at: datetime | None,
+        spec: dict[str, Any],
+        standing: ConfirmationBounds | None,
+        standing_by: str | None,
+        now: datetime,
+    ) -> str:
         schedule_id = f"{kind.upper()}-{secrets.token_hex(4)}"
         with self.db.begin() as conn:
-            conn.execute(insert(order_schedules).values({
-                "schedule_id": schedule_id, "kind": kind, "broker": broker, "account_id": account_id,
-                "status": "pending", "run_at": run_at, "spec": spec, "standing": bounds_to_json(standing),
-                "standing_by": standing_by, "order_id": None, "created_at": now, "updated_at": now,
-                "detail": None,
-            }))
-        logger.info("order schedule recorded schedule_id=%s kind=%s run_at=%s", schedule_id, kind, run_at)
+            conn.execute(
+                insert(order_schedules).values(
+                    {
+                        "schedule_id": schedule_id,
+                        "kind": kind,
+                        "broker": broker,
+                        "account_id": account_id,
+                        "status": "pending",
+                        "run_at": run_at,
+                        "spec": spec,
+                        "standing": bounds_to_json(standing),
+                        "standing_by": standing_by,
+                        "order_id": None,
+                        "created_at": now,
+                        "updated_at": now,
+                        "detail": None,
+                    }
+                )
+            )
+        logger.info(
+            "order schedule recorded schedule_id=%s kind=%s run_at=%s", schedule_id, kind, run_at
+        )
         return schedule_id
 
     def _update(self, schedule_id: str, now: datetime, **values: Any) -> None:
         with self.db.begin() as conn:
-            conn.execute(update(order_schedules).where(order_schedules.c.schedule_id == schedule_id)
-                         .values(updated_at=now, **values))
+            conn.execute(
+                update(order_schedules)
+                .where(order_schedules.c.schedule_id == schedule_id)
+                .values(updated_at=now, **values)
+            )
 
     def get(self, schedule_id: str) -> Schedule:
         with self.db.connect() as conn:
-            row = conn.execute(select(order_schedules).where(order_schedules.c.schedule_id == schedule_id)
-                               ).mappings().first()
+            row = (
+                conn.execute(
+                    select(order_schedules).where(order_schedules.c.schedule_id == schedule_id)
+                )
+                .mappings()
+                .first()
+            )
         if row is None:
             raise LookupError(f"no order schedule {schedule_id!r}")
         return self._schedule(row)
@@ -203,67 +256,142 @@ class OrderSchedules:
 
     def list_schedules(self, statuses: Sequence[str] = ("pending", "staged")) -> list[Schedule]:
         with self.db.connect() as conn:
-            rows = list(conn.execute(select(order_schedules).where(order_schedules.c.status.in_(list(statuses)))
-                                     .order_by(order_schedules.c.created_at, order_schedules.c.schedule_id)
-                                     ).mappings())
+            rows = list(
+                conn.execute(
+                    select(order_schedules)
+                    .where(order_schedules.c.status.in_(list(statuses)))
+                    .order_by(order_schedules.c.created_at, order_schedules.c.schedule_id)
+                ).mappings()
+            )
         return [self._schedule(r) for r in rows]
 
     @staticmethod
     def _schedule(row: Any) -> Schedule:
         return Schedule(
-            schedule_id=row["schedule_id"], kind=row["kind"], broker=row["broker"], account_id=row["account_id"],
-            status=row["status"], run_at=row["run_at"], spec=dict(row["spec"]),
-            standing=bounds_from_json(row["standing"]), standing_by=row["standing_by"], order_id=row["order_id"],
+            schedule_id=row["schedule_id"],
+            kind=row["kind"],
+            broker=row["broker"],
+            account_id=row["account_id"],
+            status=row["status"],
+            run_at=row["run_at"],
+            spec=dict(row["spec"]),
+            standing=bounds_from_json(row["standing"]),
+            standing_by=row["standing_by"],
+            order_id=row["order_id"],
             detail=row["detail"],
         )
 
     def cancel(self, schedule_id: str, *, actor: str, now: datetime) -> Schedule:
         schedule = self.get(schedule_id)
         if schedule.status in ("done", "cancelled", "failed"):
-            raise IllegalTransitionError(f"order schedule {schedule_id} is already {schedule.status}")
+            raise IllegalTransitionError(
+                f"order schedule {schedule_id} is already {schedule.status}"
+            )
         self._update(schedule_id, now, status="cancelled", detail={"by": actor})
         return self.get(schedule_id)
 
     # -------------------------------------------------------------- making schedules
 
     def add_roll(
-        self, *, broker: str, account_id: str, held: Contract, new: Contract, quantity: int, day: date | None,
-        at: time, standing: ConfirmationBounds | None, by: str, now: datetime,
+        self,
+        *,
+        broker: str,
+        account_id: str,
+        held: Contract,
+        new: Contract,
+        quantity: int,
+        day: date | None,
+        at: time,
+        standing: ConfirmationBounds | None,
+        by: str,
+        now: datetime,
     ) -> Schedule:
         """Roll ``quantity`` of ``held`` into ``new`` at ``at`` New York on ``day`` (default: held's expiry)."""
         if held.expiry is None:
-            raise InvalidDataError(f"schedule-roll: {held.key} has no expiry; give the day to roll on")
+            raise InvalidDataError(
+                f"schedule-roll: {held.key} has no expiry; give the day to roll on"
+            )
         run_at = roll_run_at(self._calendar, day or held.expiry, at)
         if run_at <= now:
-            raise InvalidDataError(f"schedule-roll: the run time {run_at.astimezone(NEW_YORK):%Y-%m-%d %H:%M} "
-                                   "New York is already past")
+            raise InvalidDataError(
+                f"schedule-roll: the run time {run_at.astimezone(NEW_YORK):%Y-%m-%d %H:%M} "
+                "New York is already past"
+            )
         if standing is not None and standing.max_quantity < quantity:
-            raise InvalidDataError(f"schedule-roll: the standing confirmation's max size {standing.max_quantity} "
-                                   f"is below the roll's quantity {quantity}")
-        spec = {"held": contract_to_json(held), "new": contract_to_json(new), "quantity": quantity,
-                "at": at.strftime("%H:%M")}
-        sid = self._insert(kind="roll", broker=broker, account_id=account_id, run_at=run_at, spec=spec,
-                           standing=standing, standing_by=by if standing is not None else None, now=now)
+            raise InvalidDataError(
+                f"schedule-roll: the standing confirmation's max size {standing.max_quantity} "
+                f"is below the roll's quantity {quantity}"
+            )
+        spec = {
+            "held": contract_to_json(held),
+            "new": contract_to_json(new),
+            "quantity": quantity,
+            "at": at.strftime("%H:%M"),
+        }
+        sid = self._insert(
+            kind="roll",
+            broker=broker,
+            account_id=account_id,
+            run_at=run_at,
+            spec=spec,
+            standing=standing,
+            standing_by=by if standing is not None else None,
+            now=now,
+        )
         return self.get(sid)
 
     def add_trail(
-        self, *, broker: str, account_id: str, contract: Contract, side: str, quantity: int,
-        percent: float | None, amount: float | None, by: str, now: datetime,
+        self,
+        *,
+        broker: str,
+        account_id: str,
+        contract: Contract,
+        side: str,
+        quantity: int,
+        percent: float | None,
+        amount: float | None,
+        by: str,
+        now: datetime,
     ) -> Schedule:
         """A platform-side trailing stop: each run may stage a new stop and ask again."""
         if (percent is None) == (amount is None):
             raise InvalidDataError("trail: give exactly one of percent or amount")
-        spec = {"contract": contract_to_json(contract), "side": side, "quantity": quantity, "percent": percent,
-                "amount": amount, "best": None, "stop": None, "by": by}
-        sid = self._insert(kind="trail", broker=broker, account_id=account_id, run_at=None, spec=spec,
-                           standing=None, standing_by=None, now=now)
+        spec = {
+            "contract": contract_to_json(contract),
+            "side": side,
+            "quantity": quantity,
+            "percent": percent,
+            "amount": amount,
+            "best": None,
+            "stop": None,
+            "by": by,
+        }
+        sid = self._insert(
+            kind="trail",
+            broker=broker,
+            account_id=account_id,
+            run_at=None,
+            spec=spec,
+            standing=None,
+            standing_by=None,
+            now=now,
+        )
         return self.get(sid)
 
     # -------------------------------------------------------------- running
 
-    def _broker(self, broker: str, account_id: str, contract: Contract, now: datetime) -> OrderBroker:
-        probe = Order(order_id="probe", broker=broker, account_id=account_id, legs=(OrderLeg(contract, "BUY"),),
-                      quantity=1, limit_price=0.0, created_at=now)
+    def _broker(
+        self, broker: str, account_id: str, contract: Contract, now: datetime
+    ) -> OrderBroker:
+        probe = Order(
+            order_id="probe",
+            broker=broker,
+            account_id=account_id,
+            legs=(OrderLeg(contract, "BUY"),),
+            quantity=1,
+            limit_price=0.0,
+            created_at=now,
+        )
         return self._commands.broker_for(probe)
 
     async def run_due(self, *, now: datetime, actor: str = "scheduler") -> list[str]:
@@ -281,9 +409,16 @@ class OrderSchedules:
             except Exception as exc:
                 line = f"{schedule.schedule_id}: failed: {exc}"
                 if schedule.kind == "roll":
-                    await asyncio.to_thread(self._update, schedule.schedule_id, now, status="failed",
-                                            detail={"error": str(exc)})
-                logger.error("order schedule failed schedule_id=%s error=%s", schedule.schedule_id, exc)
+                    await asyncio.to_thread(
+                        self._update,
+                        schedule.schedule_id,
+                        now,
+                        status="failed",
+                        detail={"error": str(exc)},
+                    )
+                logger.error(
+                    "order schedule failed schedule_id=%s error=%s", schedule.schedule_id, exc
+                )
             if line:
                 self._notify(line)
                 lines.append(line)
@@ -297,46 +432,93 @@ class OrderSchedules:
         held_qty = sum(p.quantity for p in positions if p.contract.key == held.key)
         quotes = {q.contract.key: q for q in await broker.quotes([held, new])}
         order = build_roll(
-            order_id=f"{schedule.schedule_id}-{now:%Y%m%d%H%M}", broker=schedule.broker,
-            account_id=schedule.account_id, held=held, held_quantity=held_qty, new=new,
-            quantity=int(spec["quantity"]), quotes=quotes, now=now, proposal_id=f"schedule:{schedule.schedule_id}",
+            order_id=f"{schedule.schedule_id}-{now:%Y%m%d%H%M}",
+            broker=schedule.broker,
+            account_id=schedule.account_id,
+            held=held,
+            held_quantity=held_qty,
+            new=new,
+            quantity=int(spec["quantity"]),
+            quotes=quotes,
+            now=now,
+            proposal_id=f"schedule:{schedule.schedule_id}",
             max_quote_age=_quote_age(schedule.broker),
         )
         store = self._commands.store
-        await asyncio.to_thread(store.insert, order, actor=actor, detail={"schedule_id": schedule.schedule_id})
-        shown = await self._commands.show(order.order_id, actor=actor)  # staged with a fresh WhatIf, token issued
-        await asyncio.to_thread(self._update, schedule.schedule_id, now, status="staged", order_id=order.order_id)
+        await asyncio.to_thread(
+            store.insert, order, actor=actor, detail={"schedule_id": schedule.schedule_id}
+        )
+        shown = await self._commands.show(
+            order.order_id, actor=actor
+        )  # staged with a fresh WhatIf, token issued
+        await asyncio.to_thread(
+            self._update, schedule.schedule_id, now, status="staged", order_id=order.order_id
+        )
         if schedule.standing is None:
-            return (f"{schedule.schedule_id}: roll {order.order_id} staged at {order.limit_price:+.2f} net; "
-                    f"needs a person: portfolio orders show {order.order_id}, then confirm")
+            return (
+                f"{schedule.schedule_id}: roll {order.order_id} staged at {order.limit_price:+.2f} net; "
+                f"needs a person: portfolio orders show {order.order_id}, then confirm"
+            )
         violations = schedule.standing.violations(shown.order, at=now)
         await asyncio.to_thread(
-            store.record_event, shown.order, actor=actor, at=now, event=STANDING_CONFIRMATION,
-            detail={"detail": "standing confirmation checked at send time", "schedule_id": schedule.schedule_id,
-                    "given_by": schedule.standing_by, "bounds": bounds_to_json(schedule.standing),
-                    "limit_price": shown.order.limit_price, "quantity": shown.order.quantity,
-                    "violations": violations, "accepted": not violations},
+            store.record_event,
+            shown.order,
+            actor=actor,
+            at=now,
+            event=STANDING_CONFIRMATION,
+            detail={
+                "detail": "standing confirmation checked at send time",
+                "schedule_id": schedule.schedule_id,
+                "given_by": schedule.standing_by,
+                "bounds": bounds_to_json(schedule.standing),
+                "limit_price": shown.order.limit_price,
+                "quantity": shown.order.quantity,
+                "violations": violations,
+                "accepted": not violations,
+            },
         )
         if violations:
-            return (f"{schedule.schedule_id}: roll {order.order_id} outside the standing confirmation "
-                    f"({'; '.join(violations)}); staged for a person: portfolio orders show {order.order_id}")
-        done = await self._commands.confirm(order.order_id, shown.token, actor=f"standing:{schedule.standing_by}")
-        await asyncio.to_thread(self._update, schedule.schedule_id, now, status="done",
-                                detail={"order_status": done.status.value})
-        return (f"{schedule.schedule_id}: roll {order.order_id} {done.status.value} under the standing "
-                f"confirmation of {schedule.standing_by} at {order.limit_price:+.2f} net")
+            return (
+                f"{schedule.schedule_id}: roll {order.order_id} outside the standing confirmation "
+                f"({'; '.join(violations)}); staged for a person: portfolio orders show {order.order_id}"
+            )
+        done = await self._commands.confirm(
+            order.order_id, shown.token, actor=f"standing:{schedule.standing_by}"
+        )
+        await asyncio.to_thread(
+            self._update,
+            schedule.schedule_id,
+            now,
+            status="done",
+            detail={"order_status": done.status.value},
+        )
+        return (
+            f"{schedule.schedule_id}: roll {order.order_id} {done.status.value} under the standing "
+            f"confirmation of {schedule.standing_by} at {order.limit_price:+.2f} net"
+        )
 
     async def _run_trail(self, schedule: Schedule, *, now: datetime, actor: str) -> str | None:
         spec = dict(schedule.spec)
         contract = contract_from_json(spec["contract"])
         broker: Any = self._broker(schedule.broker, schedule.account_id, contract, now)
         (quote,) = await broker.quotes([contract])
-        mid = _mid(quote, now=now, where=f"trail {schedule.schedule_id}", max_age=_quote_age(schedule.broker))
+        mid = _mid(
+            quote,
+            now=now,
+            where=f"trail {schedule.schedule_id}",
+            max_age=_quote_age(schedule.broker),
+        )
         side = spec["side"]
-        best = mid if spec["best"] is None else (max if side == "SELL" else min)(float(spec["best"]), mid)
+        best = (
+            mid
+            if spec["best"] is None
+            else (max if side == "SELL" else min)(float(spec["best"]), mid)
+        )
         stop = trail_stop(side, best, percent=spec["percent"], amount=spec["amount"])
         current = spec["stop"]
-        improves = current is None or (stop > float(current) + 1e-9 if side == "SELL" else stop < float(current) - 1e-9)
+        improves = current is None or (
+            stop > float(current) + 1e-9 if side == "SELL" else stop < float(current) - 1e-9
+        )
         spec["best"] = best
         if not improves:
             await asyncio.to_thread(self._update, schedule.schedule_id, now, spec=spec)
@@ -344,21 +526,45 @@ class OrderSchedules:
         store = self._commands.store
         previous = schedule.order_id
         live = ""
-        if previous is not None:  # withdraw the previous proposal if nobody confirmed it (never a live one)
+        if (
+            previous is not None
+        ):  # withdraw the previous proposal if nobody confirmed it (never a live one)
             old = await asyncio.to_thread(store.get, previous)
-            if old.status in (OrderStatus.PROPOSED, OrderStatus.STAGED, OrderStatus.SHOWN, OrderStatus.STALE):
-                await self._commands.reject(previous, actor=actor, reason=f"trail moved to {stop:.2f}")
+            if old.status in (
+                OrderStatus.PROPOSED,
+                OrderStatus.STAGED,
+                OrderStatus.SHOWN,
+                OrderStatus.STALE,
+            ):
+                await self._commands.reject(
+                    previous, actor=actor, reason=f"trail moved to {stop:.2f}"
+                )
             elif old.status.is_live_at_broker:
                 live = f"; the live stop {previous} is unchanged until you cancel it"
         order = Order(
-            order_id=f"{schedule.schedule_id}-{now:%Y%m%d%H%M%S}", broker=schedule.broker,
-            account_id=schedule.account_id, legs=(OrderLeg(contract, side),), quantity=int(spec["quantity"]),
-            limit_price=0.0, created_at=now, order_type="STP", aux_price=stop, time_in_force="GTC",
+            order_id=f"{schedule.schedule_id}-{now:%Y%m%d%H%M%S}",
+            broker=schedule.broker,
+            account_id=schedule.account_id,
+            legs=(OrderLeg(contract, side),),
+            quantity=int(spec["quantity"]),
+            limit_price=0.0,
+            created_at=now,
+            order_type="STP",
+            aux_price=stop,
+            time_in_force="GTC",
             proposal_id=f"schedule:{schedule.schedule_id}",
         )
-        await asyncio.to_thread(store.insert, order, actor=actor, detail={"schedule_id": schedule.schedule_id})
-        await self._commands.stage(order.order_id, actor=actor, ttl=timedelta(hours=4), reason="trail")
+        await asyncio.to_thread(
+            store.insert, order, actor=actor, detail={"schedule_id": schedule.schedule_id}
+        )
+        await self._commands.stage(
+            order.order_id, actor=actor, ttl=timedelta(hours=4), reason="trail"
+        )
         spec["stop"] = stop
-        await asyncio.to_thread(self._update, schedule.schedule_id, now, spec=spec, order_id=order.order_id)
-        return (f"{schedule.schedule_id}: trail moved the stop to {stop:.2f} (best mid {best:.2f}): "
-                f"portfolio orders show {order.order_id}, then confirm{live}")
+        await asyncio.to_thread(
+            self._update, schedule.schedule_id, now, spec=spec, order_id=order.order_id
+        )
+        return (
+            f"{schedule.schedule_id}: trail moved the stop to {stop:.2f} (best mid {best:.2f}): "
+            f"portfolio orders show {order.order_id}, then confirm{live}"
+        )

@@ -41,17 +41,28 @@ PUT = option(strike=2600.0)
 
 
 def _order(action: str, limit: float, quantity: int, **changes: object) -> Order:
-    base = Order(order_id="x", broker="demo", account_id="DEMO-001", legs=(OrderLeg(PUT, action),),  # type: ignore[arg-type]
-                 quantity=quantity, limit_price=limit, created_at=T0)
+    base = Order(
+        order_id="x",
+        broker="demo",
+        account_id="DEMO-001",
+        legs=(OrderLeg(PUT, action),),  # type: ignore[arg-type]
+        quantity=quantity,
+        limit_price=limit,
+        created_at=T0,
+    )
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
 def bracket(group_id: str, quantity: int = 3) -> OrderGroup:
-    return build_group("bracket", [
-        ("entry", _order("BUY", 10.0, quantity)),
-        ("take_profit", _order("SELL", 14.0, quantity)),
-        ("stop_loss", _order("SELL", 0.0, quantity, order_type="STP", aux_price=7.0)),
-    ], group_id=group_id)
+    return build_group(
+        "bracket",
+        [
+            ("entry", _order("BUY", 10.0, quantity)),
+            ("take_profit", _order("SELL", 14.0, quantity)),
+            ("stop_loss", _order("SELL", 0.0, quantity, order_type="STP", aux_price=7.0)),
+        ],
+        group_id=group_id,
+    )
 
 
 class Clock:
@@ -64,8 +75,12 @@ class Clock:
 
 def _desk(db: Database, broker: RecordingGroupBroker, clock: Clock) -> GroupCommands:
     tokens = (f"tok{i:013d}" for i in itertools.count())
-    cmds = OrderCommands(OrderStore(db), lambda o: broker, clock=clock,  # type: ignore[arg-type,return-value]
-                         token_factory=lambda: next(tokens))
+    cmds = OrderCommands(
+        OrderStore(db),
+        lambda o: broker,
+        clock=clock,  # type: ignore[arg-type,return-value]
+        token_factory=lambda: next(tokens),
+    )
     return GroupCommands(cmds, lambda o: broker, clock=clock, token_factory=lambda: next(tokens))  # type: ignore[arg-type,return-value]
 
 
@@ -80,13 +95,27 @@ def _wipe(db: Database) -> None:
 
 def test_shape_is_checked_naming_the_leg() -> None:
     with pytest.raises(InvalidDataError, match="take_profit and stop_loss must close the entry"):
-        build_group("bracket", [("entry", _order("BUY", 10.0, 1)), ("take_profit", _order("BUY", 14.0, 1)),
-                                ("stop_loss", _order("BUY", 0.0, 1, order_type="STP", aux_price=7.0))])
+        build_group(
+            "bracket",
+            [
+                ("entry", _order("BUY", 10.0, 1)),
+                ("take_profit", _order("BUY", 14.0, 1)),
+                ("stop_loss", _order("BUY", 0.0, 1, order_type="STP", aux_price=7.0)),
+            ],
+        )
     with pytest.raises(InvalidDataError, match="take-profit must be above and the stop below"):
-        build_group("bracket", [("entry", _order("BUY", 10.0, 1)), ("take_profit", _order("SELL", 9.0, 1)),
-                                ("stop_loss", _order("SELL", 0.0, 1, order_type="STP", aux_price=7.0))])
+        build_group(
+            "bracket",
+            [
+                ("entry", _order("BUY", 10.0, 1)),
+                ("take_profit", _order("SELL", 9.0, 1)),
+                ("stop_loss", _order("SELL", 0.0, 1, order_type="STP", aux_price=7.0)),
+            ],
+        )
     with pytest.raises(InvalidDataError, match=r"stop_loss .* must be a STP or TRAIL order"):
-        build_group("oco", [("take_profit", _order("SELL", 14.0, 1)), ("stop_loss", _order("SELL", 7.0, 1))])
+        build_group(
+            "oco", [("take_profit", _order("SELL", 14.0, 1)), ("stop_loss", _order("SELL", 7.0, 1))]
+        )
     with pytest.raises(InvalidDataError, match="TRAIL order needs exactly one"):
         _order("SELL", 0.0, 1, order_type="TRAIL", trailing_percent=5.0, aux_price=1.0)
 
@@ -105,27 +134,50 @@ def test_bounds_by_side_and_the_child_quantity_rule() -> None:
     buy, sell = _order("BUY", 10.0, 2), _order("SELL", 14.0, 2)
     b = ConfirmationBounds.of(buy)
     assert b.violations(buy, at=T0) == []
-    assert b.violations(replace(buy, limit_price=10.5), at=T0) == ["price 10.5 above the confirmed worst price 10 (BUY)"]
+    assert b.violations(replace(buy, limit_price=10.5), at=T0) == [
+        "price 10.5 above the confirmed worst price 10 (BUY)"
+    ]
     assert ConfirmationBounds.of(sell).violations(replace(sell, limit_price=13.0), at=T0)
     assert ConfirmationBounds.of(sell).violations(replace(sell, limit_price=15.0), at=T0) == []
     assert b.violations(buy, quantity=3, at=T0) == ["quantity 3 > confirmed max 2"]
     expired = ConfirmationBounds.of(buy, valid_until=T0)
     assert expired.violations(buy, at=T0)  # the end is exclusive
     # children: whole units filled, the confirmed quantity before any fill, never above it
-    assert [bracket_child_quantity(f, 5) for f in (0.0, 0.5, 1.0, 2.999, 3.0, 5.0, 7.0)] == [5, 5, 1, 2, 3, 5, 5]
+    assert [bracket_child_quantity(f, 5) for f in (0.0, 0.5, 1.0, 2.999, 3.0, 5.0, 7.0)] == [
+        5,
+        5,
+        1,
+        2,
+        3,
+        5,
+        5,
+    ]
 
 
 # ----------------------------------------------------------------------------- properties
 
 _STEPS = st.lists(
-    st.sampled_from(["show", "confirm_good", "confirm_bad", "tamper_qty", "tamper_price", "tamper_safe",
-                     "late", "cancel", "fill"]),
+    st.sampled_from(
+        [
+            "show",
+            "confirm_good",
+            "confirm_bad",
+            "tamper_qty",
+            "tamper_price",
+            "tamper_safe",
+            "late",
+            "cancel",
+            "fill",
+        ]
+    ),
     max_size=10,
 )
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(steps=_STEPS, quantity=st.integers(1, 5))
 def test_no_leg_is_transmitted_outside_a_confirmation_and_cancel_leaves_nothing_live(
     db_url: str, steps: list[str], quantity: int
@@ -149,13 +201,24 @@ def test_no_leg_is_transmitted_outside_a_confirmation_and_cancel_leaves_nothing_
                 elif step.startswith("tamper"):  # another writer changes a leg's stored terms
                     leg = "G-entry" if step != "tamper_price" else "G-take_profit"
                     stored = desk.store.orders.get(leg)
-                    terms = {"tamper_qty": {"quantity": stored.quantity + 1},
-                             "tamper_price": {"limit_price": stored.limit_price - 1.0},  # a worse SELL price
-                             "tamper_safe": {}}[step]
+                    terms = {
+                        "tamper_qty": {"quantity": stored.quantity + 1},
+                        "tamper_price": {
+                            "limit_price": stored.limit_price - 1.0
+                        },  # a worse SELL price
+                        "tamper_safe": {},
+                    }[step]
                     with db.begin() as conn:
-                        row = dict(conn.execute(orders.select().where(orders.c.order_id == leg)).mappings().one())
-                        conn.execute(update(orders).where(orders.c.order_id == leg)
-                                     .values(legs={**row["legs"], **terms}))
+                        row = dict(
+                            conn.execute(orders.select().where(orders.c.order_id == leg))
+                            .mappings()
+                            .one()
+                        )
+                        conn.execute(
+                            update(orders)
+                            .where(orders.c.order_id == leg)
+                            .values(legs={**row["legs"], **terms})
+                        )
                 elif step == "late":
                     clock.now += timedelta(minutes=45)
                     broker.clock_at = clock.now
@@ -171,13 +234,24 @@ def test_no_leg_is_transmitted_outside_a_confirmation_and_cancel_leaves_nothing_
         for sent, violations in broker.sent:
             assert violations == [], (sent.order_id, violations)
             assert sent.status == S.CONFIRMED
-        assert len({o.order_id for o, _ in broker.sent}) == len(broker.sent)  # each leg at most once
+        assert len({o.order_id for o, _ in broker.sent}) == len(
+            broker.sent
+        )  # each leg at most once
         if broker.sent:
-            assert {o.order_id for o, _ in broker.sent} == {"G-entry", "G-take_profit", "G-stop_loss"}  # whole
+            assert {o.order_id for o, _ in broker.sent} == {
+                "G-entry",
+                "G-take_profit",
+                "G-stop_loss",
+            }  # whole
         if cancelled and desk.store.get("G").status != S.CONFIRMED:
             group = desk.store.get("G")
-            assert not any(leg.order.status.is_live_at_broker for leg in group.legs) or broker.live == {}
-            assert broker.live == {} or all(not leg.order.status.is_live_at_broker for leg in group.legs)
+            assert (
+                not any(leg.order.status.is_live_at_broker for leg in group.legs)
+                or broker.live == {}
+            )
+            assert broker.live == {} or all(
+                not leg.order.status.is_live_at_broker for leg in group.legs
+            )
         for _, q in broker.resized:
             assert q <= quantity
     finally:
@@ -193,15 +267,21 @@ def test_cancel_group_cancels_every_live_leg(db: Database) -> None:
     assert set(broker.live) == {"G-C-entry", "G-C-take_profit", "G-C-stop_loss"}
     done = asyncio.run(desk.cancel("C", actor="bob", reason="changed my mind"))
     assert broker.live == {}
-    assert [leg.order.status for leg in done.legs] == [S.CANCELLED] * 3 and done.status == S.CANCELLED
+    assert [leg.order.status for leg in done.legs] == [
+        S.CANCELLED
+    ] * 3 and done.status == S.CANCELLED
     with pytest.raises(IllegalTransitionError, match="already cancelled"):
         asyncio.run(desk.cancel("C", actor="bob"))
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(quantity=st.integers(1, 6), fills=st.lists(st.integers(0, 3), min_size=1, max_size=3))
-def test_partial_fills_of_the_entry_size_the_children(db_url: str, quantity: int, fills: list[int]) -> None:
+def test_partial_fills_of_the_entry_size_the_children(
+    db_url: str, quantity: int, fills: list[int]
+) -> None:
     db = Database(db_url)
     try:
         _wipe(db)

@@ -19,13 +19,21 @@ NOW = datetime(2018, 3, 16, 19, 45, tzinfo=UTC)
 
 def test_run_time_on_the_calendar() -> None:
     # expiration Friday after the DST change: 15:45 EDT = 19:45 UTC
-    assert roll_run_at(CAL, date(2018, 3, 16), time(15, 45)) == datetime(2018, 3, 16, 19, 45, tzinfo=UTC)
+    assert roll_run_at(CAL, date(2018, 3, 16), time(15, 45)) == datetime(
+        2018, 3, 16, 19, 45, tzinfo=UTC
+    )
     # in winter: 15:45 EST = 20:45 UTC
-    assert roll_run_at(CAL, date(2018, 1, 19), time(15, 45)) == datetime(2018, 1, 19, 20, 45, tzinfo=UTC)
+    assert roll_run_at(CAL, date(2018, 1, 19), time(15, 45)) == datetime(
+        2018, 1, 19, 20, 45, tzinfo=UTC
+    )
     # half day (day after Thanksgiving, 13:00 close): the same 15 minutes before the close, 12:45 EST
-    assert roll_run_at(CAL, date(2018, 11, 23), time(15, 45)) == datetime(2018, 11, 23, 17, 45, tzinfo=UTC)
+    assert roll_run_at(CAL, date(2018, 11, 23), time(15, 45)) == datetime(
+        2018, 11, 23, 17, 45, tzinfo=UTC
+    )
     # Good Friday 2018-03-30 is a holiday: the Thursday session, 15:45 EDT
-    assert roll_run_at(CAL, date(2018, 3, 30), time(15, 45)) == datetime(2018, 3, 29, 19, 45, tzinfo=UTC)
+    assert roll_run_at(CAL, date(2018, 3, 30), time(15, 45)) == datetime(
+        2018, 3, 29, 19, 45, tzinfo=UTC
+    )
     with pytest.raises(InvalidDataError, match="not before the 16:00 close"):
         roll_run_at(CAL, date(2018, 3, 16), time(16, 30))
 
@@ -36,17 +44,49 @@ def _quote(c: Contract, bid: float, ask: float, as_of: datetime = NOW) -> Quote:
 
 def test_roll_of_a_short_call_buys_it_back_and_sells_the_later_one_at_the_net_mid() -> None:
     quotes = {OLD.key: _quote(OLD, 1.10, 1.20), NEW.key: _quote(NEW, 4.00, 4.20)}
-    order = build_roll(order_id="R", broker="demo", account_id="A", held=OLD, held_quantity=-6, new=NEW,
-                       quantity=6, quotes=quotes, now=NOW, proposal_id="schedule:R")
+    order = build_roll(
+        order_id="R",
+        broker="demo",
+        account_id="A",
+        held=OLD,
+        held_quantity=-6,
+        new=NEW,
+        quantity=6,
+        quotes=quotes,
+        now=NOW,
+        proposal_id="schedule:R",
+    )
     assert [(leg.action, leg.contract) for leg in order.legs] == [("BUY", OLD), ("SELL", NEW)]
-    assert order.limit_price == pytest.approx(1.15 - 4.10)  # a net credit of 2.95 (negative = credit)
+    assert order.limit_price == pytest.approx(
+        1.15 - 4.10
+    )  # a net credit of 2.95 (negative = credit)
     with pytest.raises(InvalidDataError, match="rolls 7 but 6 are held"):
-        build_roll(order_id="R", broker="demo", account_id="A", held=OLD, held_quantity=-6, new=NEW,
-                   quantity=7, quotes=quotes, now=NOW, proposal_id="schedule:R")
+        build_roll(
+            order_id="R",
+            broker="demo",
+            account_id="A",
+            held=OLD,
+            held_quantity=-6,
+            new=NEW,
+            quantity=7,
+            quotes=quotes,
+            now=NOW,
+            proposal_id="schedule:R",
+        )
     stale = {**quotes, NEW.key: _quote(NEW, 4.0, 4.2, as_of=NOW - timedelta(minutes=6))}
     with pytest.raises(InvalidDataError, match="stale"):
-        build_roll(order_id="R", broker="demo", account_id="A", held=OLD, held_quantity=-6, new=NEW,
-                   quantity=6, quotes=stale, now=NOW, proposal_id="schedule:R")
+        build_roll(
+            order_id="R",
+            broker="demo",
+            account_id="A",
+            held=OLD,
+            held_quantity=-6,
+            new=NEW,
+            quantity=6,
+            quotes=stale,
+            now=NOW,
+            proposal_id="schedule:R",
+        )
 
 
 def test_trail_stop_levels() -> None:

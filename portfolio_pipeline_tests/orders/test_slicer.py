@@ -23,7 +23,11 @@ PUT = option(strike=2600.0)
 
 
 def test_plan_quantities_and_vwap_weights_by_hand() -> None:
-    assert slice_quantities(10, [1, 1, 1]) == [4, 3, 3]  # 3.33 each: the first remainder gets the extra
+    assert slice_quantities(10, [1, 1, 1]) == [
+        4,
+        3,
+        3,
+    ]  # 3.33 each: the first remainder gets the extra
     # 3.5, 1.75, 1.75 -> 3, 1, 1 and the two left go to the largest remainders (0.75, 0.75)
     assert slice_quantities(7, [0.5, 0.25, 0.25]) == [3, 2, 2]
     assert sum(slice_quantities(97, [3, 1, 4, 1, 5])) == 97
@@ -44,29 +48,65 @@ class QuotingBroker(RecordingBroker):
 
     async def quotes(self, contracts: list[Contract]) -> list[Quote]:
         bid, ask = self.script.pop(0)
-        return [Quote(source="t", contract=contracts[0], as_of=self.now, bid=bid, ask=ask, mark=(bid + ask) / 2)]
+        return [
+            Quote(
+                source="t",
+                contract=contracts[0],
+                as_of=self.now,
+                bid=bid,
+                ask=ask,
+                mark=(bid + ask) / 2,
+            )
+        ]
 
     async def executions(self, account_id: str, since: date) -> list[Execution]:
-        return [Execution("demo", account_id, f"X-{i}", o.legs[0].contract, T0, float(o.quantity), o.limit_price,
-                          100.0, order_ref=f"B-{i + 1}") for i, o in enumerate(self.transmitted)]
+        return [
+            Execution(
+                "demo",
+                account_id,
+                f"X-{i}",
+                o.legs[0].contract,
+                T0,
+                float(o.quantity),
+                o.limit_price,
+                100.0,
+                order_ref=f"B-{i + 1}",
+            )
+            for i, o in enumerate(self.transmitted)
+        ]
 
 
 def _slicer(db: Database, broker: QuotingBroker) -> tuple[Slicer, OrderCommands]:
     tokens = (f"tok{i:013d}" for i in itertools.count())
-    cmds = OrderCommands(OrderStore(db), lambda o: broker, clock=lambda: broker.now,  # type: ignore[arg-type,return-value]
-                         token_factory=lambda: next(tokens))
+    cmds = OrderCommands(
+        OrderStore(db),
+        lambda o: broker,
+        clock=lambda: broker.now,  # type: ignore[arg-type,return-value]
+        token_factory=lambda: next(tokens),
+    )
     return Slicer(cmds, token_factory=lambda: next(tokens)), cmds
 
 
 def _parent(quantity: int = 10, limit: float = 12.0) -> Order:
-    return Order(order_id="SLC-1", broker="demo", account_id="DEMO-001", legs=(OrderLeg(PUT, "BUY"),),
-                 quantity=quantity, limit_price=limit, created_at=T0)
+    return Order(
+        order_id="SLC-1",
+        broker="demo",
+        account_id="DEMO-001",
+        legs=(OrderLeg(PUT, "BUY"),),
+        quantity=quantity,
+        limit_price=limit,
+        created_at=T0,
+    )
 
 
-def test_twap_confirmed_once_sends_every_slice_inside_the_parent_and_reports_vs_benchmark(db: Database) -> None:
+def test_twap_confirmed_once_sends_every_slice_inside_the_parent_and_reports_vs_benchmark(
+    db: Database,
+) -> None:
     broker = QuotingBroker([(11.0, 11.2), (11.4, 11.6), (11.8, 12.0)])
     slicer, cmds = _slicer(db, broker)
-    slicer.create(_parent(), start=T0, end=T0 + timedelta(minutes=30), slices=3, style="TWAP", actor="alice")
+    slicer.create(
+        _parent(), start=T0, end=T0 + timedelta(minutes=30), slices=3, style="TWAP", actor="alice"
+    )
     with pytest.raises(IllegalTransitionError, match="TWAP/VWAP parent"):
         asyncio.run(cmds.show("SLC-1", actor="alice"))  # never shown or sent as one order
     shown = asyncio.run(slicer.show("SLC-1", actor="alice", now=T0))
@@ -75,20 +115,34 @@ def test_twap_confirmed_once_sends_every_slice_inside_the_parent_and_reports_vs_
     for minute in (0, 10, 20):
         broker.now = T0 + timedelta(minutes=minute)
         report = asyncio.run(slicer.step("SLC-1", now=broker.now))
-    assert [(o.quantity, o.limit_price) for o in broker.transmitted] == [(4, 11.2), (3, 11.6), (3, 12.0)]
+    assert [(o.quantity, o.limit_price) for o in broker.transmitted] == [
+        (4, 11.2),
+        (3, 11.6),
+        (3, 12.0),
+    ]
     assert report.status == "done" and report.filled == 10
     # average 11.56 (4 x 11.2 + 3 x 11.6 + 3 x 12.0) / 10 vs the mean mid (11.1 + 11.5 + 11.9) / 3 = 11.5
     assert report.average_price == pytest.approx(11.56) and report.benchmark == pytest.approx(11.5)
     assert report.slippage == pytest.approx(0.06)
-    check = [r for r in cmds.store.audit_trail("SLC-1-2") if (r["detail"] or {}).get("event") == "parent_confirmation"]
+    check = [
+        r
+        for r in cmds.store.audit_trail("SLC-1-2")
+        if (r["detail"] or {}).get("event") == "parent_confirmation"
+    ]
     assert check and check[0]["detail"]["sent_before"] == 4
-    assert cmds.store.get("SLC-1").status == OrderStatus.CONFIRMED  # the parent itself is never placed
+    assert (
+        cmds.store.get("SLC-1").status == OrderStatus.CONFIRMED
+    )  # the parent itself is never placed
 
 
 def test_stops_on_a_price_breach(db: Database) -> None:
-    broker = QuotingBroker([(11.0, 11.2), (12.1, 12.3)])  # the second slice finds the market beyond 12
+    broker = QuotingBroker(
+        [(11.0, 11.2), (12.1, 12.3)]
+    )  # the second slice finds the market beyond 12
     slicer, _ = _slicer(db, broker)
-    slicer.create(_parent(), start=T0, end=T0 + timedelta(minutes=30), slices=3, style="TWAP", actor="alice")
+    slicer.create(
+        _parent(), start=T0, end=T0 + timedelta(minutes=30), slices=3, style="TWAP", actor="alice"
+    )
     shown = asyncio.run(slicer.show("SLC-1", actor="alice", now=T0))
     asyncio.run(slicer.confirm("SLC-1", shown.token, actor="alice", now=T0))
     asyncio.run(slicer.step("SLC-1", now=T0))
@@ -103,23 +157,34 @@ def test_stops_on_a_price_breach(db: Database) -> None:
 def test_stale_quote_and_cancel(db: Database) -> None:
     broker = QuotingBroker([(11.0, 11.2), (11.0, 11.2)])
     slicer, _ = _slicer(db, broker)
-    slicer.create(_parent(), start=T0, end=T0 + timedelta(minutes=30), slices=3, style="TWAP", actor="alice")
+    slicer.create(
+        _parent(), start=T0, end=T0 + timedelta(minutes=30), slices=3, style="TWAP", actor="alice"
+    )
     shown = asyncio.run(slicer.show("SLC-1", actor="alice", now=T0))
     asyncio.run(slicer.confirm("SLC-1", shown.token, actor="alice", now=T0))
     broker.now = T0 - timedelta(minutes=6)  # the quote's time lags the clock by 6 minutes
     report = asyncio.run(slicer.step("SLC-1", now=T0))
-    assert report.status == "stopped" and "stale quote" in (report.reason or "") and broker.transmitted == []
+    assert (
+        report.status == "stopped"
+        and "stale quote" in (report.reason or "")
+        and broker.transmitted == []
+    )
     broker2 = QuotingBroker([(11.0, 11.2)])
     slicer2, _ = _slicer(db, broker2)
-    slicer2.create(replace(_parent(quantity=4), order_id="SLC-2"), start=T0, end=T0 + timedelta(minutes=30),
-                   slices=2, style="TWAP", actor="alice")
+    slicer2.create(
+        replace(_parent(quantity=4), order_id="SLC-2"),
+        start=T0,
+        end=T0 + timedelta(minutes=30),
+        slices=2,
+        style="TWAP",
+        actor="alice",
+    )
     shown = asyncio.run(slicer2.show("SLC-2", actor="alice", now=T0))
     asyncio.run(slicer2.confirm("SLC-2", shown.token, actor="alice", now=T0))
     asyncio.run(slicer2.step("SLC-2", now=T0))
     stopped = asyncio.run(slicer2.cancel("SLC-2", actor="bob", now=T0))
     assert stopped.status == "stopped" and "cancelled by bob" in (stopped.reason or "")
     assert stopped.sent == (2,)
-
 
 
 class Volume:
@@ -135,12 +200,23 @@ class Volume:
 def test_max_participation_caps_each_child_and_carries_the_rest(db: Database) -> None:
     broker = QuotingBroker([(11.0, 11.2)] * 3)
     tokens = (f"tok{i:013d}" for i in itertools.count())
-    cmds = OrderCommands(OrderStore(db), lambda o: broker, clock=lambda: broker.now,  # type: ignore[arg-type,return-value]
-                         token_factory=lambda: next(tokens))
+    cmds = OrderCommands(
+        OrderStore(db),
+        lambda o: broker,
+        clock=lambda: broker.now,  # type: ignore[arg-type,return-value]
+        token_factory=lambda: next(tokens),
+    )
     # 9 in 3 slices (3 each); 20% of 10, 40 and 100 traded: 2, then 3 + 1 carried = 4 (cap 8), then 3
     slicer = Slicer(cmds, token_factory=lambda: next(tokens), volume=Volume([10.0, 40.0, 100.0]))
-    slicer.create(_parent(quantity=9), start=T0, end=T0 + timedelta(minutes=30), slices=3, style="TWAP",
-                  max_participation=0.2, actor="alice")
+    slicer.create(
+        _parent(quantity=9),
+        start=T0,
+        end=T0 + timedelta(minutes=30),
+        slices=3,
+        style="TWAP",
+        max_participation=0.2,
+        actor="alice",
+    )
     shown = asyncio.run(slicer.show("SLC-1", actor="alice", now=T0))
     asyncio.run(slicer.confirm("SLC-1", shown.token, actor="alice", now=T0))
     for minute in (0, 10, 20):
@@ -153,10 +229,19 @@ def test_vwap_plan_follows_the_profile(db: Database) -> None:
     broker = QuotingBroker([])
     slicer, _ = _slicer(db, broker)
     # 60-minute window, 2 slices; bars at 0 and 30 minutes with 3:1 volume -> 6 and 2 of 8
-    slicer.create(_parent(quantity=8), start=T0, end=T0 + timedelta(minutes=60), slices=2, style="VWAP",
-                  profile=[(0.0, 300.0), (30.0, 100.0)], actor="alice")
+    slicer.create(
+        _parent(quantity=8),
+        start=T0,
+        end=T0 + timedelta(minutes=60),
+        slices=2,
+        style="VWAP",
+        profile=[(0.0, 300.0), (30.0, 100.0)],
+        actor="alice",
+    )
     shown = asyncio.run(slicer.show("SLC-1", actor="alice", now=T0))
-    assert "VWAP over 2 slices" in shown.text and " 6, " in shown.text and shown.text.count("Z 2") == 1
+    assert (
+        "VWAP over 2 slices" in shown.text and " 6, " in shown.text and shown.text.count("Z 2") == 1
+    )
 
 
 def test_volume_profile_averages_past_sessions_by_minute_after_the_open() -> None:
@@ -168,8 +253,11 @@ def test_volume_profile_averages_past_sessions_by_minute_after_the_open() -> Non
     # 2018-02-05 and 2018-02-06 open at 14:30 UTC (09:30 EST); two 30-minute bars each,
     # plus one bar on Saturday 2018-02-03 and one after the close, both ignored
     bars = [
-        (datetime(2018, 2, 5, 14, 30, tzinfo=UTC), 1000.0), (datetime(2018, 2, 5, 15, 0, tzinfo=UTC), 400.0),
-        (datetime(2018, 2, 6, 14, 30, tzinfo=UTC), 3000.0), (datetime(2018, 2, 6, 15, 0, tzinfo=UTC), 600.0),
-        (datetime(2018, 2, 3, 14, 30, tzinfo=UTC), 9e9), (datetime(2018, 2, 6, 21, 30, tzinfo=UTC), 9e9),
+        (datetime(2018, 2, 5, 14, 30, tzinfo=UTC), 1000.0),
+        (datetime(2018, 2, 5, 15, 0, tzinfo=UTC), 400.0),
+        (datetime(2018, 2, 6, 14, 30, tzinfo=UTC), 3000.0),
+        (datetime(2018, 2, 6, 15, 0, tzinfo=UTC), 600.0),
+        (datetime(2018, 2, 3, 14, 30, tzinfo=UTC), 9e9),
+        (datetime(2018, 2, 6, 21, 30, tzinfo=UTC), 9e9),
     ]
     assert volume_profile(bars, ExchangeCalendar()) == [(0.0, 2000.0), (30.0, 500.0)]

@@ -22,9 +22,16 @@ def test_service_reconciler_resizes_bracket_children(db: Database) -> None:
     groups = GroupCommands(cmds)
     groups.store.insert(bracket("S", 3), actor="t")
     settings = StreamingConfig()
-    desk = HedgeDesk(broker=broker, account_id="DEMO-001", store=store, commands=cmds,  # type: ignore[arg-type]
-                     instruments=platform_config().instruments, hedge=settings.hedge, staging=settings.staging,
-                     submit=lambda e: None)
+    desk = HedgeDesk(
+        broker=broker,
+        account_id="DEMO-001",
+        store=store,
+        commands=cmds,  # type: ignore[arg-type]
+        instruments=platform_config().instruments,
+        hedge=settings.hedge,
+        staging=settings.staging,
+        submit=lambda e: None,
+    )
 
     async def scenario() -> None:
         shown = await groups.show("S", actor="alice")

@@ -31,21 +31,35 @@ TTL = timedelta(hours=1)
 def bracket(quantity: int = 3) -> OrderGroup:
     entry = order(OrderLeg(SPX_PUT, "BUY"), limit=12.0, quantity=quantity)
     tp = order(OrderLeg(SPX_PUT, "SELL"), limit=15.0, quantity=quantity)
-    sl = replace(order(OrderLeg(SPX_PUT, "SELL"), limit=0.0, quantity=quantity), order_type="STP", aux_price=9.0)
-    return build_group("bracket", [("entry", entry), ("take_profit", tp), ("stop_loss", sl)], group_id="BR-1")
+    sl = replace(
+        order(OrderLeg(SPX_PUT, "SELL"), limit=0.0, quantity=quantity),
+        order_type="STP",
+        aux_price=9.0,
+    )
+    return build_group(
+        "bracket", [("entry", entry), ("take_profit", tp), ("stop_loss", sl)], group_id="BR-1"
+    )
 
 
 def oco(quantity: int = 1) -> OrderGroup:
-    tp = order(OrderLeg(SPX_PUT, "BUY"), limit=8.0, quantity=quantity)  # close the short put cheaper ...
-    sl = replace(order(OrderLeg(SPX_PUT, "BUY"), limit=0.0, quantity=quantity),
-                 order_type="TRAIL", trailing_percent=25.0)  # ... or trail its rise by 25 %
+    tp = order(
+        OrderLeg(SPX_PUT, "BUY"), limit=8.0, quantity=quantity
+    )  # close the short put cheaper ...
+    sl = replace(
+        order(OrderLeg(SPX_PUT, "BUY"), limit=0.0, quantity=quantity),
+        order_type="TRAIL",
+        trailing_percent=25.0,
+    )  # ... or trail its rise by 25 %
     return build_group("oco", [("take_profit", tp), ("stop_loss", sl)], group_id="OCO-1")
 
 
 def desk(db: Database, port: int, lock_dir: Path) -> GroupCommands:
-    route = IbkrOrderRoute(IbkrConnection(host="127.0.0.1", port=port, client_id=17, timeout_seconds=5),
-                           instruments(), lock_dir=lock_dir,
-                           stage_settle_seconds=0.05)
+    route = IbkrOrderRoute(
+        IbkrConnection(host="127.0.0.1", port=port, client_id=17, timeout_seconds=5),
+        instruments(),
+        lock_dir=lock_dir,
+        stage_settle_seconds=0.05,
+    )
     tokens = iter(f"tok{i:013d}" for i in range(1000))
     cmds = OrderCommands(OrderStore(db), lambda o: route, token_factory=lambda: next(tokens))
     return GroupCommands(cmds, lambda o: route, token_factory=lambda: next(tokens))
@@ -69,11 +83,20 @@ def test_bracket_staged_linked_untransmitted_then_transmitted_whole_by_its_last_
         transmissions, book = server.state()
         assert transmissions == []  # staged: nothing at the exchange
         (entry_id, tp_id, sl_id) = (int(leg.order.broker_order_id or 0) for leg in shown.group.legs)
-        assert [book[(18, i)].order.transmit for i in (entry_id, tp_id, sl_id)] == [False, False, False]
-        assert book[(18, tp_id)].order.parentId == entry_id and book[(18, sl_id)].order.parentId == entry_id
+        assert [book[(18, i)].order.transmit for i in (entry_id, tp_id, sl_id)] == [
+            False,
+            False,
+            False,
+        ]
+        assert (
+            book[(18, tp_id)].order.parentId == entry_id
+            and book[(18, sl_id)].order.parentId == entry_id
+        )
         assert book[(18, entry_id)].order.parentId == 0
         assert (book[(18, sl_id)].order.orderType, book[(18, sl_id)].order.auxPrice) == ("STP", 9.0)
-        assert "leg 3/3: stop_loss" in shown.text and shown.text.count("WhatIf: initial margin") == 3
+        assert (
+            "leg 3/3: stop_loss" in shown.text and shown.text.count("WhatIf: initial margin") == 3
+        )
 
         with pytest.raises(Exception, match="does not match"):
             asyncio.run(groups.confirm("BR-1", "x" * 16, actor="cli:alice"))
@@ -111,13 +134,20 @@ def test_bracket_partial_fill_sizes_children_and_cancel_group_cancels_every_live
 
         asyncio.run(reconcile())
         _, book = server.state()
-        assert [book[(18, i)].order.totalQuantity for i in (entry_id, tp_id, sl_id)] == [3.0, 1.0, 1.0]
+        assert [book[(18, i)].order.totalQuantity for i in (entry_id, tp_id, sl_id)] == [
+            3.0,
+            1.0,
+            1.0,
+        ]
         group = groups.store.get("BR-1")
         assert group.legs[0].order.status == OrderStatus.PARTIALLY_FILLED
         assert [leg.quantity for leg in group.legs] == [3, 1, 1]
         assert group.status == OrderStatus.PARTIALLY_FILLED
         trail = groups.store.orders.audit_trail("BR-1-take_profit")
-        assert trail[-1]["detail"]["event"] == "resized_to_entry_fill" and trail[-1]["detail"]["to"] == 1
+        assert (
+            trail[-1]["detail"]["event"] == "resized_to_entry_fill"
+            and trail[-1]["detail"]["to"] == 1
+        )
 
         server.fill(18, entry_id, 1, 12.0, exec_id="E2")  # 2 of 3: the children follow
         asyncio.run(reconcile())
@@ -148,7 +178,9 @@ def test_oco_legs_share_an_oca_group_and_a_fill_of_one_cancels_the_other(
         tp_id, sl_id = (int(leg.order.broker_order_id or 0) for leg in shown.group.legs)
         transmissions, book = server.state()
         assert [order_id for _, order_id, _ in transmissions] == [tp_id, sl_id]
-        assert {(book[(18, i)].order.ocaGroup, book[(18, i)].order.ocaType) for i in (tp_id, sl_id)} == {("OCO-1", 1)}
+        assert {
+            (book[(18, i)].order.ocaGroup, book[(18, i)].order.ocaType) for i in (tp_id, sl_id)
+        } == {("OCO-1", 1)}
         trail = book[(18, sl_id)].order
         assert (trail.orderType, trail.trailingPercent) == ("TRAIL", 25.0)
         server.fill(18, tp_id, 1, 8.0, exec_id="O1")
@@ -178,7 +210,8 @@ def test_gateway_restart_before_confirm_transmits_nothing_and_the_group_is_resta
 
     assert done.status == OrderStatus.TRANSMITTED
     assert sorted(order_id for _, order_id, _ in transmissions) == sorted(
-        int(leg.order.broker_order_id or 0) for leg in done.legs)
+        int(leg.order.broker_order_id or 0) for leg in done.legs
+    )
 
 
 def test_a_leg_is_never_shown_or_confirmed_on_its_own(sqlite_db: Database, tmp_path: Path) -> None:
@@ -206,10 +239,20 @@ def test_gateway_restart_in_the_middle_of_a_twap_stops_it_and_never_resends(
         tokens = iter(f"tsl{i:013d}" for i in range(1000))
         slicer = Slicer(groups._commands, token_factory=lambda: next(tokens))
         start = datetime.now(UTC)
-        parent = replace(order(OrderLeg(SPX_PUT, "BUY"), limit=12.6, quantity=6), order_id="TWAP-1",
-                         created_at=start)
+        parent = replace(
+            order(OrderLeg(SPX_PUT, "BUY"), limit=12.6, quantity=6),
+            order_id="TWAP-1",
+            created_at=start,
+        )
         # a 30-second window (the quotes are the Gateway's live ones, stamped now)
-        slicer.create(parent, start=start, end=start + timedelta(seconds=30), slices=3, style="TWAP", actor="alice")
+        slicer.create(
+            parent,
+            start=start,
+            end=start + timedelta(seconds=30),
+            slices=3,
+            style="TWAP",
+            actor="alice",
+        )
         shown = asyncio.run(slicer.show("TWAP-1", actor="cli:alice", now=start))
         asyncio.run(slicer.confirm("TWAP-1", shown.token, actor="cli:alice", now=start))
         first = asyncio.run(slicer.step("TWAP-1", now=start))
@@ -221,12 +264,20 @@ def test_gateway_restart_in_the_middle_of_a_twap_stops_it_and_never_resends(
         async def restart(_: Order) -> None:
             server.restart()  # the staged slice 2 is lost with the Gateway's untransmitted orders
 
-        report = asyncio.run(slicer.step("TWAP-1", now=start + timedelta(seconds=10), on_staged=restart))
+        report = asyncio.run(
+            slicer.step("TWAP-1", now=start + timedelta(seconds=10), on_staged=restart)
+        )
         transmissions, book = server.state()
 
     assert report.status == "stopped" and "disconnect" in (report.reason or "")
     assert report.sent == (2,) and report.filled == 1.0 and report.average_price == 12.5
-    assert [order_id for _, order_id, _ in transmissions] == [int(child1.broker_order_id or 0)]  # slice 2 never sent
+    assert [order_id for _, order_id, _ in transmissions] == [
+        int(child1.broker_order_id or 0)
+    ]  # slice 2 never sent
     assert groups.store.orders.get("TWAP-1-2").status == OrderStatus.STALE
-    assert book[(18, int(child1.broker_order_id or 0))].status == "Cancelled"  # the rest of slice 1 withdrawn
-    assert groups.store.orders.get("TWAP-1").status == OrderStatus.CONFIRMED  # the parent was never placed
+    assert (
+        book[(18, int(child1.broker_order_id or 0))].status == "Cancelled"
+    )  # the rest of slice 1 withdrawn
+    assert (
+        groups.store.orders.get("TWAP-1").status == OrderStatus.CONFIRMED
+    )  # the parent was never placed

@@ -32,26 +32,45 @@ COMPLEX_DRY_RUN = f"{COMPLEX}/dry-run"
 TTL = timedelta(hours=1)
 
 
-def _leg(action: str, limit: float, *, contract: object = HEDGE_CONTRACT, **changes: object) -> Order:
-    return replace(hedge(contract=contract, quantity=2), legs=(OrderLeg(contract, action),),  # type: ignore[arg-type]
-                   limit_price=limit, **changes)
+def _leg(
+    action: str, limit: float, *, contract: object = HEDGE_CONTRACT, **changes: object
+) -> Order:
+    return replace(
+        hedge(contract=contract, quantity=2),
+        legs=(OrderLeg(contract, action),),  # type: ignore[arg-type]
+        limit_price=limit,
+        **changes,
+    )
 
 
 def bracket() -> OrderGroup:
-    return build_group("bracket", [
-        ("entry", _leg("BUY", 26.0)),
-        ("take_profit", _leg("SELL", 32.0)),
-        ("stop_loss", _leg("SELL", 0.0, order_type="STP", aux_price=21.5)),
-    ], group_id="BR-T")
+    return build_group(
+        "bracket",
+        [
+            ("entry", _leg("BUY", 26.0)),
+            ("take_profit", _leg("SELL", 32.0)),
+            ("stop_loss", _leg("SELL", 0.0, order_type="STP", aux_price=21.5)),
+        ],
+        group_id="BR-T",
+    )
 
 
 def oco() -> OrderGroup:
     """Close the held short SPXW put: buy it back cheaper, or stop out above 30."""
-    return build_group("oco", [
-        ("take_profit", replace(_leg("BUY", 15.0, contract=SPXW_CONTRACT), quantity=1)),
-        ("stop_loss", replace(_leg("BUY", 0.0, contract=SPXW_CONTRACT, order_type="STP", aux_price=30.0),
-                              quantity=1)),
-    ], group_id="OCO-T")
+    return build_group(
+        "oco",
+        [
+            ("take_profit", replace(_leg("BUY", 15.0, contract=SPXW_CONTRACT), quantity=1)),
+            (
+                "stop_loss",
+                replace(
+                    _leg("BUY", 0.0, contract=SPXW_CONTRACT, order_type="STP", aux_price=30.0),
+                    quantity=1,
+                ),
+            ),
+        ],
+        group_id="OCO-T",
+    )
 
 
 def _run(fake: FakeTasty, db: Database, group: OrderGroup, *, cancel: bool = False) -> OrderGroup:
@@ -60,8 +79,11 @@ def _run(fake: FakeTasty, db: Database, group: OrderGroup, *, cancel: bool = Fal
     async def scenario() -> OrderGroup:
         async with adapter(fake) as broker:
             tokens = iter(f"tok{i:013d}" for i in range(100))
-            groups = GroupCommands(OrderCommands(store, lambda o: broker), lambda o: broker,
-                                   token_factory=lambda: next(tokens))
+            groups = GroupCommands(
+                OrderCommands(store, lambda o: broker),
+                lambda o: broker,
+                token_factory=lambda: next(tokens),
+            )
             groups.store.insert(group, actor="test")
             shown = await groups.show(group.group_id, actor="cli:alice")
             assert fake.seen("POST", COMPLEX) == []  # dry runs only so far
@@ -81,9 +103,19 @@ def test_bracket_is_one_otoco_complex_order_with_closing_children(db: Database) 
     body = placed.json()
     assert body["type"] == "OTOCO"
     trigger, (tp, sl) = body["trigger-order"], body["orders"]
-    assert trigger["order-type"] == "Limit" and trigger["price"] == "26.0" and trigger["price-effect"] == "Debit"
-    assert trigger["legs"] == [{"instrument-type": "Equity Option", "symbol": HEDGE_OCC,
-                                "action": "Buy to Open", "quantity": 2}]
+    assert (
+        trigger["order-type"] == "Limit"
+        and trigger["price"] == "26.0"
+        and trigger["price-effect"] == "Debit"
+    )
+    assert trigger["legs"] == [
+        {
+            "instrument-type": "Equity Option",
+            "symbol": HEDGE_OCC,
+            "action": "Buy to Open",
+            "quantity": 2,
+        }
+    ]
     assert (tp["order-type"], tp["price"], tp["price-effect"]) == ("Limit", "32.0", "Credit")
     assert (sl["order-type"], sl["stop-trigger"]) == ("Stop", "21.5")
     assert {leg["action"] for leg in tp["legs"] + sl["legs"]} == {"Sell to Close"}
@@ -110,11 +142,26 @@ def test_oco_closes_a_held_position_with_a_limit_and_a_stop(db: Database) -> Non
 
 def test_a_trailing_stop_is_refused_by_name_for_tastytrade(db: Database) -> None:
     fake = FakeTasty()
-    group = build_group("oco", [
-        ("take_profit", replace(_leg("BUY", 15.0, contract=SPXW_CONTRACT), quantity=1)),
-        ("stop_loss", replace(_leg("BUY", 0.0, contract=SPXW_CONTRACT, order_type="TRAIL", trailing_percent=20.0),
-                              quantity=1)),
-    ], group_id="OCO-TR")
+    group = build_group(
+        "oco",
+        [
+            ("take_profit", replace(_leg("BUY", 15.0, contract=SPXW_CONTRACT), quantity=1)),
+            (
+                "stop_loss",
+                replace(
+                    _leg(
+                        "BUY",
+                        0.0,
+                        contract=SPXW_CONTRACT,
+                        order_type="TRAIL",
+                        trailing_percent=20.0,
+                    ),
+                    quantity=1,
+                ),
+            ),
+        ],
+        group_id="OCO-TR",
+    )
     with pytest.raises(Exception, match="no trailing stop"):
         _run(fake, db, group)
     assert fake.seen("POST", COMPLEX) == [] and fake.seen("POST", COMPLEX_DRY_RUN) == []

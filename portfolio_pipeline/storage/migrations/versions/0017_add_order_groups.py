@@ -23,12 +23,22 @@ def upgrade() -> None:
     op.create_table(
         "order_groups",
         sa.Column("group_id", sa.String(length=64), nullable=False),
-        sa.Column("kind", sa.String(length=16), nullable=False, comment="bracket or oco (domain.order_groups)"),
+        sa.Column(
+            "kind",
+            sa.String(length=16),
+            nullable=False,
+            comment="bracket or oco (domain.order_groups)",
+        ),
         sa.Column("broker", sa.String(length=32), nullable=False),
         sa.Column("account_id", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("broker_group_id", sa.String(length=64), nullable=True, comment="Tastytrade complex order id"),
+        sa.Column(
+            "broker_group_id",
+            sa.String(length=64),
+            nullable=True,
+            comment="Tastytrade complex order id",
+        ),
         sa.PrimaryKeyConstraint("group_id", name=op.f("pk_order_groups")),
         comment="Order groups (bracket, OCO); the group's status is derived from its legs.",
     )
@@ -36,13 +46,23 @@ def upgrade() -> None:
         "order_group_legs",
         sa.Column("order_id", sa.String(length=64), nullable=False),
         sa.Column("group_id", sa.String(length=64), nullable=False),
-        sa.Column("role", sa.String(length=16), nullable=False, comment="entry, take_profit or stop_loss"),
-        sa.Column("position", sa.Integer(), nullable=False, comment="placement order within the group"),
+        sa.Column(
+            "role", sa.String(length=16), nullable=False, comment="entry, take_profit or stop_loss"
+        ),
+        sa.Column(
+            "position", sa.Integer(), nullable=False, comment="placement order within the group"
+        ),
         sa.Column("bounds", sa.JSON(none_as_null=True), nullable=True),
-        sa.Column("working_quantity", sa.Integer(), nullable=True,
-                  comment="resized by the reconciler (bracket children)"),
+        sa.Column(
+            "working_quantity",
+            sa.Integer(),
+            nullable=True,
+            comment="resized by the reconciler (bracket children)",
+        ),
         sa.ForeignKeyConstraint(
-            ["group_id"], ["order_groups.group_id"], name=op.f("fk_order_group_legs_group_id_order_groups")
+            ["group_id"],
+            ["order_groups.group_id"],
+            name=op.f("fk_order_group_legs_group_id_order_groups"),
         ),
         sa.ForeignKeyConstraint(
             ["order_id"], ["orders.order_id"], name=op.f("fk_order_group_legs_order_id_orders")
@@ -55,16 +75,34 @@ def upgrade() -> None:
     op.create_table(
         "order_schedules",
         sa.Column("schedule_id", sa.String(length=64), nullable=False),
-        sa.Column("kind", sa.String(length=16), nullable=False, comment="roll, trail (orders.schedules) or slicer (orders.slicer)"),
+        sa.Column(
+            "kind",
+            sa.String(length=16),
+            nullable=False,
+            comment="roll, trail (orders.schedules) or slicer (orders.slicer)",
+        ),
         sa.Column("broker", sa.String(length=32), nullable=False),
         sa.Column("account_id", sa.String(length=64), nullable=False),
-        sa.Column("status", sa.String(length=16), nullable=False,
-                  comment="pending, staged, running, done, stopped, cancelled, failed"),
-        sa.Column("run_at", sa.DateTime(timezone=True), nullable=True, comment="when it is due (UTC)"),
+        sa.Column(
+            "status",
+            sa.String(length=16),
+            nullable=False,
+            comment="pending, staged, running, done, stopped, cancelled, failed",
+        ),
+        sa.Column(
+            "run_at", sa.DateTime(timezone=True), nullable=True, comment="when it is due (UTC)"
+        ),
         sa.Column("spec", sa.JSON(none_as_null=True), nullable=False),
         sa.Column("standing", sa.JSON(none_as_null=True), nullable=True),
-        sa.Column("standing_by", sa.String(length=64), nullable=True, comment="who gave the standing confirmation"),
-        sa.Column("order_id", sa.String(length=64), nullable=True, comment="the order it staged last"),
+        sa.Column(
+            "standing_by",
+            sa.String(length=64),
+            nullable=True,
+            comment="who gave the standing confirmation",
+        ),
+        sa.Column(
+            "order_id", sa.String(length=64), nullable=True, comment="the order it staged last"
+        ),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("detail", sa.JSON(none_as_null=True), nullable=True),
