@@ -261,3 +261,36 @@ def test_volume_profile_averages_past_sessions_by_minute_after_the_open() -> Non
         (datetime(2018, 2, 6, 21, 30, tzinfo=UTC), 9e9),
     ]
     assert volume_profile(bars, ExchangeCalendar()) == [(0.0, 2000.0), (30.0, 500.0)]
+
+
+def test_vwap_profile_from_ibkr_intraday_bars_on_the_gateway_double() -> None:
+    """IBKR 30-minute TRADES bars of SPY over the fake Gateway -> the slicer's volume profile."""
+    from datetime import UTC, datetime
+
+    from portfolio_pipeline.brokers.ibkr.history_source import IbkrHistorySource
+    from portfolio_pipeline.exchange_calendar import ExchangeCalendar
+    from portfolio_pipeline.orders.slicer import volume_profile
+    from portfolio_pipeline_tests.brokers.ibkr.book import SPY, adapter, run
+    from portfolio_pipeline_tests.marketdata.fake_ib_history import HistoryGateway
+    from portfolio_pipeline_tests.stubs import instruments
+
+    gw = HistoryGateway(accounts=["U1"])
+    gw.add_contract(SPY)
+    gw.bars[401] = [
+        (datetime(2018, 2, 5, 14, 30, tzinfo=UTC), 270.0, 271.0, 269.0, 270.5, 8000.0),
+        (datetime(2018, 2, 5, 15, 0, tzinfo=UTC), 270.5, 271.0, 270.0, 270.2, 2000.0),
+        (datetime(2018, 2, 6, 14, 30, tzinfo=UTC), 268.0, 269.0, 265.0, 266.0, 12000.0),
+        (datetime(2018, 2, 6, 15, 0, tzinfo=UTC), 266.0, 267.0, 265.5, 266.5, 4000.0),
+    ]
+
+    async def scenario() -> list[tuple[datetime, float]]:
+        async with adapter(gw) as broker:
+            return await IbkrHistorySource(broker, instruments()).intraday_volumes("SPY", sessions=2)
+
+    bars = run(scenario)
+    (req,) = gw.requests_named("reqHistoricalData")
+    _, contract, end, duration, bar, what, rth = req
+    assert (contract.symbol, end, duration, bar, what, rth) == ("SPY", "", "2 D", "30 mins", "TRADES", True)
+    profile = volume_profile(bars, ExchangeCalendar())
+    assert profile == [(0.0, 10000.0), (30.0, 3000.0)]  # means of (8000, 12000) and (2000, 4000)
+    assert slice_quantities(13, vwap_weights(profile, [0.0, 30.0, 60.0])) == [10, 3]
