@@ -531,6 +531,16 @@ class GroupCommands:
             # the legs as stored now against what was shown (the bounds recorded by 'show'),
             # before the broker is asked; every adapter's transmit_group checks again
             require_transmittable(group, at=self._clock())
+        except IllegalTransitionError as exc:
+            # refused: withdraw the staged legs at the broker too (no Transmit button left in TWS)
+            try:
+                await broker.cancel_group(group)
+            except Exception as cancel_exc:
+                logger.error("order group %s: staged legs not withdrawn: %s", group_id, cancel_exc)
+            return await self._all_to(
+                group, OrderStatus.FAILED, actor, f"refused before the broker: {exc}", exc
+            )
+        try:
             sent = await broker.transmit_group(group)
         except StaleOrderError as exc:
             return await self._all_to(group, OrderStatus.STALE, actor, str(exc), exc)

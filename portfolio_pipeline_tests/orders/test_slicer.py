@@ -285,12 +285,21 @@ def test_vwap_profile_from_ibkr_intraday_bars_on_the_gateway_double() -> None:
 
     async def scenario() -> list[tuple[datetime, float]]:
         async with adapter(gw) as broker:
-            return await IbkrHistorySource(broker, instruments()).intraday_volumes("SPY", sessions=2)
+            return await IbkrHistorySource(broker, instruments()).intraday_volumes(
+                "SPY", sessions=2
+            )
 
     bars = run(scenario)
     (req,) = gw.requests_named("reqHistoricalData")
     _, contract, end, duration, bar, what, rth = req
-    assert (contract.symbol, end, duration, bar, what, rth) == ("SPY", "", "2 D", "30 mins", "TRADES", True)
+    assert (contract.symbol, end, duration, bar, what, rth) == (
+        "SPY",
+        "",
+        "2 D",
+        "30 mins",
+        "TRADES",
+        True,
+    )
     profile = volume_profile(bars, ExchangeCalendar())
     assert profile == [(0.0, 10000.0), (30.0, 3000.0)]  # means of (8000, 12000) and (2000, 4000)
     assert slice_quantities(13, vwap_weights(profile, [0.0, 30.0, 60.0])) == [10, 3]

@@ -47,7 +47,7 @@ from portfolio_pipeline.brokers.demo.market import DEMO_ROOTS, DemoMarket, round
 from portfolio_pipeline.domain.activity import CashFlow, Execution
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.order_groups import OrderGroup, require_transmittable
-from portfolio_pipeline.domain.orders import Order, WhatIfResult, require_confirmed
+from portfolio_pipeline.domain.orders import Order, OrderStatus, WhatIfResult, require_confirmed
 from portfolio_pipeline.domain.positions import (
     AccountSnapshot,
     Contract,
@@ -509,7 +509,8 @@ class DemoBroker(ConnectionLifecycle):
         failures: dict[str, BrokerError] = {}
         for leg in reversed(group.legs):
             order = leg.order
-            if not (order.status.is_live_at_broker or order.status.is_staged_at_broker):
+            if not (order.status.is_live_at_broker or order.status.is_staged_at_broker
+                    or order.status == OrderStatus.CONFIRMED):
                 continue
             if any(t.order_id == order.order_id for t in self._manual):
                 failures[order.order_id] = BrokerError(

@@ -281,3 +281,37 @@ def test_gateway_restart_in_the_middle_of_a_twap_stops_it_and_never_resends(
     assert (
         groups.store.orders.get("TWAP-1").status == OrderStatus.CONFIRMED
     )  # the parent was never placed
+
+
+def test_a_leg_changed_after_show_is_refused_and_the_staged_legs_are_withdrawn(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    from sqlalchemy import update
+
+    from portfolio_pipeline.domain.errors import IllegalTransitionError
+    from portfolio_pipeline.storage.tables import orders
+
+    gw = gateway()
+    with GatewayServer(gw) as server:
+        groups = desk(sqlite_db, server.port, tmp_path)
+        groups.store.insert(bracket(quantity=2), actor="test")
+        shown = asyncio.run(groups.show("BR-1", actor="cli:alice"))
+        stored = groups.store.orders.get("BR-1-take_profit")
+        with sqlite_db.begin() as conn:  # another writer lowers the take-profit after 'show'
+            row = (
+                conn.execute(orders.select().where(orders.c.order_id == stored.order_id))
+                .mappings()
+                .one()
+            )
+            conn.execute(
+                update(orders)
+                .where(orders.c.order_id == stored.order_id)
+                .values(legs={**row["legs"], "limit_price": 13.0})
+            )
+        with pytest.raises(IllegalTransitionError, match="below the confirmed worst price 15"):
+            asyncio.run(groups.confirm("BR-1", shown.token, actor="cli:alice"))
+        transmissions, book = server.state()
+
+    assert transmissions == []
+    assert {o.status for o in book.values()} == {"Cancelled"}  # no Transmit button left in TWS
+    assert [leg.order.status for leg in groups.store.get("BR-1").legs] == [OrderStatus.FAILED] * 3
