@@ -140,10 +140,15 @@ class HedgeDesk:
         return self._commands
 
     async def reconcile_forever(self, stop: asyncio.Event, interval: float = RECONCILE_SECONDS) -> None:
-        """Reconcile orders with the broker at start and every ``interval`` s until ``stop``."""
+        """Reconcile orders with the broker at start and every ``interval`` s until ``stop``;
+        then order groups (a bracket's children follow its entry's fill)."""
+        from portfolio_pipeline.orders.groups import GroupCommands
+
+        groups = GroupCommands(self._commands)
         while not stop.is_set():
             try:
                 await self._commands.reconcile(actor="streaming:reconciler")
+                await groups.reconcile(actor="streaming:reconciler")
             except Exception:
                 logger.exception("order reconciliation failed")
             with contextlib.suppress(TimeoutError):

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from portfolio_pipeline.domain.activity import CashFlow, Execution
+from portfolio_pipeline.domain.order_groups import OrderGroup
 from portfolio_pipeline.domain.orders import Order, WhatIfResult
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
 
@@ -69,6 +70,37 @@ class OrderStateSource(Protocol):
     """A broker that can say what became of one of our orders (IBKR)."""
 
     async def order_state(self, order: Order) -> BrokerOrderState: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TransmittedGroup:
+    """The broker's ids of a transmitted group: one per leg (in leg order), and the group's own."""
+
+    broker_order_ids: tuple[str, ...]
+    broker_group_id: str | None = None
+
+
+@runtime_checkable
+class GroupBroker(Protocol):
+    """A broker that places order groups natively (bracket, OCO).
+
+    ``transmit_group`` calls :func:`~portfolio_pipeline.domain.order_groups.require_transmittable`
+    before anything is sent and sends the group as a whole (IBKR: the staged legs are
+    transmitted by the last one; Tastytrade: one complex order).  ``cancel_group`` cancels
+    every leg staged or live at the broker and returns the legs it could not cancel (a
+    :class:`StaleOrderError` for a leg the broker no longer has open).  ``resize`` changes
+    the quantity of a live leg (a bracket child after a partial fill of its entry).
+    """
+
+    async def what_if_group(self, group: OrderGroup) -> list[WhatIfResult]: ...
+
+    async def stage_group(self, group: OrderGroup) -> list[StagedOrder]: ...
+
+    async def transmit_group(self, group: OrderGroup) -> TransmittedGroup: ...
+
+    async def cancel_group(self, group: OrderGroup) -> dict[str, BrokerError]: ...
+
+    async def resize(self, order: Order, quantity: int) -> None: ...
 
 
 class BrokerDataError(ValueError):

@@ -28,6 +28,9 @@ from portfolio_pipeline.domain.errors import IllegalTransitionError, InvalidData
 from portfolio_pipeline.domain.positions import Contract, require_aware, require_finite
 
 Action = Literal["BUY", "SELL"]
+OrderType = Literal["LMT", "STP", "TRAIL"]
+"""LMT: limit at ``limit_price``; STP: stop, triggered at ``aux_price``; TRAIL: trailing stop
+that trails by ``trailing_percent`` % or by ``aux_price`` dollars (exactly one of them)."""
 
 
 class OrderStatus(enum.StrEnum):
@@ -95,6 +98,57 @@ def require_confirmed(order: Order) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ConfirmationBounds:
+    """What a person confirmed for one order: the largest size, the worst price, until when.
+
+    ``worst_price`` is the highest price accepted for a BUY and the lowest for a SELL (a
+    stop's trigger for STP: a sell stop no lower, a buy stop no higher than confirmed);
+    None bounds no price (TRAIL).  ``valid_until`` (aware) ends the confirmation.
+    """
+
+    max_quantity: int
+    worst_price: float | None
+    valid_until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_quantity < 1:
+            raise InvalidDataError(f"confirmation bounds: max_quantity must be >= 1, got {self.max_quantity}")
+        if self.worst_price is not None:
+            require_finite(self.worst_price, "worst_price", "confirmation bounds")
+        if self.valid_until is not None:
+            require_aware(self.valid_until, "valid_until", "confirmation bounds")
+
+    @classmethod
+    def of(cls, order: Order, *, valid_until: datetime | None = None) -> ConfirmationBounds:
+        """Exactly the terms shown to the person."""
+        return cls(max_quantity=order.quantity, worst_price=order.bound_price, valid_until=valid_until)
+
+    def violations(self, order: Order, *, quantity: int | None = None, at: datetime) -> list[str]:
+        """Why ``order`` (at ``quantity``, default its own) is outside these bounds ([] = inside)."""
+        qty = order.quantity if quantity is None else quantity
+        out: list[str] = []
+        if qty > self.max_quantity:
+            out.append(f"quantity {qty} > confirmed max {self.max_quantity}")
+        price = order.bound_price
+        if self.worst_price is not None:
+            if price is None:
+                out.append("price not bounded by the order type but the confirmation bounds it")
+            elif order.side == "BUY" and price > self.worst_price + 1e-9:
+                out.append(f"price {price:g} above the confirmed worst price {self.worst_price:g} (BUY)")
+            elif order.side == "SELL" and price < self.worst_price - 1e-9:
+                out.append(f"price {price:g} below the confirmed worst price {self.worst_price:g} (SELL)")
+        if self.valid_until is not None and at >= self.valid_until:
+            out.append(f"confirmation valid until {self.valid_until.isoformat()}, now {at.isoformat()}")
+        return out
+
+    def require(self, order: Order, *, at: datetime, quantity: int | None = None) -> None:
+        """Raise :class:`IllegalTransitionError` naming every bound ``order`` breaks."""
+        bad = self.violations(order, quantity=quantity, at=at)
+        if bad:
+            raise IllegalTransitionError(f"order {order.order_id}: outside its confirmation: {'; '.join(bad)}")
+
+
 def hash_token(token: str) -> str:
     """Stored form of a confirmation token (only the hash is persisted)."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -145,7 +199,7 @@ class Order:
     limit_price: float
     created_at: datetime
     status: OrderStatus = OrderStatus.PROPOSED
-    order_type: Literal["LMT"] = "LMT"
+    order_type: OrderType = "LMT"
     time_in_force: Literal["DAY", "GTC"] = "DAY"
     proposal_id: str | None = None
     whatif: WhatIfResult | None = None
@@ -157,6 +211,10 @@ class Order:
     confirmation_token_hash: str | None = None
     expires_at: datetime | None = None
     audit: tuple[AuditEntry, ...] = field(default=())
+    aux_price: float | None = None
+    """STP: the stop trigger price; TRAIL: the trailing amount in dollars (else None)."""
+    trailing_percent: float | None = None
+    """TRAIL: the trailing amount in percent of the price (else None)."""
 
     def __post_init__(self) -> None:
         where = f"order {self.order_id}"
@@ -165,9 +223,47 @@ class Order:
         if self.quantity < 1:
             raise InvalidDataError(f"{where}: quantity must be a positive whole number of units")
         require_finite(self.limit_price, "limit_price", where)
+        self._check_order_type(where)
         require_aware(self.created_at, "created_at", where)
         if self.expires_at is not None:
             require_aware(self.expires_at, "expires_at", where)
+
+    def _check_order_type(self, where: str) -> None:
+        if self.order_type not in ("LMT", "STP", "TRAIL"):
+            raise InvalidDataError(f"{where}: order_type must be LMT, STP or TRAIL, not {self.order_type!r}")
+        for name in ("aux_price", "trailing_percent"):
+            value = getattr(self, name)
+            if value is not None:
+                require_finite(value, name, where)
+                if value <= 0:
+                    raise InvalidDataError(f"{where}: {name} must be positive, got {value}")
+        if self.order_type != "LMT" and len(self.legs) != 1:
+            raise InvalidDataError(f"{where}: a {self.order_type} order has exactly one leg")
+        if self.order_type == "LMT" and (self.aux_price, self.trailing_percent) != (None, None):
+            raise InvalidDataError(f"{where}: a LMT order has no aux_price or trailing_percent")
+        if self.order_type == "STP" and (self.aux_price is None or self.trailing_percent is not None):
+            raise InvalidDataError(f"{where}: a STP order needs aux_price (the stop price) and no trailing_percent")
+        if self.order_type == "TRAIL":
+            if (self.aux_price is None) == (self.trailing_percent is None):
+                raise InvalidDataError(
+                    f"{where}: a TRAIL order needs exactly one of trailing_percent or aux_price (dollars)"
+                )
+            if self.trailing_percent is not None and self.trailing_percent >= 100:
+                raise InvalidDataError(f"{where}: trailing_percent must be below 100, got {self.trailing_percent}")
+
+    @property
+    def side(self) -> Action:
+        """BUY or SELL: the single leg's action; a combo is bought (positive = net debit)."""
+        return self.legs[0].action if len(self.legs) == 1 else "BUY"
+
+    @property
+    def bound_price(self) -> float | None:
+        """The price a confirmation bounds: the limit (LMT), the stop (STP); None for TRAIL."""
+        if self.order_type == "STP":
+            return self.aux_price
+        if self.order_type == "TRAIL":
+            return None
+        return self.limit_price
 
     def transition(
         self, target: OrderStatus, *, actor: str, at: datetime, detail: str = "", **changes: object

@@ -271,3 +271,29 @@ class Quote:
             require_finite(getattr(self, name), name, where)
         if self.bid > self.ask:
             raise InvalidDataError(f"{where}: bid {self.bid} > ask {self.ask}")
+
+
+def contract_from_key(key: str, *, source: str = "contract key") -> Contract:
+    """The :class:`Contract` of its :attr:`Contract.key` (``SPX|OPT|SPXW|2018-03-16|2500|P``,
+    ``SPY|STK``, ``ES|FUT|2018-03-16``), as ``portfolio orders list`` and positions print it."""
+    parts = key.strip().split("|")
+    if len(parts) < 2 or parts[1] not in _SEC_TYPES:
+        raise InvalidDataError(
+            f"{source}: {key!r} is not a contract key (e.g. SPX|OPT|SPXW|2018-03-16|2500|P or SPY|STK)"
+        )
+    row: dict[str, Any] = {"underlying": parts[0], "sec_type": parts[1], "position_key": key}
+    if parts[1] in _OPTION_TYPES:
+        if len(parts) not in (6, 7):
+            raise InvalidDataError(f"{source}: {key!r}: an option key is UNDERLYING|TYPE|CLASS|EXPIRY|STRIKE|RIGHT")
+        row |= {"trading_class": parts[2], "expiry": parts[3], "right": parts[5]}
+        try:
+            row["strike"] = float(parts[4])
+        except ValueError:
+            raise InvalidDataError(f"{source}: {key!r}: strike {parts[4]!r} is not a number") from None
+    elif parts[1] == "FUT":
+        if len(parts) != 3:
+            raise InvalidDataError(f"{source}: {key!r}: a future key is UNDERLYING|FUT|EXPIRY")
+        row["expiry"] = parts[2]
+    elif len(parts) != 2:
+        raise InvalidDataError(f"{source}: {key!r}: a {parts[1]} key is UNDERLYING|{parts[1]}")
+    return contract_from_row(row, source=source)

@@ -88,11 +88,20 @@ class ShowResult:
     text: str
 
 
+def _price_terms(order: Order) -> str:
+    if order.order_type == "STP":
+        return f"STP stop {order.aux_price:.2f}"
+    if order.order_type == "TRAIL":
+        trail = f"{order.trailing_percent:g}%" if order.trailing_percent is not None else f"${order.aux_price:.2f}"
+        return f"TRAIL by {trail}"
+    return f"{order.order_type} @ {order.limit_price:.2f}"
+
+
 def render_order(order: Order) -> str:
     """Human-readable order: legs, terms, WhatIf and every broker warning."""
     lines = [
         f"order {order.order_id}  [{order.status.value}]  {order.broker}:{order.account_id}",
-        f"  {order.quantity} x {order.order_type} @ {order.limit_price:.2f} {order.time_in_force}"
+        f"  {order.quantity} x {_price_terms(order)} {order.time_in_force}"
         + (f"  (proposal {order.proposal_id})" if order.proposal_id else ""),
     ]
     for leg in order.legs:
@@ -149,8 +158,32 @@ class OrderCommands:
     def store(self) -> OrderStore:
         return self._store
 
+    @property
+    def broker_for(self) -> BrokerFor:
+        return self._broker_for
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    async def _standalone(self, order_id: str, what: str) -> None:
+        """A leg of an order group is staged, shown and confirmed only with its group."""
+        group_id = await asyncio.to_thread(self._store.group_of, order_id)
+        if group_id is not None:
+            raise IllegalTransitionError(
+                f"order {order_id} is a leg of order group {group_id}: {what} the group "
+                f"(`portfolio orders show {group_id}`), never one leg on its own"
+            )
+        order = await asyncio.to_thread(self._store.get, order_id)
+        if (order.proposal_id or "").startswith("slicer:"):  # never placed whole: the slicer sends its children
+            raise IllegalTransitionError(
+                f"order {order_id} is a TWAP/VWAP parent: it is confirmed and worked by the slicer and never "
+                f"sent as one order ({what} refused)"
+            )
+
     async def stage(self, order_id: str, *, actor: str, ttl: timedelta, reason: str = "request") -> Order:
         """PROPOSED -> STAGED through ``broker.stage`` (never transmits)."""
+        await self._standalone(order_id, "stage")
         order = await asyncio.to_thread(self._store.get, order_id)
         check_transition(order.status, OrderStatus.STAGED, order_id=order_id)  # before the broker is asked
         # a STALE order is re-staged from scratch: a fresh WhatIf, new broker ids
@@ -170,6 +203,7 @@ class OrderCommands:
 
         A PROPOSED (or STALE) order is staged first (never transmitted), with expiry ``ttl``.
         """
+        await self._standalone(order_id, "show")
         order = await asyncio.to_thread(self._store.get, order_id)
         if order.status in (OrderStatus.PROPOSED, OrderStatus.STALE):
             order = await self.stage(order_id, actor=actor, ttl=ttl, reason="show")
@@ -199,6 +233,7 @@ class OrderCommands:
 
     async def _confirm(self, order_id: str, token: str, *, actor: str) -> Order:
         """Step two: token matches -> CONFIRMED -> ``broker.transmit`` -> TRANSMITTED (FILLED if filled)."""
+        await self._standalone(order_id, "confirm")
         order = await asyncio.to_thread(self._store.get, order_id)
         now = self._clock()
         failures = await asyncio.to_thread(self._store.failed_confirmations, order_id)
@@ -334,6 +369,7 @@ class OrderCommands:
 
     async def reject(self, order_id: str, *, actor: str, reason: str = "") -> Order:
         """Any open order -> REJECTED (a staged order is cancelled at the broker first)."""
+        await self._standalone(order_id, "reject")
         order = await asyncio.to_thread(self._store.get, order_id)
         check_transition(order.status, OrderStatus.REJECTED, order_id=order_id)  # before the broker cancel
         note = ""

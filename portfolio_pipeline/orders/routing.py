@@ -7,18 +7,27 @@ fallback id); other brokers through their adapter, connected on first use.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
 from ib_async import IB
 
-from portfolio_pipeline.brokers.base import BrokerAdapter, OrderBroker, StagedOrder
+from portfolio_pipeline.brokers.base import (
+    BrokerAdapter,
+    BrokerError,
+    GroupBroker,
+    OrderBroker,
+    StagedOrder,
+    TransmittedGroup,
+)
 from portfolio_pipeline.clock import Clock, SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig
 from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.errors import InvalidDataError
+from portfolio_pipeline.domain.order_groups import OrderGroup
 from portfolio_pipeline.domain.orders import Order, WhatIfResult
+from portfolio_pipeline.domain.positions import Contract, Position, Quote
 
 __all__ = ["ConnectOnUse", "order_broker_for"]
 
@@ -56,6 +65,33 @@ class ConnectOnUse:
 
     async def executions(self, account_id: str, since: date) -> list[Execution]:
         return await (await self._ready()).executions(account_id, since)
+
+    async def quotes(self, contracts: Sequence[Contract]) -> list[Quote]:
+        return await (await self._ready()).quotes(contracts)
+
+    async def positions(self, account_id: str) -> list[Position]:
+        return await (await self._ready()).positions(account_id)
+
+    async def _groups(self) -> GroupBroker:
+        adapter = await self._ready()
+        if not isinstance(adapter, GroupBroker):
+            raise BrokerError(f"{self.name}: this broker places no order groups")
+        return adapter
+
+    async def what_if_group(self, group: OrderGroup) -> list[WhatIfResult]:
+        return await (await self._groups()).what_if_group(group)
+
+    async def stage_group(self, group: OrderGroup) -> list[StagedOrder]:
+        return await (await self._groups()).stage_group(group)
+
+    async def transmit_group(self, group: OrderGroup) -> TransmittedGroup:
+        return await (await self._groups()).transmit_group(group)
+
+    async def cancel_group(self, group: OrderGroup) -> dict[str, BrokerError]:
+        return await (await self._groups()).cancel_group(group)
+
+    async def resize(self, order: Order, quantity: int) -> None:
+        await (await self._groups()).resize(order, quantity)
 
 
 def order_broker_for(

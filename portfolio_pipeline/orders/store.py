@@ -29,7 +29,12 @@ from portfolio_pipeline.domain.orders import (
 )
 from portfolio_pipeline.domain.positions import Contract, contract_from_row
 from portfolio_pipeline.storage.engine import Database
-from portfolio_pipeline.storage.tables import order_audit, order_broker_refs, orders
+from portfolio_pipeline.storage.tables import (
+    order_audit,
+    order_broker_refs,
+    order_group_legs,
+    orders,
+)
 
 __all__ = [
     "ConcurrentUpdateError",
@@ -106,6 +111,8 @@ def _terms(order: Order) -> dict[str, Any]:
         "limit_price": order.limit_price,
         "order_type": order.order_type,
         "time_in_force": order.time_in_force,
+        **({"aux_price": order.aux_price} if order.aux_price is not None else {}),
+        **({"trailing_percent": order.trailing_percent} if order.trailing_percent is not None else {}),
     }
 
 
@@ -149,25 +156,49 @@ class OrderStore:
 
     def insert(self, order: Order, *, actor: str, detail: Mapping[str, Any] | None = None) -> None:
         """Record a new order (normally PROPOSED) with a creation audit row."""
+        with self._db.begin() as conn:
+            self.insert_in(conn, order, actor=actor, detail=detail)
+        logger.info("order recorded order_id=%s status=%s actor=%s", order.order_id, order.status.value, actor)
+
+    def insert_in(self, conn: Any, order: Order, *, actor: str, detail: Mapping[str, Any] | None = None) -> None:
+        """:meth:`insert` inside the caller's transaction (an order group's legs: all or none)."""
         now = order.created_at
         values = _row_values(order, now)
         values[orders.c.order_id.key] = order.order_id
         values[orders.c.created_at.key] = order.created_at
+        conn.execute(insert(orders).values(values))
+        conn.execute(
+            insert(order_audit).values({
+                order_audit.c.order_id.key: order.order_id,
+                order_audit.c.ts.key: now,
+                order_audit.c.actor.key: actor,
+                order_audit.c.from_status.key: None,
+                order_audit.c.to_status.key: order.status.value,
+                order_audit.c.detail.key: {"detail": "recorded", **(dict(detail) if detail else {})},
+            })
+        )
+        self._write_audit(conn, order, order.audit, detail=None)
+        self._write_refs(conn, order, now)
+
+    def record_event(self, order: Order, *, actor: str, at: datetime, event: str, detail: Mapping[str, Any]) -> None:
+        """An audit row that is not a status change (``detail["event"]`` names it)."""
         with self._db.begin() as conn:
-            conn.execute(insert(orders).values(values))
-            conn.execute(
-                insert(order_audit).values({
-                    order_audit.c.order_id.key: order.order_id,
-                    order_audit.c.ts.key: now,
-                    order_audit.c.actor.key: actor,
-                    order_audit.c.from_status.key: None,
-                    order_audit.c.to_status.key: order.status.value,
-                    order_audit.c.detail.key: {"detail": "recorded", **(dict(detail) if detail else {})},
-                })
-            )
-            self._write_audit(conn, order, order.audit, detail=None)
-            self._write_refs(conn, order, now)
-        logger.info("order recorded order_id=%s status=%s actor=%s", order.order_id, order.status.value, actor)
+            conn.execute(insert(order_audit).values({
+                order_audit.c.order_id.key: order.order_id,
+                order_audit.c.ts.key: at,
+                order_audit.c.actor.key: actor,
+                order_audit.c.from_status.key: None,
+                order_audit.c.to_status.key: order.status.value,
+                order_audit.c.detail.key: {"event": event, **dict(detail)},
+            }))
+
+    def group_of(self, order_id: str) -> str | None:
+        """The order group an order is a leg of (None: a standalone order)."""
+        with self._db.connect() as conn:
+            row = conn.execute(
+                select(order_group_legs.c.group_id).where(order_group_legs.c.order_id == order_id)
+            ).first()
+        return None if row is None else str(row[0])
 
     @staticmethod
     def _write_audit(conn: Any, order: Order, entries: Sequence[AuditEntry], detail: Mapping[str, Any] | None) -> None:
@@ -357,6 +388,8 @@ class OrderStore:
             status=OrderStatus(row["status"]),
             order_type=terms.get("order_type", "LMT"),
             time_in_force=terms.get("time_in_force", "DAY"),
+            aux_price=None if terms.get("aux_price") is None else float(terms["aux_price"]),
+            trailing_percent=None if terms.get("trailing_percent") is None else float(terms["trailing_percent"]),
             proposal_id=row["proposal_id"],
             whatif=whatif_from_json(row["whatif"]),
             broker_order_id=row["broker_order_id"],

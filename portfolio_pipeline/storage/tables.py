@@ -938,6 +938,52 @@ order_broker_refs = Table(
     comment="Who owns a staged order at the broker (IBKR client id, permId).",
 )
 
+order_groups = Table(
+    "order_groups",
+    metadata,
+    Column("group_id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False, comment="bracket or oco (domain.order_groups)"),
+    Column("broker", String(32), nullable=False),
+    Column("account_id", String(64), nullable=False),
+    _utc("created_at"),
+    _utc("updated_at"),
+    Column("broker_group_id", String(64), nullable=True, comment="Tastytrade complex order id"),
+    comment="Order groups (bracket, OCO); the group's status is derived from its legs.",
+)
+
+order_group_legs = Table(
+    "order_group_legs",
+    metadata,
+    Column("order_id", String(64), ForeignKey(orders.c.order_id), primary_key=True),
+    Column("group_id", String(64), ForeignKey(order_groups.c.group_id), nullable=False),
+    Column("role", String(16), nullable=False, comment="entry, take_profit or stop_loss"),
+    Column("position", Integer, nullable=False, comment="placement order within the group"),
+    _json("bounds", nullable=True),
+    Column("working_quantity", Integer, nullable=True, comment="resized by the reconciler (bracket children)"),
+    Index(None, "group_id"),
+    comment="The legs of an order group and the confirmation bounds of each.",
+)
+
+order_schedules = Table(
+    "order_schedules",
+    metadata,
+    Column("schedule_id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False, comment="roll, trail (orders.schedules) or slicer (orders.slicer)"),
+    Column("broker", String(32), nullable=False),
+    Column("account_id", String(64), nullable=False),
+    Column("status", String(16), nullable=False, comment="pending, staged, running, done, stopped, cancelled, failed"),
+    _utc("run_at", nullable=True, comment="when it is due (UTC)"),
+    _json("spec"),
+    _json("standing", nullable=True),
+    Column("standing_by", String(64), nullable=True, comment="who gave the standing confirmation"),
+    Column("order_id", String(64), nullable=True, comment="the order it staged last"),
+    _utc("created_at"),
+    _utc("updated_at"),
+    _json("detail", nullable=True),
+    Index(None, "status"),
+    comment="Scheduled rolls and platform-side trailing stops; what they staged and why.",
+)
+
 monte_carlo_distribution = Table(
     "monte_carlo_distribution",
     metadata,

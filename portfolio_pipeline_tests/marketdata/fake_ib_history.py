@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from ib_async import IB, BarData, Contract
@@ -19,7 +19,7 @@ from portfolio_pipeline_tests.brokers.ibkr.fake_ib import FakeClient, FakeGatewa
 @dataclass
 class HistoryGateway(FakeGateway):
     bars: dict[int, list[tuple[date, float, float, float, float, float]]] = field(default_factory=dict)
-    """conId -> (session, open, high, low, close, volume) served by reqHistoricalData."""
+    """conId -> (session or intraday bar start, open, high, low, close, volume) served by reqHistoricalData."""
     history_errors: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     """conId -> errors answered to the next requests (one per request, in order)."""
 
@@ -47,7 +47,9 @@ class HistoryClient(FakeClient):
             return
         calls = [
             (lambda b=b: self.wrapper.historicalData(reqId, BarData(
-                date=b[0].strftime("%Y%m%d"), open=b[1], high=b[2], low=b[3], close=b[4], volume=b[5])))
+                # a session as YYYYMMDD; an intraday bar as epoch seconds (formatDate 2)
+                date=str(int(b[0].timestamp())) if isinstance(b[0], datetime) else b[0].strftime("%Y%m%d"),
+                open=b[1], high=b[2], low=b[3], close=b[4], volume=b[5])))
             for b in self.gateway.bars.get(contract.conId, [])
         ]
         calls.append(lambda: self.wrapper.historicalDataEnd(reqId, "", ""))

@@ -38,6 +38,8 @@ from portfolio_pipeline.brokers.base import (
     ConnectionLifecycle,
     OptionChain,
     StagedOrder,
+    StaleOrderError,
+    TransmittedGroup,
 )
 from portfolio_pipeline.brokers.chain import ChainSnapshot, ChainWindow
 from portfolio_pipeline.brokers.demo.book import BROKER, DemoBook, ManualTrade, exchange_multiplier
@@ -46,7 +48,8 @@ from portfolio_pipeline.brokers.demo.margin import Margin, MarginLeg, account_ma
 from portfolio_pipeline.brokers.demo.market import DEMO_ROOTS, DemoMarket, round_to_tick
 from portfolio_pipeline.domain.activity import CashFlow, Execution
 from portfolio_pipeline.domain.instruments import InstrumentTable
-from portfolio_pipeline.domain.orders import Order, WhatIfResult, require_confirmed
+from portfolio_pipeline.domain.order_groups import OrderGroup, require_transmittable
+from portfolio_pipeline.domain.orders import Order, OrderStatus, WhatIfResult, require_confirmed
 from portfolio_pipeline.domain.positions import (
     AccountSnapshot,
     Contract,
@@ -116,6 +119,7 @@ class DemoBroker(ConnectionLifecycle):
         self._book: DemoBook | None = None
         self._manual: list[ManualTrade] = []
         self._staged: dict[str, StagedOrder] = {}
+        self._resting: dict[str, Order] = {}  # transmitted group legs that do not fill at once
         self._connected = False
 
     # ------------------------------------------------------------------ plumbing
@@ -425,6 +429,10 @@ class DemoBroker(ConnectionLifecycle):
         require_confirmed(order)
         i = self.session_index()
         legs = self._order_legs(order, i)
+        if order.order_type != "LMT":  # a stop rests (the demo has closes only: it never triggers)
+            self._staged.pop(order.order_id, None)
+            self._resting[order.order_id] = order
+            return f"DEMO-ORD-{hashlib.sha256(order.order_id.encode()).hexdigest()[:16]}"
         # from the order id (the orders table's primary key): unique across processes,
         # where a per-process counter gave every CLI process the same first id
         broker_order_id = f"DEMO-ORD-{hashlib.sha256(order.order_id.encode()).hexdigest()[:16]}"
@@ -438,6 +446,9 @@ class DemoBroker(ConnectionLifecycle):
     def cancel_order(self, order: Order) -> None:
         if self._staged.pop(order.order_id, None) is not None:
             logger.info("demo broker cancelled staged order=%s", order.order_id)
+            return
+        if self._resting.pop(order.order_id, None) is not None:
+            logger.info("demo broker cancelled resting order=%s", order.order_id)
             return
         if any(t.order_id == order.order_id for t in self._manual):
             raise BrokerError(f"demo broker: order {order.order_id} was filled on transmit; nothing to cancel")
@@ -480,3 +491,55 @@ class DemoBroker(ConnectionLifecycle):
 
     async def cancel(self, order: Order) -> None:
         self.cancel_order(order)
+
+    # ------------------------------------------------------------------ order groups
+    # The demo has closes only, no intraday path: a bracket's entry (a limit order) fills
+    # at the mid on transmit like every demo order; take-profit and stop-loss legs (and
+    # both legs of an OCO) rest at the demo broker until cancelled.  They never fill.
+
+    async def what_if_group(self, group: OrderGroup) -> list[WhatIfResult]:
+        return [self.get_what_if(leg.order) for leg in group.legs]
+
+    async def stage_group(self, group: OrderGroup) -> list[StagedOrder]:
+        return [self.stage_order(leg.order) for leg in group.legs]
+
+    async def transmit_group(self, group: OrderGroup) -> TransmittedGroup:
+        require_transmittable(group, at=self._clock())
+        ids: list[str] = []
+        for leg in group.legs:
+            self._order_legs(leg.order, self.session_index())  # every leg valid before anything is booked
+        for leg in group.legs:
+            if leg.role == "entry":
+                ids.append(self.transmit_order(leg.order))
+            else:
+                self._staged.pop(leg.order.order_id, None)
+                self._resting[leg.order.order_id] = leg.order
+                ids.append(f"DEMO-ORD-{hashlib.sha256(leg.order.order_id.encode()).hexdigest()[:16]}")
+        logger.info("demo broker transmitted %s %s", group.kind, group.group_id)
+        return TransmittedGroup(tuple(ids))
+
+    async def cancel_group(self, group: OrderGroup) -> dict[str, BrokerError]:
+        failures: dict[str, BrokerError] = {}
+        for leg in reversed(group.legs):
+            order = leg.order
+            if not (order.status.is_live_at_broker or order.status.is_staged_at_broker
+                    or order.status == OrderStatus.CONFIRMED):
+                continue
+            if any(t.order_id == order.order_id for t in self._manual):
+                failures[order.order_id] = BrokerError(
+                    f"demo broker: order {order.order_id} was filled on transmit; nothing to cancel")
+            elif order.order_id in self._staged or order.order_id in self._resting:
+                self.cancel_order(order)
+            else:  # another process's demo broker held it (each process builds its own): a resting leg
+                logger.info("demo broker: resting order %s of another process cancelled", order.order_id)
+        return failures
+
+    async def resize(self, order: Order, quantity: int) -> None:
+        resting = self._resting.get(order.order_id)
+        if resting is None:
+            raise StaleOrderError(f"demo broker: order {order.order_id} is not resting: not resized")
+        self._resting[order.order_id] = replace(resting, quantity=quantity)
+
+    def resting(self) -> list[Order]:
+        """Transmitted group legs resting at the demo broker."""
+        return list(self._resting.values())

@@ -28,10 +28,12 @@ from datetime import date, datetime
 from ib_async import IB
 
 from portfolio_pipeline.brokers.base import (
+    BrokerError,
     BrokerOrderState,
     ConnectionLifecycle,
     OptionChain,
     StagedOrder,
+    TransmittedGroup,
 )
 from portfolio_pipeline.brokers.chain import ChainSnapshot, ChainWindow
 from portfolio_pipeline.brokers.ibkr.accounts import IbkrAccounts
@@ -46,6 +48,7 @@ from portfolio_pipeline.clock import Clock, system_clock
 from portfolio_pipeline.domain.accounts import AccountConfig, IbkrConnection
 from portfolio_pipeline.domain.activity import CashFlow, Execution
 from portfolio_pipeline.domain.instruments import InstrumentTable
+from portfolio_pipeline.domain.order_groups import OrderGroup
 from portfolio_pipeline.domain.orders import Order, WhatIfResult
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
 from portfolio_pipeline.retry import IBKR_RECONNECT, BackoffPolicy
@@ -214,3 +217,18 @@ class IbkrBroker(ConnectionLifecycle):
 
     async def order_state(self, order: Order) -> BrokerOrderState:
         return await self.orders.order_state(order)
+
+    async def what_if_group(self, group: OrderGroup) -> list[WhatIfResult]:
+        return await self.orders.what_if_group(group)
+
+    async def stage_group(self, group: OrderGroup) -> list[StagedOrder]:
+        return await self.orders.stage_group(group)
+
+    async def transmit_group(self, group: OrderGroup) -> TransmittedGroup:
+        return await self.orders.transmit_group(group)
+
+    async def cancel_group(self, group: OrderGroup) -> dict[str, BrokerError]:
+        return await self.orders.cancel_group(group)
+
+    async def resize(self, order: Order, quantity: int) -> None:
+        await self.orders.resize(order, quantity)

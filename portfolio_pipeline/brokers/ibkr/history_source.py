@@ -165,6 +165,29 @@ class IbkrHistorySource:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def intraday_volumes(
+        self, symbol: str, *, sessions: int = 20, bar_size: str = "30 mins"
+    ) -> list[tuple[datetime, float]]:
+        """(bar start UTC, volume) of the last ``sessions`` sessions' regular-hours TRADES bars.
+
+        The input of a VWAP slicer's volume profile (``orders.slicer.volume_profile``);
+        bars without a volume are left out.
+        """
+        contract = await self._contract(symbol)
+        ib = await self._broker.session.ready_ib()
+        await self._pacing.acquire()
+        self.requests += 1
+        raw: list[Any] = await self._broker.session.request(
+            f"intraday bars {symbol} {sessions} D {bar_size}",
+            lambda: ib.reqHistoricalDataAsync(
+                contract, "", f"{sessions} D", bar_size, WHAT_TO_SHOW, True, 2, timeout=0
+            ),
+        )
+        return [
+            (b.date, float(b.volume)) for b in raw
+            if isinstance(b.date, datetime) and b.volume is not None and b.volume >= 0
+        ]
+
     async def daily_bars(self, symbol: str, start: date, end: date) -> HistoryAnswer:
         try:
             contract = await self._contract(symbol)

@@ -28,13 +28,20 @@ from pathlib import Path
 
 from ib_async import IB
 
-from portfolio_pipeline.brokers.base import BrokerError, BrokerOrderState, StagedOrder
+from portfolio_pipeline.brokers.base import (
+    BrokerError,
+    BrokerOrderState,
+    StagedOrder,
+    TransmittedGroup,
+)
 from portfolio_pipeline.brokers.ibkr.adapter import IbkrBroker
 from portfolio_pipeline.clock import Clock, system_clock
 from portfolio_pipeline.domain.accounts import AccountConfig, IbkrConnection
 from portfolio_pipeline.domain.activity import Execution
 from portfolio_pipeline.domain.instruments import InstrumentTable
+from portfolio_pipeline.domain.order_groups import OrderGroup
 from portfolio_pipeline.domain.orders import Order, WhatIfResult
+from portfolio_pipeline.domain.positions import Contract, Position, Quote
 
 __all__ = ["IbkrOrderRoute", "order_lock"]
 
@@ -180,3 +187,31 @@ class IbkrOrderRoute:
     async def order_state(self, order: Order) -> BrokerOrderState:
         async with self.session() as broker:
             return await broker.order_state(order)
+
+    async def quotes(self, contracts: Sequence[Contract]) -> list[Quote]:
+        async with self.session() as broker:
+            return await broker.quotes(contracts)
+
+    async def positions(self, account_id: str) -> list[Position]:
+        async with self.session() as broker:
+            return await broker.positions(account_id)
+
+    async def what_if_group(self, group: OrderGroup) -> list[WhatIfResult]:
+        async with self.session() as broker:
+            return await broker.what_if_group(group)
+
+    async def stage_group(self, group: OrderGroup) -> list[StagedOrder]:
+        async with self.session() as broker:
+            return await broker.stage_group(group)
+
+    async def transmit_group(self, group: OrderGroup) -> TransmittedGroup:
+        async with self.session() as broker:
+            return await broker.transmit_group(group)
+
+    async def cancel_group(self, group: OrderGroup) -> dict[str, BrokerError]:
+        async with self.session() as broker:
+            return await broker.cancel_group(group)
+
+    async def resize(self, order: Order, quantity: int) -> None:
+        async with self.session() as broker:
+            await broker.resize(order, quantity)

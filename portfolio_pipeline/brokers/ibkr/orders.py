@@ -35,11 +35,13 @@ from portfolio_pipeline.brokers.base import (
     SentUnknownError,
     StagedOrder,
     StaleOrderError,
+    TransmittedGroup,
 )
 from portfolio_pipeline.brokers.ibkr.contracts import IbkrContracts
 from portfolio_pipeline.brokers.ibkr.parsing import whatif_result
 from portfolio_pipeline.brokers.ibkr.session import IbkrSession
 from portfolio_pipeline.domain.instruments import InstrumentTable
+from portfolio_pipeline.domain.order_groups import OrderGroup, require_transmittable
 from portfolio_pipeline.domain.orders import (
     Order,
     OrderStatus,
@@ -117,11 +119,18 @@ class IbkrOrders:
                 ],
             )
             action, quantity = "BUY", order.quantity
+        price: dict[str, Any] = {"orderType": "LMT", "lmtPrice": order.limit_price}
+        if order.order_type == "STP":
+            price = {"orderType": "STP", "auxPrice": order.aux_price}
+        elif order.order_type == "TRAIL":
+            price = {"orderType": "TRAIL"} | (
+                {"trailingPercent": order.trailing_percent} if order.trailing_percent is not None
+                else {"auxPrice": order.aux_price}
+            )
         ib_order = IbOrder(
-            orderType="LMT",
+            **price,
             action=action,
             totalQuantity=float(quantity),
-            lmtPrice=order.limit_price,
             tif=order.time_in_force,
             account=order.account_id,
             orderRef=order.order_id,
@@ -198,12 +207,21 @@ class IbkrOrders:
 
     async def _open_trade(self, order: Order) -> IbTrade | None:
         """The order among this client id's open orders at the Gateway, or None if it is gone."""
+        return (await self._open_trades([order]))[0]
+
+    async def _open_trades(self, orders: list[Order]) -> list[IbTrade | None]:
+        """Each order among this client id's open orders (one reqOpenOrders), None where gone."""
         ib = await self._session.ready_ib()
-        if order.broker_order_id is None:
-            raise BrokerError(f"ibkr: order {order.order_id} has no IBKR order id; stage it first")
+        for order in orders:
+            if order.broker_order_id is None:
+                raise BrokerError(f"ibkr: order {order.order_id} has no IBKR order id; stage it first")
         trades: list[IbTrade] = await self._session.request(
             f"reqOpenOrders (client id {self._session.client_id})", ib.reqOpenOrdersAsync
         )
+        return [self._find(order, trades) for order in orders]
+
+    def _find(self, order: Order, trades: list[IbTrade]) -> IbTrade | None:
+        assert order.broker_order_id is not None
         client_id = self._session.client_id
         wanted = int(order.broker_order_id)
         for trade in trades:
@@ -358,3 +376,143 @@ class IbkrOrders:
         )
         status = IbOrderStatus.Filled if filled >= total else IbOrderStatus.Cancelled
         return BrokerOrderState(exists=False, status=status, filled=filled, total=total)
+
+    # ------------------------------------------------------------------ order groups
+
+    async def what_if_group(self, group: OrderGroup) -> list[WhatIfResult]:
+        """Each leg's own WhatIf (a bracket child's is that of the order on its own)."""
+        return [await self.what_if(leg.order) for leg in group.legs]
+
+    @staticmethod
+    def _link(group: OrderGroup, role: str, ib_order: IbOrder, parent_id: int) -> None:
+        """Bracket children point at the entry (``parentId``); OCO legs share an OCA group."""
+        if group.kind == "bracket" and role != "entry":
+            ib_order.parentId = parent_id
+        elif group.kind == "oco":
+            ib_order.ocaGroup = group.group_id
+            ib_order.ocaType = 1  # cancel the rest with block
+
+    async def stage_group(self, group: OrderGroup) -> list[StagedOrder]:
+        """Place every leg with ``transmit=False`` (children linked to their parent / OCA group).
+
+        A leg the Gateway rejects cancels the legs already placed: a group is staged whole
+        or not at all.
+        """
+        for leg in group.legs:
+            check_transition(leg.order.status, OrderStatus.STAGED, order_id=leg.order.order_id)
+        whatifs = [leg.order.whatif or await self.what_if(leg.order) for leg in group.legs]
+        ib = await self._session.ready_ib()
+        placed: list[IbTrade] = []
+        try:
+            for leg in group.legs:
+                contract, ib_order = await self._build_order(leg.order)
+                ib_order.transmit = False
+                self._link(group, leg.role, ib_order, placed[0].order.orderId if placed else 0)
+                await self._session.limiter.acquire()
+                placed.append(ib.placeOrder(contract, ib_order))
+            await self._session.wait_for(
+                lambda: any(t.orderStatus.status in _REJECTED_STATES for t in placed), self._stage_settle
+            )
+            rejected = [(leg, t) for leg, t in zip(group.legs, placed, strict=True)
+                        if t.orderStatus.status in _REJECTED_STATES]
+            if rejected:
+                leg, trade = rejected[0]
+                raise BrokerError(
+                    f"ibkr: staging group {group.group_id}: leg {leg.role} ({leg.order.order_id}) was rejected: "
+                    f"{'; '.join(self._trade_messages(trade)) or 'no reason given'}"
+                )
+        except BaseException:
+            for trade in placed:  # never leave part of a group at the Gateway
+                if not trade.isDone():
+                    ib.cancelOrder(trade.order)
+            raise
+        now = self._session.clock()
+        logger.info(
+            "ibkr: staged %s %s as IBKR orders %s (transmit=False)", group.kind, group.group_id,
+            [t.order.orderId for t in placed],
+        )
+        return [
+            StagedOrder(
+                order_id=leg.order.order_id, broker_order_id=str(trade.order.orderId),
+                whatif=replace(whatif, warnings=tuple(dict.fromkeys((*whatif.warnings, *self._trade_messages(trade))))),
+                staged_at=now, client_id=self._session.client_id, perm_id=trade.order.permId or None,
+            )
+            for leg, whatif, trade in zip(group.legs, whatifs, placed, strict=True)
+        ]
+
+    async def transmit_group(self, group: OrderGroup) -> TransmittedGroup:
+        """Transmit the very staged legs, as a whole.
+
+        Every leg must be CONFIRMED within its bounds (:func:`require_transmittable`) and
+        still open at the Gateway (else :class:`StaleOrderError`, nothing sent).  Bracket:
+        only the last child is re-placed with ``transmit=True``, which transmits the
+        parent and its other children with it (IBKR), so the bracket never works half
+        built.  OCO: each leg in turn; a leg not acknowledged makes the outcome
+        :class:`SentUnknownError` (the reconciler settles every leg).
+        """
+        require_transmittable(group, at=self._session.clock())
+        for leg in group.legs:
+            self._check_owner(leg.order, "transmit")
+        ib = await self._session.ready_ib()
+        found = await self._open_trades([leg.order for leg in group.legs])
+        missing = [leg.order.order_id for leg, t in zip(group.legs, found, strict=True) if t is None]
+        if missing:
+            raise StaleOrderError(
+                f"ibkr: group {group.group_id}: staged legs {missing} no longer exist at the Gateway "
+                "(restart or cancelled in TWS); nothing transmitted: re-stage the group with a fresh WhatIf"
+            )
+        trades = [t for t in found if t is not None]
+        parent_id = trades[0].order.orderId
+        to_send = [trades[-1]] if group.kind == "bracket" else trades
+        for i, trade in enumerate(to_send):
+            leg = group.legs[len(group.legs) - 1] if group.kind == "bracket" else group.legs[i]
+            ib_order = copy.copy(trade.order)
+            self._link(group, leg.role, ib_order, parent_id)
+            ib_order.totalQuantity = float(leg.quantity)
+            ib_order.transmit = True
+            sent, acked = await self._place_transmitted(ib, trade.contract, ib_order, leg.order)
+            if sent.orderStatus.status in _REJECTED_STATES:
+                error: BrokerError = BrokerError(
+                    f"ibkr: group {group.group_id}: leg {leg.role} (IBKR {ib_order.orderId}) was rejected: "
+                    f"{'; '.join(self._trade_messages(sent)) or 'no reason given'}"
+                )
+                if i > 0:  # legs already live: their outcome is for the reconciler
+                    raise SentUnknownError(f"{error}; {i} leg(s) were transmitted before it") from None
+                raise error
+            if not acked:
+                raise SentUnknownError(
+                    f"ibkr: group {group.group_id}: leg {leg.role} (IBKR {ib_order.orderId}) was sent but not "
+                    f"acknowledged within {self._session.timeout:g}s: `portfolio orders reconcile` settles it"
+                )
+        return TransmittedGroup(tuple(str(t.order.orderId) for t in trades))
+
+    async def cancel_group(self, group: OrderGroup) -> dict[str, BrokerError]:
+        """Cancel every staged or live leg, children before their parent; failures by order id."""
+        failures: dict[str, BrokerError] = {}
+        for leg in reversed(group.legs):
+            status = leg.order.status
+            if not (status.is_live_at_broker or status.is_staged_at_broker or status == OrderStatus.CONFIRMED):
+                continue
+            try:
+                await self.cancel(leg.order)
+            except BrokerError as exc:
+                failures[leg.order.order_id] = exc
+        return failures
+
+    async def resize(self, order: Order, quantity: int) -> None:
+        """Change the quantity of a live order (the very order at the Gateway, same ids)."""
+        self._check_owner(order, "resize")
+        ib = await self._session.ready_ib()
+        trade = await self._open_trade(order)
+        if trade is None:
+            raise StaleOrderError(f"ibkr: order {order.order_id} is not open at the Gateway: not resized")
+        ib_order = copy.copy(trade.order)
+        ib_order.totalQuantity = float(quantity)
+        ib_order.transmit = True
+        sent, acked = await self._place_transmitted(ib, trade.contract, ib_order, order)
+        if sent.orderStatus.status in _REJECTED_STATES or not acked:
+            raise BrokerError(
+                f"ibkr: resize of order {order.order_id} (IBKR {ib_order.orderId}) to {quantity} not acknowledged "
+                f"(status {sent.orderStatus.status})"
+            )
+        logger.info("ibkr: order %s (IBKR %s) resized to %d", order.order_id, ib_order.orderId, quantity)

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx2
 import numpy as np
@@ -42,7 +42,18 @@ from tastytrade.dxfeed import Quote as DxQuote
 from tastytrade.dxfeed import Summary as DxSummary
 from tastytrade.dxfeed import Trade as DxTrade
 from tastytrade.instruments import Future, NestedFutureOptionChain, NestedOptionChain
-from tastytrade.order import InstrumentType, Leg, LimitOrder, OrderAction, OrderTimeInForce
+from tastytrade.order import (
+    InstrumentType,
+    Leg,
+    LimitOrder,
+    OCOOrder,
+    OrderAction,
+    OrderTimeInForce,
+    OTOCOOrder,
+    PlacedComplexOrderResponse,
+    PlacedOrderResponse,
+    StopOrder,
+)
 from tastytrade.utils import TastytradeError
 
 from portfolio_pipeline.brokers.base import (
@@ -51,6 +62,7 @@ from portfolio_pipeline.brokers.base import (
     ConnectionLifecycle,
     OptionChain,
     StagedOrder,
+    TransmittedGroup,
 )
 from portfolio_pipeline.brokers.chain import ChainSnapshot, ChainWindow
 from portfolio_pipeline.brokers.tastytrade import normalise as nz
@@ -70,7 +82,8 @@ from portfolio_pipeline.domain.accounts import TastytradeConnection
 from portfolio_pipeline.domain.activity import CashFlow, Execution
 from portfolio_pipeline.domain.errors import DomainError
 from portfolio_pipeline.domain.instruments import InstrumentTable, SecType
-from portfolio_pipeline.domain.orders import Order, WhatIfResult, require_confirmed
+from portfolio_pipeline.domain.order_groups import OrderGroup, require_transmittable
+from portfolio_pipeline.domain.orders import Order, OrderStatus, WhatIfResult, require_confirmed
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
 from portfolio_pipeline.domain.settlement import years_to_settlement
 from portfolio_pipeline.retry import BROKER_HTTP, BackoffPolicy
@@ -774,11 +787,15 @@ class TastytradeAdapter(ConnectionLifecycle):
 
     # ------------------------------------------------------------------ orders
 
-    async def _sdk_order(self, order: Order) -> LimitOrder:
+    async def _sdk_order(self, order: Order) -> LimitOrder | StopOrder:
+        return await self._sdk_any(order)
+
+    async def _sdk_any(self, order: Order, *, closing: bool | None = None) -> LimitOrder | StopOrder:
+        """The SDK order; ``closing`` forces the legs' open/close (a bracket child closes its entry)."""
         if order.broker != self.name:
             raise BrokerError(f"order {order.order_id}: broker is {order.broker!r}, not tastytrade")
         self._account(order.account_id)
-        held = {p.contract.key: p.quantity for p in await self.positions(order.account_id)}
+        held = {p.contract.key: p.quantity for p in await self.positions(order.account_id)} if closing is None else {}
         legs: list[Leg] = []
         for leg in order.legs:
             contract = leg.contract
@@ -793,27 +810,37 @@ class TastytradeAdapter(ConnectionLifecycle):
                 raise BrokerDataError(
                     f"order {order.order_id}: no Tastytrade symbol known for {contract.key}"
                 )
-            position = held.get(contract.key, 0.0)
             quantity = order.quantity * leg.ratio
-            closing = (leg.action == "BUY" and position < 0) or (leg.action == "SELL" and position > 0)
-            if closing and itype != InstrumentType.FUTURE and quantity > abs(position):
-                raise BrokerError(
-                    f"order {order.order_id}: leg {leg.action} {quantity} {contract.key} would "
-                    f"close {abs(position):g} and open the rest; split it into two orders"
-                )
+            if closing is None:
+                position = held.get(contract.key, 0.0)
+                is_closing = (leg.action == "BUY" and position < 0) or (leg.action == "SELL" and position > 0)
+                if is_closing and itype != InstrumentType.FUTURE and quantity > abs(position):
+                    raise BrokerError(
+                        f"order {order.order_id}: leg {leg.action} {quantity} {contract.key} would "
+                        f"close {abs(position):g} and open the rest; split it into two orders"
+                    )
+            else:
+                is_closing = closing
             if itype == InstrumentType.FUTURE:
                 action = OrderAction.BUY if leg.action == "BUY" else OrderAction.SELL
             elif leg.action == "BUY":
-                action = OrderAction.BUY_TO_CLOSE if closing else OrderAction.BUY_TO_OPEN
+                action = OrderAction.BUY_TO_CLOSE if is_closing else OrderAction.BUY_TO_OPEN
             else:
-                action = OrderAction.SELL_TO_CLOSE if closing else OrderAction.SELL_TO_OPEN
+                action = OrderAction.SELL_TO_CLOSE if is_closing else OrderAction.SELL_TO_OPEN
             legs.append(Leg(instrument_type=itype, symbol=symbol, action=action, quantity=quantity))
+        tif = OrderTimeInForce.GTC if order.time_in_force == "GTC" else OrderTimeInForce.DAY
+        if order.order_type == "STP":
+            return StopOrder(time_in_force=tif, legs=legs, stop_trigger=Decimal(str(order.aux_price)))
+        if order.order_type == "TRAIL":
+            raise BrokerError(
+                f"order {order.order_id}: Tastytrade's API has no trailing stop for this order; "
+                "use the platform-side trail (`portfolio orders trail`), which re-stages a stop and asks again"
+            )
         price = Decimal(str(order.limit_price))
         if len(order.legs) == 1:
             price = abs(price) if order.legs[0].action == "SELL" else -abs(price)
         else:
             price = -price  # domain: + net debit; Tastytrade: - debit
-        tif = OrderTimeInForce.GTC if order.time_in_force == "GTC" else OrderTimeInForce.DAY
         return LimitOrder(time_in_force=tif, legs=legs, price=price)
 
     async def what_if(self, order: Order) -> WhatIfResult:
@@ -850,7 +877,7 @@ class TastytradeAdapter(ConnectionLifecycle):
         sdk_order = await self._sdk_order(order)
         account = self._account(order.account_id)
         session = self._require_session()
-        response = await self._call(
+        response: PlacedOrderResponse[Any] = await self._call(
             f"POST /accounts/{order.account_id}/orders",
             lambda: account.place_order(session, sdk_order, dry_run=False),
         )
@@ -884,3 +911,105 @@ class TastytradeAdapter(ConnectionLifecycle):
         logger.info("tastytrade: local stage of order %s %s", order.order_id,
                     "dropped" if dropped else "was not held")
 
+
+    # ------------------------------------------------------------------ order groups
+
+    async def _sdk_group(self, group: OrderGroup) -> OTOCOOrder | OCOOrder:
+        """Bracket -> OTOCO (the entry triggers a take-profit/stop-loss OCO); OCO -> OCO."""
+        tp, sl = group.leg("take_profit").order, group.leg("stop_loss").order
+        if group.kind == "bracket":
+            trigger = await self._sdk_order(group.leg("entry").order)
+            take_profit = await self._sdk_any(tp, closing=True)
+            stop_loss = await self._sdk_any(sl, closing=True)
+        else:
+            take_profit = await self._sdk_any(tp)
+            stop_loss = await self._sdk_any(sl)
+        if not isinstance(take_profit, LimitOrder) or not isinstance(stop_loss, StopOrder):
+            raise BrokerError(f"order group {group.group_id}: Tastytrade wants a limit take-profit and a stop")
+        if group.kind == "bracket":
+            return OTOCOOrder(trigger_order=trigger, take_profit=take_profit, stop_loss=stop_loss)
+        return OCOOrder(take_profit=take_profit, stop_loss=stop_loss)
+
+    async def what_if_group(self, group: OrderGroup) -> list[WhatIfResult]:
+        """One dry run of the complex order; its margin and fees are reported on the first leg."""
+        sdk = await self._sdk_group(group)
+        account = self._account(group.account_id)
+        session = self._require_session()
+        response = await self._call(
+            f"POST /accounts/{group.account_id}/complex-orders/dry-run",
+            lambda: account.place_complex_order(session, sdk, dry_run=True),
+        )
+        whole = nz.whatif_result(response)  # type: ignore[arg-type]  # same fields as an order's
+        first = group.legs[0].order.order_id
+        rest = WhatIfResult(0.0, 0.0, 0.0, None, warnings=(
+            f"tastytrade: one dry run for the whole {sdk.type.value} order: its margin and fees are on leg {first}",
+            *whole.warnings,
+        ))
+        return [whole, *[rest] * (len(group.legs) - 1)]
+
+    async def stage_group(self, group: OrderGroup) -> list[StagedOrder]:
+        """Dry run of the complex order, kept locally; nothing is placed."""
+        whatifs = await self.what_if_group(group)
+        now = self._clock()
+        staged = [StagedOrder(order_id=leg.order.order_id, broker_order_id=None, whatif=w, staged_at=now)
+                  for leg, w in zip(group.legs, whatifs, strict=True)]
+        for leg, st in zip(group.legs, staged, strict=True):
+            self._staged[leg.order.order_id] = _Staged(leg.order, st)
+        logger.info("tastytrade: %s %s staged locally (not sent)", group.kind, group.group_id)
+        return staged
+
+    async def transmit_group(self, group: OrderGroup) -> TransmittedGroup:
+        """Place the group as ONE complex order (``POST .../complex-orders``)."""
+        require_transmittable(group, at=self._clock())
+        sdk = await self._sdk_group(group)
+        account = self._account(group.account_id)
+        session = self._require_session()
+        async def place() -> PlacedComplexOrderResponse[Any]:
+            return await account.place_complex_order(session, sdk, dry_run=False)
+
+        response = await self._call(f"POST /accounts/{group.account_id}/complex-orders", place)
+        placed = response.complex_order
+        legs = ([placed.trigger_order] if placed.trigger_order is not None else []) + list(placed.orders)
+        if len(legs) != len(group.legs):
+            raise BrokerDataError(
+                f"tastytrade: complex order {placed.id}: {len(legs)} orders back for {len(group.legs)} legs"
+            )
+        for leg in group.legs:
+            self._staged.pop(leg.order.order_id, None)
+        logger.info("tastytrade: %s %s transmitted as complex order %s", group.kind, group.group_id, placed.id)
+        return TransmittedGroup(tuple(str(o.id) for o in legs), str(placed.id))
+
+    async def cancel_group(self, group: OrderGroup) -> dict[str, BrokerError]:
+        """Delete the complex order (every live leg at once) or drop the local stages."""
+        live = [leg.order for leg in group.legs if leg.order.status.is_live_at_broker]
+        failures: dict[str, BrokerError] = {}
+        if live:
+            if group.broker_group_id is None:
+                for order in live:
+                    try:
+                        await self.cancel(order)
+                    except BrokerError as exc:
+                        failures[order.order_id] = exc
+                return failures
+            account = self._account(group.account_id)
+            session = self._require_session()
+            complex_id = int(group.broker_group_id)
+            try:
+                await self._call(
+                    f"DELETE /accounts/{group.account_id}/complex-orders/{complex_id}",
+                    lambda: account.delete_complex_order(session, complex_id),
+                )
+            except BrokerError as exc:
+                return {order.order_id: exc for order in live}
+            logger.info("tastytrade: complex order %s of group %s cancelled", complex_id, group.group_id)
+        for leg in group.legs:
+            if leg.order.status in (OrderStatus.STAGED, OrderStatus.SHOWN, OrderStatus.CONFIRMED):
+                self._staged.pop(leg.order.order_id, None)
+        return failures
+
+    async def resize(self, order: Order, quantity: int) -> None:
+        """Tastytrade replaces an order's price and type, never its legs' quantity."""
+        raise BrokerError(
+            f"tastytrade: order {order.order_id} cannot be resized to {quantity} in place (a replacement keeps "
+            "the legs' quantity); cancel the group and stage it again for the filled quantity"
+        )

@@ -310,6 +310,12 @@ class FakeGateway:
         o.avg_price = (o.avg_price * o.filled + price * quantity) / (o.filled + quantity)
         o.filled += quantity
         o.status = "Filled" if o.remaining <= 0 else "Submitted"
+        if o.order.ocaGroup and o.order.ocaType == 1:  # one-cancels-all: the others go
+            for other in self.book.values():
+                if (other is not o and other.client_id == o.client_id and other.is_open
+                        and other.order.ocaGroup == o.order.ocaGroup):
+                    other.status = "Cancelled"
+                    self._push_status(other)
         self.executions.append((
             copy.copy(o.contract),
             execution(exec_id, o.order.account, "BOT" if o.order.action == "BUY" else "SLD", quantity, price,

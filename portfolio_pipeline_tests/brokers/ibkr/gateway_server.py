@@ -37,6 +37,7 @@ from typing import Any
 
 from ib_async import IB, ComboLeg, Contract, Order
 from ib_async.client import Client
+from ib_async.util import UNSET_DOUBLE
 
 from portfolio_pipeline_tests.brokers.ibkr.fake_ib import (
     CLIENT_ID_IN_USE_TEXT,
@@ -61,7 +62,8 @@ def _placeorder_layout() -> tuple[int, dict[str, int]]:
     base: dict[str, Any] = dict(action="BUY", totalQuantity=1.0, orderType="LMT", lmtPrice=1.0, tif="DAY",
                                 account="A", orderRef="r", transmit=False, whatIf=False)
     changed: dict[str, Any] = dict(action="SELL", totalQuantity=2.0, lmtPrice=3.5, tif="GTC", account="B",
-                                   orderRef="q", transmit=True, whatIf=True, hidden=True)
+                                   orderRef="q", transmit=True, whatIf=True, hidden=True, orderType="TRAIL",
+                                   auxPrice=0.75, trailingPercent=1.5, parentId=5, ocaGroup="g", ocaType=1)
 
     def encode(**kw: Any) -> list[str]:
         out.clear()
@@ -84,6 +86,11 @@ def _frame(fields: Sequence[object]) -> bytes:
 
 def _f(value: float) -> str:
     return "" if value is None else repr(float(value))
+
+
+def _p(value: float) -> str:
+    """A price field: unset (ib_async's UNSET_DOUBLE) travels as an empty field."""
+    return "" if value is None or value == UNSET_DOUBLE else repr(float(value))
 
 
 class GatewayServer:
@@ -302,10 +309,16 @@ class GatewayServer:
             strike=float(f[6] or 0), right=f[7], multiplier=f[8], exchange=f[9], currency=f[11],
             localSymbol=f[12], tradingClass=f[13], comboLegs=legs,
         )
+        def price(name: str) -> float:
+            return float(f[p[name]]) if f[p[name]] else UNSET_DOUBLE
+
         order = Order(
             orderId=order_id, clientId=cid, action=f[p["action"]], totalQuantity=float(f[p["totalQuantity"]]),
-            orderType="LMT", lmtPrice=float(f[p["lmtPrice"]]), tif=f[p["tif"]], account=f[p["account"]],
-            orderRef=f[p["orderRef"]], transmit=f[p["transmit"]] == "1", whatIf=f[p["whatIf"]] == "1",
+            orderType=f[p["orderType"]], lmtPrice=price("lmtPrice"), auxPrice=price("auxPrice"),
+            trailingPercent=price("trailingPercent"), parentId=int(f[p["parentId"]] or 0),
+            ocaGroup=f[p["ocaGroup"]], ocaType=int(f[p["ocaType"]] or 0), tif=f[p["tif"]],
+            account=f[p["account"]], orderRef=f[p["orderRef"]], transmit=f[p["transmit"]] == "1",
+            whatIf=f[p["whatIf"]] == "1",
         )
         gw = self.gateway
         if order.whatIf:
@@ -326,11 +339,25 @@ class GatewayServer:
             booked = gw.book[key] = GatewayOrder(cid, order_id, order.permId, contract, order)
         if not order.transmit:
             return []
-        if not booked.transmitted:
-            booked.transmitted = True
-            booked.status = "PreSubmitted" if gw.outside_rth else "Submitted"  # held until the session
-            gw.transmissions.append((cid, order_id, booked.perm_id))
-        return [self._open_order(order_id, contract, order, booked.status), self._status(booked)]
+        out: list[bytes] = []
+        # as at IBKR, transmitting a child transmits its parent and the parent's other
+        # (untransmitted) children with it: the bracket goes out whole, parent first
+        family = [booked]
+        if order.parentId:
+            parent = gw.book.get((cid, order.parentId))
+            if parent is None or not parent.is_open:
+                return [_frame([4, 2, order_id, 135, f"Can't find order with id ={order.parentId}", ""])]
+            siblings = [o for k, o in sorted(gw.book.items())
+                        if k[0] == cid and o.order.parentId == order.parentId and o is not booked and o.is_open]
+            family = [parent, *siblings, booked]
+        for member in family:
+            if not member.transmitted:
+                member.transmitted = True
+                member.status = "PreSubmitted" if gw.outside_rth else "Submitted"  # held until the session
+                gw.transmissions.append((cid, member.order_id, member.perm_id))
+            out += [self._open_order(member.order_id, member.contract, member.order, member.status),
+                    self._status(member)]
+        return out
 
     def _executions(self, req_id: int, account: str, since: str) -> list[bytes]:
         out = []
@@ -359,7 +386,12 @@ class GatewayServer:
             self.gateway.foreign_cancels.append((cid, order_id))
             return [_frame([4, 2, order_id, 10147, f"OrderId {order_id} that needs to be cancelled is not found.", ""])]
         booked.status = "Cancelled"
-        return [self._status(booked), _frame([4, 2, order_id, 202, "Order Canceled - reason:", ""])]
+        out = [self._status(booked), _frame([4, 2, order_id, 202, "Order Canceled - reason:", ""])]
+        for child in self.gateway.book.values():  # cancelling a parent cancels its children
+            if child.client_id == cid and child.order.parentId == order_id and child.is_open:
+                child.status = "Cancelled"
+                out += [self._status(child), _frame([4, 2, child.order_id, 202, "Order Canceled - reason:", ""])]
+        return out
 
     # ------------------------------------------------------------------ messages
 
@@ -388,12 +420,12 @@ class GatewayServer:
         fields: list[object] = [
             5, order_id, c.conId, c.symbol, c.secType, c.lastTradeDateOrContractMonth, _f(c.strike), c.right,
             c.multiplier, c.exchange, c.currency, c.localSymbol, c.tradingClass,
-            o.action, _f(o.totalQuantity), o.orderType, _f(o.lmtPrice), "", o.tif, "", o.account, "", 0,
-            o.orderRef, o.clientId, o.permId, 0, 0, "", "", "", "", "", "",
-            # modelCode .. deltaNeutralAuxPrice (29)
-            *[""] * 27, "", "",
-            # continuousUpdate .. comboLegsDescrip (7)
-            *[""] * 7,
+            o.action, _f(o.totalQuantity), o.orderType, _p(o.lmtPrice), _p(o.auxPrice), o.tif, o.ocaGroup,
+            o.account, "", 0, o.orderRef, o.clientId, o.permId, 0, 0, "", "", "", "", "", "",
+            # modelCode .. deltaNeutralAuxPrice (29): ocaType at 19, parentId at 23
+            *[""] * 19, o.ocaType or "", *[""] * 3, o.parentId or "", *[""] * 5,
+            # continuousUpdate .. comboLegsDescrip (7): trailingPercent at 3
+            "", "", "", _p(o.trailingPercent), "", "", "",
             len(c.comboLegs or []),  # combo legs: conId, ratio, action, exchange, openClose .. exemptCode
             *[x for leg in c.comboLegs or [] for x in (leg.conId, leg.ratio, leg.action, leg.exchange, 0, 0, "", -1)],
             0, 0,  # order combo legs, smart combo routing params

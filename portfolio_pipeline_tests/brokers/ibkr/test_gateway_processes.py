@@ -283,3 +283,29 @@ def test_vertical_combo_staged_confirmed_and_filled_across_processes(tmp_path: P
     assert after_partial == "partially_filled" and "1 of 2 filled" in partial.stdout, partial.stderr[-3000:]
     assert store.get("H-V").status.value == "filled" and "2 of 2 filled" in full.stdout, full.stderr[-3000:]
     db.dispose()
+
+
+def test_bracket_from_the_command_line_across_processes(tmp_path: Path, env: dict[str, str]) -> None:
+    """`orders bracket`, `show` and `confirm` as three processes: the Gateway's own record has
+    the three legs staged untransmitted with parentId, then transmitted whole by the last one."""
+    gw = gateway()
+    with GatewayServer(gw) as server:
+        _configure(tmp_path, server.port)
+        made = _run(env, *CLI, "orders", "bracket", "--account", "ibkr:U1", "--contract", SPX_PUT.key,
+                    "--quantity", "2", "--side", "BUY", "--entry", "12", "--take-profit", "15", "--stop", "9")
+        assert made.returncode == 0, made.stderr[-3000:]
+        group = re.search(r"bracket (BRA-[0-9a-f]+) proposed", made.stdout)
+        assert group is not None, made.stdout
+        shown = _run(env, *CLI, "orders", "show", group.group(1))
+        token = re.search(rf"portfolio orders confirm {group.group(1)} (\S+)", shown.stdout)
+        assert token is not None, shown.stderr[-3000:]
+        _, staged = server.state()
+        confirmed = _run(env, *CLI, "orders", "confirm", group.group(1), token.group(1))
+        transmissions, book = server.state()
+    assert confirmed.returncode == 0, confirmed.stderr[-3000:]
+    entry, tp, sl = sorted(staged)  # placement order: entry, take-profit, stop-loss
+    assert [staged[k].transmitted for k in (entry, tp, sl)] == [False, False, False]
+    assert staged[tp].order.parentId == staged[sl].order.parentId == entry[1]
+    assert [(c, o) for c, o, _ in transmissions] == [entry, tp, sl]  # parent first, as one bracket
+    assert set(book) == {entry, tp, sl} and set(server.start_requests) == {18}
+    assert f"{group.group(1)}: transmitted" in confirmed.stdout

@@ -263,9 +263,29 @@ def order_json(body: dict[str, Any], *, order_id: int | None, status: str) -> di
         "size": body["legs"][0]["quantity"], "price": body.get("price"),
         "price-effect": body.get("price-effect"),
     }
+    if body.get("stop-trigger") is not None:
+        data["stop-trigger"] = body["stop-trigger"]
     if order_id is not None:
         data["id"] = order_id
     return data
+
+
+def complex_response_json(body: dict[str, Any], *, ids: list[int] | None) -> dict[str, Any]:
+    """A complex order (OTOCO / OCO) as the API answers it: dry run (no ids) or placed."""
+    subs = ([body["trigger-order"]] if body.get("trigger-order") else []) + list(body["orders"])
+    placed = [order_json(sub, order_id=None if ids is None else ids[i + 1],
+                         status="Received" if ids is None or i == 0 or not body.get("trigger-order")
+                         else "Contingent")
+              for i, sub in enumerate(subs)]
+    complex_order: dict[str, Any] = {"account-number": ACCOUNT, "type": body["type"]}
+    if body.get("trigger-order"):
+        complex_order["trigger-order"], placed = placed[0], placed[1:]
+    complex_order["orders"] = placed
+    if ids is not None:
+        complex_order["id"] = ids[0]
+    whole = order_response_json(subs[0], order_id=None)
+    return {"complex-order": complex_order, "buying-power-effect": whole["buying-power-effect"],
+            "fee-calculation": whole["fee-calculation"], "warnings": whole["warnings"]}
 
 
 def order_response_json(body: dict[str, Any], *, order_id: int | None) -> dict[str, Any]:
@@ -377,6 +397,10 @@ class FakeTasty:
             ("POST", rf"{acct}/orders/dry-run",
              lambda r, m: (201, {"data": order_response_json(r.json(), order_id=None)})),
             ("POST", rf"{acct}/orders", self._place),
+            ("POST", rf"{acct}/complex-orders/dry-run",
+             lambda r, m: (201, {"data": complex_response_json(r.json(), ids=None)})),
+            ("POST", rf"{acct}/complex-orders", self._place_complex),
+            ("DELETE", rf"{acct}/complex-orders/(?P<id>\d+)", lambda r, m: (200, {"data": {}})),
             ("DELETE", rf"{acct}/orders/(?P<id>\d+)", lambda r, m: (200, {"data": order_json(
                 {"legs": [{"instrument-type": "Equity Option", "symbol": SPXW_PUT,
                            "action": "Buy to Open", "quantity": 1}]},
@@ -386,6 +410,13 @@ class FakeTasty:
             if r.method == method and (m := re.fullmatch(pattern, r.path)):
                 return handler(r, m)
         return 404, {"error": {"code": "not_found", "message": f"no route {r.method} {r.path}"}}
+
+    def _place_complex(self, r: Seen, m: re.Match[str]) -> tuple[int, Any]:
+        body = r.json()
+        n = 1 + len(body["orders"]) + (1 if body.get("trigger-order") else 0)
+        ids = list(range(self.next_order_id, self.next_order_id + n))
+        self.next_order_id += n
+        return 201, {"data": complex_response_json(body, ids=ids)}
 
     def _place(self, r: Seen, m: re.Match[str]) -> tuple[int, Any]:
         order_id = self.next_order_id
