@@ -333,10 +333,15 @@ def lr_tree_nodes(
     vals = np.concatenate([payoff, payoff], axis=1)
     inv_dn = (1.0 / dn)[None, :]
     # Backward induction in place: step i keeps its i + 1 nodes in the first rows of vals
-    # and spot; one scratch array takes the up-moves, another the exercise values.  The
-    # same operations on the same operands as the textbook loop (a_dn V_dn + a_up V_up
-    # equals a_up V_up + a_dn V_dn exactly), without allocating ~10 arrays per step: the
-    # values are bit-identical (twin test in portfolio_pipeline_tests/quant).
+    # and wspot; one scratch array takes the up-moves, another the exercise values.  The
+    # same operations on the same operands as the textbook loop, without allocating ~10
+    # arrays per step, so the values are bit-identical (twin test in
+    # portfolio_pipeline_tests/quant/test_american_tree.py): a_dn V_dn + a_up V_up equals
+    # a_up V_up + a_dn V_dn exactly, and with w = +-1 the spots are carried signed,
+    # w S (w S / d = w (S / d) and w S - w K = w (S - K) exactly: IEEE rounding is
+    # symmetric in sign), which saves two operations per step.
+    wspot = w * spot
+    wk = w * kk
     scratch = np.empty_like(vals)
     ex_scratch = np.empty_like(spot)
     first: dict[int, tuple[Float64Array, Float64Array, Float64Array]] = {}
@@ -347,15 +352,14 @@ def lr_tree_nodes(
         head = vals[:m]
         np.multiply(a_dn, head, out=head)
         np.add(head, tmp, out=head)
-        node = spot[:m]
+        node = wspot[:m]
         np.multiply(node, inv_dn, out=node)
         ex = ex_scratch[:m]
-        np.subtract(node, kk, out=ex)
-        np.multiply(w, ex, out=ex)
+        np.subtract(node, wk, out=ex)
         am = head[:, :c]
         np.maximum(am, ex, out=am)
         if i in (1, 2):
-            first[i] = (am.T.copy(), head[:, c:].T.copy(), node.T.copy())
+            first[i] = (am.T.copy(), head[:, c:].T.copy(), (w * node).T.copy())
     a1, e1, s1 = first[1]
     a2, e2, s2 = first[2]
     return TreeNodes(
