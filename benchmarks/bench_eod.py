@@ -17,6 +17,10 @@ GARCH fits, checks, metadata of the run).
 Where the seconds go (threads included):
 
     py-spy record -r 50 -f raw -o eod.txt -- .venv/bin/python benchmarks/bench_eod.py --start 2018-04-02 --end 2018-05-29
+
+That a faster version records the same thing: run `portfolio demo` over the same window with
+each version in its own PORTFOLIO_HOME and diff `benchmarks/eod_outputs.py HOME` of the two
+(every platform table row, every partition's metadata, every check result).
 """
 
 from __future__ import annotations

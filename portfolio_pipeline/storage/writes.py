@@ -12,6 +12,7 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -112,6 +113,8 @@ def _prepare_rows(
         for name in partition:
             if name not in row:
                 raise ValueError(f"row {index} lacks partition column {name!r} of {table.name!r}")
+        if row.keys() <= names.keys():
+            continue  # no new name in this row
         for name in row:
             if name not in names:  # the first row holding a name is the one an error names
                 _column(table, name, where=f"row {index}")
@@ -134,7 +137,6 @@ def _prepare_rows(
     return _prepare_by_row(table, partition, columns, rows)
 
 
-_MISSING = object()
 _FLOAT_TYPES = frozenset({float, np.float64})
 _NONE_TYPE = type(None)
 
@@ -181,16 +183,19 @@ def _prepare_by_column(
 ) -> list[dict[str, Any]] | None:
     """Rows cleaned a column at a time (numpy for float columns); ``None`` when a value
     needs the row-by-row path (a missing key, an invalid value, an unusual type)."""
+    names = [c.name for c in columns]
+    if not rows or not names or any(len(row) != len(names) for row in rows):
+        return None  # a row lacks a column (every key of every row is one of ``names``)
+    if len(names) == 1:
+        by_column: list[list[Any]] = [[row[names[0]] for row in rows]]
+    else:
+        by_column = [list(values) for values in zip(*map(itemgetter(*names), rows), strict=True)]
     cleaned: list[list[Any]] = []
-    for column in columns:
-        values = [row.get(column.name, _MISSING) for row in rows]
-        if any(v is _MISSING for v in values):
-            return None
+    for column, values in zip(columns, by_column, strict=True):
         clean = _clean_column(column, values)
         if clean is None:
             return None
         cleaned.append(clean)
-    names = [c.name for c in columns]
     return [dict(zip(names, values, strict=True)) for values in zip(*cleaned, strict=True)]
 
 
