@@ -28,7 +28,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
-from dagster._core.events import AssetCheckEvaluationPlanned
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationPlanned,
+)
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import SqliteEventLogStorage
@@ -75,7 +77,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         return found
 
     @classmethod
-    def from_config_value(  # type: ignore[override]
+    def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> PooledSqliteEventLogStorage:
         return cls(inst_data=inst_data, **config_value)
@@ -143,7 +145,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             "run_id": event.run_id,
             "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
             "evaluation_event": serialize_value(event),
-            "evaluation_event_timestamp": self._event_insert_timestamp(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),  # type: ignore[no-untyped-call]
             "evaluation_event_storage_id": event_id,
         }
         with self.index_connection() as conn:
