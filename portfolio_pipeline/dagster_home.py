@@ -94,7 +94,10 @@ class SqliteRunStorageTuning:
       the context exits.
 
     Nothing else changes: the same events, metadata and check results are stored.  Files
-    outside ``home`` (the platform database, PostgreSQL) are left alone.
+    outside ``home`` (the platform database, PostgreSQL) are left alone.  With the event log
+    of the written ``dagster.yaml`` (:mod:`portfolio_pipeline.dagster_event_log`, one pooled
+    connection per file) the event files are no longer opened per event; the settings still
+    apply to its connections and to the run storage's ``runs.db``, which Dagster opens per call.
     """
 
     def __init__(self, home: Path) -> None:
