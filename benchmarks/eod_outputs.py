@@ -29,26 +29,44 @@ import sys
 from pathlib import Path
 
 #: Table columns and metadata keys holding the wall-clock time or duration of the run.
-VOLATILE = frozenset({
-    "computed_at", "created_at", "updated_at", "recorded_at", "generated_at", "run_at",
-    "inserted_at", "fetched_at", "elapsed_seconds", "dagster/run_id",
-})
+VOLATILE = frozenset(
+    {
+        "computed_at",
+        "created_at",
+        "updated_at",
+        "recorded_at",
+        "generated_at",
+        "run_at",
+        "inserted_at",
+        "fetched_at",
+        "elapsed_seconds",
+        "dagster/run_id",
+    }
+)
 
 
 def _table_lines(db: Path, home: str) -> list[str]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        names = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
         lines: list[str] = []
         for name in sorted(names):
             cursor = conn.execute(f'SELECT * FROM "{name}"')  # noqa: S608 (names from sqlite_master)
             columns = [d[0] for d in cursor.description]
             for row in cursor:
-                values = ["<volatile>" if c in VOLATILE else repr(v).replace(home, "<home>")
-                          for c, v in zip(columns, row, strict=True)]
-                lines.append(f"table {name} " + " ".join(
-                    f"{c}={v}" for c, v in zip(columns, values, strict=True)))
+                values = [
+                    "<volatile>" if c in VOLATILE else repr(v).replace(home, "<home>")
+                    for c, v in zip(columns, row, strict=True)
+                ]
+                lines.append(
+                    f"table {name} "
+                    + " ".join(f"{c}={v}" for c, v in zip(columns, values, strict=True))
+                )
         return lines
     finally:
         conn.close()
@@ -74,7 +92,9 @@ def _dagster_lines(dagster_home: Path, home: str) -> list[str]:
                 entry = record.event_log_entry
                 event = entry.dagster_event
                 if event is not None:
-                    types[str(event.event_type_value)] = types.get(str(event.event_type_value), 0) + 1
+                    types[str(event.event_type_value)] = (
+                        types.get(str(event.event_type_value), 0) + 1
+                    )
                 mat = entry.asset_materialization
                 if mat is not None:
                     asset = mat.asset_key.to_user_string()
@@ -85,8 +105,10 @@ def _dagster_lines(dagster_home: Path, home: str) -> list[str]:
                 if event is None or event.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
                     continue
                 check = event.asset_check_evaluation_data
-                head = (f"check {check.asset_key.to_user_string()} {check.check_name} "
-                        f"{check.partition} {check.passed} {check.severity}")
+                head = (
+                    f"check {check.asset_key.to_user_string()} {check.check_name} "
+                    f"{check.partition} {check.passed} {check.severity}"
+                )
                 if not check.metadata:
                     lines.append(f"{head} -")
                 for key, value in check.metadata.items():
@@ -129,10 +151,14 @@ def _index_lines(index_db: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("home", type=Path, help="the PORTFOLIO_HOME of a finished `portfolio demo` run")
+    parser.add_argument(
+        "home", type=Path, help="the PORTFOLIO_HOME of a finished `portfolio demo` run"
+    )
     args = parser.parse_args()
     home = args.home.resolve()
-    lines = _table_lines(home / "portfolio.db", str(home)) + _dagster_lines(home / "dagster", str(home))
+    lines = _table_lines(home / "portfolio.db", str(home)) + _dagster_lines(
+        home / "dagster", str(home)
+    )
     sys.stdout.write("".join(f"{line}\n" for line in sorted(lines)))
 
 

@@ -23,16 +23,23 @@ _PARTITIONS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="20
 _KEYS = _PARTITIONS.get_partition_keys()  # 12 days: checks are planned per partition
 
 
-@dg.asset(partitions_def=_PARTITIONS, backfill_policy=dg.BackfillPolicy.single_run(),
-          check_specs=[dg.AssetCheckSpec("positive", asset="numbers"),
-                       dg.AssetCheckSpec("small", asset="numbers")])
+@dg.asset(
+    partitions_def=_PARTITIONS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[
+        dg.AssetCheckSpec("positive", asset="numbers"),
+        dg.AssetCheckSpec("small", asset="numbers"),
+    ],
+)
 def numbers(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     for i, key in enumerate(context.partition_keys):
         context.add_asset_metadata({"value": float(i + 1), "key": key}, partition_key=key)
-    return dg.MaterializeResult(check_results=[
-        dg.AssetCheckResult(check_name="positive", passed=True, metadata={"rows": 12}),
-        dg.AssetCheckResult(check_name="small", passed=False, metadata={"largest": 12.0}),
-    ])
+    return dg.MaterializeResult(
+        check_results=[
+            dg.AssetCheckResult(check_name="positive", passed=True, metadata={"rows": 12}),
+            dg.AssetCheckResult(check_name="small", passed=False, metadata={"largest": 12.0}),
+        ]
+    )
 
 
 def _run(home: Path) -> str:
@@ -40,8 +47,10 @@ def _run(home: Path) -> str:
     with dg.DagsterInstance.local_temp(str(home)) as instance:
         result = job.execute_in_process(
             instance=instance,
-            tags={"dagster/asset_partition_range_start": _KEYS[0],
-                  "dagster/asset_partition_range_end": _KEYS[-1]},
+            tags={
+                "dagster/asset_partition_range_start": _KEYS[0],
+                "dagster/asset_partition_range_end": _KEYS[-1],
+            },
         )
         assert result.success
         return result.run_id
@@ -51,8 +60,11 @@ def _read(home: Path, run_id: str) -> dict[str, Any]:
     """What an instance opened on ``home`` (by its dagster.yaml, if any) reads of the run."""
     with dg.DagsterInstance.local_temp(str(home)) as instance:
         records = instance.get_records_for_run(run_id).records
-        types = Counter(str(r.event_log_entry.dagster_event_type) for r in records
-                        if r.event_log_entry.is_dagster_event)
+        types = Counter(
+            str(r.event_log_entry.dagster_event_type)
+            for r in records
+            if r.event_log_entry.is_dagster_event
+        )
         metadata = {}
         for r in records:
             mat = r.event_log_entry.asset_materialization
@@ -63,21 +75,42 @@ def _read(home: Path, run_id: str) -> dict[str, Any]:
             event = r.event_log_entry.dagster_event
             if event is not None and event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
                 data = event.asset_check_evaluation_data
-                checks.add((data.asset_key.to_user_string(), data.check_name, data.passed,
-                            tuple(sorted((k, v.value) for k, v in data.metadata.items()))))
+                checks.add(
+                    (
+                        data.asset_key.to_user_string(),
+                        data.check_name,
+                        data.passed,
+                        tuple(sorted((k, v.value) for k, v in data.metadata.items())),
+                    )
+                )
         latest = instance.get_latest_materialization_event(dg.AssetKey("numbers"))
-        latest_partition = latest.asset_materialization.partition if latest and latest.asset_materialization else None
+        latest_partition = (
+            latest.asset_materialization.partition
+            if latest and latest.asset_materialization
+            else None
+        )
         by_partition = {
             key: float(ev.asset_materialization.metadata["value"].value)  # type: ignore[union-attr, arg-type]
             for key in _KEYS
-            for ev in [instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey("numbers"), asset_partitions=[key]),
-                limit=1).records[0].event_log_entry]
+            for ev in [
+                instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=dg.AssetKey("numbers"), asset_partitions=[key]),
+                    limit=1,
+                )
+                .records[0]
+                .event_log_entry
+            ]
         }
         status = instance.get_run_by_id(run_id)
-        return {"types": types, "metadata": metadata, "checks": checks, "latest": latest_partition,
-                "by_partition": by_partition, "status": status.status if status else None,
-                "storage": type(instance.event_log_storage).__name__}
+        return {
+            "types": types,
+            "metadata": metadata,
+            "checks": checks,
+            "latest": latest_partition,
+            "by_partition": by_partition,
+            "status": status.status if status else None,
+            "storage": type(instance.event_log_storage).__name__,
+        }
 
 
 def _index_rows(home: Path) -> dict[str, list[tuple[Any, ...]]]:
@@ -85,12 +118,18 @@ def _index_rows(home: Path) -> dict[str, list[tuple[Any, ...]]]:
     try:
         return {
             "checks": [
-                (*row[:4], _event_type(row[4])) for row in conn.execute(
+                (*row[:4], _event_type(row[4]))
+                for row in conn.execute(
                     "SELECT asset_key, check_name, partition, execution_status, evaluation_event "
-                    "FROM asset_check_executions ORDER BY id")],
+                    "FROM asset_check_executions ORDER BY id"
+                )
+            ],
             "tags": conn.execute(
-                "SELECT asset_key, key FROM asset_event_tags ORDER BY id").fetchall(),
-            "assets": conn.execute("SELECT asset_key FROM asset_keys ORDER BY asset_key").fetchall(),
+                "SELECT asset_key, key FROM asset_event_tags ORDER BY id"
+            ).fetchall(),
+            "assets": conn.execute(
+                "SELECT asset_key FROM asset_keys ORDER BY asset_key"
+            ).fetchall(),
         }
     finally:
         conn.close()
@@ -130,10 +169,13 @@ def test_pooled_run_stores_what_dagsters_own_storage_stores(homes: tuple[Path, P
     # event once; the rows are Dagster's), then each check's evaluation
     planned = [r for r in rows["checks"] if r[3] == "PLANNED"]
     assert sorted((r[1], r[2]) for r in planned) == sorted(
-        (c, k) for c in ("positive", "small") for k in _KEYS)
+        (c, k) for c in ("positive", "small") for k in _KEYS
+    )
     assert {r[4] for r in planned} == {"DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED False"}
     assert {r[1:4] for r in rows["checks"] if r[3] != "PLANNED"} == {
-        ("positive", None, "SUCCEEDED"), ("small", None, "FAILED")}
+        ("positive", None, "SUCCEEDED"),
+        ("small", None, "FAILED"),
+    }
 
 
 def test_plain_instance_reads_a_pooled_run_and_the_pooled_storage_a_plain_one(
@@ -181,7 +223,9 @@ def test_prepare_dagster_home_selects_the_pooled_storage_for_sqlite_only(tmp_pat
     assert "PooledSqliteEventLogStorage" in text and str(home / "history" / "runs") in text
     with dg.DagsterInstance.local_temp(str(home)) as instance:
         assert isinstance(instance.event_log_storage, PooledSqliteEventLogStorage)
-    pg = {"PORTFOLIO_HOME": str(tmp_path / "pg"),
-          "PORTFOLIO_DB_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/x"}
+    pg = {
+        "PORTFOLIO_HOME": str(tmp_path / "pg"),
+        "PORTFOLIO_DB_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/x",
+    }
     pg_text = (prepare_dagster_home(pg) / "dagster.yaml").read_text()
     assert "Pooled" not in pg_text and "postgres_url" in pg_text

@@ -151,8 +151,9 @@ def _clean_column(column: Column[Any], values: list[Any]) -> list[Any] | None:
     col_type = column.type
     if isinstance(col_type, Float) and types <= _FLOAT_TYPES | {_NONE_TYPE}:
         none = [v is None for v in values] if _NONE_TYPE in types else None
-        array = np.array([0.0 if v is None else v for v in values] if none else values,
-                         dtype=np.float64)
+        array = np.array(
+            [0.0 if v is None else v for v in values] if none else values, dtype=np.float64
+        )
         if np.isinf(array).any():
             return None
         nan = np.isnan(array)

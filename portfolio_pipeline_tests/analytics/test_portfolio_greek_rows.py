@@ -38,21 +38,28 @@ def _pandas_twin(position_rows: pd.DataFrame, session: date) -> list[dict[str, A
         groups = [((), frame)] if not keys else list(frame.groupby(keys, sort=True))
         for name, group in groups:
             values = dict(zip(keys, name if isinstance(name, tuple) else (name,), strict=True))
-            sums = {c: float(group[c].astype("float64").sum(min_count=1)) if group[c].notna().all() else math.nan
-                    for c in cols}
-            rows.append({"session_date": session, **values, **fixed,
-                         "positions": len(group), **sums})
+            sums = {
+                c: float(group[c].astype("float64").sum(min_count=1))
+                if group[c].notna().all()
+                else math.nan
+                for c in cols
+            }
+            rows.append(
+                {"session_date": session, **values, **fixed, "positions": len(group), **sums}
+            )
     return rows
 
 
 def _frame(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "broker": rng.choice(["ibkr", "tastytrade", "demo"], n),
-        "account_id": rng.choice(["U1", "DU2", "5WX"], n),
-        "underlying": rng.choice(["SPX", "NDX", "SPY", "QQQ", "aapl"], n),
-        "position_key": [f"p{i}" for i in range(n)],
-    })
+    frame = pd.DataFrame(
+        {
+            "broker": rng.choice(["ibkr", "tastytrade", "demo"], n),
+            "account_id": rng.choice(["U1", "DU2", "5WX"], n),
+            "underlying": rng.choice(["SPX", "NDX", "SPY", "QQQ", "aapl"], n),
+            "position_key": [f"p{i}" for i in range(n)],
+        }
+    )
     for c in GREEK_SUM_COLUMNS:  # magnitudes 1e-8 .. 1e8: the summation order shows in the bits
         frame[c] = rng.normal(size=n) * 10.0 ** rng.integers(-8, 9, n)
     return frame
@@ -77,13 +84,17 @@ def test_nulls_make_their_groups_sum_nan_as_in_the_twin() -> None:
 
 
 def test_hand_summed_book() -> None:
-    frame = pd.DataFrame({
-        "broker": ["ibkr", "ibkr", "demo"], "account_id": ["U1", "U1", "D1"],
-        "underlying": ["SPX", "SPY", "SPX"],
-        **{c: [1.0, 2.0, 4.0] for c in GREEK_SUM_COLUMNS},
-    })
-    rows = {(r["broker"], r["account_id"], r["underlying"]): r
-            for r in portfolio_greek_rows(frame, DAY)}
+    frame = pd.DataFrame(
+        {
+            "broker": ["ibkr", "ibkr", "demo"],
+            "account_id": ["U1", "U1", "D1"],
+            "underlying": ["SPX", "SPY", "SPX"],
+            **{c: [1.0, 2.0, 4.0] for c in GREEK_SUM_COLUMNS},
+        }
+    )
+    rows = {
+        (r["broker"], r["account_id"], r["underlying"]): r for r in portfolio_greek_rows(frame, DAY)
+    }
     assert rows[("*", "*", "*")]["dollar_delta"] == 7.0 and rows[("*", "*", "*")]["positions"] == 3
     assert rows[("*", "*", "SPX")]["vega_per_point"] == 5.0
     assert rows[("ibkr", "U1", "*")]["theta_per_day"] == 3.0

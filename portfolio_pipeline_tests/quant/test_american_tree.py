@@ -25,8 +25,14 @@ Floats = npt.NDArray[np.float64]
 
 
 def _textbook_lr_tree_nodes(
-    is_call: npt.NDArray[np.bool_], s: Floats, k: Floats, t: Floats, r: Floats, q: Floats,
-    vol: Floats, steps: int = 201,
+    is_call: npt.NDArray[np.bool_],
+    s: Floats,
+    k: Floats,
+    t: Floats,
+    r: Floats,
+    q: Floats,
+    vol: Floats,
+    steps: int = 201,
 ) -> TreeNodes:
     n = steps | 1
     dt = t / n
@@ -60,12 +66,19 @@ def _textbook_lr_tree_nodes(
             first[i] = (amer.copy(), euro.copy(), spot.copy())
     a1, e1, s1 = first[1]
     a2, e2, s2 = first[2]
-    return TreeNodes(amer[:, 0], euro[:, 0], _node_delta(a1, s1), _node_delta(e1, s1),
-                     _node_gamma(a2, s2), _node_gamma(e2, s2))
+    return TreeNodes(
+        amer[:, 0],
+        euro[:, 0],
+        _node_delta(a1, s1),
+        _node_delta(e1, s1),
+        _node_gamma(a2, s2),
+        _node_gamma(e2, s2),
+    )
 
 
-def _inputs(m: int, seed: int) -> tuple[npt.NDArray[np.bool_], Floats, Floats, Floats, Floats,
-                                        Floats, Floats]:
+def _inputs(
+    m: int, seed: int
+) -> tuple[npt.NDArray[np.bool_], Floats, Floats, Floats, Floats, Floats, Floats]:
     rng = np.random.default_rng(seed)
     s = rng.uniform(20.0, 400.0, m)
     k = s * rng.choice([0.3, 0.8, 0.97, 1.0, 1.03, 1.2, 2.5], m)  # deep ITM/OTM, ATM
@@ -76,10 +89,12 @@ def _inputs(m: int, seed: int) -> tuple[npt.NDArray[np.bool_], Floats, Floats, F
     return rng.random(m) < 0.5, s, k, t, r, q, vol
 
 
-@pytest.mark.parametrize(("m", "steps", "seed"), [(1, 201, 0), (7, 200, 1), (128, 201, 2),
-                                                  (300, 51, 3), (64, 3, 4)])
-def test_in_place_induction_is_bit_identical_to_the_textbook_loop(m: int, steps: int,
-                                                                   seed: int) -> None:
+@pytest.mark.parametrize(
+    ("m", "steps", "seed"), [(1, 201, 0), (7, 200, 1), (128, 201, 2), (300, 51, 3), (64, 3, 4)]
+)
+def test_in_place_induction_is_bit_identical_to_the_textbook_loop(
+    m: int, steps: int, seed: int
+) -> None:
     args = _inputs(m, seed)
     with np.errstate(all="ignore"):  # as its callers run it (degenerate rows give NaN)
         fast = lr_tree_nodes(*args, steps=steps)
@@ -87,8 +102,7 @@ def test_in_place_induction_is_bit_identical_to_the_textbook_loop(m: int, steps:
     assert np.isfinite(fast.american).mean() > 0.9  # the draw is mostly ordinary contracts
     for name, got, want in zip(TreeNodes._fields, fast, slow, strict=True):
         assert got.shape == want.shape == (m,), name
-        assert np.array_equal(got, want, equal_nan=True), (
-            name, np.max(np.abs(got - want)))
+        assert np.array_equal(got, want, equal_nan=True), (name, np.max(np.abs(got - want)))
         assert got.tobytes() == want.tobytes(), name  # signed zeros too
     # the outputs own their memory: no view into the induction's work arrays
     assert all(a.base is None or a.base.size == m for a in fast)

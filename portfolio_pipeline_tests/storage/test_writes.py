@@ -248,11 +248,15 @@ _ODD_FLOATS = st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     values=st.lists(
-        st.tuples(_ODD_FLOATS, _ODD_FLOATS, _ODD_FLOATS,
-                  st.sampled_from(["DU123", np.str_("DU9"), None]),
-                  st.sampled_from([DAY, NEXT_DAY, AS_OF, "2018-02-05"]),
-                  st.sampled_from([AS_OF, AS_OF.replace(tzinfo=None), "x"]),
-                  st.booleans()),
+        st.tuples(
+            _ODD_FLOATS,
+            _ODD_FLOATS,
+            _ODD_FLOATS,
+            st.sampled_from(["DU123", np.str_("DU9"), None]),
+            st.sampled_from([DAY, NEXT_DAY, AS_OF, "2018-02-05"]),
+            st.sampled_from([AS_OF, AS_OF.replace(tzinfo=None), "x"]),
+            st.booleans(),
+        ),
         max_size=6,
     )
 )
@@ -266,9 +270,15 @@ def test_column_wise_validation_matches_the_row_by_row_twin(values: list[tuple[A
 
     rows: list[dict[str, Any]] = []
     for i, (mark, underlying_price, quantity, account, session, as_of, drop) in enumerate(values):
-        row = position_row(f"p{i}", mark=mark, underlying_price=underlying_price,
-                           quantity=quantity, account_id=account, session_date=session,
-                           as_of=as_of)
+        row = position_row(
+            f"p{i}",
+            mark=mark,
+            underlying_price=underlying_price,
+            quantity=quantity,
+            account_id=account,
+            session_date=session,
+            as_of=as_of,
+        )
         if drop:
             del row["underlying_price"]  # a nullable column some rows lack
         rows.append(row)
@@ -294,11 +304,15 @@ def test_ordinary_rows_take_the_column_wise_path() -> None:
     included) are cleaned by the column-wise path, not handed back to the row-by-row one."""
     from portfolio_pipeline.storage.writes import _prepare_by_column, _prepare_by_row
 
-    rows = [position_row("a", mark=np.float64(-0.0)), stock_row("b", underlying_price=math.nan),
-            position_row("c", quantity=np.float64(3.0))]
+    rows = [
+        position_row("a", mark=np.float64(-0.0)),
+        stock_row("b", underlying_price=math.nan),
+        position_row("c", quantity=np.float64(3.0)),
+    ]
     columns = [positions_snapshot.c[name] for name in rows[0]]
     fast = _prepare_by_column(columns, rows)
     assert fast is not None
-    assert repr(fast) == repr(_prepare_by_row(positions_snapshot, {"session_date": DAY},
-                                              columns, rows))
+    assert repr(fast) == repr(
+        _prepare_by_row(positions_snapshot, {"session_date": DAY}, columns, rows)
+    )
     assert repr(fast[0]["mark"]) == "0.0" and fast[1]["underlying_price"] is None
