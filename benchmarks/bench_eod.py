@@ -17,6 +17,10 @@ GARCH fits, checks, metadata of the run).
 Where the seconds go (threads included):
 
     py-spy record -r 50 -f raw -o eod.txt -- .venv/bin/python benchmarks/bench_eod.py --start 2018-04-02 --end 2018-05-29
+
+That a faster version records the same thing: run `portfolio demo` over the same window with
+each version in its own PORTFOLIO_HOME and diff `benchmarks/eod_outputs.py HOME` of the two
+(every platform table row, every partition's metadata, every check result).
 """
 
 from __future__ import annotations
@@ -39,19 +43,21 @@ def _run(first: date, last: date, dagster_home: str | None = None, tuned: bool =
          ) -> tuple[float, float, dict[str, float]]:
     """Wall seconds, CPU seconds and per-step wall seconds of one run of ``eod_job``: on an
     in-memory Dagster instance, or on Dagster's default SQLite storage in ``dagster_home``
-    (what `portfolio demo` uses, with its ``SqliteRunStorageTuning`` unless ``tuned`` is
-    false)."""
+    (what `portfolio demo` uses: its ``dagster.yaml`` with the pooled event log and its
+    ``SqliteRunStorageTuning``, unless ``tuned`` is false: Dagster's storage as it ships)."""
     import contextlib
 
     import dagster as dg
 
-    from portfolio_pipeline.dagster_home import SqliteRunStorageTuning
+    from portfolio_pipeline.dagster_home import SqliteRunStorageTuning, sqlite_dagster_yaml
     from portfolio_pipeline.definitions import build_definitions
     from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
     from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
     sessions = ExchangeCalendar().sessions(first, last)
     job = build_definitions().resolve_job_def("eod_job")
+    if dagster_home and tuned:  # the dagster.yaml `portfolio demo` writes (pooled event log)
+        Path(dagster_home, "dagster.yaml").write_text(sqlite_dagster_yaml(Path(dagster_home)))
     instance = (dg.DagsterInstance.local_temp(dagster_home) if dagster_home
                 else dg.DagsterInstance.ephemeral())
     tuning = (SqliteRunStorageTuning(Path(dagster_home)) if dagster_home and tuned
@@ -88,8 +94,9 @@ def main() -> None:
                         help="Dagster's own storage: in memory, or SQLite files as `portfolio demo` "
                         "keeps them (every event a commit)")
     parser.add_argument("--untuned", action="store_true",
-                        help="with --instance sqlite: Dagster's SQLite files as Dagster leaves them "
-                        "(an fsync per stored event), without portfolio's SqliteRunStorageTuning")
+                        help="with --instance sqlite: Dagster's SQLite storage as it ships (an engine "
+                        "and an fsync per stored event), without portfolio's dagster.yaml "
+                        "(PooledSqliteEventLogStorage) and SqliteRunStorageTuning")
     args = parser.parse_args()
     first, last = date.fromisoformat(args.start), date.fromisoformat(args.end)
     with tempfile.TemporaryDirectory() as home:
@@ -107,7 +114,7 @@ def main() -> None:
         warm_t, warm_cpu, _ = (_run(last, last, dagster_home, tuned) if n > 1
                                else (one_t, one_cpu, one_steps))
     print(f"Dagster instance: {args.instance}"
-          + (f" ({'untuned' if args.untuned else 'SqliteRunStorageTuning'})" if dagster_home else ""))
+          + (f" ({'untuned' if args.untuned else 'pooled event log + SqliteRunStorageTuning'})" if dagster_home else ""))
     print(f"one session ({last}): {one_t:.1f} s wall, {one_cpu:.1f} s CPU (first run of the process); "
           f"again after the backfill: {warm_t:.1f} s wall, {warm_cpu:.1f} s CPU")
     print(f"single-run backfill of {n} sessions ({first} .. {last}): {year_t:.1f} s wall, "

@@ -9,6 +9,7 @@ URL (psycopg2 driver) comes from the one URL builder in ``storage.engine`` and r
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -27,8 +28,15 @@ DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
 
 _SQLITE_YAML = """\
 # Written by `portfolio`: Dagster keeps runs, events and schedules in SQLite here.
+# Events in Dagster's own files and format, one pooled connection per file
+# (portfolio_pipeline/dagster_event_log.py).
 telemetry:
   enabled: false
+event_log_storage:
+  module: portfolio_pipeline.dagster_event_log
+  class: PooledSqliteEventLogStorage
+  config:
+    base_dir: {base_dir}
 """
 
 _POSTGRES_YAML = """\
@@ -42,6 +50,14 @@ storage:
 """
 
 
+def sqlite_dagster_yaml(home: Path) -> str:
+    """``dagster.yaml`` for Dagster's SQLite storage under ``home``: Dagster's default files
+    (``history/runs.db``, ``history/runs/<run_id>.db`` + ``index.db``, ``schedules/``), the
+    event log through :class:`~portfolio_pipeline.dagster_event_log.PooledSqliteEventLogStorage`."""
+    base_dir = json.dumps(str(home / "history" / "runs") + os.sep)  # JSON strings are YAML
+    return _SQLITE_YAML.format(base_dir=base_dir)
+
+
 def prepare_dagster_home(environ: MutableMapping[str, str] | None = None) -> Path:
     """Create ``DAGSTER_HOME`` with a ``dagster.yaml`` and export the variables Dagster reads."""
     env = os.environ if environ is None else environ
@@ -50,7 +66,7 @@ def prepare_dagster_home(environ: MutableMapping[str, str] | None = None) -> Pat
     pg_url = dagster_postgres_url(env)
     if pg_url is not None:
         env[DAGSTER_PG_URL_ENV] = pg_url
-    text = _POSTGRES_YAML if pg_url is not None else _SQLITE_YAML
+    text = _POSTGRES_YAML if pg_url is not None else sqlite_dagster_yaml(home)
     target = home / "dagster.yaml"
     if not target.exists() or target.read_text() != text:
         write_private_text(target, text)
@@ -78,7 +94,10 @@ class SqliteRunStorageTuning:
       the context exits.
 
     Nothing else changes: the same events, metadata and check results are stored.  Files
-    outside ``home`` (the platform database, PostgreSQL) are left alone.
+    outside ``home`` (the platform database, PostgreSQL) are left alone.  With the event log
+    of the written ``dagster.yaml`` (:mod:`portfolio_pipeline.dagster_event_log`, one pooled
+    connection per file) the event files are no longer opened per event; the settings still
+    apply to its connections and to the run storage's ``runs.db``, which Dagster opens per call.
     """
 
     def __init__(self, home: Path) -> None:

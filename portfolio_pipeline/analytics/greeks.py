@@ -327,12 +327,30 @@ def portfolio_greek_rows(position_rows: pd.DataFrame, session: date) -> list[dic
         (["underlying"], {"broker": "*", "account_id": "*"}),
         ([], {"broker": "*", "account_id": "*", "underlying": "*"}),
     ]
+    # Each column once as float64 (NULL -> NaN); each group's values are taken in row order
+    # into a contiguous array and summed by numpy, as Series.sum does for a float64 group
+    # without NaN: the same sums, bit for bit, without a DataFrame per group.
+    values = {c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in cols}
     for keys, fixed in levels:
-        groups = [((), frame)] if not keys else list(frame.groupby(keys, sort=True))
-        for name, group in groups:
-            values = dict(zip(keys, name if isinstance(name, tuple) else (name,), strict=True))
-            sums = {c: float(group[c].astype("float64").sum(min_count=1)) if group[c].notna().all() else math.nan
-                    for c in cols}
-            rows.append({"session_date": session, **values, **fixed,
-                         "positions": len(group), **sums})
+        if keys:
+            grouped = frame.groupby(keys, sort=True)
+            # group numbers in iteration (key) order; NaN for a row with a NULL key, which
+            # groupby leaves out
+            ids = grouped.ngroup().to_numpy(dtype=np.float64, na_value=np.nan)
+            kept = np.flatnonzero(~np.isnan(ids))
+            order = kept[np.argsort(ids[kept], kind="stable")]  # each group's rows in frame order
+            counts = np.bincount(ids[kept].astype(np.int64), minlength=grouped.ngroups)
+            ends = np.cumsum(counts)
+            groups = [(name, order[end - count : end]) for name, count, end in
+                      zip(grouped.size().index, counts, ends, strict=True)]
+        else:
+            groups = [((), np.arange(len(frame)))]
+        for name, index in groups:
+            labels = dict(zip(keys, name if isinstance(name, tuple) else (name,), strict=True))
+            sums: dict[str, float] = {}
+            for c in cols:
+                part = values[c][index]
+                sums[c] = math.nan if np.isnan(part).any() else float(part.sum())
+            rows.append({"session_date": session, **labels, **fixed,
+                         "positions": len(index), **sums})
     return rows

@@ -317,31 +317,54 @@ def lr_tree_nodes(
     up = growth * pbar / pu
     dn = (growth - pu * up) / (1.0 - pu)
     disc = np.exp(-r * dt)
-    a_up = (disc * pu)[:, None]
-    a_dn = (disc * (1.0 - pu))[:, None]
-    w = np.where(is_call, 1.0, -1.0)[:, None]
-    j = np.arange(n + 1, dtype=np.float64)[None, :]
+    # Node-major layout: row j holds node j of every contract, so the i + 1 nodes of
+    # step i are the first i + 1 rows, one contiguous block; the American values sit in
+    # the first ``c`` columns of ``vals``, the European ones in the last ``c``.
+    c = s.size
+    a_up = np.tile(disc * pu, 2)[None, :]
+    a_dn = np.tile(disc * (1.0 - pu), 2)[None, :]
+    w = np.where(is_call, 1.0, -1.0)[None, :]
+    j = np.arange(n + 1, dtype=np.float64)[:, None]
     # terminal spots S u^j d^(n-j) in log space
-    ls = np.log(s)[:, None] + j * np.log(up)[:, None] + (n - j) * np.log(dn)[:, None]
+    ls = np.log(s)[None, :] + j * np.log(up)[None, :] + (n - j) * np.log(dn)[None, :]
     spot = np.exp(ls)
-    kk = k[:, None]
-    amer = np.maximum(w * (spot - kk), 0.0)
-    euro = amer.copy()
-    inv_dn = (1.0 / dn)[:, None]
+    kk = k[None, :]
+    payoff = np.maximum(w * (spot - kk), 0.0)
+    vals = np.concatenate([payoff, payoff], axis=1)
+    inv_dn = (1.0 / dn)[None, :]
+    # Backward induction in place: step i keeps its i + 1 nodes in the first rows of vals
+    # and wspot; one scratch array takes the up-moves, another the exercise values.  The
+    # same operations on the same operands as the textbook loop, without allocating ~10
+    # arrays per step, so the values are bit-identical (twin test in
+    # portfolio_pipeline_tests/quant/test_american_tree.py): a_dn V_dn + a_up V_up equals
+    # a_up V_up + a_dn V_dn exactly, and with w = +-1 the spots are carried signed,
+    # w S (w S / d = w (S / d) and w S - w K = w (S - K) exactly: IEEE rounding is
+    # symmetric in sign), which saves two operations per step.
+    wspot = w * spot
+    wk = w * kk
+    scratch = np.empty_like(vals)
+    ex_scratch = np.empty_like(spot)
     first: dict[int, tuple[Float64Array, Float64Array, Float64Array]] = {}
     for i in range(n - 1, -1, -1):
-        amer = a_up * amer[:, 1 : i + 2] + a_dn * amer[:, : i + 1]
-        euro = a_up * euro[:, 1 : i + 2] + a_dn * euro[:, : i + 1]
-        spot = spot[:, : i + 1] * inv_dn
-        ex = w * (spot - kk)
-        np.maximum(amer, ex, out=amer)
+        m = i + 1
+        tmp = scratch[:m]
+        np.multiply(a_up, vals[1 : m + 1], out=tmp)
+        head = vals[:m]
+        np.multiply(a_dn, head, out=head)
+        np.add(head, tmp, out=head)
+        node = wspot[:m]
+        np.multiply(node, inv_dn, out=node)
+        ex = ex_scratch[:m]
+        np.subtract(node, wk, out=ex)
+        am = head[:, :c]
+        np.maximum(am, ex, out=am)
         if i in (1, 2):
-            first[i] = (amer.copy(), euro.copy(), spot.copy())
+            first[i] = (am.T.copy(), head[:, c:].T.copy(), (w * node).T.copy())
     a1, e1, s1 = first[1]
     a2, e2, s2 = first[2]
     return TreeNodes(
-        amer[:, 0],
-        euro[:, 0],
+        vals[0, :c].copy(),
+        vals[0, c:].copy(),
         _node_delta(a1, s1),
         _node_delta(e1, s1),
         _node_gamma(a2, s2),

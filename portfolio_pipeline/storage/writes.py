@@ -12,6 +12,7 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -112,6 +113,8 @@ def _prepare_rows(
         for name in partition:
             if name not in row:
                 raise ValueError(f"row {index} lacks partition column {name!r} of {table.name!r}")
+        if row.keys() <= names.keys():
+            continue  # no new name in this row
         for name in row:
             if name not in names:  # the first row holding a name is the one an error names
                 _column(table, name, where=f"row {index}")
@@ -120,6 +123,89 @@ def _prepare_rows(
         if rows and column.name not in names:
             raise ValueError(f"required column {column.name!r} of {table.name!r} is missing")
     columns = [table.c[name] for name in names]
+    fast = _prepare_by_column(columns, rows)
+    if fast is not None:
+        for index, (row, clean) in enumerate(zip(rows, fast, strict=True)):
+            for name, expected in partition.items():
+                if clean[name] != expected:
+                    raise ValueError(
+                        f"row {index} has {name}={row[name]!r} outside the partition "
+                        f"{name}={expected!r} of {table.name!r}"
+                    )
+        _check_unique_keys(table, fast)
+        return fast
+    return _prepare_by_row(table, partition, columns, rows)
+
+
+_FLOAT_TYPES = frozenset({float, np.float64})
+_NONE_TYPE = type(None)
+
+
+def _clean_column(column: Column[Any], values: list[Any]) -> list[Any] | None:
+    """``values`` cleaned as :func:`_clean_value` cleans each, checked for the whole column
+    at once; ``None`` when any value is missing, invalid or not of a common kind (the
+    row-by-row path then cleans them, or raises the error naming the first bad row)."""
+    types = set(map(type, values))
+    if _NONE_TYPE in types and not column.nullable:
+        return None
+    col_type = column.type
+    if isinstance(col_type, Float) and types <= _FLOAT_TYPES | {_NONE_TYPE}:
+        none = [v is None for v in values] if _NONE_TYPE in types else None
+        array = np.array(
+            [0.0 if v is None else v for v in values] if none else values, dtype=np.float64
+        )
+        if np.isinf(array).any():
+            return None
+        nan = np.isnan(array)
+        if nan.any() and not column.nullable:
+            return None
+        array[array == 0.0] = 0.0  # -0.0 is stored as +0.0 (see _clean_value)
+        out: list[Any] = array.tolist()
+        for i in np.flatnonzero(nan).tolist():
+            out[i] = None  # NaN is stored as NULL
+        if none is not None:
+            for i, is_none in enumerate(none):
+                if is_none:
+                    out[i] = None
+        return out
+    plain = not isinstance(col_type, UtcDateTime | JSON | Float) and not any(
+        issubclass(t, np.generic) for t in types
+    )
+    if plain and (not isinstance(col_type, Date) or types <= {date, _NONE_TYPE}):
+        return values  # what _clean_value returns for each of them
+    try:
+        return [_clean_value(column, v, where="") for v in values]
+    except ValueError:
+        return None
+
+
+def _prepare_by_column(
+    columns: Sequence[Column[Any]], rows: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """Rows cleaned a column at a time (numpy for float columns); ``None`` when a value
+    needs the row-by-row path (a missing key, an invalid value, an unusual type)."""
+    names = [c.name for c in columns]
+    if not rows or not names or any(len(row) != len(names) for row in rows):
+        return None  # a row lacks a column (every key of every row is one of ``names``)
+    if len(names) == 1:
+        by_column: list[list[Any]] = [[row[names[0]] for row in rows]]
+    else:
+        by_column = [list(values) for values in zip(*map(itemgetter(*names), rows), strict=True)]
+    cleaned: list[list[Any]] = []
+    for column, values in zip(columns, by_column, strict=True):
+        clean = _clean_column(column, values)
+        if clean is None:
+            return None
+        cleaned.append(clean)
+    return [dict(zip(names, values, strict=True)) for values in zip(*cleaned, strict=True)]
+
+
+def _prepare_by_row(
+    table: Table,
+    partition: Mapping[str, Any],
+    columns: Sequence[Column[Any]],
+    rows: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
     prepared: list[dict[str, Any]] = []
     for index, row in enumerate(rows):
         where = f"row {index}"

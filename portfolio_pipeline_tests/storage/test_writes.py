@@ -232,3 +232,87 @@ def test_any_finite_float64_round_trips_exactly(db: Database, values: list[float
     assert [math.copysign(1.0, r["mark"]) for r in stored] == [
         math.copysign(1.0, v) if v != 0.0 else 1.0 for v in values
     ]
+
+
+# -- column-wise validation against the row-by-row twin -------------------------------------
+
+_ODD_FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, math.nan, math.inf, -math.inf, 1e308, 5e-324]),
+    st.floats(allow_nan=True).map(np.float64),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([None, True, np.int64(3), np.float32(0.5), "1.5", np.nan]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    values=st.lists(
+        st.tuples(
+            _ODD_FLOATS,
+            _ODD_FLOATS,
+            _ODD_FLOATS,
+            st.sampled_from(["DU123", np.str_("DU9"), None]),
+            st.sampled_from([DAY, NEXT_DAY, AS_OF, "2018-02-05"]),
+            st.sampled_from([AS_OF, AS_OF.replace(tzinfo=None), "x"]),
+            st.booleans(),
+        ),
+        max_size=6,
+    )
+)
+@example(values=[(-0.0, math.nan, 1.0, "DU123", DAY, AS_OF, False)])
+@example(values=[(1.0, None, math.inf, "DU123", DAY, AS_OF, True)] * 2)
+def test_column_wise_validation_matches_the_row_by_row_twin(values: list[tuple[Any, ...]]) -> None:
+    """``_prepare_rows`` validates and cleans a column at a time (numpy for floats) and falls
+    back to the row-by-row path; the outcome (rows, bit for bit, or the error message naming
+    the first bad row) must be the row-by-row path's on the same input."""
+    from portfolio_pipeline.storage.writes import _prepare_by_row, _prepare_rows
+
+    rows: list[dict[str, Any]] = []
+    for i, (mark, underlying_price, quantity, account, session, as_of, drop) in enumerate(values):
+        row = position_row(
+            f"p{i}",
+            mark=mark,
+            underlying_price=underlying_price,
+            quantity=quantity,
+            account_id=account,
+            session_date=session,
+            as_of=as_of,
+        )
+        if drop:
+            del row["underlying_price"]  # a nullable column some rows lack
+        rows.append(row)
+    partition = {"session_date": DAY}
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    columns = [positions_snapshot.c[name] for name in names]
+
+    def outcome(fn: Any, *args: Any) -> tuple[str, str]:
+        try:
+            return "ok", repr(fn(*args))
+        except ValueError as exc:
+            return "error", str(exc)
+
+    fast = outcome(_prepare_rows, positions_snapshot, partition, rows)
+    slow = outcome(_prepare_by_row, positions_snapshot, partition, columns, rows)
+    assert fast == slow
+
+
+def test_ordinary_rows_take_the_column_wise_path() -> None:
+    """The twin test above compares something: ordinary rows (NaN, -0.0, None, numpy floats
+    included) are cleaned by the column-wise path, not handed back to the row-by-row one."""
+    from portfolio_pipeline.storage.writes import _prepare_by_column, _prepare_by_row
+
+    rows = [
+        position_row("a", mark=np.float64(-0.0)),
+        stock_row("b", underlying_price=math.nan),
+        position_row("c", quantity=np.float64(3.0)),
+    ]
+    columns = [positions_snapshot.c[name] for name in rows[0]]
+    fast = _prepare_by_column(columns, rows)
+    assert fast is not None
+    assert repr(fast) == repr(
+        _prepare_by_row(positions_snapshot, {"session_date": DAY}, columns, rows)
+    )
+    assert repr(fast[0]["mark"]) == "0.0" and fast[1]["underlying_price"] is None
