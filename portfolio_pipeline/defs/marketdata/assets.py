@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from portfolio_pipeline.brokers.base import BrokerAdapter
 from portfolio_pipeline.clock import system_clock
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.marketdata import checks
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -190,7 +191,7 @@ def make_market_history_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsD
         "VIX3M from the configured broker (demo: its shipped data), backfilled once then "
         "extended each session; stored with their source, never filled.",
         partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=session_backfill_policy(),
         group_name=GROUP,
         deps=[dg.AssetKey("positions_snapshot")],
         check_specs=checks.HISTORY_CHECKS,
