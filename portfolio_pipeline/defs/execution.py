@@ -31,7 +31,7 @@ EXECUTOR_ENV = "PORTFOLIO_EXECUTOR"
 CELERY_BROKER_ENV = "PORTFOLIO_CELERY_BROKER"
 CELERY_QUEUE_ENV = "PORTFOLIO_CELERY_QUEUE"
 BACKFILL_CHUNK_ENV = "PORTFOLIO_BACKFILL_CHUNK"
-DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"  # pragma: allowlist secret
 DEFAULT_QUEUE = "portfolio"
 CELERY_BACKEND = "rpc://"
 """Celery's result backend: replies over the broker (nothing else to run)."""
@@ -110,7 +110,7 @@ def execution_settings(environ: Mapping[str, str] | None = None) -> ExecutionSet
                          "'portfolio-pipeline[celery]' (python3.11 dev.py install has it)") from None
     broker = env.get(CELERY_BROKER_ENV, "").strip() or DEFAULT_BROKER
     if not broker.startswith(("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://")):
-        raise ValueError(f"{CELERY_BROKER_ENV}={broker!r}: expected a Celery broker URL (amqp://user:pass@host:5672//)")
+        raise ValueError(f"{CELERY_BROKER_ENV}={broker!r}: expected a Celery broker URL (amqp://host:5672//)")
     queue = env.get(CELERY_QUEUE_ENV, "").strip() or DEFAULT_QUEUE
     if not queue.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ValueError(f"{CELERY_QUEUE_ENV}={queue!r}: letters, digits, '-', '_' and '.' only")
