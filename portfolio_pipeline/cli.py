@@ -189,6 +189,12 @@ def _run_sessions(
         raise click.BadParameter(str(exc)) from None
     lower_priority(niceness)  # the live monitor keeps the CPU it needs while the run computes
     load_platform_config(config_dir())  # a broken config fails here, before any Dagster run
+    from portfolio_pipeline.defs.execution import backfill_chunk, chunks, execution_settings
+
+    try:  # PORTFOLIO_EXECUTOR, PORTFOLIO_CELERY_*, PORTFOLIO_BACKFILL_CHUNK
+        on_celery, size = execution_settings().kind == "celery", backfill_chunk()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     with Database() as database:  # ... and so does an unreachable database
         database.migrate()
     home = prepare_dagster_home()
@@ -211,12 +217,6 @@ def _run_sessions(
 
     if (end := demo_partitions_end()) is not None and sessions[-1] >= end:
         raise click.BadParameter(f"{sessions[-1]} is after the demo record's last session {RECORD_END}")
-    from portfolio_pipeline.defs.execution import backfill_chunk, chunks, execution_settings
-
-    try:  # PORTFOLIO_EXECUTOR, PORTFOLIO_CELERY_*, PORTFOLIO_BACKFILL_CHUNK
-        on_celery, size = execution_settings().kind == "celery", backfill_chunk()
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
     definitions = build_definitions()
     job = definitions.resolve_job_def(job_name)
     ok, run_ids = True, []

@@ -18,9 +18,10 @@ def app_args(settings: CelerySettings) -> dict[str, Any]:
     from dagster_celery.executor import CeleryExecutor
 
     config = settings.app_config()
-    executor = CeleryExecutor(retries=RetryMode.ENABLED, broker=config["broker"], backend=config["backend"],
-                              include=config["include"], config_source=config["config_source"])
-    args: dict[str, Any] = executor.app_args()
+    executor = CeleryExecutor(  # type: ignore[no-untyped-call]
+        retries=RetryMode.ENABLED, broker=config["broker"], backend=config["backend"],
+        include=config["include"], config_source=config["config_source"])
+    args: dict[str, Any] = executor.app_args()  # type: ignore[no-untyped-call]
     return args
 
 
@@ -35,8 +36,8 @@ def _make() -> Any:
     from dagster_celery.make_app import make_app
     from dagster_celery.tasks import create_task
 
-    celery = make_app(app_args(_celery_settings()))
-    create_task(celery)
+    celery = make_app(app_args(_celery_settings()))  # type: ignore[no-untyped-call]
+    create_task(celery)  # type: ignore[no-untyped-call]
     return celery
 
 
