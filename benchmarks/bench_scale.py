@@ -92,7 +92,7 @@ def two_workers(first: date, last: date, scratch: Path) -> tuple[float, float]:
     env = _env(scratch / name, url, PORTFOLIO_EXECUTOR="celery", PORTFOLIO_CELERY_QUEUE=queue)
     cpu0 = _children_cpu()
     logs = [scratch / f"{queue}-w{i}.log" for i in (1, 2)]
-    workers = [subprocess.Popen([PORTFOLIO, "workers", "start", "-n", "1", "--name", f"w{i}", "--loglevel", "INFO"],
+    workers = [subprocess.Popen([PORTFOLIO, "workers", "start", "-n", "1", "--name", f"{queue}-w{i}", "--loglevel", "INFO"],
                                 env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
                for i, log in zip((1, 2), logs, strict=True)]
     try:

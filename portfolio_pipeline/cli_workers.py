@@ -36,10 +36,11 @@ def workers() -> None:
 @workers.command("start")
 @click.option("-n", "--count", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes (one step at a time each).")
-@click.option("--name", default="portfolio", show_default=True, help="Worker name prefix (name-i@host).")
+@click.option("--name", default=None,
+              help="Worker name (name-i@host with -n > 1); unique on the broker. Default: the queue's name.")
 @click.option("--loglevel", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-def workers_start(count: int, name: str, loglevel: str) -> None:
+def workers_start(count: int, name: str | None, loglevel: str) -> None:
     """Start COUNT local workers on PORTFOLIO_CELERY_BROKER / PORTFOLIO_CELERY_QUEUE.
 
     The workers read the run from Dagster's PostgreSQL storage (PORTFOLIO_DB_URL) and write
@@ -59,6 +60,7 @@ def workers_start(count: int, name: str, loglevel: str) -> None:
         database.migrate()
     home = prepare_dagster_home(env)  # DAGSTER_HOME and DAGSTER_PG_URL for the workers
     queue = settings.celery.queue
+    name = name or queue  # two workers of one name on a broker clash (Celery's control queue)
     click.echo(f"{count} worker(s) on queue {queue!r}, DAGSTER_HOME={home}", err=True)
     if count == 1:  # the worker replaces this process (a supervisor sees Celery itself)
         command = worker_command(queue, name, loglevel)

@@ -1,7 +1,8 @@
 """End to end on Dagster's Celery executor: two workers (separate processes) on the local
-RabbitMQ and a throwaway PostgreSQL database run a two-week demo backfill; the platform
-tables equal, row for row, those of the same window run in one process, even though one
-worker is SIGKILLed in the middle of a step (the broker hands the step to the other one).
+RabbitMQ and a throwaway PostgreSQL database run a two-week demo backfill in two chunks of
+5 sessions; the platform tables equal, row for row, those of the same window run in one
+process as one run, even though one worker is SIGKILLed in the middle of a step (the broker
+hands the step to the other one).
 
 Needs RabbitMQ on 127.0.0.1:5672 (guest/guest, or PORTFOLIO_CELERY_BROKER) and PostgreSQL."""
 
@@ -92,10 +93,12 @@ def test_two_celery_workers_match_the_single_process_run_and_survive_a_killed_wo
                             env=_env(tmp_path, "single", single_url), capture_output=True, text=True, timeout=1800)
     assert single.returncode == 0, single.stdout + single.stderr
 
-    env = _env(tmp_path, "celery", celery_url, PORTFOLIO_EXECUTOR="celery", PORTFOLIO_CELERY_QUEUE=queue)
+    # ... in two runs of at most 5 sessions: chunked on workers == one run in one process
+    env = _env(tmp_path, "celery", celery_url, PORTFOLIO_EXECUTOR="celery", PORTFOLIO_CELERY_QUEUE=queue,
+               PORTFOLIO_BACKFILL_CHUNK="5")
     logs = {name: tmp_path / f"{name}.log" for name in ("w1", "w2")}
     workers = {name: subprocess.Popen(  # -n 1: the process IS the Celery worker (exec)
-        [PORTFOLIO, "workers", "start", "-n", "1", "--name", name, "--loglevel", "INFO"],
+        [PORTFOLIO, "workers", "start", "-n", "1", "--name", f"{queue}-{name}", "--loglevel", "INFO"],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT) for name, log in logs.items()}
     demo: subprocess.Popen[str] | None = None
     try:
