@@ -52,7 +52,9 @@ def _database(name: str, create: bool) -> str:
         if create:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         else:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
     return SERVER.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + "/" + name
 
 
@@ -66,8 +68,13 @@ def _env(home: Path, url: str, **extra: str) -> dict[str, str]:
 
 def _demo(env: dict[str, str], first: date, last: date) -> float:
     start = time.perf_counter()
-    done = subprocess.run([PORTFOLIO, "demo", "--start", first.isoformat(), "--end", last.isoformat()],
-                          env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [PORTFOLIO, "demo", "--start", first.isoformat(), "--end", last.isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(done.stdout + done.stderr)
@@ -92,9 +99,25 @@ def two_workers(first: date, last: date, scratch: Path) -> tuple[float, float]:
     env = _env(scratch / name, url, PORTFOLIO_EXECUTOR="celery", PORTFOLIO_CELERY_QUEUE=queue)
     cpu0 = _children_cpu()
     logs = [scratch / f"{queue}-w{i}.log" for i in (1, 2)]
-    workers = [subprocess.Popen([PORTFOLIO, "workers", "start", "-n", "1", "--name", f"{queue}-w{i}", "--loglevel", "INFO"],
-                                env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-               for i, log in zip((1, 2), logs, strict=True)]
+    workers = [
+        subprocess.Popen(
+            [
+                PORTFOLIO,
+                "workers",
+                "start",
+                "-n",
+                "1",
+                "--name",
+                f"{queue}-w{i}",
+                "--loglevel",
+                "INFO",
+            ],
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        for i, log in zip((1, 2), logs, strict=True)
+    ]
     try:
         while not all(" ready." in log.read_text() for log in logs):
             if any(w.poll() is not None for w in workers):
@@ -108,7 +131,9 @@ def two_workers(first: date, last: date, scratch: Path) -> tuple[float, float]:
             w.wait()
         from kombu import Connection
 
-        with Connection(os.environ.get("PORTFOLIO_CELERY_BROKER", "amqp://127.0.0.1:5672//")) as conn:
+        with Connection(
+            os.environ.get("PORTFOLIO_CELERY_BROKER", "amqp://127.0.0.1:5672//")
+        ) as conn:
             conn.default_channel.queue_delete(queue)
         _database(name, create=False)
     return wall, _children_cpu() - cpu0
@@ -122,8 +147,11 @@ def main() -> None:
     from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
     n = len(ExchangeCalendar().sessions(args.start, args.end))
-    print(f"window {args.start} .. {args.end}: {n} sessions; load average {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"window {args.start} .. {args.end}: {n} sessions; load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} CPUs",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         scratch = Path(tmp)
         w1, c1 = one_process(args.start, args.start, scratch)
@@ -131,8 +159,10 @@ def main() -> None:
         wp, cp = one_process(args.start, args.end, scratch)
         print(f"one process, {n} sessions: {wp:7.1f} s wall {cp:7.1f} s CPU", flush=True)
         ww, cw = two_workers(args.start, args.end, scratch)
-        print(f"2 workers,   {n} sessions: {ww:7.1f} s wall {cw:7.1f} s CPU (workers' start-up included)",
-              flush=True)
+        print(
+            f"2 workers,   {n} sessions: {ww:7.1f} s wall {cw:7.1f} s CPU (workers' start-up included)",
+            flush=True,
+        )
     per = max(cp - c1, 0.0) / max(n - 1, 1)
     fixed = cp - per * n
     print(f"CPU split (one process): {per:.2f} s per session, {fixed:.1f} s fixed (serial)")

@@ -24,8 +24,24 @@ def worker_command(queue: str, name: str, loglevel: str) -> list[str]:
     (``--pool solo``: killing the worker kills its step, which the broker hands to another
     worker, since steps are acknowledged only once done)."""
     celery = Path(sys.executable).with_name("celery")
-    return [str(celery), "-A", CELERY_APP, "worker", "--pool", "solo", "--prefetch-multiplier", "1",
-            "-Q", queue, "-n", f"{name}@%h", "--loglevel", loglevel, "--without-gossip", "--without-mingle"]
+    return [
+        str(celery),
+        "-A",
+        CELERY_APP,
+        "worker",
+        "--pool",
+        "solo",
+        "--prefetch-multiplier",
+        "1",
+        "-Q",
+        queue,
+        "-n",
+        f"{name}@%h",
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 @click.group()
@@ -34,12 +50,25 @@ def workers() -> None:
 
 
 @workers.command("start")
-@click.option("-n", "--count", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Worker processes (one step at a time each).")
-@click.option("--name", default=None,
-              help="Worker name (name-i@host with -n > 1); unique on the broker. Default: the queue's name.")
-@click.option("--loglevel", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "-n",
+    "--count",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes (one step at a time each).",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="Worker name (name-i@host with -n > 1); unique on the broker. Default: the queue's name.",
+)
+@click.option(
+    "--loglevel",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 def workers_start(count: int, name: str | None, loglevel: str) -> None:
     """Start COUNT local workers on PORTFOLIO_CELERY_BROKER / PORTFOLIO_CELERY_QUEUE.
 
@@ -65,8 +94,10 @@ def workers_start(count: int, name: str | None, loglevel: str) -> None:
     if count == 1:  # the worker replaces this process (a supervisor sees Celery itself)
         command = worker_command(queue, name, loglevel)
         os.execve(command[0], command, env)
-    children = [subprocess.Popen(worker_command(queue, f"{name}-{i + 1}", loglevel), env=env)
-                for i in range(count)]
+    children = [
+        subprocess.Popen(worker_command(queue, f"{name}-{i + 1}", loglevel), env=env)
+        for i in range(count)
+    ]
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         for child in children:

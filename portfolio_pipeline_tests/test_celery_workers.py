@@ -37,8 +37,11 @@ WALL_CLOCK_COLUMNS = {"created_at", "fetched_at", "updated_at", "imported_at"}
 def _env(tmp_path: Path, name: str, db_url: str, **extra: str) -> dict[str, str]:
     home = tmp_path / name
     home.mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PORTFOLIO_", "DAGSTER_")) or k == "PORTFOLIO_TEST_PG_URL"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PORTFOLIO_", "DAGSTER_")) or k == "PORTFOLIO_TEST_PG_URL"
+    }
     env.update(PORTFOLIO_HOME=str(home), PORTFOLIO_DB_URL=db_url, **extra)
     return env
 
@@ -50,9 +53,12 @@ def _rows(url: str) -> dict[str, list[tuple[str, ...]]]:
     try:
         with db.connect() as conn:
             for table in metadata.sorted_tables:
-                columns = [c for c in table.columns
-                           if not (c.name in WALL_CLOCK_COLUMNS and isinstance(c.type, UtcDateTime))
-                           and not (c.primary_key and c.autoincrement is True)]
+                columns = [
+                    c
+                    for c in table.columns
+                    if not (c.name in WALL_CLOCK_COLUMNS and isinstance(c.type, UtcDateTime))
+                    and not (c.primary_key and c.autoincrement is True)
+                ]
                 rows = conn.execute(select(*columns)).all()
                 out[table.name] = sorted(tuple(repr(v) for v in row) for row in rows)
     finally:
@@ -80,35 +86,79 @@ def _wait_for(predicate: Callable[[], bool], what: str, timeout: float, procs: l
     deadline = time.monotonic() + timeout
     while not predicate():
         for proc in procs:
-            assert proc.poll() is None, f"{proc.args} exited with {proc.returncode} while waiting for {what}"
+            assert proc.poll() is None, (
+                f"{proc.args} exited with {proc.returncode} while waiting for {what}"
+            )
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
 
 
 def test_two_celery_workers_match_the_single_process_run_and_survive_a_killed_worker(
-    tmp_path: Path, make_postgres_database: Callable[[], str], queue: str,
+    tmp_path: Path,
+    make_postgres_database: Callable[[], str],
+    queue: str,
 ) -> None:
     single_url, celery_url = make_postgres_database(), make_postgres_database()
-    single = subprocess.run([PORTFOLIO, "demo", "--start", FIRST, "--end", LAST],
-                            env=_env(tmp_path, "single", single_url), capture_output=True, text=True, timeout=1800)
+    single = subprocess.run(
+        [PORTFOLIO, "demo", "--start", FIRST, "--end", LAST],
+        env=_env(tmp_path, "single", single_url),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert single.returncode == 0, single.stdout + single.stderr
 
     # ... in two runs of at most 5 sessions: chunked on workers == one run in one process
-    env = _env(tmp_path, "celery", celery_url, PORTFOLIO_EXECUTOR="celery", PORTFOLIO_CELERY_QUEUE=queue,
-               PORTFOLIO_BACKFILL_CHUNK="5")
+    env = _env(
+        tmp_path,
+        "celery",
+        celery_url,
+        PORTFOLIO_EXECUTOR="celery",
+        PORTFOLIO_CELERY_QUEUE=queue,
+        PORTFOLIO_BACKFILL_CHUNK="5",
+    )
     logs = {name: tmp_path / f"{name}.log" for name in ("w1", "w2")}
-    workers = {name: subprocess.Popen(  # -n 1: the process IS the Celery worker (exec)
-        [PORTFOLIO, "workers", "start", "-n", "1", "--name", f"{queue}-{name}", "--loglevel", "INFO"],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT) for name, log in logs.items()}
+    workers = {
+        name: subprocess.Popen(  # -n 1: the process IS the Celery worker (exec)
+            [
+                PORTFOLIO,
+                "workers",
+                "start",
+                "-n",
+                "1",
+                "--name",
+                f"{queue}-{name}",
+                "--loglevel",
+                "INFO",
+            ],
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        for name, log in logs.items()
+    }
     demo: subprocess.Popen[str] | None = None
     try:
-        _wait_for(lambda: all(" ready." in log.read_text() for log in logs.values()), "the workers",
-                  180, list(workers.values()))
-        demo = subprocess.Popen([PORTFOLIO, "demo", "--start", FIRST, "--end", LAST], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        _wait_for(
+            lambda: all(" ready." in log.read_text() for log in logs.values()),
+            "the workers",
+            180,
+            list(workers.values()),
+        )
+        demo = subprocess.Popen(
+            [PORTFOLIO, "demo", "--start", FIRST, "--end", LAST],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         # w1 dies (SIGKILL, no goodbye) while running its second step
-        _wait_for(lambda: logs["w1"].read_text().count("] received") >= 2, "w1's second step", 900,
-                  [demo, workers["w1"]])
+        _wait_for(
+            lambda: logs["w1"].read_text().count("] received") >= 2,
+            "w1's second step",
+            900,
+            [demo, workers["w1"]],
+        )
         workers["w1"].send_signal(signal.SIGKILL)
         workers["w1"].wait(30)
         killed = _received(logs["w1"].read_text())[-1]
@@ -130,7 +180,13 @@ def test_two_celery_workers_match_the_single_process_run_and_survive_a_killed_wo
     assert killed in _received(w2) and f"[{killed}] succeeded" in w2
 
     expected, got = _rows(single_url), _rows(celery_url)
-    for name in ("positions_snapshot", "market_history", "portfolio_returns", "monte_carlo_var", "stress_shock_grid"):
+    for name in (
+        "positions_snapshot",
+        "market_history",
+        "portfolio_returns",
+        "monte_carlo_var",
+        "stress_shock_grid",
+    ):
         assert expected[name], name  # (risk_metrics needs a longer record than two weeks)
     assert got.keys() == expected.keys()
     different = [name for name in expected if got[name] != expected[name]]

@@ -19,8 +19,12 @@ def app_args(settings: CelerySettings) -> dict[str, Any]:
 
     config = settings.app_config()
     executor = CeleryExecutor(  # type: ignore[no-untyped-call]
-        retries=RetryMode.ENABLED, broker=config["broker"], backend=config["backend"],
-        include=config["include"], config_source=config["config_source"])
+        retries=RetryMode.ENABLED,
+        broker=config["broker"],
+        backend=config["backend"],
+        include=config["include"],
+        config_source=config["config_source"],
+    )
     args: dict[str, Any] = executor.app_args()  # type: ignore[no-untyped-call]
     return args
 
@@ -28,7 +32,9 @@ def app_args(settings: CelerySettings) -> dict[str, Any]:
 def _celery_settings() -> CelerySettings:
     settings: ExecutionSettings = execution_settings()
     if settings.celery is None:
-        raise ValueError("the Celery workers need PORTFOLIO_EXECUTOR=celery (set by `portfolio workers start`)")
+        raise ValueError(
+            "the Celery workers need PORTFOLIO_EXECUTOR=celery (set by `portfolio workers start`)"
+        )
     return settings.celery
 
 

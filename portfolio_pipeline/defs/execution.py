@@ -94,23 +94,32 @@ def execution_settings(environ: Mapping[str, str] | None = None) -> ExecutionSet
     env = _env(environ)
     raw = env.get(EXECUTOR_ENV, "").strip().lower() or "multiprocess"
     if raw not in EXECUTORS:
-        raise ValueError(f"{EXECUTOR_ENV}={env.get(EXECUTOR_ENV)!r}: expected one of {', '.join(EXECUTORS)}")
-    kind: ExecutorKind = "celery" if raw == "celery" else "in_process" if raw == "in_process" else "multiprocess"
+        raise ValueError(
+            f"{EXECUTOR_ENV}={env.get(EXECUTOR_ENV)!r}: expected one of {', '.join(EXECUTORS)}"
+        )
+    kind: ExecutorKind = (
+        "celery" if raw == "celery" else "in_process" if raw == "in_process" else "multiprocess"
+    )
     if kind != "celery":
         return ExecutionSettings(kind)
     if dagster_postgres_url(env) is None:
         raise ValueError(
             f"{EXECUTOR_ENV}=celery needs Dagster's run/event storage in PostgreSQL (PORTFOLIO_DB_URL="
             "postgresql+psycopg://...): Celery workers are other processes and read the run from it, "
-            "not from this machine's SQLite files")
+            "not from this machine's SQLite files"
+        )
     try:
         import dagster_celery  # noqa: F401
     except ImportError:
-        raise ValueError(f"{EXECUTOR_ENV}=celery needs the celery extra: pip install "
-                         "'portfolio-pipeline[celery]' (python3.11 dev.py install has it)") from None
+        raise ValueError(
+            f"{EXECUTOR_ENV}=celery needs the celery extra: pip install "
+            "'portfolio-pipeline[celery]' (python3.11 dev.py install has it)"
+        ) from None
     broker = env.get(CELERY_BROKER_ENV, "").strip() or DEFAULT_BROKER
     if not broker.startswith(("amqp://", "amqps://", "pyamqp://", "redis://", "rediss://")):
-        raise ValueError(f"{CELERY_BROKER_ENV}={broker!r}: expected a Celery broker URL (amqp://host:5672//)")
+        raise ValueError(
+            f"{CELERY_BROKER_ENV}={broker!r}: expected a Celery broker URL (amqp://host:5672//)"
+        )
     queue = env.get(CELERY_QUEUE_ENV, "").strip() or DEFAULT_QUEUE
     if not queue.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ValueError(f"{CELERY_QUEUE_ENV}={queue!r}: letters, digits, '-', '_' and '.' only")
@@ -142,4 +151,4 @@ def chunks(sessions: list[date], size: int | None) -> list[list[date]]:
     """``sessions`` in consecutive runs of at most ``size`` (all in one when None)."""
     if size is None or not sessions:
         return [sessions]
-    return [sessions[i:i + size] for i in range(0, len(sessions), size)]
+    return [sessions[i : i + size] for i in range(0, len(sessions), size)]

@@ -25,7 +25,10 @@ def test_default_is_dagsters_multiprocess_executor() -> None:
         settings = execution_settings(env)
         assert settings.kind == "multiprocess"
         assert settings.executor() is None  # Definitions keep Dagster's default executor
-    assert execution_settings({"PORTFOLIO_EXECUTOR": "in_process"}).executor() is dg.in_process_executor
+    assert (
+        execution_settings({"PORTFOLIO_EXECUTOR": "in_process"}).executor()
+        is dg.in_process_executor
+    )
 
 
 def test_celery_settings_defaults_and_overrides() -> None:
@@ -33,8 +36,14 @@ def test_celery_settings_defaults_and_overrides() -> None:
     assert settings.celery is not None
     assert (settings.celery.broker, settings.celery.queue) == (DEFAULT_BROKER, DEFAULT_QUEUE)
     assert DEFAULT_BROKER == "amqp://guest:guest@127.0.0.1:5672//"  # pragma: allowlist secret
-    custom = execution_settings({"PORTFOLIO_EXECUTOR": "celery", "PORTFOLIO_CELERY_BROKER": "amqp://u:p@mq:5672//",
-                                 "PORTFOLIO_CELERY_QUEUE": "desk-2", **PG}).celery
+    custom = execution_settings(
+        {
+            "PORTFOLIO_EXECUTOR": "celery",
+            "PORTFOLIO_CELERY_BROKER": "amqp://u:p@mq:5672//",
+            "PORTFOLIO_CELERY_QUEUE": "desk-2",
+            **PG,
+        }
+    ).celery
     assert custom is not None
     config = custom.app_config()
     assert config["broker"] == "amqp://u:p@mq:5672//"
@@ -44,13 +53,31 @@ def test_celery_settings_defaults_and_overrides() -> None:
     assert executor is not None and executor.name == "celery"
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"PORTFOLIO_EXECUTOR": "threads"}, r"PORTFOLIO_EXECUTOR='threads': expected one of in_process, multiprocess, celery"),
-    ({"PORTFOLIO_EXECUTOR": "celery"}, r"PORTFOLIO_EXECUTOR=celery needs Dagster's run/event storage in PostgreSQL"),
-    ({"PORTFOLIO_EXECUTOR": "celery", "PORTFOLIO_DB_URL": "sqlite:////tmp/x.db"}, r"needs .* PostgreSQL"),
-    ({"PORTFOLIO_EXECUTOR": "celery", "PORTFOLIO_CELERY_BROKER": "http://mq", **PG}, r"PORTFOLIO_CELERY_BROKER='http://mq'"),
-    ({"PORTFOLIO_EXECUTOR": "celery", "PORTFOLIO_CELERY_QUEUE": "a b", **PG}, r"PORTFOLIO_CELERY_QUEUE='a b'"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"PORTFOLIO_EXECUTOR": "threads"},
+            r"PORTFOLIO_EXECUTOR='threads': expected one of in_process, multiprocess, celery",
+        ),
+        (
+            {"PORTFOLIO_EXECUTOR": "celery"},
+            r"PORTFOLIO_EXECUTOR=celery needs Dagster's run/event storage in PostgreSQL",
+        ),
+        (
+            {"PORTFOLIO_EXECUTOR": "celery", "PORTFOLIO_DB_URL": "sqlite:////tmp/x.db"},
+            r"needs .* PostgreSQL",
+        ),
+        (
+            {"PORTFOLIO_EXECUTOR": "celery", "PORTFOLIO_CELERY_BROKER": "http://mq", **PG},
+            r"PORTFOLIO_CELERY_BROKER='http://mq'",
+        ),
+        (
+            {"PORTFOLIO_EXECUTOR": "celery", "PORTFOLIO_CELERY_QUEUE": "a b", **PG},
+            r"PORTFOLIO_CELERY_QUEUE='a b'",
+        ),
+    ],
+)
 def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         execution_settings(env)
@@ -59,7 +86,9 @@ def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> No
 def test_backfill_chunk_policy() -> None:
     assert backfill_chunk({}) is None
     assert session_backfill_policy({}) == dg.BackfillPolicy.single_run()
-    assert session_backfill_policy({"PORTFOLIO_BACKFILL_CHUNK": "20"}) == dg.BackfillPolicy.multi_run(20)
+    assert session_backfill_policy(
+        {"PORTFOLIO_BACKFILL_CHUNK": "20"}
+    ) == dg.BackfillPolicy.multi_run(20)
     for bad, message in (("x", "not a whole number"), ("0", "at least 1")):
         with pytest.raises(ValueError, match=f"PORTFOLIO_BACKFILL_CHUNK.*{message}"):
             backfill_chunk({"PORTFOLIO_BACKFILL_CHUNK": bad})
@@ -68,7 +97,9 @@ def test_backfill_chunk_policy() -> None:
     assert chunks(days, None) == [days]
 
 
-def test_definitions_carry_the_executor_and_the_chunked_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_definitions_carry_the_executor_and_the_chunked_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from portfolio_pipeline.definitions import build_definitions
 
     monkeypatch.setenv("PORTFOLIO_EXECUTOR", "in_process")
