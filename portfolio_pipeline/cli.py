@@ -8,6 +8,7 @@ import sys
 import warnings
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -172,7 +173,9 @@ def import_tastytrade_csv(path: Path, account_id: str | None) -> None:
 def _run_sessions(
     first: date, last: date, *, demo: bool, job_name: str = "eod_job", causes: list[str] | None = None
 ) -> tuple[bool, str]:
-    """Materialize ``job_name`` (the EOD job) over [first, last] as one single-run backfill.
+    """Materialize ``job_name`` (the EOD job) over [first, last] as one single-run backfill
+    (``PORTFOLIO_BACKFILL_CHUNK=K``: runs of at most K sessions, in order; the executor from
+    ``PORTFOLIO_EXECUTOR``: ``celery`` sends the steps to the workers, else in this process).
 
     ``causes`` (if given) receives the root cause of each failed step, one line each."""
     from portfolio_pipeline.config import load_platform_config
@@ -186,6 +189,12 @@ def _run_sessions(
         raise click.BadParameter(str(exc)) from None
     lower_priority(niceness)  # the live monitor keeps the CPU it needs while the run computes
     load_platform_config(config_dir())  # a broken config fails here, before any Dagster run
+    from portfolio_pipeline.defs.execution import backfill_chunk, chunks, execution_settings
+
+    try:  # PORTFOLIO_EXECUTOR, PORTFOLIO_CELERY_*, PORTFOLIO_BACKFILL_CHUNK
+        on_celery, size = execution_settings().kind == "celery", backfill_chunk()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     with Database() as database:  # ... and so does an unreachable database
         database.migrate()
     home = prepare_dagster_home()
@@ -210,20 +219,31 @@ def _run_sessions(
         raise click.BadParameter(f"{sessions[-1]} is after the demo record's last session {RECORD_END}")
     definitions = build_definitions()
     job = definitions.resolve_job_def(job_name)
+    ok, run_ids = True, []
     with SqliteRunStorageTuning(home), dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            instance=instance,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            resources={"db": DatabaseResource(), "platform": PlatformResource(demo_only=demo)},
-            tags={
-                "dagster/asset_partition_range_start": sessions[0].isoformat(),
-                "dagster/asset_partition_range_end": sessions[-1].isoformat(),
-            },
-            raise_on_error=False,
-        )
-        if causes is not None and not result.success:
-            causes.extend(_root_causes(result))
-        return result.success, result.run_id
+        for part in chunks(sessions, size):  # one run, or runs of at most K sessions
+            tags = {"dagster/asset_partition_range_start": part[0].isoformat(),
+                    "dagster/asset_partition_range_end": part[-1].isoformat()}
+            run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+            if on_celery:  # steps go to the workers: the job is loaded there from this module
+                from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+                recon = ReconstructableRepository.for_module("portfolio_pipeline.definitions", "defs")
+                run_config["resources"] = {"platform": {"config": {"demo_only": demo}}}
+                result: Any = dg.execute_job(recon.get_reconstructable_job(job_name), instance,
+                                             run_config=run_config, tags=tags, raise_on_error=False)
+            else:
+                result = job.execute_in_process(
+                    instance=instance, run_config=run_config, tags=tags, raise_on_error=False,
+                    resources={"db": DatabaseResource(), "platform": PlatformResource(demo_only=demo)},
+                )
+            run_ids.append(result.run_id)
+            if not result.success:
+                if causes is not None:
+                    causes.extend(_root_causes(result))
+                ok = False
+                break  # a later chunk builds on this one's sessions
+        return ok, ", ".join(run_ids)
 
 
 def _root_causes(result: object) -> list[str]:
@@ -419,6 +439,7 @@ def _attach_subcommands() -> None:
     from portfolio_pipeline.cli_orders import orders
     from portfolio_pipeline.cli_strategies import strategies
     from portfolio_pipeline.cli_whatif import scenario, whatif
+    from portfolio_pipeline.cli_workers import workers
 
     main.add_command(report)
     main.add_command(status)
@@ -428,6 +449,7 @@ def _attach_subcommands() -> None:
     main.add_command(strategies)
     main.add_command(whatif)
     main.add_command(scenario)
+    main.add_command(workers)
 
 
 _attach_subcommands()

@@ -20,6 +20,7 @@ from portfolio_pipeline.defs import (
     stress,
 )
 from portfolio_pipeline.defs.alerts import definitions as alerts_definitions
+from portfolio_pipeline.defs.execution import execution_settings
 from portfolio_pipeline.defs.greeks.schedules import intraday_job, intraday_schedule
 from portfolio_pipeline.defs.partitions import history_start, session_partitions
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -52,6 +53,7 @@ def build_definitions(config_directory: Path | None = None) -> dg.Definitions:
             jobs=[eod],
             schedules=[jobs.eod_schedule(eod, calendar)],
             resources={"db": DatabaseResource(), "platform": PlatformResource()},
+            executor=execution_settings().executor(),  # PORTFOLIO_EXECUTOR (defs/execution.py)
         ),
     )
 

@@ -21,8 +21,8 @@ SYSTEMD = REPO_ROOT / "deploy" / "systemd"
 DOCKER = REPO_ROOT / "deploy" / "docker"
 INSTALL_DIR = "/opt/portfolio"
 UNITS = ("portfolio-dagster-webserver.service", "portfolio-dagster-daemon.service", "portfolio-stream.service",
-         "portfolio-health.service", "portfolio-health.timer")
-LONG_RUNNING = UNITS[:3]
+         "portfolio-health.service", "portfolio-health.timer", "portfolio-celery-worker.service")
+LONG_RUNNING = (*UNITS[:3], "portfolio-celery-worker.service")
 
 
 def _unit(name: str) -> configparser.ConfigParser:
@@ -81,6 +81,20 @@ def test_the_stream_outranks_the_daemon_and_its_runs() -> None:
     assert int(stream["Nice"]) < 0 < int(daemon["Nice"])
     assert int(stream["CPUWeight"]) > int(daemon["CPUWeight"])
     assert int(stream["IOSchedulingPriority"]) < int(daemon["IOSchedulingPriority"])
+    worker = _unit("portfolio-celery-worker.service")["Service"]  # runs the daemon's steps
+    assert (worker["Nice"], worker["CPUWeight"]) == (daemon["Nice"], daemon["CPUWeight"])
+
+
+def test_worker_unit_starts_the_platforms_workers() -> None:
+    from click.testing import CliRunner
+
+    from portfolio_pipeline.cli import main
+
+    argv = shlex.split(_unit("portfolio-celery-worker.service")["Service"]["ExecStart"])
+    assert argv[:3] == [f"{INSTALL_DIR}/.venv/bin/portfolio", "workers", "start"]
+    # the arguments parse (--help after them: nothing is started)
+    done = CliRunner().invoke(main, [*argv[1:], "--help"])
+    assert done.exit_code == 0, done.output
 
 
 def test_environment_example_names_what_the_code_reads() -> None:

@@ -115,10 +115,23 @@ def test_fetch_stops_at_the_last_closed_session() -> None:
 
 
 def test_plan_backfills_once_then_extends() -> None:
-    assert plan(None, date(2026, 12, 4), 5.0) == (date(2021, 12, 4), date(2026, 12, 4))
-    assert plan((date(2021, 12, 6), date(2026, 12, 2), 1255), date(2026, 12, 4), 5.0) == (
-        date(2026, 12, 3), date(2026, 12, 4))
-    assert plan((date(2021, 12, 6), date(2026, 12, 4), 1256), date(2026, 12, 4), 5.0) is None
+    day = date(2026, 12, 4)
+    assert plan(None, day, day, 5.0) == [(date(2021, 12, 4), day)]
+    assert plan((date(2021, 12, 6), date(2026, 12, 2), 1255), day, day, 5.0) == [(date(2026, 12, 3), day)]
+    assert plan((date(2021, 12, 6), day, 1256), day, day, 5.0, lambda a, b: bool(CAL.sessions(a, b))) == []
+    # (2021-12-04/05 is a weekend: nothing to ask for; without a calendar it is asked again)
+    assert plan((date(2021, 12, 6), day, 1256), day, day, 5.0) == [(date(2021, 12, 4), date(2021, 12, 5))]
+    # a range run: the depth is counted before its FIRST session (5 years before 2026-11-02)
+    assert plan(None, date(2026, 11, 2), day, 5.0) == [(date(2021, 11, 2), day)]
+
+
+def test_plan_fetches_the_missing_depth_when_a_run_goes_back_before_the_stored_bars() -> None:
+    # a later chunk (2018-02-12..16) ran first and stored 2017-02-12..2018-02-16 (depth 1y);
+    # the earlier chunk 2018-02-05..09 needs 2017-02-05..2017-02-11 too, nothing after
+    stored = (date(2017, 2, 13), date(2018, 2, 16), 254)
+    assert plan(stored, date(2018, 2, 5), date(2018, 2, 9), 1.0) == [(date(2017, 2, 5), date(2017, 2, 12))]
+    # the daily run after the stored bars only extends (no prefix request every day)
+    assert plan(stored, date(2018, 2, 20), date(2018, 2, 20), 1.0) == [(date(2018, 2, 17), date(2018, 2, 20))]
 
 
 # --------------------------------------------------------------------------- demo source
@@ -170,6 +183,54 @@ def test_market_history_asset_backfills_then_extends_with_checks(db_url: str) ->
         evals2 = {e.check_name: e for e in second.get_asset_check_evaluations()}
         assert evals2["market_history_no_unexplained_jumps"].passed
     finally:
+        db.dispose()
+
+
+def _history_rows(db: Database) -> list[tuple[object, ...]]:
+    t = market_history
+    with db.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(t.c.symbol, t.c.session_date, t.c.open, t.c.close, t.c.source)
+            .order_by(t.c.symbol, t.c.session_date))]
+
+
+def test_chunked_backfill_stores_the_same_history_in_any_order(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Regression: the first backfill fetched ``depth_years`` before the run's LAST session,
+    so a chunked backfill whose first chunk does not start at the first partition (here
+    2018-02-05, partitions from 2014) stored another history than the same range in one run
+    (and the first sessions of a long single run had less than ``depth_years`` before them).
+    Reference: the range in one run on a separate database; the bars are the shipped data."""
+    parts = session_partitions(CAL, end=date(2019, 1, 1))
+    asset = make_market_history_asset(parts)
+    config = {"ops": {"market_history": {"config": {"depth_years": 1.0}}}}
+
+    def run_range(url: str, first: str, last: str) -> None:
+        resources = {"db": DatabaseResource(url=url),
+                     "platform": PlatformResource(config_dir=str(CONFIG_DIR), demo_only=True)}
+        result = dg.materialize([asset], resources=resources, run_config=config,
+                                instance=dg.DagsterInstance.ephemeral(),
+                                tags={"dagster/asset_partition_range_start": first,
+                                      "dagster/asset_partition_range_end": last})
+        assert result.success
+
+    reference = Database(f"sqlite:///{tmp_path / 'single.db'}")
+    db = Database(db_url)
+    try:
+        reference.migrate()
+        run_range(str(reference.url.render_as_string(hide_password=False)), "2018-02-05", "2018-02-16")
+        expected = _history_rows(reference)
+        spx = [r for r in expected if r[0] == "SPX"]
+        # 1 year before the FIRST session, shipped closes, up to the last session
+        assert (spx[0][1], spx[-1][1]) == (CAL.sessions(date(2017, 2, 5), date(2017, 2, 10))[0], date(2018, 2, 16))
+        assert spx[-1][3] == float(MarketHistory().spx_close().loc["2018-02-16"])
+        for order in (["2018-02-05", "2018-02-12"], ["2018-02-12", "2018-02-05"]):
+            with db.begin() as conn:
+                conn.execute(market_history.delete())
+            for first in order:
+                run_range(db_url, first, (date.fromisoformat(first) + pd.Timedelta(days=4)).isoformat())
+            assert _history_rows(db) == expected, order
+    finally:
+        reference.dispose()
         db.dispose()
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from portfolio_pipeline.analytics.var_backtest import exceedance_rows, summary_rows
 from portfolio_pipeline.defs.backtest.checks import RED_CHECK, VAR_BACKTEST, red_check
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -50,7 +51,7 @@ def make_backtest_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
         "exceedance counts, Kupiec POF and Christoffersen independence p-values and the Basel "
         "traffic-light zone per model and level (var_backtest).",
         partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=session_backfill_policy(),
         group_name="risk",
         kinds={"sql"},
     )

@@ -17,6 +17,7 @@ from portfolio_pipeline.analytics.flow import (
     load_volume_history,
 )
 from portfolio_pipeline.brokers.chain import ChainWindow
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.flow.checks import FLOW_CHECKS, OPTIONS_FLOW, quality_results
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.progress import tracked
@@ -112,7 +113,7 @@ def make_options_flow_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         "the stated positioning), zero-gamma level (full revaluation), vanna/charm exposure per "
         "expiry, put/call ratios, OpEx pinning and max pain, unusual activity.",
         partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=session_backfill_policy(),
         group_name=GROUP,
         check_specs=FLOW_CHECKS,
         retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),

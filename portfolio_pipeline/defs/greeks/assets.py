@@ -16,6 +16,7 @@ from portfolio_pipeline.analytics.beta import (
     stored_closes,
 )
 from portfolio_pipeline.analytics.greeks import portfolio_greek_rows, position_greek_rows
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.greeks.checks import (
     GREEKS_CHECK,
     PORTFOLIO_CHECK,
@@ -131,7 +132,7 @@ def portfolio_greeks_asset(
 
 def make_greeks_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The two Greeks assets on ``partitions`` (session partitions; tests pass a short range)."""
-    common: dict[str, Any] = {"partitions_def": partitions, "backfill_policy": dg.BackfillPolicy.single_run(),
+    common: dict[str, Any] = {"partitions_def": partitions, "backfill_policy": session_backfill_policy(),
                               "group_name": "greeks", "kinds": {"sql"}}
     return [
         dg.asset(key=POSITION_GREEKS, deps=[POSITIONS, MARKET], check_specs=[GREEKS_CHECK],

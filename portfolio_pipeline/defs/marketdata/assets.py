@@ -4,8 +4,12 @@ Symbols: every underlying of the session's book (``positions_snapshot``; futures
 behind futures options included) plus SPX, VIX and VIX3M.  Per symbol:
 
 * nothing stored yet: **backfill once** ``depth_years`` (default 5, capped at what the
-  source serves) up to the run's last session;
-* else **extend** from the session after the last stored bar to the run's last session.
+  source serves) before the run's first session, up to the run's last session;
+* else **extend** from the session after the last stored bar to the run's last session and,
+  when the run goes back before the stored bars (a backfill of earlier sessions, or a later
+  chunk of a chunked backfill that ran first), also fetch the missing ``depth_years`` before
+  the run's first session.  So every session has ``depth_years`` of history before it, and
+  the stored bars are the same whether a range ran as one run or as chunks in any order.
 
 The source is the first configured non-demo broker (IBKR ``reqHistoricalData``, or
 Tastytrade DXLink candles), else the demo's shipped data -- all through
@@ -17,7 +21,7 @@ the session (:class:`~portfolio_pipeline.marketdata.store.StoredHistory`).
 
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -26,6 +30,7 @@ from sqlalchemy import select
 
 from portfolio_pipeline.brokers.base import BrokerAdapter
 from portfolio_pipeline.clock import system_clock
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.marketdata import checks
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
@@ -90,44 +95,63 @@ def fetch_end(last_day: date, last_completed: date) -> date:
     return min(last_day, last_completed)
 
 
-def plan(span: tuple[date, date, int] | None, end: date, depth_years: float) -> tuple[date, date] | None:
-    """The range to fetch for one symbol (module docstring): None when up to date."""
+def plan(
+    span: tuple[date, date, int] | None, first_day: date, end: date, depth_years: float,
+    has_session: Callable[[date, date], bool] | None = None,
+) -> list[tuple[date, date]]:
+    """The ranges to fetch for one symbol (module docstring): none when up to date.
+
+    ``has_session(a, b)``: whether the exchange traded on ``[a, b]`` (default: assume so);
+    a missing prefix of weekends and holidays only is not asked for."""
+    want = first_day - timedelta(days=round(depth_years * 365.25))
     if span is None:
-        return end - timedelta(days=round(depth_years * 365.25)), end
-    last = span[1]
-    if last >= end:
-        return None
-    return last + timedelta(days=1), end
+        return [(want, end)]
+    first, last = span[0], span[1]
+    ranges = []
+    prefix = (want, first - timedelta(days=1))
+    if want < first and first_day <= last and (has_session is None or has_session(*prefix)):
+        ranges.append(prefix)  # a run reaching back before the stored bars
+    if last < end:
+        ranges.append((last + timedelta(days=1), end))
+    return ranges
 
 
 async def fetch_all(
-    source: HistorySource, wanted: dict[str, tuple[date, date]]
-) -> tuple[dict[str, HistoryAnswer], dict[str, str]]:
-    """Ask the source for every symbol in turn (the source paces); unavailable ones apart."""
-    answers: dict[str, HistoryAnswer] = {}
+    source: HistorySource, wanted: list[tuple[str, tuple[date, date]]]
+) -> tuple[list[HistoryAnswer], dict[str, str]]:
+    """Ask the source for every range in turn (the source paces); unavailable symbols apart."""
+    answers: list[HistoryAnswer] = []
     unavailable: dict[str, str] = {}
-    for symbol, (start, end) in wanted.items():
+    for symbol, (start, end) in wanted:
+        if symbol in unavailable:
+            continue
         try:
-            answers[symbol] = await source.daily_bars(symbol, start, end)
+            answers.append(await source.daily_bars(symbol, start, end))
         except HistoryUnavailableError as exc:
             unavailable[symbol] = str(exc)
     return answers, unavailable
 
 
 def _fetch_history(db: DatabaseResource, platform: PlatformResource, config: MarketHistoryConfig,
-                   symbols: list[str], end: date) -> tuple[str, float, dict[str, HistoryAnswer], dict[str, str]]:
+                   symbols: list[str], first_day: date,
+                   end: date) -> tuple[str, float, list[HistoryAnswer], dict[str, str]]:
     """Source name, depth (years), answers and unavailable symbols of the configured broker's
     history (the first live broker; the demo's shipped data when there is none)."""
     live = [a for a, _ in platform._brokers() if a.name != "demo"]
     adapter = live[0] if live else None
     instruments = platform.config.instruments
 
-    def wanted(depth: float) -> dict[str, tuple[date, date]]:
-        with db.database.connect() as conn:
-            ranges = {s: plan(stored_span(conn, s), end, depth) for s in symbols}
-        return {s: r for s, r in ranges.items() if r is not None}
+    calendar = platform.calendar
 
-    async def run() -> tuple[str, float, dict[str, HistoryAnswer], dict[str, str]]:
+    def has_session(start: date, stop: date) -> bool:
+        return start < calendar.start or bool(calendar.sessions(start, stop))
+
+    def wanted(depth: float) -> list[tuple[str, tuple[date, date]]]:
+        with db.database.connect() as conn:
+            return [(s, r) for s in symbols
+                    for r in plan(stored_span(conn, s), first_day, end, depth, has_session)]
+
+    async def run() -> tuple[str, float, list[HistoryAnswer], dict[str, str]]:
         if adapter is None:
             source = history_source(None, instruments)
             depth = min(config.depth_years, source.max_years())
@@ -149,11 +173,11 @@ def market_history(
     end = fetch_end(days[-1], platform.calendar.last_completed_session(system_clock()))
     symbols = book_symbols(db, days, platform.config.stress_scenarios)
     instruments = platform.config.instruments
-    name, depth, answers, unavailable = _fetch_history(db, platform, config, symbols, end)
+    name, depth, answers, unavailable = _fetch_history(db, platform, config, symbols, min(days[0], end), end)
     fetched_at = datetime.now(UTC)
     with db.database.begin() as conn:
-        stored = {s: store_bars(conn, s, a.start, a.end, a.bars, fetched_at) for s, a in answers.items()}
-    notes = [n for a in answers.values() for n in a.notes] + list(unavailable.values())
+        stored = [store_bars(conn, a.symbol, a.start, a.end, a.bars, fetched_at) for a in answers]
+    notes = [n for a in answers for n in a.notes] + list(unavailable.values())
     for note in notes:
         context.log.warning("market_history: %s", note)
     with db.database.connect() as conn:
@@ -170,7 +194,7 @@ def market_history(
         asset_key=checks.MARKET_HISTORY,
         metadata={**meta.output_metadata(checks.MARKET_HISTORY),
                   "depth_years": dg.MetadataValue.float(depth),
-                  "bars_stored": dg.MetadataValue.int(sum(stored.values())),
+                  "bars_stored": dg.MetadataValue.int(sum(stored)),
                   "unavailable": dg.MetadataValue.text(", ".join(sorted(unavailable)) or "none"),
                   "notes": dg.MetadataValue.text("; ".join(notes) or "none")},
     )
@@ -190,7 +214,7 @@ def make_market_history_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsD
         "VIX3M from the configured broker (demo: its shipped data), backfilled once then "
         "extended each session; stored with their source, never filled.",
         partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=session_backfill_policy(),
         group_name=GROUP,
         deps=[dg.AssetKey("positions_snapshot")],
         check_specs=checks.HISTORY_CHECKS,

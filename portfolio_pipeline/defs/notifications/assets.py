@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import dagster as dg
 
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.notifications.checks import (
@@ -190,7 +191,7 @@ def make_notification_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
             "session, regime/VIX, VaR, exit signals, staged orders) sent once per channel for the "
             "latest completed session; backfilled sessions are recorded, not sent.",
             partitions_def=partitions,
-            backfill_policy=dg.BackfillPolicy.single_run(),
+            backfill_policy=session_backfill_policy(),
             group_name=GROUP,
             kinds={"python"},
         )(daily_summary),
@@ -200,7 +201,7 @@ def make_notification_assets(partitions: dg.PartitionsDefinition) -> list[dg.Ass
             description="Weekly digest (P&L, Sharpe, drawdown, strategy attribution, best/worst "
             "positions) on the last session of each exchange week; other sessions send nothing.",
             partitions_def=partitions,
-            backfill_policy=dg.BackfillPolicy.single_run(),
+            backfill_policy=session_backfill_policy(),
             group_name=GROUP,
             kinds={"python"},
         )(weekly_digest),

@@ -9,6 +9,7 @@ import dagster as dg
 from portfolio_pipeline.brokers.base import BrokerDataError, BrokerError
 from portfolio_pipeline.brokers.snapshot import BookSnapshot
 from portfolio_pipeline.config import ConfigError
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.metadata import SessionMetadata, usd
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.positions.checks import (
@@ -64,7 +65,7 @@ def make_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
         ],
         check_specs=list(CHECK_SPECS),
         partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=session_backfill_policy(),
         retry_policy=BROKER_RETRY,
         name="broker_snapshots",
     )

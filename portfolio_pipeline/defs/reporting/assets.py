@@ -9,6 +9,7 @@ import dagster as dg
 from portfolio_pipeline.analytics.performance import ALL
 from portfolio_pipeline.analytics.report import render_report
 from portfolio_pipeline.defs.backtest.checks import VAR_BACKTEST
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
@@ -38,7 +39,7 @@ def make_report_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         description="Self-contained HTML report per session (inline SVG, works offline) in "
         "PORTFOLIO_HOME/reports/daily_<date>.html.",
         partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=session_backfill_policy(),
         group_name="reporting",
         kinds={"html"},
     )

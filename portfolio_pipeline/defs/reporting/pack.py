@@ -15,6 +15,7 @@ from portfolio_pipeline.analytics.risk_pack import (
     write_packs,
 )
 from portfolio_pipeline.defs.backtest.checks import VAR_BACKTEST
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS, POSITION_GREEKS
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
@@ -41,7 +42,7 @@ def make_pack_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         "put/call, pinning). PORTFOLIO_HOME/reports/risk_pack_<date>.html and index.html; open them with "
         f"`portfolio report --serve` (http://127.0.0.1:{DEFAULT_PORT}/).",
         partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=session_backfill_policy(),
         group_name="reporting",
         kinds={"html"},
     )

@@ -24,6 +24,7 @@ from portfolio_pipeline.analytics.performance import (
     risk_metrics_by_session,
 )
 from portfolio_pipeline.defs.activity import read_activity
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS, POSITION_GREEKS
 from portfolio_pipeline.defs.greeks.frames import (
     check_result,
@@ -328,7 +329,7 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
 
     def daily(**spec: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
         decorate: Callable[[Callable[..., Any]], dg.AssetsDefinition] = dg.asset(
-            partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+            partitions_def=partitions, backfill_policy=session_backfill_policy(),
             group_name="risk", kinds={"sql"}, **spec)
         return decorate
 

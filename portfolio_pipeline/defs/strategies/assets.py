@@ -17,6 +17,7 @@ import dagster as dg
 from sqlalchemy import select
 
 from portfolio_pipeline.defs.activity import read_activity
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
 from portfolio_pipeline.defs.progress import tracked
@@ -266,7 +267,7 @@ def make_strategy_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsD
 
     def daily(**spec: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
         decorate: Callable[[Callable[..., Any]], dg.AssetsDefinition] = dg.asset(
-            partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+            partitions_def=partitions, backfill_policy=session_backfill_policy(),
             group_name="strategies", kinds={"sql"}, **spec)
         return decorate
 

@@ -27,6 +27,7 @@ from portfolio_pipeline.analytics.stress import (
     monte_carlo_rows,
     var_cvar,
 )
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.marketdata.reader import (
     ended_windows,
     model_history,
@@ -531,7 +532,7 @@ def make_stress_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDef
     ]
     return [
         dg.asset(name=name, description=_DESCRIPTIONS[name], check_specs=[check], partitions_def=partitions,
-                 backfill_policy=dg.BackfillPolicy.single_run(), group_name=GROUP, deps=[*UPSTREAM, *deps],
+                 backfill_policy=session_backfill_policy(), group_name=GROUP, deps=[*UPSTREAM, *deps],
                  kinds={"sql"})(body)
         for body, name, check, deps in specs
     ]

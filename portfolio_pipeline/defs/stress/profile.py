@@ -44,6 +44,7 @@ from portfolio_pipeline.storage import (
     replace_partition,
 )
 from portfolio_pipeline.storage.tables import (
+from portfolio_pipeline.defs.execution import session_backfill_policy
     risk_profile,
     risk_profile_summary,
     strategy_groups,
@@ -287,7 +288,7 @@ def make_profile_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefiniti
         "range and the expected move from ATM IV (risk_profile, risk_profile_summary).",
         check_specs=[PROFILE_CHECK],
         partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=session_backfill_policy(),
         group_name="stress",
         deps=[
             dg.AssetKey("positions_snapshot"),
