@@ -27,6 +27,7 @@ from portfolio_pipeline.analytics.risk_profile import (
     profile_rows,
     summary_rows,
 )
+from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.metadata import SessionMetadata, usd
 from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.quality import problems_check_result
@@ -44,7 +45,6 @@ from portfolio_pipeline.storage import (
     replace_partition,
 )
 from portfolio_pipeline.storage.tables import (
-from portfolio_pipeline.defs.execution import session_backfill_policy
     risk_profile,
     risk_profile_summary,
     strategy_groups,
