@@ -188,7 +188,10 @@ def test_ibkr_sentinel_greeks_on_one_option_do_not_freeze_its_underlying(
         feed = ib_feed(gw, clock=SettableClock(T0))
         svc, seen = service(feed, tmp_path, stale_after=0.3)
         try:
-            await run_for(svc, 1.0)
+            # until both roots ticked over a dozen polls (a fixed second saw no tick at all
+            # on a busy machine)
+            await run_for(svc, 30.0, until=lambda: feed.polls >= 12 and {"SPX", "SPY"}
+                          <= set(svc.metrics.last_tick_wall))
             health = svc.health()
         finally:
             await feed.aclose()
