@@ -67,7 +67,7 @@ def _setup_logging(level: int) -> None:
 
 
 def _account(config: PlatformConfig, broker: str) -> AccountConfig:
-    for a in config.accounts.accounts:
+    for a in config.accounts.book():
         if a.broker == broker:
             return a
     if broker == "demo":
@@ -111,7 +111,7 @@ def build_service(
     else:  # live: the broker's accounts from accounts.yaml, polled by BrokerFeed (never orders)
         from portfolio_pipeline.brokers.factory import make_adapter
 
-        accounts = [a for a in config.accounts.accounts if a.broker == broker_name]
+        accounts = [a for a in config.accounts.book() if a.broker == broker_name]
         broker = make_adapter(account.broker, accounts, config.instruments, system_clock)
         feed = live = BrokerFeed(broker, [a.account_id for a in accounts], config.instruments)
         replay = system_clock().date()

@@ -92,7 +92,7 @@ def _broker_of(platform: PlatformResource, account_id: str | None) -> str | None
     if not account_id:
         return None
     try:
-        accounts = platform.config.accounts.accounts
+        accounts = platform.config.accounts.book()
     except Exception:  # the alert must go out even when the configuration is unreadable
         logger.exception("accounts.yaml unreadable; alert without the broker name")
         return None
