@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-
 from typing import Annotated
 
 from pydantic import Field, model_validator

@@ -71,5 +71,5 @@ def banned_structures(
                 continue
             n = _naked(strategy_type, legs, right)
             if n > 0:
-                out.append(StructureViolation(account_id, ban, strategy_id, strategy_type, underlying, n))  # type: ignore[arg-type]
+                out.append(StructureViolation(account_id, ban, strategy_id, strategy_type, underlying, n))
     return out

@@ -39,7 +39,13 @@ from portfolio_pipeline.brokers.base import (
     OptionChain,
     StagedOrder,
 )
-from portfolio_pipeline.brokers.demo.book import BROKER, PROFILES, DemoBook, ManualTrade, exchange_multiplier
+from portfolio_pipeline.brokers.demo.book import (
+    BROKER,
+    PROFILES,
+    DemoBook,
+    ManualTrade,
+    exchange_multiplier,
+)
 from portfolio_pipeline.brokers.demo.margin import Margin, MarginLeg, account_margin, commission
 from portfolio_pipeline.brokers.demo.market import DEMO_ROOTS, DemoMarket, round_to_tick
 from portfolio_pipeline.domain.activity import CashFlow, Execution
