@@ -2,7 +2,7 @@
 
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -103,20 +103,33 @@ def _float(value: Any) -> float:
 # --------------------------------------------------------------------------- portfolio_returns
 
 
-def _returns_metadata(session: ReturnsFrame) -> dict[str, Any]:
+def _returns_metadata(session: ReturnsFrame, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The book's numbers and, with several accounts, each account's NLV, day return,
+    drawdown and external flow under its display name (``NLV [IBKR IRA] ($)``): one
+    series per account in the UI next to the consolidated one."""
     book = session.book(ALL)
 
     def last(values: np.ndarray) -> float | None:
         value = float(values[-1]) if len(values) else math.nan
         return value if math.isfinite(value) else None
 
-    return {
+    out: dict[str, Any] = {
         "NLV ($)": usd(last(book.nlv)),
         "day P&L ($)": usd(last(book.pnl)),
         "day return (%)": pct(last(book.twr)),
         "drawdown (%)": pct(last(book.drawdown)),
         "external flow ($)": usd(last(book.external_flow)),
     }
+    rows = [i for i in range(len(session)) if session.broker[i] != ALL]
+    if len(rows) > 1:
+        for i in sorted(rows, key=lambda j: str(session.account_id[j])):
+            account = str(session.account_id[i])
+            name = (labels or {}).get(account, account)
+            out[f"NLV [{name}] ($)"] = usd(float(session.nlv[i]))
+            out[f"day return [{name}] (%)"] = pct(float(session.twr[i]))
+            out[f"drawdown [{name}] (%)"] = pct(float(session.drawdown[i]))
+            out[f"external flow [{name}] ($)"] = usd(float(session.external_flow[i]))
+    return out
 
 
 def portfolio_returns_asset(
@@ -137,8 +150,9 @@ def portfolio_returns_asset(
     stored = read_frame(db, ReturnsFrame, days)
     cfg = platform.config.pricing
     meta = SessionMetadata(context, days)
+    labels = {a.account_id: a.label for a in platform.config.accounts.book()}
     for day in days:
-        meta.record(day, RETURNS, _returns_metadata(stored.on(day)))
+        meta.record(day, RETURNS, _returns_metadata(stored.on(day), labels))
     yield dg.MaterializeResult(asset_key=RETURNS, metadata=meta.output_metadata(RETURNS))
     yield check_result(RETURNS_CHECK, returns_suite(stored.frame))
     yield check_result(
