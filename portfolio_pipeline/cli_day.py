@@ -81,7 +81,12 @@ def _pick_accounts(name: str | None, stored: list[tuple[str, str]], labels: dict
                    "book then every account (default: the consolidated book).")
 def status(when: datetime | None, account: str | None) -> None:
     """The book at a glance: NLV, P&L, Greeks by underlying, regime, limits, orders, exit signals."""
-    from portfolio_pipeline.analytics.risk_pack import BOOK, load_pack, stored_accounts, stored_sessions
+    from portfolio_pipeline.analytics.risk_pack import (
+        BOOK,
+        load_pack,
+        stored_accounts,
+        stored_sessions,
+    )
     from portfolio_pipeline.domain.orders import OrderStatus
     from portfolio_pipeline.orders.store import OrderStore
     from portfolio_pipeline.storage import Database

@@ -11,7 +11,12 @@ from click.testing import CliRunner
 from portfolio_pipeline.analytics.risk_pack import load_pack, pack_name, write_packs
 from portfolio_pipeline.cli import main
 from portfolio_pipeline.storage import Database
-from portfolio_pipeline.storage.tables import limit_checks, margin_history, portfolio_greeks, portfolio_returns
+from portfolio_pipeline.storage.tables import (
+    limit_checks,
+    margin_history,
+    portfolio_greeks,
+    portfolio_returns,
+)
 from portfolio_pipeline_tests.defs.reporting.test_risk_pack import D1, D2, _seed
 
 # The consolidated rows of _seed (NLV 573,876 on D2) split over two accounts (accounts.yaml:
@@ -20,46 +25,118 @@ ACCOUNTS = {"DEMO-001": 473_876.0, "DEMO-IRA": 100_000.0}
 
 
 def _returns(day: date, account: str, nlv: float) -> dict[str, object]:
-    return {"session_date": day, "broker": "demo", "account_id": account, "nlv": nlv, "prev_nlv": nlv,
-            "external_flow": 0.0, "income": 0.0, "pnl": 0.0, "twr": 0.0, "growth_index": 1.0,
-            "high_water_mark": 1.0, "drawdown": 0.0, "broker_daily_pnl": None}
+    return {
+        "session_date": day,
+        "broker": "demo",
+        "account_id": account,
+        "nlv": nlv,
+        "prev_nlv": nlv,
+        "external_flow": 0.0,
+        "income": 0.0,
+        "pnl": 0.0,
+        "twr": 0.0,
+        "growth_index": 1.0,
+        "high_water_mark": 1.0,
+        "drawdown": 0.0,
+        "broker_daily_pnl": None,
+    }
 
 
 def _margin(day: date, account: str, nlv: float, breached: str) -> dict[str, object]:
-    return {"session_date": day, "broker": "demo", "account_id": account, "nlv": nlv, "maint_margin": 0.1 * nlv,
-            "init_margin": 0.12 * nlv, "excess_liquidity": 0.9 * nlv, "margin_utilisation": 0.1, "regime": "crisis",
-            "vix": 37.32, "vix3m": 30.0, "term_ratio": 1.2, "backwardation": True,
-            "breaches": len(breached.split(",")) if breached else 0, "breached_metrics": breached}
+    return {
+        "session_date": day,
+        "broker": "demo",
+        "account_id": account,
+        "nlv": nlv,
+        "maint_margin": 0.1 * nlv,
+        "init_margin": 0.12 * nlv,
+        "excess_liquidity": 0.9 * nlv,
+        "margin_utilisation": 0.1,
+        "regime": "crisis",
+        "vix": 37.32,
+        "vix3m": 30.0,
+        "term_ratio": 1.2,
+        "backwardation": True,
+        "breaches": len(breached.split(",")) if breached else 0,
+        "breached_metrics": breached,
+    }
 
 
 def _check(account: str, metric: str, value: float, limit: float, util: float) -> dict[str, object]:
-    return {"session_date": D2, "broker": "demo", "account_id": account, "metric": metric, "value": value,
-            "limit_value": limit, "utilisation": util, "breached": util > 1, "regime": "crisis", "vix": 37.32,
-            "vix3m": 30.0}
+    return {
+        "session_date": D2,
+        "broker": "demo",
+        "account_id": account,
+        "metric": metric,
+        "value": value,
+        "limit_value": limit,
+        "utilisation": util,
+        "breached": util > 1,
+        "regime": "crisis",
+        "vix": 37.32,
+        "vix3m": 30.0,
+    }
 
 
 def _greeks(account: str, underlying: str, bwd: float) -> dict[str, object]:
-    zero = dict.fromkeys(("market_value", "share_delta", "dollar_delta", "gamma_shares", "vanna_per_point",
-                          "volga_per_point", "rho_per_pct", "beta_weighted_delta", "dollar_gamma_1pct",
-                          "vega_per_point", "theta_per_day"), 0.0)
-    return {"session_date": D2, "broker": "demo", "account_id": account, "underlying": underlying, "positions": 1,
-            **zero, "beta_weighted_dollar_delta": bwd}
+    zero = dict.fromkeys(
+        (
+            "market_value",
+            "share_delta",
+            "dollar_delta",
+            "gamma_shares",
+            "vanna_per_point",
+            "volga_per_point",
+            "rho_per_pct",
+            "beta_weighted_delta",
+            "dollar_gamma_1pct",
+            "vega_per_point",
+            "theta_per_day",
+        ),
+        0.0,
+    )
+    return {
+        "session_date": D2,
+        "broker": "demo",
+        "account_id": account,
+        "underlying": underlying,
+        "positions": 1,
+        **zero,
+        "beta_weighted_dollar_delta": bwd,
+    }
 
 
 def _seed_accounts(db: Database) -> None:
     _seed(db)
     with db.begin() as conn:
-        conn.execute(portfolio_returns.insert(), [_returns(d, a, n) for d in (D1, D2) for a, n in ACCOUNTS.items()])
-        conn.execute(margin_history.insert(), [
-            _margin(D2, "DEMO-001", ACCOUNTS["DEMO-001"], ""),
-            _margin(D2, "DEMO-IRA", ACCOUNTS["DEMO-IRA"], "vega,naked_short_put")])
-        conn.execute(limit_checks.insert(), [
-            _check("DEMO-001", "vega", -0.0004, 0.001, 0.4),
-            _check("DEMO-IRA", "vega", -0.0030, 0.001, 3.0),
-            _check("DEMO-IRA", "naked_short_put", 3.0, 0.0, 1e9),
-            _check("DEMO-IRA", "naked_short_call", 0.0, 0.0, 0.0)])
-        conn.execute(portfolio_greeks.insert(), [_greeks("DEMO-IRA", "*", 12_345.0), _greeks("DEMO-IRA", "SPY", 12_345.0),
-                                                 _greeks("DEMO-001", "*", 54_321.0)])
+        conn.execute(
+            portfolio_returns.insert(),
+            [_returns(d, a, n) for d in (D1, D2) for a, n in ACCOUNTS.items()],
+        )
+        conn.execute(
+            margin_history.insert(),
+            [
+                _margin(D2, "DEMO-001", ACCOUNTS["DEMO-001"], ""),
+                _margin(D2, "DEMO-IRA", ACCOUNTS["DEMO-IRA"], "vega,naked_short_put"),
+            ],
+        )
+        conn.execute(
+            limit_checks.insert(),
+            [
+                _check("DEMO-001", "vega", -0.0004, 0.001, 0.4),
+                _check("DEMO-IRA", "vega", -0.0030, 0.001, 3.0),
+                _check("DEMO-IRA", "naked_short_put", 3.0, 0.0, 1e9),
+                _check("DEMO-IRA", "naked_short_call", 0.0, 0.0, 0.0),
+            ],
+        )
+        conn.execute(
+            portfolio_greeks.insert(),
+            [
+                _greeks("DEMO-IRA", "*", 12_345.0),
+                _greeks("DEMO-IRA", "SPY", 12_345.0),
+                _greeks("DEMO-001", "*", 54_321.0),
+            ],
+        )
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
@@ -73,7 +150,9 @@ def test_status_per_account(db: Database, db_url: str, monkeypatch: pytest.Monke
     text = ira.output
     assert "== account IBKR IRA (demo) (demo:DEMO-IRA)" in text
     assert "NLV $100,000" in text
-    assert "vega                     $      -300 of $       100 ( 300% used)  BREACH" in text  # -0.003 x 100k
+    assert (
+        "vega                     $      -300 of $       100 ( 300% used)  BREACH" in text
+    )  # -0.003 x 100k
     assert "naked short puts (banned)          3 held, 0 allowed  BREACH" in text
     assert "naked short calls (banned)          0 held, 0 allowed  ok" in text
     assert "beta-weighted delta" not in text  # only the IRA's own rows
@@ -86,10 +165,17 @@ def test_status_per_account(db: Database, db_url: str, monkeypatch: pytest.Monke
     assert both.exit_code == 0, both.output
     blocks = both.output.split("== ")
     assert [b.splitlines()[0] for b in blocks[1:]] == [
-        "consolidated book", "account IBKR margin (demo) (demo:DEMO-001)", "account IBKR IRA (demo) (demo:DEMO-IRA)"]
-    assert "IBKR IRA (demo)          demo:DEMO-IRA     NLV $     100,000   2 limit(s) breached: vega,naked_short_put" \
+        "consolidated book",
+        "account IBKR margin (demo) (demo:DEMO-001)",
+        "account IBKR IRA (demo) (demo:DEMO-IRA)",
+    ]
+    assert (
+        "IBKR IRA (demo)          demo:DEMO-IRA     NLV $     100,000   2 limit(s) breached: vega,naked_short_put"
         in both.output
-    assert "beta-weighted delta      $   164,702 of $    43,041 ( 383% used)  BREACH" in blocks[1]  # the book's
+    )
+    assert (
+        "beta-weighted delta      $   164,702 of $    43,041 ( 383% used)  BREACH" in blocks[1]
+    )  # the book's
 
     bad = runner.invoke(main, ["status", "--account", "nope"])
     assert bad.exit_code == 2
@@ -104,12 +190,19 @@ def test_risk_pack_has_a_page_per_account_and_a_selector(db: Database, tmp_path:
     with db.connect() as conn:
         written = write_packs(conn, [D1, D2], tmp_path, labels)
         ira = load_pack(conn, D2, ("demo", "DEMO-IRA"), "IBKR IRA (demo)")
-    assert [p.name for p, _ in written] == [pack_name(D1), pack_name(D2)]  # one consolidated per session
+    assert [p.name for p, _ in written] == [
+        pack_name(D1),
+        pack_name(D2),
+    ]  # one consolidated per session
     assert pack_name(D2, "DEMO-IRA") == "risk_pack_2018-02-05__DEMO-IRA.html"
     page = (tmp_path / pack_name(D2, "DEMO-IRA")).read_text()
     assert "<h1>Risk pack 2018-02-05 — IBKR IRA (demo)</h1>" in page
-    assert f'<a href="{pack_name(D2)}">consolidated</a>' in page and "<b>IBKR IRA (demo)</b>" in page
-    assert f'<a href="{pack_name(D1, "DEMO-IRA")}">&larr; {D1}</a>' in page  # navigation stays in the account
+    assert (
+        f'<a href="{pack_name(D2)}">consolidated</a>' in page and "<b>IBKR IRA (demo)</b>" in page
+    )
+    assert (
+        f'<a href="{pack_name(D1, "DEMO-IRA")}">&larr; {D1}</a>' in page
+    )  # navigation stays in the account
     assert "naked short puts (banned)" in page and "BANNED" in page
     assert "demo:DEMO-001" not in page  # the other account's limits are not on this page
     assert {r["account_id"] for r in ira.limits} == {"DEMO-IRA"} and ira.today is not None
@@ -117,4 +210,7 @@ def test_risk_pack_has_a_page_per_account_and_a_selector(db: Database, tmp_path:
     assert f'<a href="{pack_name(D2, "DEMO-IRA")}">IBKR IRA (demo)</a>' in book_page
     assert "demo:DEMO-IRA" in book_page  # the consolidated page lists every scope's limits
     index = (tmp_path / "index.html").read_text()
-    assert "<h2>Accounts</h2>" in index and f'<a href="{pack_name(D2, "DEMO-001")}">IBKR margin (demo)</a>' in index
+    assert (
+        "<h2>Accounts</h2>" in index
+        and f'<a href="{pack_name(D2, "DEMO-001")}">IBKR margin (demo)</a>' in index
+    )

@@ -115,7 +115,10 @@ class BookEngine:
         return next(iter(self._engines.values())).rate
 
     def _holding(self, root: str) -> Engine:
-        return next((e for e in self._engines.values() if root.upper() in e.roots), next(iter(self._engines.values())))
+        return next(
+            (e for e in self._engines.values() if root.upper() in e.roots),
+            next(iter(self._engines.values())),
+        )
 
     def spot(self, root: str) -> float:
         return self._holding(root).spot(root)
@@ -159,7 +162,9 @@ class BookEngine:
             book = self._book_state(states)
         self.accounts = MappingProxyType(states)
         checks = (*book.checks, *(c for s in states.values() for c in s.checks))
-        return RiskState(ts=book.ts, risk=book.risk, regime=book.regime, checks=checks, spots=book.spots)
+        return RiskState(
+            ts=book.ts, risk=book.risk, regime=book.regime, checks=checks, spots=book.spots
+        )
 
     def _book_state(self, states: Mapping[str, RiskState]) -> RiskState:
         first = next(iter(states.values()))
@@ -168,5 +173,10 @@ class BookEngine:
         spots: dict[str, float] = {}
         for s in states.values():
             spots.update(s.spots)
-        return RiskState(ts=max(s.ts for s in states.values()), risk=risk, regime=regime,
-                         checks=tuple(evaluate_limits(risk, regime)), spots=MappingProxyType(spots))
+        return RiskState(
+            ts=max(s.ts for s in states.values()),
+            risk=risk,
+            regime=regime,
+            checks=tuple(evaluate_limits(risk, regime)),
+            spots=MappingProxyType(spots),
+        )

@@ -275,8 +275,10 @@ class StreamingService:
 
     def _on_signal(self, sig: BreachSignal, state: RiskState) -> None:
         self.signals.append(sig)
-        r = state.risk
         account = self._account if isinstance(self._engine, Engine) else sig.check.scope
+        if isinstance(self._engine, BookEngine):  # the account's own risk, not the book's
+            state = self._engine.accounts.get(account, state)
+        r = state.risk
         self._emit(StreamEvent(
             event_key=sig.event_key, kind=sig.kind, severity=sig.severity, ts=sig.ts, account_id=account,
             payload=sig.payload(nlv=r.nlv, spots=dict(state.spots), term_ratio=state.regime.term_ratio,
@@ -289,8 +291,8 @@ class StreamingService:
                 account, sig.check.metric, sig.check.value, sig.check.limit, sig.check.regime, sig.check.vix,
             )
             self._emit(StreamEvent(
-                event_key=f"{RISK_SNAPSHOT}:{self._account}:{sig.ts.isoformat()}", kind=RISK_SNAPSHOT,
-                severity="info", ts=sig.ts, account_id=self._account, payload=risk_payload(state),
+                event_key=f"{RISK_SNAPSHOT}:{account}:{sig.ts.isoformat()}", kind=RISK_SNAPSHOT,
+                severity="info", ts=sig.ts, account_id=account, payload=risk_payload(state),
             ))
             own = self._engine
             if isinstance(own, BookEngine):  # hedges only for the desk's account, from its engine

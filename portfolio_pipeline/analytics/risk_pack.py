@@ -633,7 +633,7 @@ def render_index(rows: Sequence[Row], available: set[date],
         row = [link, usd(r["nlv"]), usd(r["pnl"], signed=True), pct(r["twr"], 2, signed=True), _e(r["regime"]),
                str(r["breaches"]), _e((r["breached_metrics"] or "").replace(",", ", ")), usd(r["prior_var"]), vb]
         if accounts:
-            row.append(" ".join(f'<a href="{pack_name(day, s[1])}">{_e(label)}</a>'
+            row.append(" · ".join(f'<a href="{pack_name(day, s[1])}">{_e(label)}</a>'
                                 for s, label in accounts if (day, s[1]) in pages) or "–")
         cells.append(row)
     head = ["session", "NLV ($)", "day P&L ($)", "day return", "regime", "limits breached", "which",
@@ -644,8 +644,8 @@ def render_index(rows: Sequence[Row], available: set[date],
     if accounts and latest is not None:
         selector = ("<h2>Accounts</h2>" + account_selector(latest, accounts)
                     + f"<p>Each link opens the account's pack of {latest} (the latest session); the "
-                    "sessions below link every account's pack. Limits breached: the consolidated book "
-                    "and every account.</p>")
+                    "sessions below link every account's pack; their limit columns count the "
+                    "consolidated book's breaches (each account's are on its page).</p>")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Risk packs</title>"
             f"<style>{STYLE}</style></head><body><h1>Risk packs</h1>"
             f"<p>{len(rows)} sessions · limit breaches on {n_limit} · VaR 99% breaches on {n_var}</p>"

@@ -18,7 +18,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-__all__ = ["ACCOUNT_TYPES", "AccountType", "StructureBan", "StructureViolation", "banned_structures"]
+__all__ = [
+    "ACCOUNT_TYPES",
+    "AccountType",
+    "StructureBan",
+    "StructureViolation",
+    "banned_structures",
+]
 
 AccountType = Literal["margin", "portfolio_margin", "cash", "ira", "roth_ira"]
 ACCOUNT_TYPES: Final[tuple[str, ...]] = ("margin", "portfolio_margin", "cash", "ira", "roth_ira")
@@ -51,7 +57,9 @@ def _naked(strategy_type: str, legs: Sequence[TaggedLeg], right: str) -> float:
     single = "short_call" if right == "C" else "short_put"
     if strategy_type == single:
         return short
-    if strategy_type in ("straddle", "strangle") and all(leg.quantity < 0 for leg in legs if leg.right):
+    if strategy_type in ("straddle", "strangle") and all(
+        leg.quantity < 0 for leg in legs if leg.right
+    ):
         return short
     return 0.0
 
@@ -71,5 +79,7 @@ def banned_structures(
                 continue
             n = _naked(strategy_type, legs, right)
             if n > 0:
-                out.append(StructureViolation(account_id, ban, strategy_id, strategy_type, underlying, n))
+                out.append(
+                    StructureViolation(account_id, ban, strategy_id, strategy_type, underlying, n)
+                )
     return out

@@ -37,8 +37,15 @@ from portfolio_pipeline_tests.stubs import instruments
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 DAY = date(2018, 2, 2)
 CLOSE = datetime.fromisoformat("2018-02-02T21:00:00+00:00")
-DOLLAR = ("dollar_delta", "dollar_gamma_1pct", "vega_per_point", "theta_per_day", "vanna_per_point",
-          "volga_per_point", "share_delta")
+DOLLAR = (
+    "dollar_delta",
+    "dollar_gamma_1pct",
+    "vega_per_point",
+    "theta_per_day",
+    "vanna_per_point",
+    "volga_per_point",
+    "share_delta",
+)
 
 
 def _hour(expiry: date, am: bool) -> float:
@@ -50,13 +57,23 @@ def _rows() -> pd.DataFrame:
     tt_positions, tt_quotes, _ = tasty_book()
     positions = pd.DataFrame([position_row(DAY, p) for p in (*ib_positions, *tt_positions)])
     # the snapshot quotes each option's underlying too (the SPX index, the ESH8 future), per broker
-    underlyings = [Quote(b, c, CLOSE, bid=2700.0, ask=2700.0, mark=2700.0, last=2700.0)
-                   for b in ("ibkr", "tastytrade")
-                   for c in (Contract("ES", "FUT", expiry=date(2018, 3, 16)), Contract("SPX", "IND"))]
+    underlyings = [
+        Quote(b, c, CLOSE, bid=2700.0, ask=2700.0, mark=2700.0, last=2700.0)
+        for b in ("ibkr", "tastytrade")
+        for c in (Contract("ES", "FUT", expiry=date(2018, 3, 16)), Contract("SPX", "IND"))
+    ]
     market = pd.DataFrame([quote_row(DAY, q) for q in (*ib_quotes, *tt_quotes, *underlyings)])
     rows = position_greek_rows(
-        positions, market, session=DAY, as_of=CLOSE, instruments=instruments(),
-        pricing_config=load_platform_config(CONFIG).pricing, betas={}, reference_price=math.nan, settlement_hour=_hour)
+        positions,
+        market,
+        session=DAY,
+        as_of=CLOSE,
+        instruments=instruments(),
+        pricing_config=load_platform_config(CONFIG).pricing,
+        betas={},
+        reference_price=math.nan,
+        settlement_hour=_hour,
+    )
     return pd.DataFrame(rows)
 
 
@@ -64,23 +81,39 @@ def test_same_position_two_accounts_two_brokers_same_dollar_greeks_and_book_is_t
     frame = _rows()
     accounts = sorted({(b, a) for b, a in zip(frame["broker"], frame["account_id"], strict=True)})
     assert [b for b, _ in accounts] == ["ibkr", "tastytrade"]
-    one, two = (frame[(frame["broker"] == b) & (frame["account_id"] == a)].set_index("position_key")
-                for b, a in accounts)
+    one, two = (
+        frame[(frame["broker"] == b) & (frame["account_id"] == a)].set_index("position_key")
+        for b, a in accounts
+    )
     assert sorted(one.index) == sorted(two.index) == sorted(KEYS)
     for column in DOLLAR:
-        assert np.array_equal(one.loc[list(KEYS), column].to_numpy(float), two.loc[list(KEYS), column].to_numpy(float)), column
+        assert np.array_equal(
+            one.loc[list(KEYS), column].to_numpy(float), two.loc[list(KEYS), column].to_numpy(float)
+        ), column
     # the broker's own option Greeks, scaled once: the hand arithmetic (independent of our pricer)
     for i, key in enumerate(KEYS[:2]):
         for side in (one, two):
-            assert side.loc[key, "broker_share_delta"] == pytest.approx(EXPECTED["share_delta"][i], abs=1e-9)
-            assert side.loc[key, "broker_theta_per_day"] == pytest.approx(EXPECTED["theta_per_day"][i], abs=1e-9)
-            assert side.loc[key, "broker_vega_per_point"] == pytest.approx(EXPECTED["vega_per_point"][i], abs=1e-9)
+            assert side.loc[key, "broker_share_delta"] == pytest.approx(
+                EXPECTED["share_delta"][i], abs=1e-9
+            )
+            assert side.loc[key, "broker_theta_per_day"] == pytest.approx(
+                EXPECTED["theta_per_day"][i], abs=1e-9
+            )
+            assert side.loc[key, "broker_vega_per_point"] == pytest.approx(
+                EXPECTED["vega_per_point"][i], abs=1e-9
+            )
 
     totals = pd.DataFrame(portfolio_greek_rows(frame, DAY))
     book = totals[(totals["broker"] == AGGREGATE) & (totals["underlying"] == AGGREGATE)].iloc[0]
     per_account = totals[(totals["broker"] != AGGREGATE) & (totals["underlying"] == AGGREGATE)]
     assert len(per_account) == 2 and int(book["positions"]) == 6
-    for column in ("dollar_delta", "dollar_gamma_1pct", "vega_per_point", "theta_per_day", "beta_weighted_dollar_delta"):
+    for column in (
+        "dollar_delta",
+        "dollar_gamma_1pct",
+        "vega_per_point",
+        "theta_per_day",
+        "beta_weighted_dollar_delta",
+    ):
         values = per_account[column].to_numpy(float)
         assert values[0] == values[1], column
         assert book[column] == pytest.approx(values.sum(), rel=1e-12, abs=1e-9), column
