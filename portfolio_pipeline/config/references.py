@@ -87,11 +87,7 @@ def reference_problems(directory: Path, loaded: Mapping[str, BaseModel]) -> list
             if key not in keys:
                 add("risk_matrix.yaml", f"accounts.{key}",
                     f"unknown account {key!r} (accounts.yaml lists {', '.join(sorted(a.name for a in read))})")
-        groups = {a.group for a in read if a.group is not None}
-        for key in getattr(matrix, "groups", {}) or {}:
-            if key not in groups:
-                add("risk_matrix.yaml", f"groups.{key}",
-                    f"no account is in group {key!r} (accounts.yaml groups: {', '.join(sorted(groups)) or 'none'})")
+        # a group no account is in yet is fine: it applies once an account joins it
 
     strategies = loaded.get("strategies.yaml")
     account_ids = (

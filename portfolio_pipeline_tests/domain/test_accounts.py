@@ -121,10 +121,7 @@ def test_risk_matrix_references_are_checked(tmp_path: Path) -> None:
     assert any(
         "risk_matrix.yaml: accounts.nobody: unknown account 'nobody'" in p for p in problems
     ), problems
-    assert any(
-        "risk_matrix.yaml: groups.hedge-fund: no account is in group 'hedge-fund'" in p
-        for p in problems
-    )
+    assert not any("hedge-fund" in p for p in problems)  # a group no account is in yet is allowed
 
 
 def test_example_twin_reads_managed_accounts() -> None:
