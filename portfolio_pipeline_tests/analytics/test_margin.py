@@ -172,3 +172,21 @@ def test_ira_naked_short_is_flagged_and_names_its_account() -> None:
     rows = {r["account_id"]: r for r in margin}
     assert rows["IRA1"]["breached_metrics"] == "naked_short_put" and rows["IRA1"]["breaches"] == 1
     assert rows["MRG1"]["breaches"] == 0 and rows["*"]["breaches"] == 0
+
+
+def test_breach_lines_name_the_account_and_count_banned_contracts() -> None:
+    import pandas as pd
+
+    from portfolio_pipeline.defs.risk.checks import breach_lines
+
+    limits = pd.DataFrame([
+        {"session_date": DAY, "broker": "demo", "account_id": "IRA1", "metric": "naked_short_put", "value": 3.0,
+         "limit_value": 0.0, "utilisation": 1e9, "breached": True, "regime": "calm"},
+        {"session_date": DAY, "broker": "demo", "account_id": "IRA1", "metric": "vega", "value": 0.02,
+         "limit_value": 0.01, "utilisation": 2.0, "breached": True, "regime": "calm"},
+    ])
+    margin = pd.DataFrame([{"session_date": DAY, "broker": "demo", "account_id": "IRA1", "nlv": 100_000.0}])
+    assert breach_lines(limits, margin) == [
+        "2018-02-05 demo:IRA1 naked_short_put: 3 naked short contract(s) held, none allowed for this account type",
+        "2018-02-05 demo:IRA1 vega: +2.00% of NLV, limit +1.00% ($2,000 vs $1,000), 200% used, calm",
+    ]
