@@ -98,7 +98,7 @@ def _account_of(platform: PlatformResource, account_id: str | None) -> tuple[str
         logger.exception("accounts.yaml unreadable; alert without the broker name")
         return None, None
     found = next((a for a in accounts if a.account_id == account_id), None)
-    return (None, None) if found is None else (found.broker, found.label)
+    return (None, None) if found is None else (found.broker, found.display_name)
 
 
 @dg.op
