@@ -314,7 +314,7 @@ def run_checks(
         from portfolio_pipeline.paths import config_dir
 
         config = load_platform_config(config_dir(environ))
-        results.extend(check_brokers(config.accounts.accounts, environ, timeout_s))
+        results.extend(check_brokers(config.accounts.book(), environ, timeout_s))
     return results
 
 

@@ -104,7 +104,7 @@ def _check_account(account_id: str) -> None:
     from portfolio_pipeline.paths import config_dir
 
     config = load_platform_config(config_dir())
-    known = [a.account_id for a in config.accounts.accounts]
+    known = [a.account_id for a in config.accounts.book()]
     if account_id not in known:
         raise CliError(f"--account {account_id!r}: no such account in {config.directory / 'accounts.yaml'} "
                        f"(configured: {', '.join(known) or 'none'})")

@@ -23,7 +23,7 @@ DEMO_END = date(2018, 6, 29)
 
 def demo_only(config: PlatformConfig) -> bool:
     """True when every configured account is on the demo broker."""
-    accounts = config.accounts.accounts
+    accounts = config.accounts.book()
     return bool(accounts) and all(a.broker == "demo" for a in accounts)
 
 

@@ -55,9 +55,10 @@ that queued up while the previous batch was processed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from types import MappingProxyType
@@ -70,7 +71,7 @@ from portfolio_pipeline.domain.greeks import position_greeks
 from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.limits import LimitCheck, RiskSnapshot, evaluate_limits
 from portfolio_pipeline.domain.positions import AccountSnapshot, Position, Quote
-from portfolio_pipeline.domain.regime import RegimeService, RegimeState
+from portfolio_pipeline.domain.regime import LimitSet, RegimeService, RegimeState
 from portfolio_pipeline.domain.settlement import SessionHours, settlement_instant
 from portfolio_pipeline.domain.symbols import VIX, VIX3M
 from portfolio_pipeline.marketdata.valuation import market_mark
@@ -252,6 +253,10 @@ class Engine:
         False = reprice everything on every call (reference twin / benchmark baseline).
     calendar:
         The exchange calendar of settlement instants (default: XNYS).
+    limits:
+        The limits hook: regime name -> the :class:`LimitSet` this book is checked against
+        (an account's own limits, ``domain.accounts.account_limits``); default: the
+        regime's limits.
     """
 
     def __init__(
@@ -264,7 +269,9 @@ class Engine:
         incremental: bool = True,
         calendar: SessionHours | None = None,
         expansion: Expansion | None = None,
+        limits: Callable[[str], LimitSet] | None = None,
     ) -> None:
+        self._limits_hook = limits
         if calendar is None:
             from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 
@@ -747,6 +754,14 @@ class Engine:
             self._build_grids(good, now)
         return errors
 
+    def reprice_all(self) -> None:
+        """Reprice every group exactly at the last tick time (no interpolated total stays):
+        what a caller summing several engines does before a decision near a limit."""
+        estimates = {self._groups[r].index: self._totals[self._groups[r].index].copy() for r in self._approx}
+        self._reprice(tuple(self._groups), self._last_ts)  # a non-finite group keeps its last good sums
+        self._approx.clear()
+        self._measure(estimates)
+
     def on_ticks(self, ticks: Iterable[Tick]) -> RiskState:
         """Apply ticks, reprice each touched group once, and evaluate once.
 
@@ -783,6 +798,8 @@ class Engine:
         """Regime from the live VIX / VIX3M and every limit check, at the last tick."""
         regime = self._regimes.classify(self._vix, self._vix3m, previous=self._regime_name)
         self._regime_name = regime.name
+        if self._limits_hook is not None:
+            regime = dataclasses.replace(regime, limits=self._limits_hook(regime.name))
         lim = regime.limits
         self._limits = (lim.max_abs_beta_weighted_delta, lim.max_short_gamma, lim.max_abs_vega, abs(lim.min_theta))
         risk = self.risk_snapshot()

@@ -23,6 +23,7 @@ import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from portfolio_pipeline.cli_errors import CliError, ReportingCommand
 from portfolio_pipeline.cli_types import FiniteFloat, SafePath, SessionDate
 from portfolio_pipeline.clock import SettableClock, system_clock
 from portfolio_pipeline.config import PlatformConfig, load_platform_config
-from portfolio_pipeline.domain.accounts import AccountConfig
+from portfolio_pipeline.domain.accounts import AccountConfig, account_limits
 from portfolio_pipeline.domain.orders import Order
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.log_setup import LogFormatError, configure_logging
@@ -67,7 +68,7 @@ def _setup_logging(level: int) -> None:
 
 
 def _account(config: PlatformConfig, broker: str) -> AccountConfig:
-    for a in config.accounts.accounts:
+    for a in config.accounts.book():
         if a.broker == broker:
             return a
     if broker == "demo":
@@ -101,17 +102,20 @@ def build_service(
         clock = SettableClock(datetime(replay.year, replay.month, replay.day, 14, 30, tzinfo=UTC))
         history = MarketHistory()
         seed = account.demo.seed if account.demo is not None else 7
+        demo_accounts = [a for a in config.accounts.book() if a.broker == "demo"] or [account]
         broker = DemoBroker(
-            config.instruments, account_id=account.account_id, clock=clock, seed=seed, history=history
+            config.instruments, clock=clock, history=history,
+            books={a.account_id: (a.demo.book, a.demo.seed) if a.demo is not None else ("index", 7)
+                   for a in demo_accounts},
         )
         feed = DemoFeed(
-            broker, account.account_id, history, replay, speed=speed, tick_seconds=settings.feed.demo_tick_seconds,
-            seed=seed, clock=clock,
+            broker, [a.account_id for a in demo_accounts], history, replay, speed=speed,
+            tick_seconds=settings.feed.demo_tick_seconds, seed=seed, clock=clock,
         )
     else:  # live: the broker's accounts from accounts.yaml, polled by BrokerFeed (never orders)
         from portfolio_pipeline.brokers.factory import make_adapter
 
-        accounts = [a for a in config.accounts.accounts if a.broker == broker_name]
+        accounts = [a for a in config.accounts.book() if a.broker == broker_name]
         broker = make_adapter(account.broker, accounts, config.instruments, system_clock)
         feed = live = BrokerFeed(broker, [a.account_id for a in accounts], config.instruments)
         replay = system_clock().date()
@@ -141,10 +145,13 @@ def build_service(
         pending=PendingProposals(buffer_directory), regimes=RegimeService(config.risk_matrix),
     )
     roots = ("SPX", "NDX", "SPY", "QQQ", "RUT", "IWM", "XSP")
+    regimes = RegimeService(config.risk_matrix)
     betas = {r: pricing.beta_override(r) or pricing.beta.fallback for r in roots}
     service = StreamingService(
         feed=feed, writer=writer, instruments=config.instruments,
-        regimes=RegimeService(config.risk_matrix), settings=settings, account_id=account.account_id,
+        regimes=regimes, settings=settings, account_id=account.account_id,
+        account_limits={a.account_id: partial(account_limits, regimes, a) for a in config.accounts.book()
+                        if a.broker == broker_name},
         desk=desk, rate=pricing.rate_on(replay), dividend_yields={r: pricing.dividend_yield(r) for r in roots},
         betas=betas,
     )

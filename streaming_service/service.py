@@ -31,14 +31,16 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from portfolio_pipeline.config.streaming import StreamingConfig
 from portfolio_pipeline.domain.instruments import InstrumentTable
-from portfolio_pipeline.domain.regime import RegimeService
+from portfolio_pipeline.domain.positions import AccountSnapshot, Position
+from portfolio_pipeline.domain.regime import LimitSet, RegimeService
+from streaming_service.book import BookEngine
 from streaming_service.breach import LIMIT_BREACH, BreachDetector, BreachSignal
 from streaming_service.buffer import EventWriter, StreamEvent
 from streaming_service.engine import (
@@ -96,7 +98,14 @@ class _Pricing:
 
 
 class StreamingService:
-    """One account's live risk loop (see the module docstring)."""
+    """The live risk loop of one broker's accounts (see the module docstring).
+
+    A starting book of one account runs one :class:`Engine` (scope: ``account_id``); a
+    book of several accounts (``StartingBook.accounts``) runs a :class:`BookEngine`:
+    every account against its own limits (``account_limits``: account id -> regime
+    name -> limits) and the whole book (scope ``"*"``) against the regime's; each breach
+    event carries the account it belongs to.  Hedges are proposed only for the desk's
+    own account (``account_id``), from that account's engine."""
 
     def __init__(
         self,
@@ -111,6 +120,7 @@ class StreamingService:
         rate: float = 0.0,
         dividend_yields: dict[str, float] | None = None,
         betas: dict[str, float] | None = None,
+        account_limits: Mapping[str, Callable[[str], LimitSet]] | None = None,
         metrics: ServiceMetrics | None = None,
         wall_clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -120,12 +130,13 @@ class StreamingService:
         self._regimes = regimes
         self._settings = settings
         self._account = account_id
+        self._account_limits = dict(account_limits or {})
         self._desk = desk
         self._pricing = _Pricing(rate, dict(dividend_yields or {}), dict(betas or {}))
         self.metrics = metrics or ServiceMetrics()
         self._wall = wall_clock
         self._detector = BreachDetector(settings.breach, regimes)
-        self._engine: Engine | None = None
+        self._engine: Engine | BookEngine | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stale: set[str] = set()
         self._nan_roots: set[str] = set()
@@ -134,7 +145,7 @@ class StreamingService:
         self.signals: list[BreachSignal] = []
 
     @property
-    def engine(self) -> Engine | None:
+    def engine(self) -> Engine | BookEngine | None:
         return self._engine
 
     @property
@@ -163,7 +174,7 @@ class StreamingService:
         await asyncio.gather(getter, return_exceptions=True)
         return None
 
-    async def _start_or_stop(self, stop: asyncio.Event) -> Engine | None:
+    async def _start_or_stop(self, stop: asyncio.Event) -> Engine | BookEngine | None:
         """Load the starting book, unless ``stop`` is set first (SIGTERM while the broker is down)."""
         starter = asyncio.ensure_future(self.start_engine())
         stopper = asyncio.ensure_future(stop.wait())
@@ -177,19 +188,34 @@ class StreamingService:
         await asyncio.gather(starter, return_exceptions=True)
         return None
 
-    async def start_engine(self) -> Engine:
+    async def start_engine(self) -> Engine | BookEngine:
         book = await self._feed.starting_book()
         self.metrics.broker_connected = True
-        self._engine = Engine(
-            EngineInputs(
-                account=book.account, positions=book.positions, quotes=book.quotes,
-                vix=book.vix, vix3m=book.vix3m, rate=self._pricing.rate,
-                dividend_yields=self._pricing.dividend_yields, betas=self._pricing.betas,
-            ),
-            self._instruments, self._regimes, scope=self._account,
-            expansion=Expansion(levels=(1.0, 1.0 - self._settings.breach.hysteresis)),  # fire / clear
-        )
-        logger.info("engine ready positions=%s roots=%s", self._engine.position_count, list(self._engine.roots))
+        levels = (1.0, 1.0 - self._settings.breach.hysteresis)  # fire / clear
+
+        def engine(account: AccountSnapshot, positions: Sequence[Position], scope: str) -> Engine:
+            return Engine(
+                EngineInputs(
+                    account=account, positions=positions, quotes=book.quotes,
+                    vix=book.vix, vix3m=book.vix3m, rate=self._pricing.rate,
+                    dividend_yields=self._pricing.dividend_yields, betas=self._pricing.betas,
+                ),
+                self._instruments, self._regimes, scope=scope, expansion=Expansion(levels=levels),
+                limits=self._account_limits.get(account.account_id),
+            )
+
+        accounts = [a for a in book.accounts if a.nlv > 0]
+        if len(accounts) > 1:
+            self._engine = BookEngine(
+                {a.account_id: engine(a, [p for p in book.positions if p.account_id == a.account_id], a.account_id)
+                 for a in accounts},
+                self._regimes, guard=Expansion().guard, levels=levels,
+            )
+            logger.info("book engine ready accounts=%s positions=%s roots=%s", [a.account_id for a in accounts],
+                        self._engine.position_count, list(self._engine.roots))
+        else:
+            self._engine = engine(book.account, book.positions, self._account)
+            logger.info("engine ready positions=%s roots=%s", self._engine.position_count, list(self._engine.roots))
         return self._engine
 
     def _emit(self, event: StreamEvent) -> None:
@@ -249,30 +275,36 @@ class StreamingService:
 
     def _on_signal(self, sig: BreachSignal, state: RiskState) -> None:
         self.signals.append(sig)
+        account = self._account if isinstance(self._engine, Engine) else sig.check.scope
+        if isinstance(self._engine, BookEngine):  # the account's own risk, not the book's
+            state = self._engine.accounts.get(account, state)
         r = state.risk
         self._emit(StreamEvent(
-            event_key=sig.event_key, kind=sig.kind, severity=sig.severity, ts=sig.ts, account_id=self._account,
+            event_key=sig.event_key, kind=sig.kind, severity=sig.severity, ts=sig.ts, account_id=account,
             payload=sig.payload(nlv=r.nlv, spots=dict(state.spots), term_ratio=state.regime.term_ratio,
                                 backwardation=state.regime.backwardation),
         ))
         if sig.kind == LIMIT_BREACH:
             self.metrics.breaches += 1
             logger.warning(
-                "limit breach metric=%s value=%.4f limit=%.4f regime=%s vix=%.2f",
-                sig.check.metric, sig.check.value, sig.check.limit, sig.check.regime, sig.check.vix,
+                "limit breach account=%s metric=%s value=%.4f limit=%.4f regime=%s vix=%.2f",
+                account, sig.check.metric, sig.check.value, sig.check.limit, sig.check.regime, sig.check.vix,
             )
             self._emit(StreamEvent(
-                event_key=f"{RISK_SNAPSHOT}:{self._account}:{sig.ts.isoformat()}", kind=RISK_SNAPSHOT,
-                severity="info", ts=sig.ts, account_id=self._account, payload=risk_payload(state),
+                event_key=f"{RISK_SNAPSHOT}:{account}:{sig.ts.isoformat()}", kind=RISK_SNAPSHOT,
+                severity="info", ts=sig.ts, account_id=account, payload=risk_payload(state),
             ))
-            moment = self._desk.try_capture(self._engine, sig) if self._desk and self._engine else None
+            own = self._engine
+            if isinstance(own, BookEngine):  # hedges only for the desk's account, from its engine
+                own = own.engines.get(self._account) if sig.check.scope == self._account else None
+            moment = self._desk.try_capture(own, sig) if self._desk and own is not None else None
             if self._desk is not None and moment is not None:
                 task = asyncio.get_running_loop().create_task(self._desk.handle(moment))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         else:
             self.metrics.clears += 1
-            logger.info("limit cleared metric=%s value=%.4f", sig.check.metric, sig.check.value)
+            logger.info("limit cleared account=%s metric=%s value=%.4f", account, sig.check.metric, sig.check.value)
 
     def _maybe_snapshot(self, state: RiskState) -> None:
         if self._last_snapshot is not None and state.ts - self._last_snapshot < self._snapshot_every:

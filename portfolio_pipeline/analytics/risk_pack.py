@@ -9,6 +9,11 @@ heat map; the Monte Carlo P&L distribution with VaR/CVaR marked; the risk profil
 T+0, T+n and the expiries, breakevens and expected move marked); the historical replays;
 strategies with their traffic light and exit signal; margin and regime history.
 
+With several accounts each session also gets one page per account
+(``risk_pack_<date>__<account>.html``: that account's rows of the same tables, its own
+limits; stress and Monte Carlo where they are stored per account) and every page and the
+index carry an account selector (consolidated / each account).
+
 Pages use inline CSS and SVG only, so they work offline and behind ``portfolio report
 --serve`` (browsers block ``file://`` links from the Dagster UI).
 """
@@ -60,7 +65,11 @@ LIMIT_LABELS: Mapping[str, tuple[str, str]] = {
     "vega": ("vega", "$ per vol point"),
     "theta": ("theta", "$ per day"),
     "margin_utilisation": ("maintenance margin", "$"),
+    "naked_short_call": ("naked short calls (banned)", "contracts"),
+    "naked_short_put": ("naked short puts (banned)", "contracts"),
 }
+BANS = frozenset({"naked_short_call", "naked_short_put"})
+"""Structure-ban metrics: value = naked short contracts, limit 0 (not fractions of NLV)."""
 """Limit metric -> (name, unit of the dollar value); limits are stored as fractions of NLV."""
 
 PACK_VAR: tuple[tuple[str, float], ...] = (
@@ -72,9 +81,20 @@ INDEX_VAR = ("historical_full", 0.99)
 MODEL_LABELS: Mapping[str, str] = {"historical_full": "", "monte_carlo_1d": " Monte Carlo 1-day"}
 
 
-def pack_name(day: date) -> str:
-    """File name of a session's pack."""
-    return f"{PACK_PREFIX}{day.isoformat()}.html"
+Scope = tuple[str, str]
+BOOK: Scope = (ALL, ALL)
+"""(broker, account_id) of the consolidated book."""
+
+
+def _slug(account_id: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in account_id)
+
+
+def pack_name(day: date, account_id: str | None = None) -> str:
+    """File name of a session's pack (consolidated, or one account's)."""
+    if account_id is None or account_id == ALL:
+        return f"{PACK_PREFIX}{day.isoformat()}.html"
+    return f"{PACK_PREFIX}{day.isoformat()}__{_slug(account_id)}.html"
 
 
 def pack_url(day: date, port: int = DEFAULT_PORT) -> str:
@@ -113,6 +133,13 @@ class PackData:
     """risk_profile_summary rows of the session's totals (strategy '*')."""
     flow: list[Row] = field(default_factory=list)
     """option_flow_metrics rows of the session (the options_flow asset), every underlying."""
+    scope: Scope = BOOK
+    """Whose pack: the consolidated book, or one (broker, account_id)."""
+    label: str = "consolidated"
+
+    @property
+    def is_book(self) -> bool:
+        return self.scope == BOOK
 
     @property
     def today(self) -> Row | None:
@@ -133,45 +160,68 @@ def stored_sessions(conn: Connection) -> list[date]:
     return [r[0] for r in conn.execute(stmt)]
 
 
-def load_pack(conn: Connection, day: date) -> PackData:
-    """The stored rows of session ``day`` (and the history the charts need)."""
+def stored_accounts(conn: Connection, day: date | None = None) -> list[Scope]:
+    """(broker, account_id) of every account with a portfolio_returns row (on ``day``)."""
+    t = portfolio_returns
+    stmt = select(t.c.broker, t.c.account_id).where(t.c.broker != ALL).distinct()
+    if day is not None:
+        stmt = stmt.where(t.c.session_date == day)
+    return sorted((str(b), str(a)) for b, a in conn.execute(stmt))
+
+
+def load_pack(conn: Connection, day: date, scope: Scope = BOOK, label: str | None = None) -> PackData:
+    """The stored rows of session ``day`` (and the history the charts need) of ``scope``:
+    the consolidated book (default) or one (broker, account_id)."""
+    b, a = scope
+    book = scope == BOOK
     r, m, rm = portfolio_returns, margin_history, risk_metrics
-    returns = _rows(conn, r, r.c.broker == ALL, r.c.account_id == ALL, r.c.session_date <= day,
+    returns = _rows(conn, r, r.c.broker == b, r.c.account_id == a, r.c.session_date <= day,
                     order=["session_date"])
-    risk = _rows(conn, rm, rm.c.session_date == day, rm.c.broker == ALL, rm.c.account_id == ALL,
+    risk = _rows(conn, rm, rm.c.session_date == day, rm.c.broker == b, rm.c.account_id == a,
                  rm.c.window == "full")
     exceedances = read_var_exceedances(conn, day, day, models=sorted({m for m, _ in PACK_VAR}))
+    if not book:  # var_backtest tests the book's VaR
+        exceedances = exceedances.iloc[0:0]
 
     pg, sp, lc = portfolio_greeks, strategy_performance, position_lifecycle
     grid, hist, mc, dist = stress_shock_grid, stress_historical, monte_carlo_var, monte_carlo_distribution
+    pgr = position_greeks
     return PackData(
         session=day,
         returns=returns,
         risk={str(x["metric"]): x for x in risk},
         exceedances=exceedances.to_dict("records"),
         limits=_rows(conn, limit_checks, limit_checks.c.session_date == day,
+                     *(() if book else (limit_checks.c.broker == b, limit_checks.c.account_id == a)),
                      order=["broker", "account_id", "metric"]),
-        margin=_rows(conn, m, m.c.broker == ALL, m.c.account_id == ALL, m.c.session_date <= day,
+        margin=_rows(conn, m, m.c.broker == b, m.c.account_id == a, m.c.session_date <= day,
                      order=["session_date"]),
-        positions=_rows(conn, position_greeks, position_greeks.c.session_date == day),
-        by_underlying=_rows(conn, pg, pg.c.session_date == day, pg.c.broker == ALL, pg.c.account_id == ALL,
+        positions=_rows(conn, pgr, pgr.c.session_date == day,
+                        *(() if book else (pgr.c.broker == b, pgr.c.account_id == a))),
+        by_underlying=_rows(conn, pg, pg.c.session_date == day, pg.c.broker == b, pg.c.account_id == a,
                             order=["underlying"]),
-        strategies=_rows(conn, sp, sp.c.session_date == day, order=["broker", "account_id", "strategy_id"]),
+        strategies=_rows(conn, sp, sp.c.session_date == day, *(() if book else (sp.c.broker == b, sp.c.account_id == a)),
+                         order=["broker", "account_id", "strategy_id"]),
         lifecycle={str(x["strategy_id"]): x for x in _rows(conn, lc, lc.c.session_date == day)},
-        grid=_rows(conn, grid, grid.c.session_date == day, grid.c.broker == ALL, grid.c.group_key == ALL,
-                   grid.c.strategy_id.is_(None)),
-        replays=_rows(conn, hist, hist.c.session_date == day, hist.c.broker == ALL,
+        grid=_rows(conn, grid, grid.c.session_date == day, grid.c.broker == b, grid.c.account_id == a,
+                   grid.c.group_key == ALL, grid.c.strategy_id.is_(None)),
+        replays=_rows(conn, hist, hist.c.session_date == day, hist.c.broker == b, hist.c.account_id == a,
                       order=["scenario", "step"]),
-        mc=_rows(conn, mc, mc.c.session_date == day, mc.c.broker == ALL, mc.c.group_key == ALL,
-                 order=["horizon_days"]),
-        mc_hist=_rows(conn, dist, dist.c.session_date == day, order=["horizon_days", "bin"]),
+        mc=_rows(conn, mc, mc.c.session_date == day, mc.c.broker == b, mc.c.account_id == a,
+                 mc.c.group_key == ALL, order=["horizon_days"]),
+        mc_hist=_rows(conn, dist, dist.c.session_date == day, order=["horizon_days", "bin"]) if book else [],
         scopes=_rows(conn, m, m.c.session_date == day),
+        # the profiles are the whole book's (an account page has none); the flow is the market's
         profile=_rows(conn, risk_profile, risk_profile.c.session_date == day, risk_profile.c.strategy_id == ALL,
+                      risk_profile.c.broker == b, risk_profile.c.account_id == a,
                       order=["profile", "horizon_days", "point"]),
         profile_summary=_rows(conn, risk_profile_summary, risk_profile_summary.c.session_date == day,
-                              risk_profile_summary.c.strategy_id == ALL, order=["profile", "horizon_days"]),
+                              risk_profile_summary.c.strategy_id == ALL, risk_profile_summary.c.broker == b,
+                              risk_profile_summary.c.account_id == a, order=["profile", "horizon_days"]),
         flow=_rows(conn, option_flow_metrics, option_flow_metrics.c.session_date == day,
                    order=["underlying", "metric", "scope"]),
+        scope=scope,
+        label=label or ("consolidated" if book else a),
     )
 
 
@@ -237,6 +287,13 @@ def limit_rows(pack: PackData) -> list[Row]:
             scale = finite_or_none(pack.today["nlv"])
         name, unit = LIMIT_LABELS.get(str(r["metric"]), (str(r["metric"]), "$"))
         value, limit = finite_or_none(r["value"]), finite_or_none(r["limit_value"])
+        if r["metric"] in BANS:
+            out.append({
+                "scope": f"{r['broker']}:{r['account_id']}", "metric": name, "unit": unit, "value_pct": None,
+                "limit_pct": None, "value_usd": None, "limit_usd": None, "count": value,
+                "utilisation": None, "breached": bool(r["breached"]), "regime": r["regime"],
+            })
+            continue
         out.append({
             "scope": "book" if r["broker"] == ALL else f"{r['broker']}:{r['account_id']}",
             "metric": name, "unit": unit, "value_pct": value, "limit_pct": limit,
@@ -315,6 +372,9 @@ def limits_html(pack: PackData) -> str:
         ["scope", "limit", "value (% NLV)", "limit (% NLV)", "value ($)", "limit ($)", "unit", "utilisation", "regime"],
         [[_e(r["scope"]), _e(r["metric"]), pct(r["value_pct"], 2), pct(r["limit_pct"], 2),
           usd(r["value_usd"]), usd(r["limit_usd"]), _e(r["unit"]), pct(r["utilisation"], 0), _e(r["regime"])]
+         if "count" not in r else
+         [_e(r["scope"]), _e(r["metric"]), "–", "–", f"{r['count'] or 0:g} held", "0 allowed", _e(r["unit"]),
+          "BANNED" if r["breached"] else "none held", _e(r["regime"])]
          for r in rows],
         left=2, classes=["breach" if r["breached"] else "" for r in rows],
     )
@@ -516,6 +576,8 @@ def profile_svg(curves: Mapping[str, Sequence[tuple[float, float]]], *, spot: fl
 
 
 def _profile_html(pack: PackData) -> str:
+    if not pack.profile and not pack.is_book:
+        return "<p><em>the risk profile is the consolidated book's (its page)</em></p>"
     if not pack.profile:
         return "<p><em>no risk profile stored</em></p>"
     by: dict[str, dict[str, list[tuple[float, float]]]] = {}
@@ -552,7 +614,7 @@ def _profile_html(pack: PackData) -> str:
 def _replays_html(pack: PackData) -> str:
     by: dict[str, list[Row]] = {}
     for r in pack.replays:
-        if r["account_id"] == ALL:
+        if (r["broker"], r["account_id"]) == pack.scope:
             by.setdefault(str(r["scenario"]), []).append(r)
     rows, charts = [], []
     for name, steps in by.items():
@@ -640,13 +702,30 @@ def flow_html(pack: PackData) -> str:
     return "".join(out)
 
 
-def render_pack(pack: PackData, *, previous: date | None = None, following: date | None = None) -> str:
-    """The pack of one session as a complete HTML page."""
+def account_selector(day: date, accounts: Sequence[tuple[Scope, str]], current: Scope | None = None) -> str:
+    """Links to the consolidated pack and each account's pack of ``day`` (the current one bold)."""
+    if not accounts:
+        return ""
+    links = []
+    for scope, label in ((BOOK, "consolidated"), *accounts):
+        text = _e(label)
+        if scope == current:
+            links.append(f"<b>{text}</b>")
+        else:
+            links.append(f'<a href="{pack_name(day, None if scope == BOOK else scope[1])}">{text}</a>')
+    return f'<p class="accounts">account: {" | ".join(links)}</p>'
+
+
+def render_pack(pack: PackData, *, previous: date | None = None, following: date | None = None,
+                accounts: Sequence[tuple[Scope, str]] = ()) -> str:
+    """The pack of one session as a complete HTML page; ``accounts`` ((broker, account_id),
+    label) feed the account selector (none: no selector)."""
+    account = None if pack.is_book else pack.scope[1]
     nav = [f'<a href="{INDEX_NAME}">all sessions</a>']
     if previous is not None:
-        nav.insert(0, f'<a href="{pack_name(previous)}">&larr; {previous}</a>')
+        nav.insert(0, f'<a href="{pack_name(previous, account)}">&larr; {previous}</a>')
     if following is not None:
-        nav.append(f'<a href="{pack_name(following)}">{following} &rarr;</a>')
+        nav.append(f'<a href="{pack_name(following, account)}">{following} &rarr;</a>')
     sections = [
         ("Limits", limits_html(pack)),
         ("Positions and Greeks", _positions_html(pack)),
@@ -661,9 +740,11 @@ def render_pack(pack: PackData, *, previous: date | None = None, following: date
         ("Options flow", flow_html(pack)),
     ]
     body = "".join(f"<h2>{title}</h2>{content}" for title, content in sections)
+    who = "" if pack.is_book and not accounts else f" — {_e(pack.label)}"
     return ("<!doctype html><html><head><meta charset='utf-8'>"
-            f"<title>Risk pack {pack.session}</title><style>{STYLE}</style></head><body>"
-            f"<p>{' · '.join(nav)}</p><h1>Risk pack {pack.session}</h1>{_headline(pack)}{body}</body></html>")
+            f"<title>Risk pack {pack.session}{who}</title><style>{STYLE}</style></head><body>"
+            f"<p>{' · '.join(nav)}</p>{account_selector(pack.session, accounts, pack.scope)}"
+            f"<h1>Risk pack {pack.session}{who}</h1>{_headline(pack)}{body}</body></html>")
 
 
 def index_rows(conn: Connection) -> list[Row]:
@@ -688,9 +769,13 @@ def index_rows(conn: Connection) -> list[Row]:
     return out
 
 
-def render_index(rows: Sequence[Row], available: set[date]) -> str:
-    """The index page: every session, newest first, breaches highlighted, linked to its pack."""
+def render_index(rows: Sequence[Row], available: set[date],
+                 accounts: Sequence[tuple[Scope, str]] = (), account_pages: set[tuple[date, str]] | None = None) -> str:
+    """The index page: every session, newest first, breaches highlighted, linked to its pack;
+    with ``accounts`` an account selector (each account's latest pack) and each session's
+    account pages."""
     rows = sorted(rows, key=lambda r: r["session_date"], reverse=True)
+    pages = account_pages or set()
     n_limit = sum(1 for r in rows if r["breaches"])
     n_var = sum(1 for r in rows if r["var_breach"])
     cells = []
@@ -698,14 +783,26 @@ def render_index(rows: Sequence[Row], available: set[date]) -> str:
         day = r["session_date"]
         link = f'<a href="{pack_name(day)}">{day}</a>' if day in available else _e(day)
         vb = "–" if r["var_breach"] is None else ('<span class="flag bad">yes</span>' if r["var_breach"] else "no")
-        cells.append([link, usd(r["nlv"]), usd(r["pnl"], signed=True), pct(r["twr"], 2, signed=True), _e(r["regime"]),
-                      str(r["breaches"]), _e((r["breached_metrics"] or "").replace(",", ", ")), usd(r["prior_var"]), vb])
-    table = _table(["session", "NLV ($)", "day P&L ($)", "day return", "regime", "limits breached", "which",
-                    "prior VaR 99% ($)", "VaR breach"], cells,
-                   classes=["breach" if r["breaches"] or r["var_breach"] else "" for r in rows])
+        row = [link, usd(r["nlv"]), usd(r["pnl"], signed=True), pct(r["twr"], 2, signed=True), _e(r["regime"]),
+               str(r["breaches"]), _e((r["breached_metrics"] or "").replace(",", ", ")), usd(r["prior_var"]), vb]
+        if accounts:
+            row.append(" · ".join(f'<a href="{pack_name(day, s[1])}">{_e(label)}</a>'
+                                for s, label in accounts if (day, s[1]) in pages) or "–")
+        cells.append(row)
+    head = ["session", "NLV ($)", "day P&L ($)", "day return", "regime", "limits breached", "which",
+            "prior VaR 99% ($)", "VaR breach"] + (["accounts"] if accounts else [])
+    table = _table(head, cells, classes=["breach" if r["breaches"] or r["var_breach"] else "" for r in rows])
+    selector = ""
+    latest = next((r["session_date"] for r in rows if r["session_date"] in available), None)
+    if accounts and latest is not None:
+        selector = ("<h2>Accounts</h2>" + account_selector(latest, accounts)
+                    + f"<p>Each link opens the account's pack of {latest} (the latest session); the "
+                    "sessions below link every account's pack; their limit columns count the "
+                    "consolidated book's breaches (each account's are on its page).</p>")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Risk packs</title>"
             f"<style>{STYLE}</style></head><body><h1>Risk packs</h1>"
-            f"<p>{len(rows)} sessions · limit breaches on {n_limit} · VaR 99% breaches on {n_var}</p>{table}</body></html>")
+            f"<p>{len(rows)} sessions · limit breaches on {n_limit} · VaR 99% breaches on {n_var}</p>"
+            f"{selector}{table}</body></html>")
 
 
 def headline_markdown(pack: PackData) -> str:
@@ -733,21 +830,47 @@ def headline_markdown(pack: PackData) -> str:
     return "\n".join(lines)
 
 
-def write_packs(conn: Connection, days: Sequence[date], directory: Path) -> list[tuple[Path, PackData]]:
-    """Write the packs of ``days`` and refresh the index in ``directory``; each path with its data."""
+def write_packs(conn: Connection, days: Sequence[date], directory: Path,
+                labels: Mapping[str, str] | None = None) -> list[tuple[Path, PackData]]:
+    """Write the packs of ``days`` (with several accounts, each account's too) and refresh
+    the index in ``directory``; each consolidated pack's path with its data.  ``labels``:
+    account id -> display name (``accounts.yaml``; default the account id)."""
     directory.mkdir(parents=True, exist_ok=True)
     sessions = stored_sessions(conn)
     position = {d: i for i, d in enumerate(sessions)}
+    names = dict(labels or {})
+    everyone = stored_accounts(conn)
+    accounts = [(s, names.get(s[1], s[1])) for s in everyone] if len(everyone) > 1 else []
     written = []
     for day in days:
         i = position.get(day)
         previous = sessions[i - 1] if i is not None and i > 0 else None
         following = sessions[i + 1] if i is not None and i + 1 < len(sessions) else None
+        held = set(stored_accounts(conn, day)) if accounts else set()
+        selector = [(s, label) for s, label in accounts if s in held]
         pack = load_pack(conn, day)
         path = directory / pack_name(day)
-        path.write_text(render_pack(pack, previous=previous, following=following), encoding="utf-8")
+        path.write_text(render_pack(pack, previous=previous, following=following, accounts=selector),
+                        encoding="utf-8")
         written.append((path, pack))
-    available = {date.fromisoformat(p.name[len(PACK_PREFIX):-len(".html")])
-                 for p in directory.glob(f"{PACK_PREFIX}*.html")}
-    (directory / INDEX_NAME).write_text(render_index(index_rows(conn), available), encoding="utf-8")
+        for scope, label in selector:
+            mine = load_pack(conn, day, scope, label)
+            (directory / pack_name(day, scope[1])).write_text(
+                render_pack(mine, previous=previous, following=following, accounts=selector), encoding="utf-8")
+    available: set[date] = set()
+    account_pages: set[tuple[date, str]] = set()
+    slugs = {_slug(s[1]): s[1] for s, _ in accounts}
+    for p in directory.glob(f"{PACK_PREFIX}*.html"):
+        stem = p.name[len(PACK_PREFIX):-len(".html")]
+        day_text, _, account = stem.partition("__")
+        try:
+            day = date.fromisoformat(day_text)
+        except ValueError:
+            continue
+        if not account:
+            available.add(day)
+        elif account in slugs:
+            account_pages.add((day, slugs[account]))
+    (directory / INDEX_NAME).write_text(render_index(index_rows(conn), available, accounts, account_pages),
+                                        encoding="utf-8")
     return written

@@ -27,8 +27,8 @@ def make_adapter(
     if broker == "demo":
         from portfolio_pipeline.brokers.demo import DemoBroker
 
-        seed = first.demo.seed if first.demo is not None else 7
-        return DemoBroker(instruments, account_id=first.account_id, clock=clock, seed=seed)
+        books = {a.account_id: (a.demo.book, a.demo.seed) if a.demo is not None else ("index", 7) for a in accounts}
+        return DemoBroker(instruments, clock=clock, books=books)
     if broker == "ibkr":
         from portfolio_pipeline.brokers.ibkr import IbkrBroker
         from portfolio_pipeline.brokers.ibkr.flex_web import FlexWebConfig

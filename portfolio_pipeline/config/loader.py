@@ -181,8 +181,8 @@ def check_config_dir(directory: Path) -> tuple[list[ConfigProblem], str]:
     matrix = _required(loaded, "risk_matrix.yaml", RiskMatrix)
     summary = (
         f"ok: {directory}: {len(loaded)} files, {len(instruments.instruments)} instruments, "
-        f"{len(matrix.regimes)} regimes, {len(accounts.accounts)} account(s) "
-        f"({', '.join(sorted({a.broker for a in accounts.accounts}))})"
+        f"{len(matrix.regimes)} regimes, {len(accounts.book())} account(s) "
+        f"({', '.join(sorted({a.broker for a in accounts.book()}))})"
     )
     return [], summary
 

@@ -80,9 +80,19 @@ def reference_problems(directory: Path, loaded: Mapping[str, BaseModel]) -> list
                     f"trading class {tc!r} is not defined for {root!r} in instruments.yaml "
                     f"({', '.join(sorted(root_classes)) or 'no options'})")
 
+    matrix = loaded.get("risk_matrix.yaml")
+    if isinstance(accounts, AccountsFile) and matrix is not None:
+        read = accounts.book()
+        keys = {a.name for a in read} | {a.account_id for a in read}
+        for key in getattr(matrix, "accounts", {}) or {}:
+            if key not in keys:
+                add("risk_matrix.yaml", f"accounts.{key}",
+                    f"unknown account {key!r} (accounts.yaml lists {', '.join(sorted(a.name for a in read))})")
+        # a group no account is in yet is fine: it applies once an account joins it
+
     strategies = loaded.get("strategies.yaml")
     account_ids = (
-        {a.account_id for a in accounts.accounts} if isinstance(accounts, AccountsFile) else None
+        {a.account_id for a in accounts.book()} if isinstance(accounts, AccountsFile) else None
     )
     for i, override in enumerate(getattr(strategies, "overrides", None) or []):
         if account_ids is not None and override.account_id not in account_ids:

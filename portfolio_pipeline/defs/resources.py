@@ -103,7 +103,7 @@ class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return [*self._adapters, *fresh]
 
     def _accounts(self) -> list[AccountConfig]:
-        accounts = list(self.config.accounts.accounts)
+        accounts = list(self.config.accounts.book())
         if not self.demo_only:
             return accounts
         demo = [a for a in accounts if a.broker == "demo"]

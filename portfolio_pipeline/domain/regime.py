@@ -10,11 +10,13 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 from pydantic import Field, model_validator
 
 from portfolio_pipeline.domain.errors import InvalidDataError
 from portfolio_pipeline.domain.schema import StrictModel
+from portfolio_pipeline.domain.structures import AccountType, StructureBan
 
 
 class _Strict(StrictModel):
@@ -46,6 +48,16 @@ class LimitOverrides(_Strict):
     max_margin_utilisation: float | None = Field(default=None, gt=0, le=1)
 
 
+class ScopeLimits(_Strict):
+    """Overrides of one account or group (``risk_matrix.yaml`` ``accounts`` / ``groups``).
+
+    ``base_limits`` replace base limits BEFORE the regime scales them; ``regime_scales``
+    replace a regime's ``limit_scale`` (keyed by regime name)."""
+
+    base_limits: LimitOverrides = LimitOverrides()
+    regime_scales: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+
 class RegimeDef(_Strict):
     name: str = Field(min_length=1)
     vix_below: float | None = Field(
@@ -69,6 +81,12 @@ class RiskMatrix(_Strict):
     hysteresis_vix_points: float = Field(ge=0)
     term_structure: TermStructure
     base_limits: LimitSet
+    accounts: dict[str, ScopeLimits] = Field(default_factory=dict)
+    """Per account (its ``accounts.yaml`` name or account id)."""
+    groups: dict[str, ScopeLimits] = Field(default_factory=dict)
+    """Per account group (``accounts.yaml`` ``group``); an account's own entry wins."""
+    structure_bans: dict[AccountType, list[StructureBan]] = Field(default_factory=dict)
+    """Structures an account type may not hold (e.g. ``ira: [naked_short_call, naked_short_put]``)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> RiskMatrix:
@@ -83,6 +101,12 @@ class RiskMatrix(_Strict):
         names = [r.name for r in self.regimes]
         if len(set(names)) != len(names):
             raise ValueError("regime names must be unique")
+        for section in ("accounts", "groups"):
+            for key, scope in getattr(self, section).items():
+                unknown = sorted(set(scope.regime_scales) - set(names))
+                if unknown:
+                    raise ValueError(f"{section}.{key}.regime_scales: unknown regime {', '.join(unknown)} "
+                                     f"(regimes: {', '.join(names)})")
         return self
 
 
@@ -179,14 +203,31 @@ class RegimeService:
             limits=self.limits_for(regime_name),
         )
 
-    def limits_for(self, regime_name: str, account_overrides: LimitOverrides | None = None) -> LimitSet:
-        """Base limits scaled by the regime, then regime and account overrides applied."""
+    def limits_for(
+        self,
+        regime_name: str,
+        account_overrides: LimitOverrides | None = None,
+        *,
+        account: str | tuple[str, ...] | None = None,
+        group: str | None = None,
+    ) -> LimitSet:
+        """Base limits (with the group's then the account's ``base_limits``) scaled by the
+        regime (or the account's / group's ``regime_scales`` entry), then the regime's
+        overrides and ``account_overrides`` applied.  ``account``: the keys the account
+        may be listed under in ``accounts`` (name, account id)."""
         try:
             regime = next(r for r in self._matrix.regimes if r.name == regime_name)
         except StopIteration:
             raise InvalidDataError(f"regime: unknown regime {regime_name!r}") from None
-        base = self._matrix.base_limits
+        keys = (account,) if isinstance(account, str) else account or ()
+        scopes = [self._matrix.groups[group]] if group is not None and group in self._matrix.groups else []
+        scopes += [self._matrix.accounts[k] for k in keys if k in self._matrix.accounts][:1]
+        base_values = self._matrix.base_limits.model_dump()
         s = regime.limit_scale
+        for scope in scopes:
+            base_values.update(scope.base_limits.model_dump(exclude_none=True))
+            s = scope.regime_scales.get(regime.name, s)
+        base = LimitSet(**base_values)
         values = {
             "max_abs_beta_weighted_delta": base.max_abs_beta_weighted_delta * s,
             "max_short_gamma": base.max_short_gamma * s,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from portfolio_pipeline.domain.symbols import AGGREGATE
 from portfolio_pipeline.exchange_calendar import NEW_YORK
 
 __all__ = [
@@ -122,11 +123,24 @@ def ny_time(value: datetime | str | None) -> str:
     return at.astimezone(NEW_YORK).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def account_label(account_id: str | None, broker: str | None) -> str:
-    """ "account DEMO-001 (demo broker)"."""
+def account_label(account_id: str | None, broker: str | None, display: str | None = None) -> str:
+    """ "account DEMO-001 (demo broker)", "account IBKR IRA (DEMO-IRA, ibkr broker)" with a
+    display name, "the consolidated book (every account)" for ``"*"``."""
     if not account_id:
         return "account n/a"
+    if account_id == AGGREGATE:
+        return "the consolidated book (every account)"
+    if display and display != account_id:
+        return f"account {display} ({account_id}, {broker} broker)" if broker else f"account {display} ({account_id})"
     return f"account {account_id} ({broker} broker)" if broker else f"account {account_id}"
+
+
+def _short_account(account_id: str | None, display: str | None) -> str:
+    if not account_id:
+        return "n/a"
+    if account_id == AGGREGATE:
+        return "consolidated book"
+    return f"{display} ({account_id})" if display and display != account_id else account_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +180,8 @@ def _proposal_lines(proposals: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def breach_message(record: Mapping[str, Any], *, broker: str | None = None) -> BreachText:
+def breach_message(record: Mapping[str, Any], *, broker: str | None = None, display: str | None = None
+                   ) -> BreachText:
     """Title and text of a ``breach_response`` record (breach event payload, the risk
     snapshot of the moment, the hedge proposals)."""
     b: Mapping[str, Any] = record.get("breach") or {}
@@ -177,14 +192,14 @@ def breach_message(record: Mapping[str, Any], *, broker: str | None = None) -> B
     nlv = _float(b.get("nlv"))
     if nlv is None and risk:
         nlv = _float(risk.get("nlv"))
-    account = account_label(record.get("account_id"), broker)
+    account = account_label(record.get("account_id"), broker, display)
     regime = b.get("regime") or "n/a"
     vix = fmt_number(b.get("vix"))
     title = (
         f"Limit breach: {label} {fmt_pct(b.get('value'), signed=True, decimals=1)} "
         f"{units.unit if units else 'of NLV'} "
         f"(limit {fmt_pct(b.get('limit'), signed=metric == 'theta', decimals=1)}), "
-        f"{record.get('account_id') or 'n/a'}, {regime}, VIX {vix}"
+        f"{_short_account(record.get('account_id'), display)}, {regime}, VIX {vix}"
     )
     lines = [
         f"{account}, {ny_time(record.get('ts'))}",

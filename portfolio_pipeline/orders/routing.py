@@ -112,7 +112,7 @@ def order_broker_for(
         key = (order.broker, order.account_id)
         if key in cache:
             return cache[key]
-        accounts = [a for a in config.accounts.accounts if a.broker == order.broker and a.account_id == order.account_id]
+        accounts = [a for a in config.accounts.book() if a.broker == order.broker and a.account_id == order.account_id]
         if not accounts:
             raise InvalidDataError(
                 f"order {order.order_id}: no account {order.broker}:{order.account_id} in accounts.yaml"

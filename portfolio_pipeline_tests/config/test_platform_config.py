@@ -102,7 +102,8 @@ def test_stress_regime_multipliers_must_name_the_risk_matrix_regimes(cfg: Path) 
 def test_absent_stress_file_is_checked_with_its_defaults(cfg: Path) -> None:
     (cfg / "stress_scenarios.yaml").unlink()
     matrix = cfg / "risk_matrix.yaml"
-    matrix.write_text(matrix.read_text().replace("name: crisis", "name: panic"))
+    # the retirement group's regime_scales entry follows the renamed regime
+    matrix.write_text(matrix.read_text().replace("name: crisis", "name: panic").replace("crisis: 0.20", "panic: 0.20"))
     problems = [str(p) for p in check_config_dir(cfg)[0]]
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"{cfg / 'stress_scenarios.yaml'}: monte_carlo.regime_vol_multiplier: ")

@@ -98,3 +98,13 @@ def test_exit_signal_has_pnl_and_days_to_expiry() -> None:
     assert "P&L +$1,235, 21 days to expiry" in msg.text
     assert "account 5WX01 (tastytrade broker)" in msg.text
     assert "2018-02-02 16:00 EST" in msg.text
+
+
+def test_breach_names_the_account_by_display_name_or_the_book() -> None:
+    ira = {**record(), "account_id": "DEMO-IRA"}
+    msg = breach_message(ira, broker="demo", display="IBKR IRA (demo)")
+    assert msg.title.endswith("(limit 50.0%), IBKR IRA (demo) (DEMO-IRA), elevated, VIX 20.04")
+    assert "account IBKR IRA (demo) (DEMO-IRA, demo broker), 2018-02-05 10:31 EST" in msg.text
+    book = breach_message({**record(), "account_id": "*"}, broker=None)
+    assert "consolidated book, elevated" in book.title
+    assert "the consolidated book (every account), 2018-02-05" in book.text

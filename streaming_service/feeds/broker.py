@@ -67,7 +67,7 @@ from portfolio_pipeline.domain.instruments import InstrumentTable
 from portfolio_pipeline.domain.positions import AccountSnapshot, Contract, Position, Quote
 from portfolio_pipeline.retry import FEED_POLL, FEED_START, RetryGaveUpError
 from streaming_service.engine import VOL_INDEX, VOL_INDEX_3M, Tick
-from streaming_service.feeds.base import StartingBook
+from streaming_service.feeds.base import StartingBook, combined_snapshot
 
 __all__ = ["BookChangeHook", "BrokerFeed", "QuoteSource"]
 
@@ -117,27 +117,6 @@ def _usable_price(value: float | None) -> bool:
 
 def _holdings(positions: Sequence[Position]) -> frozenset[tuple[str, str, float]]:
     return frozenset((p.account_id, p.contract.key, p.quantity) for p in positions)
-
-
-def _combined(snapshots: Sequence[AccountSnapshot]) -> AccountSnapshot:
-    """One snapshot for several accounts of one broker: balances summed."""
-    if len(snapshots) == 1:
-        return snapshots[0]
-    first = snapshots[0]
-    pnl = [s.broker_daily_pnl for s in snapshots]
-    return AccountSnapshot(
-        broker=first.broker,
-        account_id="+".join(s.account_id for s in snapshots),
-        as_of=max(s.as_of for s in snapshots),
-        nlv=sum(s.nlv for s in snapshots),
-        cash=sum(s.cash for s in snapshots),
-        init_margin=sum(s.init_margin for s in snapshots),
-        maint_margin=sum(s.maint_margin for s in snapshots),
-        excess_liquidity=sum(s.excess_liquidity for s in snapshots),
-        buying_power=sum(s.buying_power for s in snapshots),
-        currency=first.currency,
-        broker_daily_pnl=None if any(v is None for v in pnl) else sum(v for v in pnl if v is not None),
-    )
 
 
 class BrokerFeed:
@@ -262,13 +241,13 @@ class BrokerFeed:
             wanted.setdefault(contract.key, contract)
         return list(wanted.values())
 
-    async def _load_accounts(self) -> tuple[list[Position], AccountSnapshot]:
+    async def _load_accounts(self) -> tuple[list[Position], list[AccountSnapshot]]:
         positions: list[Position] = []
         snapshots: list[AccountSnapshot] = []
         for account_id in self._accounts:
             snapshots.append(await self._adapter.account_snapshot(account_id))
             positions.extend(await self._adapter.positions(account_id))
-        return positions, _combined(snapshots)
+        return positions, snapshots
 
     def _spot(self, root: str, plan: _Plan, positions: Sequence[Position], quotes: Mapping[str, Quote]) -> float | None:
         und = plan.underlyings.get(root)
@@ -285,7 +264,8 @@ class BrokerFeed:
         return None
 
     async def _load_book(self) -> StartingBook:
-        positions, account = await self._load_accounts()
+        positions, snapshots = await self._load_accounts()
+        account = combined_snapshot(snapshots)
         plan = self._make_plan(positions)
         self._unquotable.clear()
         quotes = {q.contract.key: q for q in await self._quote(self._contracts(plan))}
@@ -322,7 +302,7 @@ class BrokerFeed:
         logger.info("%s feed: book ready positions=%d roots=%s vix=%.2f", self.name, len(kept),
                     sorted(self._plan.underlyings), vix.mark)
         return StartingBook(account=account, positions=kept, quotes=list(quotes.values()),
-                            vix=vix.mark, vix3m=vix3m_level)
+                            vix=vix.mark, vix3m=vix3m_level, accounts=tuple(snapshots))
 
     async def starting_book(self) -> StartingBook:
         """Connect (first call), load positions, balances and quotes; retried with backoff."""

@@ -32,7 +32,7 @@ from portfolio_pipeline.domain.positions import Contract
 from portfolio_pipeline.exchange_calendar import ExchangeCalendar
 from portfolio_pipeline.marketdata.history import MarketHistory
 from streaming_service.engine import VOL_INDEX, VOL_INDEX_3M, Tick
-from streaming_service.feeds.base import StartingBook
+from streaming_service.feeds.base import StartingBook, combined_snapshot
 
 __all__ = ["DemoFeed", "bridge_paths"]
 
@@ -102,7 +102,7 @@ class DemoFeed:
     def __init__(
         self,
         broker: BrokerAdapter,
-        account_id: str,
+        account_id: str | Sequence[str],
         history: MarketHistory,
         session: date,
         *,
@@ -113,7 +113,7 @@ class DemoFeed:
         calendar: ExchangeCalendar | None = None,
     ) -> None:
         self._broker = broker
-        self._account = account_id
+        self._accounts = (account_id,) if isinstance(account_id, str) else tuple(account_id)
         self._history = history
         self._calendar = calendar or ExchangeCalendar()
         if not self._calendar.is_session(session):
@@ -143,8 +143,9 @@ class DemoFeed:
     async def starting_book(self) -> StartingBook:
         if self._clock is not None:
             self._clock.set(self._open)
-        account = await self._broker.account_snapshot(self._account)
-        positions = await self._broker.positions(self._account)
+        snapshots = [await self._broker.account_snapshot(a) for a in self._accounts]
+        account = combined_snapshot(snapshots)
+        positions = [p for a in self._accounts for p in await self._broker.positions(a)]
         contracts = [p.contract for p in positions if p.contract.is_option]
         roots = sorted({p.contract.underlying.upper() for p in positions})
         stocks = [Contract(r, "STK") for r in roots if r in _ETF_BASE]
@@ -172,7 +173,7 @@ class DemoFeed:
             "demo feed ready session=%s positions=%d symbols=%s", self._session, len(positions), sorted(self._start)
         )
         return StartingBook(account=account, positions=positions, quotes=quotes,
-                            vix=start[VOL_INDEX], vix3m=start[VOL_INDEX_3M])
+                            vix=start[VOL_INDEX], vix3m=start[VOL_INDEX_3M], accounts=tuple(snapshots))
 
     def schedule(self) -> tuple[list[pd.Timestamp], dict[str, np.ndarray]]:
         """Tick times and price paths (call after :meth:`starting_book`)."""

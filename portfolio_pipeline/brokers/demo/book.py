@@ -45,6 +45,19 @@ Strategies (sizes from NLV at the decision)
   has more than 30 DTE left; held to expiry.
 * New short-premium positions are not opened while the VIX term structure is
   inverted (VIX >= model VIX3M).
+
+Books (:data:`PROFILES`, ``accounts.yaml`` ``demo.book``)
+---------------------------------------------------------
+* ``index``: everything above, $500k initial deposit, the deposit and the withdrawal
+  (the demo's original single account; its record does not depend on the other books).
+* ``wheel`` (an IRA): only the SPY wheel, sized at ``0.90`` of NLV so each short put
+  stays cash-secured (the strike x 100 x contracts fits in the cash) and assigned
+  shares are only ever sold as covered calls; $150k initial deposit and a $25,000
+  transfer IN ~150 days after the start.
+* ``verticals`` (a Tastytrade-style account): only the NDX put verticals, risking
+  ``0.10`` of NLV each; $100k initial deposit and the matching $25,000 transfer OUT on
+  the same session (kind ``transfer``: an external flow in both accounts, so neither
+  shows it as performance and the consolidated book sees none).
 """
 
 from __future__ import annotations
@@ -81,6 +94,40 @@ STOP_MULTIPLE: Final[float] = 2.0
 CLOSE_DTE: Final[int] = 21
 SLIPPAGE: Final[tuple[float, float]] = (0.2, 0.6)
 _EPS: Final[float] = 1e-9
+TRANSFER: Final[tuple[int, float]] = (150, 25_000.0)
+"""Days after the start and amount of the demo transfer (verticals -> wheel account)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BookProfile:
+    """What one simulated account trades and which external flows it has.
+
+    ``flows``: (days after the start, amount, kind, description); the flow lands on the
+    first session on or after that day.  ``exec_prefix``: the prefix of execution and
+    cash-flow ids (one per account, so ids never collide across demo accounts)."""
+
+    strategies: frozenset[str]
+    initial_deposit: float
+    flows: tuple[tuple[int, float, str, str], ...]
+    wheel_notional: float = WHEEL_NOTIONAL
+    pcs_risk: float = PCS_RISK
+    exec_prefix: str = "DEMO"
+
+
+PROFILES: Final[dict[str, BookProfile]] = {
+    "index": BookProfile(
+        frozenset({"iron_condor", "put_vertical", "calendar", "wheel", "long_put"}), INITIAL_DEPOSIT,
+        ((LATER_DEPOSIT[0], LATER_DEPOSIT[1], "deposit", "owner deposit"),
+         (WITHDRAWAL[0], WITHDRAWAL[1], "withdrawal", "owner withdrawal"))),
+    "wheel": BookProfile(
+        frozenset({"wheel"}), 150_000.0,
+        ((TRANSFER[0], TRANSFER[1], "transfer", "transfer in from the verticals account"),),
+        wheel_notional=0.90, exec_prefix="DEMO-IRA"),
+    "verticals": BookProfile(
+        frozenset({"put_vertical"}), 100_000.0,
+        ((TRANSFER[0], -TRANSFER[1], "transfer", "transfer out to the wheel account"),),
+        pcs_risk=0.10, exec_prefix="DEMO-TT"),
+}
 
 #: The demo "exchange" contract specs: the multiplier its payloads report.  The adapter
 #: checks them against config/instruments.yaml (a mismatch is an error, not a guess).
@@ -174,6 +221,8 @@ class DemoBook:
         Account the executions and cash flows belong to.
     manual : sequence of ManualTrade
         Trades transmitted by a person, replayed on their sessions.
+    profile : BookProfile
+        What the account trades and its external flows (default: the ``index`` book).
     """
 
     def __init__(
@@ -184,7 +233,9 @@ class DemoBook:
         seed: int,
         account_id: str,
         manual: Sequence[ManualTrade] = (),
+        profile: BookProfile | None = None,
     ) -> None:
+        self.profile = PROFILES["index"] if profile is None else profile
         self.market = market
         self.start_index = market.index_of(start)
         self.seed = seed
@@ -241,7 +292,7 @@ class DemoBook:
 
     def _next_exec_id(self, i: int) -> str:
         self._exec_seq += 1
-        return f"DEMO-{self.market.sessions[i]:%Y%m%d}-{self._exec_seq:05d}"
+        return f"{self.profile.exec_prefix}-{self.market.sessions[i]:%Y%m%d}-{self._exec_seq:05d}"
 
     def _book(
         self,
@@ -328,7 +379,7 @@ class DemoBook:
             for n, (amount, kind, text) in enumerate(flows.get(i, ())):
                 self._cash += amount
                 self.cash_flows.append(
-                    (i, CashFlow(BROKER, self.account_id, f"DEMO-CF-{d:%Y%m%d}-{n}", m.open_time(d),
+                    (i, CashFlow(BROKER, self.account_id, f"{self.profile.exec_prefix}-CF-{d:%Y%m%d}-{n}", m.open_time(d),
                                  kind, amount, description=text))  # type: ignore[arg-type]
                 )
             self._settle_expiries(i)
@@ -347,14 +398,13 @@ class DemoBook:
         m = self.market
         start = m.sessions[self.start_index]
         out: dict[int, list[tuple[float, str, str]]] = {
-            self.start_index: [(INITIAL_DEPOSIT, "deposit", "initial deposit")]
+            self.start_index: [(self.profile.initial_deposit, "deposit", "initial deposit")]
         }
-        for days, amount in (LATER_DEPOSIT, WITHDRAWAL):
+        for days, amount, kind, text in self.profile.flows:
             target = start + timedelta(days=days)
             idx = next((k for k in range(self.start_index, len(m.sessions)) if m.sessions[k] >= target), None)
             if idx is not None:
-                kind = "deposit" if amount > 0 else "withdrawal"
-                out.setdefault(idx, []).append((amount, kind, f"owner {kind}"))
+                out.setdefault(idx, []).append((amount, kind, text))
         return out
 
     def _snapshot(self, i: int) -> BookDay:
@@ -468,8 +518,10 @@ class DemoBook:
         nxt = m.sessions[i + 1]
 
         # Credit spreads: take profit, stop, roll at 21 DTE.
+        trades = self.profile.strategies
+        spreads = tuple(s for s in ("iron_condor", "put_vertical") if s in trades)
         rolling: set[str] = set()
-        for strategy in ("iron_condor", "put_vertical"):
+        for strategy in spreads:
             for g in open_by_strategy.get(strategy, []):
                 credit = g.entry_value
                 cost = -self._group_value(g, i)
@@ -486,7 +538,7 @@ class DemoBook:
                         self._roll_counter += 1
                         orders.append(_Order(f"ROLL-{self._roll_counter:04d}", "roll", (g.group_id,), (new,)))
                     rolling.add(strategy)
-        for strategy in ("iron_condor", "put_vertical"):
+        for strategy in spreads:
             if open_by_strategy.get(strategy) or strategy in rolling or inverted:
                 continue
             new = self._entry(strategy, i, nlv)
@@ -504,27 +556,28 @@ class DemoBook:
                 orders.append(_Order(f"{g.group_id}:take-profit", "take_profit", (g.group_id,), ()))
             elif debit > 0 and value <= 0.5 * debit:
                 orders.append(_Order(f"{g.group_id}:stop", "stop", (g.group_id,), ()))
-        if not cals:
+        if not cals and "calendar" in trades:
             new = self._calendar(i, nlv)
             if new is not None:
                 orders.append(_Order(f"calendar:open:{nxt}", "open", (), (new,)))
 
         # SPY wheel.
         shares = sum(lot.quantity for lot in day.lots if lot.contract.sec_type == "STK" and lot.contract.underlying == "SPY")
-        if shares > 0 and not open_by_strategy.get("covered_call"):
+        wheel = "wheel" in trades
+        if wheel and shares > 0 and not open_by_strategy.get("covered_call"):
             new = self._single("SPY", "SPY", "C", 0.30, i, (24, 45, 35), -int(shares // 100), "covered_call")
             if new is not None:
                 orders.append(_Order(f"covered_call:open:{nxt}", "open", (), (new,)))
-        elif shares <= 0 and not open_by_strategy.get("short_put") and not inverted:
+        elif wheel and shares <= 0 and not open_by_strategy.get("short_put") and not inverted:
             spot = float(m.spot("SPY", i))
-            units = int(WHEEL_NOTIONAL * nlv // (spot * 100.0))
+            units = int(self.profile.wheel_notional * nlv // (spot * 100.0))
             new = self._single("SPY", "SPY", "P", -0.30, i, (24, 45, 35), -units, "short_put")
             if new is not None:
                 orders.append(_Order(f"short_put:open:{nxt}", "open", (), (new,)))
 
         # Long put hedge.
         hedges = open_by_strategy.get("long_put", [])
-        if not any((g.expiry() - d).days > 30 for g in hedges):
+        if "long_put" in trades and not any((g.expiry() - d).days > 30 for g in hedges):
             units = max(1, round(nlv / HEDGE_PER_NLV))
             new = self._single("SPX", "SPXW", "P", HEDGE_DELTA, i, (50, 80, 60), units, "long_put")
             if new is not None:
@@ -573,7 +626,7 @@ class DemoBook:
         if expiry is None:
             return None
         kp = self._by_delta("NDX", "NDX", expiry, "P", -0.20, i)
-        units = max(1, int(PCS_RISK * nlv // (PCS_WIDTH * 100.0)))
+        units = max(1, int(self.profile.pcs_risk * nlv // (PCS_WIDTH * 100.0)))
         legs = (
             (self._opt("NDX", "NDX", expiry, kp - PCS_WIDTH, "P"), float(units)),
             (self._opt("NDX", "NDX", expiry, kp, "P"), -float(units)),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime
 from typing import Final
@@ -42,7 +42,13 @@ from portfolio_pipeline.brokers.base import (
     TransmittedGroup,
 )
 from portfolio_pipeline.brokers.chain import ChainSnapshot, ChainWindow
-from portfolio_pipeline.brokers.demo.book import BROKER, DemoBook, ManualTrade, exchange_multiplier
+from portfolio_pipeline.brokers.demo.book import (
+    BROKER,
+    PROFILES,
+    DemoBook,
+    ManualTrade,
+    exchange_multiplier,
+)
 from portfolio_pipeline.brokers.demo.chain import simulated_chain
 from portfolio_pipeline.brokers.demo.margin import Margin, MarginLeg, account_margin, commission
 from portfolio_pipeline.brokers.demo.market import DEMO_ROOTS, DemoMarket, round_to_tick
@@ -77,7 +83,11 @@ class DemoBroker(ConnectionLifecycle):
     instruments : InstrumentTable
         THE multiplier table; the demo venue's multipliers are checked against it.
     account_id : str
-        The one account of this broker.
+        The account of this broker when ``books`` is not given (the ``index`` book).
+    books : mapping, optional
+        account id -> (book kind of :data:`~.book.PROFILES`, seed): several simulated
+        accounts on one broker (the first one is the primary, whose book ``book`` is);
+        overrides ``account_id`` and ``seed``.
     clock : callable
         Returns aware datetimes; decides the session reported (see module docstring).
     seed : int
@@ -106,18 +116,24 @@ class DemoBroker(ConnectionLifecycle):
         seed: int = 7,
         start: date = DEFAULT_START,
         history: MarketHistory | None = None,
+        books: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
-        if not account_id:
-            raise ValueError("demo broker: account_id is empty")
+        specs = dict(books) if books else {account_id: ("index", int(seed))}
+        for account, (kind, _) in specs.items():
+            if not account:
+                raise ValueError("demo broker: account_id is empty")
+            if kind not in PROFILES:
+                raise ValueError(f"demo broker: account {account}: unknown book {kind!r} ({', '.join(PROFILES)})")
         self._instruments = instruments
-        self._account_id = account_id
+        self._specs = specs
+        self._account_id = next(iter(specs))
         self._clock = clock
-        self._seed = int(seed)
+        self._seed = int(specs[self._account_id][1])
         self._start = start
         self._history = history
         self._market: DemoMarket | None = None
-        self._book: DemoBook | None = None
-        self._manual: list[ManualTrade] = []
+        self._books: dict[str, DemoBook] = {}
+        self._manual: dict[str, list[ManualTrade]] = {a: [] for a in specs}
         self._staged: dict[str, StagedOrder] = {}
         self._resting: dict[str, Order] = {}  # transmitted group legs that do not fill at once
         self._connected = False
@@ -142,13 +158,20 @@ class DemoBroker(ConnectionLifecycle):
 
     @property
     def book(self) -> DemoBook:
-        """The simulated account (built on first use, rebuilt after a transmit)."""
-        if self._book is None:
-            self._book = DemoBook(
-                self.market, start=self._start, seed=self._seed, account_id=self._account_id,
-                manual=self._manual,
+        """The primary account's simulated book (see :meth:`book_of`)."""
+        return self.book_of(self._account_id)
+
+    def book_of(self, account_id: str) -> DemoBook:
+        """The simulated book of ``account_id`` (built on first use, rebuilt after a transmit)."""
+        self._check_account(account_id)
+        book = self._books.get(account_id)
+        if book is None:
+            kind, seed = self._specs[account_id]
+            book = self._books[account_id] = DemoBook(
+                self.market, start=self._start, seed=seed, account_id=account_id,
+                manual=self._manual[account_id], profile=PROFILES[kind],
             )
-        return self._book
+        return book
 
     def session_index(self) -> int:
         """Index of the session the clock's "now" reports (last completed session)."""
@@ -171,8 +194,9 @@ class DemoBroker(ConnectionLifecycle):
         return self.market.sessions[self.session_index()]
 
     def _check_account(self, account_id: str) -> None:
-        if account_id != self._account_id:
-            raise BrokerError(f"demo broker: unknown account {account_id!r} (this broker serves {self._account_id!r})")
+        if account_id not in self._specs:
+            raise BrokerError(f"demo broker: unknown account {account_id!r} "
+                              f"(this broker serves {', '.join(repr(a) for a in self._specs)})")
 
     def _multiplier(self, contract: Contract, source: str) -> float:
         sec = "OPT" if contract.is_option else contract.sec_type
@@ -193,9 +217,9 @@ class DemoBroker(ConnectionLifecycle):
 
     def get_positions(self, account_id: str) -> list[Position]:
         """Normalised positions at the clock's session (multipliers from the table)."""
-        self._check_account(account_id)
+        book = self.book_of(account_id)
         i = self.session_index()
-        day = self.book.day(i)
+        day = book.day(i)
         if day is None:
             return []
         m = self.market
@@ -207,29 +231,32 @@ class DemoBroker(ConnectionLifecycle):
             mult = self._multiplier(c, source)
             out.append(Position(
                 broker=BROKER, account_id=account_id, contract=c, quantity=lot.quantity,
-                multiplier=mult, avg_price=lot.avg_price, mark=self.book.mark(c, i), as_of=as_of,
+                multiplier=mult, avg_price=lot.avg_price, mark=book.mark(c, i), as_of=as_of,
                 underlying_price=float(m.spot(c.underlying, i)), source=source,
             ))
         return out
 
-    def _margin(self, i: int, extra: Sequence[MarginLeg] = ()) -> Margin:
-        day = self.book.day(i)
+    def _margin(self, i: int, extra: Sequence[MarginLeg] = (), account_id: str | None = None) -> Margin:
+        book = self.book_of(account_id or self._account_id)
+        day = book.day(i)
         m = self.market
         groups: list[list[MarginLeg]] = []
         if day is not None:
             for g in day.groups:
                 groups.append([
-                    MarginLeg(c, q, exchange_multiplier(c), self.book.mark(c, i), float(m.spot(c.underlying, i)))
+                    MarginLeg(c, q, exchange_multiplier(c), book.mark(c, i), float(m.spot(c.underlying, i)))
                     for c, q in g.legs
                 ])
         if extra:
             groups.append(list(extra))
         return account_margin(groups)
 
-    def nlv_at(self, i: int) -> float:
-        """Net liquidation value at the close of session index ``i`` (0 before start)."""
-        day = self.book.day(i)
-        return 0.0 if day is None else self.book.nlv(day)
+    def nlv_at(self, i: int, account_id: str | None = None) -> float:
+        """Net liquidation value of ``account_id`` (default: the primary) at the close of
+        session index ``i`` (0 before start)."""
+        book = self.book_of(account_id or self._account_id)
+        day = book.day(i)
+        return 0.0 if day is None else book.nlv(day)
 
     def get_account_snapshot(self, account_id: str) -> AccountSnapshot:
         """Balances at the clock's session.
@@ -238,19 +265,19 @@ class DemoBroker(ConnectionLifecycle):
         excess liquidity = NLV - maintenance; buying power = max(NLV - initial, 0)
         (option buying power); daily P&L = change in NLV less external cash flows.
         """
-        self._check_account(account_id)
+        book = self.book_of(account_id)
         i = self.session_index()
         m = self.market
         as_of = m.close_time(m.sessions[i])
-        day = self.book.day(i)
+        day = book.day(i)
         if day is None:
             return AccountSnapshot(BROKER, account_id, as_of, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        nlv = self.book.nlv(day)
-        margin = self._margin(i)
+        nlv = book.nlv(day)
+        margin = self._margin(i, account_id=account_id)
         daily: float | None = None
-        if self.book.day(i - 1) is not None:
-            flows = sum(cf.amount for k, cf in self.book.cash_flows if k == i)
-            daily = nlv - self.nlv_at(i - 1) - flows
+        if book.day(i - 1) is not None:
+            flows = sum(cf.amount for k, cf in book.cash_flows if k == i)
+            daily = nlv - self.nlv_at(i - 1, account_id) - flows
         return AccountSnapshot(
             broker=BROKER, account_id=account_id, as_of=as_of, nlv=nlv, cash=day.cash,
             init_margin=margin.initial, maint_margin=margin.maintenance,
@@ -328,11 +355,11 @@ class DemoBroker(ConnectionLifecycle):
 
     def get_executions(self, account_id: str, since: date) -> list[Execution]:
         """Executions of sessions ``since`` .. the clock's session (multipliers checked)."""
-        self._check_account(account_id)
+        book = self.book_of(account_id)
         i = self.session_index()
         m = self.market
         out: list[Execution] = []
-        for k, e in self.book.executions:
+        for k, e in book.executions:
             if k > i or m.sessions[k] < since:
                 continue
             mult = self._multiplier(e.contract, f"demo:{account_id}:execution {e.exec_id}")
@@ -341,14 +368,15 @@ class DemoBroker(ConnectionLifecycle):
 
     def get_cash_flows(self, account_id: str, since: date) -> list[CashFlow]:
         """Deposits and withdrawals of sessions ``since`` .. the clock's session."""
-        self._check_account(account_id)
+        book = self.book_of(account_id)
         i = self.session_index()
         m = self.market
-        return [cf for k, cf in self.book.cash_flows if k <= i and m.sessions[k] >= since]
+        return [cf for k, cf in book.cash_flows if k <= i and m.sessions[k] >= since]
 
-    def nlv_series(self) -> pd.Series:
-        """NLV at every simulated close (index: tz-naive session dates), whole window."""
-        book = self.book
+    def nlv_series(self, account_id: str | None = None) -> pd.Series:
+        """NLV of ``account_id`` (default: the primary) at every simulated close (index:
+        tz-naive session dates), whole window."""
+        book = self.book_of(account_id or self._account_id)
         values = [book.nlv(day) for day in book.days]
         idx = pd.DatetimeIndex([pd.Timestamp(self.market.sessions[day.session]) for day in book.days], name="session")
         return pd.Series(values, index=idx, name="nlv", dtype="float64")
@@ -357,10 +385,10 @@ class DemoBroker(ConnectionLifecycle):
 
     def _order_legs(self, order: Order, i: int) -> list[tuple[Contract, float, float]]:
         """(contract, signed quantity, fill price at mid) per leg; validates the contracts."""
-        if order.broker != BROKER or order.account_id != self._account_id:
+        if order.broker != BROKER or order.account_id not in self._specs:
             raise BrokerError(
                 f"demo broker: order {order.order_id} is for {order.broker}:{order.account_id}, "
-                f"not demo:{self._account_id}"
+                f"not one of demo:{', '.join(self._specs)}"
             )
         m = self.market
         d = m.sessions[i]
@@ -392,13 +420,13 @@ class DemoBroker(ConnectionLifecycle):
         i = self.session_index()
         m = self.market
         legs = self._order_legs(order, i)
-        before = self._margin(i)
+        before = self._margin(i, account_id=order.account_id)
         extra = [
             MarginLeg(c, q, exchange_multiplier(c), p, float(m.spot(c.underlying, i))) for c, q, p in legs
         ]
-        after = self._margin(i, extra)
+        after = self._margin(i, extra, account_id=order.account_id)
         costs = sum(sum(commission(c, q)) for c, q, _ in legs)
-        nlv = self.nlv_at(i)
+        nlv = self.nlv_at(i, order.account_id)
         nlv_after = nlv - costs
         warnings = ["demo broker: simulated fill at the model mid of the last close"]
         utilisation = after.maintenance / nlv_after if nlv_after > 0 else math.inf
@@ -437,9 +465,9 @@ class DemoBroker(ConnectionLifecycle):
         # where a per-process counter gave every CLI process the same first id
         broker_order_id = f"DEMO-ORD-{hashlib.sha256(order.order_id.encode()).hexdigest()[:16]}"
         now = self._clock()
-        self._manual.append(ManualTrade(i, now, order.order_id, broker_order_id, tuple(legs)))
+        self._manual[order.account_id].append(ManualTrade(i, now, order.order_id, broker_order_id, tuple(legs)))
         self._staged.pop(order.order_id, None)
-        self._book = None
+        self._books.pop(order.account_id, None)
         logger.info("demo broker filled order=%s broker_order_id=%s legs=%d", order.order_id, broker_order_id, len(legs))
         return broker_order_id
 
@@ -450,14 +478,14 @@ class DemoBroker(ConnectionLifecycle):
         if self._resting.pop(order.order_id, None) is not None:
             logger.info("demo broker cancelled resting order=%s", order.order_id)
             return
-        if any(t.order_id == order.order_id for t in self._manual):
+        if any(t.order_id == order.order_id for trades in self._manual.values() for t in trades):
             raise BrokerError(f"demo broker: order {order.order_id} was filled on transmit; nothing to cancel")
         raise BrokerError(f"demo broker: unknown order {order.order_id}")
 
     # ------------------------------------------------------------------ async protocol
 
     async def account_ids(self) -> list[str]:
-        return [self._account_id]
+        return list(self._specs)
 
     async def account_snapshot(self, account_id: str) -> AccountSnapshot:
         return self.get_account_snapshot(account_id)
@@ -525,7 +553,7 @@ class DemoBroker(ConnectionLifecycle):
             if not (order.status.is_live_at_broker or order.status.is_staged_at_broker
                     or order.status == OrderStatus.CONFIRMED):
                 continue
-            if any(t.order_id == order.order_id for t in self._manual):
+            if any(t.order_id == order.order_id for trades in self._manual.values() for t in trades):
                 failures[order.order_id] = BrokerError(
                     f"demo broker: order {order.order_id} was filled on transmit; nothing to cancel")
             elif order.order_id in self._staged or order.order_id in self._resting:

@@ -87,16 +87,18 @@ def breach_proposal_record(context: dg.OpExecutionContext, snapshot: dict[str, A
     return record
 
 
-def _broker_of(platform: PlatformResource, account_id: str | None) -> str | None:
-    """The broker of ``account_id`` from ``accounts.yaml`` (None when it is not listed)."""
+def _account_of(platform: PlatformResource, account_id: str | None) -> tuple[str | None, str | None]:
+    """The broker and display name of ``account_id`` from ``accounts.yaml`` (None when it
+    is not listed)."""
     if not account_id:
-        return None
+        return None, None
     try:
-        accounts = platform.config.accounts.accounts
+        accounts = platform.config.accounts.book()
     except Exception:  # the alert must go out even when the configuration is unreadable
         logger.exception("accounts.yaml unreadable; alert without the broker name")
-        return None
-    return next((a.broker for a in accounts if a.account_id == account_id), None)
+        return None, None
+    found = next((a for a in accounts if a.account_id == account_id), None)
+    return (None, None) if found is None else (found.broker, found.display_name)
 
 
 @dg.op
@@ -107,7 +109,8 @@ def breach_alert(context: dg.OpExecutionContext, record: dict[str, Any], db: Dat
     severity: Literal["info", "warning", "critical"] = (
         "critical" if record["severity"] == "critical" else "info" if record["severity"] == "info" else "warning"
     )
-    message = breach_message(record, broker=_broker_of(platform, record.get("account_id")))
+    broker, display = _account_of(platform, record.get("account_id"))
+    message = breach_message(record, broker=broker, display=display)
     results = sink.send(AlertMessage(
         key=f"breach:{record['event_key']}"[:255], kind="breach",
         title=message.title, text=message.text, severity=severity, regime=b.get("regime"),

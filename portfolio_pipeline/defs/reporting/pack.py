@@ -19,7 +19,7 @@ from portfolio_pipeline.defs.execution import session_backfill_policy
 from portfolio_pipeline.defs.greeks.checks import PORTFOLIO_GREEKS, POSITION_GREEKS
 from portfolio_pipeline.defs.metadata import SessionMetadata
 from portfolio_pipeline.defs.partitions import partition_dates
-from portfolio_pipeline.defs.resources import DatabaseResource
+from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
 from portfolio_pipeline.defs.risk.checks import MARGIN, RETURNS, RISK
 from portfolio_pipeline.paths import reports_dir
 
@@ -39,18 +39,22 @@ def make_pack_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         "and Greeks (by underlying and strategy), stress heat map, Monte Carlo distribution, "
         "risk profile (P&L vs price), historical replays, strategies with traffic lights and exit "
         "signals, margin and regime history, options flow (GEX, zero gamma, vanna/charm, "
-        "put/call, pinning). PORTFOLIO_HOME/reports/risk_pack_<date>.html and index.html; open them with "
+        "put/call, pinning); with several accounts one page per account "
+        "(risk_pack_<date>__<account>.html) and an account selector. "
+        "PORTFOLIO_HOME/reports/risk_pack_<date>.html and index.html; open them with "
         f"`portfolio report --serve` (http://127.0.0.1:{DEFAULT_PORT}/).",
         partitions_def=partitions,
         backfill_policy=session_backfill_policy(),
         group_name="reporting",
         kinds={"html"},
     )
-    def risk_pack(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.MaterializeResult[Any]:
+    def risk_pack(context: dg.AssetExecutionContext, db: DatabaseResource,
+                  platform: PlatformResource) -> dg.MaterializeResult[Any]:
         days = partition_dates(context)
         meta = SessionMetadata(context, days)
+        labels = {a.account_id: a.label for a in platform.config.accounts.book()}
         with db.database.connect() as conn:
-            written = write_packs(conn, days, reports_dir())
+            written = write_packs(conn, days, reports_dir(), labels)
         for day, (path, pack) in zip(days, written, strict=True):
             breaches = [r for r in limit_rows(pack) if r["breached"]]
             var99 = next((v for v in var_breaches(pack) if (v.model, v.level) == INDEX_VAR), None)

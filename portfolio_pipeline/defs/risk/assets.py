@@ -2,7 +2,7 @@
 
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -57,6 +57,7 @@ from portfolio_pipeline.defs.risk.checks import (
     risk_suite,
     unexplained_suite,
 )
+from portfolio_pipeline.defs.strategies.checks import STRATEGY_GROUPS
 from portfolio_pipeline.domain.errors import InvalidDataError
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
@@ -77,6 +78,7 @@ from portfolio_pipeline.storage.tables import (
     pnl_attribution,
     portfolio_returns,
     risk_metrics,
+    strategy_groups,
 )
 
 BROKER_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL)
@@ -102,20 +104,33 @@ def _float(value: Any) -> float:
 # --------------------------------------------------------------------------- portfolio_returns
 
 
-def _returns_metadata(session: ReturnsFrame) -> dict[str, Any]:
+def _returns_metadata(session: ReturnsFrame, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The book's numbers and, with several accounts, each account's NLV, day return,
+    drawdown and external flow under its display name (``NLV [IBKR IRA] ($)``): one
+    series per account in the UI next to the consolidated one."""
     book = session.book(ALL)
 
     def last(values: np.ndarray) -> float | None:
         value = float(values[-1]) if len(values) else math.nan
         return value if math.isfinite(value) else None
 
-    return {
+    out: dict[str, Any] = {
         "NLV ($)": usd(last(book.nlv)),
         "day P&L ($)": usd(last(book.pnl)),
         "day return (%)": pct(last(book.twr)),
         "drawdown (%)": pct(last(book.drawdown)),
         "external flow ($)": usd(last(book.external_flow)),
     }
+    rows = [i for i in range(len(session)) if session.broker[i] != ALL]
+    if len(rows) > 1:
+        for i in sorted(rows, key=lambda j: str(session.account_id[j])):
+            account = str(session.account_id[i])
+            name = (labels or {}).get(account, account)
+            out[f"NLV [{name}] ($)"] = usd(float(session.nlv[i]))
+            out[f"day return [{name}] (%)"] = pct(float(session.twr[i]))
+            out[f"drawdown [{name}] (%)"] = pct(float(session.drawdown[i]))
+            out[f"external flow [{name}] ($)"] = usd(float(session.external_flow[i]))
+    return out
 
 
 def portfolio_returns_asset(
@@ -136,8 +151,9 @@ def portfolio_returns_asset(
     stored = read_frame(db, ReturnsFrame, days)
     cfg = platform.config.pricing
     meta = SessionMetadata(context, days)
+    labels = {a.account_id: a.label for a in platform.config.accounts.book()}
     for day in days:
-        meta.record(day, RETURNS, _returns_metadata(stored.on(day)))
+        meta.record(day, RETURNS, _returns_metadata(stored.on(day), labels))
     yield dg.MaterializeResult(asset_key=RETURNS, metadata=meta.output_metadata(RETURNS))
     yield check_result(RETURNS_CHECK, returns_suite(stored.frame))
     yield check_result(
@@ -288,7 +304,8 @@ def margin_history_asset(
     days = partition_dates(context)
     calendar = platform.calendar
     service = RegimeService(platform.config.risk_matrix)
-    overrides = {a.account_id: a.limit_overrides for a in platform.config.accounts.accounts}
+    configured = platform.config.accounts.by_account_id()
+    groups = read_frame(db, strategy_groups, days) if service.matrix.structure_bans else None
     accounts = read_frame(db, AccountsFrame, days)
     market = read_frame(db, MarketFrame, days)
     greeks = read_frame(db, PortfolioGreeksFrame, days)
@@ -302,7 +319,8 @@ def margin_history_asset(
         with db.database.begin() as conn:  # THE session regime, stored for Monte Carlo
             state = session_regime_state(conn, service, day, calendar.previous_session(day), vix,
                                          vix3m, recompute=True)
-            rows, check_rows = margin_rows(day, accounts.on(day), greeks.on(day), service, state, overrides)
+            held = on(groups, day).to_dict("records") if groups is not None and not groups.empty else []
+            rows, check_rows = margin_rows(day, accounts.on(day), greeks.on(day), service, state, configured, held)
             replace_partition(conn, margin_history, {"session_date": day}, rows)
             replace_partition(conn, limit_checks, {"session_date": day}, check_rows)
         context.log.info("session=%s regime=%s vix=%.2f breaches=%d", day, state.name, vix,
@@ -352,9 +370,11 @@ def make_risk_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefin
               "max drawdown with duration and recovery: full history and rolling window, as a "
               "fraction and in $ (x NLV).  GARCH is refitted every N returns and filtered "
               "between.")(risk_metrics_asset),
-        daily(key=MARGIN, deps=[ACCOUNTS, MARKET, PORTFOLIO_GREEKS], check_specs=[MARGIN_CHECK, BREACH_CHECK],
+        daily(key=MARGIN, deps=[ACCOUNTS, MARKET, PORTFOLIO_GREEKS, STRATEGY_GROUPS],
+              check_specs=[MARGIN_CHECK, BREACH_CHECK],
               description="Margin utilisation (maint margin / NLV) per account and in total, the "
               "regime from the session's live VIX and VIX3M (config/risk_matrix.yaml) and every "
-              "limit check of that regime (table limit_checks): breaches in the daily "
-              "record.")(margin_history_asset),
+              "limit check of that regime (table limit_checks), each account with its own limits "
+              "(risk_matrix.yaml accounts/groups) and its type's structure bans (naked short "
+              "options in an IRA): breaches in the daily record.")(margin_history_asset),
     ]

@@ -161,6 +161,10 @@ def breach_lines(limits: pd.DataFrame, margin: pd.DataFrame) -> list[str]:
         value, limit = float(r["value"]), float(r["limit_value"])
         dollars = "" if scale is None else f" (${value * scale:,.0f} vs ${limit * scale:,.0f})"
         scope = "book" if r["account_id"] == AGGREGATE else f"{r['broker']}:{r['account_id']}"
+        if str(r["metric"]).startswith("naked_short_"):  # a structure ban: a count of contracts
+            out.append(f"{r['session_date']} {scope} {r['metric']}: {value:g} naked short contract(s) "
+                       f"held, none allowed for this account type")
+            continue
         out.append(f"{r['session_date']} {scope} {r['metric']}: {100 * value:+.2f}% of NLV, limit "
                    f"{100 * limit:+.2f}%{dollars}, {100 * float(r['utilisation']):.0f}% used, {r['regime']}")
     return out

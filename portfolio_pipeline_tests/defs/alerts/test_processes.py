@@ -188,6 +188,10 @@ def test_outage_and_recovery_with_the_real_processes(own_postgres: tuple[Databas
     slack.start()
     cfg_dir = tmp_path / "config"
     shutil.copytree(config_dir(), cfg_dir)
+    # the single demo account this test's breach counts and texts are about (the shipped
+    # config runs three demo accounts: test_cli_day_accounts / test_book_engine cover them)
+    (cfg_dir / "accounts.yaml").write_text(
+        "accounts:\n  - {name: demo, broker: demo, account_id: DEMO-001, demo: {seed: 7, book: index}}\n")
     notifications = make_config(
         telegram.fake.base_url,
         routes={"breach": {"channels": ["telegram", "slack"], "quiet_hours": "deliver"},
