@@ -254,10 +254,12 @@ class Slicer:
         style: Style,
         max_participation: float | None = None,
         profile: Sequence[tuple[float, float]] = (),
+        calendar: ExchangeCalendar | None = None,
         actor: str,
     ) -> str:
         """Record the parent (PROPOSED, never placed) and its slice plan; returns the parent id."""
         where = f"slicer {parent.order_id}"
+        calendar = calendar or ExchangeCalendar()
         if len(parent.legs) != 1 or parent.order_type != "LMT":
             raise InvalidDataError(f"{where}: the parent is a limit order on one contract")
         if not start < end or slices < 1:
@@ -269,7 +271,12 @@ class Slicer:
         step = (end - start) / slices
         times = [start + step * i for i in range(slices)]
         if style == "VWAP":
-            minute = [(t - start).total_seconds() / 60 for t in [*times, end]]
+            # the profile is by minute after the session's open (volume_profile): so are the edges
+            day = start.astimezone(NEW_YORK).date()
+            if not calendar.is_session(day):
+                raise InvalidDataError(f"{where}: {day} is not an exchange session")
+            opened = calendar.session_open(day)
+            minute = [(t - opened).total_seconds() / 60 for t in [*times, end]]
             weights = vwap_weights(profile, minute)
         else:
             weights = [1.0] * slices

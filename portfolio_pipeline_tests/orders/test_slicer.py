@@ -228,14 +228,16 @@ def test_max_participation_caps_each_child_and_carries_the_rest(db: Database) ->
 def test_vwap_plan_follows_the_profile(db: Database) -> None:
     broker = QuotingBroker([])
     slicer, _ = _slicer(db, broker)
-    # 60-minute window, 2 slices; bars at 0 and 30 minutes with 3:1 volume -> 6 and 2 of 8
+    # T0 is 13:00 New York, 210 minutes after the open; the profile is by minute after the
+    # open: a 60-minute window in 2 slices meets the bars at 210 and 240 minutes (3:1) -> 6
+    # and 2 of 8 (read as minutes after the window's start, the long opening bar would give 4, 4)
     slicer.create(
         _parent(quantity=8),
         start=T0,
         end=T0 + timedelta(minutes=60),
         slices=2,
         style="VWAP",
-        profile=[(0.0, 300.0), (30.0, 100.0)],
+        profile=[(0.0, 900.0), (210.0, 300.0), (240.0, 100.0), (270.0, 50.0)],
         actor="alice",
     )
     shown = asyncio.run(slicer.show("SLC-1", actor="alice", now=T0))
