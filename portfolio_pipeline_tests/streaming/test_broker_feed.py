@@ -197,7 +197,8 @@ def test_ibkr_sentinel_greeks_on_one_option_do_not_freeze_its_underlying(
             await feed.aclose()
         return svc, seen, feed, health
 
-    with caplog.at_level(logging.DEBUG):
+    # on the package logger itself: an earlier test in this worker may have set its level (log_setup)
+    with caplog.at_level(logging.DEBUG, logger="portfolio_pipeline"):
         svc, seen, feed, health = asyncio.run(scenario())
     assert [e for e in seen if e.kind == "stale_data"] == []
     assert feed.stale_roots == {}
