@@ -256,9 +256,20 @@ class Database:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A connection inside a transaction: committed on success, rolled back on error."""
-        with self._engine.begin() as conn:
-            yield conn
+        """A connection inside a transaction: committed on success, rolled back on error.
+
+        On SQLite the transaction takes the write lock up front (``BEGIN IMMEDIATE``): a
+        transaction that reads and then writes would otherwise have to upgrade its read
+        lock, and in WAL mode SQLite refuses that at once with ``database is locked`` (no
+        busy wait) when another connection -- the live monitor, a CLI command, another
+        step's process -- committed in between.  Waiting for the lock at the start honours
+        the busy timeout instead.  Read-only work uses :meth:`connect`.
+        """
+        with self._engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
 
     def connect(self) -> Connection:
         """A plain connection (``with db.connect() as conn: ...``; commit explicitly)."""

@@ -14,8 +14,7 @@ bound parameters; column names come from the table metadata.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,7 +48,6 @@ __all__ = [
     "list_alerts",
     "recent_failures",
     "resolve_alert_key",
-    "write_transaction",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,14 +77,6 @@ def resolve_alert_key(conn: Connection, ident: str) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-@contextmanager
-def write_transaction(db: Database) -> Iterator[Connection]:
-    """A transaction that takes the write lock up front on SQLite (no lock upgrades)."""
-    with db.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            yield conn
 
 
 
@@ -141,7 +131,7 @@ def acknowledge(db: Database, alert_key: str, who: str, *, clock: Clock = system
     if not who.strip():
         raise ValueError("acknowledge: 'who' must name a person")
     now = to_utc(clock(), "alerts.acknowledged_at")
-    with write_transaction(db) as conn:
+    with db.begin() as conn:
         alert_key = resolve_alert_key(conn, alert_key) or alert_key
         result = conn.execute(
             update(alerts)
@@ -268,7 +258,7 @@ class SqlNotificationStore:
         return self._db
 
     def record_alert(self, alert: NewAlert) -> bool:
-        with write_transaction(self._db) as conn:
+        with self._db.begin() as conn:
             return bool(insert_ignore(conn, alerts, [{
                 "alert_key": alert.alert_key,
                 "type": alert.type,
@@ -290,7 +280,7 @@ class SqlNotificationStore:
 
     def park(self, alert_key: str, channel: str, status: str, now: datetime,
              hold_until: datetime | None, expires_at: datetime) -> bool:
-        with write_transaction(self._db) as conn:
+        with self._db.begin() as conn:
             return bool(insert_ignore(conn, _D, [_new_row(
                 alert_key, channel, status, now, hold_until if status == HELD else None, expires_at)]))
 
@@ -302,7 +292,7 @@ class SqlNotificationStore:
             claimable += [HELD, DROPPED, RETRYING, FAILED]
             if expires_at is not None:
                 values["expires_at"] = expires_at
-        with write_transaction(self._db) as conn:
+        with self._db.begin() as conn:
             insert_ignore(conn, _D, [_new_row(alert_key, channel, PENDING, now, None, expires_at)])
             claimed = conn.execute(
                 update(_D)
@@ -312,7 +302,7 @@ class SqlNotificationStore:
         return bool(claimed == 1)
 
     def _update(self, channel: str, token: str, values: Mapping[str, Any]) -> None:
-        with write_transaction(self._db) as conn:
+        with self._db.begin() as conn:
             conn.execute(
                 update(_D)
                 .where(_D.c.channel == channel, _D.c.claim_token == token, _D.c.status == SENDING)
@@ -350,7 +340,7 @@ class SqlNotificationStore:
 
     def claim_retry(self, alert_key: str, channel: str, token: str, at: datetime,
                     now: datetime) -> ClaimedRetry | None:
-        with write_transaction(self._db) as conn:
+        with self._db.begin() as conn:
             claimed = conn.execute(
                 update(_D)
                 .where(
@@ -381,7 +371,7 @@ class SqlNotificationStore:
             )
 
     def claim_held(self, channel: str, token: str, at: datetime, now: datetime) -> list[StoredAlert]:
-        with write_transaction(self._db) as conn:
+        with self._db.begin() as conn:
             conn.execute(
                 update(_D)
                 .where(_D.c.channel == channel, _D.c.status == HELD, _D.c.hold_until <= at)
@@ -420,7 +410,7 @@ class SqlNotificationStore:
         return int(held), int(retries)
 
     def advance_escalation(self, alert: StoredAlert, ladder: Sequence[str], at: datetime) -> int | None:
-        with write_transaction(self._db) as conn:
+        with self._db.begin() as conn:
             used = set(
                 conn.execute(
                     select(_D.c.channel).where(

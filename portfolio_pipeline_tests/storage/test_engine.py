@@ -176,3 +176,41 @@ def test_postgres_dagster_url_points_at_the_same_database(db: Database, backend:
     assert dagster is not None and dagster.startswith("postgresql+psycopg2://")
     assert dagster.split("/")[-1] == db.url.database
     assert db.dialect_name == "postgresql"
+
+
+def test_a_read_then_write_transaction_waits_for_another_writer_on_sqlite(tmp_path: Path) -> None:
+    """Two engines on one SQLite file (two processes: the EOD run and the live monitor, or
+    two steps).  A transaction that reads, then writes after the other committed, used to
+    fail at once with ``database is locked`` (WAL refuses to upgrade a stale read lock and
+    does not wait); ``begin()`` now takes the write lock up front, so the other writer
+    waits for it and both commits land."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+
+    def row(key: str) -> dict[str, Any]:
+        return {"event_key": key, "kind": "breach", "severity": "warning",
+                "ts": datetime.now(UTC), "payload": {}}
+
+    with Database(url) as eod, Database(url) as monitor:
+        eod.migrate()
+        errors: list[BaseException] = []
+
+        def other_writer() -> None:
+            try:
+                with monitor.begin() as conn:
+                    conn.execute(events.insert(), row("monitor"))
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+        with eod.begin() as conn:
+            assert conn.execute(text("SELECT COUNT(*) FROM events")).scalar() == 0  # the read
+            writer = threading.Thread(target=other_writer)
+            writer.start()
+            writer.join(timeout=1.0)  # old code: it commits here; now it waits for this transaction
+            conn.execute(events.insert(), row("eod"))  # the write after the read
+        writer.join(timeout=30)
+        assert not writer.is_alive() and errors == []
+        with eod.connect() as conn:
+            keys = set(conn.execute(text("SELECT event_key FROM events")).scalars())
+        assert keys == {"eod", "monitor"}
