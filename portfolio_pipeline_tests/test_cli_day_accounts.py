@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from portfolio_pipeline.analytics.risk_pack import load_pack, pack_name, write_packs
+from portfolio_pipeline.analytics.risk_pack import (
+    BOOK,
+    PackHistory,
+    load_pack,
+    pack_name,
+    render_pack,
+    write_packs,
+)
 from portfolio_pipeline.cli import main
 from portfolio_pipeline.storage import Database
 from portfolio_pipeline.storage.tables import (
@@ -214,3 +221,22 @@ def test_risk_pack_has_a_page_per_account_and_a_selector(db: Database, tmp_path:
         "<h2>Accounts</h2>" in index
         and f'<a href="{pack_name(D2, "DEMO-001")}">IBKR margin (demo)</a>' in index
     )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_packs_from_the_run_history_equal_packs_read_one_by_one(db: Database) -> None:
+    """write_packs reads the returns and margin history once (PackHistory) for every page of
+    the run; each pack must equal the one load_pack reads with its own queries, for the book
+    and every account, on every session (also one before the history's last session)."""
+    _seed_accounts(db)
+    with db.connect() as conn:
+        history = PackHistory.load(conn, D2)
+        for day in (D1, D2):
+            for scope in (BOOK, ("demo", "DEMO-001"), ("demo", "DEMO-IRA")):
+                alone = load_pack(conn, day, scope)
+                shared = load_pack(conn, day, scope, history=history)
+                assert shared == alone
+                assert render_pack(shared) == render_pack(alone)
+                assert [r["session_date"] for r in shared.returns][-1] == day
+        with pytest.raises(ValueError, match="read up to 2018-02-02"):
+            load_pack(conn, D2, history=PackHistory.load(conn, D1))

@@ -21,6 +21,7 @@ Pages use inline CSS and SVG only, so they work offline and behind ``portfolio r
 from __future__ import annotations
 
 import html
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -169,14 +170,52 @@ def stored_accounts(conn: Connection, day: date | None = None) -> list[Scope]:
     return sorted((str(b), str(a)) for b, a in conn.execute(stmt))
 
 
-def load_pack(conn: Connection, day: date, scope: Scope = BOOK, label: str | None = None) -> PackData:
+@dataclass(frozen=True)
+class PackHistory:
+    """The ``portfolio_returns`` and ``margin_history`` rows of every scope up to a run's
+    last session, read once: each pack shows the history up to its session, so the packs
+    of a year's run would otherwise read the history again for every page (a quadratic
+    cost).  Rows are shared between packs, which only read them."""
+
+    last: date
+    returns: Mapping[Scope, list[Row]]
+    margin: Mapping[Scope, list[Row]]
+
+    @classmethod
+    def load(cls, conn: Connection, last: date) -> PackHistory:
+        def by_scope(table: Table) -> dict[Scope, list[Row]]:
+            out: dict[Scope, list[Row]] = {}
+            for row in _rows(conn, table, table.c.session_date <= last,
+                             order=["broker", "account_id", "session_date"]):
+                out.setdefault((str(row["broker"]), str(row["account_id"])), []).append(row)
+            return out
+
+        return cls(last, by_scope(portfolio_returns), by_scope(margin_history))
+
+    @staticmethod
+    def upto(rows: Sequence[Row], day: date) -> list[Row]:
+        """The rows (oldest first) with ``session_date <= day``."""
+        return list(rows[: bisect_right([r["session_date"] for r in rows], day)])
+
+
+def load_pack(conn: Connection, day: date, scope: Scope = BOOK, label: str | None = None,
+              history: PackHistory | None = None) -> PackData:
     """The stored rows of session ``day`` (and the history the charts need) of ``scope``:
-    the consolidated book (default) or one (broker, account_id)."""
+    the consolidated book (default) or one (broker, account_id).  ``history`` (read up to a
+    session on or after ``day``) supplies the returns and margin history instead of a query."""
     b, a = scope
     book = scope == BOOK
     r, m, rm = portfolio_returns, margin_history, risk_metrics
-    returns = _rows(conn, r, r.c.broker == b, r.c.account_id == a, r.c.session_date <= day,
-                    order=["session_date"])
+    if history is not None and day > history.last:
+        raise ValueError(f"pack history read up to {history.last}, not up to {day}")
+    if history is None:
+        returns = _rows(conn, r, r.c.broker == b, r.c.account_id == a, r.c.session_date <= day,
+                        order=["session_date"])
+        margin = _rows(conn, m, m.c.broker == b, m.c.account_id == a, m.c.session_date <= day,
+                       order=["session_date"])
+    else:
+        returns = history.upto(history.returns.get(scope, []), day)
+        margin = history.upto(history.margin.get(scope, []), day)
     risk = _rows(conn, rm, rm.c.session_date == day, rm.c.broker == b, rm.c.account_id == a,
                  rm.c.window == "full")
     exceedances = read_var_exceedances(conn, day, day, models=sorted({m for m, _ in PACK_VAR}))
@@ -194,8 +233,7 @@ def load_pack(conn: Connection, day: date, scope: Scope = BOOK, label: str | Non
         limits=_rows(conn, limit_checks, limit_checks.c.session_date == day,
                      *(() if book else (limit_checks.c.broker == b, limit_checks.c.account_id == a)),
                      order=["broker", "account_id", "metric"]),
-        margin=_rows(conn, m, m.c.broker == b, m.c.account_id == a, m.c.session_date <= day,
-                     order=["session_date"]),
+        margin=margin,
         positions=_rows(conn, pgr, pgr.c.session_date == day,
                         *(() if book else (pgr.c.broker == b, pgr.c.account_id == a))),
         by_underlying=_rows(conn, pg, pg.c.session_date == day, pg.c.broker == b, pg.c.account_id == a,
@@ -842,19 +880,20 @@ def write_packs(conn: Connection, days: Sequence[date], directory: Path,
     everyone = stored_accounts(conn)
     accounts = [(s, names.get(s[1], s[1])) for s in everyone] if len(everyone) > 1 else []
     written = []
+    history = PackHistory.load(conn, max(days)) if days else None
     for day in days:
         i = position.get(day)
         previous = sessions[i - 1] if i is not None and i > 0 else None
         following = sessions[i + 1] if i is not None and i + 1 < len(sessions) else None
         held = set(stored_accounts(conn, day)) if accounts else set()
         selector = [(s, label) for s, label in accounts if s in held]
-        pack = load_pack(conn, day)
+        pack = load_pack(conn, day, history=history)
         path = directory / pack_name(day)
         path.write_text(render_pack(pack, previous=previous, following=following, accounts=selector),
                         encoding="utf-8")
         written.append((path, pack))
         for scope, label in selector:
-            mine = load_pack(conn, day, scope, label)
+            mine = load_pack(conn, day, scope, label, history)
             (directory / pack_name(day, scope[1])).write_text(
                 render_pack(mine, previous=previous, following=following, accounts=selector), encoding="utf-8")
     available: set[date] = set()
