@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Hashable
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -74,6 +76,16 @@ class PlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     _calendar: ExchangeCalendar | None = PrivateAttr(default=None)
     _clock: SettableClock | None = PrivateAttr(default=None)
     _adapters: list[tuple[BrokerAdapter, list[str]]] | None = PrivateAttr(default=None)
+    _run_memo: tuple[str, dict[Hashable, Any]] | None = PrivateAttr(default=None)
+
+    def run_memo(self, run_id: str) -> dict[Hashable, Any]:
+        """A dict that lives for one run: the steps of an in-process run share it, a new run id
+        starts it empty (a step in its own process gets its own).  Only for values every step
+        of the run derives alike from rows that upstream steps stored before it started (the
+        stress assets' session book), never for anything a step of the run writes."""
+        if self._run_memo is None or self._run_memo[0] != run_id:
+            self._run_memo = (run_id, {})
+        return self._run_memo[1]
 
     @property
     def config(self) -> PlatformConfig:

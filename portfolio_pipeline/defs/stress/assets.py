@@ -47,17 +47,17 @@ from portfolio_pipeline.defs.stress.book import (
     StressBook,
     american_kwargs,
     grid_scenarios,
-    load_book,
     mc_scenarios,
     mc_setup,
     replay_paths,
+    session_book,
 )
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.quant.correlation import NearestCorrelation
 from portfolio_pipeline.quant.revaluation import greeks_pnl, revalue
 from portfolio_pipeline.quant.scenario_config import MonteCarloConfig, StressScenariosFile
 from portfolio_pipeline.quant.scenario_risk import tail_contributions
-from portfolio_pipeline.storage import positions_snapshot, replace_partition
+from portfolio_pipeline.storage import replace_partition
 from portfolio_pipeline.storage.frames import read_frame
 from portfolio_pipeline.storage.regimes import session_regime_state
 from portfolio_pipeline.storage.tables import (
@@ -119,12 +119,9 @@ def _load(context: dg.AssetExecutionContext, db: DatabaseResource, platform: Pla
           day: date, table: Table, cfg: StressScenariosFile) -> StressBook | None:
     """The session's book, or None (and the session's rows cleared) when it holds nothing."""
     as_of = platform.calendar.session_close(day)
-    with db.database.connect() as conn:
-        empty = not conn.execute(
-            select(positions_snapshot.c.position_key)
-            .where(positions_snapshot.c.session_date == day).limit(1)
-        ).first()
-        sb = None if empty else load_book(conn, day, as_of, platform.config, cfg, platform.calendar)
+    with db.database.connect() as conn:  # one read per run, shared by the stress steps
+        sb = session_book(platform.run_memo(context.run.run_id), conn, day, as_of, platform.config, cfg,
+                          platform.calendar)
     if sb is None:
         with db.database.begin() as conn:
             replace_partition(conn, table, {"session_date": day}, [])

@@ -45,7 +45,7 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from portfolio_pipeline.config.loader import PlatformConfig
 from portfolio_pipeline.defs.partitions import PARTITIONS_START
@@ -193,6 +193,35 @@ def load_book(
         positions=len(positions),
         contract_keys=tuple(contract_ix),
     )
+
+
+def _read_only(sb: StressBook) -> StressBook:
+    """``sb`` with its arrays made read-only: one book is shared by every stress step of a run."""
+    c = sb.book.contracts
+    for name in ("factor", "is_option", "is_call", "black76", "spot", "strike", "T", "r", "q",
+                 "vol", "american"):
+        getattr(c, name).setflags(write=False)
+    sb.book.units.setflags(write=False)
+    return sb
+
+
+def session_book(memo: dict[Any, Any], conn: Connection, day: date, as_of: datetime,
+                 config: PlatformConfig, cfg: StressScenariosFile,
+                 calendar: SessionHours | None = None) -> StressBook | None:
+    """:func:`load_book` of ``day`` (None when the session holds no positions), read once per
+    run: ``memo`` is the run's (``PlatformResource.run_memo``), so the shock grid, historical
+    replay, Monte Carlo, correlation and risk-profile steps of a run share one read of the
+    stored session (written by upstream steps before any of them starts).  The shared book's
+    arrays are read-only."""
+    key = ("stress_book", day, as_of)
+    if key not in memo:
+        empty = not conn.execute(
+            select(positions_snapshot.c.position_key)
+            .where(positions_snapshot.c.session_date == day).limit(1)
+        ).first()
+        memo[key] = None if empty else _read_only(load_book(conn, day, as_of, config, cfg, calendar))
+    found: StressBook | None = memo[key]
+    return found
 
 
 def _append_contract(

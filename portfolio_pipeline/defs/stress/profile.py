@@ -32,7 +32,7 @@ from portfolio_pipeline.defs.metadata import SessionMetadata, usd
 from portfolio_pipeline.defs.progress import tracked
 from portfolio_pipeline.defs.quality import problems_check_result
 from portfolio_pipeline.defs.resources import DatabaseResource, PlatformResource
-from portfolio_pipeline.defs.stress.book import StressBook, american_kwargs, load_book
+from portfolio_pipeline.defs.stress.book import StressBook, american_kwargs, session_book
 from portfolio_pipeline.domain.settlement import YEAR_SECONDS
 from portfolio_pipeline.domain.symbols import AGGREGATE as ALL
 from portfolio_pipeline.exchange_calendar import NEW_YORK, ExchangeCalendar
@@ -40,7 +40,6 @@ from portfolio_pipeline.quant.risk_profile import Horizon
 from portfolio_pipeline.quant.scenario_config import StressScenariosFile
 from portfolio_pipeline.storage import (
     market_snapshot,
-    positions_snapshot,
     read_partition,
     replace_partition,
 )
@@ -242,16 +241,10 @@ def risk_profile_asset(
     compared, worst = 0, 0.0
     for day in tracked("risk_profile", meta.days, context.log):
         as_of = platform.calendar.session_close(day)
-        with db.database.connect() as conn:
-            empty = not conn.execute(
-                select(positions_snapshot.c.position_key)
-                .where(positions_snapshot.c.session_date == day)
-                .limit(1)
-            ).first()
-            sb = (
-                None
-                if empty
-                else load_book(conn, day, as_of, platform.config, cfg, platform.calendar)
+        with db.database.connect() as conn:  # the stress steps' book of the session (read once per run)
+            sb = session_book(
+                platform.run_memo(context.run.run_id), conn, day, as_of, platform.config, cfg,
+                platform.calendar,
             )
             spx = spx_level(conn, day)
             strategies = read_strategies(conn, day)

@@ -8,6 +8,7 @@ import math
 import shutil
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -488,3 +489,63 @@ def test_fit_date_walking_forward_equals_a_fresh_model_per_session() -> None:
         fresh = McFits(MarketHistory(), cal, StressScenariosFile())
         assert walking.fit_date(day) == fresh.fit_date(day), day
     assert len({walking.fit_date(d) for d in days}) > 2  # several refit blocks crossed
+
+
+def test_a_run_reads_each_session_book_once_and_the_next_run_reads_it_again(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shock grid, replay, Monte Carlo and correlation steps of one run share one read of
+    a session's book (PlatformResource.run_memo); a later run with the same resource object
+    reads the stored session again, so it sees positions rewritten in between."""
+    import portfolio_pipeline.defs.stress.book as book_module
+
+    _seed(db_url)
+    cfg_dir = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, cfg_dir)
+    path = cfg_dir / "stress_scenarios.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["monte_carlo"]["n_scenarios"] = 500
+    data["historical"]["builtin"] = ["feb_2018"]
+    path.write_text(yaml.safe_dump(data))
+    reads: list[int] = []
+    real = book_module.load_book
+
+    def counting(*args: Any, **kwargs: Any) -> book_module.StressBook:
+        sb = real(*args, **kwargs)
+        reads.append(sb.positions)
+        return sb
+
+    monkeypatch.setattr(book_module, "load_book", counting)
+    parts = session_partitions(ExchangeCalendar(), end=date(2018, 12, 31))
+    resources = {"db": DatabaseResource(url=db_url), "platform": PlatformResource(config_dir=str(cfg_dir))}
+    result = dg.materialize(make_stress_assets(parts), resources=resources,
+                            partition_key=DAY.isoformat(), instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert reads == [6]  # four stress steps, one read
+    db = Database(db_url)
+    try:  # the session now holds one position less
+        with db.begin() as conn:
+            conn.execute(positions_snapshot.delete().where(
+                positions_snapshot.c.session_date == DAY, positions_snapshot.c.account_id == "DEMO-002"))
+    finally:
+        db.dispose()
+    result = dg.materialize(make_stress_assets(parts), resources=resources,
+                            partition_key=DAY.isoformat(), instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert reads == [6, 5]
+    platform = PlatformResource(config_dir=str(cfg_dir))
+    memo = platform.run_memo("run-1")
+    db = Database(db_url)
+    try:
+        with db.connect() as conn:
+            args = (conn, DAY, T0, platform.config, platform.config.stress_scenarios, platform.calendar)
+            shared = book_module.session_book(memo, *args)
+            assert shared is not None and book_module.session_book(memo, *args) is shared
+            assert platform.run_memo("run-1") is memo and platform.run_memo("run-2") == {}
+            assert book_module.session_book({}, *args) is not shared
+    finally:
+        db.dispose()
+    with pytest.raises(ValueError, match="read-only"):  # one book for every step: nobody writes it
+        shared.book.units[0, 0] = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        shared.book.contracts.spot[0] = 1.0
