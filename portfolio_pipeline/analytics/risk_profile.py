@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from portfolio_pipeline.domain.symbols import AGGREGATE as ALL
-from portfolio_pipeline.quant._typing import Float64Array
+from portfolio_pipeline.quant._typing import Float64Array, IntArray
 from portfolio_pipeline.quant.risk_profile import (
     Curves,
     CurveSummary,
@@ -40,11 +40,11 @@ from portfolio_pipeline.quant.risk_profile import (
     atm_vol,
     expected_move,
     expiry_decays,
-    pnl_at,
+    pnl_at_pairs,
     risk_profile,
     spot_moves,
     sub_book,
-    summarize,
+    summarize_curves,
 )
 from portfolio_pipeline.quant.scenario_book import Book
 
@@ -149,24 +149,25 @@ def _horizons(
     return out
 
 
-def _refiner(
-    book: Book, horizon: Horizon, group: int, kw: dict[str, Any]
-) -> Callable[[float], float]:
-    def f(move: float) -> float:
-        return float(pnl_at(book, move, horizon, **kw)[group])
-
-    return f
-
-
 def _summaries(
     book: Book, curves: Curves, stored: Sequence[tuple[int, int]], kw: dict[str, Any]
 ) -> dict[tuple[int, int], CurveSummary]:
-    return {
-        (g, h): summarize(
-            curves.moves, curves.curve(h, g), _refiner(book, curves.horizons[h], g, kw)
-        )
-        for g, h in stored
-    }
+    """Summaries of the stored curves, every breakeven of the profile refined together (one
+    revaluation of ``book`` per Brent iteration for all its groups and horizons)."""
+    groups = np.array([g for g, _ in stored], dtype=np.intp)
+    horizons = [curves.horizons[h] for _, h in stored]
+
+    def refine(moves: Float64Array, which: IntArray) -> Float64Array:
+        pnl = pnl_at_pairs(book, moves, [horizons[int(k)] for k in which], **kw)
+        out: Float64Array = pnl[np.arange(which.size), groups[which]]
+        return out
+
+    pnl = (
+        np.stack([curves.curve(h, g) for g, h in stored])
+        if stored
+        else np.zeros((0, len(curves.moves)))
+    )
+    return dict(zip(stored, summarize_curves(curves.moves, pnl, refine), strict=True))
 
 
 def _underlying_profile(inputs: ProfileInputs, f: int, kw_base: dict[str, Any]) -> ProfileCurves:

@@ -11,8 +11,12 @@ on a move and horizon both use, the numbers are the same.
 
 * :func:`risk_profile`: the curves, ``pnl[h, i, g]`` for horizon ``h``, point ``i``, group
   ``g`` (P&L against today's model value, so T+0 at the current price is exactly 0);
-* :func:`summarize`: breakevens (the sign changes between grid points, refined by Brent's
-  method on the same revaluation), max profit and max loss on the grid;
+* :func:`summarize` (one curve) and :func:`summarize_curves` (many curves of one book):
+  breakevens (the sign changes between grid points, refined by Brent's method on the same
+  revaluation: :func:`~portfolio_pipeline.quant.brent.brentq_batch` refines every bracket
+  of the curves together, one revaluation of all open brackets' points per iteration,
+  which :func:`pair_scenarios` / :func:`pnl_at_pairs` price), max profit and max loss on
+  the grid;
 * :func:`expiry_decays`, :func:`atm_vol`, :func:`expected_move`: the expiry horizons of a
   book, the ATM implied vol of a factor (the held option nearest the money) and the
   one-sigma move ``S sigma sqrt(t)``;
@@ -31,12 +35,17 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import brentq
 
-from portfolio_pipeline.quant._typing import Float64Array, as_float64
+from portfolio_pipeline.quant._typing import Float64Array, IntArray, as_float64
+from portfolio_pipeline.quant.brent import brentq_batch
 from portfolio_pipeline.quant.revaluation import revalue
 from portfolio_pipeline.quant.scenario_book import Book, ContractSet
-from portfolio_pipeline.quant.scenario_set import DAYS_PER_YEAR, GridScenarios, shock_grid
+from portfolio_pipeline.quant.scenario_set import (
+    DAYS_PER_YEAR,
+    GridScenarios,
+    ScenarioSet,
+    shock_grid,
+)
 
 __all__ = [
     "CurveSummary",
@@ -45,12 +54,15 @@ __all__ = [
     "atm_vol",
     "expected_move",
     "expiry_decays",
+    "pair_scenarios",
     "pnl_at",
+    "pnl_at_pairs",
     "profile_scenarios",
     "risk_profile",
     "spot_moves",
     "sub_book",
     "summarize",
+    "summarize_curves",
 ]
 
 EXPIRY_CLUSTER_YEARS = 1.0 / DAYS_PER_YEAR
@@ -216,6 +228,124 @@ def pnl_at(
     return out
 
 
+def pair_scenarios(
+    moves: npt.ArrayLike,
+    horizons: Sequence[Horizon],
+    *,
+    spot_beta: npt.ArrayLike,
+    d_atm: npt.ArrayLike = 0.0,
+    extra_log_ret: npt.ArrayLike = 0.0,
+) -> ScenarioSet:
+    """One scenario per ``(moves[k], horizons[k])`` pair (not every move x every horizon).
+
+    The arithmetic is :func:`profile_scenarios`' (that is :func:`shock_grid`'s), operation
+    for operation: ``log(1 + beta x move) + extra_log_ret``, ``d_atm`` broadcast to the
+    factors, ``decay = days / DAYS_PER_YEAR`` with ``days = horizon.days``; so a pair that
+    is a point of the profile's grid is the grid's scenario bit for bit, and
+    :func:`pnl_at_pairs` prices what :func:`risk_profile` prices there.
+    """
+    beta = as_float64(spot_beta, "spot_beta", 1)
+    m = as_float64(moves, "moves", 1)
+    if len(horizons) != m.size:
+        raise ValueError(f"moves has {m.size} values but horizons has {len(horizons)}")
+    gross = 1.0 + m[:, None] * beta[None, :]
+    if np.any(~(gross > 0.0)) or not np.all(np.isfinite(gross)):
+        i, j = np.argwhere(~(gross > 0.0) | ~np.isfinite(gross))[0]
+        raise ValueError(
+            f"move {m[i]!r} x beta {beta[j]:g} of factor {j} gives a non-positive price"
+        )
+    nf = beta.shape[0]
+    extra = np.broadcast_to(as_float64(extra_log_ret, "extra_log_ret"), (nf,))
+    datm = np.broadcast_to(as_float64(d_atm, "d_atm"), (nf,))
+    lr = np.log(gross) + extra[None, :]
+    days = as_float64([h.days for h in horizons], "horizons_days", 1)
+    return ScenarioSet.build(lr, np.broadcast_to(datm[None, :], lr.shape), days / DAYS_PER_YEAR)
+
+
+def pnl_at_pairs(
+    book: Book,
+    moves: npt.ArrayLike,
+    horizons: Sequence[Horizon],
+    *,
+    spot_beta: npt.ArrayLike,
+    d_atm: npt.ArrayLike = 0.0,
+    extra_log_ret: npt.ArrayLike = 0.0,
+    **revalue_kw: Any,
+) -> Float64Array:
+    """P&L of every group at each ``(moves[k], horizons[k])`` pair, shape ``(n_pairs,
+    n_groups)``: one :func:`revalue` call for all pairs (:func:`pair_scenarios`)."""
+    sc = pair_scenarios(
+        moves, horizons, spot_beta=spot_beta, d_atm=d_atm, extra_log_ret=extra_log_ret
+    )
+    out: Float64Array = revalue(book, sc, **revalue_kw)
+    return out
+
+
+CurvesRefiner = Callable[[Float64Array, IntArray], npt.ArrayLike]
+"""``refine(moves, curves)``: the P&L of curve ``curves[k]`` at ``moves[k]``, for every ``k``
+(one revaluation of all the points)."""
+
+
+def summarize_curves(
+    moves: npt.ArrayLike,
+    pnl: npt.ArrayLike,
+    refine: CurvesRefiner | None = None,
+    *,
+    xtol: float = 1e-7,
+) -> list[CurveSummary]:
+    """Breakevens, max profit and max loss of each curve ``pnl[k]`` on the axis ``moves``.
+
+    A breakeven is a grid point with P&L exactly 0 or a root between two neighbouring
+    points of opposite sign: found by Brent's method on ``refine`` (the curves' own
+    revaluation at any move, e.g. :func:`pnl_at_pairs`) when given, else by linear
+    interpolation.  With ``refine``, every bracket of every curve is refined together by
+    :func:`~portfolio_pipeline.quant.brent.brentq_batch` (scipy's ``brentq``, absolute
+    tolerance ``xtol`` in move units, ``rtol`` 4 eps), so ``refine`` is called once per
+    Brent iteration with the points of all brackets still open; the grid's own values are
+    ``f(a)`` and ``f(b)`` of each bracket.  Max profit and loss are the largest and
+    smallest P&L on the grid (within the range).
+    """
+    x = as_float64(moves, "moves", 1)
+    y = as_float64(pnl, "pnl", 2)
+    if y.shape[1:] != x.shape or x.size < 2:
+        raise ValueError(f"pnl {y.shape} must be curves of the {x.size} moves, at least 2 points")
+    # per curve, in axis order: (move, -1) for a grid zero, (nan, j) for bracket j
+    entries: list[list[tuple[float, int]]] = [[] for _ in range(y.shape[0])]
+    lo: list[int] = []
+    owner: list[int] = []
+    for k, yk in enumerate(y):
+        for i in range(x.size):
+            if yk[i] == 0.0:
+                entries[k].append((float(x[i]), -1))
+            elif i + 1 < x.size and yk[i] * yk[i + 1] < 0.0:
+                entries[k].append((math.nan, len(lo)))
+                lo.append(i)
+                owner.append(k)
+    i0 = np.asarray(lo, dtype=np.intp)
+    k0 = np.asarray(owner, dtype=np.intp)
+    a, b = x[i0], x[i0 + 1]
+    fa, fb = y[k0, i0], y[k0, i0 + 1]
+    if refine is None:
+        found = a + (b - a) * (fa / (fa - fb))
+    elif i0.size:
+        ref = refine
+
+        def f(pts: Float64Array, which: IntArray) -> npt.ArrayLike:
+            return ref(pts, k0[which])
+
+        found = brentq_batch(f, a, b, fa, fb, xtol=xtol).roots
+    else:
+        found = np.zeros(0)
+    out = []
+    for k, yk in enumerate(y):
+        roots = tuple(v if j < 0 else float(found[j]) for v, j in entries[k])
+        hi, lo_i = int(np.argmax(yk)), int(np.argmin(yk))
+        out.append(
+            CurveSummary(roots, float(yk[hi]), float(x[hi]), float(yk[lo_i]), float(x[lo_i]))
+        )
+    return out
+
+
 def summarize(
     moves: npt.ArrayLike,
     pnl: npt.ArrayLike,
@@ -223,29 +353,20 @@ def summarize(
     *,
     xtol: float = 1e-7,
 ) -> CurveSummary:
-    """Breakevens, max profit and max loss of one curve.
+    """Breakevens, max profit and max loss of one curve (:func:`summarize_curves`).
 
-    A breakeven is a grid point with P&L exactly 0 or a root between two neighbouring
-    points of opposite sign: found by Brent's method on ``refine`` (the curve's own
-    revaluation at any move, :func:`pnl_at`) when given, else by linear interpolation.
-    Max profit and loss are the largest and smallest P&L on the grid (within the range).
+    ``refine`` is the curve's own revaluation at one move (e.g. :func:`pnl_at`), called
+    once per Brent iteration and bracket; without it the roots are linear interpolations.
     """
-    x = as_float64(moves, "moves", 1)
     y = as_float64(pnl, "pnl", 1)
-    if x.shape != y.shape or x.size < 2:
-        raise ValueError("moves and pnl must be equal-length curves of at least 2 points")
-    roots: list[float] = []
-    for i in range(x.size):
-        if y[i] == 0.0:
-            roots.append(float(x[i]))
-        elif i + 1 < x.size and y[i] * y[i + 1] < 0.0:
-            a, b = float(x[i]), float(x[i + 1])
-            if refine is None:
-                roots.append(a + (b - a) * float(y[i] / (y[i] - y[i + 1])))
-            else:
-                roots.append(float(brentq(refine, a, b, xtol=xtol)))
-    hi, lo = int(np.argmax(y)), int(np.argmin(y))
-    return CurveSummary(tuple(roots), float(y[hi]), float(x[hi]), float(y[lo]), float(x[lo]))
+    batch: CurvesRefiner | None = None
+    if refine is not None:
+        one = refine
+
+        def batch(pts: Float64Array, curves: IntArray) -> npt.ArrayLike:
+            return [one(float(p)) for p in pts]
+
+    return summarize_curves(moves, y[None, :], batch, xtol=xtol)[0]
 
 
 def expiry_decays(contracts: ContractSet, factor: int | None = None) -> list[float]:

@@ -7,7 +7,10 @@ from datetime import date
 
 import numpy as np
 import pytest
+from scipy.optimize import brentq
 
+import portfolio_pipeline.analytics.risk_profile as arp
+import portfolio_pipeline.quant.risk_profile as qrp
 from portfolio_pipeline.analytics.risk_profile import (
     ProfileInputs,
     StrategyLegs,
@@ -17,7 +20,8 @@ from portfolio_pipeline.analytics.risk_profile import (
     profile_rows,
     summary_rows,
 )
-from portfolio_pipeline.quant.risk_profile import Horizon
+from portfolio_pipeline.quant.brent import BRENT_RTOL
+from portfolio_pipeline.quant.risk_profile import Horizon, pnl_at
 from portfolio_pipeline.quant.scenario_book import Book, ContractSet
 from portfolio_pipeline_tests.quant._reference import reference_greeks
 
@@ -141,3 +145,60 @@ def test_rows_and_summaries() -> None:
     assert vert["strategy_type"] == "vertical"
     md = profile_markdown(summaries)
     assert "book (beta-weighted)" in md and "s-vert" not in md
+
+
+def test_breakevens_refined_per_profile_equal_per_root_brentq(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every profile's breakevens are refined together (one revaluation per Brent iteration
+    for all its groups and horizons) and equal scipy's brentq on one revaluation per point
+    (the straightforward twin, on the very book and settings the profile used)."""
+    seen: dict[tuple[str, ...], tuple[object, dict]] = {}
+    refines: dict[tuple[str, ...], int] = {}
+    revalues: list[tuple[str, ...]] = []
+    real_pairs, real_revalue = arp.pnl_at_pairs, qrp.revalue
+
+    def spy_pairs(book, moves, horizons, **kw):  # type: ignore[no-untyped-def]
+        seen[book.factors] = (book, kw)
+        refines[book.factors] = refines.get(book.factors, 0) + 1
+        return real_pairs(book, moves, horizons, **kw)
+
+    def spy_revalue(book, scenarios, **kw):  # type: ignore[no-untyped-def]
+        revalues.append(book.factors)
+        return real_revalue(book, scenarios, **kw)
+
+    monkeypatch.setattr(arp, "pnl_at_pairs", spy_pairs)
+    monkeypatch.setattr(qrp, "revalue", spy_revalue)
+    profiles = build_profiles(_inputs())
+    calls = {f: revalues.count(f) for f in set(revalues)}
+    xtol, refined = 1e-7, 0
+    for p in profiles.profiles:
+        factors = ("SPX", "NDX") if p.profile == "*" else (p.profile,)
+        most = 0
+        for (g, h), s in p.summaries.items():
+            x, y = p.curves.moves, p.curves.curve(h, g)
+            want: list[float] = []
+            for i in range(x.size):
+                if y[i] == 0.0:
+                    want.append(float(x[i]))
+                elif i + 1 < x.size and y[i] * y[i + 1] < 0.0:
+                    book, kw = seen[factors]
+                    hz = p.curves.horizons[h]
+                    root, r = brentq(
+                        lambda m, book=book, kw=kw, hz=hz, g=g: float(pnl_at(book, m, hz, **kw)[g]),
+                        float(x[i]),
+                        float(x[i + 1]),
+                        xtol=xtol,
+                        full_output=True,
+                    )
+                    want.append(float(root))
+                    most = max(most, r.iterations)
+                    refined += 1
+            assert len(s.breakevens) == len(want), (p.profile, g, h)
+            for got, w in zip(s.breakevens, want, strict=True):
+                assert abs(got - w) <= 2 * (xtol + BRENT_RTOL * abs(w)), (p.profile, g, h)
+        # the grid, then one revaluation per iteration (the ends are the grid's values)
+        # (scipy's count of iterations: the batch needs at most as many for the profile)
+        assert calls[factors] == 1 + refines.get(factors, 0), p.profile
+        assert refines.get(factors, 0) <= most, p.profile
+    assert refined >= 6

@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.optimize import brentq
 
+from portfolio_pipeline.quant.brent import BRENT_RTOL
 from portfolio_pipeline.quant.revaluation import revalue
 from portfolio_pipeline.quant.risk_profile import (
     Horizon,
     atm_vol,
     expected_move,
     expiry_decays,
+    pair_scenarios,
     pnl_at,
+    pnl_at_pairs,
+    profile_scenarios,
     risk_profile,
     spot_moves,
     sub_book,
     summarize,
+    summarize_curves,
 )
 from portfolio_pipeline.quant.scenario_book import Book, ContractSet
 from portfolio_pipeline.quant.scenario_set import shock_grid
@@ -241,3 +247,119 @@ def test_bad_inputs_are_refused() -> None:
         risk_profile(_book(), MOVES, [], spot_beta=[1.0])
     with pytest.raises(ValueError, match="factors"):
         sub_book(_two_factor_book(), [0, 2], np.zeros((2, 1)), ("x",))
+
+
+# the two books above, with what moves them: a one-factor book of four strategies (all
+# European) and the two-factor book (American SPY through the tree) beta-weighted with a
+# vol column (d_atm per factor, an extra log return as a volatility-index column has)
+TWO_FACTOR_KW = {
+    "spot_beta": [1.0, 1.2],
+    "d_atm": [0.03, 0.05],
+    "extra_log_ret": [0.0, 0.01],
+    "skew_slope": [-0.9, -1.1],
+    "skew_rule": "sticky_moneyness",
+    "american_method": "lr",
+    "american_steps": 41,
+}
+BOOKS = {
+    "strategies": (_book, {"spot_beta": [1.0]}),
+    "two factors": (_two_factor_book, TWO_FACTOR_KW),
+}
+XTOL = 1e-7
+
+
+@pytest.mark.parametrize("name", list(BOOKS))
+def test_pair_scenarios_are_the_grids_bit_for_bit(name: str) -> None:
+    make, kw = BOOKS[name]
+    scen_kw = {k: kw[k] for k in ("spot_beta", "d_atm", "extra_log_ret") if k in kw}
+    grid = profile_scenarios(MOVES, HORIZONS, **scen_kw).scenarios  # C order: move, horizon
+    rng = np.random.default_rng(7)
+    pick = rng.permutation(grid.size)[:50]
+    i, h = np.divmod(pick, len(HORIZONS))
+    pairs = pair_scenarios(MOVES[i], [HORIZONS[k] for k in h], **scen_kw)
+    for field in ("log_ret", "d_atm", "decay"):
+        got, want = getattr(pairs, field), getattr(grid, field)[pick]
+        assert got.shape == want.shape and got.tobytes() == want.tobytes(), field
+    # and the P&L priced there is the grid's
+    book = make()
+    curves = risk_profile(book, MOVES, HORIZONS, **kw)
+    np.testing.assert_allclose(
+        pnl_at_pairs(book, MOVES[i], [HORIZONS[k] for k in h], **kw),
+        curves.pnl[h, i],
+        rtol=1e-12,
+        atol=1e-9,
+    )
+
+
+def _per_root_brentq(book: Book, curves, g: int, h: int, kw: dict) -> list[float]:
+    """The straightforward twin: scipy's brentq on one revaluation per point, per root."""
+    x, y = curves.moves, curves.curve(h, g)
+    out = []
+    for i in range(x.size):
+        if y[i] == 0.0:
+            out.append(float(x[i]))
+        elif i + 1 < x.size and y[i] * y[i + 1] < 0.0:
+            f = lambda m: float(pnl_at(book, m, curves.horizons[h], **kw)[g])  # noqa: E731
+            out.append(float(brentq(f, float(x[i]), float(x[i + 1]), xtol=XTOL)))
+    return out
+
+
+@pytest.mark.parametrize("name", list(BOOKS))
+def test_batched_breakevens_equal_per_root_brentq(name: str) -> None:
+    make, kw = BOOKS[name]
+    book = make()
+    curves = risk_profile(book, MOVES, HORIZONS, **kw)
+    stored = [(g, h) for g in range(len(book.groups)) for h in range(len(HORIZONS))]
+    gs = np.array([g for g, _ in stored])
+    calls = []
+
+    def refine(m: np.ndarray, which: np.ndarray) -> np.ndarray:
+        calls.append(m.size)
+        return pnl_at_pairs(book, m, [HORIZONS[stored[k][1]] for k in which], **kw)[
+            np.arange(m.size), gs[which]
+        ]
+
+    pnl = np.stack([curves.curve(h, g) for g, h in stored])
+    got = summarize_curves(MOVES, pnl, refine, xtol=XTOL)
+    n_refined = 0
+    for (g, h), s in zip(stored, got, strict=True):
+        want = _per_root_brentq(book, curves, g, h, kw)
+        assert len(s.breakevens) == len(want), (g, h)
+        y = curves.curve(h, g)
+        steepest = float(np.max(np.abs(np.diff(y) / np.diff(MOVES))))
+        for r, w in zip(s.breakevens, want, strict=True):
+            # each is within xtol + rtol |x| of a sign change of (numerically) the same
+            # function: so within twice that of each other
+            assert abs(r - w) <= 2 * (XTOL + BRENT_RTOL * abs(w)), (g, h, r, w)
+            if r in MOVES:
+                continue  # an exact zero of the grid, kept as the grid's move
+            n_refined += 1
+            # the P&L there is ~0: the root is within xtol + rtol |x| of a sign change and
+            # the curve's slope is at most twice its steepest grid secant (a margin for
+            # the curvature between two points), so |P&L| <= 2 x steepest x that (about
+            # 1e-6 of the curve's largest |P&L| on these books)
+            at = float(pnl_at_pairs(book, [r], [HORIZONS[h]], **kw)[0, g])
+            assert abs(at) <= 2 * steepest * (XTOL + BRENT_RTOL * abs(r)), (g, h, r, at)
+        # the single-curve summary is the same computation
+        one = summarize(MOVES, y, lambda m, g=g, h=h: float(pnl_at(book, m, HORIZONS[h], **kw)[g]))
+        assert len(one.breakevens) == len(s.breakevens)
+        np.testing.assert_allclose(one.breakevens, s.breakevens, rtol=0, atol=2 * XTOL)
+        assert (one.max_loss, one.max_profit) == (s.max_loss, s.max_profit)
+    assert n_refined >= 4
+    # one revaluation per Brent iteration for every bracket of every curve together
+    assert 0 < len(calls) < 20 and calls[0] == n_refined
+    assert calls == sorted(calls, reverse=True)
+
+
+def test_summarize_curves_shapes_zeros_and_linear_fallback() -> None:
+    x = [-2.0, -1.0, 0.0, 1.0, 3.0]
+    y = [[-3.0, -1.0, 0.0, 2.0, -2.0], [1.0, 1.0, 1.0, 1.0, 1.0], [0.0, -1.0, 0.0, 0.0, 1.0]]
+    out = summarize_curves(x, y)
+    assert [s.breakevens for s in out] == [(0.0, 2.0), (), (-2.0, 0.0, 1.0)]
+    assert out[0] == summarize(x, y[0])
+    with pytest.raises(ValueError, match="curves of the 5 moves"):
+        summarize_curves(x, [[1.0, 2.0]])
+    with pytest.raises(ValueError, match="moves has 2 values but horizons has 1"):
+        pair_scenarios([0.1, 0.2], HORIZONS[:1], spot_beta=[1.0])
+    with pytest.raises(ValueError, match="non-positive price"):
+        pair_scenarios([-0.9], HORIZONS[:1], spot_beta=[1.5])
