@@ -214,22 +214,12 @@ def _clean_column(column: Column[Any], values: list[Any]) -> list[Any] | None:
         return None
 
 
-def _prepare_by_column(
-    columns: Sequence[Column[Any]], rows: Sequence[Mapping[str, Any]]
-) -> list[dict[str, Any]] | None:
-    """Rows cleaned a column at a time (numpy for float columns); ``None`` when a value
-    needs the row-by-row path (a missing key, an invalid value, an unusual type)."""
-    by_column = _clean_by_column(columns, rows)
-    if by_column is None:
-        return None
-    names = [c.name for c in columns]
-    return [dict(zip(names, values, strict=True)) for values in zip(*by_column, strict=True)]
-
-
 def _clean_by_column(
     columns: Sequence[Column[Any]], rows: Sequence[Mapping[str, Any]]
 ) -> list[list[Any]] | None:
-    """Per column, the cleaned values of every row (see :func:`_prepare_by_column`)."""
+    """Per column, the cleaned values of every row, cleaned a column at a time (numpy for
+    float columns); ``None`` when a value needs the row-by-row path (a missing key, an
+    invalid value, an unusual type)."""
     names = [c.name for c in columns]
     if not rows or not names or set(map(len, rows)) != {len(names)}:
         return None  # a row lacks a column (every key of every row is one of ``names``)

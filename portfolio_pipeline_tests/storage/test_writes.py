@@ -319,7 +319,7 @@ def test_column_wise_validation_matches_the_row_by_row_twin(values: list[tuple[A
 def test_ordinary_rows_take_the_column_wise_path() -> None:
     """The twin test above compares something: ordinary rows (NaN, -0.0, None, numpy floats
     included) are cleaned by the column-wise path, not handed back to the row-by-row one."""
-    from portfolio_pipeline.storage.writes import _prepare_by_column, _prepare_by_row
+    from portfolio_pipeline.storage.writes import _clean_by_column, _prepare_by_row
 
     rows = [
         position_row("a", mark=np.float64(-0.0)),
@@ -327,8 +327,9 @@ def test_ordinary_rows_take_the_column_wise_path() -> None:
         position_row("c", quantity=np.float64(3.0)),
     ]
     columns = [positions_snapshot.c[name] for name in rows[0]]
-    fast = _prepare_by_column(columns, rows)
-    assert fast is not None
+    by_column = _clean_by_column(columns, rows)
+    assert by_column is not None
+    fast = [dict(zip(rows[0], values, strict=True)) for values in zip(*by_column, strict=True)]
     assert repr(fast) == repr(
         _prepare_by_row(positions_snapshot, {"session_date": DAY}, columns, rows)
     )
