@@ -9,13 +9,19 @@ events, so that bookkeeping costs more CPU than many of the assets.
 
 :class:`PooledSqliteEventLogStorage` keeps one engine per shard file (the run's own
 ``<run_id>.db`` and the cross-run ``index.db``) with a one-connection pool, for the
-life of the instance.  It writes the same rows in the same files with the same schema and
-transactions (one per statement, under Dagster's own lock), so ``dagster-webserver``,
-``dagster-daemon`` or a plain ``SqliteEventLogStorage`` read what it wrote, and it reads
+life of the instance.  It writes the same rows in the same files with the same schema, one
+transaction per statement (per batch, see below) under Dagster's own lock, so
+``dagster-webserver``, ``dagster-daemon`` or a plain ``SqliteEventLogStorage`` read what it wrote, and it reads
 what they wrote.  A pooled connection between transactions holds no lock and no read
 snapshot: other processes see every commit at once, and SQLite's write-ahead-log
 checkpoints are not held back.  At most :data:`MAX_OPEN_SHARDS` files are kept open (a
 webserver browsing many runs closes the least recently used).
+
+The events Dagster sends as a batch (a run's planned materializations, one per asset and
+partition, and a step's per-partition materializations, while ``DAGSTER_EVENT_BATCH_SIZE`` is
+set: :func:`portfolio_pipeline.dagster_home.batched_event_writes`) are stored in bulk by
+:meth:`PooledSqliteEventLogStorage.store_event_batch`, with the rows, in the order, that
+storing them one by one writes.
 
 Selected by the ``dagster.yaml`` that :func:`portfolio_pipeline.dagster_home.prepare_dagster_home`
 writes for SQLite; the PostgreSQL configuration is unchanged.
@@ -31,6 +37,7 @@ from typing import Any, cast
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationPlanned,
 )
+from dagster._core.errors import DagsterInvariantViolationError
 from dagster._core.events import (
     ASSET_CHECK_EVENTS,
     ASSET_EVENTS,
@@ -53,6 +60,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool, QueuePool
 
 __all__ = ["MAX_OPEN_SHARDS", "PooledSqliteEventLogStorage"]
+
+
+def _insert_returning_ids(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert event rows in one statement; their ids, in the order of ``rows``."""
+    result = conn.execute(
+        SqlEventLogStorageTable.insert().returning(
+            SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+        ),
+        list(rows),
+    )
+    ids = [int(row_id) for (row_id,) in result]
+    if len(ids) != len(rows):
+        raise RuntimeError(f"SQLite returned {len(ids)} ids for {len(rows)} inserted events")
+    return ids
 
 
 def _mirrored_in_index(event_type: DagsterEventType) -> bool:
@@ -156,50 +177,69 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         table receives the rows :meth:`store_event` would write, in the same order (so with
         the same ids); check events then go through Dagster's own bookkeeping, in order.
 
-        Like :meth:`store_event` (run shard first, then the index), the run shards are committed
-        before the index: a failure in between leaves the index behind the run's events."""
+        Planned checks (Dagster batches them with the planned materializations) get their
+        rows in the same index transaction; other check events, after it, through Dagster's own
+        bookkeeping, in order.  Should the index transaction fail (it is then rolled back),
+        the batch's rows are deleted from the run shards again before the error propagates,
+        so Dagster's fallback (storing the events one by one) does not store them twice."""
         rows = [self._event_to_row(event) for event in events]  # serialised once per event
-        by_run: dict[str, list[dict[str, Any]]] = {}
-        for event, row in zip(events, rows, strict=True):
-            by_run.setdefault(event.run_id, []).append(row)
-        for run_id, run_rows in by_run.items():
-            with self.run_connection(run_id) as conn:
-                conn.execute(SqlEventLogStorageTable.insert(), run_rows)
-
         mirrored = [
             (event, row)
             for event, row in zip(events, rows, strict=True)
             if event.is_dagster_event and _mirrored_in_index(event.get_dagster_event().event_type)
         ]
-        if not mirrored:
-            return
-        checks: list[tuple[EventLogEntry, int]] = []
-        with self.index_transaction() as conn:
-            result = conn.execute(
-                SqlEventLogStorageTable.insert().returning(
-                    SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
-                ),
-                [row for _, row in mirrored],
+        check_types = {
+            event.get_dagster_event().event_type
+            for event, _ in mirrored
+            if event.get_dagster_event().event_type in ASSET_CHECK_EVENTS
+        }
+        if check_types and not self.supports_asset_checks:
+            raise DagsterInvariantViolationError(
+                "Asset checks require a database schema migration. Run `dagster instance migrate`."
             )
-            ids = [int(row_id) for (row_id,) in result]
-            if len(ids) != len(mirrored):
-                raise RuntimeError(
-                    f"the index shard returned {len(ids)} ids for {len(mirrored)} events"
+        planned_checks_inside = check_types == {DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED}
+        by_run: dict[str, list[dict[str, Any]]] = {}
+        for event, row in zip(events, rows, strict=True):
+            by_run.setdefault(event.run_id, []).append(row)
+        written: dict[str, list[int]] = {}
+        try:
+            for run_id, run_rows in by_run.items():
+                with self.run_connection(run_id) as conn:
+                    written[run_id] = _insert_returning_ids(conn, run_rows)
+            if not mirrored:
+                return
+            checks: list[tuple[EventLogEntry, int]] = []
+            with self.index_transaction() as conn:
+                ids = _insert_returning_ids(conn, [row for _, row in mirrored])
+                asset_events: list[tuple[EventLogEntry, int]] = []
+                for (event, _), event_id in zip(mirrored, ids, strict=True):
+                    event_type = event.get_dagster_event().event_type
+                    if event_type in ASSET_EVENTS:
+                        asset_events.append((event, event_id))
+                    if event_type in ASSET_CHECK_EVENTS:
+                        checks.append((event, event_id))
+                self._store_asset_event_tags(
+                    conn, [e for e, _ in asset_events], [i for _, i in asset_events]
                 )
-            asset_events: list[tuple[EventLogEntry, int]] = []
-            for (event, _), event_id in zip(mirrored, ids, strict=True):
-                event_type = event.get_dagster_event().event_type
-                if event_type in ASSET_EVENTS:
-                    asset_events.append((event, event_id))
-                if event_type in ASSET_CHECK_EVENTS:
-                    checks.append((event, event_id))
-            self._store_asset_event_tags(
-                conn, [e for e, _ in asset_events], [i for _, i in asset_events]
-            )
-            for asset_key, values in self._asset_entry_values(conn, asset_events).items():
-                self._upsert_asset_key(conn, asset_key, values)
-        for event, event_id in checks:
-            self.store_asset_check_event(event, event_id)
+                for asset_key, values in self._asset_entry_values(conn, asset_events).items():
+                    self._upsert_asset_key(conn, asset_key, values)
+                if planned_checks_inside:
+                    for event, event_id in checks:
+                        self._insert_planned_check_rows(conn, event, event_id)
+        except BaseException:
+            self._delete_run_rows(written)
+            raise
+        if not planned_checks_inside:
+            for event, event_id in checks:
+                self.store_asset_check_event(event, event_id)
+
+    def _delete_run_rows(self, written: Mapping[str, Sequence[int]]) -> None:
+        """Take back the rows a failed batch committed to its run shards."""
+        for run_id, ids in written.items():
+            with self.run_connection(run_id) as conn:
+                conn.execute(
+                    SqlEventLogStorageTable.delete().where(SqlEventLogStorageTable.c.id.in_(ids))
+                )
 
     def _asset_entry_values(
         self, conn: Connection, asset_events: Sequence[tuple[EventLogEntry, int]]
@@ -257,6 +297,13 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def _store_asset_check_evaluation_planned(
         self, event: EventLogEntry, event_id: int | None
     ) -> None:
+        """Dagster's rows for a planned check (see :meth:`_insert_planned_check_rows`)."""
+        with self.index_connection() as conn:
+            self._insert_planned_check_rows(conn, event, event_id)
+
+    def _insert_planned_check_rows(
+        self, conn: Connection, event: EventLogEntry, event_id: int | None
+    ) -> None:
         """Dagster's rows for a planned check, one per planned partition, with the event
         serialised once (Dagster serialises the same event again for every partition: a
         year's backfill spent more time there than in all its checks) and inserted as one
@@ -282,11 +329,10 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             "evaluation_event_timestamp": self._event_insert_timestamp(event),  # type: ignore[no-untyped-call]
             "evaluation_event_storage_id": event_id,
         }
-        with self.index_connection() as conn:
-            conn.execute(
-                AssetCheckExecutionsTable.insert(),
-                [{**common, "partition": key} for key in partition_keys],
-            )
+        conn.execute(
+            AssetCheckExecutionsTable.insert(),
+            [{**common, "partition": key} for key in partition_keys],
+        )
 
     def _dispose_engines(self) -> None:
         with self._db_lock:

@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._core.events import ASSET_EVENTS
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from dagster_shared.serdes import deserialize_value
@@ -40,7 +41,7 @@ _KEYS = _PARTITIONS.get_partition_keys()  # 12 days: checks are planned per part
         dg.AssetCheckSpec("small", asset="numbers"),
     ],
 )
-def numbers(context: dg.AssetExecutionContext) -> dg.MaterializeResult[Any]:
+def numbers(context: dg.AssetExecutionContext) -> dg.MaterializeResult:  # type: ignore[type-arg]
     for i, key in enumerate(context.partition_keys):
         context.add_asset_metadata({"value": float(i + 1), "key": key}, partition_key=key)
     return dg.MaterializeResult(
@@ -287,6 +288,13 @@ def test_prepare_dagster_home_selects_the_pooled_storage_for_sqlite_only(tmp_pat
     assert "Pooled" not in pg_text and "postgres_url" in pg_text
 
 
+def _run_events(home: Path) -> tuple[str, list[dg.EventLogEntry]]:
+    """A real multi-partition run's id and events (stored by Dagster's own storage)."""
+    run_id = _run(home)
+    with dg.DagsterInstance.local_temp(str(home)) as instance:
+        return run_id, [r.event_log_entry for r in instance.get_records_for_run(run_id).records]
+
+
 @pytest.mark.parametrize("batch_size", [1000, 7])
 def test_store_event_batch_writes_the_rows_dagsters_store_event_writes(
     homes: tuple[Path, Path], tmp_path: Path, batch_size: int
@@ -297,9 +305,7 @@ def test_store_event_batch_writes_the_rows_dagsters_store_event_writes(
     ``store_event_batch`` (in one batch, and in batches of 7 mixing every kind): every column
     of every table of the run shard and of the index shard is the same, ids included."""
     _, plain = homes
-    run_id = _run(plain)
-    with dg.DagsterInstance.local_temp(str(plain)) as instance:
-        events = [r.event_log_entry for r in instance.get_records_for_run(run_id).records]
+    run_id, events = _run_events(plain)
     planned = [
         e
         for e in events
@@ -403,3 +409,40 @@ def test_batched_event_writes_is_scoped_and_for_the_pooled_storage_only(tmp_path
         batched_event_writes(instance, env) as on,
     ):
         assert not on and env == {}
+
+
+def test_a_failed_batch_leaves_no_rows_behind(
+    homes: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index transaction fails after the run shard's rows are committed: they are taken
+    back, so Dagster's fallback (storing the batch's events one by one) stores each once."""
+    _, plain = homes
+    run_id, events = _run_events(plain)
+    storage = PooledSqliteEventLogStorage(str(tmp_path / "events"))
+    reference = SqliteEventLogStorage(str(tmp_path / "reference"))
+    try:
+        storage.store_event_batch(events[:5])
+        shards = [tmp_path / "events" / f"{run_id}.db", tmp_path / "events" / "index.db"]
+        before = [_table_rows(shard) for shard in shards]
+        rest = events[5:]
+        assert any(e.dagster_event_type in ASSET_EVENTS for e in rest)
+
+        def failing(*_args: object) -> None:
+            raise OSError("disk full")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(PooledSqliteEventLogStorage, "_store_asset_event_tags", failing)
+            with pytest.raises(OSError, match="disk full"):
+                storage.store_event_batch(rest)
+        assert [_table_rows(shard) for shard in shards] == before
+        for event in rest:  # what Dagster's handle_new_event falls back to
+            storage.store_event(event)
+        for event in events:
+            reference.store_event(event)
+    finally:
+        storage.dispose()
+        reference.dispose()
+    for shard in (f"{run_id}.db", "index.db"):
+        assert _table_rows(tmp_path / "events" / shard) == _table_rows(
+            tmp_path / "reference" / shard
+        )
