@@ -179,7 +179,11 @@ def _run_sessions(
 
     ``causes`` (if given) receives the root cause of each failed step, one line each."""
     from portfolio_pipeline.config import load_platform_config
-    from portfolio_pipeline.dagster_home import SqliteRunStorageTuning, prepare_dagster_home
+    from portfolio_pipeline.dagster_home import (
+        SqliteRunStorageTuning,
+        batched_event_writes,
+        prepare_dagster_home,
+    )
     from portfolio_pipeline.priority import eod_niceness, lower_priority
     from portfolio_pipeline.storage import Database
 
@@ -220,7 +224,8 @@ def _run_sessions(
     definitions = build_definitions()
     job = definitions.resolve_job_def(job_name)
     ok, run_ids = True, []
-    with SqliteRunStorageTuning(home), dg.DagsterInstance.get() as instance:
+    with (SqliteRunStorageTuning(home), dg.DagsterInstance.get() as instance,
+          batched_event_writes(instance)):
         for part in chunks(sessions, size):  # one run, or runs of at most K sessions
             tags = {"dagster/asset_partition_range_start": part[0].isoformat(),
                     "dagster/asset_partition_range_end": part[-1].isoformat()}

@@ -14,17 +14,25 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portfolio_pipeline.paths import dagster_home, write_private_text
 from portfolio_pipeline.storage.engine import dagster_postgres_url
 
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
 logger = logging.getLogger(__name__)
 
 DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
+#: Dagster's switch for batched event writes (read at every event, see ``handle_new_event``).
+DAGSTER_EVENT_BATCH_SIZE_ENV = "DAGSTER_EVENT_BATCH_SIZE"
+#: Events per batch: a year's planned materializations (assets x sessions) in a few batches.
+EVENT_BATCH_SIZE = 1000
 
 _SQLITE_YAML = """\
 # Written by `portfolio`: Dagster keeps runs, events and schedules in SQLite here.
@@ -151,3 +159,31 @@ class SqliteRunStorageTuning:
         """The SQLite files currently held open (for tests and diagnostics)."""
         with self._lock:
             return sorted(self._keepers)
+
+
+@contextmanager
+def batched_event_writes(
+    instance: DagsterInstance, environ: MutableMapping[str, str] | None = None
+) -> Iterator[bool]:
+    """While active: Dagster hands the events it sends as a batch (a run's planned
+    materializations, one per asset and partition; a step's per-partition materializations)
+    to the event log in one ``store_event_batch`` call instead of one ``store_event`` each.
+
+    Dagster does so only while ``DAGSTER_EVENT_BATCH_SIZE`` is positive; this sets it to
+    :data:`EVENT_BATCH_SIZE` for the block and restores the environment afterwards.  Only for
+    the pooled SQLite event log (:mod:`portfolio_pipeline.dagster_event_log`), whose
+    ``store_event_batch`` writes Dagster's rows in bulk; another storage (PostgreSQL) and a
+    value already set are left alone.  Yields whether batching was switched on here."""
+    from portfolio_pipeline.dagster_event_log import PooledSqliteEventLogStorage
+
+    env = os.environ if environ is None else environ
+    if DAGSTER_EVENT_BATCH_SIZE_ENV in env or not isinstance(
+        instance.event_log_storage, PooledSqliteEventLogStorage
+    ):
+        yield False
+        return
+    env[DAGSTER_EVENT_BATCH_SIZE_ENV] = str(EVENT_BATCH_SIZE)
+    try:
+        yield True
+    finally:
+        env.pop(DAGSTER_EVENT_BATCH_SIZE_ENV, None)
