@@ -316,6 +316,7 @@ def stress_historical_asset(
     totals: list[np.ndarray] = []
     checked: list[dict[str, Any]] = []  # replayed days the book lived through
     cfg = platform.config.stress_scenarios  # once per run
+    surfaces: vol_rule.SurfaceHistory | None = None
     for day in tracked("stress_historical", meta.days, context.log):
         sb = _load(context, db, platform, day, stress_historical, cfg)
         if sb is None:
@@ -323,7 +324,9 @@ def stress_historical_asset(
         if replay is None:  # the windows do not depend on the session
             replay = replay_paths(history, platform.calendar, ended_windows(cfg, meta.days[-1]) if live else cfg)
         with db.database.connect() as conn:  # vol rule fitted on the surface history to today
-            rule = vol_rule.fit_rule(conn, day, cfg)
+            if surfaces is None and cfg.historical.vol_rule != "full_vix":  # read once per run
+                surfaces = vol_rule.SurfaceHistory(conn, meta.days[-1], cfg)
+            rule = vol_rule.fit_rule(conn, day, cfg, surfaces)
         kw = {"skew_slope": sb.per_factor("skew_slope"), "skew_rule": cfg.grid.skew_rule,
               "min_vol": cfg.grid.min_vol, **american_kwargs(cfg.grid),
               "vol_beta": vol_rule.contract_betas(sb, rule)}

@@ -15,7 +15,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from portfolio_pipeline.defs.stress.vol_rule import fit_rule, surface_changes
+from portfolio_pipeline.defs.stress.vol_rule import SurfaceHistory, fit_rule, surface_changes
 from portfolio_pipeline.quant.scenario_config import StressScenariosFile
 from portfolio_pipeline.storage import Database
 from portfolio_pipeline_tests.defs.risk.book import DAY1, DAY2, PUT, materialize
@@ -48,3 +48,29 @@ def test_rule_fitted_on_the_stored_surface_history(db_url: str, instance: dg.Dag
     assert beta == pytest.approx(0.14 / 0.2001, rel=1e-9)
     assert np.count_nonzero(rule.betas != 1.0) == 1
     assert np.all(before.betas == 1.0) and np.all(full.betas == 1.0)
+
+
+@pytest.mark.usefixtures("dated_broker")
+def test_surface_history_read_once_gives_each_session_its_own_changes(
+        db_url: str, instance: dg.DagsterInstance, portfolio_env: Path) -> None:
+    """stress_historical reads the surface history once per run (SurfaceHistory up to the run's
+    last session) and takes each session's pairs from it: the same changes and the same fitted
+    rule as reading the history up to that session alone (no look-ahead)."""
+    assert materialize(db_url, instance, DAY1).success
+    assert materialize(db_url, instance, DAY2).success
+    cfg = StressScenariosFile.model_validate({"historical": {"vol_beta_min_observations": 1}})
+    db = Database(db_url)
+    try:
+        with db.connect() as conn:
+            history = SurfaceHistory(conn, DAY2, cfg)
+            for day in (DAY1, DAY2):
+                alone = surface_changes(conn, day, cfg)
+                shared = history.changes(day)
+                assert list(shared.columns) == ["d_vol", "d_index", "dte", "log_moneyness"]
+                assert shared.to_dict("records") == alone.to_dict("records")
+                assert np.array_equal(fit_rule(conn, day, cfg, history).betas, fit_rule(conn, day, cfg).betas)
+            assert len(history.changes(DAY1)) == 0 and len(history.changes(DAY2)) == 1
+            with pytest.raises(ValueError, match="read up to 2018-02-02"):
+                SurfaceHistory(conn, DAY1, cfg).changes(DAY2)
+    finally:
+        db.dispose()
