@@ -171,6 +171,28 @@ def stored_accounts(conn: Connection, day: date | None = None) -> list[Scope]:
 
 
 @dataclass(frozen=True)
+class _DayRows:
+    """Rows of a session that are the same on the book's page and every account's."""
+
+    exceedances: list[Row]
+    lifecycle: dict[str, Row]
+    scopes: list[Row]
+    flow: list[Row]
+
+    @classmethod
+    def read(cls, conn: Connection, day: date) -> _DayRows:
+        lc, m = position_lifecycle, margin_history
+        return cls(
+            exceedances=read_var_exceedances(
+                conn, day, day, models=sorted({m for m, _ in PACK_VAR})).to_dict("records"),
+            lifecycle={str(x["strategy_id"]): x for x in _rows(conn, lc, lc.c.session_date == day)},
+            scopes=_rows(conn, m, m.c.session_date == day),
+            flow=_rows(conn, option_flow_metrics, option_flow_metrics.c.session_date == day,
+                       order=["underlying", "metric", "scope"]),
+        )
+
+
+@dataclass(frozen=True)
 class PackHistory:
     """The ``portfolio_returns`` and ``margin_history`` rows of every scope up to a run's
     last session, read once: each pack shows the history up to its session, so the packs
@@ -180,6 +202,14 @@ class PackHistory:
     last: date
     returns: Mapping[Scope, list[Row]]
     margin: Mapping[Scope, list[Row]]
+    days: dict[date, _DayRows] = field(default_factory=dict)
+    """The session rows every scope's pack shows alike, read once per session."""
+
+    def day(self, conn: Connection, day: date) -> _DayRows:
+        if day not in self.days:
+            self.days.clear()  # pages are written session by session
+            self.days[day] = _DayRows.read(conn, day)
+        return self.days[day]
 
     @classmethod
     def load(cls, conn: Connection, last: date) -> PackHistory:
@@ -218,18 +248,16 @@ def load_pack(conn: Connection, day: date, scope: Scope = BOOK, label: str | Non
         margin = history.upto(history.margin.get(scope, []), day)
     risk = _rows(conn, rm, rm.c.session_date == day, rm.c.broker == b, rm.c.account_id == a,
                  rm.c.window == "full")
-    exceedances = read_var_exceedances(conn, day, day, models=sorted({m for m, _ in PACK_VAR}))
-    if not book:  # var_backtest tests the book's VaR
-        exceedances = exceedances.iloc[0:0]
+    shared = history.day(conn, day) if history is not None else _DayRows.read(conn, day)
 
-    pg, sp, lc = portfolio_greeks, strategy_performance, position_lifecycle
+    pg, sp = portfolio_greeks, strategy_performance
     grid, hist, mc, dist = stress_shock_grid, stress_historical, monte_carlo_var, monte_carlo_distribution
     pgr = position_greeks
     return PackData(
         session=day,
         returns=returns,
         risk={str(x["metric"]): x for x in risk},
-        exceedances=exceedances.to_dict("records"),
+        exceedances=shared.exceedances if book else [],  # var_backtest tests the book's VaR
         limits=_rows(conn, limit_checks, limit_checks.c.session_date == day,
                      *(() if book else (limit_checks.c.broker == b, limit_checks.c.account_id == a)),
                      order=["broker", "account_id", "metric"]),
@@ -240,7 +268,7 @@ def load_pack(conn: Connection, day: date, scope: Scope = BOOK, label: str | Non
                             order=["underlying"]),
         strategies=_rows(conn, sp, sp.c.session_date == day, *(() if book else (sp.c.broker == b, sp.c.account_id == a)),
                          order=["broker", "account_id", "strategy_id"]),
-        lifecycle={str(x["strategy_id"]): x for x in _rows(conn, lc, lc.c.session_date == day)},
+        lifecycle=shared.lifecycle,
         grid=_rows(conn, grid, grid.c.session_date == day, grid.c.broker == b, grid.c.account_id == a,
                    grid.c.group_key == ALL, grid.c.strategy_id.is_(None)),
         replays=_rows(conn, hist, hist.c.session_date == day, hist.c.broker == b, hist.c.account_id == a,
@@ -248,7 +276,7 @@ def load_pack(conn: Connection, day: date, scope: Scope = BOOK, label: str | Non
         mc=_rows(conn, mc, mc.c.session_date == day, mc.c.broker == b, mc.c.account_id == a,
                  mc.c.group_key == ALL, order=["horizon_days"]),
         mc_hist=_rows(conn, dist, dist.c.session_date == day, order=["horizon_days", "bin"]) if book else [],
-        scopes=_rows(conn, m, m.c.session_date == day),
+        scopes=shared.scopes,
         # the profiles are the whole book's (an account page has none); the flow is the market's
         profile=_rows(conn, risk_profile, risk_profile.c.session_date == day, risk_profile.c.strategy_id == ALL,
                       risk_profile.c.broker == b, risk_profile.c.account_id == a,
@@ -256,8 +284,7 @@ def load_pack(conn: Connection, day: date, scope: Scope = BOOK, label: str | Non
         profile_summary=_rows(conn, risk_profile_summary, risk_profile_summary.c.session_date == day,
                               risk_profile_summary.c.strategy_id == ALL, risk_profile_summary.c.broker == b,
                               risk_profile_summary.c.account_id == a, order=["profile", "horizon_days"]),
-        flow=_rows(conn, option_flow_metrics, option_flow_metrics.c.session_date == day,
-                   order=["underlying", "metric", "scope"]),
+        flow=shared.flow,
         scope=scope,
         label=label or ("consolidated" if book else a),
     )
