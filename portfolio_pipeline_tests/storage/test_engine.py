@@ -200,7 +200,7 @@ def test_a_read_then_write_transaction_waits_for_another_writer_on_sqlite(tmp_pa
             try:
                 with monitor.begin() as conn:
                     conn.execute(events.insert(), row("monitor"))
-            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            except BaseException as exc:  # reported by the assertion below
                 errors.append(exc)
 
         with eod.begin() as conn:
