@@ -45,6 +45,7 @@ from portfolio_pipeline.quant.scenario_set import (
     GridScenarios,
     ScenarioSet,
     shock_grid,
+    spot_log_returns,
 )
 
 __all__ = [
@@ -239,7 +240,8 @@ def pair_scenarios(
     """One scenario per ``(moves[k], horizons[k])`` pair (not every move x every horizon).
 
     The arithmetic is :func:`profile_scenarios`' (that is :func:`shock_grid`'s), operation
-    for operation: ``log(1 + beta x move) + extra_log_ret``, ``d_atm`` broadcast to the
+    for operation: ``log(1 + beta x move)`` (:func:`~portfolio_pipeline.quant.scenario_set.
+    spot_log_returns`, shared with the grid) ``+ extra_log_ret``, ``d_atm`` broadcast to the
     factors, ``decay = days / DAYS_PER_YEAR`` with ``days = horizon.days``; so a pair that
     is a point of the profile's grid is the grid's scenario bit for bit, and
     :func:`pnl_at_pairs` prices what :func:`risk_profile` prices there.
@@ -248,16 +250,10 @@ def pair_scenarios(
     m = as_float64(moves, "moves", 1)
     if len(horizons) != m.size:
         raise ValueError(f"moves has {m.size} values but horizons has {len(horizons)}")
-    gross = 1.0 + m[:, None] * beta[None, :]
-    if np.any(~(gross > 0.0)) or not np.all(np.isfinite(gross)):
-        i, j = np.argwhere(~(gross > 0.0) | ~np.isfinite(gross))[0]
-        raise ValueError(
-            f"move {m[i]!r} x beta {beta[j]:g} of factor {j} gives a non-positive price"
-        )
     nf = beta.shape[0]
     extra = np.broadcast_to(as_float64(extra_log_ret, "extra_log_ret"), (nf,))
     datm = np.broadcast_to(as_float64(d_atm, "d_atm"), (nf,))
-    lr = np.log(gross) + extra[None, :]
+    lr = spot_log_returns(m, beta) + extra[None, :]
     days = as_float64([h.days for h in horizons], "horizons_days", 1)
     return ScenarioSet.build(lr, np.broadcast_to(datm[None, :], lr.shape), days / DAYS_PER_YEAR)
 

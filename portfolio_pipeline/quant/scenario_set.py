@@ -33,6 +33,7 @@ __all__ = [
     "ScenarioSet",
     "geometric_fill",
     "shock_grid",
+    "spot_log_returns",
 ]
 
 DAYS_PER_YEAR: Final[float] = 365.0
@@ -99,6 +100,27 @@ class GridScenarios:
         return (len(self.spot_shocks), len(self.vol_labels), len(self.horizons_days))
 
 
+def spot_log_returns(shocks: Float64Array, beta: Float64Array) -> Float64Array:
+    """Factor log returns ``log(1 + beta x shock)``, shape ``(n_shocks, n_factors)``, of
+    simple returns ``shocks`` of the reference index (one place for the shock grid and the
+    risk profile's scenarios, so a shared point is the same number in both).
+
+    Raises
+    ------
+    ValueError
+        If a shock takes a factor to a non-positive price (``1 + beta x shock <= 0``).
+    """
+    gross = 1.0 + shocks[:, None] * beta[None, :]
+    if np.any(~(gross > 0.0)) or not np.all(np.isfinite(gross)):
+        i, j = np.argwhere(~(gross > 0.0) | ~np.isfinite(gross))[0]
+        raise ValueError(
+            f"spot shock {shocks[i]:+.0%} x beta {beta[j]:g} of factor {j} gives a "
+            "non-positive price"
+        )
+    out: Float64Array = np.log(gross)
+    return out
+
+
 def shock_grid(
     spot_shocks: Sequence[float],
     vol_columns: Sequence[tuple[str, npt.ArrayLike, npt.ArrayLike]],
@@ -134,14 +156,7 @@ def shock_grid(
     """
     beta = as_float64(spot_beta, "spot_beta", 1)
     shocks = as_float64(list(spot_shocks), "spot_shocks", 1)
-    gross = 1.0 + shocks[:, None] * beta[None, :]
-    if np.any(~(gross > 0.0)) or not np.all(np.isfinite(gross)):
-        i, j = np.argwhere(~(gross > 0.0) | ~np.isfinite(gross))[0]
-        raise ValueError(
-            f"spot shock {shocks[i]:+.0%} x beta {beta[j]:g} of factor {j} gives a "
-            "non-positive price"
-        )
-    lr_spot = np.log(gross)
+    lr_spot = spot_log_returns(shocks, beta)
     hz = as_float64(list(horizons_days), "horizons_days", 1)
     if np.any(hz < 0) or not np.all(np.isfinite(hz)):
         raise ValueError("horizons must be finite and >= 0 days")
