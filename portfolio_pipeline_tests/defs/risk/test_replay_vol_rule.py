@@ -21,12 +21,17 @@ from portfolio_pipeline.storage import Database
 from portfolio_pipeline_tests.defs.risk.book import DAY1, DAY2, PUT, materialize
 
 
+def _two_stored_sessions(db_url: str, instance: dg.DagsterInstance) -> StressScenariosFile:
+    """DAY1 and DAY2 of the analytics book stored; the rule's settings fitting on one change."""
+    assert materialize(db_url, instance, DAY1).success
+    assert materialize(db_url, instance, DAY2).success
+    return StressScenariosFile.model_validate({"historical": {"vol_beta_min_observations": 1}})
+
+
 @pytest.mark.usefixtures("dated_broker")
 def test_rule_fitted_on_the_stored_surface_history(db_url: str, instance: dg.DagsterInstance,
                                                    portfolio_env: Path) -> None:
-    assert materialize(db_url, instance, DAY1).success
-    assert materialize(db_url, instance, DAY2).success
-    cfg = StressScenariosFile.model_validate({"historical": {"vol_beta_min_observations": 1}})
+    cfg = _two_stored_sessions(db_url, instance)
     db = Database(db_url)
     try:
         with db.connect() as conn:
@@ -56,9 +61,7 @@ def test_surface_history_read_once_gives_each_session_its_own_changes(
     """stress_historical reads the surface history once per run (SurfaceHistory up to the run's
     last session) and takes each session's pairs from it: the same changes and the same fitted
     rule as reading the history up to that session alone (no look-ahead)."""
-    assert materialize(db_url, instance, DAY1).success
-    assert materialize(db_url, instance, DAY2).success
-    cfg = StressScenariosFile.model_validate({"historical": {"vol_beta_min_observations": 1}})
+    cfg = _two_stored_sessions(db_url, instance)
     db = Database(db_url)
     try:
         with db.connect() as conn:

@@ -500,13 +500,7 @@ def test_a_run_reads_each_session_book_once_and_the_next_run_reads_it_again(
     import portfolio_pipeline.defs.stress.book as book_module
 
     _seed(db_url)
-    cfg_dir = tmp_path / "config"
-    shutil.copytree(CONFIG_DIR, cfg_dir)
-    path = cfg_dir / "stress_scenarios.yaml"
-    data = yaml.safe_load(path.read_text())
-    data["monte_carlo"]["n_scenarios"] = 500
-    data["historical"]["builtin"] = ["feb_2018"]
-    path.write_text(yaml.safe_dump(data))
+    cfg_dir = _small_config(tmp_path)
     reads: list[int] = []
     real = book_module.load_book
 
@@ -517,7 +511,7 @@ def test_a_run_reads_each_session_book_once_and_the_next_run_reads_it_again(
 
     monkeypatch.setattr(book_module, "load_book", counting)
     parts = session_partitions(ExchangeCalendar(), end=date(2018, 12, 31))
-    resources = {"db": DatabaseResource(url=db_url), "platform": PlatformResource(config_dir=str(cfg_dir))}
+    resources = _resources(db_url, cfg_dir)
     result = dg.materialize(make_stress_assets(parts), resources=resources,
                             partition_key=DAY.isoformat(), instance=dg.DagsterInstance.ephemeral())
     assert result.success
