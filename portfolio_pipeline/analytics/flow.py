@@ -28,6 +28,7 @@ from portfolio_pipeline.brokers.chain import ChainSnapshot
 from portfolio_pipeline.config.flow import FlowConfig
 from portfolio_pipeline.quant import flow
 from portfolio_pipeline.quant._typing import Float64Array
+from portfolio_pipeline.storage import dict_rows
 from portfolio_pipeline.storage.tables import option_chain_snapshots, option_flow_metrics
 
 Row = dict[str, Any]
@@ -405,7 +406,7 @@ def read_flow_metrics(conn: Connection, day: date) -> list[Row]:
     rows = conn.execute(
         select(t).where(t.c.session_date == day).order_by(t.c.underlying, t.c.metric, t.c.scope)
     )
-    return [dict(r) for r in rows.mappings()]
+    return dict_rows(rows)
 
 
 def headline_table(results: Iterable[FlowResult]) -> str:

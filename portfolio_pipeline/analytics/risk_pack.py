@@ -33,6 +33,7 @@ from sqlalchemy import Connection, Table, and_, select
 from portfolio_pipeline.analytics.report import line_chart
 from portfolio_pipeline.domain.numbers import finite_or_none
 from portfolio_pipeline.domain.symbols import AGGREGATE
+from portfolio_pipeline.storage import dict_rows
 from portfolio_pipeline.storage.tables import (
     limit_checks,
     margin_history,
@@ -151,7 +152,7 @@ class PackData:
 def _rows(conn: Connection, table: Table, *clauses: Any, order: Sequence[str] = ()) -> list[Row]:
     stmt = select(table).where(and_(*clauses)) if clauses else select(table)
     cols = [table.c[name] for name in order] or list(table.primary_key.columns)
-    return [dict(r) for r in conn.execute(stmt.order_by(*cols)).mappings()]
+    return dict_rows(conn.execute(stmt.order_by(*cols)))
 
 
 def stored_sessions(conn: Connection) -> list[date]:

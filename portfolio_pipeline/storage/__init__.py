@@ -36,7 +36,7 @@ from portfolio_pipeline.storage.tables import (
     orders,
     positions_snapshot,
 )
-from portfolio_pipeline.storage.writes import read_partition, replace_partition
+from portfolio_pipeline.storage.writes import dict_rows, read_partition, replace_partition
 
 __all__ = [
     "DB_URL_ENV",
@@ -49,6 +49,7 @@ __all__ = [
     "append_event",
     "dagster_postgres_url",
     "database_url",
+    "dict_rows",
     "events",
     "events_since",
     "libpq_conninfo",

@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from portfolio_pipeline.storage import (
     Database,
     account_snapshot,
+    dict_rows,
     positions_snapshot,
     read_partition,
     replace_partition,
@@ -58,6 +59,7 @@ def test_rerun_leaves_identical_rows_and_other_partitions_untouched(db: Database
 
     assert second == first
     assert [repr(r) for r in second] == [repr(r) for r in first]  # same floats, bit for bit
+
     with db.connect() as conn:
         stored = read_partition(conn, positions_snapshot, {"session_date": DAY})
         assert [r["position_key"] for r in stored] == ["SPX P2500", "SPY"]
@@ -67,6 +69,17 @@ def test_rerun_leaves_identical_rows_and_other_partitions_untouched(db: Database
         assert read_partition(conn, positions_snapshot, {"session_date": NEXT_DAY}) == [
             stock_row("SPY", session_date=NEXT_DAY)
         ]
+
+
+def test_dict_rows_are_the_mapping_rows_as_dicts(db: Database) -> None:
+    db.replace_partition(positions_snapshot, {"session_date": DAY}, [position_row("SPX P2500"), stock_row("SPY")])
+    stmt = select(positions_snapshot).order_by(*positions_snapshot.primary_key.columns)
+    with db.connect() as conn:
+        fast = dict_rows(conn.execute(stmt))
+        empty = dict_rows(conn.execute(stmt.where(positions_snapshot.c.session_date == NEXT_DAY)))
+    assert fast == _all_rows(db)
+    assert [list(r) for r in fast] == [list(r) for r in _all_rows(db)]  # same keys, same order
+    assert len(fast) == 2 and empty == []
 
 
 def test_replacement_drops_rows_no_longer_present(db: Database) -> None:

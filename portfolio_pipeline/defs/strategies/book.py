@@ -49,7 +49,7 @@ from portfolio_pipeline.domain.strategies.settings import (
 )
 from portfolio_pipeline.exchange_calendar import NEW_YORK
 from portfolio_pipeline.quant.sizing import kelly_from_trades
-from portfolio_pipeline.storage import read_partition
+from portfolio_pipeline.storage import dict_rows, read_partition
 from portfolio_pipeline.storage.tables import (
     account_snapshot,
     market_snapshot,
@@ -246,7 +246,7 @@ def closed_to_date(conn: Connection, day: date) -> list[dict[str, Any]]:
     t = strategy_performance
     stmt = select(t).where(and_(t.c.status == "closed", t.c.session_date <= day,
                                 t.c.strategy_id != UNALLOCATED))
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+    return dict_rows(conn.execute(stmt))
 
 
 # ------------------------------------------------------------------------------ lifecycle
