@@ -877,10 +877,16 @@ def american_price(
     return out.reshape(shape)
 
 
-_TREE_BLOCK: Final[int] = 128
-"""Contracts per Leisen-Reimer tree block: 128 rows x (steps + 1) nodes keep the induction's
-arrays in L2 cache (measured ~10 % less CPU per contract than 512 at 201 steps); rows are
-independent, so the block size never changes a value."""
+_TREE_BLOCK: Final[int] = 256
+"""Contracts per block of :func:`lr_tree` (values; the American tree only): 256 contracts x
+(steps + 1) nodes keep the induction's arrays in L2 cache (measured at 101 steps: 9.6 us per
+contract against 11.9 at 128, whose per-step overhead is shared by fewer contracts; at 201
+steps the two are even); rows are independent, so the block size never changes a value."""
+
+_NODES_BLOCK: Final[int] = 128
+"""Contracts per block of :func:`lr_tree_nodes` (Greeks; American and European trees side by
+side, so twice :data:`_TREE_BLOCK`'s columns per contract): 128 keeps them in L2 cache
+(measured ~10 % less CPU per contract than 512 at 201 steps)."""
 
 
 def _american_flat(
@@ -1050,8 +1056,8 @@ def american_greeks(
             idx = np.flatnonzero(~use_euro)
             d_prem = np.zeros(n)
             g_prem = np.zeros(n)
-            for a in range(0, idx.size, _TREE_BLOCK):
-                sel = idx[a : a + _TREE_BLOCK]
+            for a in range(0, idx.size, _NODES_BLOCK):
+                sel = idx[a : a + _NODES_BLOCK]
                 nodes = lr_tree_nodes(ic[sel], s[sel], k[sel], t[sel], rr[sel], qq[sel], v[sel],
                                       steps)
                 d_prem[sel] = nodes.american_delta - nodes.european_delta

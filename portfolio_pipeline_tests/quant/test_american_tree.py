@@ -18,6 +18,7 @@ from portfolio_pipeline.quant.american import (
     _node_delta,
     _node_gamma,
     _peizer_pratt,
+    lr_tree,
     lr_tree_nodes,
 )
 
@@ -116,3 +117,28 @@ def test_rows_are_independent_of_their_block() -> None:
             one = lr_tree_nodes(*(a[i : i + 1] for a in args))
             for got, want in zip(one, whole, strict=True):
                 assert got[0].tobytes() == want[i].tobytes()
+        values = lr_tree(*args)
+        for i in (0, 17, 39):
+            one_values = lr_tree(*(a[i : i + 1] for a in args))
+            for got, want in zip(one_values, values, strict=True):
+                assert got[0].tobytes() == want[i].tobytes()
+
+
+@pytest.mark.parametrize(
+    ("m", "steps", "seed"), [(1, 201, 0), (7, 200, 1), (128, 201, 2), (300, 51, 3), (64, 3, 4), (2000, 101, 6)]
+)
+def test_values_only_tree_matches_the_full_induction(m: int, steps: int, seed: int) -> None:
+    """lr_tree inducts the American tree only and takes the European root in closed form
+    (the binomial expectation): the American values are lr_tree_nodes' bit for bit, the
+    European ones agree to rounding, NaN where the induction gives NaN."""
+    args = _inputs(m, seed)
+    with np.errstate(all="ignore"):
+        american, european = lr_tree(*args, steps=steps)
+        full = lr_tree_nodes(*args, steps=steps)
+    assert american.tobytes() == full.american.tobytes()
+    assert np.array_equal(np.isnan(european), np.isnan(full.european))
+    ok = ~np.isnan(full.european)
+    strike = args[2][ok]
+    np.testing.assert_allclose(european[ok], full.european[ok], rtol=1e-12, atol=0.0)
+    assert np.all(np.abs(european[ok] - full.european[ok]) <= 1e-12 * strike)
+    assert np.all(european[ok] >= 0.0)
