@@ -33,6 +33,7 @@ import numpy as np
 
 from portfolio_pipeline.domain.symbols import AGGREGATE as ALL
 from portfolio_pipeline.quant._typing import Float64Array, IntArray
+from portfolio_pipeline.quant.revaluation import today_values
 from portfolio_pipeline.quant.risk_profile import (
     Curves,
     CurveSummary,
@@ -204,12 +205,9 @@ def _underlying_profile(inputs: ProfileInputs, f: int, kw_base: dict[str, Any]) 
     )
     volf = bool(np.asarray(inputs.is_vol_factor)[f])
     d_atm = 0.0 if volf else inputs.vol_shift_points / 100.0
-    kw = {
-        **kw_base,
-        "skew_slope": [float(np.asarray(kw_base["skew_slope"])[f])],
-        "spot_beta": [1.0],
-        "d_atm": d_atm,
-    }
+    priced = {**kw_base, "skew_slope": [float(np.asarray(kw_base["skew_slope"])[f])]}
+    # today's values priced once for the curves and every Brent iteration of the summaries
+    kw = {**priced, "today": today_values(sb, **priced), "spot_beta": [1.0], "d_atm": d_atm}
     horizons = _horizons(inputs, decays, [d for d in fronts if math.isfinite(d)])
     curves = risk_profile(sb, inputs.moves, horizons, **kw)
     stored = [(0, h) for h in range(len(horizons))]
@@ -243,6 +241,7 @@ def book_profile(inputs: ProfileInputs, kw_base: dict[str, Any]) -> ProfileCurve
     extra = np.where(volf, math.log(max(inputs.vix + pts, 1.0) / inputs.vix), 0.0)
     kw = {
         **kw_base,
+        "today": today_values(whole, **kw_base),
         "spot_beta": np.where(volf, 0.0, inputs.beta),
         "d_atm": np.where(volf, 0.0, pts / 100.0),
         "extra_log_ret": extra,

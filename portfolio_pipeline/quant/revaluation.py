@@ -65,6 +65,7 @@ by the closed form exactly as before (an American flag is refused for Black-76).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -84,7 +85,7 @@ from portfolio_pipeline.quant.pricing import greeks as _greeks
 from portfolio_pipeline.quant.scenario_book import Book, ContractSet
 from portfolio_pipeline.quant.scenario_set import DAYS_PER_YEAR, ScenarioSet
 
-__all__ = ["AMERICAN_STEPS", "CHUNK_ELEMENTS", "greeks_pnl", "revalue"]
+__all__ = ["AMERICAN_STEPS", "CHUNK_ELEMENTS", "TodayValues", "greeks_pnl", "revalue", "today_values"]
 
 CHUNK_ELEMENTS: Final[int] = 1 << 15
 """Scenario x contract elements priced per block (256 KiB per temporary: the block's
@@ -180,6 +181,7 @@ def revalue(
     american_method: ScenarioAmericanMethod = "lr",
     american_steps: int = AMERICAN_STEPS,
     vol_beta: npt.ArrayLike | None = None,
+    today: TodayValues | None = None,
 ) -> Float64Array:
     """Full-revaluation P&L of every group in every scenario.
 
@@ -213,6 +215,13 @@ def revalue(
         priced by the closed form whatever this says.
     american_steps : int
         Tree steps for ``"lr"`` and ``"interp_lr"`` (cost grows as ``steps**2``).
+    today : TodayValues, optional
+        Today's values of ``book`` from :func:`today_values` with these same pricing
+        arguments, for a caller that revalues one book in many scenario sets (a Brent
+        search, the horizons of a simulation): the same P&L, bit for bit, without pricing
+        today again.  Refused (``ValueError``) when made for another book or other
+        arguments; ignored when the scenarios have a ``decay = 0`` premium grid (today's
+        value then comes from that grid, as without it).
 
     Returns
     -------
@@ -228,29 +237,28 @@ def revalue(
         -- nothing is returned half-computed.
     """
     c = book.contracts
-    slope = np.ascontiguousarray(
-        np.broadcast_to(np.asarray(skew_slope, dtype=np.float64), (book.n_factors,))
-    )
-    if not math.isfinite(min_vol) or min_vol < 0:
-        raise ValueError(f"min_vol must be finite and >= 0, got {min_vol!r}")
-    _check_american(american_method, american_steps)
+    args = _PricingArgs.of(book, skew_slope, skew_rule, min_vol, american_method, american_steps,
+                           vol_beta)
     if scenarios.log_ret.shape[1] != book.n_factors:
         raise ValueError(
             f"scenarios have {scenarios.log_ret.shape[1]} factors, the book has {book.n_factors}"
         )
+    if today is not None and not today.fits(book, args):
+        raise ValueError("today's values were priced for another book or other pricing arguments")
     n = scenarios.size
     out = np.zeros((n, len(book.groups)), dtype=np.float64)
     if c.size == 0 or n == 0:
         return out
-    vb = _vol_beta(vol_beta, c, american_method)
+    slope, vb = args.slope, args.vol_beta
     grids = None
     if american_method == "interp_lr" and c.american.any():
         grids = PremiumGrids.build(c, scenarios, slope, skew_rule, min_vol, american_steps)
     am_args = (american_method, american_steps, grids, vb)
     # today's value: the same route (grid or tree) as a decay-0 scenario
-    base = _values_block(c, ScenarioSet.zero(book.n_factors), slope, skew_rule, min_vol, *am_args)[0]
-    if not np.all(np.isfinite(base)):
-        raise ValueError(f"today's value of contract {int(np.argmax(~np.isfinite(base)))} is not finite")
+    if today is not None and (grids is None or 0.0 not in grids.index):
+        base = today.values
+    else:
+        base = _today(c, book.n_factors, args, grids)
     step = max(1, chunk_elements // max(c.size, 1))
 
     def block(a: int, b: int) -> None:
@@ -266,6 +274,103 @@ def revalue(
     # blocks write disjoint rows of ``out``: on a thread pool when large (bit-identical)
     _run_blocks(n, block, chunk=step, elements=n * c.size)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _PricingArgs:
+    """The checked pricing arguments of :func:`revalue` (what today's value depends on)."""
+
+    slope: Float64Array
+    skew_rule: SkewRule
+    min_vol: float
+    american_method: ScenarioAmericanMethod
+    american_steps: int
+    vol_beta: Float64Array | None
+
+    @classmethod
+    def of(
+        cls,
+        book: Book,
+        skew_slope: npt.ArrayLike,
+        skew_rule: SkewRule,
+        min_vol: float,
+        american_method: ScenarioAmericanMethod,
+        american_steps: int,
+        vol_beta: npt.ArrayLike | None,
+    ) -> _PricingArgs:
+        slope = np.ascontiguousarray(
+            np.broadcast_to(np.asarray(skew_slope, dtype=np.float64), (book.n_factors,))
+        )
+        if not math.isfinite(min_vol) or min_vol < 0:
+            raise ValueError(f"min_vol must be finite and >= 0, got {min_vol!r}")
+        _check_american(american_method, american_steps)
+        vb = _vol_beta(vol_beta, book.contracts, american_method)
+        return cls(slope, skew_rule, float(min_vol), american_method, american_steps, vb)
+
+    def same(self, other: _PricingArgs) -> bool:
+        vb, ovb = self.vol_beta, other.vol_beta
+        return (
+            (self.skew_rule, self.min_vol, self.american_method, self.american_steps)
+            == (other.skew_rule, other.min_vol, other.american_method, other.american_steps)
+            and self.slope.tobytes() == other.slope.tobytes()
+            and (vb is None) == (ovb is None)
+            and (vb is None or ovb is None or vb.tobytes() == ovb.tobytes())
+        )
+
+
+def _today(c: ContractSet, n_factors: int, args: _PricingArgs, grids: PremiumGrids | None
+           ) -> Float64Array:
+    """Today's per-unit values: the zero scenario through the scenarios' own route."""
+    method = args.american_method
+    if method == "interp_lr" and grids is None:
+        # no premium grid for decay 0: the tree, exactly as PremiumGrids.values prices it
+        method = "lr"
+    base: Float64Array = _values_block(
+        c, ScenarioSet.zero(n_factors), args.slope, args.skew_rule, args.min_vol, method,
+        args.american_steps, grids, args.vol_beta,
+    )[0]
+    if not np.all(np.isfinite(base)):
+        raise ValueError(f"today's value of contract {int(np.argmax(~np.isfinite(base)))} is not finite")
+    return base
+
+
+@dataclass(frozen=True, slots=True)
+class TodayValues:
+    """Today's per-unit value of every contract of one book under one set of pricing
+    arguments (:func:`today_values`), for :func:`revalue`'s ``today``."""
+
+    book: Book
+    args: _PricingArgs
+    values: Float64Array
+
+    def fits(self, book: Book, args: _PricingArgs) -> bool:
+        return self.book is book and self.args.same(args)
+
+
+def today_values(
+    book: Book,
+    *,
+    skew_slope: npt.ArrayLike = 0.0,
+    skew_rule: SkewRule = "sticky_strike",
+    min_vol: float = 0.01,
+    american_method: ScenarioAmericanMethod = "lr",
+    american_steps: int = AMERICAN_STEPS,
+    vol_beta: npt.ArrayLike | None = None,
+) -> TodayValues:
+    """Today's values of ``book``'s contracts as :func:`revalue` prices them (same
+    arguments; with ``"interp_lr"``, the tree, which is what :func:`revalue` uses unless
+    its scenarios have a ``decay = 0`` grid).  Read-only.
+
+    Raises
+    ------
+    ValueError
+        As :func:`revalue` for bad arguments or a non-finite value today.
+    """
+    args = _PricingArgs.of(book, skew_slope, skew_rule, min_vol, american_method, american_steps,
+                           vol_beta)
+    values = _today(book.contracts, book.n_factors, args, None)
+    values.flags.writeable = False
+    return TodayValues(book, args, values)
 
 
 def _vol_beta(vol_beta: npt.ArrayLike | None, c: ContractSet, american_method: str) -> Float64Array | None:

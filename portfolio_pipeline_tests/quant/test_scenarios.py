@@ -24,7 +24,7 @@ from portfolio_pipeline.quant.monte_carlo import (
     simulate_factors,
 )
 from portfolio_pipeline.quant.premium_grid import INTERP_MIN_SCENARIOS, INTERP_TAIL
-from portfolio_pipeline.quant.revaluation import greeks_pnl, revalue
+from portfolio_pipeline.quant.revaluation import greeks_pnl, revalue, today_values
 from portfolio_pipeline.quant.scenario_book import Book, ContractSet
 from portfolio_pipeline.quant.scenario_config import StressScenariosFile
 from portfolio_pipeline.quant.scenario_risk import (
@@ -512,6 +512,42 @@ def test_interp_lr_zero_cell_and_small_sets() -> None:
     assert abs(interp[0, 0] - direct[0, 0]) <= 0.01
     cfg = StressScenariosFile.model_validate({"monte_carlo": {"american_method": "interp_lr"}})
     assert cfg.monte_carlo.american_method == "interp_lr"
+
+
+def test_today_values_priced_once_give_the_same_pnl_bit_for_bit() -> None:
+    """revalue(today=today_values(...)) is revalue() bit for bit for every American method,
+    skew rule and vol_beta, also with interp_lr on a set with (then ignored) and without a
+    decay-0 premium grid; made for another book or other arguments it is refused."""
+    book = _am_book()
+    grid = shock_grid([-0.3, -0.1, 0.0, 0.2], [("0pt", 0.0, 0.0), ("+10pt", 0.10, 0.0)],
+                      [0, 1, 5], spot_beta=[1.0, 1.0])
+    rng = np.random.default_rng(5)
+    n = INTERP_MIN_SCENARIOS
+    mc = ScenarioSet.build(rng.normal(0.0, 0.03, (n, 2)), rng.normal(0.0, 0.03, (n, 2)), 10 / 252)
+    crash, _ = _crash_grid()  # has a decay-0 grid
+    cases: list[dict[str, object]] = [
+        {},
+        {"american_method": "bs2002", "skew_rule": "sticky_moneyness", "skew_slope": [-1.0, -0.5]},
+        {"american_steps": 51, "vol_beta": [1.2, 0.8, 1.0, 0.9, 1.0], "min_vol": 0.05},
+        {"american_method": "interp_lr", "american_steps": 51},
+    ]
+    for kw in cases:
+        today = today_values(book, **kw)  # type: ignore[arg-type]
+        assert not today.values.flags.writeable
+        sets = [grid.scenarios, mc] + ([crash] if kw.get("american_method") == "interp_lr" else [])
+        for sc in sets:
+            want = revalue(book, sc, **kw)  # type: ignore[arg-type]
+            got = revalue(book, sc, today=today, **kw)  # type: ignore[arg-type]
+            assert got.tobytes() == want.tobytes(), (kw, sc.size)
+    today = today_values(book, american_steps=51)
+    twin = _am_book()  # equal contents, another book
+    for bad_book, kw in [(twin, {"american_steps": 51}), (book, {"american_steps": 101}),
+                         (book, {"american_steps": 51, "min_vol": 0.02}),
+                         (book, {"american_steps": 51, "skew_slope": [0.0, -0.1]}),
+                         (book, {"american_steps": 51, "vol_beta": np.ones(5)}),
+                         (book, {"american_steps": 51, "skew_rule": "sticky_moneyness"})]:
+        with pytest.raises(ValueError, match="another book or other pricing arguments"):
+            revalue(bad_book, grid.scenarios, today=today, **kw)  # type: ignore[arg-type]
 
 
 def test_var_cvar_at_several_levels_with_one_sort_equals_straightforward_twin() -> None:

@@ -54,7 +54,7 @@ from portfolio_pipeline.defs.stress.book import (
 )
 from portfolio_pipeline.domain.regime import RegimeService
 from portfolio_pipeline.quant.correlation import NearestCorrelation
-from portfolio_pipeline.quant.revaluation import greeks_pnl, revalue
+from portfolio_pipeline.quant.revaluation import greeks_pnl, revalue, today_values
 from portfolio_pipeline.quant.scenario_config import MonteCarloConfig, StressScenariosFile
 from portfolio_pipeline.quant.scenario_risk import tail_contributions
 from portfolio_pipeline.storage import replace_partition
@@ -145,10 +145,12 @@ def _simulator(
 ) -> Callable[[np.ndarray, int], np.ndarray]:
     """(correlation, horizon) -> per-group Monte Carlo P&L of the session's book."""
 
+    priced = {**kw, "american_method": fits.cfg.american_method, "american_steps": fits.cfg.american_steps}
+    today = today_values(sb.book, **priced)  # once for every horizon and matrix
+
     def run(corr: np.ndarray, h: int) -> np.ndarray:
         paths = fits.paths(setup, corr, h)
-        return revalue(sb.book, mc_scenarios(sb, setup, paths, h), **kw,
-                       american_method=fits.cfg.american_method, american_steps=fits.cfg.american_steps)
+        return revalue(sb.book, mc_scenarios(sb, setup, paths, h), **priced, today=today)
 
     return run
 
