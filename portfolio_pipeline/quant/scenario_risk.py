@@ -60,8 +60,27 @@ def tail_contributions(
 
 
 def _worst(pnl: Float64Array, k: int) -> IntArray:
-    """Indices of the ``k`` smallest P&L, worst first; ties broken by scenario index."""
-    order: IntArray = np.argsort(pnl, kind="stable")[:k].astype(np.intp)
+    """Indices of the ``k`` smallest P&L, worst first; ties broken by scenario index:
+    ``np.argsort(pnl, kind="stable")[:k]`` exactly.
+
+    The ``k``-th smallest value ``v`` comes from a partition (linear time); the candidates
+    are every scenario below ``v`` and the lowest-indexed ones equal to ``v``, in index
+    order, and only those ``k`` are sorted (stable, so ties stay in index order).  A sample
+    whose ``k``-th smallest value is NaN (NaN sorts last) takes the full sort.
+    """
+    n = pnl.size
+    k = min(k, n)
+    if k == 0:
+        return np.zeros(0, dtype=np.intp)
+    if 4 * k >= n:  # most of the sample: one sort is as cheap
+        return np.argsort(pnl, kind="stable")[:k].astype(np.intp)
+    v = np.partition(pnl, k - 1)[k - 1]
+    if np.isnan(v):
+        return np.argsort(pnl, kind="stable")[:k].astype(np.intp)
+    below = np.flatnonzero(pnl < v)
+    ties = np.flatnonzero(pnl == v)[: k - below.size]
+    cand = np.sort(np.concatenate([below, ties]))
+    order: IntArray = cand[np.argsort(pnl[cand], kind="stable")].astype(np.intp)
     return order
 
 
@@ -99,12 +118,12 @@ def scenario_var_cvar_levels(
     (the stable order of the worst scenarios does not depend on the level, so every pair
     is bit-identical to a separate :func:`scenario_var_cvar` call)."""
     x = as_float64(pnl, "pnl", 1)
-    order = np.argsort(x, kind="stable")
+    ks = [worst_k(x.size, confidence) for confidence in confidences]
+    order = _worst(x, max(ks, default=0))  # the stable order's worst scenarios, every level's
     out: list[tuple[float, float]] = []
-    for confidence in confidences:
-        k = worst_k(x.size, confidence)
+    for confidence, k in zip(confidences, ks, strict=True):
         var = -float(np.quantile(x, 1.0 - confidence))
-        cvar = -float(x[order[:k].astype(np.intp)].mean())
+        cvar = -float(x[order[:k]].mean())
         out.append((var, cvar))
     return out
 

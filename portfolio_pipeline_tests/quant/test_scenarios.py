@@ -569,6 +569,37 @@ def test_var_cvar_at_several_levels_with_one_sort_equals_straightforward_twin() 
     assert scenario_var_cvar_levels(hand, (0.90,)) == [(500.0, 750.0)]
 
 
+
+def test_worst_scenarios_by_partition_are_the_stable_sorts_first_k() -> None:
+    """scenario_risk._worst (a partition, then a sort of the k candidates) against the
+    straightforward twin np.argsort(kind="stable")[:k], index for index: ties at and
+    below the k-th value (lowest index first), signed zeros, infinities, NaN (sorted last;
+    a NaN k-th value takes the full sort), k = 1, k near n, k = n."""
+    from portfolio_pipeline.quant.scenario_risk import _worst
+
+    rng = np.random.default_rng(3)
+    samples = []
+    for n in (1, 7, 100, 10_000):
+        x = np.round(rng.standard_t(3, n) * 10.0, 0)  # many ties
+        samples.append(x)
+        y = x.copy()
+        y[rng.choice(n, max(1, n // 10), replace=False)] = -0.0
+        y[rng.choice(n, max(1, n // 50), replace=False)] = 0.0
+        samples.append(y)
+        z = rng.normal(size=n)
+        z[rng.choice(n, max(1, n // 20), replace=False)] = np.nan
+        z[rng.choice(n, max(1, n // 100), replace=False)] = -np.inf
+        samples.append(z)
+    samples.append(np.full(50, np.nan))
+    for x in samples:
+        n = x.size
+        for k in sorted({1, 2, max(1, n // 100), max(1, n // 20), max(1, n // 4 - 1), n // 2, n - 1, n}):
+            if k < 1:
+                continue
+            want = np.argsort(x, kind="stable")[:k]
+            got = _worst(x, k)
+            assert got.dtype == np.intp and np.array_equal(got, want), (n, k)
+
 def test_scenario_cvar_is_mean_of_exactly_the_worst_k_with_ties() -> None:
     """Hand computation (issue 14, item 5): 100 scenarios: 5 at -1000, 20 tied at a capped
     loss of -500, 75 at -99..-25.  At 90 % the tail is exactly ceil(0.1 * 100) = 10
