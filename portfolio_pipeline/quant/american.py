@@ -248,25 +248,8 @@ def lr_tree(
     :func:`lr_tree_nodes`' bit for bit.
     """
     lat = _lattice(is_call, s, k, t, r, q, vol, steps)
-    a_up = (lat.disc * lat.pu)[None, :]
-    a_dn = (lat.disc * (1.0 - lat.pu))[None, :]
     vals = lat.payoff.copy()
-    wspot = lat.w * lat.spot
-    wk = lat.w * lat.k
-    scratch = np.empty_like(vals)
-    ex_scratch = np.empty_like(vals)
-    for i in range(lat.n - 1, -1, -1):  # lr_tree_nodes' loop on the American columns only
-        m = i + 1
-        tmp = scratch[:m]
-        np.multiply(a_up, vals[1 : m + 1], out=tmp)
-        head = vals[:m]
-        np.multiply(a_dn, head, out=head)
-        np.add(head, tmp, out=head)
-        node = wspot[:m]
-        np.multiply(node, lat.inv_dn, out=node)
-        ex = ex_scratch[:m]
-        np.subtract(node, wk, out=ex)
-        np.maximum(head, ex, out=head)
+    _induct(vals, lat, (lat.disc * lat.pu)[None, :], (lat.disc * (1.0 - lat.pu))[None, :])
     return vals[0].copy(), _european_root(lat)
 
 
@@ -333,6 +316,51 @@ def _european_root(lat: _Lattice) -> Float64Array:
     return out
 
 
+def _induct(
+    vals: Float64Array,
+    lat: _Lattice,
+    a_up: Float64Array,
+    a_dn: Float64Array,
+    keep: tuple[int, ...] = (),
+) -> dict[int, tuple[Float64Array, Float64Array, Float64Array]]:
+    """Backward induction of ``lat`` in place in ``vals`` (node-major, shape
+    ``(n + 1, columns)``): the first ``c`` columns are the American trees (the exercise value
+    floors them at every node), any further ``c`` the European ones; ``a_up``/``a_dn`` are the
+    discounted branch weights per column.  Returns the (American, European, spot) nodes of
+    the steps in ``keep``, contract-major.
+
+    Step i keeps its i + 1 nodes in the first rows of ``vals`` and of the signed spots; one
+    scratch array takes the up-moves, another the exercise values.  The same operations on
+    the same operands as the textbook loop, without allocating ~10 arrays per step, so the
+    values are bit-identical (twin test in portfolio_pipeline_tests/quant/test_american_tree.py):
+    a_dn V_dn + a_up V_up equals a_up V_up + a_dn V_dn exactly, and with w = +-1 the spots
+    are carried signed, w S (w S / d = w (S / d) and w S - w K = w (S - K) exactly: IEEE
+    rounding is symmetric in sign), which saves two operations per step.
+    """
+    c = lat.spot.shape[1]
+    wspot = lat.w * lat.spot
+    wk = lat.w * lat.k
+    scratch = np.empty_like(vals)
+    ex_scratch = np.empty_like(wspot)
+    first: dict[int, tuple[Float64Array, Float64Array, Float64Array]] = {}
+    for i in range(lat.n - 1, -1, -1):
+        m = i + 1
+        tmp = scratch[:m]
+        np.multiply(a_up, vals[1 : m + 1], out=tmp)
+        head = vals[:m]
+        np.multiply(a_dn, head, out=head)
+        np.add(head, tmp, out=head)
+        node = wspot[:m]
+        np.multiply(node, lat.inv_dn, out=node)
+        ex = ex_scratch[:m]
+        np.subtract(node, wk, out=ex)
+        am = head[:, :c]
+        np.maximum(am, ex, out=am)
+        if i in keep:
+            first[i] = (am.T.copy(), head[:, c:].T.copy(), (lat.w * node).T.copy())
+    return first
+
+
 class TreeNodes(NamedTuple):
     """Root value and first-node delta/gamma of the American and European trees."""
 
@@ -396,43 +424,12 @@ def lr_tree_nodes(
     European Greeks.
     """
     lat = _lattice(is_call, s, k, t, r, q, vol, steps)
-    n, pu, disc, w, kk, spot, payoff = lat.n, lat.pu, lat.disc, lat.w, lat.k, lat.spot, lat.payoff
-    # Node-major layout: row j holds node j of every contract, so the i + 1 nodes of
-    # step i are the first i + 1 rows, one contiguous block; the American values sit in
-    # the first ``c`` columns of ``vals``, the European ones in the last ``c``.
+    # the American trees in the first ``c`` columns of ``vals``, the European ones in the last
     c = s.size
-    a_up = np.tile(disc * pu, 2)[None, :]
-    a_dn = np.tile(disc * (1.0 - pu), 2)[None, :]
-    vals = np.concatenate([payoff, payoff], axis=1)
-    inv_dn = lat.inv_dn
-    # Backward induction in place: step i keeps its i + 1 nodes in the first rows of vals
-    # and wspot; one scratch array takes the up-moves, another the exercise values.  The
-    # same operations on the same operands as the textbook loop, without allocating ~10
-    # arrays per step, so the values are bit-identical (twin test in
-    # portfolio_pipeline_tests/quant/test_american_tree.py): a_dn V_dn + a_up V_up equals
-    # a_up V_up + a_dn V_dn exactly, and with w = +-1 the spots are carried signed,
-    # w S (w S / d = w (S / d) and w S - w K = w (S - K) exactly: IEEE rounding is
-    # symmetric in sign), which saves two operations per step.
-    wspot = w * spot
-    wk = w * kk
-    scratch = np.empty_like(vals)
-    ex_scratch = np.empty_like(spot)
-    first: dict[int, tuple[Float64Array, Float64Array, Float64Array]] = {}
-    for i in range(n - 1, -1, -1):
-        m = i + 1
-        tmp = scratch[:m]
-        np.multiply(a_up, vals[1 : m + 1], out=tmp)
-        head = vals[:m]
-        np.multiply(a_dn, head, out=head)
-        np.add(head, tmp, out=head)
-        node = wspot[:m]
-        np.multiply(node, inv_dn, out=node)
-        ex = ex_scratch[:m]
-        np.subtract(node, wk, out=ex)
-        am = head[:, :c]
-        np.maximum(am, ex, out=am)
-        if i in (1, 2):
-            first[i] = (am.T.copy(), head[:, c:].T.copy(), (w * node).T.copy())
+    a_up = np.tile(lat.disc * lat.pu, 2)[None, :]
+    a_dn = np.tile(lat.disc * (1.0 - lat.pu), 2)[None, :]
+    vals = np.concatenate([lat.payoff, lat.payoff], axis=1)
+    first = _induct(vals, lat, a_up, a_dn, keep=(1, 2))
     a1, e1, s1 = first[1]
     a2, e2, s2 = first[2]
     return TreeNodes(
