@@ -34,6 +34,7 @@ from portfolio_pipeline.domain.symbols import VIX, VIX3M
 from portfolio_pipeline.marketdata.bars import DailyBar
 from portfolio_pipeline.marketdata.history import MarketHistory
 from portfolio_pipeline.storage.tables import market_history
+from portfolio_pipeline.storage.writes import dict_rows
 
 logger = logging.getLogger(__name__)
 
@@ -94,10 +95,10 @@ def read_bars(
     clauses = [t.c.symbol.in_(sorted(set(symbols))), t.c.session_date <= end]
     if start is not None:
         clauses.append(t.c.session_date >= start)
-    rows = conn.execute(
+    rows = dict_rows(conn.execute(
         select(t).where(and_(*clauses)).order_by(t.c.symbol, t.c.session_date)
-    ).mappings().all()
-    return pd.DataFrame([dict(r) for r in rows], columns=list(t.c.keys()))
+    ))
+    return pd.DataFrame(rows, columns=list(t.c.keys()))
 
 
 def _series(frame: pd.DataFrame, symbol: str, column: str = "close") -> pd.Series:

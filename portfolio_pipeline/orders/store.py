@@ -35,6 +35,7 @@ from portfolio_pipeline.storage.tables import (
     order_group_legs,
     orders,
 )
+from portfolio_pipeline.storage.writes import dict_rows
 
 __all__ = [
     "ConcurrentUpdateError",
@@ -351,9 +352,9 @@ class OrderStore:
     def audit_trail(self, order_id: str) -> list[dict[str, Any]]:
         """Every audit row of the order (ts, actor, from, to, detail), oldest first."""
         with self._db.connect() as conn:
-            return [dict(r) for r in conn.execute(
+            return dict_rows(conn.execute(
                 select(order_audit).where(order_audit.c.order_id == order_id).order_by(order_audit.c.id)
-            ).mappings()]
+            ))
 
     @staticmethod
     def _audit_rows(conn: Any, order_id: str) -> tuple[AuditEntry, ...]:

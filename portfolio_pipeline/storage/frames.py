@@ -40,6 +40,7 @@ from portfolio_pipeline.storage.tables import (
     position_greeks,
     positions_snapshot,
 )
+from portfolio_pipeline.storage.writes import dict_rows
 
 __all__ = [
     "AccountsFrame",
@@ -403,8 +404,8 @@ def read_frame(
     if clauses:
         stmt = stmt.where(and_(*clauses))
     with database.connect() as conn:
-        rows = conn.execute(stmt).mappings().all()
-    frame = pd.DataFrame([dict(r) for r in rows], columns=list(table.c.keys()))
+        rows = dict_rows(conn.execute(stmt))
+    frame = pd.DataFrame(rows, columns=list(table.c.keys()))
     if isinstance(source, Table):
         return check_schema(table, frame)
     return source.from_frame(frame)

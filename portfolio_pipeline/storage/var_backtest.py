@@ -11,6 +11,7 @@ from sqlalchemy import Connection, and_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from portfolio_pipeline.storage.tables import var_exceedances
+from portfolio_pipeline.storage.writes import dict_rows
 
 __all__ = ["read_var_exceedances"]
 
@@ -38,5 +39,4 @@ def read_var_exceedances(
     stmt = select(t).order_by(t.c.session_date, t.c.model, t.c.level)
     if clauses:
         stmt = stmt.where(and_(*clauses))
-    rows = conn.execute(stmt).mappings().all()
-    return pd.DataFrame([dict(r) for r in rows], columns=list(t.c.keys()))
+    return pd.DataFrame(dict_rows(conn.execute(stmt)), columns=list(t.c.keys()))

@@ -42,7 +42,7 @@ from portfolio_pipeline.defs.strategies.checks import (
     suite_result,
 )
 from portfolio_pipeline.domain.activity import Execution
-from portfolio_pipeline.storage import append_event, replace_partition
+from portfolio_pipeline.storage import append_event, dict_rows, replace_partition
 from portfolio_pipeline.storage.frames import read_frame
 from portfolio_pipeline.storage.tables import (
     kelly_sizing,
@@ -244,9 +244,9 @@ def theta_vega_asset(context: dg.AssetExecutionContext, db: DatabaseResource,
             replace_partition(conn, theta_vega_history, {"session_date": day}, rows)
     t = theta_vega_history
     with db.database.connect() as conn:  # the book's rows: the run's sessions and 14 before
-        hist = [dict(r) for r in conn.execute(
+        hist = dict_rows(conn.execute(
             select(t).where(t.c.account_id == "*", t.c.session_date <= days[-1])
-            .order_by(t.c.session_date.desc()).limit(len(days) + 14)).mappings()]
+            .order_by(t.c.session_date.desc()).limit(len(days) + 14)))
     hist.reverse()
     meta = SessionMetadata(context, days)
     for day in days:
