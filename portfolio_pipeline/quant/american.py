@@ -243,7 +243,7 @@ def lr_tree(
     Only the American tree is inducted backwards; the European tree's root is its
     closed form, the binomial expectation of the terminal payoffs
     ``e^{-r t} sum_j C(n, j) p^j (1-p)^(n-j) payoff_j`` (:func:`_european_root`): the
-    induction's value up to rounding (~1e-14 relative, tested against
+    induction's value up to rounding (within 1e-12 relative, measured ~2e-13, tested against
     :func:`lr_tree_nodes`), at O(n) instead of O(n^2) work.  The American values are
     :func:`lr_tree_nodes`' bit for bit.
     """

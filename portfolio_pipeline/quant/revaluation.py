@@ -313,8 +313,7 @@ class _PricingArgs:
             (self.skew_rule, self.min_vol, self.american_method, self.american_steps)
             == (other.skew_rule, other.min_vol, other.american_method, other.american_steps)
             and self.slope.tobytes() == other.slope.tobytes()
-            and (vb is None) == (ovb is None)
-            and (vb is None or ovb is None or vb.tobytes() == ovb.tobytes())
+            and (ovb is None if vb is None else ovb is not None and vb.tobytes() == ovb.tobytes())
         )
 
 
